@@ -1,0 +1,1 @@
+"""Everything about images on disk: discovery, reading, transforms, caching, synthetic federations."""

@@ -1,0 +1,1 @@
+"""Provisioning, kits and launching Flower's own processes (superlink, supernode, flwr run)."""

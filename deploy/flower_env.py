@@ -1,0 +1,41 @@
+"""The environment every Flower process we start runs with: our own FLWR_HOME, nothing phoned home,
+nothing installed at run time (otherwise the SuperLink `uv sync`s torch with CUDA from the index)."""
+
+import os
+import sys
+from pathlib import Path
+
+QUIET_FLOWER = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """Flower starts its helpers (flower-superexec, flwr-serverapp, …) by name: this Python's scripts come first."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, **QUIET_FLOWER, "FLWR_HOME": str(flwr_home.resolve()), "PATH": path}
+
+
+def toml_value(value: bool | int | float | str) -> str:
+    """A TOML literal for a run-config value (JSON string escapes are valid TOML basic strings)."""
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value)
+
+
+def write_connection(flwr_home: Path, name: str, address: str, root_certificates: Path | None = None) -> None:
+    """$FLWR_HOME/config.toml with one SuperLink connection, made the default."""
+    lines = ["[superlink]", f"default = {toml_value(name)}", "", f"[superlink.{name}]", f"address = {toml_value(address)}"]
+    if root_certificates is None:
+        lines.append("insecure = true")
+    else:
+        lines.append(f"root-certificates = {toml_value(str(root_certificates.resolve()))}")
+    (flwr_home / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,141 @@
+"""Start Flower processes on free ports and stop exactly those, with every process they spawned.
+
+Processes are stopped by id: the tree below each started process is read from /proc *before* anything
+is signalled (children are re-parented once their parent dies), then terminated, then killed.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+STOP_GRACE_S = 10.0
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks) of a running process; None if gone or a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):  # exited, waiting to be reaped: nothing left to stop
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def process_tree(root: int) -> list[tuple[int, int]]:
+    """(pid, start time) of `root` and all its descendants, parents first."""
+    parents: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _proc_stat(int(entry))):
+            parents.setdefault(stat[0], []).append(int(entry))
+            starts[int(entry)] = stat[1]
+    if root not in starts:
+        return []
+    tree, queue = [], [root]
+    while queue:
+        pid = queue.pop(0)
+        tree.append((pid, starts[pid]))
+        queue.extend(parents.get(pid, []))
+    return tree
+
+
+def _alive(pid: int, start: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[1] == start  # same start time: not a recycled pid
+
+
+def stop_tree(root: int, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the process and its descendants, SIGKILL what is left after `grace_s`."""
+    tree = process_tree(root)
+    for pid, _ in reversed(tree):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(*p) for p in tree):
+        _reap(root)
+        time.sleep(0.1)
+    for pid, start in tree:
+        if _alive(pid, start):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and any(_alive(*p) for p in tree):
+        _reap(root)
+        time.sleep(0.05)
+    _reap(root)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+@dataclass
+class StartedProcess:
+    """A process we started, with where its output goes."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self) -> None:
+        stop_tree(self.pid)
+        self.popen.wait(timeout=5)
+
+
+def start_process(name: str, command: Sequence[str], env: dict[str, str], log_path: Path,
+                  cwd: Path | None = None) -> StartedProcess:
+    """Start `command` in its own session (so a Ctrl-C in the terminal is ours to forward), output to a log."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(list(command), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
+    return StartedProcess(name=name, popen=popen, log_path=log_path)
+
+
+def wait_for_health(process: StartedProcess, url: str, timeout_s: float = 60.0) -> None:
+    """Block until `url` answers 2xx; fail early, with the log's tail, if the process exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"{process.name} exited with code {process.popen.returncode}; "
+                               f"see {process.log_path}:\n{tail(process.log_path)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    raise TimeoutError(f"{process.name} did not answer {url} within {timeout_s:.0f} s; see {process.log_path}")
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

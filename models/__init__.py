@@ -1,0 +1,1 @@
+"""Network presets and the exchange of weights between torch and Flower records."""

@@ -1,0 +1,56 @@
+"""MONAI 3D UNet presets: one name per size, so every site builds the same network."""
+
+from dataclasses import dataclass
+
+import torch
+from monai.networks.nets import UNet
+
+from data_prep.labels import NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A UNet shape and the training patch edge (voxels) it is sized for."""
+
+    channels: tuple[int, ...]
+    strides: tuple[int, ...]
+    num_res_units: int
+    patch_size: int
+
+
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    # For tests: a few seconds per round on a CPU.
+    "tiny": ModelPreset(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, patch_size=32),
+    # CPU default for the demo: 1.2 M parameters.
+    "small": ModelPreset(channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2, patch_size=64),
+    # For GPU sites.
+    "large": ModelPreset(channels=(32, 64, 128, 256, 320), strides=(2, 2, 2, 2), num_res_units=2, patch_size=96),
+}
+
+
+def get_preset(name: str) -> ModelPreset:
+    """Look a preset up by name; unknown names list the valid ones."""
+    try:
+        return MODEL_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(MODEL_PRESETS)}") from None
+
+
+def build_model(preset: str, seed: int | None = None) -> torch.nn.Module:
+    """A 3D UNet mapping (B, 1, X, Y, Z) intensities to (B, NUM_CLASSES, X, Y, Z) logits.
+
+    Instance normalisation keeps no running statistics, so averaging weights across sites is all
+    there is to aggregate.
+    """
+    spec = get_preset(preset)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=NUM_CLASSES,
+        channels=spec.channels,
+        strides=spec.strides,
+        num_res_units=spec.num_res_units,
+        norm="instance",
+    )

@@ -1,0 +1,61 @@
+"""The coordinator's ServerApp: wires settings, sites, strategy and run folder; the logic lives elsewhere."""
+
+import time
+from logging import INFO
+
+from flwr.app import ConfigRecord, Context
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+from models.presets import build_model
+from models.weights import to_record
+from server_app.checkpoints import Checkpointer
+from server_app.run_folder import RunFolder, read_metrics
+from server_app.run_settings import ServerRunSettings
+from server_app.site_directory import SiteDirectory
+from server_app.site_table import site_table_text
+from server_app.strategy import SiteFedAvg
+from server_app.summary import build_summary
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    # Settings, run folder and the initial global model
+    settings = ServerRunSettings.from_run_config(context.run_config)
+    run = RunFolder.create(settings.run_dir, context.run_config)
+    initial = to_record(build_model(settings.model_preset, seed=settings.seed))
+    started = time.monotonic()
+
+    # Strategy: FedAvg weighted by num-examples, results filed per site
+    strategy = SiteFedAvg(
+        sites=SiteDirectory(timeout_s=settings.round_timeout_s),
+        run=run,
+        model_keys=initial.keys(),
+        min_train_nodes=settings.min_sites,
+        min_evaluate_nodes=settings.min_sites,
+        min_available_nodes=settings.min_sites,
+    )
+    checkpointer = Checkpointer(run, settings.model_preset)
+
+    # Round 0: every site validates the initial model, so each site's starting point is on record
+    strategy.aggregate_evaluate(
+        0, grid.send_and_receive(strategy.configure_evaluate(0, initial, ConfigRecord(), grid),
+                                 timeout=settings.round_timeout_s))
+    weighted = {0: strategy.latest_evaluation} if strategy.latest_evaluation else {}
+
+    def after_round(server_round: int, arrays):  # Strategy.start's evaluate_fn
+        checkpointer(server_round, arrays, strategy.latest_evaluation)
+        if server_round and strategy.latest_evaluation:
+            weighted[server_round] = strategy.latest_evaluation
+
+    strategy.start(grid=grid, initial_arrays=initial, num_rounds=settings.num_rounds,
+                   timeout=settings.round_timeout_s, train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
+                   evaluate_fn=after_round)
+
+    # Summary and the per-site table
+    records = read_metrics(run.path)
+    run.write_summary(build_summary(records, weighted, checkpointer, settings.num_rounds,
+                                    time.monotonic() - started))
+    log(INFO, "Run folder: %s\n%s", run.path, site_table_text(records))

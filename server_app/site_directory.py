@@ -1,0 +1,38 @@
+"""Which site is behind which Flower node: asked once per node with a `query.describe` message."""
+
+from collections.abc import Iterable
+from logging import INFO, WARNING
+
+from flwr.app import Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+DESCRIBE = "query.describe"
+
+
+class SiteDirectory:
+    """Maps node ids to site names; nodes that join later are asked when they are first sampled."""
+
+    def __init__(self, timeout_s: float = 300.0) -> None:
+        self._names: dict[int, str] = {}
+        self._timeout_s = timeout_s
+
+    def name(self, node_id: int) -> str:
+        return self._names.get(node_id, f"node-{node_id}")
+
+    def learn(self, grid: Grid, node_ids: Iterable[int]) -> None:
+        unknown = [node for node in node_ids if node not in self._names]
+        if not unknown:
+            return
+        queries = [Message(RecordDict(), dst_node_id=node, message_type=DESCRIBE) for node in unknown]
+        for reply in grid.send_and_receive(queries, timeout=self._timeout_s):
+            node = reply.metadata.src_node_id
+            if reply.has_error() or "site" not in reply.content.config_records:
+                log(WARNING, "Node %d did not describe itself; its results are filed as node-%d", node, node)
+                continue
+            name = str(reply.content.config_records["site"]["site-name"])
+            if name in self._names.values():
+                log(WARNING, "Two nodes call themselves %r; node %d is filed as %s#%d", name, node, name, node)
+                name = f"{name}#{node}"
+            self._names[node] = name
+            log(INFO, "Node %d is site %s", node, name)

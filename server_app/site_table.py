@@ -1,0 +1,41 @@
+"""The per-site results table: first and last evaluated round for each site, from metrics.jsonl records."""
+
+from rich.console import Console
+from rich.table import Table
+
+REGION_COLUMNS = (("dice-wt-mean", "Dice WT"), ("dice-tc-mean", "Dice TC"), ("dice-et-mean", "Dice ET"),
+                  ("hd95-wt-mean", "HD95 WT mm"))
+
+
+def first_and_last(records: list[dict]) -> dict[str, tuple[dict, dict]]:
+    """site → (record of its first evaluated round, record of its last)."""
+    by_site: dict[str, list[dict]] = {}
+    for record in records:
+        by_site.setdefault(record["site"], []).append(record)
+    return {site: (min(rs, key=lambda r: r["round"]), max(rs, key=lambda r: r["round"]))
+            for site, rs in sorted(by_site.items())}
+
+
+def site_table(records: list[dict]) -> Table:
+    table = Table(title="Validation per site (mean over the site's validation cases)")
+    table.add_column("Site")
+    table.add_column("Cases", justify="right")
+    table.add_column("Mean Dice: first → last round", justify="right")
+    for _, title in REGION_COLUMNS:
+        table.add_column(title, justify="right")
+    for site, (first, last) in first_and_last(records).items():
+        table.add_row(
+            site,
+            str(last["n_cases"]),
+            f"{first['metrics']['dice-mean']:.3f} (r{first['round']}) → {last['metrics']['dice-mean']:.3f} "
+            f"(r{last['round']})",
+            *(f"{last['metrics'][key]:.3f}" if key.startswith("dice") else f"{last['metrics'][key]:.1f}"
+              for key, _ in REGION_COLUMNS),
+        )
+    return table
+
+
+def site_table_text(records: list[dict], width: int = 120) -> str:
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115 - export only
+    console.print(site_table(records))
+    return console.export_text()

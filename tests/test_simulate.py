@@ -1,0 +1,80 @@
+"""`oncofed simulate`: bad input is one clear line; a tiny federation runs end to end and leaves nothing behind."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from data_prep.synth.federation import write_federation
+from oncofed_cli import app
+
+runner = CliRunner()
+
+
+def processes_with_flwr_home(flwr_home: Path) -> list[int]:
+    """Processes whose environment carries this FLWR_HOME: exactly those the run started."""
+    marker = f"FLWR_HOME={flwr_home.resolve()}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def one_error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code != 0
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_missing_data_folder(tmp_path):
+    result = runner.invoke(app, ["simulate", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])
+    line = one_error_line(result)
+    assert "nowhere" in line and "does not exist" in line
+
+
+def test_empty_site(tmp_path):
+    (tmp_path / "fed" / "hospital-a").mkdir(parents=True)
+    result = runner.invoke(app, ["simulate", "--data", str(tmp_path / "fed"), "--out", str(tmp_path / "run")])
+    line = one_error_line(result)
+    assert "hospital-a" in line and "no cases" in line
+
+
+def test_unknown_preset(tmp_path):
+    result = runner.invoke(app, ["simulate", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
+                                 "--preset", "huge"])
+    line = one_error_line(result)
+    assert "huge" in line and "tiny" in line
+
+
+@pytest.fixture(scope="module")
+def tiny_federation(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("federation")
+    write_federation(root, n_sites=2, seed=3, preset="tiny")
+    return root
+
+
+def test_two_round_tiny_federation(tiny_federation, tmp_path):
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["simulate", "--data", str(tiny_federation), "--out", str(run_dir),
+                                 "--rounds", "2", "--preset", "tiny", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    sites = sorted(p.name for p in tiny_federation.iterdir())
+    assert sorted((r["round"], r["site"]) for r in records) == [(rnd, s) for rnd in (0, 1, 2) for s in sites]
+    assert all(math.isfinite(r["metrics"]["dice-mean"]) and 0 <= r["metrics"]["dice-mean"] <= 1 for r in records)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary["sites"]) == set(sites)
+    assert (run_dir / "models" / "final.pt").is_file() and (run_dir / "models" / "best.pt").is_file()
+    for site in sites:
+        assert site in result.output  # the per-site table
+    assert processes_with_flwr_home(run_dir / "flwr-home") == []
