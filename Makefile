@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	@test -d $(DEMO)/data || $(BIN)/oncofed synth --out $(DEMO)/data --sites 3 --preset demo --seed 0
-	$(BIN)/oncofed simulate --data $(DEMO)/data --out $(DEMO)/runs/$$(date +%Y%m%d-%H%M%S) --rounds 5 --preset small
+	$(BIN)/oncofed simulate --data $(DEMO)/data --out $(DEMO)/runs/$$(date +%Y%m%d-%H%M%S) --rounds 8 --preset small
 
 test: install
 	$(BIN)/pytest -q

@@ -20,7 +20,7 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     return {**os.environ, **QUIET_FLOWER, "FLWR_HOME": str(flwr_home.resolve()), "PATH": path}
 
 
-def toml_value(value: bool | int | float | str) -> str:
+def toml_value(value: bool | float | str) -> str:
     """A TOML literal for a run-config value (JSON string escapes are valid TOML basic strings)."""
     import json
 

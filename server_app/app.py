@@ -29,8 +29,9 @@ def main(grid: Grid, context: Context) -> None:
     started = time.monotonic()
 
     # Strategy: FedAvg weighted by num-examples, results filed per site
+    sites = SiteDirectory(timeout_s=settings.round_timeout_s)
     strategy = SiteFedAvg(
-        sites=SiteDirectory(timeout_s=settings.round_timeout_s),
+        sites=sites,
         run=run,
         model_keys=initial.keys(),
         min_train_nodes=settings.min_sites,
@@ -56,6 +57,6 @@ def main(grid: Grid, context: Context) -> None:
 
     # Summary and the per-site table
     records = read_metrics(run.path)
-    run.write_summary(build_summary(records, weighted, checkpointer, settings.num_rounds,
+    run.write_summary(build_summary(records, weighted, checkpointer, sites.overviews, settings.num_rounds,
                                     time.monotonic() - started))
     log(INFO, "Run folder: %s\n%s", run.path, site_table_text(records))

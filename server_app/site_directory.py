@@ -16,6 +16,8 @@ class SiteDirectory:
     def __init__(self, timeout_s: float = 300.0) -> None:
         self._names: dict[int, str] = {}
         self._timeout_s = timeout_s
+        self.overviews: dict[str, dict[str, int | float]] = {}
+        """site name → the aggregate data overview it sent (case counts, …)."""
 
     def name(self, node_id: int) -> str:
         return self._names.get(node_id, f"node-{node_id}")
@@ -35,4 +37,5 @@ class SiteDirectory:
                 log(WARNING, "Two nodes call themselves %r; node %d is filed as %s#%d", name, node, name, node)
                 name = f"{name}#{node}"
             self._names[node] = name
+            self.overviews[name] = {k: v for record in reply.content.metric_records.values() for k, v in record.items()}
             log(INFO, "Node %d is site %s", node, name)

@@ -7,7 +7,7 @@ from server_app.site_table import first_and_last
 
 
 def build_summary(records: list[dict], weighted: dict[int, MetricRecord], checkpointer: Checkpointer,
-                  rounds_planned: int, wall_time_s: float) -> dict:
+                  overviews: dict[str, dict], rounds_planned: int, wall_time_s: float) -> dict:
     sites = {
         site: {"n_cases": last["n_cases"], "first_round": first["round"], "last_round": last["round"],
                "first": first["metrics"], "last": last["metrics"]}
@@ -17,6 +17,7 @@ def build_summary(records: list[dict], weighted: dict[int, MetricRecord], checkp
         "rounds_planned": rounds_planned,
         "rounds_evaluated": sorted({r["round"] for r in records}),
         "sites": sites,
+        "site_overview": overviews,
         "weighted_mean": {str(rnd): dict(metrics) for rnd, metrics in sorted(weighted.items())},
         "best": {"round": checkpointer.best_round, SELECTION_METRIC: checkpointer.best_score
                  if checkpointer.best_round is not None else None, "model": "models/best.pt"},

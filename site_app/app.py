@@ -9,6 +9,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from data_prep.dataset import training_dataset, validation_dataset
+from data_prep.discovery import discover_cases
 from models.presets import build_model
 from models.weights import load_record, to_record
 from site_app.metrics import summarize
@@ -29,9 +30,10 @@ def _device() -> torch.device:
 
 @app.query("describe")
 def describe(msg: Message, context: Context) -> Message:
-    """The site's name, so the coordinator can attribute its metrics."""
+    """The site's name, so the coordinator can attribute its metrics, and an aggregate overview of its data."""
     site = resolve_site(context)
-    return Message(RecordDict({"site": ConfigRecord({"site-name": site.name})}), reply_to=msg)
+    overview = MetricRecord({"n-cases": len(discover_cases(site.data))})
+    return Message(RecordDict({"site": ConfigRecord({"site-name": site.name}), "overview": overview}), reply_to=msg)
 
 
 @app.train()

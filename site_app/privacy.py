@@ -1,11 +1,10 @@
 """What may leave the site: a ClientApp mod that keeps exception details (paths, case ids) local.
 
 Flower would otherwise send `str(exception)` to the coordinator as the error reason. Here the full
-error goes to the site log and stderr (the SuperNode's own log, at the site); the coordinator gets only
-the exception's type.
+error goes to the site log in the work folder; the coordinator, and stderr (which a simulation streams to
+the coordinator's log), get only the exception's type.
 """
 
-import logging
 import math
 import sys
 import traceback
@@ -26,11 +25,12 @@ def keep_details_local(msg: Message, context: Context, call_next: ClientAppCalla
         _refuse_non_finite(reply)
     except Exception as error:  # noqa: BLE001 - every failure must be reported without details
         detail = "".join(traceback.format_exception(error))
-        print(f"[oncofed site] {msg.metadata.message_type} failed:\n{detail}", file=sys.stderr)
         try:
             site_logger(resolve_site(context).work).error("%s failed:\n%s", msg.metadata.message_type, detail)
-        except Exception:  # noqa: BLE001 - the site's paths themselves may be what failed
-            logging.getLogger(__name__).debug("site log unavailable", exc_info=True)
+            print(f"[oncofed site] {msg.metadata.message_type} failed ({type(error).__name__}); see the site log",
+                  file=sys.stderr)
+        except Exception:  # noqa: BLE001 - the site's paths themselves are what failed: no case data is involved
+            print(f"[oncofed site] {msg.metadata.message_type} failed:\n{detail}", file=sys.stderr)
         reason = f"site failed in {msg.metadata.message_type} ({type(error).__name__}); details are in the site log"
         return Message(Error(code=ERROR_CODE_SITE_FAILED, reason=reason), reply_to=msg)
     return reply

@@ -1,0 +1,86 @@
+"""A 3-D array with its geometry: the one in-memory form every reader returns.
+
+Convention: ``array[i, j, k]`` is the voxel whose centre lies at ``affine @ (i, j, k, 1)`` in RAS millimetres
+(+x towards the patient's Right, +y Anterior, +z Superior), which is nibabel's convention. DICOM's LPS is
+converted once, by the DICOM reader.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from data_prep.errors import CaseError
+
+ORTHOGONALITY_TOLERANCE = 1e-3
+"""Largest |cosine| allowed between two affine axes (1e-3 is about 0.06 degrees); larger means sheared."""
+
+MIN_SPACING_MM = 1e-3
+"""Smallest voxel edge accepted, in mm; anything shorter means a singular (degenerate) affine."""
+
+GRID_TOLERANCE_MM = 1e-3
+"""Largest difference, in mm, between the affines of two volumes that are said to share a grid."""
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A 3-D array indexed (i, j, k) and the 4x4 float64 affine mapping voxel index to RAS mm."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel edge lengths along i, j, k, in mm."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes of i, j, k, e.g. "LPS": i runs towards Left, j towards Posterior, k towards Superior."""
+        return "".join(nib.aff2axcodes(self.affine))
+
+    def __repr__(self) -> str:
+        spacing = "x".join(f"{s:.3g}" for s in self.spacing_mm)
+        return f"Volume(shape={self.array.shape}, dtype={self.array.dtype}, spacing_mm={spacing}, {self.orientation})"
+
+
+def checked_affine(affine: np.ndarray, source: Path | str) -> np.ndarray:
+    """Return ``affine`` as float64 4x4 after checking it is a finite, non-singular, orthogonal voxel->mm map.
+
+    Raises CaseError naming ``source`` (the file or folder it came from) and the values found.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise CaseError(f"{source}: affine must be a finite 4x4 matrix, found {affine.tolist()}")
+    if not np.allclose(affine[3], [0, 0, 0, 1]):
+        raise CaseError(f"{source}: last affine row must be [0, 0, 0, 1], found {affine[3].tolist()}")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(spacing < MIN_SPACING_MM):
+        raise CaseError(f"{source}: singular affine, voxel spacing {spacing.round(6).tolist()} mm")
+    directions = affine[:3, :3] / spacing
+    cosines = np.abs(directions.T @ directions - np.eye(3))
+    if cosines.max() > ORTHOGONALITY_TOLERANCE:
+        raise CaseError(
+            f"{source}: voxel axes are not orthogonal (largest |cosine| between axes {cosines.max():.4g},"
+            f" tolerance {ORTHOGONALITY_TOLERANCE}); sheared or gantry-tilted grids are not supported"
+        )
+    return affine
+
+
+def check_same_grid(a: Volume, b: Volume, a_source: Path | str, b_source: Path | str) -> None:
+    """Raise CaseError naming both sources unless ``a`` and ``b`` have the same shape and affine."""
+    if a.array.shape != b.array.shape:
+        raise CaseError(f"{a_source} has shape {a.array.shape} but {b_source} has {b.array.shape}")
+    if not np.allclose(a.affine, b.affine, rtol=0, atol=GRID_TOLERANCE_MM):
+        raise CaseError(
+            f"{a_source} and {b_source} lie on different grids: affines {a.affine.round(4).tolist()}"
+            f" vs {b.affine.round(4).tolist()} (tolerance {GRID_TOLERANCE_MM} mm)"
+        )
+
+
+def voxel_centres_mm(shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
+    """RAS mm coordinates of every voxel centre of a grid, shape ``(*shape, 3)``, float32."""
+    index = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    world = affine[:3, :3].astype(np.float32) @ index + affine[:3, 3:4].astype(np.float32)
+    return world.T.reshape(*shape, 3)
