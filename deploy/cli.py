@@ -1,5 +1,6 @@
 """The coordinator's launcher commands (`oncofed simulate`)."""
 
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -75,6 +76,8 @@ def simulate(
     except (ValueError, SiteDataError, FileNotFoundError) as error:
         raise fail(str(error)) from None
 
+    # `kill <pid>` must stop the federation as cleanly as Ctrl-C does: both unwind through run_simulation's finally.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     console.print(f"Federation of {plan.n_sites} sites from {data}; run folder {plan.run_dir}")
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
