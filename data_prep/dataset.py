@@ -1,16 +1,55 @@
-"""A site's cases as train/validation datasets backed by an on-disk cache in the site's work folder."""
+"""A site's cases as train/validation datasets backed by an on-disk cache in the site's work folder.
+
+Cache entries are ``<cache>/<key>.pt``, key = hash of the dataset item, which holds the SHA-256 of every source
+file and every reading and preprocessing setting (transforms.case_item): a changed source file or setting gets a
+new entry, and an entry that cannot be loaded (truncated, corrupt) is deleted and rebuilt.
+"""
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from monai.data import Dataset, PersistentDataset
+from monai.data.utils import json_hashing
+from monai.transforms import Compose
+from monai.utils import convert_to_tensor
 from sklearn.model_selection import train_test_split
 
 from data_prep.discovery import CaseFiles
+from data_prep.ingest_settings import DEFAULT_INGEST, IngestSettings
 from data_prep.transforms import PipelineSettings, case_item, preprocess, training
 
 log = logging.getLogger(__name__)
+
+
+class SiteCache(PersistentDataset):
+    """MONAI's PersistentDataset with two changes: any unreadable entry is rebuilt (MONAI re-raises most load
+    errors), and entries are written to a temporary file in the cache folder itself, then renamed (MONAI writes in
+    the system temp folder and moves, which is a copy, not atomic, when that is another file system).
+
+    Keys hash the item as sorted JSON: MONAI's default pickle hash depends on which equal strings are the same
+    object, so an item rebuilt from inventory.json would miss its entry."""
+
+    def __init__(self, data: Sequence[dict[str, object]], transform: Compose, cache_dir: Path) -> None:
+        super().__init__(data, transform=transform, cache_dir=cache_dir, hash_func=json_hashing)
+
+    def _cachecheck(self, item_transformed):
+        entry = Path(self.cache_dir) / f"{self.hash_func(item_transformed).decode('utf-8')}{self.transform_hash}.pt"
+        if entry.is_file():
+            try:
+                return torch.load(entry, weights_only=True)
+            except Exception as e:  # noqa: BLE001 - whatever is wrong with the entry, recomputing fixes it
+                log.warning("cache entry %s cannot be loaded (%s: %s); rebuilding it", entry.name,
+                            type(e).__name__, str(e).split("\n", 1)[0])
+                entry.unlink(missing_ok=True)
+        transformed = self._pre_transform(dict(item_transformed))
+        tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+        # plain tensors, as MONAI stores them: loadable with weights_only=True (MetaTensor metadata is not)
+        torch.save(convert_to_tensor(transformed, convert_numeric=False, track_meta=self.track_meta), tmp)
+        os.replace(tmp, entry)
+        return transformed
 
 
 def split_cases(
@@ -26,15 +65,21 @@ def split_cases(
 
 
 def usable_items(
-    cases: Sequence[CaseFiles], settings: PipelineSettings, cache_dir: Path
+    cases: Sequence[CaseFiles], settings: PipelineSettings, cache_dir: Path, ingest: IngestSettings = DEFAULT_INGEST
 ) -> tuple[list[dict[str, object]], list[tuple[str, str]]]:
     """Preprocess (or find in the cache) every case; a case that fails is set aside with its reason.
 
-    Returns the usable items and (case_id, reason) for each case left out. One bad case never stops a site.
+    Returns the usable items and (case_id, reason) for each case left out (a file vanished, changed into something
+    unreadable, ...). One bad case never stops a site.
     """
-    items = [case_item(case, settings) for case in cases]
-    cached = PersistentDataset(items, transform=preprocess(settings), cache_dir=cache_dir)
-    usable, skipped = [], []
+    items, skipped = [], []
+    for case in cases:
+        try:
+            items.append(case_item(case, settings, ingest))
+        except OSError as e:
+            skipped.append((case.case_id, f"cannot read {e.filename}: {e.strerror}"))
+    cached = SiteCache(items, transform=preprocess(settings), cache_dir=cache_dir)
+    usable = []
     for index, item in enumerate(items):
         try:
             cached[index]
@@ -48,9 +93,10 @@ def usable_items(
 
 def training_dataset(items: list[dict[str, object]], settings: PipelineSettings, cache_dir: Path, seed: int) -> Dataset:
     """Cached prefix + random patches; each item yields `samples_per_case` patches."""
-    return PersistentDataset(items, transform=training(settings, seed), cache_dir=cache_dir)
+    return SiteCache(items, transform=training(settings, seed), cache_dir=cache_dir)
 
 
 def validation_dataset(items: list[dict[str, object]], settings: PipelineSettings, cache_dir: Path) -> Dataset:
     """Whole preprocessed volumes, from the cache."""
-    return PersistentDataset(items, transform=preprocess(settings), cache_dir=cache_dir)
+    return SiteCache(items, transform=preprocess(settings), cache_dir=cache_dir)
+

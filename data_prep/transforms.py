@@ -5,6 +5,7 @@ prefix both are channel-first MetaTensors (1, X, Y, Z) in RAS orientation at `sp
 cropped to the head; the image is z-scored over the head.
 """
 
+import hashlib
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,14 @@ from monai.transforms import (
     RandFlipd,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    SelectItemsd,
     Spacingd,
     SpatialPadd,
 )
 
-from data_prep.discovery import CaseFiles, load_case
+from data_prep.discovery import CaseFiles
+from data_prep.ingest_settings import IngestSettings
+from data_prep.loading import load_case
 
 HEAD_FRACTION = 0.1
 """A voxel belongs to the head when above 10 % of the robust (1st–99th percentile) intensity range."""
@@ -51,18 +55,29 @@ def zscore_over_head(image: torch.Tensor) -> torch.Tensor:
     return (image - inside.mean()) / std
 
 
-def case_item(case: CaseFiles, settings: "PipelineSettings") -> dict[str, object]:
-    """A picklable dataset item; its hash (MONAI's cache key) changes with the files' size/mtime and settings."""
-    files = (*case.image, case.label)
-    stamp = ";".join(f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+def case_item(case: CaseFiles, settings: "PipelineSettings", ingest: IngestSettings) -> dict[str, object]:
+    """A picklable dataset item; its hash (the cache key) covers the files' contents and every setting.
+
+    Hashing reads each file once (about 1 GB/s); a changed file gets a new key, an untouched one keeps its entry
+    whatever its modification time. Raises OSError when a file cannot be read (the caller skips the case).
+    """
     return {
         "case_id": case.case_id,
         "image_files": [str(f) for f in case.image],
         "label_file": str(case.label),
         "image_format": case.image_format,
-        "source_stamp": stamp,
+        "label_format": case.label_format,
+        "modality": case.modality,
+        "content": [file_digest(f) for f in (*case.image, case.label)],
+        "ingest": ingest.as_dict(),
         "preprocess": settings.cache_key,
     }
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def case_from_item(item: Mapping[Hashable, object]) -> CaseFiles:
@@ -72,6 +87,8 @@ def case_from_item(item: Mapping[Hashable, object]) -> CaseFiles:
         image=tuple(Path(f) for f in item["image_files"]),  # type: ignore[union-attr]
         label=Path(str(item["label_file"])),
         image_format=item["image_format"],  # type: ignore[arg-type]
+        label_format=item["label_format"],  # type: ignore[arg-type]
+        modality=item["modality"],  # type: ignore[arg-type]
     )
 
 
@@ -83,7 +100,7 @@ class LoadCased(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
-        image, label = load_case(case_from_item(d))
+        image, label = load_case(case_from_item(d), IngestSettings.from_dict(d["ingest"]))  # type: ignore[arg-type]
         d["image"] = MetaTensor(torch.as_tensor(image.array, dtype=torch.float32)[None], affine=image.affine)
         d["label"] = MetaTensor(torch.as_tensor(label.array.astype(np.uint8))[None], affine=label.affine)
         return d
@@ -109,7 +126,7 @@ class PipelineSettings:
 
     @property
     def cache_key(self) -> str:
-        return f"v1-spacing={self.spacing_mm}-pad={self.patch_size}"
+        return f"v2-spacing={self.spacing_mm}-pad={self.patch_size}"
 
 
 def preprocess(settings: PipelineSettings) -> Compose:
@@ -129,7 +146,7 @@ def preprocess(settings: PipelineSettings) -> Compose:
 
 
 def training(settings: PipelineSettings, seed: int) -> Compose:
-    """Prefix + random patches (half centred on tumor) and light augmentation."""
+    """Prefix + random patches (half centred on tumor) and light augmentation; items keep only image and label."""
     keys = ("image", "label")
     pipeline = Compose(
         [
@@ -145,6 +162,7 @@ def training(settings: PipelineSettings, seed: int) -> Compose:
             RandFlipd(keys=keys, prob=0.5, spatial_axis=0),  # left-right: anatomically plausible
             RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+            SelectItemsd(keys=keys),  # the case's file references (lists, None) do not batch, and are not needed
         ]
     )
     pipeline.set_random_state(seed=seed)

@@ -19,8 +19,9 @@ ORTHOGONALITY_TOLERANCE = 1e-3
 MIN_SPACING_MM = 1e-3
 """Smallest voxel edge accepted, in mm; anything shorter means a singular (degenerate) affine."""
 
-GRID_TOLERANCE_MM = 1e-3
-"""Largest difference, in mm, between the affines of two volumes that are said to share a grid."""
+GRID_TOLERANCE_MM = 1e-2
+"""Largest difference, in mm, between the affines of two volumes that are said to share a grid (exporters round
+positions to a few decimals; a hundredth of a millimetre is far below any voxel)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,6 +37,16 @@ class Volume:
         return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
 
     @property
+    def ras_shape(self) -> tuple[int, int, int]:
+        """Array shape along the axes nearest to R, A, S (what the shape is after reorienting to RAS)."""
+        return tuple(int(n) for n in _to_ras_order(self.affine, self.array.shape))
+
+    @property
+    def ras_spacing_mm(self) -> tuple[float, float, float]:
+        """``spacing_mm`` along the axes nearest to R, A, S."""
+        return tuple(float(s) for s in _to_ras_order(self.affine, self.spacing_mm))
+
+    @property
     def orientation(self) -> str:
         """Axis codes of i, j, k, e.g. "LPS": i runs towards Left, j towards Posterior, k towards Superior."""
         return "".join(nib.aff2axcodes(self.affine))
@@ -43,6 +54,26 @@ class Volume:
     def __repr__(self) -> str:
         spacing = "x".join(f"{s:.3g}" for s in self.spacing_mm)
         return f"Volume(shape={self.array.shape}, dtype={self.array.dtype}, spacing_mm={spacing}, {self.orientation})"
+
+
+def check_voxel_limit(shape: tuple[int, ...], max_voxels: int, source: Path | str) -> None:
+    """Refuse a volume from its header alone (before any voxel is read) when it has more than ``max_voxels``."""
+    n_voxels = int(np.prod([int(n) for n in shape], dtype=object))
+    if n_voxels > max_voxels:
+        size = "x".join(str(int(n)) for n in shape)
+        raise CaseError(
+            f"{source}: volume of {size} = {n_voxels:,} voxels exceeds the site's limit of {max_voxels:,} voxels"
+            " (max-voxels in site.toml); not loaded"
+        )
+
+
+def _to_ras_order(affine: np.ndarray, values) -> list:
+    """Reorder per-axis ``values`` (i, j, k) to the world axes R, A, S that each voxel axis is closest to."""
+    ornt = nib.orientations.io_orientation(affine)
+    ras = [None, None, None]
+    for axis, (world_axis, _) in enumerate(ornt):
+        ras[int(world_axis)] = values[axis]
+    return ras
 
 
 def checked_affine(affine: np.ndarray, source: Path | str) -> np.ndarray:
@@ -71,11 +102,13 @@ def checked_affine(affine: np.ndarray, source: Path | str) -> np.ndarray:
 def check_same_grid(a: Volume, b: Volume, a_source: Path | str, b_source: Path | str) -> None:
     """Raise CaseError naming both sources unless ``a`` and ``b`` have the same shape and affine."""
     if a.array.shape != b.array.shape:
-        raise CaseError(f"{a_source} has shape {a.array.shape} but {b_source} has {b.array.shape}")
+        raise CaseError(f"{a_source} has shape {a.array.shape} but {b_source} has shape {b.array.shape}; an image"
+                        " and its label must share one grid")
     if not np.allclose(a.affine, b.affine, rtol=0, atol=GRID_TOLERANCE_MM):
         raise CaseError(
             f"{a_source} and {b_source} lie on different grids: affines {a.affine.round(4).tolist()}"
-            f" vs {b.affine.round(4).tolist()} (tolerance {GRID_TOLERANCE_MM} mm)"
+            f" vs {b.affine.round(4).tolist()} (tolerance {GRID_TOLERANCE_MM} mm); the label must be saved on the"
+            " image's grid"
         )
 
 

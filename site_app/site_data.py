@@ -1,10 +1,19 @@
-"""A site's usable cases, split into training and validation, with failures logged locally."""
+"""A site's usable cases, split into training and validation, with failures logged locally.
+
+The site inventory (``<work>/inventory.json``, written by ``oncofed site check``) decides which cases are used:
+only those that passed. Without one (or with one for another data folder) the site builds it before its first
+round, with the settings of the previous inventory or the defaults. A case that fails later (file changed or
+vanished) is skipped with its reason in the site log and the round goes on.
+"""
 
 from dataclasses import dataclass
 from logging import Logger
+from pathlib import Path
 
 from data_prep.dataset import split_cases, usable_items
-from data_prep.discovery import discover_cases
+from data_prep.discovery import discover
+from data_prep.ingest_settings import IngestSettings
+from data_prep.inventory import Inventory, build_inventory, read_inventory, site_aggregate, write_inventory
 from data_prep.transforms import PipelineSettings
 from site_app.site_config import SitePaths
 
@@ -18,15 +27,36 @@ class SiteCases:
     n_skipped: int
 
 
+def site_inventory(site: SitePaths, log: Logger) -> Inventory:
+    """The site's inventory from its work folder, built and written there when missing or for another folder."""
+    inventory = read_inventory(site.work)
+    if inventory is not None and Path(inventory.data).resolve() == site.data.resolve():
+        return inventory
+    settings = inventory.settings if inventory is not None else IngestSettings()
+    log.info("building the site inventory of %s (no inventory.json for it in %s)", site.data, site.work)
+    inventory = build_inventory(discover(site.data, settings), site.data, settings)
+    write_inventory(inventory, site.work)
+    for case in inventory.cases:
+        if case.status == "excluded":
+            log.warning("case %s excluded: %s", case.case_id, case.reason)
+    return inventory
+
+
+def site_overview(site: SitePaths, log: Logger) -> dict[str, int | float]:
+    """The aggregate that may leave the site once per run: case counts, spacing and size ranges (no ids)."""
+    return site_aggregate(site_inventory(site, log))
+
+
 def load_site_cases(site: SitePaths, settings: PipelineSettings, val_fraction: float, seed: int,
                     log: Logger) -> SiteCases:
-    """Discover, split (on all discovered cases, so a failing case never reshuffles the split), preprocess."""
-    cases = discover_cases(site.data)
-    train_cases, val_cases = split_cases(cases, val_fraction=val_fraction, seed=seed)
+    """Usable cases of the inventory, split (on all of them, so a case failing later never reshuffles the split),
+    preprocessed through the cache; cases failing now are skipped with a logged reason."""
+    inventory = site_inventory(site, log)
+    train_cases, val_cases = split_cases(inventory.usable_cases(), val_fraction=val_fraction, seed=seed)
     cache = site.work / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    train, skipped_train = usable_items(train_cases, settings, cache)
-    val, skipped_val = usable_items(val_cases, settings, cache)
+    train, skipped_train = usable_items(train_cases, settings, cache, inventory.settings)
+    val, skipped_val = usable_items(val_cases, settings, cache, inventory.settings)
     for case_id, reason in skipped_train + skipped_val:
         log.warning("case %s skipped: %s", case_id, reason)
     if not train or not val:

@@ -11,6 +11,7 @@ import pytest
 from data_prep.dicom_seg import read_dicom_seg
 from data_prep.dicom_series import read_dicom_series, series_geometry
 from data_prep.errors import CaseError
+from data_prep.ingest_settings import DEFAULT_SEG_SEGMENTS
 from data_prep.nifti import read_nifti
 from data_prep.synth.federation import make_case
 from data_prep.synth.profiles import site_profiles
@@ -50,7 +51,7 @@ def write_dicom_case(folder: Path, orientation: str, index: int = 0):
 def test_dicom_series_and_seg_read_back_to_ground_truth(tmp_path, orientation):
     truth, slices, seg_path = write_dicom_case(tmp_path / "case", orientation)
     series = read_dicom_series(slices)
-    label = read_dicom_seg(seg_path, series)
+    label = read_dicom_seg(seg_path, series, DEFAULT_SEG_SEGMENTS)
 
     frames_with_content = sum(np.any(truth.label.array == v, axis=(0, 1)).sum() for v in (1, 2, 3))
     assert (
@@ -70,7 +71,7 @@ def test_dicom_series_and_seg_read_back_to_ground_truth(tmp_path, orientation):
 def test_right_handed_dicom_grid_reads_back_voxel_for_voxel(tmp_path):
     truth, slices, seg_path = write_dicom_case(tmp_path / "case", "PIR")
     series = read_dicom_series(list(reversed(slices)))  # file order must not matter
-    np.testing.assert_array_equal(read_dicom_seg(seg_path, series).array, truth.label.array)
+    np.testing.assert_array_equal(read_dicom_seg(seg_path, series, DEFAULT_SEG_SEGMENTS).array, truth.label.array)
     np.testing.assert_allclose(series.volume.affine, truth.image.affine, atol=1e-4)
     assert len(series.sop_instance_uids) == truth.label.array.shape[2]
 
@@ -90,7 +91,7 @@ def test_nifti_in_non_ras_orientation_reads_back_to_the_same_ras_centroid(tmp_pa
 
 def test_same_phantom_as_nifti_and_as_dicom_gives_the_same_centroid(tmp_path):
     _, slices, seg_path = write_dicom_case(tmp_path / "case", "LPS")
-    from_dicom = read_dicom_seg(seg_path, read_dicom_series(slices))
+    from_dicom = read_dicom_seg(seg_path, read_dicom_series(slices), DEFAULT_SEG_SEGMENTS)
     nifti_truth = make_case(dataclasses.replace(DICOM_SITE, orientation="RAS", image_format="nifti"), 0, SEED)
     write_nifti(tmp_path / "label.nii.gz", nifti_truth.label.array, nifti_truth.label.affine)
     from_nifti = read_nifti(tmp_path / "label.nii.gz")
@@ -105,7 +106,7 @@ def test_seg_of_another_series_is_rejected_naming_both(tmp_path):
     _, slices, _ = write_dicom_case(tmp_path / "one", "LPS", index=0)
     _, _, other_seg = write_dicom_case(tmp_path / "two", "LPS", index=1)
     with pytest.raises(CaseError, match="does not segment") as error:
-        read_dicom_seg(other_seg, read_dicom_series(slices))
+        read_dicom_seg(other_seg, read_dicom_series(slices), DEFAULT_SEG_SEGMENTS)
     assert str(other_seg) in str(error.value) and str(tmp_path / "one") in str(error.value)
 
 
@@ -113,7 +114,7 @@ def test_series_with_a_missing_slice_is_rejected(tmp_path):
     _, slices, _ = write_dicom_case(tmp_path / "case", "LPS")
     by_position = sorted(slices, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
     del by_position[len(by_position) // 2]
-    with pytest.raises(CaseError, match="not evenly spaced"):
+    with pytest.raises(CaseError, match="missing slice"):
         read_dicom_series(by_position)
 
 
@@ -127,15 +128,15 @@ def test_files_of_two_series_are_rejected_naming_the_folder(tmp_path):
 
 def test_series_geometry_sorts_along_the_normal_not_by_input_order():
     positions = np.array([[0.0, 0.0, z] for z in (6.0, -2.0, 2.0, 10.0)])  # LPS mm, axial slices 4 mm apart
-    order, affine = series_geometry(positions, [1, 0, 0, 0, 1, 0], [0.5, 0.8], 4.0, "test")
+    order, affine = series_geometry(positions, [1, 0, 0, 0, 1, 0], [0.5, 0.8], "test")
     assert order.tolist() == [1, 2, 0, 3]
     np.testing.assert_allclose(affine, [[-0.8, 0, 0, 0], [0, -0.5, 0, 0], [0, 0, 4, -2], [0, 0, 0, 1]])
 
 
 def test_series_geometry_rejects_tilted_slices():
     positions = np.array([[0.0, k * 1.0, k * 4.0] for k in range(4)])  # gantry tilt: slices shift along y
-    with pytest.raises(CaseError, match="not orthogonal"):
-        series_geometry(positions, [1, 0, 0, 0, 1, 0], [1, 1], 4.0, "tilted")
+    with pytest.raises(CaseError, match="gantry tilt of 14.04 degrees"):
+        series_geometry(positions, [1, 0, 0, 0, 1, 0], [1, 1], "tilted")
 
 
 def test_nifti_4d_and_sheared_affines_are_case_errors(tmp_path):
@@ -160,5 +161,5 @@ def test_seg_referencing_slices_missing_from_the_series_is_rejected(tmp_path):
     by_position = sorted(slices, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
     with pytest.raises(CaseError, match="1 slice"):
         read_dicom_seg(
-            seg_path, read_dicom_series(by_position[1:])
+            seg_path, read_dicom_series(by_position[1:]), DEFAULT_SEG_SEGMENTS
         )  # an end slice lost: spacing still regular

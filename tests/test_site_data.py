@@ -1,46 +1,87 @@
-"""A site's cases: one bad case is skipped with its reason in the site log, the others are used."""
+"""A site's cases at training time: the inventory decides, later failures are skipped with their reason, the
+cache follows file contents and survives corrupt entries, and only an aggregate describes the data."""
 
-import os
+import json
 import shutil
 
+import numpy as np
+
+from data_prep.inventory import read_inventory
 from data_prep.synth.federation import write_federation
+from data_prep.synth.writers import write_nifti
 from data_prep.transforms import PipelineSettings
 from site_app.site_config import SitePaths
-from site_app.site_data import load_site_cases
+from site_app.site_data import load_site_cases, site_overview
 from site_app.site_log import site_logger
 
 SETTINGS = PipelineSettings(spacing_mm=2.0, patch_size=32, samples_per_case=2)
 
 
-def test_a_corrupt_case_is_skipped_and_the_rest_used(tmp_path):
-    write_federation(tmp_path / "fed", n_sites=1, seed=5, preset="tiny")
-    data = tmp_path / "fed" / "hospital-a"
-    images = sorted((data / "imagesTr").iterdir())
-    broken = images[0]
-    broken.write_bytes(broken.read_bytes()[:200])  # truncated export
-    site = SitePaths("hospital-a", data, tmp_path / "work")
-
-    cases = load_site_cases(site, SETTINGS, 0.2, 0, site_logger(site.work))
-
-    assert cases.n_skipped == 1
-    assert len(cases.train) + len(cases.val) == len(images) - 1
-    log = (site.work / "logs" / "site.log").read_text()
-    assert broken.name.removesuffix(".nii.gz") in log and "skipped" in log
-
-
-def test_the_cache_is_reused_and_follows_file_changes(tmp_path):
-    write_federation(tmp_path / "fed", n_sites=1, seed=6, preset="tiny")
-    data = tmp_path / "copy"
+def nifti_site(tmp_path, seed: int) -> SitePaths:
+    write_federation(tmp_path / "fed", n_sites=1, seed=seed, preset="tiny")
+    data = tmp_path / "data"
     shutil.copytree(tmp_path / "fed" / "hospital-a", data)
-    site = SitePaths("hospital-a", data, tmp_path / "work")
+    return SitePaths("hospital-a", data, tmp_path / "work")
+
+
+def test_excluded_cases_are_not_used_and_a_case_failing_later_is_skipped(tmp_path):
+    site = nifti_site(tmp_path, seed=5)
+    images = sorted((site.data / "imagesTr").iterdir())
+    images[0].write_bytes(images[0].read_bytes()[:200])  # truncated export
+    log = site_logger(site.work)
+
+    cases = load_site_cases(site, SETTINGS, 0.2, 0, log)  # no inventory yet: the site builds one
+    inventory = read_inventory(site.work)
+    assert [c.case_id for c in inventory.cases if c.status == "excluded"] == ["hospital-a-001"]
+    assert cases.n_skipped == 0 and len(cases.train) + len(cases.val) == len(images) - 1
+
+    images[1].unlink()  # a file vanishes after the check
+    cases = load_site_cases(site, SETTINGS, 0.2, 0, log)
+    assert cases.n_skipped == 1 and len(cases.train) + len(cases.val) == len(images) - 2
+    text = (site.work / "logs" / "site.log").read_text()
+    assert "case hospital-a-001 excluded: imagesTr/hospital-a-001.nii.gz: cannot read" in text
+    assert "case hospital-a-002 skipped: cannot read" in text and "No such file or directory" in text
+
+
+def test_the_cache_follows_file_contents_not_times(tmp_path):
+    site = nifti_site(tmp_path, seed=6)
     log = site_logger(site.work)
     load_site_cases(site, SETTINGS, 0.2, 0, log)
-    cached = set((site.work / "cache").iterdir())
+    cached = {entry: entry.stat().st_mtime_ns for entry in (site.work / "cache").iterdir()}
+    label = min((site.data / "labelsTr").iterdir())
+    label.write_bytes(label.read_bytes())  # same bytes, new modification time
     load_site_cases(site, SETTINGS, 0.2, 0, log)
-    assert set((site.work / "cache").iterdir()) == cached  # nothing recomputed
+    assert {entry: entry.stat().st_mtime_ns for entry in (site.work / "cache").iterdir()} == cached  # all reused
+    assert "cannot be loaded" not in (site.work / "logs" / "site.log").read_text()
 
-    first = min((data / "labelsTr").iterdir())
-    first.write_bytes(first.read_bytes())  # same bytes, new modification time
-    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))
+    image = min((site.data / "imagesTr").iterdir())
+    write_nifti(image, np.asarray(np.random.default_rng(0).normal(size=(30, 30, 30)), np.float32), np.eye(4) * 3)
+    write_nifti(label, np.pad(np.ones((4, 4, 4), np.uint8), 13), np.eye(4) * 3)  # same grid, new contents
     load_site_cases(site, SETTINGS, 0.2, 0, log)
-    assert len(set((site.work / "cache").iterdir()) - cached) == 1
+    assert len(set((site.work / "cache").iterdir()) - set(cached)) == 1
+
+
+def test_a_corrupt_cache_entry_is_rebuilt(tmp_path):
+    site = nifti_site(tmp_path, seed=7)
+    log = site_logger(site.work)
+    load_site_cases(site, SETTINGS, 0.2, 0, log)
+    entries = sorted((site.work / "cache").iterdir())
+    sizes = {e: e.stat().st_size for e in entries}
+    entries[0].write_bytes(entries[0].read_bytes()[:100])  # a half-written file
+    entries[1].write_bytes(b"garbage")
+    cases = load_site_cases(site, SETTINGS, 0.2, 0, log)
+    assert cases.n_skipped == 0
+    assert {e: e.stat().st_size for e in sorted((site.work / "cache").iterdir())} == sizes
+    assert (site.work / "logs" / "site.log").read_text().count("cannot be loaded") == 2
+
+
+def test_site_overview_is_an_aggregate_without_identifiers(tmp_path):
+    site = nifti_site(tmp_path, seed=8)
+    (site.data / "imagesTr" / "hospital-a-003.nii.gz").write_bytes(b"")
+    overview = site_overview(site, site_logger(site.work))
+    assert overview == {
+        "n-cases-usable": 5, "n-cases-excluded": 1, "spacing-min-mm": 2.5, "spacing-max-mm": 2.5,
+        "size-min-vox": 28, "size-max-vox": 37,
+    }
+    assert all(isinstance(v, int | float) for v in overview.values())
+    assert "hospital" not in json.dumps(overview)

@@ -5,7 +5,8 @@ import pytest
 from typer.testing import CliRunner
 
 from data_prep.cli import app
-from data_prep.discovery import discover_cases, load_case
+from data_prep.discovery import discover_cases
+from data_prep.loading import load_case
 from data_prep.synth.federation import make_case, write_federation
 from data_prep.synth.phantom import sampling_grid
 from data_prep.synth.profiles import site_profiles

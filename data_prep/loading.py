@@ -1,0 +1,55 @@
+"""Load one case: its image and its label map on the same grid, every check that needs voxels done here."""
+
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.dicom_seg import read_dicom_seg
+from data_prep.dicom_series import DicomSeries, read_dicom_series
+from data_prep.discovery import CaseFiles
+from data_prep.errors import CaseError
+from data_prep.ingest_settings import DEFAULT_INGEST, IngestSettings
+from data_prep.labels import LABEL_NAMES
+from data_prep.nifti import read_nifti
+from data_prep.rtstruct import read_rtstruct
+from data_prep.volume import Volume, check_same_grid
+
+
+def load_case(case: CaseFiles, settings: IngestSettings = DEFAULT_INGEST) -> tuple[Volume, Volume]:
+    """Read ``(image, label)``: float32 image and uint8 label map (values 0-3) on the same grid (RAS affine).
+
+    Raises CaseError, naming the file(s), when a file is unreadable or too large, the two grids differ, or the
+    label is empty or holds values outside the label convention.
+    """
+    series: DicomSeries | None = None
+    if case.image_format == "nifti":
+        image, image_source = read_nifti(case.image[0], settings.max_voxels), case.image[0]
+    else:
+        series = read_dicom_series(case.image, settings.max_voxels)
+        image, image_source = series.volume, series.folder
+    if case.label_format == "nifti":
+        label = read_nifti(case.label, settings.max_voxels)
+    elif series is None:
+        raise CaseError(f"{case.label}: a DICOM {case.label_format.upper()} label needs a DICOM image series,"
+                        f" but the image is {image_source}")
+    elif case.label_format == "seg":
+        label = read_dicom_seg(case.label, series, settings.seg_segments)
+    else:
+        label = read_rtstruct(case.label, series, settings.rtstruct_rois)
+    check_same_grid(image, label, image_source, case.label)
+    return image, _label_map(label, case.label)
+
+
+def _label_map(label: Volume, path: Path) -> Volume:
+    """The label map as uint8, after checking every value is a known label (whole numbers 0-3) and one is not 0."""
+    values = np.unique(label.array)
+    unknown = [f"{v:g}" for v in values.tolist() if v not in LABEL_NAMES]
+    if unknown:
+        raise CaseError(
+            f"{path}: label values [{', '.join(unknown[:10])}] are not in the label convention {sorted(LABEL_NAMES)}"
+            " (0 background, 1 necrotic core, 2 edema, 3 enhancing); relabel the file or map its segments"
+        )
+    if values.max(initial=0) == 0:
+        raise CaseError(f"{path}: empty label: no voxel holds a tumor label (1-3); a case without a labelled"
+                        " tumor cannot be used for training or validation")
+    return Volume(array=label.array.astype(np.uint8), affine=label.affine)

@@ -1,0 +1,257 @@
+"""`oncofed site check` on a corpus of malformed and unusual exports: a specific reason for each, the good cases
+used, nothing written into the data folder (by the check or by a training round), exit codes 0/2/1."""
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from corpus_builder import SITE_TOML, build_corpus, write_dicom_case, write_nifti_case
+from typer.testing import CliRunner
+
+from data_prep.dataset import training_dataset
+from data_prep.transforms import PipelineSettings
+from models.presets import build_model
+from site_app.check_command import site_check
+from site_app.site_config import SitePaths
+from site_app.site_data import load_site_cases
+from site_app.site_log import site_logger
+from site_app.training import train_epochs
+
+NOBODY = 65534
+SETTINGS = PipelineSettings(spacing_mm=4.0, patch_size=16, samples_per_case=1)
+REQUIRED_KEYS = {"case_id", "status", "reason", "shape", "spacing_mm", "source_orientation", "label_volumes_ml"}
+
+app = typer.Typer(pretty_exceptions_show_locals=False)
+
+
+@app.callback()
+def _group() -> None:
+    """oncofed site."""
+
+
+app.command("check")(site_check)
+runner = CliRunner()
+
+
+@contextlib.contextmanager
+def unprivileged():
+    """Run as 'nobody' when the tests run as root: root reads and writes whatever the permission bits say, so
+    only an ordinary user shows that the data folder is really treated as read-only and unreadable files fail."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(NOBODY)
+    os.seteuid(NOBODY)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of the content (a link's target for links), for every entry below ``root``."""
+    digest = {}
+    for path in sorted(root.rglob("*")):
+        name = str(path.relative_to(root))
+        if path.is_symlink():
+            digest[name] = "link:" + os.readlink(path)
+        elif path.is_file():
+            try:
+                digest[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            except PermissionError:  # the unreadable corpus file, when not running as root
+                digest[name] = f"unreadable:{path.stat().st_size}:{path.stat().st_mtime_ns}"
+        else:
+            digest[name] = "folder"
+    return digest
+
+
+def import_lazy_modules(data: Path, config: Path, scratch: Path) -> None:
+    """Run the same code once as the current user first: modules imported on first use (codecs, torch's
+    optimizer internals) may live where 'nobody' cannot read (here the interpreter sits in root's home)."""
+    runner.invoke(app, ["check", "--data", str(data), "--work", str(scratch), "--config", str(config)])
+    batch = {"image": torch.randn(1, 16, 16, 16), "label": torch.zeros(1, 16, 16, 16, dtype=torch.long)}
+    train_epochs(build_model("tiny", seed=0), [batch], epochs=1, learning_rate=1e-3, batch_size=1,
+                 device=torch.device("cpu"))
+
+
+def make_read_only(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        read_only = mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+        os.chmod(path, read_only | (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0))
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """The corpus, made read-only; site check (json and text) and one training round run on it as an
+    ordinary user; the hashes of every file before and after."""
+    base = Path(tempfile.mkdtemp(prefix="oncofed-corpus-"))
+    try:
+        yield run_on_corpus(base)
+    finally:  # also when building the corpus failed
+        for path in [base, *base.rglob("*")]:
+            if not path.is_symlink():
+                os.chmod(path, 0o700)
+        shutil.rmtree(base)
+
+
+def run_on_corpus(base: Path) -> dict:
+    os.chmod(base, 0o755)  # the unprivileged user must reach the corpus
+    data, work, config = base / "export", base / "work", base / "site.toml"
+    expected = build_corpus(data)
+    config.write_text(SITE_TOML)
+    work.mkdir()
+    os.chmod(work, 0o777)
+    make_read_only(data)
+    before = tree_digest(data)
+    args = ["check", "--data", str(data), "--work", str(work), "--config", str(config)]
+    import_lazy_modules(data, config, base / "warm-up")
+    with unprivileged():
+        as_json = runner.invoke(app, [*args, "--format", "json"])
+        as_text = runner.invoke(app, args)
+        site = SitePaths("corpus", data, work)
+        cases = load_site_cases(site, SETTINGS, 0.25, 0, site_logger(work))
+        dataset = training_dataset(cases.train, SETTINGS, work / "cache", seed=0)
+        loss = train_epochs(build_model("tiny", seed=0), dataset, epochs=1, learning_rate=1e-3, batch_size=2,
+                            device=torch.device("cpu"))
+    return {"expected": expected, "json": as_json, "text": as_text, "cases": cases, "loss": loss, "work": work,
+            "before": before, "after": tree_digest(data)}
+
+
+def test_the_corpus_has_at_least_20_malformed_or_unusual_inputs(corpus):
+    kinds = {e.kind for e in corpus["expected"] if not e.kind.startswith("good")}
+    assert len(kinds) >= 20, kinds
+
+
+def test_each_corpus_input_gets_its_specific_reason(corpus):
+    result = corpus["json"]
+    assert result.exit_code == 0, result.output
+    inventory = json.loads(result.stdout)
+    cases = {c["case_id"]: c for c in inventory["cases"]}
+    ignored = {f["path"]: f["reason"] for f in inventory["ignored_files"]}
+    for entry in corpus["expected"]:
+        if entry.status == "ignored":
+            assert entry.reason in ignored.get(entry.path, ""), (entry, ignored.get(entry.path))
+            continue
+        case = cases[entry.case_id]
+        assert case["status"] == entry.status, (entry, case["reason"])
+        if entry.status == "excluded":
+            assert entry.reason in case["reason"], (entry.kind, case["reason"])
+        else:
+            assert case["reason"] is None and (not entry.reason or entry.reason in " ".join(case["problems"]))
+    described = {e.case_id for e in corpus["expected"] if e.case_id}
+    assert set(cases) == described  # nothing found that the corpus does not explain
+
+
+def test_inventory_schema_and_summary(corpus):
+    inventory = json.loads(corpus["json"].stdout)
+    assert json.loads((corpus["work"] / "inventory.json").read_text()) == inventory
+    usable = [c for c in inventory["cases"] if c["status"] == "usable"]
+    for case in inventory["cases"]:
+        assert REQUIRED_KEYS <= set(case)
+    for case in usable:
+        assert case["spacing_mm"] == ([2.0, 2.0, 4.0] if case["case_id"] == "jpeg2000" else [4.0, 4.0, 4.0])
+        assert len(case["shape"]) == 3 and min(case["shape"]) >= 16
+        assert case["label_volumes_ml"] and all(v > 0 for v in case["label_volumes_ml"].values())
+    assert {c["source_orientation"] for c in usable} == {"LAS", "LPS"}
+    assert inventory["summary"]["n_usable"] == len(usable)
+    assert inventory["summary"]["n_excluded"] == len(inventory["cases"]) - len(usable)
+    assert "PatientID" not in json.dumps(inventory) and "1.2.826.0.1" not in json.dumps(inventory)  # no UIDs
+
+
+def test_text_report_lists_cases_reasons_and_unused_files(corpus):
+    result = corpus["text"]
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Excluded cases:" in out and "Files not used:" in out
+    assert "  missing-slice: missing-slice: missing slice(s)" in out and "reports/PLAN: RT Plan Storage" in out
+    assert "good-dicom" in out and "usable" in out
+
+
+def test_the_data_folder_is_unchanged_by_site_check_and_a_training_round(corpus):
+    assert corpus["after"] == corpus["before"]
+    assert corpus["loss"] > 0
+    used = {item["case_id"] for item in corpus["cases"].train + corpus["cases"].val}
+    inventory = json.loads(corpus["json"].stdout)
+    assert used == {c["case_id"] for c in inventory["cases"] if c["status"] == "usable"}
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["check", *args])
+
+
+def test_no_usable_case_exits_2(tmp_path):
+    write_dicom_case(tmp_path / "data" / "patient-1", 0, with_seg=False)
+    result = invoke("--data", str(tmp_path / "data"), "--work", str(tmp_path / "work"))
+    assert result.exit_code == 2, result.output
+    assert "patient-1: patient-1: no label" in result.stdout
+    assert (tmp_path / "work" / "inventory.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d, w: d.rmdir(), "does not exist"),
+        (lambda d, w: (w.parent / "site.toml").write_text("[series]\nmodality = ['CT']\n"),
+         "unknown key(s) modality in [series]; valid keys: modalities, description"),
+        (lambda d, w: (w.parent / "site.toml").write_text("[labels]\nseg-segments = { \"1\" = 5 }\n"),
+         "labels.seg-segments.1 must be a label value 1-3"),
+        (lambda d, w: (w.parent / "cases.csv").write_text("id,image\nc1,a.nii.gz\n"),
+         "missing column(s) case_id, label"),
+    ],
+)
+def test_usage_errors_exit_1_with_one_line(tmp_path, setup, message):
+    data, work = tmp_path / "data", tmp_path / "work"
+    data.mkdir()
+    setup(data, work)
+    args = ["--data", str(data), "--work", str(work)]
+    if (tmp_path / "site.toml").exists():
+        args += ["--config", str(tmp_path / "site.toml")]
+    if (tmp_path / "cases.csv").exists():
+        args += ["--manifest", str(tmp_path / "cases.csv")]
+    result = invoke(*args)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_work_folder_inside_the_data_folder_is_refused(tmp_path):
+    write_nifti_case(tmp_path, "c1", 0)
+    result = invoke("--data", str(tmp_path), "--work", str(tmp_path / "work"))
+    assert result.exit_code == 1 and "lies inside the data folder" in result.stderr
+    assert not (tmp_path / "work").exists()
+
+
+def test_manifest_lists_cases_in_an_unorganised_folder(tmp_path):
+    data = tmp_path / "data"
+    write_nifti_case(data / "misc", "scan-a", 0)
+    dicom = write_dicom_case(data / "pacs" / "x17", 1)
+    (tmp_path / "cases.csv").write_text(
+        "case_id,image,label\n"
+        "a,misc/imagesTr/scan-a.nii.gz,misc/labelsTr/scan-a.nii.gz\n"
+        f"b,pacs/x17,pacs/x17/{dicom.seg.name}\n"
+        "c,../outside.nii.gz,misc/labelsTr/scan-a.nii.gz\n"
+        f"d,misc/imagesTr/scan-a.nii.gz,pacs/x17/{dicom.slices[0].name}\n"
+        "a,misc/imagesTr/scan-a.nii.gz,misc/labelsTr/scan-a.nii.gz\n"
+    )
+    result = invoke("--data", str(data), "--work", str(tmp_path / "work"), "--manifest", str(tmp_path / "cases.csv"),
+                    "--format", "json")
+    assert result.exit_code == 0, result.output
+    cases = {c["case_id"]: c for c in json.loads(result.stdout)["cases"]}
+    assert cases["a"]["status"] == "usable" and cases["a"]["source_orientation"] == "LAS"
+    assert cases["b"]["status"] == "usable" and cases["b"]["modality"] == "CT" and cases["b"]["image"] == "pacs/x17"
+    assert "must be relative to the data folder and stay inside it" in cases["c"]["reason"]
+    assert "the label is a DICOM CT, not a DICOM-SEG or RTSTRUCT" in cases["d"]["reason"]
+    assert "line 6: case id 'a' is already used on line 2" in cases["a (line 6)"]["reason"]
+    assert len(cases) == 5
