@@ -5,6 +5,7 @@ detached one on a fixed port, which it never stops), point a connection in our F
 the app, stream its log, and stop every process we started — on success, error or Ctrl-C.
 """
 
+import os
 import re
 import shutil
 import sys
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.flower_env import flower_env, toml_value, write_connection
-from deploy.processes import StartedProcess, free_port, start_process, tail, wait_for_health
+from deploy.processes import StartedProcess, free_port, start_process, stop_tree, tail, wait_for_health
 
 CONNECTION = "oncofed-sim"
 ROUND_LINE = re.compile(r"\[ROUND (\d+)/(\d+)\]")
@@ -76,6 +77,24 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
     finally:
         for process in reversed(started):
             process.stop()
+        # Ray's processes outlive flwr-simulation and are re-parented away from our tree; they still carry our
+        # FLWR_HOME, which no other run uses.
+        for pid in processes_with_env("FLWR_HOME", env["FLWR_HOME"]):
+            stop_tree(pid)
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Ids of the processes (readable by us) whose environment has key=value."""
+    marker = f"{key}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
 
 
 def _follow(process: StartedProcess, on_line: Callable[[str], None]) -> None:
