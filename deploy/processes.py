@@ -7,11 +7,13 @@ is signalled (children are re-parented once their parent dies), then terminated,
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +27,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _proc_stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, start time in clock ticks) of a running process; None if gone or a zombie."""
+def _proc_stat(pid: int) -> tuple[int, int, int] | None:
+    """(parent pid, start time in clock ticks, session id) of a running process; None if gone or a zombie."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -34,24 +36,33 @@ def _proc_stat(pid: int) -> tuple[int, int] | None:
     fields = raw[raw.rindex(")") + 2 :].split()
     if fields[0] in ("Z", "X"):  # exited, waiting to be reaped: nothing left to stop
         return None
-    return int(fields[1]), int(fields[19])
+    return int(fields[1]), int(fields[19]), int(fields[3])
 
 
 def process_tree(root: int) -> list[tuple[int, int]]:
-    """(pid, start time) of `root` and all its descendants, parents first."""
+    """(pid, start time) of `root` and all its descendants, parents first; then whatever is left in the session
+    `root` leads (start_process gives each command its own): a child re-parented because its parent exited on
+    its own, like a SuperNode's SuperExec, is still found. A session id is not reused while the session exists."""
     parents: dict[int, list[int]] = {}
     starts: dict[int, int] = {}
+    in_session: list[int] = []
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (stat := _proc_stat(int(entry))):
             parents.setdefault(stat[0], []).append(int(entry))
             starts[int(entry)] = stat[1]
-    if root not in starts:
-        return []
-    tree, queue = [], [root]
-    while queue:
-        pid = queue.pop(0)
-        tree.append((pid, starts[pid]))
-        queue.extend(parents.get(pid, []))
+            if stat[2] == root:
+                in_session.append(int(entry))
+    tree: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    for start in ([root] if root in starts else []) + sorted(in_session):
+        queue = [start]
+        while queue:
+            pid = queue.pop(0)
+            if pid in seen:
+                continue
+            seen.add(pid)
+            tree.append((pid, starts[pid]))
+            queue.extend(parents.get(pid, []))
     return tree
 
 
@@ -119,15 +130,17 @@ def start_process(name: str, command: Sequence[str], env: dict[str, str], log_pa
     return StartedProcess(name=name, popen=popen, log_path=log_path)
 
 
-def wait_for_health(process: StartedProcess, url: str, timeout_s: float = 60.0) -> None:
-    """Block until `url` answers 2xx; fail early, with the log's tail, if the process exits."""
+def wait_for_health(process: StartedProcess, url: str, timeout_s: float = 60.0,
+                    context: ssl.SSLContext | None = None) -> None:
+    """Block until `url` answers 2xx (over TLS verified with `context` for https); fail early, with the log's
+    tail, if the process exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.popen.poll() is not None:
             raise RuntimeError(f"{process.name} exited with code {process.popen.returncode}; "
                                f"see {process.log_path}:\n{tail(process.log_path)}")
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with urllib.request.urlopen(url, timeout=2, context=context):
                 return
         except (urllib.error.URLError, OSError):
             time.sleep(0.3)
@@ -139,3 +152,29 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def follow_log(process: StartedProcess, on_line: Callable[[str], None], poll_s: float = 0.2) -> None:
+    """Hand each line of the process's log (from its start) to `on_line` until the process exits."""
+    with open(process.log_path, encoding="utf-8", errors="replace") as log:
+        while True:
+            line = log.readline()
+            if line:
+                on_line(line.rstrip("\n"))
+            elif process.popen.poll() is not None:
+                for rest in log:
+                    on_line(rest.rstrip("\n"))
+                return
+            else:
+                time.sleep(poll_s)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block, `kill <pid>` (SIGTERM, what systemd and Docker send) unwinds like Ctrl-C, so every
+    `finally` that stops processes runs; the previous handler is restored afterwards."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

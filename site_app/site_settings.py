@@ -25,6 +25,9 @@ from data_prep.ingest_settings import (
     IngestSettings,
 )
 
+KIT_KEYS = ("site-name", "coordinator", "data-path", "work-path", "min-report-cases", "runtime-port")
+"""Top-level keys a site kit's site.toml also holds (deploy/kit.py reads them); ignored here."""
+
 KEYS = {
     "series": ("modalities", "description"),
     "labels": ("seg-segments", "rtstruct-rois"),
@@ -47,6 +50,8 @@ def read_site_settings(path: Path | None) -> IngestSettings:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SiteSettingsError(f"site settings {path} is not valid TOML: {e}") from e
     for section, table in values.items():
+        if section in KIT_KEYS:
+            continue
         if section not in KEYS:
             raise SiteSettingsError(f"{path}: unknown section [{section}]; valid sections: {', '.join(KEYS)}")
         if not isinstance(table, dict):

@@ -1,0 +1,74 @@
+"""The operator-facing files of a kit (start script, systemd unit, compose file, Dockerfile, README, site.toml),
+rendered from deploy/templates/ with `@@{name}` placeholders (so `$VAR` in shell and compose stays as written)."""
+
+import string
+import sys
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from deploy.certificates import write_atomic
+from deploy.flower_env import toml_value
+from deploy.kit import CONNECTION, DEFAULT_RUNTIME_PORT, SITE_FILE
+from deploy.site_package import TORCH_CPU_INDEX
+
+TEMPLATES = Path(__file__).parent / "templates"
+INSTALL_ROOT = "/opt/oncofed"
+"""Where the README and systemd units expect the kit (`kit/`) and the Python environment (`venv/`)."""
+BASE_IMAGE = f"python:{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}-slim-bookworm"
+"""The Python this provisioning ran (and was tested) with, pinned to the patch release."""
+
+
+class _KitTemplate(string.Template):
+    delimiter = "@@"
+
+
+def render(template: str, **values: object) -> str:
+    return _KitTemplate((TEMPLATES / template).read_text(encoding="utf-8")).substitute(values)
+
+
+@dataclass(frozen=True)
+class Release:
+    """What every kit of one provisioning installs: the wheel and the Flower it was made for."""
+
+    wheel: Path
+    flwr_version: str
+
+    def values(self, federation: str) -> dict[str, str]:
+        return {"federation": federation, "flwr_version": self.flwr_version, "wheel": self.wheel.name,
+                "oncofed_version": version("oncofed"), "install_root": INSTALL_ROOT, "base_image": BASE_IMAGE,
+                "torch_index": TORCH_CPU_INDEX, "torch_version": version("torch").split("+")[0]}
+
+
+def write_kit_files(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        write_atomic(root / name, text.encode("utf-8"), 0o755 if name.endswith(".sh") else 0o644)
+
+
+def coordinator_files(release: Release, federation: str, port: int, names: list[str]) -> dict[str, str]:
+    values = {**release.values(federation), "port": port, "names": ", ".join(names), "connection": CONNECTION,
+              "role": "coordinator"}
+    return {
+        "start.sh": render("coordinator-start.sh", **values),
+        "oncofed-coordinator.service": render("coordinator.service", **values),
+        "compose.yaml": render("coordinator-compose.yaml", **values),
+        "Dockerfile": render("Dockerfile", **values),
+        ".dockerignore": render("dockerignore"),
+        "README.md": render("coordinator-README.md", **values),
+    }
+
+
+def site_files(release: Release, federation: str, site: str, coordinator: str, names: list[str],
+               key_fingerprint: str) -> dict[str, str]:
+    values = {**release.values(federation), "site": site, "coordinator": coordinator, "names": ", ".join(names),
+              "key_fingerprint": key_fingerprint, "role": "site"}
+    return {
+        SITE_FILE: render("site.toml", **values, site_toml=toml_value(site), coordinator_toml=toml_value(coordinator),
+                          runtime_port=DEFAULT_RUNTIME_PORT),
+        "start.sh": render("site-start.sh", **values),
+        "oncofed-site.service": render("site.service", **values),
+        "compose.yaml": render("site-compose.yaml", **values),
+        "Dockerfile": render("Dockerfile", **values),
+        ".dockerignore": render("dockerignore"),
+        "README.md": render("site-README.md", **values),
+    }

@@ -1,0 +1,205 @@
+"""Site pre-flight (`oncofed site check --kit`): each failure has its own code and a message that says what to do.
+
+The coordinator side is a real TLS server on loopback presenting the certificate under test (from the kit's CA,
+another CA, for another name, expired), a port nobody listens on, and one that never answers the handshake.
+"""
+
+import datetime as dt
+import socket
+import ssl
+import threading
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from deploy import certificates as certs
+from deploy.kit_commands import site_check
+from deploy.preflight import check_coordinator, check_kit
+from deploy.processes import free_port
+from deploy.provision import provision, read_spec
+
+
+class _Health(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        pass  # the client refusing our certificate is the point of most tests
+
+
+@contextmanager
+def tls_server(tmp_path: Path, key, certificate) -> Iterator[int]:
+    """An HTTPS server on 127.0.0.1 presenting `certificate`; yields its port."""
+    certs.write_atomic(tmp_path / "srv.crt", certs.certificate_pem(certificate))
+    certs.write_atomic(tmp_path / "srv.key", certs.private_key_pem(key), 0o600)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "srv.crt", tmp_path / "srv.key")
+    server = _QuietServer(("127.0.0.1", 0), _Health)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("preflight")
+    (root / "spec.toml").write_text('federation = "pf"\nsites = ["hospital-a"]\n\n'
+                                    '[coordinator]\naddresses = ["localhost"]\nport = 8000\n')
+    provision(read_spec(root / "spec.toml"), root / "out")
+    return root / "out"
+
+
+@pytest.fixture
+def ca(federation):
+    cert_dir = federation / "coordinator" / "certs"
+    return certs.load_private_key_pem(cert_dir / "ca.key"), certs.load_certificate(cert_dir / "ca.crt")
+
+
+@pytest.fixture
+def kit(federation, tmp_path) -> Path:
+    """A filled-in copy of the site kit, pointing at `localhost:<port>` (set per test)."""
+    import shutil
+
+    kit_dir = tmp_path / "kit"
+    shutil.copytree(federation / "sites" / "hospital-a", kit_dir)
+    (tmp_path / "data").mkdir()
+    set_site_toml(kit_dir, **{"data-path": str(tmp_path / "data"), "work-path": str(tmp_path / "work")})
+    return kit_dir
+
+
+def set_site_toml(kit_dir: Path, **values: str | int) -> None:
+    path = kit_dir / "site.toml"
+    lines = []
+    for line in path.read_text().splitlines():
+        key = line.split("=", 1)[0].strip()
+        if key in values:
+            value = values[key]
+            line = f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}"
+        lines.append(line)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def by_check(results) -> dict:
+    return {result.check: result for result in results}
+
+
+def test_all_checks_pass_against_the_coordinator_certificate(kit, federation, tmp_path):
+    cert_dir = federation / "coordinator" / "certs"
+    key = certs.load_private_key_pem(cert_dir / "server.key")
+    with tls_server(tmp_path, key, certs.load_certificate(cert_dir / "server.crt")) as port:
+        set_site_toml(kit, coordinator=f"localhost:{port}")
+        results = check_kit(kit)
+    assert [r for r in results if r.status != "ok"] == []
+    assert {"kit files", "site key", "CA certificate", "flwr version", "data folder", "work folder",
+            "coordinator"} == set(by_check(results))
+
+
+def test_wrong_ca(kit, tmp_path):
+    other_key, other_ca = certs.make_ca("other")
+    with tls_server(tmp_path, *certs.make_server_certificate(other_key, other_ca, ["localhost"])) as port:
+        result = check_coordinator("localhost", port, kit / "certs" / "ca.crt", timeout_s=5)
+    assert result.problem == "wrong-ca"
+    assert "not signed by this kit's CA" in result.message and str(kit / "certs" / "ca.crt") in result.message
+
+
+def test_name_not_in_certificate(kit, ca, tmp_path):
+    with tls_server(tmp_path, *certs.make_server_certificate(*ca, ["fl.other.org", "10.9.9.9"])) as port:
+        result = check_coordinator("localhost", port, kit / "certs" / "ca.crt", timeout_s=5)
+    assert result.problem == "name-mismatch"
+    assert "not valid for 'localhost'" in result.message and "fl.other.org, 10.9.9.9" in result.message
+
+
+def test_expired_certificate(kit, ca, tmp_path):
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+    with tls_server(tmp_path, *certs.make_server_certificate(*ca, ["localhost"], days=30, not_before=long_ago)) as port:
+        result = check_coordinator("localhost", port, kit / "certs" / "ca.crt", timeout_s=5)
+    assert result.problem == "expired-certificate"
+    assert "expired on" in result.message and "renew" in result.message
+
+
+def test_certificate_expiring_soon_is_a_warning(kit, ca, tmp_path):
+    with tls_server(tmp_path, *certs.make_server_certificate(*ca, ["localhost"], days=10)) as port:
+        result = check_coordinator("localhost", port, kit / "certs" / "ca.crt", timeout_s=5)
+    assert (result.status, result.problem) == ("warning", "expiring-certificate")
+
+
+def test_connection_refused(kit):
+    result = check_coordinator("127.0.0.1", free_port(), kit / "certs" / "ca.crt", timeout_s=5)
+    assert result.problem == "connection-refused" and "nothing listens there" in result.message
+
+
+def test_timeout(kit):
+    with socket.socket() as silent:  # accepts TCP (backlog) but never answers the TLS handshake
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        result = check_coordinator("127.0.0.1", silent.getsockname()[1], kit / "certs" / "ca.crt", timeout_s=1)
+    assert result.problem == "timeout" and "within 1 s" in result.message
+
+
+def test_key_that_is_not_the_registered_one(kit):
+    private, _ = certs.site_key_openssh(certs.new_private_key())
+    certs.write_atomic(kit / "keys" / "site.key", private, 0o600)
+    result = by_check(check_kit(kit, timeout_s=1))["site key"]
+    registered = tomllib.loads((kit / "kit.toml").read_text())["key-fingerprint"]
+    assert result.problem == "key-mismatch" and registered in result.message
+
+
+def test_readable_private_key_is_a_warning(kit):
+    (kit / "keys" / "site.key").chmod(0o644)
+    result = by_check(check_kit(kit, timeout_s=1))["site key"]
+    assert (result.status, result.problem) == ("warning", "key-permissions") and "chmod 600" in result.message
+
+
+def test_flwr_version_other_than_the_kits(kit):
+    manifest = kit / "kit.toml"
+    manifest.write_text(manifest.read_text().replace('flwr-version = "', 'flwr-version = "0.9'))
+    result = by_check(check_kit(kit, timeout_s=1))["flwr version"]
+    assert result.problem == "flwr-version" and "pip install flwr==0.9" in result.message
+
+
+def test_ca_expiring_soon_is_a_warning(kit):
+    _, short_ca = certs.make_ca("pf", days=12)
+    certs.write_atomic(kit / "certs" / "ca.crt", certs.certificate_pem(short_ca))
+    result = by_check(check_kit(kit, timeout_s=1))["CA certificate"]
+    assert (result.status, result.problem) == ("warning", "expiring-certificate")
+
+
+def test_folders(kit, tmp_path):
+    set_site_toml(kit, **{"data-path": str(tmp_path / "nowhere"), "work-path": str(tmp_path / "data" / "w")})
+    results = by_check(check_kit(kit, timeout_s=1))
+    assert results["data folder"].problem == "data-missing" and "nowhere" in results["data folder"].message
+    set_site_toml(kit, **{"data-path": str(tmp_path / "data")})
+    assert by_check(check_kit(kit, timeout_s=1))["work folder"].problem == "work-in-data"
+
+
+def test_placeholder_left_in_site_toml(federation):
+    results = check_kit(federation / "sites" / "hospital-a")
+    assert len(results) == 1 and results[0].problem == "kit-invalid"
+    assert "`data-path` still holds the placeholder" in results[0].message
+
+
+def test_site_check_command_exits_1_and_shows_each_problem(kit):
+    set_site_toml(kit, coordinator=f"127.0.0.1:{free_port()}")
+    app = typer.Typer(pretty_exceptions_show_locals=False)
+    app.command()(site_check)
+    result = CliRunner().invoke(app, ["--kit", str(kit)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "connection refused" in result.output and "flwr version" in result.output
