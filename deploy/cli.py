@@ -1,6 +1,5 @@
 """The coordinator's launcher commands (`oncofed simulate`)."""
 
-import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from rich.progress import (
 
 from data_prep.discovery import discover_cases
 from data_prep.errors import SiteDataError
+from deploy.processes import sigterm_as_interrupt
 from deploy.simulate import ROUND_LINE, SimulationPlan, app_directory, failure_context, run_simulation
 from models.presets import get_preset
 from server_app.run_folder import METRICS_FILE, SUMMARY_FILE, read_metrics
@@ -76,11 +76,10 @@ def simulate(
     except (ValueError, SiteDataError, FileNotFoundError) as error:
         raise fail(str(error)) from None
 
-    # `kill <pid>` must stop the federation as cleanly as Ctrl-C does: both unwind through run_simulation's finally.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     console.print(f"Federation of {plan.n_sites} sites from {data}; run folder {plan.run_dir}")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with sigterm_as_interrupt(), Progress(*columns, console=console) as progress:
         task = progress.add_task("starting Flower, validating the initial model", total=rounds)
 
         def on_line(line: str) -> None:

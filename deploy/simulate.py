@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.flower_env import flower_env, toml_value, write_connection
-from deploy.processes import StartedProcess, free_port, start_process, stop_tree, tail, wait_for_health
+from deploy.processes import (
+    StartedProcess,
+    follow_log,
+    free_port,
+    start_process,
+    stop_tree,
+    tail,
+    wait_for_health,
+)
 
 CONNECTION = "oncofed-sim"
 ROUND_LINE = re.compile(r"\[ROUND (\d+)/(\d+)\]")
@@ -72,7 +80,7 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
              "--run-config", str(overrides), "--federation-config", f"num-supernodes={plan.n_sites}"],
             env, logs / "flwr-run.log")
         started.append(runner)
-        _follow(runner, on_line)
+        follow_log(runner, on_line)
         return runner.popen.wait()
     finally:
         for process in reversed(started):
@@ -95,23 +103,6 @@ def processes_with_env(key: str, value: str) -> list[int]:
             except OSError:
                 continue
     return found
-
-
-def _follow(process: StartedProcess, on_line: Callable[[str], None]) -> None:
-    """Hand each new line of the process's log to `on_line` until the process exits."""
-    import time
-
-    with open(process.log_path, encoding="utf-8", errors="replace") as log:
-        while True:
-            line = log.readline()
-            if line:
-                on_line(line.rstrip("\n"))
-            elif process.popen.poll() is not None:
-                for rest in log:
-                    on_line(rest.rstrip("\n"))
-                return
-            else:
-                time.sleep(0.2)
 
 
 def failure_context(run_dir: Path) -> str:
