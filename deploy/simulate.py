@@ -5,7 +5,6 @@ detached one on a fixed port, which it never stops), point a connection in our F
 the app, stream its log, and stop every process we started — on success, error or Ctrl-C.
 """
 
-import os
 import re
 import shutil
 import sys
@@ -18,6 +17,7 @@ from deploy.processes import (
     StartedProcess,
     follow_log,
     free_port,
+    processes_with_env,
     start_process,
     stop_tree,
     tail,
@@ -89,20 +89,6 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
         # FLWR_HOME, which no other run uses.
         for pid in processes_with_env("FLWR_HOME", env["FLWR_HOME"]):
             stop_tree(pid)
-
-
-def processes_with_env(key: str, value: str) -> list[int]:
-    """Ids of the processes (readable by us) whose environment has key=value."""
-    marker = f"{key}={value}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                if marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 def failure_context(run_dir: Path) -> str:

@@ -31,7 +31,7 @@ from deploy.federated_run import CoordinatorNotRunning, check_coordinator_runnin
 from deploy.flower_env import flower_env
 from deploy.kit import read_coordinator_kit, read_site_kit
 from deploy.preflight import check_kit
-from deploy.processes import StartedProcess, free_port, start_process, stop_tree, tail
+from deploy.processes import StartedProcess, free_port, processes_with_env, start_process, stop_tree, tail
 from deploy.provision import provision, read_spec
 from deploy.site_launcher import SiteStartError, start_supernode, wait_until_connected, write_node_config
 
@@ -59,20 +59,6 @@ def wait_for_line(process: StartedProcess, text: str, timeout_s: float = 90.0) -
             pytest.fail(f"{process.name} exited with {process.popen.returncode}:\n{tail(process.log_path, 40)}")
         time.sleep(0.3)
     pytest.fail(f"{process.name} did not print {text!r} within {timeout_s:.0f} s:\n{tail(process.log_path, 40)}")
-
-
-def processes_with_flwr_home(flwr_home: Path) -> list[int]:
-    """Processes whose environment carries this FLWR_HOME: only ones started by this test."""
-    marker = f"FLWR_HOME={flwr_home.resolve()}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                if marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 def fill_site_toml(kit_dir: Path, data: Path, work: Path) -> None:
@@ -119,7 +105,7 @@ def stop_all(started: list[StartedProcess], flwr_homes: list[Path]) -> list[int]
             process.popen.wait(timeout=40)
         except subprocess.TimeoutExpired:
             process.stop()
-    orphans = [pid for home in flwr_homes for pid in processes_with_flwr_home(home)]
+    orphans = [pid for home in flwr_homes for pid in processes_with_env("FLWR_HOME", str(home.resolve()))]
     for pid in orphans:
         stop_tree(pid, grace_s=2)
     return orphans
@@ -222,7 +208,7 @@ def test_unregistered_key_is_refused(deployment, tmp_path):
     output = (tmp_path / "site-x.out").read_text()
     assert code == 1, output
     assert "refused this site's key" in output and "not registered" in output
-    assert processes_with_flwr_home(tmp_path / "work-x" / "flower-home") == []
+    assert processes_with_env("FLWR_HOME", str((tmp_path / "work-x" / "flower-home").resolve())) == []
 
 
 def test_wrong_ca_fails_with_a_clear_message(deployment, tmp_path):
@@ -246,7 +232,7 @@ def test_wrong_ca_fails_with_a_clear_message(deployment, tmp_path):
             wait_until_connected(kit, supernode, offset, timeout_s=60)
     finally:
         supernode.stop()
-    assert processes_with_flwr_home(kit.flwr_home) == []
+    assert processes_with_env("FLWR_HOME", str(kit.flwr_home.resolve())) == []
 
 
 def test_plain_http_gets_no_service(deployment):

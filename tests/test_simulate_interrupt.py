@@ -1,6 +1,5 @@
 """Ctrl-C or `kill` during `oncofed simulate` stops every Flower process it started."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,26 +9,14 @@ from pathlib import Path
 import pytest
 
 from data_prep.synth.federation import write_federation
-from deploy.processes import stop_tree
-
-
-def processes_with_flwr_home(flwr_home: Path) -> list[int]:
-    marker = f"FLWR_HOME={flwr_home.resolve()}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
+from deploy.processes import processes_with_env, stop_tree
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_everything(tmp_path, signum):
     write_federation(tmp_path / "fed", n_sites=2, seed=4, preset="tiny")
     run_dir = tmp_path / "run"
+    flwr_home = str((run_dir / "flwr-home").resolve())
     oncofed = Path(sys.executable).parent / "oncofed"
     command = [str(oncofed), "simulate", "--data", str(tmp_path / "fed"), "--out", str(run_dir),
                "--rounds", "50", "--preset", "tiny"]
@@ -40,10 +27,10 @@ def test_interrupt_stops_everything(tmp_path, signum):
             assert process.poll() is None, process.stderr.read().decode()
             assert time.monotonic() < deadline, "the run did not start"
             time.sleep(0.5)
-        assert processes_with_flwr_home(run_dir / "flwr-home"), "expected running Flower processes"
+        assert processes_with_env("FLWR_HOME", flwr_home), "expected running Flower processes"
         process.send_signal(signum)
         process.wait(timeout=60)
         assert process.returncode != 0
-        assert processes_with_flwr_home(run_dir / "flwr-home") == []
+        assert processes_with_env("FLWR_HOME", flwr_home) == []
     finally:
         stop_tree(process.pid, grace_s=1.0)
