@@ -1,7 +1,7 @@
 """The coordinator's ServerApp: wires settings, sites, strategy and run folder; the logic lives elsewhere."""
 
 import time
-from logging import INFO
+from logging import ERROR, INFO
 
 from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
@@ -60,3 +60,12 @@ def main(grid: Grid, context: Context) -> None:
     run.write_summary(build_summary(records, weighted, checkpointer, sites.overviews, settings.num_rounds,
                                     time.monotonic() - started))
     log(INFO, "Run folder: %s\n%s", run.path, site_table_text(records))
+
+    # The report comes last and imports its plotting here: a report problem never costs the saved results
+    try:
+        from server_app.report_files import write_report
+
+        log(INFO, "Report: %s", write_report(run.path).html)
+    except Exception as error:  # noqa: BLE001 - the report can be rebuilt from the run folder
+        log(ERROR, "The report could not be written (%s: %s); rebuild it with `oncofed report %s`",
+            type(error).__name__, error, run.path)

@@ -1,4 +1,7 @@
-"""The run folder: config.json, metrics.jsonl (one object per site per round), summary.json, models/.
+"""The run folder: config.json, metrics.jsonl (one object per site per round), summary.json, models/, report.
+
+A metrics.jsonl record: {"round", "site", "status", "min_report_cases", "n_cases", "metrics", "conventions",
+"train"}; a suppressed site's has n_cases null and no metrics.
 
 Every file is written atomically (temp file + rename) or, for metrics.jsonl, appended a whole line at a
 time and fsynced, so an interrupted run leaves readable files.
@@ -17,20 +20,30 @@ from models.weights import save_checkpoint
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
+REPORTED, SUPPRESSED = "reported", "suppressed"
+"""The `status` of a metrics.jsonl record: the site sent aggregates, or had too few cases to send any."""
 
 
-def write_json_atomic(path: Path, payload: object) -> None:
-    """Write JSON through a temp file in the same folder, then rename over the target."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temp file in the same folder, then rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, payload: object) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file of the run folder, or {} when the run did not get to write it."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -72,4 +85,4 @@ class RunFolder:
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    return {name: version(name) for name in ("oncofed", "flwr", "torch", "monai")}
+    return {name: version(name) for name in ("oncofed", "flwr", "torch", "monai", "numpy")}

@@ -1,10 +1,13 @@
 """FedAvg weighted by `num-examples` that files every site's results under the site's name.
 
-Unlike Flower's FedAvg, one malformed or non-finite reply does not end the run: it is dropped, the
-site is named in the log, and the round goes on with the others.
+Unlike Flower's FedAvg, one malformed, non-finite or inconsistent reply does not end the run: it is dropped,
+the site is named in the log, and the round goes on with the others. A site that has fewer validation cases
+than its minimum replies "suppressed" with no metrics: it is filed as suppressed and left out of the pooled
+evaluation (server_app.pooled), which is what FedAvg's reply-consistency check would otherwise trip on.
 """
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from logging import WARNING
 
@@ -14,15 +17,19 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from server_app.run_folder import RunFolder
+from server_app.pooled import pooled_metrics
+from server_app.run_folder import REPORTED, SUPPRESSED, RunFolder
 from server_app.site_directory import SiteDirectory
+
+VALIDATION_RECORD = "validation"
+"""The ConfigRecord of an evaluate reply: status ("reported" or "suppressed"), the site's minimum, conventions."""
 
 
 class SiteFedAvg(FedAvg):
-    """FedAvg + per-site records in the run folder; `latest_evaluation` holds the last weighted means."""
+    """FedAvg + per-site records in the run folder; `latest_evaluation` holds the last pooled evaluation."""
 
     def __init__(self, *, sites: SiteDirectory, run: RunFolder, model_keys: Iterable[str], **fedavg: object) -> None:
-        super().__init__(**fedavg)
+        super().__init__(evaluate_metrics_aggr_fn=pooled_metrics, **fedavg)
         self.sites = sites
         self.run = run
         self.model_keys = frozenset(model_keys)
@@ -43,7 +50,7 @@ class SiteFedAvg(FedAvg):
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        kept = self._keep_sound(replies, self._train_reply_problem)
+        kept = self._consistent(self._keep_sound(replies, self._train_reply_problem))
         self._train_metrics = {
             m.metadata.src_node_id: dict(next(iter(m.content.metric_records.values())))
             for m in kept if not m.has_error()
@@ -51,21 +58,35 @@ class SiteFedAvg(FedAvg):
         return super().aggregate_train(server_round, kept)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        kept = self._keep_sound(replies, self._evaluate_reply_problem)
-        for reply in kept:
+        reported = []
+        for reply in self._keep_sound(replies, self._evaluate_reply_problem):
             if reply.has_error():
-                continue
-            node = reply.metadata.src_node_id
-            metrics = dict(next(iter(reply.content.metric_records.values())))
-            self.run.append_metrics({
-                "round": server_round,
-                "site": self.sites.name(node),
-                "n_cases": int(metrics.pop(self.weighted_by_key)),
-                "metrics": metrics,
-                "train": self._train_metrics.get(node),
-            })
-        self.latest_evaluation = super().aggregate_evaluate(server_round, kept)
+                reported.append(reply)
+            elif _status(reply) == SUPPRESSED:
+                self._file_evaluation(server_round, reply, None)
+            else:
+                reported.append(reply)
+        reported = self._consistent(reported)
+        for reply in reported:
+            if not reply.has_error():
+                self._file_evaluation(server_round, reply, dict(next(iter(reply.content.metric_records.values()))))
+        self.latest_evaluation = super().aggregate_evaluate(server_round, reported)
         return self.latest_evaluation
+
+    def _file_evaluation(self, server_round: int, reply: Message, metrics: dict | None) -> None:
+        """One metrics.jsonl record; a suppressed site's has no metrics and no case count."""
+        node = reply.metadata.src_node_id
+        validation = dict(reply.content.config_records.get(VALIDATION_RECORD, {}))
+        self.run.append_metrics({
+            "round": server_round,
+            "site": self.sites.name(node),
+            "status": SUPPRESSED if metrics is None else REPORTED,
+            "min_report_cases": validation.pop("min-report-cases", None),
+            "n_cases": None if metrics is None else int(metrics.pop(self.weighted_by_key)),
+            "metrics": metrics or {},
+            "conventions": {k: v for k, v in validation.items() if k != "status"},
+            "train": self._train_metrics.get(node),
+        })
 
     def _keep_sound(self, replies: Iterable[Message], problem_of) -> list[Message]:
         """Error replies pass through (FedAvg counts and logs them); malformed ones are dropped here."""
@@ -81,6 +102,23 @@ class SiteFedAvg(FedAvg):
                 log(WARNING, "Dropping the reply of site %s: %s", self.sites.name(reply.metadata.src_node_id), problem)
             else:
                 kept.append(reply)
+        return kept
+
+    def _consistent(self, replies: list[Message]) -> list[Message]:
+        """Keep the replies whose metric names are the most common set; FedAvg would end the run on a mismatch."""
+        key_sets = {id(r): frozenset(next(iter(r.content.metric_records.values())).keys())
+                    for r in replies if not r.has_error()}
+        if not key_sets:
+            return replies
+        usual = Counter(key_sets.values()).most_common(1)[0][0]
+        kept = []
+        for reply in replies:
+            keys = key_sets.get(id(reply), usual)
+            if keys == usual:
+                kept.append(reply)
+            else:
+                log(WARNING, "Dropping the reply of site %s: its metric names differ from the other sites' (%s)",
+                    self.sites.name(reply.metadata.src_node_id), ", ".join(sorted(keys ^ usual)[:5]))
         return kept
 
     def _metric_problem(self, reply: Message) -> str | None:
@@ -109,4 +147,17 @@ class SiteFedAvg(FedAvg):
         return self._metric_problem(reply)
 
     def _evaluate_reply_problem(self, reply: Message) -> str | None:
-        return self._metric_problem(reply)
+        if _status(reply) != SUPPRESSED:
+            return self._metric_problem(reply)
+        if reply.content.metric_records:
+            return "it says its validation is suppressed but carries metrics"
+        minimum = reply.content.config_records[VALIDATION_RECORD].get("min-report-cases")
+        if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
+            return f"suppressed validation with `min-report-cases` {minimum!r}, expected a whole number of at least 1"
+        return None
+
+
+def _status(reply: Message) -> str:
+    """"suppressed" or "reported"; a reply without the validation record is a plain reported one."""
+    record = reply.content.config_records.get(VALIDATION_RECORD)
+    return str(record.get("status", REPORTED)) if record is not None else REPORTED

@@ -1,18 +1,32 @@
-"""Per-case segmentation metrics (kept at the site) and the aggregates that may leave it.
+"""Per-case segmentation metrics on a case's native grid, with its voxel spacing; they stay at the site.
 
-Conventions, per region (BraTS: wt = 1∪2∪3, tc = 1∪3, et = 3):
-- Dice: both masks empty → 1.0; exactly one empty → 0.0.
-- HD95 (mm, on the evaluation grid with its spacing; MONAI: max of the two directed 95th percentiles):
-  both empty → 0.0; exactly one empty → HD95_PENALTY_MM.
+Regions come from the run config's `eval-regions`: "brats" (wt = 1∪2∪3, tc = 1∪3, et = 3) or "per-class" (one
+region per label value). Per case and region, with P the predicted and T the true mask:
+
+- dice = 2|P∩T| / (|P| + |T|)                       (MONAI compute_dice)
+- hd95 = max of the two directed 95th percentiles of surface-voxel distances, mm (MONAI compute_hausdorff_distance)
+- nsd  = surface Dice: share of both surfaces within NSD_TOLERANCE_MM of the other (MONAI compute_surface_dice)
+- avd  = |vol(P) − vol(T)|, mL
+- sensitivity = |P∩T| / |T|,  precision = |P∩T| / |P|
+- lesions-tp / -fn: connected components of T that overlap / miss P; lesions-fp: components of P that miss T
+  (26-connectivity, no minimum lesion size).
+
+Empty masks (the cases are counted separately as empty-both, empty-pred: T present and missed,
+empty-truth: T empty and P a false alarm):
+- both empty: dice, nsd, sensitivity, precision 1; hd95 0.
+- exactly one empty: dice, nsd, sensitivity, precision 0; hd95 HD95_PENALTY_MM.
 """
 
-import statistics
 import warnings
+from collections.abc import Mapping
+from types import MappingProxyType
 
+import numpy as np
 import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance
+from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
+from scipy import ndimage
 
-from data_prep.labels import REGIONS
+from data_prep.labels import BACKGROUND, LABEL_NAMES, REGIONS
 
 # MONAI 1.6 warns about its own internal call on every HD95; it says nothing about our use.
 warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
@@ -20,42 +34,95 @@ warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category
 HD95_PENALTY_MM = 373.13
 """HD95 when exactly one mask is empty: the BraTS convention (diagonal of a 240×240×155 mm volume)."""
 
+NSD_TOLERANCE_MM = 2.0
+"""Surface Dice tolerance τ: a surface voxel counts as right when the other surface is within 2 mm."""
 
-def region_masks(label: torch.Tensor) -> torch.Tensor:
-    """(X, Y, Z) label map → (1, R, X, Y, Z) binary masks, one channel per region in REGIONS order."""
-    masks = [torch.isin(label, torch.tensor(values, device=label.device)) for values in REGIONS.values()]
-    return torch.stack(masks)[None].float()
+METRICS = ("dice", "hd95", "nsd", "avd", "sensitivity", "precision")
+"""Per-case values summarised with mean, median, IQR and a CI; keys are f"{metric}-{region}"."""
+
+COUNTS = ("empty-both", "empty-pred", "empty-truth", "lesions-tp", "lesions-fp", "lesions-fn")
+"""Per-case counts that are summed over cases; keys are f"{count}-{region}"."""
+
+DICE_SETTINGS = MappingProxyType({"include_background": True, "ignore_empty": False})
+HD95_SETTINGS = MappingProxyType({"include_background": True, "distance_metric": "euclidean", "percentile": 95.0,
+                                  "directed": False})
+NSD_SETTINGS = MappingProxyType({"include_background": True, "distance_metric": "euclidean",
+                                 "class_thresholds": [NSD_TOLERANCE_MM], "use_subvoxels": False})
+LESION_CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
+"""26-connectivity: voxels touching by a face, an edge or a corner belong to the same lesion."""
+
+REGION_SETS: Mapping[str, Mapping[str, tuple[int, ...]]] = MappingProxyType({
+    "brats": REGIONS,
+    "per-class": MappingProxyType({f"label{value}": (value,) for value in LABEL_NAMES if value != BACKGROUND}),
+})
 
 
-def case_metrics(prediction: torch.Tensor, truth: torch.Tensor, spacing_mm: tuple[float, float, float]) -> dict[str, float]:
-    """Dice and HD95 per region for one case; label maps of shape (X, Y, Z)."""
-    pred, true = region_masks(prediction), region_masks(truth)
-    dice = compute_dice(pred, true, include_background=True, ignore_empty=False)[0]
+def evaluation_regions(name: str) -> Mapping[str, tuple[int, ...]]:
+    """The regions of the run config's `eval-regions`; an unknown name lists the valid ones."""
+    try:
+        return REGION_SETS[name]
+    except KeyError:
+        raise ValueError(f"unknown eval-regions {name!r}; choose one of: {', '.join(REGION_SETS)}") from None
+
+
+def metric_settings() -> dict[str, str]:
+    """The exact MONAI calls and conventions, as text for the reports."""
+    return {
+        "dice": _call("compute_dice", DICE_SETTINGS, with_spacing=False),
+        "hd95": _call("compute_hausdorff_distance", HD95_SETTINGS),
+        "nsd": _call("compute_surface_dice", NSD_SETTINGS),
+        "lesions": "scipy.ndimage.label, 26-connectivity; a lesion is found when it overlaps the other mask by"
+                   " at least one voxel; no minimum lesion size",
+        "empty-masks": f"both empty: dice, nsd, sensitivity, precision 1 and hd95 0; exactly one empty: 0 and"
+                       f" hd95 {HD95_PENALTY_MM} mm",
+        "grid": "native grid of each case (prediction resampled back with nearest neighbour), native spacing",
+    }
+
+
+def _call(function: str, settings: Mapping[str, object], with_spacing: bool = True) -> str:
+    arguments = [f"{key}={value!r}" for key, value in settings.items()]
+    return f"monai.metrics.{function}({', '.join(arguments + ['spacing=<native spacing>'] * with_spacing)})"
+
+
+def case_metrics(prediction: np.ndarray, truth: np.ndarray, spacing_mm: tuple[float, float, float],
+                 regions: Mapping[str, tuple[int, ...]]) -> dict[str, float]:
+    """Every metric and count for one case: label maps of shape (X, Y, Z) on the native grid, spacing in mm."""
     result: dict[str, float] = {}
-    for index, region in enumerate(REGIONS):
-        pred_empty, true_empty = not pred[0, index].any(), not true[0, index].any()
-        if pred_empty and true_empty:
-            region_dice, hd95 = 1.0, 0.0
-        elif pred_empty or true_empty:
-            region_dice, hd95 = 0.0, HD95_PENALTY_MM
-        else:
-            region_dice = float(dice[index])
-            hd95 = float(compute_hausdorff_distance(pred[:, index : index + 1], true[:, index : index + 1],
-                                                    include_background=True, percentile=95, spacing=spacing_mm)[0, 0])
-        result[f"dice-{region}"] = region_dice
-        result[f"hd95-{region}"] = hd95
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    for region, values in regions.items():
+        pred, true = np.isin(prediction, values), np.isin(truth, values)
+        result.update({f"{key}-{region}": value for key, value in _region_metrics(pred, true, spacing_mm,
+                                                                                   voxel_ml).items()})
     return result
 
 
-def summarize(per_case: list[dict[str, float]]) -> dict[str, float | int]:
-    """Aggregates only: mean and median of each metric, the mean Dice over regions, and the case count."""
-    if not per_case:
-        raise ValueError("no validation case to summarize")
-    summary: dict[str, float | int] = {}
-    for key in per_case[0]:
-        values = [case[key] for case in per_case]
-        summary[f"{key}-mean"] = float(statistics.fmean(values))
-        summary[f"{key}-median"] = float(statistics.median(values))
-    summary["dice-mean"] = float(statistics.fmean(case[f"dice-{r}"] for case in per_case for r in REGIONS))
-    summary["n-cases"] = len(per_case)
-    return summary
+def _region_metrics(pred: np.ndarray, true: np.ndarray, spacing_mm: tuple[float, float, float],
+                    voxel_ml: float) -> dict[str, float]:
+    n_pred, n_true = int(pred.sum()), int(true.sum())
+    n_both = int((pred & true).sum())
+    metrics = {"avd": abs(n_pred - n_true) * voxel_ml,
+               "empty-both": float(n_pred == n_true == 0),
+               "empty-pred": float(n_pred == 0 < n_true),
+               "empty-truth": float(n_true == 0 < n_pred),
+               **_lesion_counts(pred, true)}
+    if n_pred == n_true == 0:
+        return {**metrics, "dice": 1.0, "hd95": 0.0, "nsd": 1.0, "sensitivity": 1.0, "precision": 1.0}
+    if n_pred == 0 or n_true == 0:
+        return {**metrics, "dice": 0.0, "hd95": HD95_PENALTY_MM, "nsd": 0.0, "sensitivity": 0.0, "precision": 0.0}
+    p, t = (torch.as_tensor(mask)[None, None].float() for mask in (pred, true))  # (B=1, C=1, X, Y, Z)
+    return {
+        **metrics,
+        "dice": float(compute_dice(p, t, **DICE_SETTINGS)[0, 0]),
+        "hd95": float(compute_hausdorff_distance(p, t, spacing=spacing_mm, **HD95_SETTINGS)[0, 0]),
+        "nsd": float(compute_surface_dice(p, t, spacing=spacing_mm, **NSD_SETTINGS)[0, 0]),
+        "sensitivity": n_both / n_true,
+        "precision": n_both / n_pred,
+    }
+
+
+def _lesion_counts(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    true_lesions, n_true = ndimage.label(true, structure=LESION_CONNECTIVITY)
+    pred_lesions, n_pred = ndimage.label(pred, structure=LESION_CONNECTIVITY)
+    found = len(np.unique(true_lesions[pred & (true_lesions > 0)]))
+    real = len(np.unique(pred_lesions[true & (pred_lesions > 0)]))
+    return {"lesions-tp": float(found), "lesions-fn": float(n_true - found), "lesions-fp": float(n_pred - real)}

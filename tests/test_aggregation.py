@@ -1,11 +1,12 @@
-"""The coordinator's FedAvg: weighted by num-examples, robust to one bad site."""
+"""The coordinator's FedAvg: weighted by num-examples, robust to one bad site, and to suppressed sites."""
 
+import json
 import logging
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from models.presets import build_model
 from models.weights import load_record, to_record
@@ -67,14 +68,75 @@ def test_a_reply_with_other_parameter_names_is_dropped(strategy):
     assert set(arrays.keys()) == set(good.state_dict().keys())
 
 
+def evaluate_reply(node_id: int, content: dict) -> Message:
+    request = Message(RecordDict(), dst_node_id=node_id, message_type="evaluate")
+    return Message(RecordDict(content), reply_to=request)
+
+
+def reported(node_id: int, metrics: dict) -> Message:
+    return evaluate_reply(node_id, {"validation": ConfigRecord({"status": "reported", "min-report-cases": 5,
+                                                                "regions": ["wt", "tc", "et"]}),
+                                    "metrics": MetricRecord(metrics)})
+
+
+def suppressed(node_id: int, minimum: int = 5) -> Message:
+    return evaluate_reply(node_id, {"validation": ConfigRecord({"status": "suppressed", "min-report-cases": minimum,
+                                                                "regions": ["wt", "tc", "et"]})})
+
+
+def filed(tmp_path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+
+
+SITE = {"dice-mean": 0.5, "dice-wt-mean": 0.6, "dice-wt-median": 0.62, "empty-pred-wt": 1, "n-cases": 4,
+        "num-examples": 4}
+
+
 def test_evaluation_is_filed_per_site(strategy, tmp_path):
-    metrics = {"dice-mean": 0.5, "dice-wt-mean": 0.6, "n-cases": 4, "num-examples": 4}
-    request_a = Message(RecordDict(), dst_node_id=11, message_type="evaluate")
-    request_b = Message(RecordDict(), dst_node_id=12, message_type="evaluate")
-    replies = [Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=request_a),
-               Message(RecordDict({"metrics": MetricRecord({**metrics, "dice-mean": 0.9, "num-examples": 1})}),
-                       reply_to=request_b)]
+    replies = [reported(11, SITE), reported(12, {**SITE, "dice-mean": 0.9, "n-cases": 1, "num-examples": 1})]
     aggregated = strategy.aggregate_evaluate(3, replies)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and '"site": "node-11"' in lines[0] and '"round": 3' in lines[0]
     assert aggregated["dice-mean"] == pytest.approx((4 * 0.5 + 1 * 0.9) / 5)
+
+
+def test_pooled_evaluation_has_only_what_pools_exactly(strategy):
+    replies = [reported(11, SITE), reported(12, {**SITE, "dice-wt-mean": 0.1, "empty-pred-wt": 2, "n-cases": 6,
+                                                 "num-examples": 6})]
+    pooled = strategy.aggregate_evaluate(1, replies)
+    assert pooled["dice-wt-mean"] == pytest.approx((4 * 0.6 + 6 * 0.1) / 10)
+    assert pooled["empty-pred-wt"] == 3 and pooled["n-cases"] == 10
+    assert "dice-wt-median" not in pooled  # a median of medians is not the median: left out
+
+
+def test_a_suppressed_site_is_filed_as_such_and_never_ends_the_run(strategy, tmp_path):
+    pooled = strategy.aggregate_evaluate(2, [reported(11, SITE), suppressed(12)])
+    records = filed(tmp_path)
+    by_site = {r["site"]: r for r in records}
+    assert by_site["node-12"]["status"] == "suppressed" and by_site["node-12"]["metrics"] == {}
+    assert by_site["node-12"]["n_cases"] is None and by_site["node-12"]["min_report_cases"] == 5
+    assert by_site["node-11"]["status"] == "reported" and by_site["node-11"]["n_cases"] == 4
+    assert pooled["dice-mean"] == pytest.approx(0.5) and pooled["n-cases"] == 4
+
+
+def test_a_round_where_every_site_is_suppressed_has_no_pooled_evaluation(strategy, tmp_path):
+    assert strategy.aggregate_evaluate(1, [suppressed(11), suppressed(12, minimum=10)]) is None
+    assert [r["status"] for r in filed(tmp_path)] == ["suppressed", "suppressed"]
+
+
+def test_a_suppressed_reply_that_carries_metrics_is_dropped(strategy, tmp_path, caplog):
+    leaky = evaluate_reply(12, {"validation": ConfigRecord({"status": "suppressed", "min-report-cases": 5}),
+                                "metrics": MetricRecord(SITE)})
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        strategy.aggregate_evaluate(1, [reported(11, SITE), leaky])
+    assert [r["site"] for r in filed(tmp_path)] == ["node-11"]
+    assert any("node-12" in r.getMessage() and "suppressed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_reply_with_other_metric_names_is_dropped_not_fatal(strategy, tmp_path, caplog):
+    replies = [reported(11, SITE), reported(12, SITE), reported(13, {**SITE, "dice-xx-mean": 0.3})]
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        pooled = strategy.aggregate_evaluate(1, replies)
+    assert pooled["dice-mean"] == pytest.approx(0.5)
+    assert sorted(r["site"] for r in filed(tmp_path)) == ["node-11", "node-12"]
+    assert any("node-13" in r.getMessage() and "metric names" in r.getMessage() for r in caplog.records)

@@ -75,6 +75,7 @@ def test_two_round_tiny_federation(tiny_federation, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["sites"]) == set(sites)
     assert (run_dir / "models" / "final.pt").is_file() and (run_dir / "models" / "best.pt").is_file()
+    assert all((run_dir / name).is_file() for name in ("report.html", "report.json", "metrics.csv"))
     for site in sites:
         assert site in result.output  # the per-site table
     assert processes_with_flwr_home(run_dir / "flwr-home") == []

@@ -1,0 +1,62 @@
+"""Writes the federation report: the HTML page, report.json (its content) and metrics.csv (every number, long).
+
+metrics.csv columns: scope ("site", "pooled" or "overview"), round, site, key, value — one row per number: each
+site's aggregates for every validated round (a suppressed round is one row with key "status"), the pooled
+values per round, and the data overview.
+"""
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from server_app.report_data import report_data
+from server_app.report_html import render_report
+from server_app.run_folder import read_metrics, write_text_atomic
+
+REPORT_FILE = "report.html"
+REPORT_JSON = "report.json"
+METRICS_CSV = "metrics.csv"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    json: Path
+    csv: Path
+
+
+def write_report(run_dir: Path, out: Path | None = None) -> ReportFiles:
+    """Build the report of `run_dir`; the HTML goes to `out` (default RUN_DIR/report.html), the data beside it."""
+    data = report_data(run_dir)
+    html = out if out is not None else run_dir / REPORT_FILE
+    files = ReportFiles(html=html, json=html.parent / REPORT_JSON, csv=html.parent / METRICS_CSV)
+    write_text_atomic(files.json, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(files.csv, metrics_csv(read_metrics(run_dir), data))
+    write_text_atomic(files.html, render_report(data))
+    return files
+
+
+def metrics_csv(records: list[dict], data: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["scope", "round", "site", "key", "value"])
+    for record in sorted(records, key=lambda r: (r["round"], r["site"])):
+        if not record["metrics"]:
+            writer.writerow(["site", record["round"], record["site"], "status", record.get("status")])
+            writer.writerow(["site", record["round"], record["site"], "min-report-cases",
+                             record.get("min_report_cases")])
+            continue
+        for key, value in sorted(record["metrics"].items()):
+            writer.writerow(["site", record["round"], record["site"], key, value])
+    for pooled in data["pooled"]:
+        for key, value in sorted(pooled.items()):
+            if key not in ("round", "sites"):
+                writer.writerow(["pooled", pooled["round"], "", key, value])
+    last_round = data["run"]["last_round"]
+    for row in data["data_overview"]:
+        for key, value in row.items():
+            if key not in ("site", "note") and value is not None:
+                writer.writerow(["overview", last_round, row["site"], key, value])
+    return buffer.getvalue()

@@ -1,0 +1,75 @@
+"""What the site keeps of each validation in its own work folder, for the site-local report; never sent.
+
+<work>/validation/context.json   the site's paths, the run config and the round of the last validation
+<work>/validation/per-case.jsonl one line per case per round: {"round", "case_id", "spacing_mm", "metrics"}
+<work>/models/global-latest.pt   the last global model the site validated ({"state_dict", "meta"})
+"""
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.app import ArrayRecord
+
+from models.weights import save_checkpoint
+from site_app.site_config import SitePaths
+from site_app.validation import CaseEvaluation
+
+CONTEXT_FILE = Path("validation") / "context.json"
+PER_CASE_FILE = Path("validation") / "per-case.jsonl"
+LATEST_MODEL = Path("models") / "global-latest.pt"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temp file in the same folder, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class ValidationContext:
+    """Enough to validate again later, from the work folder alone: where the site is and how it validated."""
+
+    site: SitePaths
+    run_config: dict[str, object]
+    server_round: int
+
+
+def keep_validation(site: SitePaths, run_config: Mapping[str, object], server_round: int, arrays: ArrayRecord,
+                    model_preset: str, results: Sequence[CaseEvaluation]) -> None:
+    """Record one validation in the work folder: the model, the per-case metrics and how to redo it."""
+    save_checkpoint(arrays, site.work / LATEST_MODEL, {"model_preset": model_preset, "round": server_round})
+    lines = "".join(json.dumps({"round": server_round, "case_id": r.case_id, "spacing_mm": list(r.spacing_mm),
+                                "metrics": r.metrics}, sort_keys=True) + "\n" for r in results)
+    per_case = site.work / PER_CASE_FILE
+    per_case.parent.mkdir(parents=True, exist_ok=True)
+    with open(per_case, "a", encoding="utf-8") as handle:
+        handle.write(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+    context = {"site": {"name": site.name, "data": str(site.data), "work": str(site.work)},
+               "run_config": dict(run_config), "round": server_round}
+    write_text_atomic(site.work / CONTEXT_FILE, json.dumps(context, indent=2, sort_keys=True) + "\n")
+
+
+def read_validation_context(work: Path) -> ValidationContext:
+    """The last validation's context; a work folder that never validated is a clear error."""
+    path = work / CONTEXT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: this work folder has not validated a model yet"
+                                " (the site writes it during a federated run)")
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    site = payload["site"]
+    return ValidationContext(site=SitePaths(name=site["name"], data=Path(site["data"]), work=work),
+                             run_config=payload["run_config"], server_round=int(payload["round"]))
+

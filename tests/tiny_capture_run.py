@@ -1,0 +1,82 @@
+"""One real tiny federation run, shared by the privacy, report and site-report tests (run once per session).
+
+Two synthetic sites (hospital-a: NIfTI, hospital-b: DICOM + DICOM-SEG), one round, through the project's own
+launcher (deploy.simulate.run_simulation) with the site's ClientApp wrapped so that every Message a site sends
+is captured (capturing_clientapp.py). val-fraction 0.8 and a minimum of 5 validation cases make hospital-a
+report (5 cases) and hospital-b suppress its numbers (4 cases).
+"""
+
+import dataclasses
+import shutil
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.common.serde import message_from_proto
+from flwr.proto.message_pb2 import Message as ProtoMessage
+
+from data_prep.synth.federation import write_federation
+from deploy.cli import plan_simulation
+from deploy.flower_env import toml_value
+from deploy.simulate import failure_context, run_simulation
+
+REPO = Path(__file__).resolve().parents[1]
+SITES = ("hospital-a", "hospital-b")
+REPORTING, SUPPRESSED = "hospital-a", "hospital-b"
+MIN_REPORT_CASES = 5
+
+
+@dataclass(frozen=True)
+class CapturedRun:
+    data: Path
+    run_dir: Path
+    captured: dict[str, list[tuple[str, bytes]]]
+    """site → [(file name, serialized Message)] of everything the site sent."""
+    output: str
+
+    def work(self, site: str) -> Path:
+        return self.run_dir / "sites" / site
+
+    def messages(self, site: str):
+        return [(name, message_from_proto(ProtoMessage.FromString(raw))) for name, raw in self.captured[site]]
+
+
+_RUN: CapturedRun | None = None
+
+
+def captured_run(tmp_path_factory) -> CapturedRun:
+    global _RUN
+    if _RUN is None:
+        _RUN = _run(tmp_path_factory.mktemp("captured-run"))
+    return _RUN
+
+
+def _capture_app(folder: Path, run_config: dict) -> Path:
+    """A Flower app folder whose ClientApp is the capturing wrapper; same ServerApp, same run config keys."""
+    folder.mkdir()
+    shutil.copy(REPO / "tests" / "capturing_clientapp.py", folder / "capturing_clientapp.py")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    config = {**project["tool"]["flwr"]["app"]["config"], **run_config}
+    lines = ['[project]', 'name = "oncofed-capture"', 'version = "0.1.0"', 'dependencies = []', '',
+             '[tool.flwr.app]', 'publisher = "oncofed"', 'fab-include = ["capturing_clientapp.py"]', '',
+             '[tool.flwr.app.components]', 'serverapp = "server_app.app:app"',
+             'clientapp = "capturing_clientapp:app"', '', '[tool.flwr.app.config]',
+             *(f"{key} = {toml_value(value)}" for key, value in config.items())]
+    (folder / "pyproject.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def _run(root: Path) -> CapturedRun:
+    data, run_dir, capture = root / "data", root / "run", root / "captured"
+    write_federation(data, n_sites=len(SITES), seed=3, preset="tiny")
+    plan = plan_simulation(data, run_dir, rounds=1, preset="tiny", seed=1)
+    run_config = {**plan.run_config, "val-fraction": 0.8, "sim-min-report-cases": MIN_REPORT_CASES,
+                  "eval-regions": "brats", "capture-dir": str(capture)}
+    plan = dataclasses.replace(plan, app_dir=_capture_app(root / "app", run_config), run_config=run_config)
+    lines: list[str] = []
+    code = run_simulation(plan, lines.append)
+    assert code == 0, f"flwr run exit code {code}\n{failure_context(run_dir)}"
+    captured = {site: [] for site in SITES}
+    for path in sorted(capture.iterdir()):
+        captured[SITES[int(path.name.split("-")[0])]].append((path.name, path.read_bytes()))
+    return CapturedRun(data=data, run_dir=run_dir, captured=captured, output="\n".join(lines))
