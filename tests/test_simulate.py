@@ -2,30 +2,16 @@
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from data_prep.synth.federation import write_federation
+from deploy.processes import processes_with_env
 from oncofed_cli import app
 
 runner = CliRunner()
-
-
-def processes_with_flwr_home(flwr_home: Path) -> list[int]:
-    """Processes whose environment carries this FLWR_HOME: exactly those the run started."""
-    marker = f"FLWR_HOME={flwr_home.resolve()}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                if marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
 
 
 def one_error_line(result) -> str:
@@ -78,4 +64,4 @@ def test_two_round_tiny_federation(tiny_federation, tmp_path):
     assert all((run_dir / name).is_file() for name in ("report.html", "report.json", "metrics.csv"))
     for site in sites:
         assert site in result.output  # the per-site table
-    assert processes_with_flwr_home(run_dir / "flwr-home") == []
+    assert processes_with_env("FLWR_HOME", str((run_dir / "flwr-home").resolve())) == []
