@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 
-.PHONY: install demo test test-slow lint clean-demo
+.PHONY: install demo test test-slow bench bench-quick lint clean-demo
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,13 @@ test: install
 
 test-slow: install
 	$(BIN)/pytest -q -m slow
+
+# Benchmarks: each script prints RATIO lines and appends to bench/RESULTS.md (see bench/README.md).
+bench: install
+	for script in quality pipeline overhead aggregation scale; do $(BIN)/python bench/$$script.py || exit 1; done
+
+bench-quick: install
+	for script in quality pipeline overhead aggregation scale; do $(BIN)/python bench/$$script.py --quick || exit 1; done
 
 lint: install
 	$(BIN)/ruff check .

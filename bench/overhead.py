@@ -1,0 +1,221 @@
+"""Round overhead: a 4-site round's wall time in Flower (simulation and loopback deployment) vs the sites' compute.
+
+Compute: each site's ClientApp (site_app.app, with its mods) handling one train and one evaluate message in this
+warm process, with the run's config and a warm preprocessing cache: what a round costs the site without Flower.
+Then the same federation runs in Flower's Simulation Engine (deploy.simulate) and as a loopback deployment (an
+insecure SuperLink and one SuperNode per site, each with its own FLWR_HOME and runtime port, on free ports);
+each round's wall time is read from the ServerApp's streamed log. Also measured: the start cost of a fresh
+ClientApp process (interpreter + imports), which every message pays in a deployment.
+"""
+
+import dataclasses
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import (
+    REPO,
+    RoundClock,
+    RunMemory,
+    coordinator_identity,
+    flower_processes,
+    follow,
+    markdown_table,
+    out_folder,
+    parse,
+    parser,
+    report,
+    run_config,
+)
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+from data_prep.synth.federation import write_federation
+from deploy.cli import plan_simulation
+from deploy.flower_env import flower_env, toml_value, write_connection
+from deploy.processes import (
+    StartedProcess,
+    free_port,
+    sigterm_as_interrupt,
+    start_process,
+    stop_tree,
+    wait_for_health,
+)
+from deploy.simulate import SimulationPlan, app_directory, failure_context, flower_executable, run_simulation
+from models.presets import build_model
+from models.weights import to_record
+from site_app.app import app as client_app
+from site_app.site_config import site_folders
+
+N_SITES = 4
+DATA_SEED = 0
+CONNECTION = "oncofed-bench"
+RUN_TIMEOUT_S = 1800.0
+
+
+def node_config(data: Path, work: Path) -> dict[str, str | int]:
+    """A SuperNode's node config; every site reports its metrics however few validation cases it has."""
+    return {"site-name": data.name, "data-path": str(data), "work-path": str(work), "min-report-cases": 1}
+
+
+def handle(context: Context, message_type: str, server_round: int, arrays: ArrayRecord) -> tuple[float, Message]:
+    """Seconds the ClientApp takes for one message in this process, and its reply."""
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+    message = Message(content, dst_node_id=context.node_id, message_type=message_type)
+    clock = time.perf_counter()
+    reply = client_app(message, context)
+    seconds = time.perf_counter() - clock
+    if reply.has_error():
+        raise RuntimeError(f"site {context.node_config['site-name']} failed: {reply.error.reason} "
+                           f"({context.node_config['work-path']}/logs/site.log)")
+    return seconds, reply
+
+
+def site_compute(data: Path, work: Path, config: dict[str, object]) -> dict[str, tuple[float, float]]:
+    """Site → (train s, evaluate s) for round 1, after an untimed round-0 evaluation that fills the cache."""
+    initial = to_record(build_model(str(config["model-preset"]), seed=int(config["seed"])))
+    results = {}
+    with coordinator_identity():
+        for node_id, folder in enumerate(site_folders(data), start=101):
+            context = Context(run_id=1, node_id=node_id, node_config=node_config(folder, work / folder.name),
+                              state=RecordDict(), run_config=config)
+            handle(context, "evaluate", 0, initial)
+            t_train, reply = handle(context, "train", 1, initial)
+            t_evaluate, _ = handle(context, "evaluate", 1, reply.content["arrays"])
+            results[folder.name] = (t_train, t_evaluate)
+    return results
+
+
+def simulated(plan: SimulationPlan) -> tuple[dict[int, float], RunMemory]:
+    clock = RoundClock()
+    with RunMemory(plan.run_dir) as memory:
+        code = run_simulation(plan, clock.on_line)
+    if code != 0:
+        raise RuntimeError(f"simulation failed (exit {code}):\n{failure_context(plan.run_dir)}")
+    return clock.durations(), memory
+
+
+def start_deployment(data: Path, run_dir: Path, started: list[StartedProcess]) -> int:
+    """An insecure SuperLink and one SuperNode per site on free loopback ports, each with its own FLWR_HOME;
+    every process is appended to `started` as soon as it exists. Returns the SuperLink's port."""
+    logs = run_dir / "logs"
+    port = free_port()
+    superlink = start_process(
+        "flower-superlink",
+        [flower_executable("flower-superlink"), "--insecure", "--isolation", "subprocess", "--host", "127.0.0.1",
+         "--port", str(port), "--disable-runtime-dependency-installation"],
+        flower_env(run_dir / "superlink-home"), logs / "superlink.log")
+    started.append(superlink)
+    wait_for_health(superlink, f"http://127.0.0.1:{port}/health")
+    for folder in site_folders(data):
+        site_dir = run_dir / "sites" / folder.name
+        config = " ".join(f"{k}={toml_value(v)}" for k, v in node_config(folder, site_dir / "work").items())
+        started.append(start_process(
+            f"flower-supernode {folder.name}",
+            [flower_executable("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}", "--port",
+             str(free_port()), "--node-config", config],
+            flower_env(site_dir / "flwr-home"), logs / f"supernode-{folder.name}.log"))
+    return port
+
+
+def deployed(data: Path, run_dir: Path, overrides: dict[str, object]) -> tuple[dict[int, float], RunMemory]:
+    """A loopback deployment runs the app with `flwr run`; every process started is stopped, also on failure."""
+    started: list[StartedProcess] = []
+    clock = RoundClock()
+    try:
+        with RunMemory(run_dir) as memory:
+            port = start_deployment(data, run_dir, started)
+            cli_home = run_dir / "cli-home"
+            env = flower_env(cli_home)
+            write_connection(cli_home, CONNECTION, f"127.0.0.1:{port}")
+            config_file = cli_home / "run-config.toml"
+            config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items()), "utf-8")
+            runner = start_process(
+                "flwr run", [flower_executable("flwr"), "run", str(app_directory()), CONNECTION, "--stream",
+                             "--run-config", str(config_file)], env, run_dir / "logs" / "flwr-run.log")
+            started.append(runner)
+            code = follow(runner, clock.on_line, timeout_s=RUN_TIMEOUT_S)
+    finally:
+        for process in reversed(started):
+            process.stop()
+        for pid in flower_processes(run_dir):  # any that left our tree still carry our FLWR_HOME
+            stop_tree(pid)
+    if code != 0:
+        raise RuntimeError(f"deployment run failed (exit {code}):\n{failure_context(run_dir)}")
+    return clock.durations(), memory
+
+
+def start_seconds(code: str, repeats: int) -> float:
+    """Median wall time of a fresh interpreter running `code` (imports included)."""
+    times = []
+    for _ in range(repeats):
+        clock = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True)
+        times.append(time.perf_counter() - clock)
+    return statistics.median(times)
+
+
+def main() -> None:
+    options = parser(__doc__, preset="tiny")
+    options.add_argument("--model", default=None, help="model preset (default small; tiny with --quick)")
+    options.add_argument("--rounds", type=int, default=None, help="rounds per Flower run (default 2; 1 with --quick)")
+    options.add_argument("--local-epochs", type=int, default=1, help="local epochs per round (default 1)")
+    args = parse(options)
+    started = time.monotonic()
+    out = out_folder(args.out, "overhead")
+    model = args.model or ("tiny" if args.quick else "small")
+    rounds = args.rounds or (1 if args.quick else 2)
+
+    data = out / "data"
+    write_federation(data, n_sites=N_SITES, seed=DATA_SEED, preset=args.preset)
+    plan = plan_simulation(data, out / "simulation", rounds, model, seed=0)
+    plan = dataclasses.replace(plan, run_config={**plan.run_config, "local-epochs": args.local_epochs})
+    deploy_overrides = {k: v for k, v in plan.run_config.items() if not k.startswith("sim-")}
+    deploy_overrides["run-dir"] = str(out / "deployment" / "run")
+
+    compute = site_compute(data, out / "compute", run_config(**plan.run_config))
+    slowest = max(sum(c) for c in compute.values())
+    serial = sum(sum(c) for c in compute.values())
+    with sigterm_as_interrupt():
+        sim_rounds, sim_memory = simulated(plan)
+        deploy_rounds, deploy_memory = deployed(data, out / "deployment", deploy_overrides)
+    repeats = 1 if args.quick else 3
+    bare = start_seconds("pass", repeats)
+    clientapp = start_seconds("import site_app.app", repeats)
+
+    site_rows = [[site, t, e, t + e] for site, (t, e) in compute.items()]
+    round_rows = [[mode, rnd, wall, slowest, serial, wall / slowest, wall / serial, wall - slowest]
+                  for mode, rounds_ in (("simulation", sim_rounds), ("deployment", deploy_rounds))
+                  for rnd, wall in rounds_.items()]
+    memory_rows = [[mode, m.peak_total / 2**30, m.peak_process / 2**30, m.peak_processes]
+                   for mode, m in (("simulation", sim_memory), ("deployment", deploy_memory))]
+    sim_median = statistics.median(sim_rounds.values())
+    deploy_median = statistics.median(deploy_rounds.values())
+    notes = [
+        (f"Data: `oncofed synth --preset {args.preset} --sites {N_SITES} --seed {DATA_SEED}`; model {model}, "
+        f"{rounds} round(s) per run, {args.local_epochs} local epoch(s); CPU."),
+        ("Compute = the ClientApp's train + evaluate handlers in this process (warm imports and cache); slowest = the "
+        "slowest site's, Σ = all sites' (the best a single 2-core machine can do when sites take turns)."),
+        (f"ClientApp process start (fresh interpreter + `import site_app.app`): {clientapp:.2f} s, of which the bare "
+        f"interpreter {bare:.2f} s; a deployment pays it for every message (2 per site per round)."),
+        "Memory: peak proportional set size of every process this benchmark started (Flower, Ray, ClientApps).",
+    ]
+    ratios = {
+        "round_over_compute_sim": sim_median / slowest,
+        "round_over_compute_deploy": deploy_median / slowest,
+        "round_over_serial_compute_sim": sim_median / serial,
+        "round_over_serial_compute_deploy": deploy_median / serial,
+        "clientapp_start_share_deploy": 2 * clientapp / deploy_median,
+    }
+    tables = [
+        markdown_table(["site", "train s", "evaluate s", "compute s"], site_rows),
+        markdown_table(["mode", "round", "wall s", "slowest site s", "Σ sites s", "wall/slowest", "wall/Σ",
+                        "wall − slowest s"], round_rows),
+        markdown_table(["mode", "peak memory GiB", "largest process GiB", "processes"], memory_rows),
+    ]
+    report("overhead", args.results, tables, ratios, notes, started)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The benchmarks keep working: each script's --quick mode on the tiny preset, results to a temporary file."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+HEADLINES = {
+    "quality": {"fed_over_central", "fed_over_local_min"},
+    "pipeline": {"cached_over_uncached"},
+    "overhead": {"round_over_compute_sim", "round_over_compute_deploy", "clientapp_start_share_deploy"},
+    "aggregation": {"aggregation_over_memcpy", "fedavg_over_memcpy"},
+    "scale": {"scale_round_per_site_over_baseline", "scale_memory_over_baseline"},
+}
+HAS_DATA = {"quality", "pipeline", "overhead", "scale"}
+
+
+def flower_homes_under(root: Path) -> list[str]:
+    """FLWR_HOME values below `root` in the environment of any running process: Flower processes left behind."""
+    prefix = f"FLWR_HOME={root.resolve()}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            found += [item.decode(errors="replace") for item in environ if item.startswith(prefix)]
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(HEADLINES))
+def test_quick_mode(name, tmp_path):
+    results = tmp_path / "RESULTS.md"
+    command = [sys.executable, str(BENCH / f"{name}.py"), "--quick", "--out", str(tmp_path / "out"),
+               "--results", str(results), *(["--preset", "tiny"] if name in HAS_DATA else [])]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    ratios = {line.split()[1]: float(line.split()[2]) for line in done.stdout.splitlines() if line.startswith("RATIO ")}
+    assert HEADLINES[name] <= set(ratios), done.stdout[-3000:]
+    assert all(not math.isnan(value) and value >= 0 for value in ratios.values()), ratios
+    text = results.read_text()
+    assert f"## {name} — " in text and "- command: `" in text and "- machine: " in text and "cores" in text
+    assert all(f"RATIO {key} " in text for key in ratios)
+    assert flower_homes_under(tmp_path) == []
