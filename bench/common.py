@@ -20,7 +20,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from torch.utils.data import Dataset as TorchDataset
 
 from data_prep.synth.profiles import PRESETS
-from deploy.processes import StartedProcess, process_tree
+from deploy.processes import StartedProcess, follow_log, process_tree
 from deploy.simulate import ROUND_LINE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,20 +207,8 @@ class RunMemory:
 
 def follow(process: StartedProcess, on_line: Callable[[str], None], timeout_s: float, poll_s: float = 0.1) -> int:
     """Hand each new line of the process's log to `on_line` until it exits; returns its exit code."""
-    deadline = time.monotonic() + timeout_s
-    with open(process.log_path, encoding="utf-8", errors="replace") as log:
-        while True:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{process.name} still running after {timeout_s:.0f} s; see {process.log_path}")
-            line = log.readline()
-            if line:
-                on_line(line.rstrip("\n"))
-            elif process.popen.poll() is not None:
-                for rest in log:
-                    on_line(rest.rstrip("\n"))
-                return process.popen.wait()
-            else:
-                time.sleep(poll_s)
+    follow_log(process, on_line, poll_s=poll_s, timeout_s=timeout_s)
+    return process.popen.wait()
 
 
 class RoundClock:

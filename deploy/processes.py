@@ -154,10 +154,15 @@ def tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-def follow_log(process: StartedProcess, on_line: Callable[[str], None], poll_s: float = 0.2) -> None:
-    """Hand each line of the process's log (from its start) to `on_line` until the process exits."""
+def follow_log(process: StartedProcess, on_line: Callable[[str], None], poll_s: float = 0.2,
+               timeout_s: float | None = None) -> None:
+    """Hand each line of the process's log (from its start) to `on_line` until the process exits; past
+    `timeout_s` (if given) raise TimeoutError, leaving the process to the caller to stop."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with open(process.log_path, encoding="utf-8", errors="replace") as log:
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{process.name} still running after {timeout_s:.0f} s; see {process.log_path}")
             line = log.readline()
             if line:
                 on_line(line.rstrip("\n"))
