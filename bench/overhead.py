@@ -174,42 +174,48 @@ def main() -> None:
     deploy_overrides = {k: v for k, v in plan.run_config.items() if not k.startswith("sim-")}
     deploy_overrides["run-dir"] = str(out / "deployment" / "run")
 
-    compute = site_compute(data, out / "compute", run_config(**plan.run_config))
-    slowest = max(sum(c) for c in compute.values())
-    serial = sum(sum(c) for c in compute.values())
+    runs = {"simulation": lambda: simulated(plan),
+            "deployment": lambda: deployed(data, out / "deployment", deploy_overrides)}
+    compute: dict[str, dict[str, tuple[float, float]]] = {}
+    rounds_s: dict[str, dict[int, float]] = {}
+    memory: dict[str, RunMemory] = {}
     with sigterm_as_interrupt():
-        sim_rounds, sim_memory = simulated(plan)
-        deploy_rounds, deploy_memory = deployed(data, out / "deployment", deploy_overrides)
+        for mode, run in runs.items():  # compute measured right before each mode: load drifts on a shared machine
+            compute[mode] = site_compute(data, out / "compute" / mode, run_config(**plan.run_config))
+            rounds_s[mode], memory[mode] = run()
     repeats = 1 if args.quick else 3
     bare = start_seconds("pass", repeats)
     clientapp = start_seconds("import site_app.app", repeats)
 
-    site_rows = [[site, t, e, t + e] for site, (t, e) in compute.items()]
-    round_rows = [[mode, rnd, wall, slowest, serial, wall / slowest, wall / serial, wall - slowest]
-                  for mode, rounds_ in (("simulation", sim_rounds), ("deployment", deploy_rounds))
-                  for rnd, wall in rounds_.items()]
+    slowest = {mode: max(sum(c) for c in sites.values()) for mode, sites in compute.items()}
+    serial = {mode: sum(sum(c) for c in sites.values()) for mode, sites in compute.items()}
+    median = {mode: statistics.median(walls.values()) for mode, walls in rounds_s.items()}
+    site_rows = [[site, *(v for mode in runs for v in (*compute[mode][site], sum(compute[mode][site])))]
+                 for site in compute["simulation"]]
+    round_rows = [[mode, rnd, wall, slowest[mode], serial[mode], wall / slowest[mode], wall / serial[mode],
+                   wall - slowest[mode]] for mode, walls in rounds_s.items() for rnd, wall in walls.items()]
     memory_rows = [[mode, m.peak_total / 2**30, m.peak_process / 2**30, m.peak_processes]
-                   for mode, m in (("simulation", sim_memory), ("deployment", deploy_memory))]
-    sim_median = statistics.median(sim_rounds.values())
-    deploy_median = statistics.median(deploy_rounds.values())
+                   for mode, m in memory.items()]
     notes = [
         (f"Data: `oncofed synth --preset {args.preset} --sites {N_SITES} --seed {DATA_SEED}`; model {model}, "
-        f"{rounds} round(s) per run, {args.local_epochs} local epoch(s); CPU."),
-        ("Compute = the ClientApp's train + evaluate handlers in this process (warm imports and cache); slowest = the "
-        "slowest site's, Σ = all sites' (the best a single 2-core machine can do when sites take turns)."),
+         f"{rounds} round(s) per run, {args.local_epochs} local epoch(s); CPU."),
+        ("Compute = the ClientApp's train + evaluate handlers in this process (warm imports and cache), measured"
+         " right before each mode; slowest = the slowest site's, Σ = all sites' (the best a single 2-core machine"
+         " can do when sites take turns)."),
         (f"ClientApp process start (fresh interpreter + `import site_app.app`): {clientapp:.2f} s, of which the bare "
-        f"interpreter {bare:.2f} s; a deployment pays it for every message (2 per site per round)."),
+         f"interpreter {bare:.2f} s; a deployment pays it for every message (2 per site per round)."),
         "Memory: peak proportional set size of every process this benchmark started (Flower, Ray, ClientApps).",
     ]
     ratios = {
-        "round_over_compute_sim": sim_median / slowest,
-        "round_over_compute_deploy": deploy_median / slowest,
-        "round_over_serial_compute_sim": sim_median / serial,
-        "round_over_serial_compute_deploy": deploy_median / serial,
-        "clientapp_start_share_deploy": 2 * clientapp / deploy_median,
+        "round_over_compute_sim": median["simulation"] / slowest["simulation"],
+        "round_over_compute_deploy": median["deployment"] / slowest["deployment"],
+        "round_over_serial_compute_sim": median["simulation"] / serial["simulation"],
+        "round_over_serial_compute_deploy": median["deployment"] / serial["deployment"],
+        "clientapp_start_share_deploy": 2 * clientapp / median["deployment"],
     }
     tables = [
-        markdown_table(["site", "train s", "evaluate s", "compute s"], site_rows),
+        markdown_table(["site", *(f"{h} ({mode})" for mode in runs for h in ("train s", "evaluate s", "compute s"))],
+                       site_rows),
         markdown_table(["mode", "round", "wall s", "slowest site s", "Σ sites s", "wall/slowest", "wall/Σ",
                         "wall − slowest s"], round_rows),
         markdown_table(["mode", "peak memory GiB", "largest process GiB", "processes"], memory_rows),
