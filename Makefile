@@ -20,7 +20,11 @@ demo: install
 	@test -d $(DEMO)/data || $(BIN)/oncofed synth --out $(DEMO)/data --sites 3 --preset demo --seed 0
 	$(BIN)/oncofed simulate --data $(DEMO)/data --out $(DEMO)/runs/$$(date +%Y%m%d-%H%M%S) --rounds 8 --preset small
 
+# Style and the import contract first (seconds), then the tests: unit and integration; `slow` ones are separate.
 test: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 test-slow: install
@@ -34,7 +38,9 @@ bench-quick: install
 	for script in quality pipeline overhead aggregation scale; do $(BIN)/python bench/$$script.py --quick || exit 1; done
 
 lint: install
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean-demo:
 	rm -rf $(DEMO)

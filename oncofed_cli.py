@@ -9,20 +9,30 @@ from server_app.report_command import report
 from site_app.site_report_command import site_report
 
 # Locals in a crash report could hold file names or case ids: never print them.
-app = typer.Typer(name="oncofed", help="Federated tumor segmentation across hospitals.",
-                  pretty_exceptions_show_locals=False, no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    name="oncofed",
+    help="Federated tumor segmentation across hospitals.",
+    pretty_exceptions_show_locals=False,
+    no_args_is_help=True,
+    add_completion=False,
+)
 app.command("synth")(synth)
 app.command("simulate")(simulate)
 app.command("provision")(provision_command)
 app.command("run")(run)
 app.command("report")(report)
 
-coordinator = typer.Typer(help="The coordinator (Flower SuperLink), from its kit.", no_args_is_help=True,
-                          pretty_exceptions_show_locals=False)
+coordinator = typer.Typer(
+    help="The coordinator (Flower SuperLink), from its kit.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 coordinator.command("start")(coordinator_start)
 app.add_typer(coordinator, name="coordinator")
 
-site = typer.Typer(help="Commands run at a hospital site.", no_args_is_help=True, pretty_exceptions_show_locals=False)
+site = typer.Typer(
+    help="Commands run at a hospital site.", no_args_is_help=True, pretty_exceptions_show_locals=False
+)
 site.command("check", no_args_is_help=True)(site_check)
 site.command("start")(site_start)
 site.command("report")(site_report)

@@ -44,8 +44,15 @@ LARGE_NAME = "unet-19M"
 
 
 def large_model() -> torch.nn.Module:
-    return UNet(spatial_dims=3, in_channels=1, out_channels=NUM_CLASSES, channels=LARGE_CHANNELS,
-                strides=(2,) * (len(LARGE_CHANNELS) - 1), num_res_units=2, norm="instance")
+    return UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=NUM_CLASSES,
+        channels=LARGE_CHANNELS,
+        strides=(2,) * (len(LARGE_CHANNELS) - 1),
+        num_res_units=2,
+        norm="instance",
+    )
 
 
 def site_replies(model: torch.nn.Module, n_sites: int) -> list[Message]:
@@ -53,7 +60,9 @@ def site_replies(model: torch.nn.Module, n_sites: int) -> list[Message]:
     replies = []
     for node_id in range(101, 101 + n_sites):
         scale = 1.0 + 1e-3 * (node_id - 100)
-        arrays = ArrayRecord({k: v * scale if v.is_floating_point() else v for k, v in model.state_dict().items()})
+        arrays = ArrayRecord(
+            {k: v * scale if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        )
         metrics = MetricRecord({"train-loss": 0.5, "num-examples": node_id - 95})
         request = Message(RecordDict(), dst_node_id=node_id, message_type="train")
         replies.append(Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=request))
@@ -80,14 +89,20 @@ def numpy_copy(buffers: list[bytes], target: np.ndarray) -> None:
         np.copyto(target[: len(buffer)], np.frombuffer(buffer, dtype=np.uint8))
 
 
-def device_updates(replies: list[Message], device: torch.device) -> tuple[list[list[torch.Tensor]], list[float]]:
+def device_updates(
+    replies: list[Message], device: torch.device
+) -> tuple[list[list[torch.Tensor]], list[float]]:
     """The replies' float arrays as tensors on the device, and the sites' weights (outside any timer)."""
-    updates = [[torch.from_numpy(a.numpy()).to(device) for a in r.content["arrays"].values()] for r in replies]
+    updates = [
+        [torch.from_numpy(a.numpy()).to(device) for a in r.content["arrays"].values()] for r in replies
+    ]
     counts = [float(r.content["metrics"]["num-examples"]) for r in replies]
     return updates, [c / sum(counts) for c in counts]
 
 
-def torch_weighted_mean(updates: list[list[torch.Tensor]], weights: list[float], device: torch.device) -> None:
+def torch_weighted_mean(
+    updates: list[list[torch.Tensor]], weights: list[float], device: torch.device
+) -> None:
     result = [t * weights[0] for t in updates[0]]
     for update, weight in zip(updates[1:], weights[1:], strict=True):
         for total, tensor in zip(result, update, strict=True):
@@ -118,21 +133,41 @@ class Measurement:
     device_copy: float | None = None
 
     def row(self) -> list[object]:
-        row: list[object] = [self.name, f"{self.params / 1e6:.2f} M", self.n_sites, self.n_bytes / 1e6,
-                             self.site_fedavg, self.fedavg, self.copy, self.n_bytes / self.site_fedavg / 1e9,
-                             self.n_bytes / self.copy / 1e9, self.copy / self.site_fedavg, self.copy / self.fedavg]
+        row: list[object] = [
+            self.name,
+            f"{self.params / 1e6:.2f} M",
+            self.n_sites,
+            self.n_bytes / 1e6,
+            self.site_fedavg,
+            self.fedavg,
+            self.copy,
+            self.n_bytes / self.site_fedavg / 1e9,
+            self.n_bytes / self.copy / 1e9,
+            self.copy / self.site_fedavg,
+            self.copy / self.fedavg,
+        ]
         if self.device_mean is not None and self.device_copy is not None:
             row += [self.device_mean, self.device_copy, self.device_copy / self.device_mean]
         return row
 
 
-def measure(name: str, model: torch.nn.Module, replies: list[Message], run_dir: Path, repeats: int,
-            device: torch.device) -> Measurement:
+def measure(
+    name: str,
+    model: torch.nn.Module,
+    replies: list[Message],
+    run_dir: Path,
+    repeats: int,
+    device: torch.device,
+) -> Measurement:
     """Time the coordinator's aggregation, Flower's, and copies of the same bytes, for these replies."""
     n_sites = len(replies)
     nodes = {"min_train_nodes": n_sites, "min_evaluate_nodes": n_sites, "min_available_nodes": n_sites}
-    strategy = SiteFedAvg(sites=SiteDirectory(), run=RunFolder.create(run_dir, {}),
-                          model_keys=model.state_dict().keys(), **nodes)
+    strategy = SiteFedAvg(
+        sites=SiteDirectory(),
+        run=RunFolder.create(run_dir, {}),
+        model_keys=model.state_dict().keys(),
+        **nodes,
+    )
     fedavg = FedAvg(**nodes)
     buffers = payloads(replies)
     target = np.empty(max(len(b) for b in buffers), dtype=np.uint8)
@@ -157,7 +192,9 @@ def measure(name: str, model: torch.nn.Module, replies: list[Message], run_dir: 
 
 def main() -> None:
     options = parser(__doc__, device=True)
-    options.add_argument("--repeats", type=int, default=None, help="timed repeats, median kept (default 3; 1 quick)")
+    options.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats, median kept (default 3; 1 quick)"
+    )
     args = parse(options)
     started = time.monotonic()
     device = torch_device(args.device)
@@ -172,31 +209,58 @@ def main() -> None:
     with coordinator_identity(), tempfile.TemporaryDirectory(dir=out) as scratch:
         for name, model in models.items():
             replies = site_replies(model, max(site_counts))
-            measured += [measure(name, model, replies[:n], Path(scratch) / f"{name}-{n}", repeats, device)
-                         for n in site_counts]
+            measured += [
+                measure(name, model, replies[:n], Path(scratch) / f"{name}-{n}", repeats, device)
+                for n in site_counts
+            ]
             del replies
 
-    headers = ["model", "params", "N", "MB in", "SiteFedAvg s", "FedAvg s", "numpy copy s", "SiteFedAvg GB/s",
-               "copy GB/s", "SiteFedAvg/copy", "FedAvg/copy"]
+    headers = [
+        "model",
+        "params",
+        "N",
+        "MB in",
+        "SiteFedAvg s",
+        "FedAvg s",
+        "numpy copy s",
+        "SiteFedAvg GB/s",
+        "copy GB/s",
+        "SiteFedAvg/copy",
+        "FedAvg/copy",
+    ]
     if device.type == "cuda":
         headers += ["torch cuda mean s", "cuda copy s", "cuda mean/copy"]
     notes = [
-        ("Ratios are achieved bytes/s over the bytes/s of numpy copying the same array payloads (1 = as fast as a"
-         f" copy); median of {repeats} timed repeat(s) after a warm-up; MB in = the N updates' ArrayRecord bytes."),
-        ("SiteFedAvg = server_app.strategy (reply checks, finiteness of every array, then Flower's FedAvg);"
-         " FedAvg = flwr.serverapp.strategy.FedAvg.aggregate_train alone (numpy, one thread)."),
-        (f"Headline ratios: N={max(site_counts)} updates (the largest configuration, where aggregation time matters);"
-         " `_default_model`: the same for the app's default model."),
+        (
+            "Ratios are achieved bytes/s over the bytes/s of numpy copying the same array payloads (1 = as fast as a"
+            f" copy); median of {repeats} timed repeat(s) after a warm-up; MB in = the N updates' ArrayRecord bytes."
+        ),
+        (
+            "SiteFedAvg = server_app.strategy (reply checks, finiteness of every array, then Flower's FedAvg);"
+            " FedAvg = flwr.serverapp.strategy.FedAvg.aggregate_train alone (numpy, one thread)."
+        ),
+        (
+            f"Headline ratios: N={max(site_counts)} updates (the largest configuration, where aggregation time matters);"
+            " `_default_model`: the same for the app's default model."
+        ),
     ]
     largest = {m.name: m for m in measured if m.n_sites == max(site_counts)}
     big, default = largest[LARGE_NAME], largest[default_preset]
-    ratios = {"aggregation_over_memcpy": big.copy / big.site_fedavg,
-              "aggregation_over_memcpy_default_model": default.copy / default.site_fedavg,
-              "fedavg_over_memcpy": big.copy / big.fedavg}
+    ratios = {
+        "aggregation_over_memcpy": big.copy / big.site_fedavg,
+        "aggregation_over_memcpy_default_model": default.copy / default.site_fedavg,
+        "fedavg_over_memcpy": big.copy / big.fedavg,
+    }
     if big.device_mean and big.device_copy:
         ratios["torch_cuda_aggregation_over_memcpy"] = big.device_copy / big.device_mean
-    report("aggregation", args.results, [markdown_table(headers, [m.row() for m in measured])], ratios, notes,
-           started)
+    report(
+        "aggregation",
+        args.results,
+        [markdown_table(headers, [m.row() for m in measured])],
+        ratios,
+        notes,
+        started,
+    )
 
 
 if __name__ == "__main__":

@@ -27,22 +27,36 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "RESULTS.md"
 
 
-def parser(doc: str, *, preset: str | None = None, quick_preset: str | None = None,
-           device: bool = False) -> argparse.ArgumentParser:
+def parser(
+    doc: str, *, preset: str | None = None, quick_preset: str | None = None, device: bool = False
+) -> argparse.ArgumentParser:
     """The options the benchmarks share, described by the first paragraph of the script's `doc`; `preset` (and
     `quick_preset` for --quick): the default synthetic federation preset, for a script that has data."""
     options = argparse.ArgumentParser(description=" ".join(doc.split("\n\n")[0].split()))
     options.add_argument("--quick", action="store_true", help="a short run (at most ~5 minutes on 2 cores)")
     if preset:
         quick = quick_preset or preset
-        options.add_argument("--preset", default=None, choices=PRESETS, help=f"synthetic federation preset "
-                             f"(default {preset}{f'; {quick} with --quick' if quick != preset else ''})")
+        options.add_argument(
+            "--preset",
+            default=None,
+            choices=PRESETS,
+            help=f"synthetic federation preset "
+            f"(default {preset}{f'; {quick} with --quick' if quick != preset else ''})",
+        )
         options.set_defaults(full_preset=preset, quick_preset=quick)
-    options.add_argument("--out", type=Path, default=None,
-                         help="folder for data, work folders and Flower runs (default runs/bench/<name>-<time>)")
-    options.add_argument("--results", type=Path, default=RESULTS, help="markdown file the results are appended to")
+    options.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for data, work folders and Flower runs (default runs/bench/<name>-<time>)",
+    )
+    options.add_argument(
+        "--results", type=Path, default=RESULTS, help="markdown file the results are appended to"
+    )
     if device:
-        options.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where tensors are computed")
+        options.add_argument(
+            "--device", default="cpu", choices=("cpu", "cuda"), help="where tensors are computed"
+        )
     return options
 
 
@@ -76,7 +90,9 @@ def synchronize(device: torch.device) -> None:
 
 def run_config(**overrides: object) -> dict[str, object]:
     """The app's `[tool.flwr.app.config]` from pyproject.toml with kebab-case overrides (`local_epochs=1`)."""
-    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["flwr"]["app"]["config"]
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["flwr"]["app"][
+        "config"
+    ]
     return {**config, **{key.replace("_", "-"): value for key, value in overrides.items()}}
 
 
@@ -85,17 +101,22 @@ def machine() -> str:
     with open("/proc/meminfo", encoding="ascii") as meminfo:
         ram_gib = int(meminfo.readline().split()[1]) / 2**20
     with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-                   platform.machine())
+        cpu = next(
+            (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+            platform.machine(),
+        )
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     versions = ", ".join(f"{name} {version(name)}" for name in ("torch", "flwr", "monai"))
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    return (f"{len(os.sched_getaffinity(0))} cores ({cpu}), {ram_gib:.1f} GiB RAM, GPU: {gpu}; Python "
-            f"{platform.python_version()}, {versions}; load average at the end (1/5/15 min): {load}")
+    return (
+        f"{len(os.sched_getaffinity(0))} cores ({cpu}), {ram_gib:.1f} GiB RAM, GPU: {gpu}; Python "
+        f"{platform.python_version()}, {versions}; load average at the end (1/5/15 min): {load}"
+    )
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A markdown table; floats get 4 significant digits."""
+
     def cell(value: object) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -104,14 +125,22 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join(lines)
 
 
-def report(name: str, results: Path, tables: Sequence[str], ratios: dict[str, float], notes: Sequence[str],
-           started: float) -> None:
+def report(
+    name: str,
+    results: Path,
+    tables: Sequence[str],
+    ratios: dict[str, float],
+    notes: Sequence[str],
+    started: float,
+) -> None:
     """Print the tables and one `RATIO <name> <value>` line per headline figure; append all to `results`."""
     ratio_lines = [f"RATIO {key} {value:.4f}" for key, value in ratios.items()]
     print("\n\n".join(tables))
     print("\n".join(notes))
     print("\n".join(ratio_lines), flush=True)
-    command = shlex.join([os.path.relpath(sys.executable, REPO), os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    command = shlex.join(
+        [os.path.relpath(sys.executable, REPO), os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]
+    )
     section = [
         f"## {name} — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -132,7 +161,9 @@ def report(name: str, results: Path, tables: Sequence[str], ratios: dict[str, fl
     new = not results.exists() or results.stat().st_size == 0
     with open(results, "a", encoding="utf-8") as handle:
         if new:
-            handle.write("# Benchmark results\n\nAppended by the scripts in bench/ (see bench/README.md).\n\n")
+            handle.write(
+                "# Benchmark results\n\nAppended by the scripts in bench/ (see bench/README.md).\n\n"
+            )
         handle.write("\n".join(section) + "\n")
 
 
@@ -205,7 +236,9 @@ class RunMemory:
             self.peak_processes = max(self.peak_processes, len(sizes))
 
 
-def follow(process: StartedProcess, on_line: Callable[[str], None], timeout_s: float, poll_s: float = 0.1) -> int:
+def follow(
+    process: StartedProcess, on_line: Callable[[str], None], timeout_s: float, poll_s: float = 0.1
+) -> int:
     """Hand each new line of the process's log to `on_line` until it exits; returns its exit code."""
     follow_log(process, on_line, poll_s=poll_s, timeout_s=timeout_s)
     return process.popen.wait()

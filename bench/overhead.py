@@ -59,7 +59,9 @@ def node_config(data: Path, work: Path) -> dict[str, str | int]:
     return {"site-name": data.name, "data-path": str(data), "work-path": str(work), "min-report-cases": 1}
 
 
-def handle(context: Context, message_type: str, server_round: int, arrays: ArrayRecord) -> tuple[float, Message]:
+def handle(
+    context: Context, message_type: str, server_round: int, arrays: ArrayRecord
+) -> tuple[float, Message]:
     """Seconds the ClientApp takes for one message in this process, and its reply."""
     content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
     message = Message(content, dst_node_id=context.node_id, message_type=message_type)
@@ -67,8 +69,10 @@ def handle(context: Context, message_type: str, server_round: int, arrays: Array
     reply = client_app(message, context)
     seconds = time.perf_counter() - clock
     if reply.has_error():
-        raise RuntimeError(f"site {context.node_config['site-name']} failed: {reply.error.reason} "
-                           f"({context.node_config['work-path']}/logs/site.log)")
+        raise RuntimeError(
+            f"site {context.node_config['site-name']} failed: {reply.error.reason} "
+            f"({context.node_config['work-path']}/logs/site.log)"
+        )
     return seconds, reply
 
 
@@ -78,8 +82,13 @@ def site_compute(data: Path, work: Path, config: dict[str, object]) -> dict[str,
     results = {}
     with coordinator_identity():
         for node_id, folder in enumerate(site_folders(data), start=101):
-            context = Context(run_id=1, node_id=node_id, node_config=node_config(folder, work / folder.name),
-                              state=RecordDict(), run_config=config)
+            context = Context(
+                run_id=1,
+                node_id=node_id,
+                node_config=node_config(folder, work / folder.name),
+                state=RecordDict(),
+                run_config=config,
+            )
             handle(context, "evaluate", 0, initial)
             t_train, reply = handle(context, "train", 1, initial)
             t_evaluate, _ = handle(context, "evaluate", 1, reply.content["arrays"])
@@ -103,19 +112,42 @@ def start_deployment(data: Path, run_dir: Path, started: list[StartedProcess]) -
     port = free_port()
     superlink = start_process(
         "flower-superlink",
-        [flower_executable("flower-superlink"), "--insecure", "--isolation", "subprocess", "--host", "127.0.0.1",
-         "--port", str(port), "--disable-runtime-dependency-installation"],
-        flower_env(run_dir / "superlink-home"), logs / "superlink.log")
+        [
+            flower_executable("flower-superlink"),
+            "--insecure",
+            "--isolation",
+            "subprocess",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--disable-runtime-dependency-installation",
+        ],
+        flower_env(run_dir / "superlink-home"),
+        logs / "superlink.log",
+    )
     started.append(superlink)
     wait_for_health(superlink, f"http://127.0.0.1:{port}/health")
     for folder in site_folders(data):
         site_dir = run_dir / "sites" / folder.name
         config = " ".join(f"{k}={toml_value(v)}" for k, v in node_config(folder, site_dir / "work").items())
-        started.append(start_process(
-            f"flower-supernode {folder.name}",
-            [flower_executable("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}", "--port",
-             str(free_port()), "--node-config", config],
-            flower_env(site_dir / "flwr-home"), logs / f"supernode-{folder.name}.log"))
+        started.append(
+            start_process(
+                f"flower-supernode {folder.name}",
+                [
+                    flower_executable("flower-supernode"),
+                    "--insecure",
+                    "--superlink",
+                    f"127.0.0.1:{port}",
+                    "--port",
+                    str(free_port()),
+                    "--node-config",
+                    config,
+                ],
+                flower_env(site_dir / "flwr-home"),
+                logs / f"supernode-{folder.name}.log",
+            )
+        )
     return port
 
 
@@ -132,8 +164,19 @@ def deployed(data: Path, run_dir: Path, overrides: dict[str, object]) -> tuple[d
             config_file = cli_home / "run-config.toml"
             config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items()), "utf-8")
             runner = start_process(
-                "flwr run", [flower_executable("flwr"), "run", str(app_directory()), CONNECTION, "--stream",
-                             "--run-config", str(config_file)], env, run_dir / "logs" / "flwr-run.log")
+                "flwr run",
+                [
+                    flower_executable("flwr"),
+                    "run",
+                    str(app_directory()),
+                    CONNECTION,
+                    "--stream",
+                    "--run-config",
+                    str(config_file),
+                ],
+                env,
+                run_dir / "logs" / "flwr-run.log",
+            )
             started.append(runner)
             code = follow(runner, clock.on_line, timeout_s=RUN_TIMEOUT_S)
     finally:
@@ -159,7 +202,9 @@ def start_seconds(code: str, repeats: int) -> float:
 def main() -> None:
     options = parser(__doc__, preset="tiny")
     options.add_argument("--model", default=None, help="model preset (default small; tiny with --quick)")
-    options.add_argument("--rounds", type=int, default=None, help="rounds per Flower run (default 2; 1 with --quick)")
+    options.add_argument(
+        "--rounds", type=int, default=None, help="rounds per Flower run (default 2; 1 with --quick)"
+    )
     options.add_argument("--local-epochs", type=int, default=1, help="local epochs per round (default 1)")
     args = parse(options)
     started = time.monotonic()
@@ -174,13 +219,18 @@ def main() -> None:
     deploy_overrides = {k: v for k, v in plan.run_config.items() if not k.startswith("sim-")}
     deploy_overrides["run-dir"] = str(out / "deployment" / "run")
 
-    runs = {"simulation": lambda: simulated(plan),
-            "deployment": lambda: deployed(data, out / "deployment", deploy_overrides)}
+    runs = {
+        "simulation": lambda: simulated(plan),
+        "deployment": lambda: deployed(data, out / "deployment", deploy_overrides),
+    }
     compute: dict[str, dict[str, tuple[float, float]]] = {}
     rounds_s: dict[str, dict[int, float]] = {}
     memory: dict[str, RunMemory] = {}
     with sigterm_as_interrupt():
-        for mode, run in runs.items():  # compute measured right before each mode: load drifts on a shared machine
+        for (
+            mode,
+            run,
+        ) in runs.items():  # compute measured right before each mode: load drifts on a shared machine
             compute[mode] = site_compute(data, out / "compute" / mode, run_config(**plan.run_config))
             rounds_s[mode], memory[mode] = run()
     repeats = 1 if args.quick else 3
@@ -190,20 +240,41 @@ def main() -> None:
     slowest = {mode: max(sum(c) for c in sites.values()) for mode, sites in compute.items()}
     serial = {mode: sum(sum(c) for c in sites.values()) for mode, sites in compute.items()}
     median = {mode: statistics.median(walls.values()) for mode, walls in rounds_s.items()}
-    site_rows = [[site, *(v for mode in runs for v in (*compute[mode][site], sum(compute[mode][site])))]
-                 for site in compute["simulation"]]
-    round_rows = [[mode, rnd, wall, slowest[mode], serial[mode], wall / slowest[mode], wall / serial[mode],
-                   wall - slowest[mode]] for mode, walls in rounds_s.items() for rnd, wall in walls.items()]
-    memory_rows = [[mode, m.peak_total / 2**30, m.peak_process / 2**30, m.peak_processes]
-                   for mode, m in memory.items()]
+    site_rows = [
+        [site, *(v for mode in runs for v in (*compute[mode][site], sum(compute[mode][site])))]
+        for site in compute["simulation"]
+    ]
+    round_rows = [
+        [
+            mode,
+            rnd,
+            wall,
+            slowest[mode],
+            serial[mode],
+            wall / slowest[mode],
+            wall / serial[mode],
+            wall - slowest[mode],
+        ]
+        for mode, walls in rounds_s.items()
+        for rnd, wall in walls.items()
+    ]
+    memory_rows = [
+        [mode, m.peak_total / 2**30, m.peak_process / 2**30, m.peak_processes] for mode, m in memory.items()
+    ]
     notes = [
-        (f"Data: `oncofed synth --preset {args.preset} --sites {N_SITES} --seed {DATA_SEED}`; model {model}, "
-         f"{rounds} round(s) per run, {args.local_epochs} local epoch(s); CPU."),
-        ("Compute = the ClientApp's train + evaluate handlers in this process (warm imports and cache), measured"
-         " right before each mode; slowest = the slowest site's, Σ = all sites' (the best a single 2-core machine"
-         " can do when sites take turns)."),
-        (f"ClientApp process start (fresh interpreter + `import site_app.app`): {clientapp:.2f} s, of which the bare "
-         f"interpreter {bare:.2f} s; a deployment pays it for every message (2 per site per round)."),
+        (
+            f"Data: `oncofed synth --preset {args.preset} --sites {N_SITES} --seed {DATA_SEED}`; model {model}, "
+            f"{rounds} round(s) per run, {args.local_epochs} local epoch(s); CPU."
+        ),
+        (
+            "Compute = the ClientApp's train + evaluate handlers in this process (warm imports and cache), measured"
+            " right before each mode; slowest = the slowest site's, Σ = all sites' (the best a single 2-core machine"
+            " can do when sites take turns)."
+        ),
+        (
+            f"ClientApp process start (fresh interpreter + `import site_app.app`): {clientapp:.2f} s, of which the bare "
+            f"interpreter {bare:.2f} s; a deployment pays it for every message (2 per site per round)."
+        ),
         "Memory: peak proportional set size of every process this benchmark started (Flower, Ray, ClientApps).",
     ]
     ratios = {
@@ -214,10 +285,23 @@ def main() -> None:
         "clientapp_start_share_deploy": 2 * clientapp / median["deployment"],
     }
     tables = [
-        markdown_table(["site", *(f"{h} ({mode})" for mode in runs for h in ("train s", "evaluate s", "compute s"))],
-                       site_rows),
-        markdown_table(["mode", "round", "wall s", "slowest site s", "Σ sites s", "wall/slowest", "wall/Σ",
-                        "wall − slowest s"], round_rows),
+        markdown_table(
+            ["site", *(f"{h} ({mode})" for mode in runs for h in ("train s", "evaluate s", "compute s"))],
+            site_rows,
+        ),
+        markdown_table(
+            [
+                "mode",
+                "round",
+                "wall s",
+                "slowest site s",
+                "Σ sites s",
+                "wall/slowest",
+                "wall/Σ",
+                "wall − slowest s",
+            ],
+            round_rows,
+        ),
         markdown_table(["mode", "peak memory GiB", "largest process GiB", "processes"], memory_rows),
     ]
     report("overhead", args.results, tables, ratios, notes, started)

@@ -48,8 +48,10 @@ def cases_by_format(data: Path, per_format: int) -> dict[str, list[CaseFiles]]:
     for folder in site_folders(data):
         cases = discover_cases(folder)
         by_format.setdefault(cases[0].image_format, []).append(cases)
-    return {fmt: [c for c in itertools.chain(*itertools.zip_longest(*sites)) if c][:per_format]
-            for fmt, sites in sorted(by_format.items())}
+    return {
+        fmt: [c for c in itertools.chain(*itertools.zip_longest(*sites)) if c][:per_format]
+        for fmt, sites in sorted(by_format.items())
+    }
 
 
 def timed(action: Callable[[], T]) -> tuple[float, T]:
@@ -64,8 +66,9 @@ def read_all(dataset: Dataset | ImageLabelPatches) -> None:
         dataset[index]
 
 
-def format_rows(fmt: str, cases: list[CaseFiles], settings: PipelineSettings, ingest: IngestSettings,
-                cache: Path) -> tuple[list[list[object]], list[dict[str, object]]]:
+def format_rows(
+    fmt: str, cases: list[CaseFiles], settings: PipelineSettings, ingest: IngestSettings, cache: Path
+) -> tuple[list[list[object]], list[dict[str, object]]]:
     """Cache key, load+preprocess without cache, first pass filling the cache, read from the cache; the items."""
     t_key, items = timed(lambda: [case_item(c, settings, ingest) for c in cases])
     pipeline = preprocess(settings)
@@ -75,42 +78,70 @@ def format_rows(fmt: str, cases: list[CaseFiles], settings: PipelineSettings, in
         raise RuntimeError(f"{len(skipped)} {fmt} case(s) failed to preprocess: {skipped[0][1]}")
     t_cached, _ = timed(lambda: read_all(validation_dataset(usable, settings, cache)))
     n = len(cases)
-    rows = [[stage, fmt, n, t / n, n / t]
-            for stage, t in (("cache key (SHA-256 of the files)", t_key), ("load + preprocess, no cache", t_plain),
-                             ("first pass: key + preprocess + write cache", t_fill),
-                             ("read from the cache", t_cached))]
+    rows = [
+        [stage, fmt, n, t / n, n / t]
+        for stage, t in (
+            ("cache key (SHA-256 of the files)", t_key),
+            ("load + preprocess, no cache", t_plain),
+            ("first pass: key + preprocess + write cache", t_fill),
+            ("read from the cache", t_cached),
+        )
+    ]
     return rows, usable
 
 
 def training_epoch(dataset: ImageLabelPatches, settings: SiteRunSettings, device: torch.device) -> None:
     """One epoch of the sites' training loop from a fresh model."""
     model = build_model(settings.model_preset, seed=settings.seed)
-    train_epochs(model, dataset, epochs=1, learning_rate=settings.learning_rate, batch_size=settings.batch_size,
-                 device=device)
+    train_epochs(
+        model,
+        dataset,
+        epochs=1,
+        learning_rate=settings.learning_rate,
+        batch_size=settings.batch_size,
+        device=device,
+    )
     synchronize(device)
 
 
-def epoch_rows(items: Sequence[dict[str, object]], settings: SiteRunSettings, cache: Path,
-               device: torch.device) -> list[list[object]]:
+def epoch_rows(
+    items: Sequence[dict[str, object]], settings: SiteRunSettings, cache: Path, device: torch.device
+) -> list[list[object]]:
     """One epoch of patches (data only, then a training epoch) without and with the cache."""
     pipeline = settings.pipeline
 
     def datasets() -> dict[str, ImageLabelPatches]:
-        return {"no cache": ImageLabelPatches(Dataset(list(items), transform=training(pipeline, settings.seed))),
-                "cache": ImageLabelPatches(training_dataset(list(items), pipeline, cache, seed=settings.seed))}
+        return {
+            "no cache": ImageLabelPatches(Dataset(list(items), transform=training(pipeline, settings.seed))),
+            "cache": ImageLabelPatches(training_dataset(list(items), pipeline, cache, seed=settings.seed)),
+        }
 
     data_only = {name: timed(partial(read_all, d))[0] for name, d in datasets().items()}
     trained = {name: timed(partial(training_epoch, d, settings, device))[0] for name, d in datasets().items()}
-    return [[f"patches only ({pipeline.samples_per_case} per case)", data_only["no cache"], data_only["cache"],
-             data_only["cache"] / data_only["no cache"]],
-            [f"training epoch ({settings.model_preset}, {device})", trained["no cache"], trained["cache"],
-             trained["cache"] / trained["no cache"]]]
+    return [
+        [
+            f"patches only ({pipeline.samples_per_case} per case)",
+            data_only["no cache"],
+            data_only["cache"],
+            data_only["cache"] / data_only["no cache"],
+        ],
+        [
+            f"training epoch ({settings.model_preset}, {device})",
+            trained["no cache"],
+            trained["cache"],
+            trained["cache"] / trained["no cache"],
+        ],
+    ]
 
 
 def main() -> None:
     options = parser(__doc__, preset="bench", device=True)
-    options.add_argument("--cases", type=int, default=None, help="cases per format (default 12; 3 with --quick)")
-    options.add_argument("--model", default=None, help="model for the training epoch (default small; tiny quick)")
+    options.add_argument(
+        "--cases", type=int, default=None, help="cases per format (default 12; 3 with --quick)"
+    )
+    options.add_argument(
+        "--model", default=None, help="model for the training epoch (default small; tiny quick)"
+    )
     args = parse(options)
     started = time.monotonic()
     device = torch_device(args.device)
@@ -118,7 +149,8 @@ def main() -> None:
     per_format = args.cases or (3 if args.quick else 12)
     model_preset = args.model or ("tiny" if args.quick else "small")
     settings = SiteRunSettings.from_run_config(
-        run_config(model_preset=model_preset, patch_size=get_preset(model_preset).patch_size))
+        run_config(model_preset=model_preset, patch_size=get_preset(model_preset).patch_size)
+    )
     cache = out / "cache"
     cache.mkdir(exist_ok=True)
 
@@ -135,14 +167,23 @@ def main() -> None:
         f"Data: `oncofed synth --preset {args.preset} --sites {N_SITES} --seed {DATA_SEED}`; "
         + ", ".join(f"{len(c)} {fmt} cases" for fmt, c in cases.items())
         + f"; spacing {settings.pipeline.spacing_mm} mm, patch {settings.pipeline.patch_size}.",
-        (f"Epochs run over all {len(items)} cases; cached_over_uncached is the training epoch's time with the cache"
-        " over without (below 1: the cache helps)."),
+        (
+            f"Epochs run over all {len(items)} cases; cached_over_uncached is the training epoch's time with the cache"
+            " over without (below 1: the cache helps)."
+        ),
     ]
     ratios = {"cached_over_uncached": epochs[1][3], "cached_over_uncached_data": epochs[0][3]}
-    report("pipeline", args.results,
-           [markdown_table(["stage", "format", "cases", "s/case", "cases/s"], stages),
-            markdown_table(["epoch", "no cache s", "cache s", "cache/no cache"], epochs)],
-           ratios, notes, started)
+    report(
+        "pipeline",
+        args.results,
+        [
+            markdown_table(["stage", "format", "cases", "s/case", "cases/s"], stages),
+            markdown_table(["epoch", "no cache s", "cache s", "cache/no cache"], epochs),
+        ],
+        ratios,
+        notes,
+        started,
+    )
 
 
 if __name__ == "__main__":

@@ -64,7 +64,9 @@ def load_sites(data: Path, work: Path, settings: SiteRunSettings) -> list[Site]:
     sites = []
     for folder in site_folders(data):
         paths = SitePaths(name=folder.name, data=folder, work=work / folder.name)
-        cases = load_site_cases(paths, settings.pipeline, settings.val_fraction, settings.seed, site_logger(paths.work))
+        cases = load_site_cases(
+            paths, settings.pipeline, settings.val_fraction, settings.seed, site_logger(paths.work)
+        )
         sites.append(Site(paths, cases))
     return sites
 
@@ -74,16 +76,30 @@ def initial_model(settings: SiteRunSettings) -> torch.nn.Module:
     return build_model(settings.model_preset, seed=settings.seed)
 
 
-def train(model: torch.nn.Module, dataset, epochs: int, settings: SiteRunSettings, device: torch.device) -> float:
-    return train_epochs(model, dataset, epochs=epochs, learning_rate=settings.learning_rate,
-                        batch_size=settings.batch_size, device=device)
+def train(
+    model: torch.nn.Module, dataset, epochs: int, settings: SiteRunSettings, device: torch.device
+) -> float:
+    return train_epochs(
+        model,
+        dataset,
+        epochs=epochs,
+        learning_rate=settings.learning_rate,
+        batch_size=settings.batch_size,
+        device=device,
+    )
 
 
-def centralized(sites: list[Site], settings: SiteRunSettings, epochs: int, device: torch.device) -> torch.nn.Module:
+def centralized(
+    sites: list[Site], settings: SiteRunSettings, epochs: int, device: torch.device
+) -> torch.nn.Module:
     """One model on the pooled training cases of every site."""
     model = initial_model(settings)
-    pooled = ConcatDataset([ImageLabelPatches(training_dataset(s.cases.train, settings.pipeline, s.cache,
-                                                               seed=settings.seed)) for s in sites])
+    pooled = ConcatDataset(
+        [
+            ImageLabelPatches(training_dataset(s.cases.train, settings.pipeline, s.cache, seed=settings.seed))
+            for s in sites
+        ]
+    )
     train(model, pooled, epochs, settings, device)
     return model
 
@@ -91,31 +107,47 @@ def centralized(sites: list[Site], settings: SiteRunSettings, epochs: int, devic
 def local(site: Site, settings: SiteRunSettings, epochs: int, device: torch.device) -> torch.nn.Module:
     """One model on one site's training cases only."""
     model = initial_model(settings)
-    train(model, training_dataset(site.cases.train, settings.pipeline, site.cache, seed=settings.seed), epochs,
-          settings, device)
+    train(
+        model,
+        training_dataset(site.cases.train, settings.pipeline, site.cache, seed=settings.seed),
+        epochs,
+        settings,
+        device,
+    )
     return model
 
 
-def federated(sites: list[Site], settings: SiteRunSettings, rounds: int, device: torch.device,
-              run_dir: Path) -> torch.nn.Module:
+def federated(
+    sites: list[Site], settings: SiteRunSettings, rounds: int, device: torch.device, run_dir: Path
+) -> torch.nn.Module:
     """Rounds of local training from the global model (as site_app.app.train does) and SiteFedAvg aggregation."""
     model = initial_model(settings)
     arrays: ArrayRecord = to_record(model)
-    strategy = SiteFedAvg(sites=SiteDirectory(), run=RunFolder.create(run_dir, {}), model_keys=arrays.keys(),
-                          min_train_nodes=len(sites), min_evaluate_nodes=len(sites), min_available_nodes=len(sites))
+    strategy = SiteFedAvg(
+        sites=SiteDirectory(),
+        run=RunFolder.create(run_dir, {}),
+        model_keys=arrays.keys(),
+        min_train_nodes=len(sites),
+        min_evaluate_nodes=len(sites),
+        min_available_nodes=len(sites),
+    )
     with coordinator_identity():
         for server_round in range(1, rounds + 1):
             replies = []
             for node_id, site in enumerate(sites, start=101):
                 site_model = build_model(settings.model_preset)
                 load_record(site_model, arrays)
-                dataset = training_dataset(site.cases.train, settings.pipeline, site.cache,
-                                           seed=settings.seed + server_round)
+                dataset = training_dataset(
+                    site.cases.train, settings.pipeline, site.cache, seed=settings.seed + server_round
+                )
                 loss = train(site_model, dataset, settings.local_epochs, settings, device)
                 request = Message(RecordDict(), dst_node_id=node_id, message_type="train")
                 metrics = MetricRecord({"train-loss": loss, "num-examples": len(site.cases.train)})
-                replies.append(Message(RecordDict({"arrays": to_record(site_model), "metrics": metrics}),
-                                       reply_to=request))
+                replies.append(
+                    Message(
+                        RecordDict({"arrays": to_record(site_model), "metrics": metrics}), reply_to=request
+                    )
+                )
             aggregated, _ = strategy.aggregate_train(server_round, replies)
             if aggregated is None:
                 raise RuntimeError(f"round {server_round}: no site update could be aggregated")
@@ -124,14 +156,17 @@ def federated(sites: list[Site], settings: SiteRunSettings, rounds: int, device:
     return model
 
 
-def train_arms(sites: list[Site], settings: SiteRunSettings, rounds: int, device: torch.device,
-               run_dir: Path) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
+def train_arms(
+    sites: list[Site], settings: SiteRunSettings, rounds: int, device: torch.device, run_dir: Path
+) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
     """Every arm's model, and the seconds each arm took."""
     epochs = rounds * settings.local_epochs
     arms = {
         "centralized": lambda: {"centralized": centralized(sites, settings, epochs, device)},
         "federated": lambda: {"federated": federated(sites, settings, rounds, device, run_dir)},
-        "local (all sites)": lambda: {f"local {s.paths.name}": local(s, settings, epochs, device) for s in sites},
+        "local (all sites)": lambda: {
+            f"local {s.paths.name}": local(s, settings, epochs, device) for s in sites
+        },
     }
     models: dict[str, torch.nn.Module] = {}
     timings = {}
@@ -143,13 +178,15 @@ def train_arms(sites: list[Site], settings: SiteRunSettings, rounds: int, device
     return models, timings
 
 
-def evaluate(model: torch.nn.Module, sites: list[Site], settings: SiteRunSettings,
-             device: torch.device) -> dict[str, list[CaseEvaluation]]:
+def evaluate(
+    model: torch.nn.Module, sites: list[Site], settings: SiteRunSettings, device: torch.device
+) -> dict[str, list[CaseEvaluation]]:
     """Site name → the model's per-case results on that site's validation cases."""
     results = {}
     for site in sites:
-        cases, failed = validate_cases(model, site.cases.val, settings.pipeline, REGIONS, device,
-                                       site_logger(site.paths.work))
+        cases, failed = validate_cases(
+            model, site.cases.val, settings.pipeline, REGIONS, device, site_logger(site.paths.work)
+        )
         if failed:
             raise RuntimeError(f"{failed} validation case(s) of {site.paths.name} failed; see its site log")
         results[site.paths.name] = cases
@@ -171,12 +208,22 @@ def ratio(numerator: float, denominator: float) -> float:
 
 def main() -> None:
     options = parser(__doc__, preset="bench", quick_preset="tiny", device=True)
-    options.add_argument("--model", default="tiny", help="model preset (default tiny: the budget of a 2-core CPU)")
-    options.add_argument("--rounds", type=int, default=None, help="federated rounds (default 5; 2 with --quick)")
-    options.add_argument("--local-epochs", type=int, default=None,
-                         help="epochs per round (default: the app's local-epochs; 1 with --quick)")
+    options.add_argument(
+        "--model", default="tiny", help="model preset (default tiny: the budget of a 2-core CPU)"
+    )
+    options.add_argument(
+        "--rounds", type=int, default=None, help="federated rounds (default 5; 2 with --quick)"
+    )
+    options.add_argument(
+        "--local-epochs",
+        type=int,
+        default=None,
+        help="epochs per round (default: the app's local-epochs; 1 with --quick)",
+    )
     options.add_argument("--learning-rate", type=float, default=None, help="default: the app's learning-rate")
-    options.add_argument("--patch-size", type=int, default=None, help="default: the model preset's patch size")
+    options.add_argument(
+        "--patch-size", type=int, default=None, help="default: the model preset's patch size"
+    )
     args = parse(options)
     started = time.monotonic()
     device = torch_device(args.device)
@@ -185,7 +232,10 @@ def main() -> None:
 
     model_preset = args.model
     rounds = args.rounds or (2 if args.quick else 5)
-    overrides = {"model_preset": model_preset, "patch_size": args.patch_size or get_preset(model_preset).patch_size}
+    overrides = {
+        "model_preset": model_preset,
+        "patch_size": args.patch_size or get_preset(model_preset).patch_size,
+    }
     if args.local_epochs or args.quick:
         overrides["local_epochs"] = args.local_epochs or 1
     if args.learning_rate:
@@ -202,35 +252,52 @@ def main() -> None:
     timings["evaluation"] = time.monotonic() - clock
 
     names = [s.paths.name for s in sites]
-    scores = {model: {site: aggregates(cases, settings.seed) for site, cases in by_site.items()}
-              for model, by_site in results.items()}
-    pooled = {model: aggregates([c for cases in by_site.values() for c in cases], settings.seed)
-              for model, by_site in results.items()}
-    dice = markdown_table(["mean Dice", *names, "pooled"],
-                          [[m, *(scores[m][s][0] for s in names), pooled[m][0]] for m in models])
-    hd95 = markdown_table(["mean HD95 (mm)", *names, "pooled"],
-                          [[m, *(scores[m][s][1] for s in names), pooled[m][1]] for m in models])
+    scores = {
+        model: {site: aggregates(cases, settings.seed) for site, cases in by_site.items()}
+        for model, by_site in results.items()
+    }
+    pooled = {
+        model: aggregates([c for cases in by_site.values() for c in cases], settings.seed)
+        for model, by_site in results.items()
+    }
+    dice = markdown_table(
+        ["mean Dice", *names, "pooled"],
+        [[m, *(scores[m][s][0] for s in names), pooled[m][0]] for m in models],
+    )
+    hd95 = markdown_table(
+        ["mean HD95 (mm)", *names, "pooled"],
+        [[m, *(scores[m][s][1] for s in names), pooled[m][1]] for m in models],
+    )
 
     fed_over_local = {s: ratio(scores["federated"][s][0], scores[f"local {s}"][s][0]) for s in names}
     central_over_local = {s: ratio(scores["centralized"][s][0], scores[f"local {s}"][s][0]) for s in names}
     notes = [
-        (f"Tables: mean Dice over the BraTS regions (wt, tc, et), then mean HD95 (mm) over them; each model on each "
-        f"site's validation cases; pooled = all {sum(len(s.cases.val) for s in sites)} validation cases."),
+        (
+            f"Tables: mean Dice over the BraTS regions (wt, tc, et), then mean HD95 (mm) over them; each model on each "
+            f"site's validation cases; pooled = all {sum(len(s.cases.val) for s in sites)} validation cases."
+        ),
         f"Data: `oncofed synth --preset {args.preset} --sites {N_SITES} --seed {DATA_SEED}`; train/validation cases: "
-        + ", ".join(f"{s.paths.name} {len(s.cases.train)}/{len(s.cases.val)}" for s in sites) + ".",
-        (f"Budget: {epochs} epochs over every training case in every arm (federated: {rounds} rounds × "
-        f"{settings.local_epochs} local epochs); model {settings.model_preset}, learning rate "
-        f"{settings.learning_rate}, batch {settings.batch_size}, patch {settings.pipeline.patch_size}, "
-        f"{settings.pipeline.samples_per_case} patches per case per epoch, spacing {settings.pipeline.spacing_mm} mm, "
-        f"device {device}."),
+        + ", ".join(f"{s.paths.name} {len(s.cases.train)}/{len(s.cases.val)}" for s in sites)
+        + ".",
+        (
+            f"Budget: {epochs} epochs over every training case in every arm (federated: {rounds} rounds × "
+            f"{settings.local_epochs} local epochs); model {settings.model_preset}, learning rate "
+            f"{settings.learning_rate}, batch {settings.batch_size}, patch {settings.pipeline.patch_size}, "
+            f"{settings.pipeline.samples_per_case} patches per case per epoch, spacing {settings.pipeline.spacing_mm} mm, "
+            f"device {device}."
+        ),
         "Strategy: SiteFedAvg (FedAvg weighted by training cases), the only strategy the project offers.",
         "federated/local Dice on each site's own cases: "
         + ", ".join(f"{s} {v:.3f}" for s, v in fed_over_local.items())
-        + "; centralized/local: " + ", ".join(f"{s} {v:.3f}" for s, v in central_over_local.items()) + ".",
+        + "; centralized/local: "
+        + ", ".join(f"{s} {v:.3f}" for s, v in central_over_local.items())
+        + ".",
         "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + ".",
     ]
-    ratios = {"fed_over_central": ratio(pooled["federated"][0], pooled["centralized"][0]),
-              "fed_over_local_min": min(fed_over_local.values())}
+    ratios = {
+        "fed_over_central": ratio(pooled["federated"][0], pooled["centralized"][0]),
+        "fed_over_local_min": min(fed_over_local.values()),
+    }
     report("quality", args.results, [dice, hd95], ratios, notes, started)
 
 

@@ -29,7 +29,9 @@ def write_sites(out: Path, n_sites: int, preset: str) -> Path:
     write_federation(out, n_sites=min(n_sites, MAX_SITES), seed=DATA_SEED, preset=preset)
     if n_sites > MAX_SITES:
         with tempfile.TemporaryDirectory(dir=out.parent) as extra:
-            for folder in write_federation(Path(extra), n_sites=n_sites - MAX_SITES, seed=DATA_SEED + 1, preset=preset):
+            for folder in write_federation(
+                Path(extra), n_sites=n_sites - MAX_SITES, seed=DATA_SEED + 1, preset=preset
+            ):
                 os.replace(folder, out / f"{folder.name}2")
     return out
 
@@ -43,16 +45,25 @@ def simulate(data: Path, run_dir: Path, rounds: int) -> dict[str, float]:
         code = run_simulation(plan, clock.on_line)
     wall = time.monotonic() - started
     if code != 0:
-        raise RuntimeError(f"simulation of {plan.n_sites} sites failed (exit {code}):\n{failure_context(run_dir)}")
+        raise RuntimeError(
+            f"simulation of {plan.n_sites} sites failed (exit {code}):\n{failure_context(run_dir)}"
+        )
     rounds_s = clock.durations()
-    return {"sites": plan.n_sites, "wall": wall, "round": sum(rounds_s.values()) / len(rounds_s),
-            "peak": memory.peak_total / 2**30, "largest": memory.peak_process / 2**30,
-            "processes": memory.peak_processes}
+    return {
+        "sites": plan.n_sites,
+        "wall": wall,
+        "round": sum(rounds_s.values()) / len(rounds_s),
+        "peak": memory.peak_total / 2**30,
+        "largest": memory.peak_process / 2**30,
+        "processes": memory.peak_processes,
+    }
 
 
 def main() -> None:
     options = parser(__doc__, preset="tiny")
-    options.add_argument("--sites", type=int, default=None, help="sites of the large run (default 32; 8 quick)")
+    options.add_argument(
+        "--sites", type=int, default=None, help="sites of the large run (default 32; 8 quick)"
+    )
     options.add_argument("--rounds", type=int, default=None, help="rounds (default 2; 1 with --quick)")
     args = parse(options)
     started = time.monotonic()
@@ -61,23 +72,56 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 2)
 
     with sigterm_as_interrupt():
-        baseline = simulate(write_sites(out / f"data-{BASELINE_SITES}", BASELINE_SITES, args.preset),
-                            out / f"run-{BASELINE_SITES}", rounds)
-        large = simulate(write_sites(out / f"data-{n_sites}", n_sites, args.preset), out / f"run-{n_sites}", rounds)
+        baseline = simulate(
+            write_sites(out / f"data-{BASELINE_SITES}", BASELINE_SITES, args.preset),
+            out / f"run-{BASELINE_SITES}",
+            rounds,
+        )
+        large = simulate(
+            write_sites(out / f"data-{n_sites}", n_sites, args.preset), out / f"run-{n_sites}", rounds
+        )
 
-    rows = [[r["sites"], r["wall"], r["wall"] / r["sites"], r["round"], r["round"] / r["sites"], r["peak"],
-             r["largest"], r["processes"]] for r in (baseline, large)]
-    table = markdown_table(["sites", "wall s", "wall s/site", "round s", "round s/site", "peak memory GiB",
-                            "largest process GiB", "processes"], rows)
+    rows = [
+        [
+            r["sites"],
+            r["wall"],
+            r["wall"] / r["sites"],
+            r["round"],
+            r["round"] / r["sites"],
+            r["peak"],
+            r["largest"],
+            r["processes"],
+        ]
+        for r in (baseline, large)
+    ]
+    table = markdown_table(
+        [
+            "sites",
+            "wall s",
+            "wall s/site",
+            "round s",
+            "round s/site",
+            "peak memory GiB",
+            "largest process GiB",
+            "processes",
+        ],
+        rows,
+    )
     notes = [
-        (f"Data: `oncofed synth --preset {args.preset} --seed {DATA_SEED}` (sites past {MAX_SITES}: seed "
-        f"{DATA_SEED + 1}); model {MODEL}, {rounds} round(s) after the round-0 evaluation; the app's other settings."),
-        ("Wall = the whole `oncofed simulate` path (SuperLink start, Ray start, round 0, rounds, shutdown); round = mean"
-        " of the rounds' wall times from the ServerApp log."),
+        (
+            f"Data: `oncofed synth --preset {args.preset} --seed {DATA_SEED}` (sites past {MAX_SITES}: seed "
+            f"{DATA_SEED + 1}); model {MODEL}, {rounds} round(s) after the round-0 evaluation; the app's other settings."
+        ),
+        (
+            "Wall = the whole `oncofed simulate` path (SuperLink start, Ray start, round 0, rounds, shutdown); round = mean"
+            " of the rounds' wall times from the ServerApp log."
+        ),
     ]
     ratios = {
-        "scale_round_per_site_over_baseline": (large["round"] / large["sites"]) / (baseline["round"] / baseline["sites"]),
-        "scale_wall_per_site_over_baseline": (large["wall"] / large["sites"]) / (baseline["wall"] / baseline["sites"]),
+        "scale_round_per_site_over_baseline": (large["round"] / large["sites"])
+        / (baseline["round"] / baseline["sites"]),
+        "scale_wall_per_site_over_baseline": (large["wall"] / large["sites"])
+        / (baseline["wall"] / baseline["sites"]),
         "scale_memory_over_baseline": large["peak"] / baseline["peak"],
     }
     report("scale", args.results, [table], ratios, notes, started)

@@ -36,13 +36,20 @@ class SiteCache(PersistentDataset):
         super().__init__(data, transform=transform, cache_dir=cache_dir, hash_func=json_hashing)
 
     def _cachecheck(self, item_transformed):
-        entry = Path(self.cache_dir) / f"{self.hash_func(item_transformed).decode('utf-8')}{self.transform_hash}.pt"
+        entry = (
+            Path(self.cache_dir)
+            / f"{self.hash_func(item_transformed).decode('utf-8')}{self.transform_hash}.pt"
+        )
         if entry.is_file():
             try:
                 return torch.load(entry, weights_only=True)
             except Exception as e:  # noqa: BLE001 - whatever is wrong with the entry, recomputing fixes it
-                log.warning("cache entry %s cannot be loaded (%s: %s); rebuilding it", entry.name,
-                            type(e).__name__, str(e).split("\n", 1)[0])
+                log.warning(
+                    "cache entry %s cannot be loaded (%s: %s); rebuilding it",
+                    entry.name,
+                    type(e).__name__,
+                    str(e).split("\n", 1)[0],
+                )
                 entry.unlink(missing_ok=True)
         transformed = self._pre_transform(dict(item_transformed))
         tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
@@ -65,7 +72,10 @@ def split_cases(
 
 
 def usable_items(
-    cases: Sequence[CaseFiles], settings: PipelineSettings, cache_dir: Path, ingest: IngestSettings = DEFAULT_INGEST
+    cases: Sequence[CaseFiles],
+    settings: PipelineSettings,
+    cache_dir: Path,
+    ingest: IngestSettings = DEFAULT_INGEST,
 ) -> tuple[list[dict[str, object]], list[tuple[str, str]]]:
     """Preprocess (or find in the cache) every case; a case that fails is set aside with its reason.
 
@@ -91,12 +101,15 @@ def usable_items(
     return usable, skipped
 
 
-def training_dataset(items: list[dict[str, object]], settings: PipelineSettings, cache_dir: Path, seed: int) -> Dataset:
+def training_dataset(
+    items: list[dict[str, object]], settings: PipelineSettings, cache_dir: Path, seed: int
+) -> Dataset:
     """Cached prefix + random patches; each item yields `samples_per_case` patches."""
     return SiteCache(items, transform=training(settings, seed), cache_dir=cache_dir)
 
 
-def validation_dataset(items: list[dict[str, object]], settings: PipelineSettings, cache_dir: Path) -> Dataset:
+def validation_dataset(
+    items: list[dict[str, object]], settings: PipelineSettings, cache_dir: Path
+) -> Dataset:
     """Whole preprocessed volumes, from the cache."""
     return SiteCache(items, transform=preprocess(settings), cache_dir=cache_dir)
-

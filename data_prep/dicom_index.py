@@ -63,7 +63,12 @@ def index_dicom_files(files: Iterable[Path]) -> DicomIndex:
             continue
         try:
             _sort(index, path, ds)
-        except (ValueError, TypeError, AttributeError, KeyError) as e:  # a value pydicom parses lazily is invalid
+        except (
+            ValueError,
+            TypeError,
+            AttributeError,
+            KeyError,
+        ) as e:  # a value pydicom parses lazily is invalid
             index.ignored.append(FileProblem(path, f"malformed header value: {e}"))
     return index
 
@@ -75,14 +80,23 @@ def _sort(index: DicomIndex, path: Path, ds: Dataset) -> None:
     if modality in LABEL_KINDS:
         refs = _label_references(ds, modality)
         if not refs:
-            index.ignored.append(FileProblem(path, f"{modality} file references no image series"
-                                                   " (its series references are missing); cannot be placed"))
+            index.ignored.append(
+                FileProblem(
+                    path,
+                    f"{modality} file references no image series"
+                    " (its series references are missing); cannot be placed",
+                )
+            )
             return
         index.labels.append(LabelObject(path, LABEL_KINDS[modality], study, frozenset(refs)))
     elif "Rows" in ds and "Columns" in ds:
         if not study or not series:
-            index.ignored.append(FileProblem(path, "image without StudyInstanceUID or SeriesInstanceUID;"
-                                                   " cannot be grouped into a series"))
+            index.ignored.append(
+                FileProblem(
+                    path,
+                    "image without StudyInstanceUID or SeriesInstanceUID; cannot be grouped into a series",
+                )
+            )
             return
         n_frames = frame_count(ds)
         entry = index.series.setdefault(
@@ -91,11 +105,16 @@ def _sort(index: DicomIndex, path: Path, ds: Dataset) -> None:
         entry.files.append(path)
         entry.n_frames += n_frames
     elif "PixelData" in ds or "Image Storage" in getattr(ds.get("SOPClassUID"), "name", ""):
-        index.ignored.append(FileProblem(path, "image object without Rows/Columns: its pixel data cannot be read"))
+        index.ignored.append(
+            FileProblem(path, "image object without Rows/Columns: its pixel data cannot be read")
+        )
     else:
         kind = getattr(ds.get("SOPClassUID"), "name", None) or "unknown SOP class"
-        index.ignored.append(FileProblem(path, f"{kind} (Modality {modality or 'none'}) holds no image and"
-                                               " is not a label; not used"))
+        index.ignored.append(
+            FileProblem(
+                path, f"{kind} (Modality {modality or 'none'}) holds no image and is not a label; not used"
+            )
+        )
 
 
 def _header(path: Path) -> tuple[Dataset | None, str]:
@@ -117,6 +136,9 @@ def _header(path: Path) -> tuple[Dataset | None, str]:
 
 def _label_references(ds: Dataset, modality: str) -> set[str]:
     if modality == "SEG":
-        return {str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence", [])
-                if "SeriesInstanceUID" in item}
+        return {
+            str(item.SeriesInstanceUID)
+            for item in ds.get("ReferencedSeriesSequence", [])
+            if "SeriesInstanceUID" in item
+        }
     return referenced_series(ds)

@@ -82,19 +82,30 @@ def _segread(seg_path: Path) -> hd.seg.Segmentation:
 
 def _segment_masks(seg: hd.seg.Segmentation, seg_path: Path, series: DicomSeries) -> np.ndarray:
     """Boolean (k, rows, columns, segments) in the order of ``seg.segment_numbers``."""
-    options = {"segment_numbers": seg.segment_numbers, "assert_missing_frames_are_empty": True,
-               "skip_overlap_checks": True, "dtype": np.float32}
+    options = {
+        "segment_numbers": seg.segment_numbers,
+        "assert_missing_frames_are_empty": True,
+        "skip_overlap_checks": True,
+        "dtype": np.float32,
+    }
     sources = {uid for uid, _ in series.source_frames}
     try:
         if len(sources) == 1 and len(series.source_frames) > 1:  # an enhanced multi-frame source
             uid = next(iter(sources))
             pixels = seg.get_pixels_by_source_frame(
-                source_sop_instance_uid=uid, source_frame_numbers=[n for _, n in series.source_frames], **options
+                source_sop_instance_uid=uid,
+                source_frame_numbers=[n for _, n in series.source_frames],
+                **options,
             )
         else:
             pixels = seg.get_pixels_by_source_instance(
                 source_sop_instance_uids=list(series.sop_instance_uids), **options
             )
-    except (ValueError, RuntimeError, KeyError, AttributeError) as e:  # frames not tied to slices, bad encoding
+    except (
+        ValueError,
+        RuntimeError,
+        KeyError,
+        AttributeError,
+    ) as e:  # frames not tied to slices, bad encoding
         raise CaseError(f"{seg_path}: cannot map its frames onto the slices in {series.folder}: {e}") from e
     return pixels >= FRACTION_THRESHOLD

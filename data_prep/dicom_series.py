@@ -153,24 +153,35 @@ def read_dicom_series(files: Sequence[Path], max_voxels: int = DEFAULT_MAX_VOXEL
     for path, ds in headers:
         for keyword in ("SeriesInstanceUID", "Rows", "Columns", "SamplesPerPixel"):
             if _required(ds, keyword, path) != _required(first, keyword, first_path):
-                raise CaseError(f"{source}: not one consistent series: {keyword} is {ds.get(keyword)} in {path.name}"
-                                f" but {first.get(keyword)} in {first_path.name}")
+                raise CaseError(
+                    f"{source}: not one consistent series: {keyword} is {ds.get(keyword)} in {path.name}"
+                    f" but {first.get(keyword)} in {first_path.name}"
+                )
     if int(first.SamplesPerPixel) != 1:
-        raise CaseError(f"{first_path}: colour image ({first.get('PhotometricInterpretation')}, "
-                        f"{first.SamplesPerPixel} samples per pixel); a grayscale CT or MR series is expected")
+        raise CaseError(
+            f"{first_path}: colour image ({first.get('PhotometricInterpretation')}, "
+            f"{first.SamplesPerPixel} samples per pixel); a grayscale CT or MR series is expected"
+        )
     frames = [frame for path, ds in headers for frame in _frames(ds, path)]
     rows, columns = int(first.Rows), int(first.Columns)
     check_voxel_limit((columns, rows, len(frames)), max_voxels, source)
     for frame in frames:
         if not np.allclose(frame.orientation, frames[0].orientation, atol=ORIENTATION_TOLERANCE):
-            raise CaseError(f"{source}: not one consistent series: ImageOrientationPatient is"
-                            f" {frame.orientation.round(5).tolist()} in {_name(frame)} but"
-                            f" {frames[0].orientation.round(5).tolist()} in {_name(frames[0])}")
+            raise CaseError(
+                f"{source}: not one consistent series: ImageOrientationPatient is"
+                f" {frame.orientation.round(5).tolist()} in {_name(frame)} but"
+                f" {frames[0].orientation.round(5).tolist()} in {_name(frames[0])}"
+            )
         if not np.allclose(frame.pixel_spacing, frames[0].pixel_spacing, rtol=1e-4):
-            raise CaseError(f"{source}: not one consistent series: PixelSpacing is {list(frame.pixel_spacing)} in"
-                            f" {_name(frame)} but {list(frames[0].pixel_spacing)} in {_name(frames[0])}")
+            raise CaseError(
+                f"{source}: not one consistent series: PixelSpacing is {list(frame.pixel_spacing)} in"
+                f" {_name(frame)} but {list(frames[0].pixel_spacing)} in {_name(frames[0])}"
+            )
     order, affine = series_geometry(
-        np.array([f.position_lps for f in frames]), frames[0].orientation, frames[0].pixel_spacing, source,
+        np.array([f.position_lps for f in frames]),
+        frames[0].orientation,
+        frames[0].pixel_spacing,
+        source,
         [_name(f) for f in frames],
     )
     slice_of = np.empty(len(frames), dtype=int)
@@ -183,7 +194,9 @@ def read_dicom_series(files: Sequence[Path], max_voxels: int = DEFAULT_MAX_VOXEL
         pixels = _pixels(_read(path, stop_before_pixels=False), path, len(indices), rows, columns)
         for index in indices:
             frame = frames[index]
-            values = pixels[frame.number - 1].astype(np.float32) * np.float32(frame.slope) + np.float32(frame.intercept)
+            values = pixels[frame.number - 1].astype(np.float32) * np.float32(frame.slope) + np.float32(
+                frame.intercept
+            )
             array[:, :, slice_of[index]] = values.T
     return DicomSeries(
         volume=Volume(array=array, affine=affine),
@@ -220,8 +233,12 @@ def _unique_instances(headers: list[tuple[Path, Dataset]], folder: Path) -> list
     for path, ds in headers:
         uid = str(_required(ds, "SOPInstanceUID", path))
         if uid in unique:
-            log.info("%s: %s is a second copy of %s (same SOPInstanceUID); using one", folder, path.name,
-                     unique[uid][0].name)
+            log.info(
+                "%s: %s is a second copy of %s (same SOPInstanceUID); using one",
+                folder,
+                path.name,
+                unique[uid][0].name,
+            )
             continue
         unique[uid] = (path, ds)
     return list(unique.values())
@@ -243,11 +260,22 @@ def _frames(ds: Dataset, path: Path) -> list[_Frame]:
         raise CaseError(f"{path}: {e}") from e
     if "PerFrameFunctionalGroupsSequence" not in ds:
         if n_frames > 1:
-            raise CaseError(f"{path}: multi-frame image ({n_frames} frames) without per-frame positions"
-                            " (PerFrameFunctionalGroupsSequence missing); cannot place its frames in space")
-        return [_Frame(path, 1, 1, uid, _floats(ds, "ImagePositionPatient", path, 3),
-                       _floats(ds, "ImageOrientationPatient", path, 6),
-                       tuple(_floats(ds, "PixelSpacing", path, 2)), *_rescale(ds))]
+            raise CaseError(
+                f"{path}: multi-frame image ({n_frames} frames) without per-frame positions"
+                " (PerFrameFunctionalGroupsSequence missing); cannot place its frames in space"
+            )
+        return [
+            _Frame(
+                path,
+                1,
+                1,
+                uid,
+                _floats(ds, "ImagePositionPatient", path, 3),
+                _floats(ds, "ImageOrientationPatient", path, 6),
+                tuple(_floats(ds, "PixelSpacing", path, 2)),
+                *_rescale(ds),
+            )
+        ]
     per_frame = ds.PerFrameFunctionalGroupsSequence
     if len(per_frame) != n_frames:
         raise CaseError(f"{path}: {len(per_frame)} per-frame functional groups for NumberOfFrames {n_frames}")
@@ -259,13 +287,26 @@ def _frames(ds: Dataset, path: Path) -> list[_Frame]:
             _functional_group(name, groups, shared, where)
             for name in ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence")
         )
-        transform = next((g.PixelValueTransformationSequence[0] for g in (groups, shared)
-                          if "PixelValueTransformationSequence" in g), Dataset())
-        frames.append(_Frame(
-            path, number, n_frames, uid, _floats(position, "ImagePositionPatient", where, 3),
-            _floats(orientation, "ImageOrientationPatient", where, 6),
-            tuple(_floats(measures, "PixelSpacing", where, 2)), *_rescale(transform),
-        ))
+        transform = next(
+            (
+                g.PixelValueTransformationSequence[0]
+                for g in (groups, shared)
+                if "PixelValueTransformationSequence" in g
+            ),
+            Dataset(),
+        )
+        frames.append(
+            _Frame(
+                path,
+                number,
+                n_frames,
+                uid,
+                _floats(position, "ImagePositionPatient", where, 3),
+                _floats(orientation, "ImageOrientationPatient", where, 6),
+                tuple(_floats(measures, "PixelSpacing", where, 2)),
+                *_rescale(transform),
+            )
+        )
     return frames
 
 
@@ -298,7 +339,9 @@ def _rescale(ds: Dataset) -> tuple[float, float]:
 def _pixels(ds: Dataset, path: Path, n_frames: int, rows: int, columns: int) -> np.ndarray:
     """Decoded stored values, (frames, rows, columns)."""
     if "ModalityLUTSequence" in ds:
-        raise CaseError(f"{path}: uses a Modality LUT Sequence instead of RescaleSlope/Intercept; not supported")
+        raise CaseError(
+            f"{path}: uses a Modality LUT Sequence instead of RescaleSlope/Intercept; not supported"
+        )
     syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
     try:
         pixels = ds.pixel_array
@@ -309,7 +352,9 @@ def _pixels(ds: Dataset, path: Path, n_frames: int, rows: int, columns: int) -> 
         raise CaseError(f"{path}: cannot decode the pixel data ({name}): {e}") from e
     pixels = pixels[None] if pixels.ndim == 2 else pixels
     if pixels.shape != (n_frames, rows, columns):
-        raise CaseError(f"{path}: decoded pixel data has shape {pixels.shape}, expected {(n_frames, rows, columns)}")
+        raise CaseError(
+            f"{path}: decoded pixel data has shape {pixels.shape}, expected {(n_frames, rows, columns)}"
+        )
     return pixels
 
 

@@ -105,8 +105,10 @@ def checked_site_dir(site_dir: Path) -> Path:
 
 def nifti_case_id(path: Path) -> str | None:
     """``case`` for ``case.nii.gz`` or ``case.nii``; None for other names."""
-    return next((path.name[: -len(s)] for s in NIFTI_SUFFIXES if path.name.endswith(s) and len(path.name) > len(s)),
-                None)
+    return next(
+        (path.name[: -len(s)] for s in NIFTI_SUFFIXES if path.name.endswith(s) and len(path.name) > len(s)),
+        None,
+    )
 
 
 def _nifti_cases(site_dir: Path, found: Discovery) -> None:
@@ -119,17 +121,25 @@ def _nifti_cases(site_dir: Path, found: Discovery) -> None:
     for image in images:
         case_id = nifti_case_id(image)
         if case_id is None or image.parent != images_dir:
-            found.ignored.append(FileProblem(image, "not a NIfTI image of the imagesTr/ layout"
-                                                    " (expected imagesTr/<case_id>.nii.gz); not used"))
+            found.ignored.append(
+                FileProblem(
+                    image,
+                    "not a NIfTI image of the imagesTr/ layout"
+                    " (expected imagesTr/<case_id>.nii.gz); not used",
+                )
+            )
         elif case_id not in by_id:
-            found.excluded.append(Exclusion(case_id, f"{image} has no label: expected {labels_dir}/{case_id}.nii.gz"))
+            found.excluded.append(
+                Exclusion(case_id, f"{image} has no label: expected {labels_dir}/{case_id}.nii.gz")
+            )
         else:
             used_labels.add(by_id[case_id])
             found.cases.append(CaseFiles(case_id, (image,), by_id[case_id], "nifti", "nifti"))
     for label in labels:
         if label not in used_labels:
-            found.ignored.append(FileProblem(label, "label without an image of the same name in imagesTr/;"
-                                                    " not used"))
+            found.ignored.append(
+                FileProblem(label, "label without an image of the same name in imagesTr/; not used")
+            )
 
 
 @dataclass
@@ -144,13 +154,18 @@ def _dicom_cases(site_dir: Path, index: DicomIndex, settings: IngestSettings, fo
     for series in sorted(index.series.values(), key=lambda s: s.files[0]):  # scan order: stable messages
         studies[series.study_uid].series.append(series)
     for label in index.labels:  # a label joins the study of the series it references, wherever it is stored
-        study = next((index.series[s].study_uid for s in sorted(label.referenced_series) if s in index.series),
-                     label.study_uid)
+        study = next(
+            (index.series[s].study_uid for s in sorted(label.referenced_series) if s in index.series),
+            label.study_uid,
+        )
         studies[study].labels.append(label)
-    case_ids = _case_ids(site_dir, {
-        uid: [f for s in study.series for f in s.files] or [label.path for label in study.labels]
-        for uid, study in studies.items()
-    })
+    case_ids = _case_ids(
+        site_dir,
+        {
+            uid: [f for s in study.series for f in s.files] or [label.path for label in study.labels]
+            for uid, study in studies.items()
+        },
+    )
     for uid, study in studies.items():
         case_id = case_ids[uid]
         outcome = _choose(study, settings)
@@ -158,8 +173,9 @@ def _dicom_cases(site_dir: Path, index: DicomIndex, settings: IngestSettings, fo
             found.excluded.append(Exclusion(case_id, outcome))
             continue
         series, label, notes = outcome
-        found.cases.append(CaseFiles(case_id, tuple(sorted(series.files)), label.path, "dicom", label.kind,
-                                     series.modality))
+        found.cases.append(
+            CaseFiles(case_id, tuple(sorted(series.files)), label.path, "dicom", label.kind, series.modality)
+        )
         if notes:
             found.notes[case_id] = notes
 
@@ -169,29 +185,43 @@ def _choose(study: _Study, settings: IngestSettings) -> tuple[ImageSeries, Label
     modalities = "/".join(settings.modalities)
     if not study.series:
         label = study.labels[0]
-        return (f"{label.path}: the image series it labels is not in the export"
-                f" ({len(label.referenced_series)} series referenced, none found)")
+        return (
+            f"{label.path}: the image series it labels is not in the export"
+            f" ({len(label.referenced_series)} series referenced, none found)"
+        )
     candidates = [s for s in study.series if s.modality in settings.modalities]
     if not candidates:
-        return (f"{_folder(study.series[0])}: no {modalities} image series in the study, found"
-                f" {_describe(study.series)} (modalities in site.toml)")
+        return (
+            f"{_folder(study.series[0])}: no {modalities} image series in the study, found"
+            f" {_describe(study.series)} (modalities in site.toml)"
+        )
     matching = [s for s in candidates if settings.matches_description(s.description)]
     if not matching:
-        return (f"{_folder(candidates[0])}: no series description matches {settings.series_description!r},"
-                f" found {_describe(candidates)} (series-description in site.toml)")
+        return (
+            f"{_folder(candidates[0])}: no series description matches {settings.series_description!r},"
+            f" found {_describe(candidates)} (series-description in site.toml)"
+        )
     if not study.labels:
-        return (f"{_folder(matching[0])}: no label: no DICOM-SEG or RTSTRUCT references the image series"
-                f" {_describe(matching)}")
+        return (
+            f"{_folder(matching[0])}: no label: no DICOM-SEG or RTSTRUCT references the image series"
+            f" {_describe(matching)}"
+        )
     labelled = [s for s in matching if any(s.series_uid in label.referenced_series for label in study.labels)]
     if not labelled:
-        return (f"{', '.join(str(label.path) for label in study.labels)}: label(s) reference none of the image"
-                f" series chosen by the site's rules ({_describe(matching)})")
+        return (
+            f"{', '.join(str(label.path) for label in study.labels)}: label(s) reference none of the image"
+            f" series chosen by the site's rules ({_describe(matching)})"
+        )
     chosen = max(labelled, key=lambda s: (s.n_frames, s.series_uid))  # the largest; UID breaks ties stably
-    labels = sorted((label for label in study.labels if chosen.series_uid in label.referenced_series),
-                    key=lambda label: label.path)
+    labels = sorted(
+        (label for label in study.labels if chosen.series_uid in label.referenced_series),
+        key=lambda label: label.path,
+    )
     if len(labels) > 1:
-        return (f"{_folder(chosen)}: {len(labels)} labels reference the image series {_describe([chosen])}:"
-                f" {', '.join(str(label.path) for label in labels)}; keep one, or name the label in a manifest")
+        return (
+            f"{_folder(chosen)}: {len(labels)} labels reference the image series {_describe([chosen])}:"
+            f" {', '.join(str(label.path) for label in labels)}; keep one, or name the label in a manifest"
+        )
     notes = []
     if len(study.series) > 1:
         notes.append(f"{len(study.series)} image series in the study; chose {_describe([chosen])}")
@@ -208,15 +238,23 @@ def _folder(series: ImageSeries) -> Path:
 
 def _case_ids(site_dir: Path, study_files: dict[str, list[Path]]) -> dict[str, str]:
     """Case id of each study: the shortest folder prefix that holds its files and no other study's (see top)."""
-    folders = {uid: {PurePosixPath(f.parent.relative_to(site_dir)).parts for f in files}
-               for uid, files in study_files.items()}
+    folders = {
+        uid: {PurePosixPath(f.parent.relative_to(site_dir)).parts for f in files}
+        for uid, files in study_files.items()
+    }
     ids: dict[str, str] = {}
     shared: dict[str, list[str]] = defaultdict(list)
     for uid, own in folders.items():
         common = _common_prefix(own)
         others = [parts for other, theirs in folders.items() if other != uid for parts in theirs]
-        prefix = next((common[:n] for n in range(1, len(common) + 1)
-                       if not any(parts[:n] == common[:n] for parts in others)), None)
+        prefix = next(
+            (
+                common[:n]
+                for n in range(1, len(common) + 1)
+                if not any(parts[:n] == common[:n] for parts in others)
+            ),
+            None,
+        )
         if prefix is None:
             shared["/".join(common) or "study"].append(uid)
         else:

@@ -21,7 +21,9 @@ class FileProblem:
     reason: str
 
 
-def walk_files(root: Path, skip_folder: Callable[[Path], bool] = lambda _: False) -> tuple[list[Path], list[FileProblem]]:
+def walk_files(
+    root: Path, skip_folder: Callable[[Path], bool] = lambda _: False
+) -> tuple[list[Path], list[FileProblem]]:
     """Every regular file below ``root`` (sorted), and the problems met on the way.
 
     ``skip_folder(path)`` prunes a folder (and what lies below it) without a problem being reported.
@@ -39,8 +41,13 @@ def walk_files(root: Path, skip_folder: Callable[[Path], bool] = lambda _: False
             continue
         key = (info.st_dev, info.st_ino)
         if key in seen:
-            problems.append(FileProblem(folder, f"symbolic link loop or repeated link: leads to {seen[key]},"
-                                                " which is already scanned; not scanned again"))
+            problems.append(
+                FileProblem(
+                    folder,
+                    f"symbolic link loop or repeated link: leads to {seen[key]},"
+                    " which is already scanned; not scanned again",
+                )
+            )
             continue
         seen[key] = folder
         try:

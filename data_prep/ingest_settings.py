@@ -41,13 +41,16 @@ class IngestSettings:
             try:
                 re.compile(self.series_description)
             except re.error as e:
-                raise ValueError(f"series description pattern {self.series_description!r} is not a regular"
-                                 f" expression: {e}") from e
+                raise ValueError(
+                    f"series description pattern {self.series_description!r} is not a regular expression: {e}"
+                ) from e
         for name, mapping in (("seg segment", self.seg_segments), ("rtstruct ROI", self.rtstruct_rois)):
             unknown = sorted(v for v in mapping.values() if v not in LABEL_NAMES or v == 0)
             if unknown:
-                raise ValueError(f"{name} mapping gives label values {unknown}; label values are 1-3"
-                                 f" ({', '.join(f'{k} {n}' for k, n in LABEL_NAMES.items() if k)})")
+                raise ValueError(
+                    f"{name} mapping gives label values {unknown}; label values are 1-3"
+                    f" ({', '.join(f'{k} {n}' for k, n in LABEL_NAMES.items() if k)})"
+                )
         if self.max_voxels < 1:
             raise ValueError(f"max voxels must be a positive number of voxels, got {self.max_voxels}")
         object.__setattr__(self, "modalities", tuple(m.upper() for m in self.modalities))

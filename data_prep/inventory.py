@@ -98,25 +98,44 @@ class Inventory:
     def from_json(cls, values: dict) -> "Inventory":
         if values.get("format") != FORMAT:
             raise ValueError(f"format {values.get('format')!r}, expected {FORMAT!r}")
-        return cls(data=values["data"], settings=IngestSettings.from_dict(values["settings"]),
-                   manifest=values["manifest"], cases=[CaseRecord(**c) for c in values["cases"]],
-                   ignored_files=values["ignored_files"])
+        return cls(
+            data=values["data"],
+            settings=IngestSettings.from_dict(values["settings"]),
+            manifest=values["manifest"],
+            cases=[CaseRecord(**c) for c in values["cases"]],
+            ignored_files=values["ignored_files"],
+        )
 
     def usable_cases(self) -> list[CaseFiles]:
         """CaseFiles of the usable cases, paths resolved against the data folder."""
         root = Path(self.data)
-        return [CaseFiles(c.case_id, tuple(root / f for f in c.image_files), root / str(c.label),
-                          c.image_format, c.label_format, c.modality)  # type: ignore[arg-type]
-                for c in self.usable]
+        return [
+            CaseFiles(
+                c.case_id,
+                tuple(root / f for f in c.image_files),
+                root / str(c.label),
+                c.image_format,
+                c.label_format,
+                c.modality,
+            )  # type: ignore[arg-type]
+            for c in self.usable
+        ]
 
 
-def build_inventory(found: Discovery, data_dir: Path, settings: IngestSettings, manifest: Path | None = None,
-                    on_case: Callable[[], None] | None = None) -> Inventory:
+def build_inventory(
+    found: Discovery,
+    data_dir: Path,
+    settings: IngestSettings,
+    manifest: Path | None = None,
+    on_case: Callable[[], None] | None = None,
+) -> Inventory:
     """Load every candidate case (all checks that need voxels) and record it; ``on_case`` after each one."""
     data_dir = Path(data_dir).absolute()
     inventory = Inventory(data=str(data_dir), settings=settings, manifest=str(manifest) if manifest else None)
     for exclusion in found.excluded:
-        inventory.cases.append(CaseRecord(exclusion.case_id, "excluded", _relative(exclusion.reason, data_dir)))
+        inventory.cases.append(
+            CaseRecord(exclusion.case_id, "excluded", _relative(exclusion.reason, data_dir))
+        )
     for case in found.cases:
         record = inspect_case(case, data_dir, settings)
         record.problems[:0] = [_relative(n, data_dir) for n in found.notes.get(case.case_id, [])]
@@ -124,8 +143,10 @@ def build_inventory(found: Discovery, data_dir: Path, settings: IngestSettings, 
         if on_case is not None:
             on_case()
     inventory.cases.sort(key=lambda c: c.case_id)
-    inventory.ignored_files = [{"path": _relative(str(p.path), data_dir), "reason": _relative(p.reason, data_dir)}
-                               for p in sorted(found.ignored, key=lambda p: p.path)]
+    inventory.ignored_files = [
+        {"path": _relative(str(p.path), data_dir), "reason": _relative(p.reason, data_dir)}
+        for p in sorted(found.ignored, key=lambda p: p.path)
+    ]
     return inventory
 
 
@@ -133,13 +154,24 @@ def inspect_case(case: CaseFiles, data_dir: Path, settings: IngestSettings) -> C
     """Load one case and describe it; any failure excludes it with its reason, never stops the inventory."""
     files = [_relative(str(f), data_dir) for f in case.image]
     image = files[0] if len(files) == 1 else _relative(os.path.commonpath(case.image), data_dir)
-    record = CaseRecord(case.case_id, "usable", None, case.image_format, case.label_format, image, files,
-                        _relative(str(case.label), data_dir), case.modality)
+    record = CaseRecord(
+        case.case_id,
+        "usable",
+        None,
+        case.image_format,
+        case.label_format,
+        image,
+        files,
+        _relative(str(case.label), data_dir),
+        case.modality,
+    )
     try:
         with warnings.catch_warnings(record=True) as caught:  # readers' warnings become the case's remarks
             warnings.simplefilter("always")
             image, label = load_case(case, settings)
-        record.problems = list(dict.fromkeys(_relative(str(w.message), data_dir) for w in caught))[:MAX_REMARKS]
+        record.problems = list(dict.fromkeys(_relative(str(w.message), data_dir) for w in caught))[
+            :MAX_REMARKS
+        ]
     except CaseError as e:
         record.status, record.reason = "excluded", _relative(str(e), data_dir)
         return record
@@ -154,7 +186,9 @@ def inspect_case(case: CaseFiles, data_dir: Path, settings: IngestSettings) -> C
     record.spacing_mm = [round(s, 4) for s in image.ras_spacing_mm]
     record.source_orientation = image.orientation
     record.intensity_range = [float(image.array.min()), float(image.array.max())]
-    record.label_volumes_ml = {str(int(v)): round(float(n) * voxel_ml, 3) for v, n in zip(values, counts) if v}
+    record.label_volumes_ml = {
+        str(int(v)): round(float(n) * voxel_ml, 3) for v, n in zip(values, counts) if v
+    }
     return record
 
 
@@ -176,8 +210,12 @@ def read_inventory(work: Path) -> Inventory | None:
     try:
         return Inventory.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError) as e:
-        log.warning("ignoring the inventory %s, it cannot be read (%s: %s); it will be rebuilt", path,
-                    type(e).__name__, e)
+        log.warning(
+            "ignoring the inventory %s, it cannot be read (%s: %s); it will be rebuilt",
+            path,
+            type(e).__name__,
+            e,
+        )
         return None
 
 
@@ -188,12 +226,23 @@ def site_aggregate(inventory: Inventory) -> dict[str, int | float]:
     spacing-max-mm (over all axes of all usable cases, native resolution), size-min-vox, size-max-vox.
     """
     summary = inventory.summary()
-    aggregate: dict[str, int | float] = {"n-cases-usable": int(summary["n_usable"]),
-                                         "n-cases-excluded": int(summary["n_excluded"])}
+    aggregate: dict[str, int | float] = {
+        "n-cases-usable": int(summary["n_usable"]),
+        "n-cases-excluded": int(summary["n_excluded"]),
+    }
     if summary["spacing_mm_range"]:
-        (spacing_min, spacing_max), (size_min, size_max) = summary["spacing_mm_range"], summary["size_vox_range"]
-        aggregate.update({"spacing-min-mm": float(spacing_min), "spacing-max-mm": float(spacing_max),
-                          "size-min-vox": int(size_min), "size-max-vox": int(size_max)})
+        (spacing_min, spacing_max), (size_min, size_max) = (
+            summary["spacing_mm_range"],
+            summary["size_vox_range"],
+        )
+        aggregate.update(
+            {
+                "spacing-min-mm": float(spacing_min),
+                "spacing-max-mm": float(spacing_max),
+                "size-min-vox": int(size_min),
+                "size-max-vox": int(size_max),
+            }
+        )
     return aggregate
 
 

@@ -30,8 +30,10 @@ def load_case(case: CaseFiles, settings: IngestSettings = DEFAULT_INGEST) -> tup
     if case.label_format == "nifti":
         label = read_nifti(case.label, settings.max_voxels)
     elif series is None:
-        raise CaseError(f"{case.label}: a DICOM {case.label_format.upper()} label needs a DICOM image series,"
-                        f" but the image is {image_source}")
+        raise CaseError(
+            f"{case.label}: a DICOM {case.label_format.upper()} label needs a DICOM image series,"
+            f" but the image is {image_source}"
+        )
     elif case.label_format == "seg":
         label = read_dicom_seg(case.label, series, settings.seg_segments)
     else:
@@ -50,6 +52,8 @@ def _label_map(label: Volume, path: Path) -> Volume:
             " (0 background, 1 necrotic core, 2 edema, 3 enhancing); relabel the file or map its segments"
         )
     if values.max(initial=0) == 0:
-        raise CaseError(f"{path}: empty label: no voxel holds a tumor label (1-3); a case without a labelled"
-                        " tumor cannot be used for training or validation")
+        raise CaseError(
+            f"{path}: empty label: no voxel holds a tumor label (1-3); a case without a labelled"
+            " tumor cannot be used for training or validation"
+        )
     return Volume(array=label.array.astype(np.uint8), affine=label.affine)

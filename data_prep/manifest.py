@@ -34,8 +34,13 @@ def read_manifest(manifest: Path, site_dir: Path, settings: IngestSettings = DEF
             found.excluded.append(Exclusion(f"line {line}", f"{where}: empty case_id"))
             continue
         if case_id in first_row:
-            found.excluded.append(Exclusion(f"{case_id} (line {line})", f"{where}: case id {case_id!r} is already used on line"
-                                                     f" {first_row[case_id]}; case ids must be unique"))
+            found.excluded.append(
+                Exclusion(
+                    f"{case_id} (line {line})",
+                    f"{where}: case id {case_id!r} is already used on line"
+                    f" {first_row[case_id]}; case ids must be unique",
+                )
+            )
             continue
         first_row[case_id] = line
         try:
@@ -55,8 +60,10 @@ def _rows(manifest: Path) -> list[tuple[int, dict[str, str]]]:
             reader = csv.DictReader(f)
             missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
-                raise SiteDataError(f"manifest {manifest}: missing column(s) {', '.join(missing)}; the first line"
-                                    f" must name the columns {','.join(COLUMNS)} (found {reader.fieldnames})")
+                raise SiteDataError(
+                    f"manifest {manifest}: missing column(s) {', '.join(missing)}; the first line"
+                    f" must name the columns {','.join(COLUMNS)} (found {reader.fieldnames})"
+                )
             return [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise SiteDataError(f"manifest {manifest} cannot be read: {e}") from e
@@ -67,14 +74,18 @@ def _inside(site_dir: Path, relative: str, column: str, where: str) -> Path:
     if not relative.strip():
         raise CaseError(f"{where}: empty {column} path")
     if PurePath(relative).is_absolute() or ".." in PurePath(relative).parts:
-        raise CaseError(f"{where}: {column} path {relative!r} must be relative to the data folder and stay inside it")
+        raise CaseError(
+            f"{where}: {column} path {relative!r} must be relative to the data folder and stay inside it"
+        )
     path = site_dir / relative.strip()
     if not path.exists():
         raise CaseError(f"{where}: {column} {path} does not exist")
     return path
 
 
-def _image(site_dir: Path, relative: str, where: str, settings: IngestSettings) -> tuple[tuple[Path, ...], str, str | None]:
+def _image(
+    site_dir: Path, relative: str, where: str, settings: IngestSettings
+) -> tuple[tuple[Path, ...], str, str | None]:
     path = _inside(site_dir, relative, "image", where)
     if path.is_file() and path.name.endswith(NIFTI_SUFFIXES):
         return (path,), "nifti", None
@@ -83,8 +94,10 @@ def _image(site_dir: Path, relative: str, where: str, settings: IngestSettings) 
     series = [s for s in index.series.values() if s.modality in settings.modalities]
     if len(series) != 1:
         found = ", ".join(f"{s.modality} '{s.description}'" for s in index.series.values()) or "none"
-        raise CaseError(f"{path}: expected one {'/'.join(settings.modalities)} DICOM image series, found"
-                        f" {len(series)} (image series: {found}{_first_problem(index)})")
+        raise CaseError(
+            f"{path}: expected one {'/'.join(settings.modalities)} DICOM image series, found"
+            f" {len(series)} (image series: {found}{_first_problem(index)})"
+        )
     return tuple(sorted(series[0].files)), "dicom", series[0].modality
 
 
@@ -95,11 +108,14 @@ def _label(site_dir: Path, relative: str, where: str) -> tuple[Path, str]:
     try:
         modality = str(pydicom.dcmread(path, stop_before_pixels=True).get("Modality", ""))
     except (InvalidDicomError, OSError, EOFError, ValueError) as e:
-        raise CaseError(f"{path}: the label is neither a NIfTI file (.nii, .nii.gz) nor a readable DICOM file:"
-                        f" {e}") from e
+        raise CaseError(
+            f"{path}: the label is neither a NIfTI file (.nii, .nii.gz) nor a readable DICOM file: {e}"
+        ) from e
     if modality not in LABEL_KINDS:
-        raise CaseError(f"{path}: the label is a DICOM {modality or 'object without Modality'}, not a DICOM-SEG or"
-                        " RTSTRUCT")
+        raise CaseError(
+            f"{path}: the label is a DICOM {modality or 'object without Modality'}, not a DICOM-SEG or"
+            " RTSTRUCT"
+        )
     return path, LABEL_KINDS[modality]
 
 

@@ -28,8 +28,10 @@ def read_nifti(path: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3:
-        raise CaseError(f"{path}: expected one 3-D volume, found a {len(shape)}-D image of shape {img.shape};"
-                        " export one 3-D volume per case")
+        raise CaseError(
+            f"{path}: expected one 3-D volume, found a {len(shape)}-D image of shape {img.shape};"
+            " export one 3-D volume per case"
+        )
     if min(shape) < 2:
         raise CaseError(f"{path}: shape {shape} is a 2-D image, where a 3-D volume is expected")
     check_voxel_limit(shape, max_voxels, path)
@@ -38,8 +40,10 @@ def read_nifti(path: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
         raise CaseError(f"{path}: voxel type {img.get_data_dtype()} (RGB or complex) is not a scalar image")
     header = img.header
     if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
-        raise CaseError(f"{path}: no orientation in the header (sform_code and qform_code are both 0), so where"
-                        " the voxels lie in the patient is unknown; re-export with the scanner orientation")
+        raise CaseError(
+            f"{path}: no orientation in the header (sform_code and qform_code are both 0), so where"
+            " the voxels lie in the patient is unknown; re-export with the scanner orientation"
+        )
     affine = checked_affine(img.affine, path)
     try:
         array = img.get_fdata(dtype=np.float32).reshape(shape)

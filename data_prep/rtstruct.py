@@ -47,12 +47,16 @@ def read_rtstruct(path: Path, series: DicomSeries, roi_labels: Mapping[str, int]
         raise CaseError(f"{path} does not reference the series in {series.folder}")
     names = {int(roi.ROINumber): str(roi.get("ROIName", "")) for roi in ds.get("StructureSetROISequence", [])}
     if not roi_labels:
-        raise CaseError(f"{path}: RTSTRUCT labels need a mapping of ROI names to label values ([labels]"
-                        f" rtstruct-rois in site.toml); ROIs in this file: {sorted(names.values())}")
+        raise CaseError(
+            f"{path}: RTSTRUCT labels need a mapping of ROI names to label values ([labels]"
+            f" rtstruct-rois in site.toml); ROIs in this file: {sorted(names.values())}"
+        )
     labelled = {n: roi_labels[name.casefold()] for n, name in names.items() if name.casefold() in roi_labels}
     if not labelled:
-        raise CaseError(f"{path}: none of its ROIs {sorted(names.values())} is named in the site's mapping"
-                        f" {sorted(roi_labels)} ([labels] rtstruct-rois in site.toml)")
+        raise CaseError(
+            f"{path}: none of its ROIs {sorted(names.values())} is named in the site's mapping"
+            f" {sorted(roi_labels)} ([labels] rtstruct-rois in site.toml)"
+        )
     shape = series.volume.array.shape
     to_voxel = np.linalg.inv(LPS_TO_RAS @ series.volume.affine)  # LPS mm -> (i, j, k)
     label = np.zeros(shape, dtype=np.uint8)
@@ -63,8 +67,10 @@ def read_rtstruct(path: Path, series: DicomSeries, roi_labels: Mapping[str, int]
         mask = _roi_mask(roi, to_voxel, shape, path, names[number])
         clash = mask & (label != 0) & (label != labelled[number])
         if clash.any():
-            raise CaseError(f"{path}: ROI '{names[number]}' overlaps an ROI with another label value at"
-                            f" {int(clash.sum())} voxel(s); a voxel can hold one label only")
+            raise CaseError(
+                f"{path}: ROI '{names[number]}' overlaps an ROI with another label value at"
+                f" {int(clash.sum())} voxel(s); a voxel can hold one label only"
+            )
         label[mask] = labelled[number]
     return Volume(array=label, affine=series.volume.affine)
 
@@ -100,7 +106,9 @@ def _read(path: Path) -> Dataset:
     return ds
 
 
-def _roi_mask(roi: Dataset, to_voxel: np.ndarray, shape: tuple[int, ...], path: Path, name: str) -> np.ndarray:
+def _roi_mask(
+    roi: Dataset, to_voxel: np.ndarray, shape: tuple[int, ...], path: Path, name: str
+) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     for number, contour in enumerate(roi.get("ContourSequence", []), start=1):
         if contour.get("ContourGeometricType", "CLOSED_PLANAR") != "CLOSED_PLANAR":
@@ -109,11 +117,15 @@ def _roi_mask(roi: Dataset, to_voxel: np.ndarray, shape: tuple[int, ...], path: 
         voxels = (to_voxel[:3, :3] @ points.T + to_voxel[:3, 3:4]).T
         k = float(np.round(voxels[:, 2].mean()))
         if np.abs(voxels[:, 2] - k).max() > SLICE_TOLERANCE_VOXELS:
-            raise CaseError(f"{path}: contour {number} of ROI '{name}' does not lie on an image slice (slice"
-                            f" index {voxels[:, 2].min():.2f} to {voxels[:, 2].max():.2f}); it was drawn on"
-                            " another grid")
+            raise CaseError(
+                f"{path}: contour {number} of ROI '{name}' does not lie on an image slice (slice"
+                f" index {voxels[:, 2].min():.2f} to {voxels[:, 2].max():.2f}); it was drawn on"
+                " another grid"
+            )
         if not 0 <= k < shape[2]:
-            raise CaseError(f"{path}: contour {number} of ROI '{name}' lies outside the image (slice {k:.0f} of"
-                            f" {shape[2]})")
+            raise CaseError(
+                f"{path}: contour {number} of ROI '{name}' lies outside the image (slice {k:.0f} of"
+                f" {shape[2]})"
+            )
         mask[:, :, int(k)] ^= polygon_mask(shape[:2], voxels[:, :2])
     return mask

@@ -38,7 +38,11 @@ HEAD_FRACTION = 0.1
 
 def head_mask(image: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Foreground (head) mask: robust to scanner scale/offset and to background noise."""
-    values = image.flatten().float() if isinstance(image, torch.Tensor) else torch.as_tensor(image).flatten().float()
+    values = (
+        image.flatten().float()
+        if isinstance(image, torch.Tensor)
+        else torch.as_tensor(image).flatten().float()
+    )
     lo, hi = torch.quantile(values[:: max(1, values.numel() // 200_000)], torch.tensor([0.01, 0.99]))
     return image > lo + HEAD_FRACTION * (hi - lo)
 
@@ -162,7 +166,9 @@ def training(settings: PipelineSettings, seed: int) -> Compose:
             RandFlipd(keys=keys, prob=0.5, spatial_axis=0),  # left-right: anatomically plausible
             RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
-            SelectItemsd(keys=keys),  # the case's file references (lists, None) do not batch, and are not needed
+            SelectItemsd(
+                keys=keys
+            ),  # the case's file references (lists, None) do not batch, and are not needed
         ]
     )
     pipeline.set_random_state(seed=seed)

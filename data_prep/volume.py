@@ -102,8 +102,10 @@ def checked_affine(affine: np.ndarray, source: Path | str) -> np.ndarray:
 def check_same_grid(a: Volume, b: Volume, a_source: Path | str, b_source: Path | str) -> None:
     """Raise CaseError naming both sources unless ``a`` and ``b`` have the same shape and affine."""
     if a.array.shape != b.array.shape:
-        raise CaseError(f"{a_source} has shape {a.array.shape} but {b_source} has shape {b.array.shape}; an image"
-                        " and its label must share one grid")
+        raise CaseError(
+            f"{a_source} has shape {a.array.shape} but {b_source} has shape {b.array.shape}; an image"
+            " and its label must share one grid"
+        )
     if not np.allclose(a.affine, b.affine, rtol=0, atol=GRID_TOLERANCE_MM):
         raise CaseError(
             f"{a_source} and {b_source} lie on different grids: affines {a.affine.round(4).tolist()}"

@@ -51,8 +51,9 @@ def new_private_key() -> ec.EllipticCurvePrivateKey:
 
 
 def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def load_private_key_pem(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -95,9 +96,20 @@ def make_ca(federation: str, days: int = CA_DAYS) -> tuple[ec.EllipticCurvePriva
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA384())
     )
@@ -116,9 +128,13 @@ def server_names(addresses: list[str]) -> list[str]:
     return list(dict.fromkeys([*addresses, "127.0.0.1"]))
 
 
-def make_server_certificate(ca_key: ec.EllipticCurvePrivateKey, ca_certificate: x509.Certificate,
-                            names: list[str], days: int = SERVER_DAYS,
-                            not_before: dt.datetime | None = None) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def make_server_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_certificate: x509.Certificate,
+    names: list[str],
+    days: int = SERVER_DAYS,
+    not_before: dt.datetime | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A TLS server certificate for `names` (DNS names or IP addresses), signed by the CA."""
     key = new_private_key()
     start = not_before or (_now() - dt.timedelta(minutes=5))
@@ -133,7 +149,9 @@ def make_server_certificate(ca_key: ec.EllipticCurvePrivateKey, ca_certificate: 
         .add_extension(x509.SubjectAlternativeName([_san(name) for name in names]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA384())
     )
     return key, certificate
@@ -145,7 +163,10 @@ def certificate_names(certificate: x509.Certificate) -> list[str]:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
-    return [*san.get_values_for_type(x509.DNSName), *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
+    return [
+        *san.get_values_for_type(x509.DNSName),
+        *(str(ip) for ip in san.get_values_for_type(x509.IPAddress)),
+    ]
 
 
 def days_left(certificate: x509.Certificate) -> float:
@@ -168,8 +189,9 @@ def certificate_fingerprint(certificate: x509.Certificate) -> str:
 
 def site_key_openssh(key: ec.EllipticCurvePrivateKey) -> tuple[bytes, bytes]:
     """(private key, public key) in OpenSSH format, the formats Flower's SuperNode authentication reads."""
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return private, public + b"\n"
 
@@ -198,5 +220,6 @@ def load_site_public_key(path: Path) -> ec.EllipticCurvePublicKey:
 def key_fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
     """The OpenSSH fingerprint (`ssh-keygen -lf` style: SHA256:base64 without padding)."""
     blob = base64.b64decode(
-        public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1])
+        public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1]
+    )
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")

@@ -39,11 +39,15 @@ def plan_simulation(data: Path, out: Path, rounds: int, preset: str, seed: int) 
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
     sites = site_folders(data)
     if not sites:
-        raise SiteDataError(f"federation data folder {data} holds no site folders (one sub-folder per site expected)")
+        raise SiteDataError(
+            f"federation data folder {data} holds no site folders (one sub-folder per site expected)"
+        )
     for site in sites:
         n_cases = len(discover_cases(site))
         if n_cases < 2:
-            raise SiteDataError(f"site folder {site} has {n_cases} case; at least 2 are needed (train + validate)")
+            raise SiteDataError(
+                f"site folder {site} has {n_cases} case; at least 2 are needed (train + validate)"
+            )
     if (out / METRICS_FILE).exists():
         raise ValueError(f"run folder {out} already holds a run; choose a new --out")
     return SimulationPlan(
@@ -64,11 +68,17 @@ def plan_simulation(data: Path, out: Path, rounds: int, preset: str, seed: int) 
 
 
 def simulate(
-    data: Annotated[Path, typer.Option(help="Folder with one sub-folder per site (e.g. from `oncofed synth`).")],
-    out: Annotated[Path, typer.Option(help="Run folder to create: metrics.jsonl, summary.json, models/, logs/.")],
+    data: Annotated[
+        Path, typer.Option(help="Folder with one sub-folder per site (e.g. from `oncofed synth`).")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Run folder to create: metrics.jsonl, summary.json, models/, logs/.")
+    ],
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 5,
     preset: Annotated[str, typer.Option(help="Model preset: tiny | small | large.")] = "small",
-    seed: Annotated[int, typer.Option(help="Seed for the initial model, the data split and augmentation.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed for the initial model, the data split and augmentation.")
+    ] = 0,
 ) -> None:
     """Run the federation on this machine in Flower's Simulation Engine and print the per-site results."""
     try:
@@ -77,8 +87,13 @@ def simulate(
         raise fail(str(error)) from None
 
     console.print(f"Federation of {plan.n_sites} sites from {data}; run folder {plan.run_dir}")
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with sigterm_as_interrupt(), Progress(*columns, console=console) as progress:
         task = progress.add_task("starting Flower, validating the initial model", total=rounds)
 
@@ -95,7 +110,10 @@ def simulate(
             progress.update(task, completed=rounds, description="done")
 
     if code != 0 or not (plan.run_dir / SUMMARY_FILE).is_file():
-        raise fail(f"the run did not finish (flwr run exit code {code}); Flower's logs are in "
-                   f"{plan.run_dir / 'logs'}\n{failure_context(plan.run_dir)}", code=1)
+        raise fail(
+            f"the run did not finish (flwr run exit code {code}); Flower's logs are in "
+            f"{plan.run_dir / 'logs'}\n{failure_context(plan.run_dir)}",
+            code=1,
+        )
     console.print(site_table(read_metrics(plan.run_dir)))
     console.print(f"Results: {plan.run_dir} (metrics.jsonl, summary.json, models/best.pt, models/final.pt)")

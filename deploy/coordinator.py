@@ -33,17 +33,23 @@ def certificate_warnings(kit: CoordinatorKit) -> list[str]:
     ca = certs.load_certificate(kit.ca_certificate)
     server = certs.load_certificate(kit.server_certificate)
     if not certs.is_signed_by(server, ca):
-        raise KitError(f"{kit.server_certificate} is not signed by {kit.ca_certificate}; re-run `oncofed provision` "
-                       "with the same spec and output folder to re-issue it")
+        raise KitError(
+            f"{kit.server_certificate} is not signed by {kit.ca_certificate}; re-run `oncofed provision` "
+            "with the same spec and output folder to re-issue it"
+        )
     warnings = []
     for path, certificate in ((kit.ca_certificate, ca), (kit.server_certificate, server)):
         days = certs.days_left(certificate)
         until = certificate.not_valid_after_utc.date().isoformat()
         if days < 0:
-            raise KitError(f"{path} expired on {until}; re-run `oncofed provision` with the same spec and output "
-                           "folder to renew the server certificate (an expired CA needs a new federation)")
+            raise KitError(
+                f"{path} expired on {until}; re-run `oncofed provision` with the same spec and output "
+                "folder to renew the server certificate (an expired CA needs a new federation)"
+            )
         if days < certs.EXPIRY_WARNING_DAYS:
-            warnings.append(f"{path} expires on {until}, in {days:.0f} days: re-run `oncofed provision` to renew it")
+            warnings.append(
+                f"{path} expires on {until}, in {days:.0f} days: re-run `oncofed provision` to renew it"
+            )
     return warnings
 
 
@@ -59,14 +65,32 @@ def start_superlink(kit: CoordinatorKit, env: dict[str, str]) -> StartedProcess:
     kit.database.parent.mkdir(parents=True, exist_ok=True)
     superlink = start_process(
         "flower-superlink",
-        [flower_executable("flower-superlink"),
-         "--ssl-ca-certfile", str(kit.ca_certificate), "--ssl-certfile", str(kit.server_certificate),
-         "--ssl-keyfile", str(kit.server_key), "--enable-supernode-auth", "--database", str(kit.database),
-         "--host", kit.bind_host, "--port", str(kit.port), "--disable-runtime-dependency-installation"],
-        env, kit.logs / "superlink.log")
+        [
+            flower_executable("flower-superlink"),
+            "--ssl-ca-certfile",
+            str(kit.ca_certificate),
+            "--ssl-certfile",
+            str(kit.server_certificate),
+            "--ssl-keyfile",
+            str(kit.server_key),
+            "--enable-supernode-auth",
+            "--database",
+            str(kit.database),
+            "--host",
+            kit.bind_host,
+            "--port",
+            str(kit.port),
+            "--disable-runtime-dependency-installation",
+        ],
+        env,
+        kit.logs / "superlink.log",
+    )
     try:
-        wait_for_health(superlink, f"https://{kit.local_address}/health",
-                        context=ssl.create_default_context(cafile=str(kit.ca_certificate)))
+        wait_for_health(
+            superlink,
+            f"https://{kit.local_address}/health",
+            context=ssl.create_default_context(cafile=str(kit.ca_certificate)),
+        )
     except BaseException:
         superlink.stop()
         raise
@@ -78,9 +102,23 @@ def register_sites(kit: CoordinatorKit, env: dict[str, str]) -> list[Registratio
     registrations = []
     for site in kit.sites:
         result = subprocess.run(
-            [flower_executable("flwr"), "supernode", "register", str(kit.site_public_key(site)), CONNECTION,
-             "--name", site, "--format", "json"],
-            env=env, capture_output=True, text=True, timeout=120, check=False)
+            [
+                flower_executable("flwr"),
+                "supernode",
+                "register",
+                str(kit.site_public_key(site)),
+                CONNECTION,
+                "--name",
+                site,
+                "--format",
+                "json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         try:
             answer = json.loads(result.stdout)
         except json.JSONDecodeError:
@@ -90,8 +128,10 @@ def register_sites(kit: CoordinatorKit, env: dict[str, str]) -> list[Registratio
         elif ALREADY_REGISTERED in str(answer.get("error-message", "")):
             registrations.append(Registration(site, "already registered"))
         else:
-            raise RuntimeError(f"registering site {site!r} ({kit.site_public_key(site)}) failed: "
-                               f"{answer.get('error-message')}")
+            raise RuntimeError(
+                f"registering site {site!r} ({kit.site_public_key(site)}) failed: "
+                f"{answer.get('error-message')}"
+            )
     return registrations
 
 

@@ -55,22 +55,30 @@ def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "")
     known = app_config_keys()
     unknown = sorted(set(extra) - known)
     if unknown:
-        raise ValueError(f"--run-config: unknown key {unknown[0]!r}; the run settings are: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"--run-config: unknown key {unknown[0]!r}; the run settings are: {', '.join(sorted(known))}"
+        )
     reserved = sorted(set(extra) & RESERVED_KEYS)
     if reserved:
-        raise ValueError(f"--run-config sets {', '.join(reserved)}; use --rounds and --preset, the run folder is "
-                         "chosen by the command")
+        raise ValueError(
+            f"--run-config sets {', '.join(reserved)}; use --rounds and --preset, the run folder is "
+            "chosen by the command"
+        )
     run_dir = kit.runs / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     if run_dir.exists():
         raise ValueError(f"run folder {run_dir} already exists; wait a second and submit again")
-    return RunPlan(kit=kit, run_dir=run_dir, run_config={
-        "num-server-rounds": rounds,
-        "model-preset": preset,
-        "patch-size": model.patch_size,
-        "min-sites": len(kit.sites),
-        "run-dir": str(run_dir),
-        **extra,
-    })
+    return RunPlan(
+        kit=kit,
+        run_dir=run_dir,
+        run_config={
+            "num-server-rounds": rounds,
+            "model-preset": preset,
+            "patch-size": model.patch_size,
+            "min-sites": len(kit.sites),
+            "run-dir": str(run_dir),
+            **extra,
+        },
+    )
 
 
 def app_config_keys() -> set[str]:
@@ -82,13 +90,15 @@ def app_config_keys() -> set[str]:
 def check_coordinator_running(kit: CoordinatorKit) -> None:
     url = f"https://{kit.local_address}/health"
     try:
-        with urllib.request.urlopen(url, timeout=5,
-                                    context=ssl.create_default_context(cafile=str(kit.ca_certificate))):
+        with urllib.request.urlopen(
+            url, timeout=5, context=ssl.create_default_context(cafile=str(kit.ca_certificate))
+        ):
             return
     except (urllib.error.URLError, OSError) as error:
         raise CoordinatorNotRunning(
             f"the coordinator does not answer at {url} ({getattr(error, 'reason', error)}); start it with "
-            f"`oncofed coordinator start --kit {kit.root}`") from None
+            f"`oncofed coordinator start --kit {kit.root}`"
+        ) from None
 
 
 def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
@@ -101,9 +111,18 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
     overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()), "utf-8")
     runner = start_process(
         "flwr run",
-        [flower_executable("flwr"), "run", str(app_directory()), CONNECTION, "--stream", "--run-config",
-         str(overrides)],
-        env, logs / "flwr-run.log")
+        [
+            flower_executable("flwr"),
+            "run",
+            str(app_directory()),
+            CONNECTION,
+            "--stream",
+            "--run-config",
+            str(overrides),
+        ],
+        env,
+        logs / "flwr-run.log",
+    )
     try:
         follow_log(runner, on_line)
         return runner.popen.wait()

@@ -33,7 +33,13 @@ def toml_value(value: bool | float | str) -> str:
 
 def write_connection(flwr_home: Path, name: str, address: str, root_certificates: Path | None = None) -> None:
     """$FLWR_HOME/config.toml with one SuperLink connection, made the default."""
-    lines = ["[superlink]", f"default = {toml_value(name)}", "", f"[superlink.{name}]", f"address = {toml_value(address)}"]
+    lines = [
+        "[superlink]",
+        f"default = {toml_value(name)}",
+        "",
+        f"[superlink.{name}]",
+        f"address = {toml_value(address)}",
+    ]
     if root_certificates is None:
         lines.append("insecure = true")
     else:

@@ -52,7 +52,9 @@ def _field(table: dict, key: str, kind: type, path: Path):
 def _require_kind(manifest: dict, path: Path, kind: str) -> None:
     found = manifest.get("kind")
     if found != kind:
-        raise KitError(f"{path} describes a {found!r} kit, expected a {kind!r} kit: pass the {kind} kit's folder")
+        raise KitError(
+            f"{path} describes a {found!r} kit, expected a {kind!r} kit: pass the {kind} kit's folder"
+        )
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,15 @@ class CoordinatorKit:
         return f"{host}:{self.port}"
 
     def as_manifest(self) -> dict:
-        return {"kind": "coordinator", "federation": self.federation, "flwr-version": self.flwr_version,
-                "port": self.port, "bind-host": self.bind_host, "addresses": self.addresses, "sites": self.sites}
+        return {
+            "kind": "coordinator",
+            "federation": self.federation,
+            "flwr-version": self.flwr_version,
+            "port": self.port,
+            "bind-host": self.bind_host,
+            "addresses": self.addresses,
+            "sites": self.sites,
+        }
 
 
 def read_coordinator_kit(root: Path) -> CoordinatorKit:
@@ -126,12 +135,19 @@ def read_coordinator_kit(root: Path) -> CoordinatorKit:
         sites=list(_field(manifest, "sites", list, path)),
         flwr_version=_field(manifest, "flwr-version", str, path),
     )
-    needed = [kit.ca_certificate, kit.ca_key, kit.server_certificate, kit.server_key,
-              *(kit.site_public_key(site) for site in kit.sites)]
+    needed = [
+        kit.ca_certificate,
+        kit.ca_key,
+        kit.server_certificate,
+        kit.server_key,
+        *(kit.site_public_key(site) for site in kit.sites),
+    ]
     for file in needed:
         if not file.is_file():
-            raise KitError(f"{file} is missing from the coordinator kit; re-run `oncofed provision` with the "
-                           "same spec and output folder to restore it")
+            raise KitError(
+                f"{file} is missing from the coordinator kit; re-run `oncofed provision` with the "
+                "same spec and output folder to restore it"
+            )
     return kit
 
 
@@ -205,12 +221,16 @@ def read_kit_settings(path: Path, site_name: str) -> SiteKitSettings:
         runtime_port=_field(table, "runtime-port", int, path),
     )
     if settings.site_name != site_name:
-        raise KitError(f"{path}: `site-name` is {settings.site_name!r} but this kit was made for {site_name!r}; "
-                       f"set it back to {site_name!r} (the coordinator knows the site by that name)")
+        raise KitError(
+            f"{path}: `site-name` is {settings.site_name!r} but this kit was made for {site_name!r}; "
+            f"set it back to {site_name!r} (the coordinator knows the site by that name)"
+        )
     host, sep, port = settings.coordinator.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise KitError(f"{path}: `coordinator` is {settings.coordinator!r}, expected host:port "
-                       "(e.g. fl.example.org:8000)")
+        raise KitError(
+            f"{path}: `coordinator` is {settings.coordinator!r}, expected host:port "
+            "(e.g. fl.example.org:8000)"
+        )
     for key, folder in (("data-path", settings.data_path), ("work-path", settings.work_path)):
         if not folder.is_absolute():
             raise KitError(f"{path}: `{key}` is {str(folder)!r}, expected an absolute path")
@@ -231,7 +251,9 @@ _HINTS = {
 def read_site_kit(root: Path) -> SiteKit:
     """The site kit in `root`, with its files present and site.toml filled in."""
     path = root / KIT_FILE
-    manifest = read_toml(path, f"{root} is not a site kit (the coordinator makes one with `oncofed provision`)")
+    manifest = read_toml(
+        path, f"{root} is not a site kit (the coordinator makes one with `oncofed provision`)"
+    )
     _require_kind(manifest, path, "site")
     site_name = _field(manifest, "site-name", str, path)
     kit = SiteKit(

@@ -35,26 +35,39 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def provision_command(
-    spec: Annotated[Path, typer.Argument(help="Federation spec (TOML): federation, sites, [coordinator] addresses "
-                                              "and port.")],
-    out: Annotated[Path, typer.Option(help="Output folder: coordinator/ and sites/<site>/. Re-run with the same "
-                                           "folder to add sites; existing kits are not changed.")],
+    spec: Annotated[
+        Path,
+        typer.Argument(help="Federation spec (TOML): federation, sites, [coordinator] addresses and port."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output folder: coordinator/ and sites/<site>/. Re-run with the same "
+            "folder to add sites; existing kits are not changed."
+        ),
+    ],
 ) -> None:
     """Create the federation's CA, the coordinator kit and one kit per site."""
     try:
         report = provision(read_spec(spec), out)
     except (SpecError, KitError, RuntimeError) as error:
         raise fail(str(error)) from None
-    console.print(f"Coordinator kit: {report.coordinator} (CA {report.ca}, server certificate "
-                  f"{report.server_certificate})", highlight=False)
+    console.print(
+        f"Coordinator kit: {report.coordinator} (CA {report.ca}, server certificate "
+        f"{report.server_certificate})",
+        highlight=False,
+    )
     for site in report.created:
         console.print(f"  new site kit: {out.resolve() / 'sites' / site}", highlight=False)
     for site in report.kept:
         console.print(f"  kept unchanged: {out.resolve() / 'sites' / site}", highlight=False)
     for site in report.not_in_spec:
         console.print(f"  [yellow]not in the spec, kept:[/] {site} (provisioning never removes a site)")
-    console.print("Send each site its folder (it holds the site's private key: use a secure channel). "
-                  f"certs/ca.key stays in {report.coordinator}.", highlight=False)
+    console.print(
+        "Send each site its folder (it holds the site's private key: use a secure channel). "
+        f"certs/ca.key stays in {report.coordinator}.",
+        highlight=False,
+    )
     if report.created and report.kept:
         console.print("Restart the coordinator to register the new sites.")
 
@@ -77,17 +90,26 @@ def coordinator_start(kit: KitOption) -> None:
             raise typer.Exit(130) from None
         try:
             sites = ", ".join(f"{r.site} ({r.outcome})" for r in registrations)
-            console.print("\n".join([
-                f"Coordinator of federation {coordinator.federation!r} running: flower-superlink "
-                + f"(pid {superlink.pid}) on {coordinator.bind_host}:{coordinator.port}, TLS, SuperNode authentication",
-                f"  sites: {sites}",
-                f"  logs: {superlink.log_path}; database: {coordinator.database}",
-                f"  submit a run: oncofed run --kit {coordinator.root} --rounds N",
-                f"  stop: Ctrl-C, or kill {os.getpid()} (systemd: systemctl stop oncofed-coordinator)",
-            ]), highlight=False, soft_wrap=True)
+            console.print(
+                "\n".join(
+                    [
+                        f"Coordinator of federation {coordinator.federation!r} running: flower-superlink "
+                        + f"(pid {superlink.pid}) on {coordinator.bind_host}:{coordinator.port}, TLS, SuperNode authentication",
+                        f"  sites: {sites}",
+                        f"  logs: {superlink.log_path}; database: {coordinator.database}",
+                        f"  submit a run: oncofed run --kit {coordinator.root} --rounds N",
+                        f"  stop: Ctrl-C, or kill {os.getpid()} (systemd: systemctl stop oncofed-coordinator)",
+                    ]
+                ),
+                highlight=False,
+                soft_wrap=True,
+            )
             code = superlink.popen.wait()
-            raise fail(f"flower-superlink exited with code {code}; see {superlink.log_path}:\n"
-                       f"{tail(superlink.log_path)}", code=1)
+            raise fail(
+                f"flower-superlink exited with code {code}; see {superlink.log_path}:\n"
+                f"{tail(superlink.log_path)}",
+                code=1,
+            )
         except KeyboardInterrupt:
             console.print("Stopping the coordinator.")
         finally:
@@ -95,19 +117,37 @@ def coordinator_start(kit: KitOption) -> None:
 
 
 def site_check(
-    kit: Annotated[Path | None, typer.Option("--kit", help="The site kit: checks the kit, the key, the coordinator "
-                                                           "over TLS and the Flower version, then the data it names.")
-                   ] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="The site's data folder (only read); default: the "
-                                                             "kit's data-path.")] = None,
-    work: Annotated[Path | None, typer.Option("--work", help="The site's work folder (inventory.json goes here); "
-                                                             "default: the kit's work-path.")] = None,
-    manifest: Annotated[Path | None, typer.Option("--manifest", help="CSV with columns case_id,image,label (paths "
-                                                                     "relative to --data).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="site.toml with [series], [labels], [limits]; "
-                                                                 "default: the kit's site.toml.")] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="text: a table; json: the inventory "
-                                                                         "on stdout.")] = OutputFormat.text,
+    kit: Annotated[
+        Path | None,
+        typer.Option(
+            "--kit",
+            help="The site kit: checks the kit, the key, the coordinator "
+            "over TLS and the Flower version, then the data it names.",
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="The site's data folder (only read); default: the kit's data-path."),
+    ] = None,
+    work: Annotated[
+        Path | None,
+        typer.Option(
+            "--work", help="The site's work folder (inventory.json goes here); default: the kit's work-path."
+        ),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", help="CSV with columns case_id,image,label (paths relative to --data)."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="site.toml with [series], [labels], [limits]; default: the kit's site.toml."
+        ),
+    ] = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="text: a table; json: the inventory on stdout.")
+    ] = OutputFormat.text,
 ) -> None:
     """Check a site before it joins: its kit (with --kit), then its data. Exit 0 ok, 1 kit or usage error, 2 no usable case."""
     if kit is not None:
@@ -144,11 +184,14 @@ def site_start(kit: KitOption) -> None:
     with sigterm_as_interrupt():
         supernode, offset = start_supernode(site)
         try:
-            console.print(f"Site {site.site_name!r} (federation {site.federation!r}): flower-supernode (pid "
-                          f"{supernode.pid}) connecting to {site.settings.coordinator}\n"
-                          f"  logs: {supernode.log_path} (Flower), {site.logs / 'site.log'} (training, validation)\n"
-                          f"  stop: Ctrl-C, or kill {os.getpid()} (systemd: systemctl stop oncofed-site)",
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"Site {site.site_name!r} (federation {site.federation!r}): flower-supernode (pid "
+                f"{supernode.pid}) connecting to {site.settings.coordinator}\n"
+                f"  logs: {supernode.log_path} (Flower), {site.logs / 'site.log'} (training, validation)\n"
+                f"  stop: Ctrl-C, or kill {os.getpid()} (systemd: systemctl stop oncofed-site)",
+                highlight=False,
+                soft_wrap=True,
+            )
             node_id = wait_until_connected(site, supernode, offset)
             if node_id is None:
                 console.print("  still connecting; Flower keeps trying (see the log)")
@@ -168,9 +211,14 @@ def run(
     kit: KitOption,
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 5,
     preset: Annotated[str, typer.Option(help="Model preset: tiny | small | large.")] = "small",
-    run_config: Annotated[str, typer.Option(
-        "--run-config", help="More run settings as 'key=value' pairs, e.g. 'local-epochs=1 min-sites=2' "
-                             "(keys of [tool.flwr.app.config]).")] = "",
+    run_config: Annotated[
+        str,
+        typer.Option(
+            "--run-config",
+            help="More run settings as 'key=value' pairs, e.g. 'local-epochs=1 min-sites=2' "
+            "(keys of [tool.flwr.app.config]).",
+        ),
+    ] = "",
 ) -> None:
     """Submit a training run to the running coordinator and stream the ServerApp's log until it ends."""
     # torch and the server's modules load here only: the other commands start without them
@@ -184,9 +232,13 @@ def run(
     except (KitError, ValueError) as error:
         raise fail(str(error)) from None
     log_path = plan.run_dir / "logs" / "flwr-run.log"
-    console.print(f"Submitting {rounds} rounds ({preset} model, {plan.run_config['min-sites']} sites) to "
-                  f"{coordinator.local_address}; run folder {plan.run_dir}\n  log: {log_path}; Ctrl-C stops "
-                  "following (the run goes on at the coordinator)", highlight=False, soft_wrap=True)
+    console.print(
+        f"Submitting {rounds} rounds ({preset} model, {plan.run_config['min-sites']} sites) to "
+        f"{coordinator.local_address}; run folder {plan.run_dir}\n  log: {log_path}; Ctrl-C stops "
+        "following (the run goes on at the coordinator)",
+        highlight=False,
+        soft_wrap=True,
+    )
     with sigterm_as_interrupt():
         try:
             code = submit_run(plan, lambda line: console.print(line, highlight=False, markup=False))
@@ -194,14 +246,20 @@ def run(
             raise fail(str(error), code=1) from None
         except KeyboardInterrupt:
             run_id = run_id_in(log_path)
-            errors.print(f"Stopped following the run; it goes on at the coordinator. Stop it with: "
-                         f"FLWR_HOME={coordinator.flwr_home} flwr stop {run_id or 'RUN_ID'} {CONNECTION}",
-                         highlight=False, soft_wrap=True)
+            errors.print(
+                f"Stopped following the run; it goes on at the coordinator. Stop it with: "
+                f"FLWR_HOME={coordinator.flwr_home} flwr stop {run_id or 'RUN_ID'} {CONNECTION}",
+                highlight=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(130) from None
     records = read_metrics(plan.run_dir)
     if code != 0 or not (plan.run_dir / SUMMARY_FILE).is_file() or not records:
         outcome = f"flwr run exit code {code}" if code != 0 else "no site sent results"
-        raise fail(f"the run did not finish ({outcome}); logs: {log_path}, "
-                   f"{coordinator.logs / 'superlink.log'}, and each site's <work-path>/logs/", code=1)
+        raise fail(
+            f"the run did not finish ({outcome}); logs: {log_path}, "
+            f"{coordinator.logs / 'superlink.log'}, and each site's <work-path>/logs/",
+            code=1,
+        )
     console.print(site_table(records))
     console.print(f"Results: {plan.run_dir} (metrics.jsonl, summary.json, models/)", highlight=False)

@@ -15,7 +15,9 @@ from deploy.site_package import TORCH_CPU_INDEX
 TEMPLATES = Path(__file__).parent / "templates"
 INSTALL_ROOT = "/opt/oncofed"
 """Where the README and systemd units expect the kit (`kit/`) and the Python environment (`venv/`)."""
-BASE_IMAGE = f"python:{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}-slim-bookworm"
+BASE_IMAGE = (
+    f"python:{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}-slim-bookworm"
+)
 """The Python this provisioning ran (and was tested) with, pinned to the patch release."""
 
 
@@ -35,9 +37,16 @@ class Release:
     flwr_version: str
 
     def values(self, federation: str) -> dict[str, str]:
-        return {"federation": federation, "flwr_version": self.flwr_version, "wheel": self.wheel.name,
-                "oncofed_version": version("oncofed"), "install_root": INSTALL_ROOT, "base_image": BASE_IMAGE,
-                "torch_index": TORCH_CPU_INDEX, "torch_version": version("torch").split("+")[0]}
+        return {
+            "federation": federation,
+            "flwr_version": self.flwr_version,
+            "wheel": self.wheel.name,
+            "oncofed_version": version("oncofed"),
+            "install_root": INSTALL_ROOT,
+            "base_image": BASE_IMAGE,
+            "torch_index": TORCH_CPU_INDEX,
+            "torch_version": version("torch").split("+")[0],
+        }
 
 
 def write_kit_files(root: Path, files: dict[str, str]) -> None:
@@ -46,8 +55,13 @@ def write_kit_files(root: Path, files: dict[str, str]) -> None:
 
 
 def coordinator_files(release: Release, federation: str, port: int, names: list[str]) -> dict[str, str]:
-    values = {**release.values(federation), "port": port, "names": ", ".join(names), "connection": CONNECTION,
-              "role": "coordinator"}
+    values = {
+        **release.values(federation),
+        "port": port,
+        "names": ", ".join(names),
+        "connection": CONNECTION,
+        "role": "coordinator",
+    }
     return {
         "start.sh": render("coordinator-start.sh", **values),
         "oncofed-coordinator.service": render("coordinator.service", **values),
@@ -58,13 +72,25 @@ def coordinator_files(release: Release, federation: str, port: int, names: list[
     }
 
 
-def site_files(release: Release, federation: str, site: str, coordinator: str, names: list[str],
-               key_fingerprint: str) -> dict[str, str]:
-    values = {**release.values(federation), "site": site, "coordinator": coordinator, "names": ", ".join(names),
-              "key_fingerprint": key_fingerprint, "role": "site"}
+def site_files(
+    release: Release, federation: str, site: str, coordinator: str, names: list[str], key_fingerprint: str
+) -> dict[str, str]:
+    values = {
+        **release.values(federation),
+        "site": site,
+        "coordinator": coordinator,
+        "names": ", ".join(names),
+        "key_fingerprint": key_fingerprint,
+        "role": "site",
+    }
     return {
-        SITE_FILE: render("site.toml", **values, site_toml=toml_value(site), coordinator_toml=toml_value(coordinator),
-                          runtime_port=DEFAULT_RUNTIME_PORT),
+        SITE_FILE: render(
+            "site.toml",
+            **values,
+            site_toml=toml_value(site),
+            coordinator_toml=toml_value(coordinator),
+            runtime_port=DEFAULT_RUNTIME_PORT,
+        ),
         "start.sh": render("site-start.sh", **values),
         "oncofed-site.service": render("site.service", **values),
         "compose.yaml": render("site-compose.yaml", **values),

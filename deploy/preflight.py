@@ -45,11 +45,18 @@ def check_kit(kit_dir: Path, timeout_s: float = CONNECT_TIMEOUT_S) -> list[Check
         kit = read_site_kit(kit_dir)
     except KitError as error:
         return [CheckResult("kit files", "error", str(error), "kit-invalid")]
-    results = [CheckResult("kit files", "ok", f"{kit.root}: site {kit.site_name!r} of federation {kit.federation!r}")]
-    results += [check_site_key(kit), check_ca_certificate(kit), check_flwr_version(kit.flwr_version),
-                *check_folders(kit),
-                check_coordinator(kit.settings.coordinator_host, kit.settings.coordinator_port, kit.ca_certificate,
-                                  timeout_s)]
+    results = [
+        CheckResult("kit files", "ok", f"{kit.root}: site {kit.site_name!r} of federation {kit.federation!r}")
+    ]
+    results += [
+        check_site_key(kit),
+        check_ca_certificate(kit),
+        check_flwr_version(kit.flwr_version),
+        *check_folders(kit),
+        check_coordinator(
+            kit.settings.coordinator_host, kit.settings.coordinator_port, kit.ca_certificate, timeout_s
+        ),
+    ]
     return results
 
 
@@ -58,20 +65,28 @@ def check_site_key(kit: SiteKit) -> CheckResult:
     try:
         key = certs.load_site_private_key(kit.private_key)
     except certs.KeyFileError as error:
-        return CheckResult("site key", "error", f"{error}; restore keys/site.key from the kit you received",
-                           "key-invalid")
+        return CheckResult(
+            "site key", "error", f"{error}; restore keys/site.key from the kit you received", "key-invalid"
+        )
     fingerprint = certs.key_fingerprint(key.public_key())
     if fingerprint != kit.key_fingerprint:
         return CheckResult(
-            "site key", "error",
+            "site key",
+            "error",
             f"{kit.private_key} has fingerprint {fingerprint}, but the coordinator registered "
             f"{kit.key_fingerprint} for site {kit.site_name!r}: this is not the kit's key. Restore the original "
-            "keys/site.key, or ask the coordinator for a new kit", "key-mismatch")
+            "keys/site.key, or ask the coordinator for a new kit",
+            "key-mismatch",
+        )
     mode = kit.private_key.stat().st_mode & 0o777
     if mode & 0o077:
-        return CheckResult("site key", "warning",
-                           f"{kit.private_key} is readable by other users (mode {mode:04o}); run "
-                           f"`chmod 600 {kit.private_key}`", "key-permissions")
+        return CheckResult(
+            "site key",
+            "warning",
+            f"{kit.private_key} is readable by other users (mode {mode:04o}); run "
+            f"`chmod 600 {kit.private_key}`",
+            "key-permissions",
+        )
     return CheckResult("site key", "ok", f"{kit.private_key}: the registered key ({fingerprint})")
 
 
@@ -79,10 +94,15 @@ def check_ca_certificate(kit: SiteKit) -> CheckResult:
     try:
         ca = certs.load_certificate(kit.ca_certificate)
     except certs.KeyFileError as error:
-        return CheckResult("CA certificate", "error", f"{error}; restore certs/ca.crt from the kit you received",
-                           "ca-invalid")
-    return _expiry_result("CA certificate", f"{kit.ca_certificate}", ca,
-                          "the federation must be provisioned anew before then")
+        return CheckResult(
+            "CA certificate",
+            "error",
+            f"{error}; restore certs/ca.crt from the kit you received",
+            "ca-invalid",
+        )
+    return _expiry_result(
+        "CA certificate", f"{kit.ca_certificate}", ca, "the federation must be provisioned anew before then"
+    )
 
 
 def _expiry_result(check: str, what: str, certificate: x509.Certificate, remedy: str) -> CheckResult:
@@ -91,18 +111,26 @@ def _expiry_result(check: str, what: str, certificate: x509.Certificate, remedy:
     if days < 0:
         return CheckResult(check, "error", f"{what} expired on {until}; {remedy}", "expired-certificate")
     if days < certs.EXPIRY_WARNING_DAYS:
-        return CheckResult(check, "warning", f"{what} expires on {until}, in {days:.0f} days; {remedy}",
-                           "expiring-certificate")
+        return CheckResult(
+            check,
+            "warning",
+            f"{what} expires on {until}, in {days:.0f} days; {remedy}",
+            "expiring-certificate",
+        )
     return CheckResult(check, "ok", f"{what} valid until {until}")
 
 
 def check_flwr_version(expected: str) -> CheckResult:
     installed = version("flwr")
     if installed != expected:
-        return CheckResult("flwr version", "error",
-                           f"flwr {installed} is installed but the kit was made for flwr {expected}; install it "
-                           f"with `pip install flwr=={expected}` (every member of a federation runs the same "
-                           "Flower)", "flwr-version")
+        return CheckResult(
+            "flwr version",
+            "error",
+            f"flwr {installed} is installed but the kit was made for flwr {expected}; install it "
+            f"with `pip install flwr=={expected}` (every member of a federation runs the same "
+            "Flower)",
+            "flwr-version",
+        )
     return CheckResult("flwr version", "ok", f"flwr {installed}, as the kit expects")
 
 
@@ -111,27 +139,47 @@ def check_folders(kit: SiteKit) -> list[CheckResult]:
     settings = kit.settings
     data, work = settings.data_path, settings.work_path
     if not data.is_dir():
-        data_result = CheckResult("data folder", "error", f"site.toml data-path {data} does not exist or is not a "
-                                  "folder; set it to the folder holding the studies", "data-missing")
+        data_result = CheckResult(
+            "data folder",
+            "error",
+            f"site.toml data-path {data} does not exist or is not a "
+            "folder; set it to the folder holding the studies",
+            "data-missing",
+        )
     elif not os.access(data, os.R_OK | os.X_OK):
-        data_result = CheckResult("data folder", "error", f"site.toml data-path {data} is not readable by this "
-                                  "user; grant read access", "data-unreadable")
+        data_result = CheckResult(
+            "data folder",
+            "error",
+            f"site.toml data-path {data} is not readable by this user; grant read access",
+            "data-unreadable",
+        )
     else:
         data_result = CheckResult("data folder", "ok", f"{data} is readable")
     existing = next((p for p in (work, *work.parents) if p.exists()), None)
     if work.resolve().is_relative_to(data.resolve()):
-        work_result = CheckResult("work folder", "error", f"site.toml work-path {work} lies inside data-path "
-                                  f"{data}, which must stay read-only; choose a folder outside it", "work-in-data")
+        work_result = CheckResult(
+            "work folder",
+            "error",
+            f"site.toml work-path {work} lies inside data-path "
+            f"{data}, which must stay read-only; choose a folder outside it",
+            "work-in-data",
+        )
     elif existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        work_result = CheckResult("work folder", "error", f"site.toml work-path {work} cannot be created or written "
-                                  f"by this user ({existing} is not writable); create it and grant write access",
-                                  "work-unwritable")
+        work_result = CheckResult(
+            "work folder",
+            "error",
+            f"site.toml work-path {work} cannot be created or written "
+            f"by this user ({existing} is not writable); create it and grant write access",
+            "work-unwritable",
+        )
     else:
         work_result = CheckResult("work folder", "ok", f"{work} is writable")
     return [data_result, work_result]
 
 
-def check_coordinator(host: str, port: int, ca_certificate: Path, timeout_s: float = CONNECT_TIMEOUT_S) -> CheckResult:
+def check_coordinator(
+    host: str, port: int, ca_certificate: Path, timeout_s: float = CONNECT_TIMEOUT_S
+) -> CheckResult:
     """Connect over TLS with the kit's CA (as the SuperNode will) and ask the SuperLink's /health."""
     address = f"{host}:{port}"
     context = ssl.create_default_context(cafile=str(ca_certificate))
@@ -143,54 +191,110 @@ def check_coordinator(host: str, port: int, ca_certificate: Path, timeout_s: flo
     except ssl.SSLCertVerificationError as error:
         return _verification_failure(address, host, port, ca_certificate, error, timeout_s)
     except ConnectionRefusedError:
-        return CheckResult("coordinator", "error",
-                           f"connection refused by {address}: nothing listens there. Is the coordinator running, and "
-                           "is the port in site.toml `coordinator` right?", "connection-refused")
+        return CheckResult(
+            "coordinator",
+            "error",
+            f"connection refused by {address}: nothing listens there. Is the coordinator running, and "
+            "is the port in site.toml `coordinator` right?",
+            "connection-refused",
+        )
     except TimeoutError:
-        return CheckResult("coordinator", "error",
-                           f"no answer from {address} within {timeout_s:.0f} s: a firewall may be dropping the "
-                           f"traffic, or the address is wrong. The site needs outbound TCP to {address}", "timeout")
+        return CheckResult(
+            "coordinator",
+            "error",
+            f"no answer from {address} within {timeout_s:.0f} s: a firewall may be dropping the "
+            f"traffic, or the address is wrong. The site needs outbound TCP to {address}",
+            "timeout",
+        )
     except socket.gaierror as error:
-        return CheckResult("coordinator", "error", f"cannot resolve {host!r} ({error.strerror}); check site.toml "
-                           "`coordinator` and this machine's DNS", "name-unresolved")
+        return CheckResult(
+            "coordinator",
+            "error",
+            f"cannot resolve {host!r} ({error.strerror}); check site.toml "
+            "`coordinator` and this machine's DNS",
+            "name-unresolved",
+        )
     except (ssl.SSLError, http.client.HTTPException, ConnectionError) as error:
-        return CheckResult("coordinator", "error", f"{address} did not complete a TLS exchange ({error}); is that the "
-                           "coordinator's port?", "not-tls")
+        return CheckResult(
+            "coordinator",
+            "error",
+            f"{address} did not complete a TLS exchange ({error}); is that the coordinator's port?",
+            "not-tls",
+        )
     except OSError as error:
-        return CheckResult("coordinator", "error", f"cannot reach {address}: {error.strerror or error}", "unreachable")
+        return CheckResult(
+            "coordinator", "error", f"cannot reach {address}: {error.strerror or error}", "unreachable"
+        )
     finally:
         connection.close()
     if status != 200:
-        return CheckResult("coordinator", "error", f"{address} answered TLS but its /health returned HTTP {status}; "
-                           "is that the OncoFed coordinator?", "not-superlink")
-    return _expiry_result("coordinator", f"{address}: reachable over TLS; its certificate", peer,
-                          "the coordinator must renew it (re-run `oncofed provision`)")
+        return CheckResult(
+            "coordinator",
+            "error",
+            f"{address} answered TLS but its /health returned HTTP {status}; "
+            "is that the OncoFed coordinator?",
+            "not-superlink",
+        )
+    return _expiry_result(
+        "coordinator",
+        f"{address}: reachable over TLS; its certificate",
+        peer,
+        "the coordinator must renew it (re-run `oncofed provision`)",
+    )
 
 
-def _verification_failure(address: str, host: str, port: int, ca_certificate: Path,
-                          error: ssl.SSLCertVerificationError, timeout_s: float) -> CheckResult:
+def _verification_failure(
+    address: str,
+    host: str,
+    port: int,
+    ca_certificate: Path,
+    error: ssl.SSLCertVerificationError,
+    timeout_s: float,
+) -> CheckResult:
     peer = _unverified_peer_certificate(host, port, timeout_s)
     if error.verify_code in _EXPIRED:
         until = peer.not_valid_after_utc.date().isoformat() if peer else "an earlier date"
-        return CheckResult("coordinator", "error", f"the coordinator's certificate at {address} expired on {until}; "
-                           "the coordinator must renew it (re-run `oncofed provision` with the same spec and output "
-                           "folder, then restart the coordinator)", "expired-certificate")
+        return CheckResult(
+            "coordinator",
+            "error",
+            f"the coordinator's certificate at {address} expired on {until}; "
+            "the coordinator must renew it (re-run `oncofed provision` with the same spec and output "
+            "folder, then restart the coordinator)",
+            "expired-certificate",
+        )
     if error.verify_code in _NOT_YET_VALID:
-        return CheckResult("coordinator", "error", f"the coordinator's certificate at {address} is not valid yet: "
-                           "this machine's clock or the coordinator's is wrong; fix the clock (NTP)", "clock")
+        return CheckResult(
+            "coordinator",
+            "error",
+            f"the coordinator's certificate at {address} is not valid yet: "
+            "this machine's clock or the coordinator's is wrong; fix the clock (NTP)",
+            "clock",
+        )
     if error.verify_code in _NAME_MISMATCH:
         names = ", ".join(certs.certificate_names(peer)) if peer else "unknown names"
-        return CheckResult("coordinator", "error", f"the coordinator's certificate is not valid for {host!r} (it "
-                           f"names: {names}); set site.toml `coordinator` to one of those names", "name-mismatch")
+        return CheckResult(
+            "coordinator",
+            "error",
+            f"the coordinator's certificate is not valid for {host!r} (it "
+            f"names: {names}); set site.toml `coordinator` to one of those names",
+            "name-mismatch",
+        )
     if error.verify_code in _WRONG_CA:
-        return CheckResult("coordinator", "error",
-                           f"the certificate presented at {address} is not signed by this kit's CA "
-                           f"({ca_certificate}): OpenSSL says {error.verify_message!r}. The kit and the coordinator "
-                           "come from different provisionings, or a TLS-inspecting proxy replaces the certificate: "
-                           "ask the coordinator for the current kit, or exempt this address from TLS inspection",
-                           "wrong-ca")
-    return CheckResult("coordinator", "error", f"the certificate at {address} was rejected: {error.verify_message}",
-                       "certificate-rejected")
+        return CheckResult(
+            "coordinator",
+            "error",
+            f"the certificate presented at {address} is not signed by this kit's CA "
+            f"({ca_certificate}): OpenSSL says {error.verify_message!r}. The kit and the coordinator "
+            "come from different provisionings, or a TLS-inspecting proxy replaces the certificate: "
+            "ask the coordinator for the current kit, or exempt this address from TLS inspection",
+            "wrong-ca",
+        )
+    return CheckResult(
+        "coordinator",
+        "error",
+        f"the certificate at {address} was rejected: {error.verify_message}",
+        "certificate-rejected",
+    )
 
 
 def _unverified_peer_certificate(host: str, port: int, timeout_s: float) -> x509.Certificate | None:
@@ -199,8 +303,10 @@ def _unverified_peer_certificate(host: str, port: int, timeout_s: float) -> x509
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock, \
-                context.wrap_socket(sock, server_hostname=host) as tls:
+        with (
+            socket.create_connection((host, port), timeout=timeout_s) as sock,
+            context.wrap_socket(sock, server_hostname=host) as tls,
+        ):
             return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
     except (OSError, ValueError):
         return None

@@ -120,31 +120,44 @@ class StartedProcess:
         self.popen.wait(timeout=5)
 
 
-def start_process(name: str, command: Sequence[str], env: dict[str, str], log_path: Path,
-                  cwd: Path | None = None) -> StartedProcess:
+def start_process(
+    name: str, command: Sequence[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
+) -> StartedProcess:
     """Start `command` in its own session (so a Ctrl-C in the terminal is ours to forward), output to a log."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        popen = subprocess.Popen(list(command), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
+        popen = subprocess.Popen(
+            list(command),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            start_new_session=True,
+        )
     return StartedProcess(name=name, popen=popen, log_path=log_path)
 
 
-def wait_for_health(process: StartedProcess, url: str, timeout_s: float = 60.0,
-                    context: ssl.SSLContext | None = None) -> None:
+def wait_for_health(
+    process: StartedProcess, url: str, timeout_s: float = 60.0, context: ssl.SSLContext | None = None
+) -> None:
     """Block until `url` answers 2xx (over TLS verified with `context` for https); fail early, with the log's
     tail, if the process exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.popen.poll() is not None:
-            raise RuntimeError(f"{process.name} exited with code {process.popen.returncode}; "
-                               f"see {process.log_path}:\n{tail(process.log_path)}")
+            raise RuntimeError(
+                f"{process.name} exited with code {process.popen.returncode}; "
+                f"see {process.log_path}:\n{tail(process.log_path)}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2, context=context):
                 return
         except (urllib.error.URLError, OSError):
             time.sleep(0.3)
-    raise TimeoutError(f"{process.name} did not answer {url} within {timeout_s:.0f} s; see {process.log_path}")
+    raise TimeoutError(
+        f"{process.name} did not answer {url} within {timeout_s:.0f} s; see {process.log_path}"
+    )
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -154,15 +167,21 @@ def tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-def follow_log(process: StartedProcess, on_line: Callable[[str], None], poll_s: float = 0.2,
-               timeout_s: float | None = None) -> None:
+def follow_log(
+    process: StartedProcess,
+    on_line: Callable[[str], None],
+    poll_s: float = 0.2,
+    timeout_s: float | None = None,
+) -> None:
     """Hand each line of the process's log (from its start) to `on_line` until the process exits; past
     `timeout_s` (if given) raise TimeoutError, leaving the process to the caller to stop."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with open(process.log_path, encoding="utf-8", errors="replace") as log:
         while True:
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{process.name} still running after {timeout_s:.0f} s; see {process.log_path}")
+                raise TimeoutError(
+                    f"{process.name} still running after {timeout_s:.0f} s; see {process.log_path}"
+                )
             line = log.readline()
             if line:
                 on_line(line.rstrip("\n"))

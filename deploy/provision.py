@@ -34,8 +34,10 @@ from deploy.site_package import build_wheel, requirements_text
 
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 """Federation and site names: they become file, unit and container names."""
-HOSTNAME = re.compile(r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-                      r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
 WILDCARD_HOSTS = ("0.0.0.0", "::")
 MANIFEST_HEADER = "# Written by `oncofed provision`: do not edit; re-run provision instead.\n"
 
@@ -80,38 +82,53 @@ def read_spec(path: Path) -> FederationSpec:
         raise SpecError(str(error)) from None
     federation = table.get("federation")
     if not isinstance(federation, str) or not NAME.match(federation):
-        raise SpecError(f"{path}: `federation` is {federation!r}, expected a name of lower-case letters, digits "
-                        "and dashes (e.g. \"oncofed-brain\")")
+        raise SpecError(
+            f"{path}: `federation` is {federation!r}, expected a name of lower-case letters, digits "
+            'and dashes (e.g. "oncofed-brain")'
+        )
     coordinator = table.get("coordinator")
     if not isinstance(coordinator, dict):
         raise SpecError(f"{path}: no [coordinator] table; add one with `addresses` and `port`")
     addresses = coordinator.get("addresses")
     if not isinstance(addresses, list) or not addresses or not all(isinstance(a, str) for a in addresses):
-        raise SpecError(f"{path}: [coordinator] `addresses` is {addresses!r}, expected a non-empty list of the "
-                        "DNS names or IP addresses sites use to reach the coordinator")
+        raise SpecError(
+            f"{path}: [coordinator] `addresses` is {addresses!r}, expected a non-empty list of the "
+            "DNS names or IP addresses sites use to reach the coordinator"
+        )
     for address in addresses:
         if not _valid_host(address):
-            raise SpecError(f"{path}: [coordinator] address {address!r} is neither a DNS name nor an IP address "
-                            "(no scheme or port: \"fl.example.org\", \"10.0.0.5\")")
+            raise SpecError(
+                f"{path}: [coordinator] address {address!r} is neither a DNS name nor an IP address "
+                '(no scheme or port: "fl.example.org", "10.0.0.5")'
+            )
     port = coordinator.get("port")
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise SpecError(f"{path}: [coordinator] `port` is {port!r}, expected a TCP port (1-65535), e.g. 8000")
     bind_host = coordinator.get("bind-host", "0.0.0.0")
     if not isinstance(bind_host, str) or not _valid_host(bind_host):
-        raise SpecError(f"{path}: [coordinator] `bind-host` is {bind_host!r}, expected an IP address "
-                        "(0.0.0.0 for every interface)")
+        raise SpecError(
+            f"{path}: [coordinator] `bind-host` is {bind_host!r}, expected an IP address "
+            "(0.0.0.0 for every interface)"
+        )
     sites = table.get("sites")
     if not isinstance(sites, list) or not sites:
-        raise SpecError(f"{path}: `sites` is {sites!r}, expected a list of site names, e.g. [\"hospital-a\"]")
+        raise SpecError(f'{path}: `sites` is {sites!r}, expected a list of site names, e.g. ["hospital-a"]')
     for site in sites:
         if not isinstance(site, str) or not NAME.match(site):
-            raise SpecError(f"{path}: site name {site!r} must be lower-case letters, digits and dashes "
-                            "(at most 63), starting and ending with a letter or digit")
+            raise SpecError(
+                f"{path}: site name {site!r} must be lower-case letters, digits and dashes "
+                "(at most 63), starting and ending with a letter or digit"
+            )
     duplicates = sorted({site for site in sites if sites.count(site) > 1})
     if duplicates:
         raise SpecError(f"{path}: site {duplicates[0]!r} is listed twice in `sites`")
-    return FederationSpec(federation=federation, addresses=list(dict.fromkeys(addresses)), port=port,
-                          bind_host=bind_host, sites=list(sites))
+    return FederationSpec(
+        federation=federation,
+        addresses=list(dict.fromkeys(addresses)),
+        port=port,
+        bind_host=bind_host,
+        sites=list(sites),
+    )
 
 
 @dataclass
@@ -149,9 +166,15 @@ def provision(spec: FederationSpec, out: Path) -> ProvisionReport:
     earlier = list(previous.get("sites", [])) if previous else []
     report.not_in_spec = [site for site in earlier if site not in spec.sites]
 
-    kit = CoordinatorKit(root=root, federation=spec.federation, port=spec.port, bind_host=spec.bind_host,
-                         addresses=spec.server_names, sites=[*earlier, *(s for s in spec.sites if s not in earlier)],
-                         flwr_version=flwr_version)
+    kit = CoordinatorKit(
+        root=root,
+        federation=spec.federation,
+        port=spec.port,
+        bind_host=spec.bind_host,
+        addresses=spec.server_names,
+        sites=[*earlier, *(s for s in spec.sites if s not in earlier)],
+        flwr_version=flwr_version,
+    )
     write_kit_files(root, coordinator_files(release, spec.federation, spec.port, spec.server_names))
     certs.write_atomic(root / "requirements.txt", requirements_text(release.wheel).encode())
     kit.flwr_home.mkdir(parents=True, exist_ok=True)
@@ -164,27 +187,35 @@ def _previous_manifest(root: Path, spec: FederationSpec) -> dict | None:
     path = root / KIT_FILE
     if not path.is_file():
         if root.exists() and any(root.iterdir()):
-            raise SpecError(f"{root} exists but holds no {KIT_FILE}: it is not a coordinator kit; "
-                            "choose an empty --out folder")
+            raise SpecError(
+                f"{root} exists but holds no {KIT_FILE}: it is not a coordinator kit; "
+                "choose an empty --out folder"
+            )
         return None
     try:
         manifest = read_toml(path, "")
     except KitError as error:
         raise SpecError(str(error)) from None
     if manifest.get("federation") != spec.federation:
-        raise SpecError(f"{path} belongs to federation {manifest.get('federation')!r}, the spec names "
-                        f"{spec.federation!r}: use another --out for another federation")
+        raise SpecError(
+            f"{path} belongs to federation {manifest.get('federation')!r}, the spec names "
+            f"{spec.federation!r}: use another --out for another federation"
+        )
     if manifest.get("port") != spec.port:
-        raise SpecError(f"{path}: the federation was provisioned with port {manifest.get('port')}, the spec says "
-                        f"{spec.port}; existing site kits point at the old port: keep it, or provision anew")
+        raise SpecError(
+            f"{path}: the federation was provisioned with port {manifest.get('port')}, the spec says "
+            f"{spec.port}; existing site kits point at the old port: keep it, or provision anew"
+        )
     return manifest
 
 
 def _flwr_version(root: Path, previous: dict | None) -> str:
     installed = version("flwr")
     if previous and previous.get("flwr-version") != installed:
-        raise SpecError(f"{root / KIT_FILE}: the federation was provisioned for flwr {previous.get('flwr-version')}"
-                        f" but flwr {installed} is installed here; provision with the same flwr version")
+        raise SpecError(
+            f"{root / KIT_FILE}: the federation was provisioned for flwr {previous.get('flwr-version')}"
+            f" but flwr {installed} is installed here; provision with the same flwr version"
+        )
     return installed
 
 
@@ -194,8 +225,10 @@ def _ca(root: Path, federation: str, report: ProvisionReport) -> tuple[EllipticC
         return certs.load_private_key_pem(key_path), certs.load_certificate(certificate_path)
     if key_path.exists() or certificate_path.exists():
         present = key_path if key_path.exists() else certificate_path
-        raise SpecError(f"{present} exists without its pair in {root / 'certs'}: the CA is incomplete; restore "
-                        "it from a backup (re-creating it would invalidate every site kit)")
+        raise SpecError(
+            f"{present} exists without its pair in {root / 'certs'}: the CA is incomplete; restore "
+            "it from a backup (re-creating it would invalidate every site kit)"
+        )
     key, certificate = certs.make_ca(federation)
     certs.write_atomic(key_path, certs.private_key_pem(key), 0o600)
     certs.write_atomic(certificate_path, certs.certificate_pem(certificate))
@@ -203,8 +236,13 @@ def _ca(root: Path, federation: str, report: ProvisionReport) -> tuple[EllipticC
     return key, certificate
 
 
-def _server_certificate(root: Path, ca_key: EllipticCurvePrivateKey, ca_certificate: Certificate, names: list[str],
-                        report: ProvisionReport) -> None:
+def _server_certificate(
+    root: Path,
+    ca_key: EllipticCurvePrivateKey,
+    ca_certificate: Certificate,
+    names: list[str],
+    report: ProvisionReport,
+) -> None:
     key_path, certificate_path = root / "certs" / "server.key", root / "certs" / "server.crt"
     reason = "issued"
     if certificate_path.is_file() and key_path.is_file():
@@ -236,8 +274,10 @@ def _keep_site(root: Path, kit_dir: Path, site: str) -> None:
     if not coordinator_copy.is_file():
         public = kit_dir / "keys" / "site.pub"
         if not public.is_file():
-            raise SpecError(f"{coordinator_copy} and {public} are both missing: site {site!r} cannot be registered; "
-                            f"delete {kit_dir} and re-run provision to give it a new kit")
+            raise SpecError(
+                f"{coordinator_copy} and {public} are both missing: site {site!r} cannot be registered; "
+                f"delete {kit_dir} and re-run provision to give it a new kit"
+            )
         shutil.copy2(public, coordinator_copy)
     expected = read_toml(kit_dir / KIT_FILE, "").get("key-fingerprint")
     try:
@@ -245,12 +285,15 @@ def _keep_site(root: Path, kit_dir: Path, site: str) -> None:
     except certs.KeyFileError as error:
         raise SpecError(f"{error}; delete it and re-run provision to restore it from {kit_dir}") from None
     if found != expected:
-        raise SpecError(f"{coordinator_copy} ({found}) is not the key of the kit in {kit_dir} ({expected}); delete "
-                        "it and re-run provision to restore it from the kit")
+        raise SpecError(
+            f"{coordinator_copy} ({found}) is not the key of the kit in {kit_dir} ({expected}); delete "
+            "it and re-run provision to restore it from the kit"
+        )
 
 
-def _new_site(root: Path, kit_dir: Path, site: str, spec: FederationSpec, release: Release,
-              ca_certificate: Certificate) -> None:
+def _new_site(
+    root: Path, kit_dir: Path, site: str, spec: FederationSpec, release: Release, ca_certificate: Certificate
+) -> None:
     """Write the kit in a hidden folder and rename it into place: a kit folder is never half-written."""
     kit_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=kit_dir.parent, prefix=f".{site}."))
@@ -264,10 +307,19 @@ def _new_site(root: Path, kit_dir: Path, site: str, spec: FederationSpec, releas
         (staging / "packages").mkdir()
         shutil.copy2(release.wheel, staging / "packages" / release.wheel.name)
         certs.write_atomic(staging / "requirements.txt", requirements_text(release.wheel).encode())
-        write_kit_files(staging, site_files(release, spec.federation, site, spec.coordinator_address,
-                                            spec.server_names, fingerprint))
-        manifest = {"kind": "site", "federation": spec.federation, "site-name": site,
-                    "flwr-version": release.flwr_version, "key-fingerprint": fingerprint}
+        write_kit_files(
+            staging,
+            site_files(
+                release, spec.federation, site, spec.coordinator_address, spec.server_names, fingerprint
+            ),
+        )
+        manifest = {
+            "kind": "site",
+            "federation": spec.federation,
+            "site-name": site,
+            "flwr-version": release.flwr_version,
+            "key-fingerprint": fingerprint,
+        }
         certs.write_atomic(staging / KIT_FILE, (MANIFEST_HEADER + tomli_w.dumps(manifest)).encode())
         certs.write_atomic(root / "site-keys" / f"{site}.pub", public)
         staging.rename(kit_dir)

@@ -43,7 +43,9 @@ def flower_executable(name: str) -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.exists() else shutil.which(name)
     if not found:
-        raise FileNotFoundError(f"`{name}` not found; install the project (`make install`) into this environment")
+        raise FileNotFoundError(
+            f"`{name}` not found; install the project (`make install`) into this environment"
+        )
     return found
 
 
@@ -51,8 +53,10 @@ def app_directory() -> Path:
     """The Flower app (the folder with pyproject.toml's [tool.flwr.app]): this source tree."""
     root = Path(__file__).resolve().parents[1]
     if not (root / "pyproject.toml").is_file():
-        raise FileNotFoundError(f"no pyproject.toml in {root}: `oncofed simulate` runs from a source checkout "
-                                "installed with `pip install -e .`")
+        raise FileNotFoundError(
+            f"no pyproject.toml in {root}: `oncofed simulate` runs from a source checkout "
+            "installed with `pip install -e .`"
+        )
     return root
 
 
@@ -66,9 +70,21 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
     try:
         superlink = start_process(
             "flower-superlink",
-            [flower_executable("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
-             "--host", "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation"],
-            env, logs / "superlink.log")
+            [
+                flower_executable("flower-superlink"),
+                "--insecure",
+                "--simulation",
+                "--isolation",
+                "subprocess",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--disable-runtime-dependency-installation",
+            ],
+            env,
+            logs / "superlink.log",
+        )
         started.append(superlink)
         wait_for_health(superlink, f"http://127.0.0.1:{port}/health")
         write_connection(flwr_home, CONNECTION, f"127.0.0.1:{port}")
@@ -76,9 +92,20 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
         overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()), "utf-8")
         runner = start_process(
             "flwr run",
-            [flower_executable("flwr"), "run", str(plan.app_dir), CONNECTION, "--stream",
-             "--run-config", str(overrides), "--federation-config", f"num-supernodes={plan.n_sites}"],
-            env, logs / "flwr-run.log")
+            [
+                flower_executable("flwr"),
+                "run",
+                str(plan.app_dir),
+                CONNECTION,
+                "--stream",
+                "--run-config",
+                str(overrides),
+                "--federation-config",
+                f"num-supernodes={plan.n_sites}",
+            ],
+            env,
+            logs / "flwr-run.log",
+        )
         started.append(runner)
         follow_log(runner, on_line)
         return runner.popen.wait()
@@ -93,4 +120,6 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
 
 def failure_context(run_dir: Path) -> str:
     """The last lines of the Flower logs, for an error message."""
-    return "\n".join(f"--- {path.name} ---\n{tail(path)}" for path in sorted((run_dir / "logs").glob("*.log")))
+    return "\n".join(
+        f"--- {path.name} ---\n{tail(path)}" for path in sorted((run_dir / "logs").glob("*.log"))
+    )

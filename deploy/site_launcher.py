@@ -26,9 +26,15 @@ class SiteStartError(RuntimeError):
 def write_node_config(kit: SiteKit) -> Path:
     """The node config file the ClientApp's `context.node_config` is read from."""
     path = kit.flwr_home / "node-config.toml"
-    values = {"site-name": kit.site_name, "data-path": str(kit.settings.data_path),
-              "work-path": str(kit.settings.work_path), "min-report-cases": kit.settings.min_report_cases}
-    certs.write_atomic(path, "".join(f"{key} = {toml_value(value)}\n" for key, value in values.items()).encode())
+    values = {
+        "site-name": kit.site_name,
+        "data-path": str(kit.settings.data_path),
+        "work-path": str(kit.settings.work_path),
+        "min-report-cases": kit.settings.min_report_cases,
+    }
+    certs.write_atomic(
+        path, "".join(f"{key} = {toml_value(value)}\n" for key, value in values.items()).encode()
+    )
     return path
 
 
@@ -37,17 +43,27 @@ def start_supernode(kit: SiteKit) -> tuple[StartedProcess, int]:
     env = flower_env(kit.flwr_home)
     log_path = kit.logs / "supernode.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
-    command = [flower_executable("flower-supernode"),
-               "--root-certificates", str(kit.ca_certificate),
-               "--superlink", kit.settings.coordinator,
-               "--auth-supernode-private-key", str(kit.private_key),
-               "--node-config", str(write_node_config(kit)),
-               "--host", "127.0.0.1", "--port", str(kit.settings.runtime_port)]
+    command = [
+        flower_executable("flower-supernode"),
+        "--root-certificates",
+        str(kit.ca_certificate),
+        "--superlink",
+        kit.settings.coordinator,
+        "--auth-supernode-private-key",
+        str(kit.private_key),
+        "--node-config",
+        str(write_node_config(kit)),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(kit.settings.runtime_port),
+    ]
     return start_process("flower-supernode", command, env, log_path), offset
 
 
-def wait_until_connected(kit: SiteKit, supernode: StartedProcess, offset: int,
-                         timeout_s: float = CONNECT_WAIT_S) -> int | None:
+def wait_until_connected(
+    kit: SiteKit, supernode: StartedProcess, offset: int, timeout_s: float = CONNECT_WAIT_S
+) -> int | None:
     """The node id once the coordinator accepted the site; None if still trying after `timeout_s`.
 
     Raises SiteStartError when the SuperNode exits, explaining the refusal.
@@ -70,17 +86,23 @@ def explain_exit(kit: SiteKit, supernode: StartedProcess, offset: int) -> str:
     where = f"(flower-supernode exit code {code}; log: {supernode.log_path})"
     coordinator = kit.settings.coordinator
     if "Failed to activate SuperNode" in log_text or "must be registered" in log_text:
-        return (f"the coordinator at {coordinator} refused this site's key {kit.key_fingerprint}: it is not "
-                "registered there. Ask the coordinator's operator to register site "
-                f"{kit.site_name!r} (restart `oncofed coordinator start` after provisioning it) {where}")
+        return (
+            f"the coordinator at {coordinator} refused this site's key {kit.key_fingerprint}: it is not "
+            "registered there. Ask the coordinator's operator to register site "
+            f"{kit.site_name!r} (restart `oncofed coordinator start` after provisioning it) {where}"
+        )
     if "certificate has expired" in log_text:
         return f"the coordinator's certificate at {coordinator} has expired; the coordinator must renew it {where}"
     if "Hostname mismatch" in log_text or "IP address mismatch" in log_text:
-        return (f"the coordinator's certificate is not valid for the address {coordinator} in site.toml; run "
-                f"`oncofed site check --kit {kit.root}` to see the names it is valid for {where}")
+        return (
+            f"the coordinator's certificate is not valid for the address {coordinator} in site.toml; run "
+            f"`oncofed site check --kit {kit.root}` to see the names it is valid for {where}"
+        )
     if "CERTIFICATE_VERIFY_FAILED" in log_text:
-        return (f"the coordinator at {coordinator} presented a certificate not signed by this kit's CA "
-                f"({kit.ca_certificate}); ask the coordinator for the current kit {where}")
+        return (
+            f"the coordinator at {coordinator} presented a certificate not signed by this kit's CA "
+            f"({kit.ca_certificate}); ask the coordinator for the current kit {where}"
+        )
     return f"flower-supernode stopped {where}:\n{tail(supernode.log_path)}"
 
 

@@ -30,12 +30,27 @@ def build_wheel(dest: Path) -> Path:
         for name in ("pyproject.toml", "README.md", *(f"{module}.py" for module in setuptools["py-modules"])):
             shutil.copy2(source / name, staged / name)
         for package in {p.split(".")[0] for p in setuptools["packages"]}:
-            shutil.copytree(source / package, staged / package,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                source / package, staged / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
         out = Path(tmp) / "wheel"
-        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                                 "--quiet", "--wheel-dir", str(out), str(staged)],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--quiet",
+                "--wheel-dir",
+                str(out),
+                str(staged),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         wheels = sorted(out.glob("oncofed-*.whl"))
         if result.returncode != 0 or len(wheels) != 1:
             raise RuntimeError(f"building the oncofed wheel from {source} failed:\n{result.stderr[-2000:]}")
@@ -59,13 +74,19 @@ def pinned_requirements(wheel: Path) -> list[str]:
         try:
             installed = version(name)
         except PackageNotFoundError:
-            raise RuntimeError(f"{name} (required by {wheel.name}) is not installed here; "
-                               "run `make install` before provisioning") from None
-        pins.append(f"{name}{extras}=={installed.split('+')[0]}")  # 2.13.0+cpu: the build comes from the index
+            raise RuntimeError(
+                f"{name} (required by {wheel.name}) is not installed here; "
+                "run `make install` before provisioning"
+            ) from None
+        pins.append(
+            f"{name}{extras}=={installed.split('+')[0]}"
+        )  # 2.13.0+cpu: the build comes from the index
     return pins
 
 
 def requirements_text(wheel: Path) -> str:
-    header = (f"# The versions {wheel.name} was tested with; install torch from {TORCH_CPU_INDEX} first "
-              "(CPU build) or from the CUDA index for GPU sites.")
+    header = (
+        f"# The versions {wheel.name} was tested with; install torch from {TORCH_CPU_INDEX} first "
+        "(CPU build) or from the CUDA index for GPU sites."
+    )
     return "\n".join([header, *pinned_requirements(wheel)]) + "\n"

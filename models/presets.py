@@ -24,7 +24,9 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
     # CPU default for the demo: 1.2 M parameters.
     "small": ModelPreset(channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2, patch_size=64),
     # For GPU sites.
-    "large": ModelPreset(channels=(32, 64, 128, 256, 320), strides=(2, 2, 2, 2), num_res_units=2, patch_size=96),
+    "large": ModelPreset(
+        channels=(32, 64, 128, 256, 320), strides=(2, 2, 2, 2), num_res_units=2, patch_size=96
+    ),
 }
 
 
@@ -33,7 +35,9 @@ def get_preset(name: str) -> ModelPreset:
     try:
         return MODEL_PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(MODEL_PRESETS)}") from None
+        raise ValueError(
+            f"unknown model preset {name!r}; choose one of: {', '.join(MODEL_PRESETS)}"
+        ) from None
 
 
 def build_model(preset: str, seed: int | None = None) -> torch.nn.Module:

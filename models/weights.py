@@ -31,8 +31,10 @@ def load_record(model: torch.nn.Module, record: ArrayRecord) -> None:
 def save_checkpoint(record: ArrayRecord, path: Path, meta: dict[str, object]) -> None:
     """Write {'state_dict', 'meta'} atomically (temp file in the same folder, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.float() if tensor.is_floating_point() else tensor
-             for name, tensor in record.to_torch_state_dict().items()}
+    state = {
+        name: tensor.float() if tensor.is_floating_point() else tensor
+        for name, tensor in record.to_torch_state_dict().items()
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -42,8 +42,11 @@ def main(grid: Grid, context: Context) -> None:
 
     # Round 0: every site validates the initial model, so each site's starting point is on record
     strategy.aggregate_evaluate(
-        0, grid.send_and_receive(strategy.configure_evaluate(0, initial, ConfigRecord(), grid),
-                                 timeout=settings.round_timeout_s))
+        0,
+        grid.send_and_receive(
+            strategy.configure_evaluate(0, initial, ConfigRecord(), grid), timeout=settings.round_timeout_s
+        ),
+    )
     weighted = {0: strategy.latest_evaluation} if strategy.latest_evaluation else {}
 
     def after_round(server_round: int, arrays):  # Strategy.start's evaluate_fn
@@ -51,14 +54,23 @@ def main(grid: Grid, context: Context) -> None:
         if server_round and strategy.latest_evaluation:
             weighted[server_round] = strategy.latest_evaluation
 
-    strategy.start(grid=grid, initial_arrays=initial, num_rounds=settings.num_rounds,
-                   timeout=settings.round_timeout_s, train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
-                   evaluate_fn=after_round)
+    strategy.start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=settings.num_rounds,
+        timeout=settings.round_timeout_s,
+        train_config=ConfigRecord(),
+        evaluate_config=ConfigRecord(),
+        evaluate_fn=after_round,
+    )
 
     # Summary and the per-site table
     records = read_metrics(run.path)
-    run.write_summary(build_summary(records, weighted, checkpointer, sites.overviews, settings.num_rounds,
-                                    time.monotonic() - started))
+    run.write_summary(
+        build_summary(
+            records, weighted, checkpointer, sites.overviews, settings.num_rounds, time.monotonic() - started
+        )
+    )
     log(INFO, "Run folder: %s\n%s", run.path, site_table_text(records))
 
     # The report comes last and imports its plotting here: a report problem never costs the saved results
@@ -67,5 +79,10 @@ def main(grid: Grid, context: Context) -> None:
 
         log(INFO, "Report: %s", write_report(run.path).html)
     except Exception as error:  # noqa: BLE001 - the report can be rebuilt from the run folder
-        log(ERROR, "The report could not be written (%s: %s); rebuild it with `oncofed report %s`",
-            type(error).__name__, error, run.path)
+        log(
+            ERROR,
+            "The report could not be written (%s: %s); rebuild it with `oncofed report %s`",
+            type(error).__name__,
+            error,
+            run.path,
+        )

@@ -18,7 +18,9 @@ def pool(site_metrics: Sequence[Mapping[str, float]], n_cases: Sequence[float]) 
     pooled: dict[str, float | int] = {}
     for key in site_metrics[0]:
         if key.endswith("-mean"):
-            pooled[key] = sum(float(m[key]) * float(n) for m, n in zip(site_metrics, n_cases, strict=True)) / total
+            pooled[key] = (
+                sum(float(m[key]) * float(n) for m, n in zip(site_metrics, n_cases, strict=True)) / total
+            )
         elif key.startswith(COUNT_PREFIXES):
             pooled[key] = int(sum(m[key] for m in site_metrics))
     return pooled

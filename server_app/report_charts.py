@@ -32,10 +32,21 @@ def dice_over_rounds(data: dict) -> bytes:
         rounds = [p["round"] for p in shown]
         axes.plot(rounds, [p["dice-mean"] for p in shown], marker="o", color=colour, label=label)
         if shown and shown[0]["dice-mean-ci-low"] is not None:
-            axes.fill_between(rounds, [p["dice-mean-ci-low"] for p in shown], [p["dice-mean-ci-high"] for p in shown],
-                              color=colour, alpha=0.15, linewidth=0)
+            axes.fill_between(
+                rounds,
+                [p["dice-mean-ci-low"] for p in shown],
+                [p["dice-mean-ci-high"] for p in shown],
+                color=colour,
+                alpha=0.15,
+                linewidth=0,
+            )
     pooled = [p for p in data["pooled"] if "dice-mean" in p]
-    axes.plot([p["round"] for p in pooled], [p["dice-mean"] for p in pooled], "k--", label="pooled (reporting sites)")
+    axes.plot(
+        [p["round"] for p in pooled],
+        [p["dice-mean"] for p in pooled],
+        "k--",
+        label="pooled (reporting sites)",
+    )
     axes.set(xlabel="round", ylabel="mean Dice over regions", ylim=(0, 1))
     axes.set_xticks(data["run"]["rounds_evaluated"])
     axes.grid(alpha=0.3)
@@ -47,23 +58,50 @@ def distributions(data: dict, metric: dict) -> bytes:
     """One panel per region: each site's quartile box, median, mean and CI of the mean at its last round."""
     regions = data["regions"]
     sites = data["sites"]
-    figure, panels = plt.subplots(1, len(regions), figsize=(2.6 * len(regions) + 1.0, 2.9), sharey=True,
-                                  squeeze=False)
+    figure, panels = plt.subplots(
+        1, len(regions), figsize=(2.6 * len(regions) + 1.0, 2.9), sharey=True, squeeze=False
+    )
     for panel, region in zip(panels[0], regions, strict=True):
         for index, site in enumerate(sites):
             colour = PALETTE[index % len(PALETTE)]
             if site["status"] != "reported":
-                panel.text(index, 0.5, "suppressed", rotation=90, ha="center", va="center", fontsize=7,
-                           color="0.4", transform=panel.get_xaxis_transform())
+                panel.text(
+                    index,
+                    0.5,
+                    "suppressed",
+                    rotation=90,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="0.4",
+                    transform=panel.get_xaxis_transform(),
+                )
                 continue
-            stats = {s: site["metrics"][f"{metric['name']}-{region['name']}-{s}"]
-                     for s in ("mean", "median", "q1", "q3", "ci-low", "ci-high")}
-            panel.add_patch(plt.Rectangle((index - 0.3, stats["q1"]), 0.6, stats["q3"] - stats["q1"],
-                                          facecolor=colour, alpha=0.25, edgecolor=colour))
+            stats = {
+                s: site["metrics"][f"{metric['name']}-{region['name']}-{s}"]
+                for s in ("mean", "median", "q1", "q3", "ci-low", "ci-high")
+            }
+            panel.add_patch(
+                plt.Rectangle(
+                    (index - 0.3, stats["q1"]),
+                    0.6,
+                    stats["q3"] - stats["q1"],
+                    facecolor=colour,
+                    alpha=0.25,
+                    edgecolor=colour,
+                )
+            )
             panel.plot([index - 0.3, index + 0.3], [stats["median"]] * 2, color=colour, linewidth=2)
-            panel.errorbar(index, stats["mean"], yerr=[[stats["mean"] - stats["ci-low"]],
-                                                       [stats["ci-high"] - stats["mean"]]],
-                           fmt="D", color="black", markersize=4, capsize=3, linewidth=1)
+            panel.errorbar(
+                index,
+                stats["mean"],
+                yerr=[[stats["mean"] - stats["ci-low"]], [stats["ci-high"] - stats["mean"]]],
+                fmt="D",
+                color="black",
+                markersize=4,
+                capsize=3,
+                linewidth=1,
+            )
         panel.set_title(f"{region['name'].upper()} ({region['title']})", fontsize=9)
         panel.set_xticks(range(len(sites)), [s["name"] for s in sites], rotation=30, ha="right", fontsize=8)
         panel.set_xlim(-0.7, len(sites) - 0.3)

@@ -18,16 +18,26 @@ EXIT_NO_RUN = 2
 
 
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder (holds metrics.jsonl) of `oncofed simulate` or a "
-                                                 "deployed run.")],
-    out: Annotated[Path | None, typer.Option(help="HTML file to write (default RUN_DIR/report.html); "
-                                                  "report.json and metrics.csv go beside it.")] = None,
+    run_dir: Annotated[
+        Path, typer.Argument(help="Run folder (holds metrics.jsonl) of `oncofed simulate` or a deployed run.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="HTML file to write (default RUN_DIR/report.html); report.json and metrics.csv go beside it."
+        ),
+    ] = None,
 ) -> None:
     """Write the federation report: one self-contained HTML page, report.json and metrics.csv."""
     console, errors = Console(), Console(stderr=True)
     try:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=errors,
-                      transient=True) as progress:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=errors,
+            transient=True,
+        ) as progress:
             progress.add_task(f"writing the report of {run_dir}", total=None)
             files = write_report(run_dir, out)
     except FileNotFoundError as error:

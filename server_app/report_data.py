@@ -22,11 +22,28 @@ METRIC_TITLES = {
 }
 """metric → (title, unit, which direction is better); a metric the sites send but not listed here shows its key."""
 
-REGION_TITLES = {"wt": "whole tumor", "tc": "tumor core", "et": "enhancing tumor",
-                 "label1": "necrotic core", "label2": "edema", "label3": "enhancing tumor"}
+REGION_TITLES = {
+    "wt": "whole tumor",
+    "tc": "tumor core",
+    "et": "enhancing tumor",
+    "label1": "necrotic core",
+    "label2": "edema",
+    "label3": "enhancing tumor",
+}
 
-TRAINING_KEYS = ("num-server-rounds", "local-epochs", "learning-rate", "batch-size", "patch-size",
-                 "samples-per-case", "spacing-mm", "val-fraction", "model-preset", "min-sites", "seed")
+TRAINING_KEYS = (
+    "num-server-rounds",
+    "local-epochs",
+    "learning-rate",
+    "batch-size",
+    "patch-size",
+    "samples-per-case",
+    "spacing-mm",
+    "val-fraction",
+    "model-preset",
+    "min-sites",
+    "seed",
+)
 
 SMALL_N = 10
 """Below this many cases a percentile-bootstrap interval is known to be too narrow."""
@@ -36,8 +53,10 @@ def report_data(run_dir: Path) -> dict:
     """The report's content; raises FileNotFoundError when the folder holds no evaluated round."""
     records = read_metrics(run_dir)
     if not records:
-        raise FileNotFoundError(f"{run_dir} holds no validation results (no metrics.jsonl records): "
-                                "not a run folder, or the run stopped before its first validation")
+        raise FileNotFoundError(
+            f"{run_dir} holds no validation results (no metrics.jsonl records): "
+            "not a run folder, or the run stopped before its first validation"
+        )
     config, summary = read_json(run_dir / CONFIG_FILE), read_json(run_dir / SUMMARY_FILE)
     run_config = config.get("run_config", {})
     last = first_and_last(records)
@@ -58,11 +77,15 @@ def report_data(run_dir: Path) -> dict:
         "regions": _regions(region_names(records), conventions),
         "metrics": [_metric(name) for name in conventions.get("metrics", ["dice", "hd95"])],
         "sites": sites,
-        "rounds": {site: [_round_point(r) for r in sorted(rs, key=lambda r: r["round"])]
-                   for site, rs in _by_site(records).items()},
+        "rounds": {
+            site: [_round_point(r) for r in sorted(rs, key=lambda r: r["round"])]
+            for site, rs in _by_site(records).items()
+        },
         "pooled": [_pooled_round(rnd, [r for r in records if r["round"] == rnd]) for rnd in rounds],
-        "data_overview": [_overview(site, last_record, summary.get("site_overview", {}).get(site, {}))
-                          for site, (_, last_record) in last.items()],
+        "data_overview": [
+            _overview(site, last_record, summary.get("site_overview", {}).get(site, {}))
+            for site, (_, last_record) in last.items()
+        ],
         "methods": _methods(records, conventions, run_config, config.get("software", {})),
         "limitations": _limitations(sites, run_config, summary),
     }
@@ -70,8 +93,10 @@ def report_data(run_dir: Path) -> dict:
 
 def _regions(names: list[str], conventions: dict) -> list[dict]:
     labels = conventions.get("region-labels") or [""] * len(names)
-    return [{"name": name, "labels": label, "title": REGION_TITLES.get(name, name)}
-            for name, label in zip(names, labels, strict=True)]
+    return [
+        {"name": name, "labels": label, "title": REGION_TITLES.get(name, name)}
+        for name, label in zip(names, labels, strict=True)
+    ]
 
 
 def _metric(name: str) -> dict:
@@ -88,16 +113,27 @@ def _by_site(records: list[dict]) -> dict[str, list[dict]]:
 
 def _site_row(site: str, record: dict) -> dict:
     suppressed = is_suppressed(record)
-    return {"name": site, "round": record["round"], "status": "suppressed" if suppressed else "reported",
-            "note": suppressed_text(record) if suppressed else "", "min_report_cases": record.get("min_report_cases"),
-            "n_cases": record["n_cases"], "metrics": record["metrics"]}
+    return {
+        "name": site,
+        "round": record["round"],
+        "status": "suppressed" if suppressed else "reported",
+        "note": suppressed_text(record) if suppressed else "",
+        "min_report_cases": record.get("min_report_cases"),
+        "n_cases": record["n_cases"],
+        "metrics": record["metrics"],
+    }
 
 
 def _round_point(record: dict) -> dict:
     metrics = record["metrics"]
-    return {"round": record["round"], "status": "suppressed" if is_suppressed(record) else "reported",
-            "dice-mean": metrics.get("dice-mean"), "dice-mean-ci-low": metrics.get("dice-mean-ci-low"),
-            "dice-mean-ci-high": metrics.get("dice-mean-ci-high"), "n_cases": record["n_cases"]}
+    return {
+        "round": record["round"],
+        "status": "suppressed" if is_suppressed(record) else "reported",
+        "dice-mean": metrics.get("dice-mean"),
+        "dice-mean-ci-low": metrics.get("dice-mean-ci-low"),
+        "dice-mean-ci-high": metrics.get("dice-mean-ci-high"),
+        "n_cases": record["n_cases"],
+    }
 
 
 def _pooled_round(server_round: int, records: list[dict]) -> dict:
@@ -106,35 +142,57 @@ def _pooled_round(server_round: int, records: list[dict]) -> dict:
     if not reported:
         return base
     keys = set.intersection(*(set(r["metrics"]) for r in reported))
-    return {**base, **pool([{k: r["metrics"][k] for k in sorted(keys)} for r in reported],
-                           [r["n_cases"] for r in reported])}
+    return {
+        **base,
+        **pool(
+            [{k: r["metrics"][k] for k in sorted(keys)} for r in reported], [r["n_cases"] for r in reported]
+        ),
+    }
 
 
 def _overview(site: str, record: dict, described: dict) -> dict:
     """Validation counts and voxel edges from the last evaluation; the rest from the site's description (describe)."""
     metrics = record["metrics"]
     train = record.get("train") or {}
-    return {"site": site, "total_cases": described.get("n-cases", described.get("n-cases-usable")),
-            "training_cases": train.get("num-examples"), "validation_cases": record["n_cases"],
-            "skipped_cases": metrics.get("n-skipped"), "spacing_min_mm": metrics.get("spacing-min-mm"),
-            "spacing_max_mm": metrics.get("spacing-max-mm"),
-            "note": suppressed_text(record) if is_suppressed(record) else "", "described": described}
+    return {
+        "site": site,
+        "total_cases": described.get("n-cases", described.get("n-cases-usable")),
+        "training_cases": train.get("num-examples"),
+        "validation_cases": record["n_cases"],
+        "skipped_cases": metrics.get("n-skipped"),
+        "spacing_min_mm": metrics.get("spacing-min-mm"),
+        "spacing_max_mm": metrics.get("spacing-max-mm"),
+        "note": suppressed_text(record) if is_suppressed(record) else "",
+        "described": described,
+    }
 
 
 def _methods(records: list[dict], conventions: dict, run_config: dict, software: dict) -> dict:
-    differing = sorted({r["site"] for r in records
-                        if r.get("conventions") and _comparable(r["conventions"]) != _comparable(conventions)})
+    differing = sorted(
+        {
+            r["site"]
+            for r in records
+            if r.get("conventions") and _comparable(r["conventions"]) != _comparable(conventions)
+        }
+    )
     preset = str(run_config.get("model-preset", ""))
     model = {}
     if preset:
         spec = get_preset(preset)
-        model = {"preset": preset, "architecture": "MONAI UNet, 3D, instance norm", "channels": list(spec.channels),
-                 "strides": list(spec.strides), "residual_units": spec.num_res_units,
-                 "parameters": sum(p.numel() for p in build_model(preset).parameters())}
+        model = {
+            "preset": preset,
+            "architecture": "MONAI UNet, 3D, instance norm",
+            "channels": list(spec.channels),
+            "strides": list(spec.strides),
+            "residual_units": spec.num_res_units,
+            "parameters": sum(p.numel() for p in build_model(preset).parameters()),
+        }
     return {
         "conventions": conventions,
         "sites_with_other_conventions": differing,
-        "site_software": {r["site"]: r["conventions"].get("software", []) for r in records if r.get("conventions")},
+        "site_software": {
+            r["site"]: r["conventions"].get("software", []) for r in records if r.get("conventions")
+        },
         "model": model,
         "training": {key: run_config[key] for key in TRAINING_KEYS if key in run_config},
         "aggregation": "FedAvg, weighted by each site's number of training cases (`num-examples`)",
@@ -152,26 +210,40 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str
     suppressed = [s["name"] for s in sites if s["status"] == "suppressed"]
     reported = [s for s in sites if s["status"] == "reported"]
     if suppressed:
-        notes.append(f"{', '.join(suppressed)} had fewer validation cases than their own minimum and sent no "
-                     "validation numbers; pooled results cover only the reporting sites.")
+        notes.append(
+            f"{', '.join(suppressed)} had fewer validation cases than their own minimum and sent no "
+            "validation numbers; pooled results cover only the reporting sites."
+        )
     small = [f"{s['name']} (n = {s['n_cases']})" for s in reported if s["n_cases"] < SMALL_N]
     if small:
-        notes.append(f"Few validation cases at {', '.join(small)}: percentile-bootstrap intervals are too narrow "
-                     f"below about {SMALL_N} cases; read them as a lower bound on the uncertainty.")
+        notes.append(
+            f"Few validation cases at {', '.join(small)}: percentile-bootstrap intervals are too narrow "
+            f"below about {SMALL_N} cases; read them as a lower bound on the uncertainty."
+        )
     notes += [
-        ("Confidence intervals cover case sampling within one site only, not differences between hospitals, "
-        "scanners or training runs; pooled means have no interval (medians and CIs cannot be pooled exactly)."),
-        ("Means of HD95 are dominated by cases with an empty mask (penalty distance); read the medians and the "
-        "empty-mask counts alongside them."),
-        ("Validation cases are a fixed random split of each site's own data, not an external test set; "
-        "models/best.pt was chosen on these same cases, so its numbers are optimistic."),
-        ("HD95 and surface Dice are measured on each site's native grid: coarser voxels limit the distances a site "
-        "can resolve, so sites are not directly comparable on them."),
+        (
+            "Confidence intervals cover case sampling within one site only, not differences between hospitals, "
+            "scanners or training runs; pooled means have no interval (medians and CIs cannot be pooled exactly)."
+        ),
+        (
+            "Means of HD95 are dominated by cases with an empty mask (penalty distance); read the medians and the "
+            "empty-mask counts alongside them."
+        ),
+        (
+            "Validation cases are a fixed random split of each site's own data, not an external test set; "
+            "models/best.pt was chosen on these same cases, so its numbers are optimistic."
+        ),
+        (
+            "HD95 and surface Dice are measured on each site's native grid: coarser voxels limit the distances a site "
+            "can resolve, so sites are not directly comparable on them."
+        ),
         "The numbers are computed by the sites; the coordinator cannot check them against any image.",
         "This run has no local-only baseline, so it does not show whether federation helped each site.",
     ]
     if run_config.get("sim-data"):
         notes.append("This was a simulation: every site ran on one machine, on data the operator holds.")
     if not summary:
-        notes.append("The run did not finish (no summary.json): the report shows the rounds that were validated.")
+        notes.append(
+            "The run did not finish (no summary.json): the report shows the rounds that were validated."
+        )
     return notes

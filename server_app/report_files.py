@@ -45,8 +45,9 @@ def metrics_csv(records: list[dict], data: dict) -> str:
     for record in sorted(records, key=lambda r: (r["round"], r["site"])):
         if not record["metrics"]:
             writer.writerow(["site", record["round"], record["site"], "status", record.get("status")])
-            writer.writerow(["site", record["round"], record["site"], "min-report-cases",
-                             record.get("min_report_cases")])
+            writer.writerow(
+                ["site", record["round"], record["site"], "min-report-cases", record.get("min_report_cases")]
+            )
             continue
         for key, value in sorted(record["metrics"].items()):
             writer.writerow(["site", record["round"], record["site"], key, value])

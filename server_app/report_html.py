@@ -25,13 +25,23 @@ code { font-size: 0.9em; background: #f4f4f4; padding: 0 0.2em; } li { margin: 0
 def render_report(data: dict) -> str:
     """The whole page; every number comes from `data` (report_data.report_data)."""
     run = data["run"]
-    sections = [_summary(data), _site_tables(data), _rounds(data), _distributions(data), _baseline(),
-                _overview(data), _methods(data), _limitations(data)]
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>OncoFed federation report: {escape(run['folder'])}</title><style>{STYLE}</style></head><body>"
-            f"<h1>Federation validation report</h1><p class=\"meta\">Run <code>{escape(run['folder'])}</code> · "
-            f"generated {escape(run['generated_utc'])} · rounds validated: "
-            f"{escape(', '.join(str(r) for r in run['rounds_evaluated']))}</p>{''.join(sections)}</body></html>\n")
+    sections = [
+        _summary(data),
+        _site_tables(data),
+        _rounds(data),
+        _distributions(data),
+        _baseline(),
+        _overview(data),
+        _methods(data),
+        _limitations(data),
+    ]
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>OncoFed federation report: {escape(run['folder'])}</title><style>{STYLE}</style></head><body>"
+        f'<h1>Federation validation report</h1><p class="meta">Run <code>{escape(run["folder"])}</code> · '
+        f"generated {escape(run['generated_utc'])} · rounds validated: "
+        f"{escape(', '.join(str(r) for r in run['rounds_evaluated']))}</p>{''.join(sections)}</body></html>\n"
+    )
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -43,11 +53,11 @@ def _digits(metric: str) -> int:
 
 
 def _site(name: str) -> str:
-    return f"<span class=\"site-name\">{escape(name)}</span>"
+    return f'<span class="site-name">{escape(name)}</span>'
 
 
 def _image(png: bytes, alt: str) -> str:
-    return f"<img alt=\"{escape(alt)}\" src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">"
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
 def _summary(data: dict) -> str:
@@ -56,31 +66,46 @@ def _summary(data: dict) -> str:
     suppressed = [s for s in sites if s["status"] != "reported"]
     pooled = {p["round"]: p for p in data["pooled"]}
     first, last = pooled[run["rounds_evaluated"][0]], pooled[run["last_round"]]
-    items = [(f"{len(sites)} sites took part. Reporting validation numbers at their last round: "
-             f"{', '.join(_site(s['name']) for s in reported) or 'none'}.")]
+    items = [
+        (
+            f"{len(sites)} sites took part. Reporting validation numbers at their last round: "
+            f"{', '.join(_site(s['name']) for s in reported) or 'none'}."
+        )
+    ]
     if suppressed:
-        items.append("Not reporting (fewer validation cases than their own minimum): "
-                     + ", ".join(f"{_site(s['name'])}: {escape(s['note'])}" for s in suppressed) + ".")
+        items.append(
+            "Not reporting (fewer validation cases than their own minimum): "
+            + ", ".join(f"{_site(s['name'])}: {escape(s['note'])}" for s in suppressed)
+            + "."
+        )
     if "dice-mean" in last:
-        items.append(f"Global model at round {run['last_round']}: pooled mean Dice <b>{_num(last['dice-mean'])}</b> "
-                     f"over {last['n-cases']} validation cases at {_plural(len(last['sites']), 'reporting site')} "
-                     f"(round {first['round']}: {_num(first.get('dice-mean'))}).")
+        items.append(
+            f"Global model at round {run['last_round']}: pooled mean Dice <b>{_num(last['dice-mean'])}</b> "
+            f"over {last['n-cases']} validation cases at {_plural(len(last['sites']), 'reporting site')} "
+            f"(round {first['round']}: {_num(first.get('dice-mean'))})."
+        )
     if len(reported) > 1:
         worst = min(reported, key=lambda s: s["metrics"]["dice-mean"])
-        items.append(f"Lowest site: {_site(worst['name'])}, mean Dice {_num(worst['metrics']['dice-mean'])} "
-                     f"[95 % CI {_num(worst['metrics'].get('dice-mean-ci-low'))}, "
-                     f"{_num(worst['metrics'].get('dice-mean-ci-high'))}], n = {worst['n_cases']}.")
+        items.append(
+            f"Lowest site: {_site(worst['name'])}, mean Dice {_num(worst['metrics']['dice-mean'])} "
+            f"[95 % CI {_num(worst['metrics'].get('dice-mean-ci-low'))}, "
+            f"{_num(worst['metrics'].get('dice-mean-ci-high'))}], n = {worst['n_cases']}."
+        )
     best = run.get("best") or {}
     if best.get("round") is not None:
-        items.append(f"Best round by pooled mean Dice: {best['round']} ({_num(best.get('dice-mean'))}), "
-                     f"saved as <code>{escape(str(best.get('model')))}</code> (chosen on the validation cases).")
-    return f"<h2 id=\"summary\">Summary</h2><ul>{''.join(f'<li>{item}</li>' for item in items)}</ul>"
+        items.append(
+            f"Best round by pooled mean Dice: {best['round']} ({_num(best.get('dice-mean'))}), "
+            f"saved as <code>{escape(str(best.get('model')))}</code> (chosen on the validation cases)."
+        )
+    return f'<h2 id="summary">Summary</h2><ul>{"".join(f"<li>{item}</li>" for item in items)}</ul>'
 
 
 def _ci_cell(metrics: dict, key: str, digits: int) -> str:
-    return (f"{_num(metrics[f'{key}-mean'], digits)} <small>[{_num(metrics[f'{key}-ci-low'], digits)}, "
-            f"{_num(metrics[f'{key}-ci-high'], digits)}]</small><br><small>median {_num(metrics[f'{key}-median'], digits)}"
-            f" (IQR {_num(metrics[f'{key}-q1'], digits)}–{_num(metrics[f'{key}-q3'], digits)})</small>")
+    return (
+        f"{_num(metrics[f'{key}-mean'], digits)} <small>[{_num(metrics[f'{key}-ci-low'], digits)}, "
+        f"{_num(metrics[f'{key}-ci-high'], digits)}]</small><br><small>median {_num(metrics[f'{key}-median'], digits)}"
+        f" (IQR {_num(metrics[f'{key}-q1'], digits)}–{_num(metrics[f'{key}-q3'], digits)})</small>"
+    )
 
 
 def _site_tables(data: dict) -> str:
@@ -90,35 +115,49 @@ def _site_tables(data: dict) -> str:
     rows = []
     for site in sites:
         if site["status"] != "reported":
-            rows.append(f"<tr><td class=\"site\">{_site(site['name'])}</td>"
-                        f"<td class=\"suppressed\" colspan=\"{len(regions) + 2}\">{escape(site['note'])}</td></tr>")
+            rows.append(
+                f'<tr><td class="site">{_site(site["name"])}</td>'
+                f'<td class="suppressed" colspan="{len(regions) + 2}">{escape(site["note"])}</td></tr>'
+            )
             continue
         m = site["metrics"]
         cells = "".join(f"<td>{_ci_cell(m, 'dice-' + r['name'], 3)}</td>" for r in regions)
-        rows.append(f"<tr><td class=\"site\">{_site(site['name'])}</td><td>{site['n_cases']}</td>"
-                    f"<td>{_num(m['dice-mean'])} <small>[{_num(m.get('dice-mean-ci-low'))}, "
-                    f"{_num(m.get('dice-mean-ci-high'))}]</small></td>{cells}</tr>")
-    main = (f"<h2 id=\"sites\">Per-site results</h2><p class=\"caption\">Each site's last validated round (round "
-            f"{last_round} unless noted), over its own validation cases: mean [95 % CI of the mean], median (IQR). "
-            f"Sites with fewer validation cases than their own minimum send no numbers.</p>"
-            f"<table><tr><th class=\"site\">Site</th><th>Cases</th><th>Mean Dice over regions</th>{head}</tr>"
-            f"{''.join(rows)}</table>")
+        rows.append(
+            f'<tr><td class="site">{_site(site["name"])}</td><td>{site["n_cases"]}</td>'
+            f"<td>{_num(m['dice-mean'])} <small>[{_num(m.get('dice-mean-ci-low'))}, "
+            f"{_num(m.get('dice-mean-ci-high'))}]</small></td>{cells}</tr>"
+        )
+    main = (
+        f'<h2 id="sites">Per-site results</h2><p class="caption">Each site\'s last validated round (round '
+        f"{last_round} unless noted), over its own validation cases: mean [95 % CI of the mean], median (IQR). "
+        f"Sites with fewer validation cases than their own minimum send no numbers.</p>"
+        f'<table><tr><th class="site">Site</th><th>Cases</th><th>Mean Dice over regions</th>{head}</tr>'
+        f"{''.join(rows)}</table>"
+    )
     per_region = []
     for region in regions:
-        head = "".join(f"<th>{escape(m['title'])}{' (' + escape(m['unit']) + ')' if m['unit'] else ''}</th>"
-                       for m in metrics)
+        head = "".join(
+            f"<th>{escape(m['title'])}{' (' + escape(m['unit']) + ')' if m['unit'] else ''}</th>"
+            for m in metrics
+        )
         rows = []
         for site in sites:
             if site["status"] != "reported":
-                rows.append(f"<tr><td class=\"site\">{_site(site['name'])}</td><td class=\"suppressed\" "
-                            f"colspan=\"{len(metrics)}\">{escape(site['note'])}</td></tr>")
+                rows.append(
+                    f'<tr><td class="site">{_site(site["name"])}</td><td class="suppressed" '
+                    f'colspan="{len(metrics)}">{escape(site["note"])}</td></tr>'
+                )
                 continue
-            cells = "".join(f"<td>{_ci_cell(site['metrics'], m['name'] + '-' + region['name'], _digits(m['name']))}"
-                            "</td>" for m in metrics)
-            rows.append(f"<tr><td class=\"site\">{_site(site['name'])}</td>{cells}</tr>")
-        per_region.append(f"<h3>{escape(region['name'].upper())}: {escape(region['title'])} (labels "
-                          f"{escape(region['labels'])})</h3><table><tr><th class=\"site\">Site</th>{head}</tr>"
-                          f"{''.join(rows)}</table>")
+            cells = "".join(
+                f"<td>{_ci_cell(site['metrics'], m['name'] + '-' + region['name'], _digits(m['name']))}</td>"
+                for m in metrics
+            )
+            rows.append(f'<tr><td class="site">{_site(site["name"])}</td>{cells}</tr>')
+        per_region.append(
+            f"<h3>{escape(region['name'].upper())}: {escape(region['title'])} (labels "
+            f'{escape(region["labels"])})</h3><table><tr><th class="site">Site</th>{head}</tr>'
+            f"{''.join(rows)}</table>"
+        )
     return main + "".join(per_region) + _detection_table(data)
 
 
@@ -129,70 +168,92 @@ def _detection_table(data: dict) -> str:
             name = _site(site["name"]) if index == 0 else ""
             if site["status"] != "reported":
                 if index == 0:
-                    rows.append(f"<tr><td class=\"site\">{name}</td><td class=\"suppressed\" colspan=\"7\">"
-                                f"{escape(site['note'])}</td></tr>")
+                    rows.append(
+                        f'<tr><td class="site">{name}</td><td class="suppressed" colspan="7">'
+                        f"{escape(site['note'])}</td></tr>"
+                    )
                 continue
             m, r = site["metrics"], region["name"]
             found, missed, false = m[f"lesions-tp-{r}"], m[f"lesions-fn-{r}"], m[f"lesions-fp-{r}"]
             rate = _num(found / (found + missed)) if found + missed else "—"
-            rows.append(f"<tr><td class=\"site\">{name}</td><td>{escape(r.upper())}</td><td>{m[f'empty-both-{r}']}</td>"
-                        f"<td>{m[f'empty-pred-{r}']}</td><td>{m[f'empty-truth-{r}']}</td>"
-                        f"<td>{found} / {found + missed}</td><td>{rate}</td><td>{false}</td></tr>")
-    return ("<h3>Empty masks and lesion detection</h3><p class=\"caption\">Cases (counts over the site's validation "
-            "cases) where the region is absent in both the label and the prediction, present but missed entirely, "
-            "or absent but predicted (a false alarm); lesions are connected components.</p>"
-            "<table><tr><th class=\"site\">Site</th><th>Region</th><th>Both empty</th><th>Missed</th>"
-            "<th>False alarm</th><th>Lesions found</th><th>Lesion sensitivity</th><th>False lesions</th></tr>"
-            f"{''.join(rows)}</table>")
+            rows.append(
+                f'<tr><td class="site">{name}</td><td>{escape(r.upper())}</td><td>{m[f"empty-both-{r}"]}</td>'
+                f"<td>{m[f'empty-pred-{r}']}</td><td>{m[f'empty-truth-{r}']}</td>"
+                f"<td>{found} / {found + missed}</td><td>{rate}</td><td>{false}</td></tr>"
+            )
+    return (
+        '<h3>Empty masks and lesion detection</h3><p class="caption">Cases (counts over the site\'s validation '
+        "cases) where the region is absent in both the label and the prediction, present but missed entirely, "
+        "or absent but predicted (a false alarm); lesions are connected components.</p>"
+        '<table><tr><th class="site">Site</th><th>Region</th><th>Both empty</th><th>Missed</th>'
+        "<th>False alarm</th><th>Lesions found</th><th>Lesion sensitivity</th><th>False lesions</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
 
 
 def _rounds(data: dict) -> str:
     rows = []
     for site, points in data["rounds"].items():
-        cells = "".join(f"<td>{_num(p['dice-mean'])}</td>" if p["status"] == "reported" else "<td>suppressed</td>"
-                        for p in points)
-        rows.append(f"<tr><td class=\"site\">{_site(site)}</td>{cells}</tr>")
+        cells = "".join(
+            f"<td>{_num(p['dice-mean'])}</td>" if p["status"] == "reported" else "<td>suppressed</td>"
+            for p in points
+        )
+        rows.append(f'<tr><td class="site">{_site(site)}</td>{cells}</tr>')
     pooled = "".join(f"<td>{_num(p.get('dice-mean'))}</td>" for p in data["pooled"])
     head = "".join(f"<th>r{r}</th>" for r in data["run"]["rounds_evaluated"])
-    return (f"<h2 id=\"rounds\">Dice over rounds</h2>"
-            f"{_image(report_charts.dice_over_rounds(data), 'Mean Dice per site over rounds')}"
-            "<p class=\"caption\">Mean Dice over regions per site after each round (round 0: the initial model), "
-            "shaded: 95 % CI of the mean; dashed: pooled over the reporting sites.</p>"
-            f"<table><tr><th class=\"site\">Site</th>{head}</tr>{''.join(rows)}"
-            f"<tr><td class=\"site\">pooled</td>{pooled}</tr></table>")
+    return (
+        f'<h2 id="rounds">Dice over rounds</h2>'
+        f"{_image(report_charts.dice_over_rounds(data), 'Mean Dice per site over rounds')}"
+        '<p class="caption">Mean Dice over regions per site after each round (round 0: the initial model), '
+        "shaded: 95 % CI of the mean; dashed: pooled over the reporting sites.</p>"
+        f'<table><tr><th class="site">Site</th>{head}</tr>{"".join(rows)}'
+        f'<tr><td class="site">pooled</td>{pooled}</tr></table>'
+    )
 
 
 def _distributions(data: dict) -> str:
     shown = [m for m in data["metrics"] if m["name"] in ("dice", "hd95", "nsd")] or data["metrics"][:1]
-    figures = "".join(_image(report_charts.distributions(data, metric), f"{metric['title']} per site")
-                      for metric in shown)
-    return ("<h2 id=\"distributions\">Per-site metric distributions</h2><p class=\"caption\">At each site's last "
-            "round: box from the first to the third quartile, line at the median, diamond at the mean with its "
-            "95 % CI. Drawn from the sites' aggregates; no per-case value leaves a site, so there are no "
-            f"whiskers to the extremes.</p>{figures}")
+    figures = "".join(
+        _image(report_charts.distributions(data, metric), f"{metric['title']} per site") for metric in shown
+    )
+    return (
+        '<h2 id="distributions">Per-site metric distributions</h2><p class="caption">At each site\'s last '
+        "round: box from the first to the third quartile, line at the median, diamond at the mean with its "
+        "95 % CI. Drawn from the sites' aggregates; no per-case value leaves a site, so there are no "
+        f"whiskers to the extremes.</p>{figures}"
+    )
 
 
 def _baseline() -> str:
-    return ("<h2 id=\"baseline\">Global model vs local-only baselines</h2><p>This run has no local-only baseline "
-            "(a model trained at each site on its own data alone), so this report cannot say whether federation "
-            "helped a given site.</p>")
+    return (
+        '<h2 id="baseline">Global model vs local-only baselines</h2><p>This run has no local-only baseline '
+        "(a model trained at each site on its own data alone), so this report cannot say whether federation "
+        "helped a given site.</p>"
+    )
 
 
 def _overview(data: dict) -> str:
     rows = []
     for row in data["data_overview"]:
-        spacing = ("—" if row["spacing_min_mm"] is None
-                   else f"{row['spacing_min_mm']:.2f}–{row['spacing_max_mm']:.2f}")
+        spacing = (
+            "—"
+            if row["spacing_min_mm"] is None
+            else f"{row['spacing_min_mm']:.2f}–{row['spacing_max_mm']:.2f}"
+        )
         validation = escape(row["note"]) if row["note"] else row["validation_cases"]
         described = " · ".join(f"{escape(k)} {_plain(v)}" for k, v in sorted(row["described"].items())) or "—"
-        rows.append(f"<tr><td class=\"site\">{_site(row['site'])}</td><td>{_count(row['total_cases'])}</td>"
-                    f"<td>{_count(row['training_cases'])}</td><td>{validation}</td>"
-                    f"<td>{_count(row['skipped_cases'])}</td><td>{spacing}</td><td><small>{described}</small></td></tr>")
-    return ("<h2 id=\"data\">Data overview</h2><p class=\"caption\">Counts each site sent: cases from its "
-            "description (sent once per run), training cases from its last training round, validation cases and "
-            "their voxel edges (mm, native resolution) from its last validation.</p><table><tr>"
-            "<th class=\"site\">Site</th><th>Cases</th><th>Training</th><th>Validation</th><th>Skipped</th>"
-            f"<th>Voxel edges (mm)</th><th>Site description</th></tr>{''.join(rows)}</table>")
+        rows.append(
+            f'<tr><td class="site">{_site(row["site"])}</td><td>{_count(row["total_cases"])}</td>'
+            f"<td>{_count(row['training_cases'])}</td><td>{validation}</td>"
+            f"<td>{_count(row['skipped_cases'])}</td><td>{spacing}</td><td><small>{described}</small></td></tr>"
+        )
+    return (
+        '<h2 id="data">Data overview</h2><p class="caption">Counts each site sent: cases from its '
+        "description (sent once per run), training cases from its last training round, validation cases and "
+        "their voxel edges (mm, native resolution) from its last validation.</p><table><tr>"
+        '<th class="site">Site</th><th>Cases</th><th>Training</th><th>Validation</th><th>Skipped</th>'
+        f"<th>Voxel edges (mm)</th><th>Site description</th></tr>{''.join(rows)}</table>"
+    )
 
 
 def _plain(value: object) -> str:
@@ -214,21 +275,34 @@ def _count(value: float | None) -> str:
 def _methods(data: dict) -> str:
     methods = data["methods"]
     conventions = methods["conventions"]
-    regions = "".join(f"<li><b>{escape(r['name'].upper())}</b> ({escape(r['title'])}): labels "
-                      f"{escape(r['labels'])}</li>" for r in data["regions"])
+    regions = "".join(
+        f"<li><b>{escape(r['name'].upper())}</b> ({escape(r['title'])}): labels {escape(r['labels'])}</li>"
+        for r in data["regions"]
+    )
     settings = "".join(f"<li><code>{escape(s)}</code></li>" for s in conventions.get("settings", []))
-    training = "".join(f"<tr><td class=\"site\">{escape(k)}</td><td>{escape(str(v))}</td></tr>"
-                       for k, v in methods["training"].items())
+    training = "".join(
+        f'<tr><td class="site">{escape(k)}</td><td>{escape(str(v))}</td></tr>'
+        for k, v in methods["training"].items()
+    )
     model = methods["model"]
-    model_text = (f"{escape(model['architecture'])}, preset <code>{escape(model['preset'])}</code>: channels "
-                  f"{model['channels']}, strides {model['strides']}, {model['residual_units']} residual units, "
-                  f"{model['parameters']:,} parameters." if model else "not recorded")
+    model_text = (
+        f"{escape(model['architecture'])}, preset <code>{escape(model['preset'])}</code>: channels "
+        f"{model['channels']}, strides {model['strides']}, {model['residual_units']} residual units, "
+        f"{model['parameters']:,} parameters."
+        if model
+        else "not recorded"
+    )
     coordinator = ", ".join(f"{escape(k)} {escape(v)}" for k, v in methods["coordinator_software"].items())
-    sites = "".join(f"<li>{_site(site)}: {escape(', '.join(versions))}</li>"
-                    for site, versions in sorted(methods["site_software"].items()))
-    differing = (f"<p><b>Sites with other metric conventions:</b> {escape(', '.join(methods['sites_with_other_conventions']))}"
-                 " — their numbers are not comparable with the others'.</p>"
-                 if methods["sites_with_other_conventions"] else "")
+    sites = "".join(
+        f"<li>{_site(site)}: {escape(', '.join(versions))}</li>"
+        for site, versions in sorted(methods["site_software"].items())
+    )
+    differing = (
+        f"<p><b>Sites with other metric conventions:</b> {escape(', '.join(methods['sites_with_other_conventions']))}"
+        " — their numbers are not comparable with the others'.</p>"
+        if methods["sites_with_other_conventions"]
+        else ""
+    )
     return f"""<h2 id="methods">Methods</h2>
 <h3>Validation</h3><p>After every round (round 0: the initial model) each site runs the global model on its own
 held-out validation cases (a fixed, seeded split of its cases) by sliding-window inference at the run's spacing,
@@ -238,27 +312,27 @@ it there, in millimetres of the case's own voxel spacing. Regions:</p><ul>{regio
 <li><b>Dice</b> = 2|P∩T| / (|P| + |T|) for prediction P and label T.</li>
 <li><b>HD95</b> (mm): the larger of the two directed 95th percentiles of distances between surface voxels
 (MONAI's definition; other tools pool both directions and give different values).</li>
-<li><b>Surface Dice</b> at a tolerance of {_num(conventions.get('nsd-tolerance-mm'), 1)} mm: the share of both
+<li><b>Surface Dice</b> at a tolerance of {_num(conventions.get("nsd-tolerance-mm"), 1)} mm: the share of both
 surfaces lying within the tolerance of the other surface.</li>
 <li><b>Absolute volume difference</b> (mL): |vol(P) − vol(T)|.</li>
 <li><b>Sensitivity</b> = |P∩T| / |T|; <b>precision</b> = |P∩T| / |P|.</li>
 <li><b>Lesion detection</b>: connected components (26-connectivity); a label lesion is found when a predicted voxel
 overlaps it; a predicted lesion overlapping no label voxel is a false lesion; no minimum lesion size.</li></ul>
 <h3>Empty masks</h3><p>Both empty: Dice, surface Dice, sensitivity and precision 1, HD95 0. Exactly one empty: those
-0 and HD95 = {_num(conventions.get('hd95-penalty-mm'), 2)} mm (the BraTS penalty, the diagonal of a 240 × 240 × 155 mm
+0 and HD95 = {_num(conventions.get("hd95-penalty-mm"), 2)} mm (the BraTS penalty, the diagonal of a 240 × 240 × 155 mm
 volume). The number of such cases is reported separately for each site and region.</p>
 <h3>Uncertainty and aggregation</h3><p>Per site: n, mean, median, quartiles (linear interpolation) and a
-{_percent(conventions.get('ci-level'))} percentile-bootstrap confidence interval of the mean
-({conventions.get('bootstrap-resamples', '—')} resamples of the cases, seed {conventions.get('bootstrap-seed', '—')},
+{_percent(conventions.get("ci-level"))} percentile-bootstrap confidence interval of the mean
+({conventions.get("bootstrap-resamples", "—")} resamples of the cases, seed {conventions.get("bootstrap-seed", "—")},
 the same resamples for every metric). Pooled values are means over all cases of the reporting sites (site means
 weighted by their case counts). A site sends nothing about its validation cases when it has fewer than its own
 minimum (<code>min-report-cases</code>, set by the site; default 5).</p>
 <h3>Exact settings used by the sites</h3><ul>{settings}</ul>{differing}
-<h3>Model and training</h3><p>{model_text} {escape(methods['aggregation'])}.</p>
+<h3>Model and training</h3><p>{model_text} {escape(methods["aggregation"])}.</p>
 <table><tr><th class="site">Run setting</th><th>Value</th></tr>{training}</table>
 <h3>Software</h3><p>Coordinator: {coordinator}.</p><ul>{sites}</ul>"""
 
 
 def _limitations(data: dict) -> str:
     items = "".join(f"<li>{escape(note)}</li>" for note in data["limitations"])
-    return f"<h2 id=\"limitations\">Limitations</h2><ul>{items}</ul>"
+    return f'<h2 id="limitations">Limitations</h2><ul>{items}</ul>'

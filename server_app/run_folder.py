@@ -62,7 +62,9 @@ class RunFolder:
     def create(cls, path: Path, run_config: dict) -> "RunFolder":
         """Start a run folder; an existing run's metrics are never appended to or overwritten."""
         if (path / METRICS_FILE).exists():
-            raise FileExistsError(f"{path} already holds a run ({METRICS_FILE} exists); choose another run folder")
+            raise FileExistsError(
+                f"{path} already holds a run ({METRICS_FILE} exists); choose another run folder"
+            )
         path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path / CONFIG_FILE, {"run_config": dict(run_config), "software": _versions()})
         return cls(path)

@@ -34,8 +34,12 @@ class SiteDirectory:
                 continue
             name = str(reply.content.config_records["site"]["site-name"])
             if name in self._names.values():
-                log(WARNING, "Two nodes call themselves %r; node %d is filed as %s#%d", name, node, name, node)
+                log(
+                    WARNING, "Two nodes call themselves %r; node %d is filed as %s#%d", name, node, name, node
+                )
                 name = f"{name}#{node}"
             self._names[node] = name
-            self.overviews[name] = {k: v for record in reply.content.metric_records.values() for k, v in record.items()}
+            self.overviews[name] = {
+                k: v for record in reply.content.metric_records.values() for k, v in record.items()
+            }
             log(INFO, "Node %d is site %s", node, name)

@@ -15,8 +15,10 @@ def first_and_last(records: list[dict]) -> dict[str, tuple[dict, dict]]:
     by_site: dict[str, list[dict]] = {}
     for record in records:
         by_site.setdefault(record["site"], []).append(record)
-    return {site: (min(rs, key=lambda r: r["round"]), max(rs, key=lambda r: r["round"]))
-            for site, rs in sorted(by_site.items())}
+    return {
+        site: (min(rs, key=lambda r: r["round"]), max(rs, key=lambda r: r["round"]))
+        for site, rs in sorted(by_site.items())
+    }
 
 
 def is_suppressed(record: dict) -> bool:
@@ -29,8 +31,10 @@ def suppressed_text(record: dict) -> str:
 
 def region_names(records: list[dict]) -> list[str]:
     """The evaluation regions the sites reported (from their conventions), in their order."""
-    return next((list(r["conventions"]["regions"]) for r in records if r.get("conventions", {}).get("regions")),
-                ["wt", "tc", "et"])
+    return next(
+        (list(r["conventions"]["regions"]) for r in records if r.get("conventions", {}).get("regions")),
+        ["wt", "tc", "et"],
+    )
 
 
 def site_table(records: list[dict]) -> Table:
@@ -38,8 +42,10 @@ def site_table(records: list[dict]) -> Table:
     regions = region_names(records)
     first_round = min((first["round"] for first, _ in sites.values()), default=0)
     last_round = max((last["round"] for _, last in sites.values()), default=0)
-    table = Table(title=f"Validation per site (mean Dice over regions and cases with its 95 % CI; per region: mean "
-                        f"Dice and median HD95 at round {last_round})")
+    table = Table(
+        title=f"Validation per site (mean Dice over regions and cases with its 95 % CI; per region: mean "
+        f"Dice and median HD95 at round {last_round})"
+    )
     table.add_column("Site", no_wrap=True)
     table.add_column("Cases", justify="right")
     table.add_column(f"Dice r{first_round}", justify="right")
@@ -49,7 +55,9 @@ def site_table(records: list[dict]) -> Table:
     table.add_column(f"HD95 {regions[0].upper()} mm", justify="right")
     for site, (first, last) in sites.items():
         if is_suppressed(last):
-            table.add_row(site, "—", _dice(first, first_round), suppressed_text(last), *[""] * (len(regions) + 1))
+            table.add_row(
+                site, "—", _dice(first, first_round), suppressed_text(last), *[""] * (len(regions) + 1)
+            )
             continue
         metrics = last["metrics"]
         table.add_row(
@@ -57,8 +65,11 @@ def site_table(records: list[dict]) -> Table:
             str(last["n_cases"]),
             _dice(first, first_round),
             _dice(last, last_round)
-            + (f" [{metrics['dice-mean-ci-low']:.3f}, {metrics['dice-mean-ci-high']:.3f}]"
-               if "dice-mean-ci-low" in metrics else ""),
+            + (
+                f" [{metrics['dice-mean-ci-low']:.3f}, {metrics['dice-mean-ci-high']:.3f}]"
+                if "dice-mean-ci-low" in metrics
+                else ""
+            ),
             *(f"{metrics[f'dice-{region}-mean']:.3f}" for region in regions),
             f"{metrics[f'hd95-{regions[0]}-median']:.1f}" if f"hd95-{regions[0]}-median" in metrics else "",
         )

@@ -28,7 +28,9 @@ VALIDATION_RECORD = "validation"
 class SiteFedAvg(FedAvg):
     """FedAvg + per-site records in the run folder; `latest_evaluation` holds the last pooled evaluation."""
 
-    def __init__(self, *, sites: SiteDirectory, run: RunFolder, model_keys: Iterable[str], **fedavg: object) -> None:
+    def __init__(
+        self, *, sites: SiteDirectory, run: RunFolder, model_keys: Iterable[str], **fedavg: object
+    ) -> None:
         super().__init__(evaluate_metrics_aggr_fn=pooled_metrics, **fedavg)
         self.sites = sites
         self.run = run
@@ -36,24 +38,28 @@ class SiteFedAvg(FedAvg):
         self.latest_evaluation: MetricRecord | None = None
         self._train_metrics: dict[int, dict[str, float]] = {}
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self.sites.learn(grid, (m.metadata.dst_node_id for m in messages))
         return messages
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         messages = list(super().configure_evaluate(server_round, arrays, config, grid))
         self.sites.learn(grid, (m.metadata.dst_node_id for m in messages))
         return messages
 
-    def aggregate_train(self, server_round: int,
-                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         kept = self._consistent(self._keep_sound(replies, self._train_reply_problem))
         self._train_metrics = {
             m.metadata.src_node_id: dict(next(iter(m.content.metric_records.values())))
-            for m in kept if not m.has_error()
+            for m in kept
+            if not m.has_error()
         }
         return super().aggregate_train(server_round, kept)
 
@@ -69,7 +75,9 @@ class SiteFedAvg(FedAvg):
         reported = self._consistent(reported)
         for reply in reported:
             if not reply.has_error():
-                self._file_evaluation(server_round, reply, dict(next(iter(reply.content.metric_records.values()))))
+                self._file_evaluation(
+                    server_round, reply, dict(next(iter(reply.content.metric_records.values())))
+                )
         self.latest_evaluation = super().aggregate_evaluate(server_round, reported)
         return self.latest_evaluation
 
@@ -77,16 +85,18 @@ class SiteFedAvg(FedAvg):
         """One metrics.jsonl record; a suppressed site's has no metrics and no case count."""
         node = reply.metadata.src_node_id
         validation = dict(reply.content.config_records.get(VALIDATION_RECORD, {}))
-        self.run.append_metrics({
-            "round": server_round,
-            "site": self.sites.name(node),
-            "status": SUPPRESSED if metrics is None else REPORTED,
-            "min_report_cases": validation.pop("min-report-cases", None),
-            "n_cases": None if metrics is None else int(metrics.pop(self.weighted_by_key)),
-            "metrics": metrics or {},
-            "conventions": {k: v for k, v in validation.items() if k != "status"},
-            "train": self._train_metrics.get(node),
-        })
+        self.run.append_metrics(
+            {
+                "round": server_round,
+                "site": self.sites.name(node),
+                "status": SUPPRESSED if metrics is None else REPORTED,
+                "min_report_cases": validation.pop("min-report-cases", None),
+                "n_cases": None if metrics is None else int(metrics.pop(self.weighted_by_key)),
+                "metrics": metrics or {},
+                "conventions": {k: v for k, v in validation.items() if k != "status"},
+                "train": self._train_metrics.get(node),
+            }
+        )
 
     def _keep_sound(self, replies: Iterable[Message], problem_of) -> list[Message]:
         """Error replies pass through (FedAvg counts and logs them); malformed ones are dropped here."""
@@ -94,20 +104,33 @@ class SiteFedAvg(FedAvg):
         for reply in replies:
             if reply.has_error():
                 if reply.metadata.src_node_id != 1:  # 1: the SuperLink itself reporting an unreachable node
-                    log(WARNING, "Site %s failed: %s", self.sites.name(reply.metadata.src_node_id), reply.error.reason)
+                    log(
+                        WARNING,
+                        "Site %s failed: %s",
+                        self.sites.name(reply.metadata.src_node_id),
+                        reply.error.reason,
+                    )
                 kept.append(reply)
                 continue
             problem = problem_of(reply)
             if problem:
-                log(WARNING, "Dropping the reply of site %s: %s", self.sites.name(reply.metadata.src_node_id), problem)
+                log(
+                    WARNING,
+                    "Dropping the reply of site %s: %s",
+                    self.sites.name(reply.metadata.src_node_id),
+                    problem,
+                )
             else:
                 kept.append(reply)
         return kept
 
     def _consistent(self, replies: list[Message]) -> list[Message]:
         """Keep the replies whose metric names are the most common set; FedAvg would end the run on a mismatch."""
-        key_sets = {id(r): frozenset(next(iter(r.content.metric_records.values())).keys())
-                    for r in replies if not r.has_error()}
+        key_sets = {
+            id(r): frozenset(next(iter(r.content.metric_records.values())).keys())
+            for r in replies
+            if not r.has_error()
+        }
         if not key_sets:
             return replies
         usual = Counter(key_sets.values()).most_common(1)[0][0]
@@ -117,8 +140,12 @@ class SiteFedAvg(FedAvg):
             if keys == usual:
                 kept.append(reply)
             else:
-                log(WARNING, "Dropping the reply of site %s: its metric names differ from the other sites' (%s)",
-                    self.sites.name(reply.metadata.src_node_id), ", ".join(sorted(keys ^ usual)[:5]))
+                log(
+                    WARNING,
+                    "Dropping the reply of site %s: its metric names differ from the other sites' (%s)",
+                    self.sites.name(reply.metadata.src_node_id),
+                    ", ".join(sorted(keys ^ usual)[:5]),
+                )
         return kept
 
     def _metric_problem(self, reply: Message) -> str | None:
@@ -158,6 +185,6 @@ class SiteFedAvg(FedAvg):
 
 
 def _status(reply: Message) -> str:
-    """"suppressed" or "reported"; a reply without the validation record is a plain reported one."""
+    """ "suppressed" or "reported"; a reply without the validation record is a plain reported one."""
     record = reply.content.config_records.get(VALIDATION_RECORD)
     return str(record.get("status", REPORTED)) if record is not None else REPORTED

@@ -11,12 +11,24 @@ from server_app.run_folder import REPORTED
 from server_app.site_table import first_and_last
 
 
-def build_summary(records: list[dict], weighted: dict[int, MetricRecord], checkpointer: Checkpointer,
-                  overviews: dict[str, dict], rounds_planned: int, wall_time_s: float) -> dict:
+def build_summary(
+    records: list[dict],
+    weighted: dict[int, MetricRecord],
+    checkpointer: Checkpointer,
+    overviews: dict[str, dict],
+    rounds_planned: int,
+    wall_time_s: float,
+) -> dict:
     sites = {
-        site: {"status": last.get("status", REPORTED), "min_report_cases": last.get("min_report_cases"),
-               "n_cases": last["n_cases"], "first_round": first["round"], "last_round": last["round"],
-               "first": first["metrics"], "last": last["metrics"]}
+        site: {
+            "status": last.get("status", REPORTED),
+            "min_report_cases": last.get("min_report_cases"),
+            "n_cases": last["n_cases"],
+            "first_round": first["round"],
+            "last_round": last["round"],
+            "first": first["metrics"],
+            "last": last["metrics"],
+        }
         for site, (first, last) in first_and_last(records).items()
     }
     return {
@@ -25,8 +37,11 @@ def build_summary(records: list[dict], weighted: dict[int, MetricRecord], checkp
         "sites": sites,
         "site_overview": overviews,
         "weighted_mean": {str(rnd): dict(metrics) for rnd, metrics in sorted(weighted.items())},
-        "best": {"round": checkpointer.best_round, SELECTION_METRIC: checkpointer.best_score
-                 if checkpointer.best_round is not None else None, "model": "models/best.pt"},
+        "best": {
+            "round": checkpointer.best_round,
+            SELECTION_METRIC: checkpointer.best_score if checkpointer.best_round is not None else None,
+            "model": "models/best.pt",
+        },
         "final_model": "models/final.pt",
         "wall_time_s": round(wall_time_s, 1),
     }

@@ -34,7 +34,9 @@ def describe(msg: Message, context: Context) -> Message:
     """The site's name, so the coordinator can attribute its metrics, and an aggregate overview of its data."""
     site = resolve_site(context)
     overview = MetricRecord(site_overview(site, site_logger(site.work)))
-    return Message(RecordDict({"site": ConfigRecord({"site-name": site.name}), "overview": overview}), reply_to=msg)
+    return Message(
+        RecordDict({"site": ConfigRecord({"site-name": site.name}), "overview": overview}), reply_to=msg
+    )
 
 
 @app.train()
@@ -49,11 +51,19 @@ def train(msg: Message, context: Context) -> Message:
 
     # Load the data
     cases = load_site_cases(site, settings.pipeline, settings.val_fraction, settings.seed, log)
-    dataset = training_dataset(cases.train, settings.pipeline, site.work / "cache", seed=settings.seed + server_round)
+    dataset = training_dataset(
+        cases.train, settings.pipeline, site.work / "cache", seed=settings.seed + server_round
+    )
 
     # Train
-    loss = train_epochs(model, dataset, epochs=settings.local_epochs, learning_rate=settings.learning_rate,
-                        batch_size=settings.batch_size, device=_device())
+    loss = train_epochs(
+        model,
+        dataset,
+        epochs=settings.local_epochs,
+        learning_rate=settings.learning_rate,
+        batch_size=settings.batch_size,
+        device=_device(),
+    )
     log.info("round %d: trained on %d cases, mean loss %.4f", server_round, len(cases.train), loss)
 
     # Reply with weights and aggregates
@@ -78,11 +88,20 @@ def evaluate(msg: Message, context: Context) -> Message:
     # Validate: per-case values stay here, in the work folder
     results, n_failed = validate_cases(model, cases.val, settings.pipeline, policy.regions, _device(), log)
     if not results:
-        raise ValueError(f"none of the {len(cases.val)} validation cases could be validated (see the site log)")
-    keep_validation(site, context.run_config, server_round, msg.content["arrays"], settings.model_preset, results)
+        raise ValueError(
+            f"none of the {len(cases.val)} validation cases could be validated (see the site log)"
+        )
+    keep_validation(
+        site, context.run_config, server_round, msg.content["arrays"], settings.model_preset, results
+    )
     content = evaluation_content(results, cases.n_skipped + n_failed, policy)
-    log.info("round %d: validated %d cases (%s, minimum %d)", server_round, len(results),
-             content["validation"]["status"], policy.min_report_cases)
+    log.info(
+        "round %d: validated %d cases (%s, minimum %d)",
+        server_round,
+        len(results),
+        content["validation"]["status"],
+        policy.min_report_cases,
+    )
 
     # Reply with aggregates only, or with none below the site's minimum
     return Message(content, reply_to=msg)

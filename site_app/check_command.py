@@ -36,14 +36,23 @@ class OutputFormat(str, Enum):
 
 
 def site_check(
-    data: Annotated[Path, typer.Option("--data", help="The site's data folder (DICOM and/or NIfTI); only read.")],
-    work: Annotated[Path, typer.Option("--work", help="The site's work folder; inventory.json is written here.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="The site's data folder (DICOM and/or NIfTI); only read.")
+    ],
+    work: Annotated[
+        Path, typer.Option("--work", help="The site's work folder; inventory.json is written here.")
+    ],
     manifest: Annotated[
-        Path | None, typer.Option("--manifest", help="CSV with columns case_id,image,label (paths relative to"
-                                                     " --data), for folders not organised by case.")
+        Path | None,
+        typer.Option(
+            "--manifest",
+            help="CSV with columns case_id,image,label (paths relative to"
+            " --data), for folders not organised by case.",
+        ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="site.toml: series selection rules, label mappings, limits.")
+        Path | None,
+        typer.Option("--config", help="site.toml: series selection rules, label mappings, limits."),
     ] = None,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="text: a table; json: the inventory on stdout.")
@@ -59,7 +68,9 @@ def site_check(
         typer.echo(json.dumps(inventory.to_json(), indent=1))
     else:
         out = Console(soft_wrap=True)
-        _print_report(out if out.is_terminal else Console(soft_wrap=True, width=REPORT_WIDTH), inventory, path)
+        _print_report(
+            out if out.is_terminal else Console(soft_wrap=True, width=REPORT_WIDTH), inventory, path
+        )
     raise typer.Exit(EXIT_USABLE if inventory.usable else EXIT_NONE_USABLE)
 
 
@@ -70,18 +81,24 @@ def _settings(err: Console, config: Path | None) -> IngestSettings:
         _abort(err, str(e))
 
 
-def _discover(err: Console, data: Path, work: Path, manifest: Path | None, settings: IngestSettings) -> Discovery:
+def _discover(
+    err: Console, data: Path, work: Path, manifest: Path | None, settings: IngestSettings
+) -> Discovery:
     if data.is_dir() and work.absolute().resolve().is_relative_to(data.absolute().resolve()):
-        _abort(err, f"work folder {work} lies inside the data folder {data}, which is only read; choose a work"
-                    " folder outside it")
+        _abort(
+            err,
+            f"work folder {work} lies inside the data folder {data}, which is only read; choose a work"
+            " folder outside it",
+        )
     try:
         return read_manifest(manifest, data, settings) if manifest else discover(data, settings)
     except SiteDataError as e:
         _abort(err, str(e))
 
 
-def _inventory(err: Console, found: Discovery, data: Path, settings: IngestSettings,
-               manifest: Path | None) -> Inventory:
+def _inventory(
+    err: Console, found: Discovery, data: Path, settings: IngestSettings, manifest: Path | None
+) -> Inventory:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("checking cases", total=len(found.cases))
@@ -95,10 +112,13 @@ def _print_report(out: Console, inventory: Inventory, path: Path) -> None:
     for case in inventory.cases:
         volumes = " ".join(f"{k}:{v:g}" for k, v in (case.label_volumes_ml or {}).items())
         table.add_row(
-            case.case_id, case.status, case.modality or case.image_format or "",
+            case.case_id,
+            case.status,
+            case.modality or case.image_format or "",
             "x".join(map(str, case.shape)) if case.shape else "",
             "x".join(f"{s:g}" for s in case.spacing_mm) if case.spacing_mm else "",
-            case.source_orientation or "", volumes,
+            case.source_orientation or "",
+            volumes,
         )
     out.print(table)
     excluded = [c for c in inventory.cases if c.status == "excluded"]
@@ -116,8 +136,12 @@ def _print_report(out: Console, inventory: Inventory, path: Path) -> None:
         for entry in inventory.ignored_files:
             out.print(f"  {entry['path']}: {entry['reason']}", highlight=False, markup=False)
     summary = inventory.summary()
-    out.print(f"\n{summary['n_cases']} cases: {summary['n_usable']} usable, {summary['n_excluded']} excluded;"
-              f" {summary['n_ignored_files']} files not used. Inventory: {path}", highlight=False, markup=False)
+    out.print(
+        f"\n{summary['n_cases']} cases: {summary['n_usable']} usable, {summary['n_excluded']} excluded;"
+        f" {summary['n_ignored_files']} files not used. Inventory: {path}",
+        highlight=False,
+        markup=False,
+    )
 
 
 def _abort(console: Console, message: str) -> NoReturn:

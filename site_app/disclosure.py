@@ -43,9 +43,12 @@ class ValidationPolicy:
     @classmethod
     def from_context(cls, context: Context) -> "ValidationPolicy":
         region_set = str(context.run_config.get("eval-regions", "brats"))
-        return cls(regions=evaluation_regions(region_set), region_set=region_set,
-                   min_report_cases=min_report_cases(context.node_config, context.run_config),
-                   seed=int(context.run_config["seed"]))
+        return cls(
+            regions=evaluation_regions(region_set),
+            region_set=region_set,
+            min_report_cases=min_report_cases(context.node_config, context.run_config),
+            seed=int(context.run_config["seed"]),
+        )
 
 
 def min_report_cases(node_config: Mapping[str, object], run_config: Mapping[str, object]) -> int:
@@ -77,12 +80,15 @@ def conventions(policy: ValidationPolicy) -> dict[str, str | int | float | list[
     }
 
 
-def evaluation_content(results: Sequence[CaseEvaluation], n_skipped: int, policy: ValidationPolicy) -> RecordDict:
+def evaluation_content(
+    results: Sequence[CaseEvaluation], n_skipped: int, policy: ValidationPolicy
+) -> RecordDict:
     """The evaluate reply's content: aggregates when the site has at least its minimum of cases, else none."""
     validation = {**conventions(policy), "min-report-cases": policy.min_report_cases}
     if len(results) < policy.min_report_cases:
         return RecordDict({"validation": ConfigRecord({**validation, "status": SUPPRESSED})})
-    aggregates = site_aggregates([r.metrics for r in results], [r.spacing_mm for r in results], list(policy.regions),
-                                 policy.seed)
+    aggregates = site_aggregates(
+        [r.metrics for r in results], [r.spacing_mm for r in results], list(policy.regions), policy.seed
+    )
     metrics = MetricRecord({**aggregates, "n-skipped": n_skipped, "num-examples": len(results)})
     return RecordDict({"validation": ConfigRecord({**validation, "status": REPORTED}), "metrics": metrics})

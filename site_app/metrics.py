@@ -44,17 +44,28 @@ COUNTS = ("empty-both", "empty-pred", "empty-truth", "lesions-tp", "lesions-fp",
 """Per-case counts that are summed over cases; keys are f"{count}-{region}"."""
 
 DICE_SETTINGS = MappingProxyType({"include_background": True, "ignore_empty": False})
-HD95_SETTINGS = MappingProxyType({"include_background": True, "distance_metric": "euclidean", "percentile": 95.0,
-                                  "directed": False})
-NSD_SETTINGS = MappingProxyType({"include_background": True, "distance_metric": "euclidean",
-                                 "class_thresholds": [NSD_TOLERANCE_MM], "use_subvoxels": False})
+HD95_SETTINGS = MappingProxyType(
+    {"include_background": True, "distance_metric": "euclidean", "percentile": 95.0, "directed": False}
+)
+NSD_SETTINGS = MappingProxyType(
+    {
+        "include_background": True,
+        "distance_metric": "euclidean",
+        "class_thresholds": [NSD_TOLERANCE_MM],
+        "use_subvoxels": False,
+    }
+)
 LESION_CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 """26-connectivity: voxels touching by a face, an edge or a corner belong to the same lesion."""
 
-REGION_SETS: Mapping[str, Mapping[str, tuple[int, ...]]] = MappingProxyType({
-    "brats": REGIONS,
-    "per-class": MappingProxyType({f"label{value}": (value,) for value in LABEL_NAMES if value != BACKGROUND}),
-})
+REGION_SETS: Mapping[str, Mapping[str, tuple[int, ...]]] = MappingProxyType(
+    {
+        "brats": REGIONS,
+        "per-class": MappingProxyType(
+            {f"label{value}": (value,) for value in LABEL_NAMES if value != BACKGROUND}
+        ),
+    }
+)
 
 
 def evaluation_regions(name: str) -> Mapping[str, tuple[int, ...]]:
@@ -72,9 +83,9 @@ def metric_settings() -> dict[str, str]:
         "hd95": _call("compute_hausdorff_distance", HD95_SETTINGS),
         "nsd": _call("compute_surface_dice", NSD_SETTINGS),
         "lesions": "scipy.ndimage.label, 26-connectivity; a lesion is found when it overlaps the other mask by"
-                   " at least one voxel; no minimum lesion size",
+        " at least one voxel; no minimum lesion size",
         "empty-masks": f"both empty: dice, nsd, sensitivity, precision 1 and hd95 0; exactly one empty: 0 and"
-                       f" hd95 {HD95_PENALTY_MM} mm",
+        f" hd95 {HD95_PENALTY_MM} mm",
         "grid": "native grid of each case (prediction resampled back with nearest neighbour), native spacing",
     }
 
@@ -84,31 +95,49 @@ def _call(function: str, settings: Mapping[str, object], with_spacing: bool = Tr
     return f"monai.metrics.{function}({', '.join(arguments + ['spacing=<native spacing>'] * with_spacing)})"
 
 
-def case_metrics(prediction: np.ndarray, truth: np.ndarray, spacing_mm: tuple[float, float, float],
-                 regions: Mapping[str, tuple[int, ...]]) -> dict[str, float]:
+def case_metrics(
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    regions: Mapping[str, tuple[int, ...]],
+) -> dict[str, float]:
     """Every metric and count for one case: label maps of shape (X, Y, Z) on the native grid, spacing in mm."""
     result: dict[str, float] = {}
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     for region, values in regions.items():
         pred, true = np.isin(prediction, values), np.isin(truth, values)
-        result.update({f"{key}-{region}": value for key, value in _region_metrics(pred, true, spacing_mm,
-                                                                                   voxel_ml).items()})
+        result.update(
+            {
+                f"{key}-{region}": value
+                for key, value in _region_metrics(pred, true, spacing_mm, voxel_ml).items()
+            }
+        )
     return result
 
 
-def _region_metrics(pred: np.ndarray, true: np.ndarray, spacing_mm: tuple[float, float, float],
-                    voxel_ml: float) -> dict[str, float]:
+def _region_metrics(
+    pred: np.ndarray, true: np.ndarray, spacing_mm: tuple[float, float, float], voxel_ml: float
+) -> dict[str, float]:
     n_pred, n_true = int(pred.sum()), int(true.sum())
     n_both = int((pred & true).sum())
-    metrics = {"avd": abs(n_pred - n_true) * voxel_ml,
-               "empty-both": float(n_pred == n_true == 0),
-               "empty-pred": float(n_pred == 0 < n_true),
-               "empty-truth": float(n_true == 0 < n_pred),
-               **_lesion_counts(pred, true)}
+    metrics = {
+        "avd": abs(n_pred - n_true) * voxel_ml,
+        "empty-both": float(n_pred == n_true == 0),
+        "empty-pred": float(n_pred == 0 < n_true),
+        "empty-truth": float(n_true == 0 < n_pred),
+        **_lesion_counts(pred, true),
+    }
     if n_pred == n_true == 0:
         return {**metrics, "dice": 1.0, "hd95": 0.0, "nsd": 1.0, "sensitivity": 1.0, "precision": 1.0}
     if n_pred == 0 or n_true == 0:
-        return {**metrics, "dice": 0.0, "hd95": HD95_PENALTY_MM, "nsd": 0.0, "sensitivity": 0.0, "precision": 0.0}
+        return {
+            **metrics,
+            "dice": 0.0,
+            "hd95": HD95_PENALTY_MM,
+            "nsd": 0.0,
+            "sensitivity": 0.0,
+            "precision": 0.0,
+        }
     p, t = (torch.as_tensor(mask)[None, None].float() for mask in (pred, true))  # (B=1, C=1, X, Y, Z)
     return {
         **metrics,
@@ -125,4 +154,8 @@ def _lesion_counts(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     pred_lesions, n_pred = ndimage.label(pred, structure=LESION_CONNECTIVITY)
     found = len(np.unique(true_lesions[pred & (true_lesions > 0)]))
     real = len(np.unique(pred_lesions[true & (pred_lesions > 0)]))
-    return {"lesions-tp": float(found), "lesions-fn": float(n_true - found), "lesions-fp": float(n_pred - real)}
+    return {
+        "lesions-tp": float(found),
+        "lesions-fn": float(n_true - found),
+        "lesions-fp": float(n_pred - real),
+    }

@@ -31,8 +31,13 @@ def tumor_centre(truth: np.ndarray, prediction: np.ndarray) -> tuple[int, int, i
     return tuple(s // 2 for s in truth.shape)
 
 
-def overlay_png(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
-                regions: Mapping[str, tuple[int, ...]], title: str) -> bytes:
+def overlay_png(
+    image: np.ndarray,
+    truth: np.ndarray,
+    prediction: np.ndarray,
+    regions: Mapping[str, tuple[int, ...]],
+    title: str,
+) -> bytes:
     """One PNG with the three views through the tumor centre."""
     centre = tumor_centre(truth, prediction)
     low, high = np.percentile(image, [1.0, 99.0])
@@ -47,18 +52,26 @@ def overlay_png(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
             for mask, style in ((truth, "solid"), (prediction, "dashed")):
                 region = np.isin(mask[shown], values).T[:, ::-1]
                 if region.any():
-                    panel.contour(region.astype(float), levels=[0.5], colors=[colour], linestyles=style,
-                                  linewidths=1.3)
+                    panel.contour(
+                        region.astype(float), levels=[0.5], colors=[colour], linestyles=style, linewidths=1.3
+                    )
         panel.set_title(f"{name} (slice {centre[axis]})", fontsize=9)
         panel.set_xticks([])
         panel.set_yticks([])
-        for x, y, letter in ((0.02, 0.5, letters[0]), (0.98, 0.5, letters[1]), (0.5, 0.02, letters[2]),
-                             (0.5, 0.98, letters[3])):
-            panel.text(x, y, letter, transform=panel.transAxes, color="white", fontsize=8, ha="center",
-                       va="center")
-    handles = [plt.Line2D([], [], color=c, linestyle=s, label=f"{name.upper()} {kind}")
-               for c, name in zip(REGION_COLOURS, regions, strict=False)
-               for s, kind in (("solid", "label"), ("dashed", "prediction"))]
+        for x, y, letter in (
+            (0.02, 0.5, letters[0]),
+            (0.98, 0.5, letters[1]),
+            (0.5, 0.02, letters[2]),
+            (0.5, 0.98, letters[3]),
+        ):
+            panel.text(
+                x, y, letter, transform=panel.transAxes, color="white", fontsize=8, ha="center", va="center"
+            )
+    handles = [
+        plt.Line2D([], [], color=c, linestyle=s, label=f"{name.upper()} {kind}")
+        for c, name in zip(REGION_COLOURS, regions, strict=False)
+        for s, kind in (("solid", "label"), ("dashed", "prediction"))
+    ]
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
     figure.suptitle(title, fontsize=10)
     buffer = io.BytesIO()

@@ -27,8 +27,10 @@ def keep_details_local(msg: Message, context: Context, call_next: ClientAppCalla
         detail = "".join(traceback.format_exception(error))
         try:
             site_logger(resolve_site(context).work).error("%s failed:\n%s", msg.metadata.message_type, detail)
-            print(f"[oncofed site] {msg.metadata.message_type} failed ({type(error).__name__}); see the site log",
-                  file=sys.stderr)
+            print(
+                f"[oncofed site] {msg.metadata.message_type} failed ({type(error).__name__}); see the site log",
+                file=sys.stderr,
+            )
         except Exception:  # noqa: BLE001 - the site's paths themselves are what failed: no case data is involved
             print(f"[oncofed site] {msg.metadata.message_type} failed:\n{detail}", file=sys.stderr)
         reason = f"site failed in {msg.metadata.message_type} ({type(error).__name__}); details are in the site log"

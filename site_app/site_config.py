@@ -29,16 +29,22 @@ def resolve_site(context: Context) -> SitePaths:
         name = str(node.get("site-name") or data.name)
         work = Path(str(node.get("work-path") or "")).expanduser()
         if not str(work) or work == Path("."):
-            raise SiteDataError(f"site {name!r}: node config has no `work-path` (a folder the site may write to)")
+            raise SiteDataError(
+                f"site {name!r}: node config has no `work-path` (a folder the site may write to)"
+            )
         paths = SitePaths(name=name, data=data, work=work)
     elif "partition-id" in node:
         paths = _simulated_site(int(node["partition-id"]), int(node["num-partitions"]), context.run_config)
     else:
-        raise SiteDataError("node config has neither `data-path` (deployment) nor `partition-id` (simulation)")
+        raise SiteDataError(
+            "node config has neither `data-path` (deployment) nor `partition-id` (simulation)"
+        )
     if not paths.data.is_dir():
         raise SiteDataError(f"site {paths.name!r}: data path {paths.data} does not exist or is not a folder")
     if paths.work.resolve().is_relative_to(paths.data.resolve()):
-        raise SiteDataError(f"site {paths.name!r}: work path {paths.work} lies inside the read-only data folder")
+        raise SiteDataError(
+            f"site {paths.name!r}: work path {paths.work} lies inside the read-only data folder"
+        )
     return paths
 
 
@@ -52,9 +58,13 @@ def site_folders(root: Path) -> list[Path]:
 def _simulated_site(partition: int, n_partitions: int, run_config: dict) -> SitePaths:
     root = Path(str(run_config.get("sim-data", "")))
     if not str(root) or root == Path("."):
-        raise SiteDataError("simulation run config has no `sim-data` (the folder holding one folder per site)")
+        raise SiteDataError(
+            "simulation run config has no `sim-data` (the folder holding one folder per site)"
+        )
     folders = site_folders(root)
     if len(folders) != n_partitions:
-        raise SiteDataError(f"{root} holds {len(folders)} site folders but the simulation has {n_partitions} sites")
+        raise SiteDataError(
+            f"{root} holds {len(folders)} site folders but the simulation has {n_partitions} sites"
+        )
     data = folders[partition]
     return SitePaths(name=data.name, data=data, work=Path(str(run_config["sim-work"])) / data.name)

@@ -47,8 +47,9 @@ def site_overview(site: SitePaths, log: Logger) -> dict[str, int | float]:
     return site_aggregate(site_inventory(site, log))
 
 
-def load_site_cases(site: SitePaths, settings: PipelineSettings, val_fraction: float, seed: int,
-                    log: Logger) -> SiteCases:
+def load_site_cases(
+    site: SitePaths, settings: PipelineSettings, val_fraction: float, seed: int, log: Logger
+) -> SiteCases:
     """Usable cases of the inventory, split (on all of them, so a case failing later never reshuffles the split),
     preprocessed through the cache; cases failing now are skipped with a logged reason."""
     inventory = site_inventory(site, log)
@@ -60,8 +61,14 @@ def load_site_cases(site: SitePaths, settings: PipelineSettings, val_fraction: f
     for case_id, reason in skipped_train + skipped_val:
         log.warning("case %s skipped: %s", case_id, reason)
     if not train or not val:
-        raise ValueError(f"site {site.name!r} has {len(train)} usable training and {len(val)} usable validation cases;"
-                         " at least one of each is needed (see the site log for skipped cases)")
-    log.info("%d training and %d validation cases usable, %d skipped", len(train), len(val),
-             len(skipped_train) + len(skipped_val))
+        raise ValueError(
+            f"site {site.name!r} has {len(train)} usable training and {len(val)} usable validation cases;"
+            " at least one of each is needed (see the site log for skipped cases)"
+        )
+    log.info(
+        "%d training and %d validation cases usable, %d skipped",
+        len(train),
+        len(val),
+        len(skipped_train) + len(skipped_val),
+    )
     return SiteCases(train=train, val=val, n_skipped=len(skipped_train) + len(skipped_val))

@@ -55,16 +55,19 @@ def mean_dice(metrics: Mapping[str, float], regions: Mapping[str, tuple[int, ...
 
 def worst_first(rows: list[CaseRow], regions: Mapping[str, tuple[int, ...]]) -> list[CaseRow]:
     """Cases that failed first, then by mean Dice over regions (lowest first), then by largest HD95."""
+
     def key(row: CaseRow) -> tuple[float, float]:
         if row.evaluation is None:
             return (-1.0, 0.0)
         metrics = row.evaluation.metrics
         return (mean_dice(metrics, regions), -max(metrics[f"hd95-{region}"] for region in regions))
+
     return sorted(rows, key=key)
 
 
-def write_site_report(work: Path, model_path: Path | None,
-                      on_progress: Callable[[int, int], None] = lambda done, total: None) -> SiteReportFiles:
+def write_site_report(
+    work: Path, model_path: Path | None, on_progress: Callable[[int, int], None] = lambda done, total: None
+) -> SiteReportFiles:
     """Validate the site's validation cases with the model and write the report into <work>/reports."""
     work = work.resolve()
     context = read_validation_context(work)
@@ -76,7 +79,9 @@ def write_site_report(work: Path, model_path: Path | None,
     state, meta = load_checkpoint(model_file)
     model = build_model(str(meta["model_preset"]))
     model.load_state_dict(state)
-    cases = load_site_cases(context.site, settings.pipeline, settings.val_fraction, settings.seed, site_logger(work))
+    cases = load_site_cases(
+        context.site, settings.pipeline, settings.val_fraction, settings.seed, site_logger(work)
+    )
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
@@ -94,11 +99,20 @@ def write_site_report(work: Path, model_path: Path | None,
 
     ordered = worst_first(rows, regions)
     folder = work / REPORT_FOLDER
-    files = SiteReportFiles(html=folder / "site-report.html", csv=folder / "per-case.csv", n_cases=len(rows),
-                            n_failed=sum(row.evaluation is None for row in rows))
+    files = SiteReportFiles(
+        html=folder / "site-report.html",
+        csv=folder / "per-case.csv",
+        n_cases=len(rows),
+        n_failed=sum(row.evaluation is None for row in rows),
+    )
     write_text_atomic(files.csv, per_case_csv(ordered, regions))
-    header = {"site": context.site.name, "model": str(model_file), "model round": str(meta.get("round", "—")),
-              "settings of round": str(context.server_round), "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    header = {
+        "site": context.site.name,
+        "model": str(model_file),
+        "model round": str(meta.get("round", "—")),
+        "settings of round": str(context.server_round),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
     write_text_atomic(files.html, render_site_report(ordered, regions, header))
     return files
 
@@ -113,8 +127,16 @@ def per_case_csv(rows: list[CaseRow], regions: Mapping[str, tuple[int, ...]]) ->
             writer.writerow([rank, row.case_id, "", *[""] * len(keys), "", row.problem])
             continue
         metrics = row.evaluation.metrics
-        writer.writerow([rank, row.case_id, mean_dice(metrics, regions), *(metrics[k] for k in keys),
-                         "x".join(f"{s:g}" for s in row.evaluation.spacing_mm), ""])
+        writer.writerow(
+            [
+                rank,
+                row.case_id,
+                mean_dice(metrics, regions),
+                *(metrics[k] for k in keys),
+                "x".join(f"{s:g}" for s in row.evaluation.spacing_mm),
+                "",
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -131,38 +153,53 @@ code { font-size: 0.9em; } @media print { .case-figure { break-inside: avoid; } 
 
 def _region_cell(metrics: Mapping[str, float], region: str) -> str:
     values = " · ".join(f"{name} {metrics[f'{name}-{region}']:.{DIGITS.get(name, 3)}f}" for name in METRICS)
-    found, labelled = metrics[f"lesions-tp-{region}"], metrics[f"lesions-tp-{region}"] + metrics[f"lesions-fn-{region}"]
+    found, labelled = (
+        metrics[f"lesions-tp-{region}"],
+        metrics[f"lesions-tp-{region}"] + metrics[f"lesions-fn-{region}"],
+    )
     return f"{values}<br><small>lesions {found:.0f}/{labelled:.0f}, false {metrics[f'lesions-fp-{region}']:.0f}</small>"
 
 
-def render_site_report(rows: list[CaseRow], regions: Mapping[str, tuple[int, ...]], header: dict[str, str]) -> str:
+def render_site_report(
+    rows: list[CaseRow], regions: Mapping[str, tuple[int, ...]], header: dict[str, str]
+) -> str:
     """Self-contained HTML: the per-case table, then each case's overlay, worst first."""
     head = "".join(f"<th>{escape(region.upper())}</th>" for region in regions)
     table_rows, figures = [], []
     for rank, row in enumerate(rows, start=1):
         case = escape(row.case_id)
         if row.evaluation is None:
-            table_rows.append(f"<tr><td>{rank}</td><td class=\"case\">{case}</td>"
-                              f"<td colspan=\"{len(regions) + 2}\">not validated: {escape(row.problem)}</td></tr>")
+            table_rows.append(
+                f'<tr><td>{rank}</td><td class="case">{case}</td>'
+                f'<td colspan="{len(regions) + 2}">not validated: {escape(row.problem)}</td></tr>'
+            )
             continue
         m = row.evaluation.metrics
         cells = "".join(f"<td>{_region_cell(m, region)}</td>" for region in regions)
         spacing = "×".join(f"{s:g}" for s in row.evaluation.spacing_mm)
-        table_rows.append(f"<tr><td>{rank}</td><td class=\"case\"><a href=\"#case-{rank}\">{case}</a></td>"
-                          f"<td>{mean_dice(m, regions):.3f}</td>{cells}<td>{spacing}</td></tr>")
+        table_rows.append(
+            f'<tr><td>{rank}</td><td class="case"><a href="#case-{rank}">{case}</a></td>'
+            f"<td>{mean_dice(m, regions):.3f}</td>{cells}<td>{spacing}</td></tr>"
+        )
         image = base64.b64encode(row.overlay).decode("ascii")
-        figures.append(f"<div class=\"case-figure\" id=\"case-{rank}\"><h3>{rank}. {case}</h3>"
-                       f"<img alt=\"{case} overlays\" src=\"data:image/png;base64,{image}\"></div>")
+        figures.append(
+            f'<div class="case-figure" id="case-{rank}"><h3>{rank}. {case}</h3>'
+            f'<img alt="{case} overlays" src="data:image/png;base64,{image}"></div>'
+        )
     meta = "".join(f"<li>{escape(k)}: <code>{escape(v)}</code></li>" for k, v in header.items())
-    settings = "".join(f"<li>{escape(k)}: <code>{escape(v)}</code></li>" for k, v in metric_settings().items())
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Site report: "
-            f"{escape(header['site'])}</title><style>{STYLE}</style></head><body>"
-            f"<h1>Site validation report: {escape(header['site'])}</h1>"
-            "<p class=\"local\">This report names cases and shows their images. It was written only into this "
-            "site's work folder and is never sent to the coordinator.</p>"
-            f"<ul>{meta}</ul><h2>Cases, worst first</h2><p>Metrics on each case's native grid, per region: Dice, "
-            "HD95 (mm), surface Dice (nsd), absolute volume difference (avd, mL), sensitivity, precision, lesions "
-            "found/labelled and false lesions. Overlays on the evaluation grid (RAS, isotropic): label solid, "
-            f"prediction dashed.</p><table><tr><th>#</th><th>Case</th><th>mean Dice</th>{head}"
-            f"<th>voxel (mm)</th></tr>{''.join(table_rows)}</table>"
-            f"<h2>Overlays</h2>{''.join(figures)}<h2>Metric settings</h2><ul>{settings}</ul></body></html>\n")
+    settings = "".join(
+        f"<li>{escape(k)}: <code>{escape(v)}</code></li>" for k, v in metric_settings().items()
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Site report: '
+        f"{escape(header['site'])}</title><style>{STYLE}</style></head><body>"
+        f"<h1>Site validation report: {escape(header['site'])}</h1>"
+        '<p class="local">This report names cases and shows their images. It was written only into this '
+        "site's work folder and is never sent to the coordinator.</p>"
+        f"<ul>{meta}</ul><h2>Cases, worst first</h2><p>Metrics on each case's native grid, per region: Dice, "
+        "HD95 (mm), surface Dice (nsd), absolute volume difference (avd, mL), sensitivity, precision, lesions "
+        "found/labelled and false lesions. Overlays on the evaluation grid (RAS, isotropic): label solid, "
+        f"prediction dashed.</p><table><tr><th>#</th><th>Case</th><th>mean Dice</th>{head}"
+        f"<th>voxel (mm)</th></tr>{''.join(table_rows)}</table>"
+        f"<h2>Overlays</h2>{''.join(figures)}<h2>Metric settings</h2><ul>{settings}</ul></body></html>\n"
+    )

@@ -58,17 +58,27 @@ def read_site_settings(path: Path | None) -> IngestSettings:
             raise SiteSettingsError(f"{path}: {section} must be a [{section}] table")
         unknown = sorted(set(table) - set(KEYS[section]))
         if unknown:
-            raise SiteSettingsError(f"{path}: unknown key(s) {', '.join(unknown)} in [{section}]; valid keys:"
-                                    f" {', '.join(KEYS[section])}")
+            raise SiteSettingsError(
+                f"{path}: unknown key(s) {', '.join(unknown)} in [{section}]; valid keys:"
+                f" {', '.join(KEYS[section])}"
+            )
     series, labels, limits = (values.get(s, {}) for s in KEYS)
     try:
         return IngestSettings(
-            modalities=tuple(_strings(series.get("modalities", list(DEFAULT_MODALITIES)), "series.modalities")),
+            modalities=tuple(
+                _strings(series.get("modalities", list(DEFAULT_MODALITIES)), "series.modalities")
+            ),
             series_description=series.get("description"),
-            seg_segments={_segment_number(k): _label_value(v, f"labels.seg-segments.{k}")
-                          for k, v in labels.get("seg-segments", {str(k): v for k, v in DEFAULT_SEG_SEGMENTS.items()}).items()},
-            rtstruct_rois={str(k): _label_value(v, f"labels.rtstruct-rois.{k}")
-                           for k, v in labels.get("rtstruct-rois", {}).items()},
+            seg_segments={
+                _segment_number(k): _label_value(v, f"labels.seg-segments.{k}")
+                for k, v in labels.get(
+                    "seg-segments", {str(k): v for k, v in DEFAULT_SEG_SEGMENTS.items()}
+                ).items()
+            },
+            rtstruct_rois={
+                str(k): _label_value(v, f"labels.rtstruct-rois.{k}")
+                for k, v in labels.get("rtstruct-rois", {}).items()
+            },
             max_voxels=_whole_number(limits.get("max-voxels", DEFAULT_MAX_VOXELS), "limits.max-voxels"),
         )
     except (ValueError, TypeError, AttributeError) as e:
@@ -77,19 +87,21 @@ def read_site_settings(path: Path | None) -> IngestSettings:
 
 def _strings(value: object, key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{key} must be a list of strings, e.g. [\"CT\", \"MR\"], found {value!r}")
+        raise ValueError(f'{key} must be a list of strings, e.g. ["CT", "MR"], found {value!r}')
     return value
 
 
 def _segment_number(key: str) -> int:
     if not key.isdigit() or int(key) < 1:
-        raise ValueError(f"labels.seg-segments keys are segment numbers (\"1\", \"2\", ...), found {key!r}")
+        raise ValueError(f'labels.seg-segments keys are segment numbers ("1", "2", ...), found {key!r}')
     return int(key)
 
 
 def _label_value(value: object, key: str) -> int:
     if _whole_number(value, key) not in range(1, 4):
-        raise ValueError(f"{key} must be a label value 1-3 (1 necrotic core, 2 edema, 3 enhancing), found {value!r}")
+        raise ValueError(
+            f"{key} must be a label value 1-3 (1 necrotic core, 2 edema, 3 enhancing), found {value!r}"
+        )
     return value  # type: ignore[return-value]
 
 

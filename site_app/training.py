@@ -7,10 +7,19 @@ from monai.data import DataLoader, Dataset
 from monai.losses import DiceCELoss
 
 
-def train_epochs(model: torch.nn.Module, dataset: Dataset, *, epochs: int, learning_rate: float, batch_size: int,
-                 device: torch.device) -> float:
+def train_epochs(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    device: torch.device,
+) -> float:
     """Train in place; returns the mean loss over all steps (a finite float, or raises)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)  # workers crash in Ray actors
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=0
+    )  # workers crash in Ray actors
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     model.to(device).train()

@@ -34,11 +34,19 @@ class CaseEvaluation:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, image: torch.Tensor, patch_size: int, device: torch.device) -> torch.Tensor:
+def predict(
+    model: torch.nn.Module, image: torch.Tensor, patch_size: int, device: torch.device
+) -> torch.Tensor:
     """(1, X, Y, Z) image → (X, Y, Z) label map (argmax over classes)."""
     model.to(device).eval()
-    logits = sliding_window_inference(image[None].to(device), roi_size=(patch_size,) * 3, sw_batch_size=2,
-                                      predictor=model, overlap=0.25, mode="gaussian")
+    logits = sliding_window_inference(
+        image[None].to(device),
+        roi_size=(patch_size,) * 3,
+        sw_batch_size=2,
+        predictor=model,
+        overlap=0.25,
+        mode="gaussian",
+    )
     return logits.argmax(dim=1)[0].cpu()
 
 
@@ -47,8 +55,11 @@ def on_native_grid(prediction: torch.Tensor, label: MetaTensor, pipeline: Compos
 
     `label` is the preprocessed label: its applied operations say how to go back.
     """
-    pred = MetaTensor(prediction[None].to(torch.uint8), meta=dict(label.meta),
-                      applied_operations=list(label.applied_operations))
+    pred = MetaTensor(
+        prediction[None].to(torch.uint8),
+        meta=dict(label.meta),
+        applied_operations=list(label.applied_operations),
+    )
     inverse = Invertd(keys="pred", transform=pipeline, orig_keys="label", nearest_interp=True)
     return inverse({"pred": pred, "label": label})["pred"][0].numpy().round().astype(np.uint8)
 
@@ -58,8 +69,13 @@ def after_loading(settings: PipelineSettings) -> Compose:
     return Compose([t for t in preprocess(settings).transforms if not isinstance(t, LoadCased)])
 
 
-def evaluate_case(model: torch.nn.Module, item: dict[str, object], settings: PipelineSettings,
-                  regions: Mapping[str, tuple[int, ...]], device: torch.device) -> CaseEvaluation:
+def evaluate_case(
+    model: torch.nn.Module,
+    item: dict[str, object],
+    settings: PipelineSettings,
+    regions: Mapping[str, tuple[int, ...]],
+    device: torch.device,
+) -> CaseEvaluation:
     """Predict one dataset item (data_prep.transforms.case_item) and measure it against its stored label."""
     loaded = LoadCased()(item)
     truth = loaded["label"][0].numpy().astype(np.uint8)
@@ -80,9 +96,14 @@ def evaluate_case(model: torch.nn.Module, item: dict[str, object], settings: Pip
     )
 
 
-def validate_cases(model: torch.nn.Module, items: list[dict[str, object]], settings: PipelineSettings,
-                   regions: Mapping[str, tuple[int, ...]], device: torch.device,
-                   log: Logger) -> tuple[list[CaseEvaluation], int]:
+def validate_cases(
+    model: torch.nn.Module,
+    items: list[dict[str, object]],
+    settings: PipelineSettings,
+    regions: Mapping[str, tuple[int, ...]],
+    device: torch.device,
+    log: Logger,
+) -> tuple[list[CaseEvaluation], int]:
     """Every case that can be evaluated, and the number that could not (each logged to the site log only)."""
     results, failed = [], 0
     for item in items:

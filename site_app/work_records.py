@@ -45,20 +45,40 @@ class ValidationContext:
     server_round: int
 
 
-def keep_validation(site: SitePaths, run_config: Mapping[str, object], server_round: int, arrays: ArrayRecord,
-                    model_preset: str, results: Sequence[CaseEvaluation]) -> None:
+def keep_validation(
+    site: SitePaths,
+    run_config: Mapping[str, object],
+    server_round: int,
+    arrays: ArrayRecord,
+    model_preset: str,
+    results: Sequence[CaseEvaluation],
+) -> None:
     """Record one validation in the work folder: the model, the per-case metrics and how to redo it."""
     save_checkpoint(arrays, site.work / LATEST_MODEL, {"model_preset": model_preset, "round": server_round})
-    lines = "".join(json.dumps({"round": server_round, "case_id": r.case_id, "spacing_mm": list(r.spacing_mm),
-                                "metrics": r.metrics}, sort_keys=True) + "\n" for r in results)
+    lines = "".join(
+        json.dumps(
+            {
+                "round": server_round,
+                "case_id": r.case_id,
+                "spacing_mm": list(r.spacing_mm),
+                "metrics": r.metrics,
+            },
+            sort_keys=True,
+        )
+        + "\n"
+        for r in results
+    )
     per_case = site.work / PER_CASE_FILE
     per_case.parent.mkdir(parents=True, exist_ok=True)
     with open(per_case, "a", encoding="utf-8") as handle:
         handle.write(lines)
         handle.flush()
         os.fsync(handle.fileno())
-    context = {"site": {"name": site.name, "data": str(site.data), "work": str(site.work)},
-               "run_config": dict(run_config), "round": server_round}
+    context = {
+        "site": {"name": site.name, "data": str(site.data), "work": str(site.work)},
+        "run_config": dict(run_config),
+        "round": server_round,
+    }
     write_text_atomic(site.work / CONTEXT_FILE, json.dumps(context, indent=2, sort_keys=True) + "\n")
 
 
@@ -66,10 +86,14 @@ def read_validation_context(work: Path) -> ValidationContext:
     """The last validation's context; a work folder that never validated is a clear error."""
     path = work / CONTEXT_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: this work folder has not validated a model yet"
-                                " (the site writes it during a federated run)")
+        raise FileNotFoundError(
+            f"{path} does not exist: this work folder has not validated a model yet"
+            " (the site writes it during a federated run)"
+        )
     payload = json.loads(path.read_text(encoding="utf-8"))
     site = payload["site"]
-    return ValidationContext(site=SitePaths(name=site["name"], data=Path(site["data"]), work=work),
-                             run_config=payload["run_config"], server_round=int(payload["round"]))
-
+    return ValidationContext(
+        site=SitePaths(name=site["name"], data=Path(site["data"]), work=work),
+        run_config=payload["run_config"],
+        server_round=int(payload["round"]),
+    )

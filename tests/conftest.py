@@ -1,7 +1,23 @@
-"""Shared fixtures: Flower messages outside a running app need a task identity."""
+"""Shared fixtures, and the test tiers by folder.
+
+- tests/unit: no Flower process, no network, no browser; seconds each (marker `unit`).
+- tests/integration: real processes: Flower (SuperLink, SuperNodes, simulation), a TLS server on loopback, our CLI
+  in a subprocess, a headless browser (marker `integration`). In `make test` unless also marked `slow`.
+- `slow`: minutes each; only in `make test-slow`.
+Helpers shared by tests live in tests/support (on the import path through pytest's `pythonpath`).
+"""
 
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
+
+TIERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(TIERS[tier])
 
 
 @pytest.fixture

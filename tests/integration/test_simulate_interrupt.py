@@ -18,8 +18,18 @@ def test_interrupt_stops_everything(tmp_path, signum):
     run_dir = tmp_path / "run"
     flwr_home = str((run_dir / "flwr-home").resolve())
     oncofed = Path(sys.executable).parent / "oncofed"
-    command = [str(oncofed), "simulate", "--data", str(tmp_path / "fed"), "--out", str(run_dir),
-               "--rounds", "50", "--preset", "tiny"]
+    command = [
+        str(oncofed),
+        "simulate",
+        "--data",
+        str(tmp_path / "fed"),
+        "--out",
+        str(run_dir),
+        "--rounds",
+        "50",
+        "--preset",
+        "tiny",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120

@@ -102,7 +102,10 @@ def test_dicom_case_without_seg_is_excluded_with_its_reason(federation, tmp_path
     found = discover(site)
     assert "hospital-b-002" not in [c.case_id for c in found.cases] and len(found.cases) == 4
     assert [e.case_id for e in found.excluded] == ["hospital-b-002"]
-    assert "no label: no DICOM-SEG or RTSTRUCT references the image series CT 'Head phantom'" in found.excluded[0].reason
+    assert (
+        "no label: no DICOM-SEG or RTSTRUCT references the image series CT 'Head phantom'"
+        in found.excluded[0].reason
+    )
 
 
 def test_label_values_outside_the_convention_are_a_case_error(tmp_path):
@@ -130,7 +133,10 @@ def two_labelled_series(site):
     flair = write_dicom_case(site / "patient" / "flair", 1)
     study = t1.datasets[0].StudyInstanceUID
     for path in flair.slices[:15]:
-        rewrite(path, lambda ds: (setattr(ds, "StudyInstanceUID", study), setattr(ds, "SeriesDescription", "FLAIR")))
+        rewrite(
+            path,
+            lambda ds: (setattr(ds, "StudyInstanceUID", study), setattr(ds, "SeriesDescription", "FLAIR")),
+        )
     for path in flair.slices[15:]:
         path.unlink()
     rewrite(flair.seg, lambda ds: setattr(ds, "StudyInstanceUID", study))
@@ -140,12 +146,17 @@ def two_labelled_series(site):
 def test_series_rules_choose_the_case_image(tmp_path):
     t1, flair = two_labelled_series(tmp_path)
     (largest,) = discover(tmp_path).cases  # default: the largest labelled series
-    assert largest.case_id == "patient" and largest.image == tuple(sorted(t1.slices)) and largest.label == t1.seg
+    assert (
+        largest.case_id == "patient" and largest.image == tuple(sorted(t1.slices)) and largest.label == t1.seg
+    )
     (by_name,) = discover(tmp_path, IngestSettings(series_description="(?i)flair")).cases
     assert by_name.image == tuple(sorted(flair.slices[:15])) and by_name.label == flair.seg
     found = discover(tmp_path, IngestSettings(modalities=("MR",)))
     assert not found.cases
-    assert "no MR image series in the study, found CT 'FLAIR' (15 frames), CT 'Head phantom'" in found.excluded[0].reason
+    assert (
+        "no MR image series in the study, found CT 'FLAIR' (15 frames), CT 'Head phantom'"
+        in found.excluded[0].reason
+    )
 
 
 def test_site_toml_sets_the_rules(tmp_path):

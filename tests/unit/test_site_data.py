@@ -51,11 +51,15 @@ def test_the_cache_follows_file_contents_not_times(tmp_path):
     label = min((site.data / "labelsTr").iterdir())
     label.write_bytes(label.read_bytes())  # same bytes, new modification time
     load_site_cases(site, SETTINGS, 0.2, 0, log)
-    assert {entry: entry.stat().st_mtime_ns for entry in (site.work / "cache").iterdir()} == cached  # all reused
+    assert {
+        entry: entry.stat().st_mtime_ns for entry in (site.work / "cache").iterdir()
+    } == cached  # all reused
     assert "cannot be loaded" not in (site.work / "logs" / "site.log").read_text()
 
     image = min((site.data / "imagesTr").iterdir())
-    write_nifti(image, np.asarray(np.random.default_rng(0).normal(size=(30, 30, 30)), np.float32), np.eye(4) * 3)
+    write_nifti(
+        image, np.asarray(np.random.default_rng(0).normal(size=(30, 30, 30)), np.float32), np.eye(4) * 3
+    )
     write_nifti(label, np.pad(np.ones((4, 4, 4), np.uint8), 13), np.eye(4) * 3)  # same grid, new contents
     load_site_cases(site, SETTINGS, 0.2, 0, log)
     assert len(set((site.work / "cache").iterdir()) - set(cached)) == 1
@@ -80,8 +84,12 @@ def test_site_overview_is_an_aggregate_without_identifiers(tmp_path):
     (site.data / "imagesTr" / "hospital-a-003.nii.gz").write_bytes(b"")
     overview = site_overview(site, site_logger(site.work))
     assert overview == {
-        "n-cases-usable": 5, "n-cases-excluded": 1, "spacing-min-mm": 2.5, "spacing-max-mm": 2.5,
-        "size-min-vox": 28, "size-max-vox": 37,
+        "n-cases-usable": 5,
+        "n-cases-excluded": 1,
+        "spacing-min-mm": 2.5,
+        "spacing-max-mm": 2.5,
+        "size-min-vox": 28,
+        "size-max-vox": 37,
     }
     assert all(isinstance(v, int | float) for v in overview.values())
     assert "hospital" not in json.dumps(overview)

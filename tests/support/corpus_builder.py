@@ -46,9 +46,13 @@ RTSTRUCT_ROI = "Tumor"
 SITE_TOML = f'[labels]\nrtstruct-rois = {{ "{RTSTRUCT_ROI.lower()}" = 3 }}\n'
 
 
-def phantom(index: int, orientation: str = "LPS", spacing_mm: tuple[float, float, float] = SPACING_MM) -> SynthCase:
+def phantom(
+    index: int, orientation: str = "LPS", spacing_mm: tuple[float, float, float] = SPACING_MM
+) -> SynthCase:
     """Ground truth of synthetic case ``index`` on a grid of ``orientation`` (axis codes, e.g. "PIR")."""
-    return make_case(dataclasses.replace(PROFILE, orientation=orientation, spacing_mm=spacing_mm), index, SEED)
+    return make_case(
+        dataclasses.replace(PROFILE, orientation=orientation, spacing_mm=spacing_mm), index, SEED
+    )
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,14 @@ class DicomCase:
     datasets: list[Dataset]
 
 
-def write_dicom_case(folder: Path, index: int = 0, orientation: str = "LPS", *, with_seg: bool = True,
-                     spacing_mm: tuple[float, float, float] = SPACING_MM) -> DicomCase:
+def write_dicom_case(
+    folder: Path,
+    index: int = 0,
+    orientation: str = "LPS",
+    *,
+    with_seg: bool = True,
+    spacing_mm: tuple[float, float, float] = SPACING_MM,
+) -> DicomCase:
     """A CT series (+ DICOM-SEG) of phantom ``index`` in ``folder``; UIDs depend on the folder's name."""
     truth = phantom(index, orientation, spacing_mm)
     folder.mkdir(parents=True)
@@ -100,39 +110,54 @@ def write_enhanced_case(folder: Path, index: int = 0) -> DicomCase:
     case = write_dicom_case(folder, index, with_seg=False)
     legacy = [pydicom.dcmread(p) for p in case.slices]
     image = hd.legacy.LegacyConvertedEnhancedCTImage(
-        legacy_datasets=legacy, series_instance_uid=generate_uid(entropy_srcs=[folder.name, "mf"]),
-        series_number=2, sop_instance_uid=generate_uid(entropy_srcs=[folder.name, "mf-sop"]), instance_number=1,
+        legacy_datasets=legacy,
+        series_instance_uid=generate_uid(entropy_srcs=[folder.name, "mf"]),
+        series_number=2,
+        sop_instance_uid=generate_uid(entropy_srcs=[folder.name, "mf-sop"]),
+        instance_number=1,
     )
     for path in case.slices:
         path.unlink()
     path = folder / "ENHANCED"
     image.save_as(path, enforce_file_format=True)
-    positions = [[float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient]
-                 for g in image.PerFrameFunctionalGroupsSequence]
+    positions = [
+        [float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient]
+        for g in image.PerFrameFunctionalGroupsSequence
+    ]
     k_of = {tuple(np.round(ds.ImagePositionPatient, 3)): k for k, ds in enumerate(case.datasets)}
     frames = [k_of[tuple(np.round(p, 3))] for p in positions]
     seg = write_dicom_seg(folder, [image], case.truth.label.array[:, :, frames], seed=SEED)
     return DicomCase(case.truth, [path], seg, [image])
 
 
-def write_seg_with_segments(folder: Path, datasets: Sequence[Dataset], label: np.ndarray,
-                            segments: dict[int, str]) -> Path:
+def write_seg_with_segments(
+    folder: Path, datasets: Sequence[Dataset], label: np.ndarray, segments: dict[int, str]
+) -> Path:
     """A BINARY SEG whose segment numbers are ``segments`` (number -> label text): ``label`` is a label map (i, j, k)
     of segment numbers, or one boolean mask per segment (i, j, k, segment), which may overlap."""
     descriptions = [
         hd.seg.SegmentDescription(
-            segment_number=number, segment_label=text,
+            segment_number=number,
+            segment_label=text,
             segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+            segmented_property_type=codes.SCT.Neoplasm,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
         )
         for number, text in sorted(segments.items())
     ]
     seg = hd.seg.Segmentation(
-        source_images=list(datasets), pixel_array=np.ascontiguousarray(np.swapaxes(label, 0, 2)),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(entropy_srcs=[folder.name, "seg"]), series_number=100,
-        sop_instance_uid=generate_uid(entropy_srcs=[folder.name, "seg-sop"]), instance_number=1,
-        manufacturer="tests", manufacturer_model_name="corpus", software_versions="0", device_serial_number="0",
+        source_images=list(datasets),
+        pixel_array=np.ascontiguousarray(np.swapaxes(label, 0, 2)),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(entropy_srcs=[folder.name, "seg"]),
+        series_number=100,
+        sop_instance_uid=generate_uid(entropy_srcs=[folder.name, "seg-sop"]),
+        instance_number=1,
+        manufacturer="tests",
+        manufacturer_model_name="corpus",
+        software_versions="0",
+        device_serial_number="0",
     )
     path = folder / "SEG-CUSTOM"
     seg.save_as(path, enforce_file_format=True)
@@ -180,19 +205,27 @@ def write_rtstruct(folder: Path, datasets: Sequence[Dataset], rois: dict[str, li
     return _save(ds, folder / "RTSTRUCT")
 
 
-def square_contour(dataset: Dataset, corner_ij: tuple[float, float], size_ij: tuple[float, float]) -> np.ndarray:
+def square_contour(
+    dataset: Dataset, corner_ij: tuple[float, float], size_ij: tuple[float, float]
+) -> np.ndarray:
     """A rectangle in the plane of slice ``dataset``, in its (i, j) voxel coordinates, as (4, 3) LPS mm."""
     origin = np.array([float(v) for v in dataset.ImagePositionPatient])
     row = np.array([float(v) for v in dataset.ImageOrientationPatient[:3]]) * float(dataset.PixelSpacing[1])
     col = np.array([float(v) for v in dataset.ImageOrientationPatient[3:]]) * float(dataset.PixelSpacing[0])
     (i, j), (di, dj) = corner_ij, size_ij
-    return np.array([origin + a * row + b * col for a, b in ((i, j), (i + di, j), (i + di, j + dj), (i, j + dj))])
+    return np.array(
+        [origin + a * row + b * col for a, b in ((i, j), (i + di, j), (i + di, j + dj), (i, j + dj))]
+    )
 
 
 def write_non_image(path: Path, sop_class: str, modality: str, study_uid: str) -> Path:
     """A DICOM object without pixels (a text report, an RT plan)."""
     ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop_class, generate_uid(entropy_srcs=[str(path)]), modality
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = (
+        sop_class,
+        generate_uid(entropy_srcs=[str(path)]),
+        modality,
+    )
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid(entropy_srcs=[str(path), "series"])
     ds.PatientID = "corpus"
     return _save(ds, path)
@@ -213,17 +246,29 @@ def _save(ds: Dataset, path: Path) -> Path:
     return path
 
 
-def write_nifti_case(site: Path, case_id: str, index: int, orientation: str = "LAS",
-                     image: np.ndarray | None = None, label: np.ndarray | None = None,
-                     label_affine: np.ndarray | None = None) -> SynthCase:
+def write_nifti_case(
+    site: Path,
+    case_id: str,
+    index: int,
+    orientation: str = "LAS",
+    image: np.ndarray | None = None,
+    label: np.ndarray | None = None,
+    label_affine: np.ndarray | None = None,
+) -> SynthCase:
     """imagesTr/<case_id>.nii.gz and labelsTr/<case_id>.nii.gz of phantom ``index`` (or the arrays given)."""
     truth = phantom(index, orientation)
     for sub in ("imagesTr", "labelsTr"):
         (site / sub).mkdir(parents=True, exist_ok=True)
-    write_nifti(site / "imagesTr" / f"{case_id}.nii.gz", truth.image.array if image is None else image,
-                truth.image.affine)
-    write_nifti(site / "labelsTr" / f"{case_id}.nii.gz", truth.label.array if label is None else label,
-                truth.label.affine if label_affine is None else label_affine)
+    write_nifti(
+        site / "imagesTr" / f"{case_id}.nii.gz",
+        truth.image.array if image is None else image,
+        truth.image.affine,
+    )
+    write_nifti(
+        site / "labelsTr" / f"{case_id}.nii.gz",
+        truth.label.array if label is None else label,
+        truth.label.affine if label_affine is None else label_affine,
+    )
     return truth
 
 
@@ -271,19 +316,38 @@ def build_corpus(root: Path) -> list[Expected]:
     add("2-D image where 3-D is expected", "two-d", "excluded", "found a 2-D image")
     four_d = np.stack([truth.image.array] * 3, axis=-1)
     write_nifti_case(root, "four-d", 7, image=four_d)
-    add("4-D NIfTI", "four-d", "excluded", "imagesTr/four-d.nii.gz: expected one 3-D volume, found a 4-D image")
+    add(
+        "4-D NIfTI",
+        "four-d",
+        "excluded",
+        "imagesTr/four-d.nii.gz: expected one 3-D volume, found a 4-D image",
+    )
     write_nifti_case(root, "label-wrong-shape", 8, label=phantom(8).label.array[:-2])
-    add("label of the wrong shape", "label-wrong-shape", "excluded", "but labelsTr/label-wrong-shape.nii.gz has shape (18, 23, 18)")
+    add(
+        "label of the wrong shape",
+        "label-wrong-shape",
+        "excluded",
+        "but labelsTr/label-wrong-shape.nii.gz has shape (18, 23, 18)",
+    )
     shifted = phantom(9).label.affine.copy()
     shifted[:3, 3] += [6.0, 0.0, 0.0]
     write_nifti_case(root, "label-shifted", 9, label_affine=shifted)
-    add("label with a shifted affine", "label-shifted", "excluded",
-        "imagesTr/label-shifted.nii.gz and labelsTr/label-shifted.nii.gz lie on different grids")
+    add(
+        "label with a shifted affine",
+        "label-shifted",
+        "excluded",
+        "imagesTr/label-shifted.nii.gz and labelsTr/label-shifted.nii.gz lie on different grids",
+    )
     outside = phantom(10).label.array.copy()
     outside[outside == 2] = 4
     outside[0, 0, 0] = 7
     write_nifti_case(root, "label-values", 10, label=outside)
-    add("label values outside the mapping", "label-values", "excluded", "label values [4, 7] are not in the label")
+    add(
+        "label values outside the mapping",
+        "label-values",
+        "excluded",
+        "label values [4, 7] are not in the label",
+    )
     write_nifti_case(root, "label-empty", 11, label=np.zeros_like(outside))
     add("empty label", "label-empty", "excluded", "labelsTr/label-empty.nii.gz: empty label")
     write_nifti_case(root, "unreadable", 12)
@@ -293,8 +357,12 @@ def build_corpus(root: Path) -> list[Expected]:
     (root / "labelsTr" / "no-label.nii.gz").unlink()
     add("image without label", "no-label", "excluded", "imagesTr/no-label.nii.gz has no label")
     _write_absurd_nifti(root / "imagesTr" / "absurd-header.nii", root / "labelsTr" / "absurd-header.nii")
-    add("absurd dimensions in a NIfTI header", "absurd-header", "excluded",
-        "volume of 30000x30000x30000 = 27,000,000,000,000 voxels exceeds the site's limit")
+    add(
+        "absurd dimensions in a NIfTI header",
+        "absurd-header",
+        "excluded",
+        "volume of 30000x30000x30000 = 27,000,000,000,000 voxels exceeds the site's limit",
+    )
     os.symlink("self-loop.nii.gz", root / "imagesTr" / "self-loop.nii.gz")
     add("symbolic link to itself", None, "ignored", "symbolic link loop", "imagesTr/self-loop.nii.gz")
 
@@ -303,13 +371,22 @@ def build_corpus(root: Path) -> list[Expected]:
     add("good DICOM case (CT + SEG)", "good-dicom", "usable", "")
     case = write_dicom_case(root / "rtstruct", 21, with_seg=False)
     middle = len(case.slices) // 2
-    contours = [square_contour(case.datasets[k], (6.5, 7.5), (5.0, 4.0)) for k in range(middle - 1, middle + 2)]
+    contours = [
+        square_contour(case.datasets[k], (6.5, 7.5), (5.0, 4.0)) for k in range(middle - 1, middle + 2)
+    ]
     write_rtstruct(root / "rtstruct", case.datasets, {RTSTRUCT_ROI: contours, "Brain": contours[:1]})
     add("RTSTRUCT label", "rtstruct", "usable", "")
-    for name, syntax in (("jpeg2000", JPEG2000Lossless), ("jpeg-ls", JPEGLSLossless), ("rle", RLELossless),
-                         ("deflate", DeflatedExplicitVRLittleEndian), ("big-endian", ExplicitVRBigEndian)):
+    for name, syntax in (
+        ("jpeg2000", JPEG2000Lossless),
+        ("jpeg-ls", JPEGLSLossless),
+        ("rle", RLELossless),
+        ("deflate", DeflatedExplicitVRLittleEndian),
+        ("big-endian", ExplicitVRBigEndian),
+    ):
         # OpenJPEG's 6 wavelet levels need at least 32 pixels a side: finer in-plane spacing for that one
-        case = write_dicom_case(root / name, 22, spacing_mm=(2.0, 2.0, 4.0) if name == "jpeg2000" else SPACING_MM)
+        case = write_dicom_case(
+            root / name, 22, spacing_mm=(2.0, 2.0, 4.0) if name == "jpeg2000" else SPACING_MM
+        )
         compress_series(case.slices, syntax)
         add(f"{name} series", name, "usable", "")
     write_enhanced_case(root / "enhanced-multiframe", 23)
@@ -318,25 +395,49 @@ def build_corpus(root: Path) -> list[Expected]:
     case = write_dicom_case(root / "truncated-slice", 24)
     cut = case.slices[3]
     cut.write_bytes(cut.read_bytes()[:-200])
-    add("truncated slice (pixel data cut short)", "truncated-slice", "excluded",
-        f"truncated-slice/{cut.name}: cannot decode the pixel data")
+    add(
+        "truncated slice (pixel data cut short)",
+        "truncated-slice",
+        "excluded",
+        f"truncated-slice/{cut.name}: cannot decode the pixel data",
+    )
     case = write_dicom_case(root / "zero-byte-in-series", 25)
     (root / "zero-byte-in-series" / "EMPTY").write_bytes(b"")
-    add("zero-byte file beside a good series", None, "ignored", "empty file (0 bytes)", "zero-byte-in-series/EMPTY")
+    add(
+        "zero-byte file beside a good series",
+        None,
+        "ignored",
+        "empty file (0 bytes)",
+        "zero-byte-in-series/EMPTY",
+    )
     add("good case beside a zero-byte file", "zero-byte-in-series", "usable", "")
     case = write_dicom_case(root / "no-pixel-data", 26)
     rewrite(case.slices[2], lambda ds: delattr(ds, "PixelData"))
-    add("missing pixel data", "no-pixel-data", "excluded",
-        f"no-pixel-data/{case.slices[2].name}: no pixel data (the PixelData element is missing)")
+    add(
+        "missing pixel data",
+        "no-pixel-data",
+        "excluded",
+        f"no-pixel-data/{case.slices[2].name}: no pixel data (the PixelData element is missing)",
+    )
     report_folder = root / "reports"
     report_folder.mkdir()
     study = str(case.datasets[0].StudyInstanceUID)
     write_non_image(report_folder / "REPORT", BasicTextSRStorage, "SR", study)
     write_non_image(report_folder / "PLAN", RTPlanStorage, "RTPLAN", study)
-    add("non-image DICOM: report", None, "ignored", "Basic Text SR Storage (Modality SR) holds no image",
-        "reports/REPORT")
-    add("non-image DICOM: RT plan", None, "ignored", "RT Plan Storage (Modality RTPLAN) holds no image",
-        "reports/PLAN")
+    add(
+        "non-image DICOM: report",
+        None,
+        "ignored",
+        "Basic Text SR Storage (Modality SR) holds no image",
+        "reports/REPORT",
+    )
+    add(
+        "non-image DICOM: RT plan",
+        None,
+        "ignored",
+        "RT Plan Storage (Modality RTPLAN) holds no image",
+        "reports/PLAN",
+    )
     case = write_dicom_case(root / "duplicated-slice", 27)
     copy = root / "duplicated-slice" / "COPY"
     shutil.copy(case.slices[5], copy)
@@ -356,29 +457,52 @@ def build_corpus(root: Path) -> list[Expected]:
     case = write_dicom_case(root / "two-series", 31)
     scout = write_dicom_case(root / "scout-tmp", 31, with_seg=False)
     for path in scout.slices[:4]:
-        rewrite(path, lambda ds: (setattr(ds, "StudyInstanceUID", case.datasets[0].StudyInstanceUID),
-                                  setattr(ds, "SeriesDescription", "scout")))
+        rewrite(
+            path,
+            lambda ds: (
+                setattr(ds, "StudyInstanceUID", case.datasets[0].StudyInstanceUID),
+                setattr(ds, "SeriesDescription", "scout"),
+            ),
+        )
         shutil.move(path, root / "two-series" / f"SCOUT-{path.name}")
     shutil.rmtree(root / "scout-tmp")
-    add("two series mixed in one folder", "two-series", "usable", "2 image series in the study; chose CT 'Head phantom'")
+    add(
+        "two series mixed in one folder",
+        "two-series",
+        "usable",
+        "2 image series in the study; chose CT 'Head phantom'",
+    )
     case = write_dicom_case(root / "segment-unmapped", 32, with_seg=False)
     label = case.truth.label.array.copy()
     label[label == 2] = 4
-    write_seg_with_segments(root / "segment-unmapped", case.datasets, label,
-                            {1: "necrosis", 2: "edema", 3: "enhancing", 4: "vessel"})
-    add("SEG segment outside the mapping", "segment-unmapped", "excluded",
-        "segment(s) 4 'vessel' have no label value in the site's segment mapping")
+    write_seg_with_segments(
+        root / "segment-unmapped",
+        case.datasets,
+        label,
+        {1: "necrosis", 2: "edema", 3: "enhancing", 4: "vessel"},
+    )
+    add(
+        "SEG segment outside the mapping",
+        "segment-unmapped",
+        "excluded",
+        "segment(s) 4 'vessel' have no label value in the site's segment mapping",
+    )
     case = write_dicom_case(root / "absurd-rows", 33)
     for path in case.slices:
         rewrite(path, lambda ds: (setattr(ds, "Rows", 60000), setattr(ds, "Columns", 60000)))
-    add("absurd dimensions in DICOM headers", "absurd-rows", "excluded",
-        f"60000x60000x{len(case.slices)} = ")
+    add("absurd dimensions in DICOM headers", "absurd-rows", "excluded", f"60000x60000x{len(case.slices)} = ")
     write_dicom_case(root / "no-seg", 34, with_seg=False)
     add("image series without a label", "no-seg", "excluded", "no label: no DICOM-SEG or RTSTRUCT references")
     (root / "good-dicom" / "README.txt").write_text("exported by PACS")
     add("non-DICOM file mixed in", None, "ignored", "not a DICOM file", "good-dicom/README.txt")
     os.symlink("..", root / "good-dicom" / "parent-link")
-    add("symbolic link loop (folder)", None, "ignored", "symbolic link loop or repeated link", "good-dicom/parent-link")
+    add(
+        "symbolic link loop (folder)",
+        None,
+        "ignored",
+        "symbolic link loop or repeated link",
+        "good-dicom/parent-link",
+    )
     return expected
 
 

@@ -61,8 +61,9 @@ def tls_server(tmp_path: Path, key, certificate) -> Iterator[int]:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("preflight")
-    (root / "spec.toml").write_text('federation = "pf"\nsites = ["hospital-a"]\n\n'
-                                    '[coordinator]\naddresses = ["localhost"]\nport = 8000\n')
+    (root / "spec.toml").write_text(
+        'federation = "pf"\nsites = ["hospital-a"]\n\n[coordinator]\naddresses = ["localhost"]\nport = 8000\n'
+    )
     provision(read_spec(root / "spec.toml"), root / "out")
     return root / "out"
 
@@ -108,8 +109,15 @@ def test_all_checks_pass_against_the_coordinator_certificate(kit, federation, tm
         set_site_toml(kit, coordinator=f"localhost:{port}")
         results = check_kit(kit)
     assert [r for r in results if r.status != "ok"] == []
-    assert {"kit files", "site key", "CA certificate", "flwr version", "data folder", "work folder",
-            "coordinator"} == set(by_check(results))
+    assert {
+        "kit files",
+        "site key",
+        "CA certificate",
+        "flwr version",
+        "data folder",
+        "work folder",
+        "coordinator",
+    } == set(by_check(results))
 
 
 def test_wrong_ca(kit, tmp_path):
@@ -129,7 +137,9 @@ def test_name_not_in_certificate(kit, ca, tmp_path):
 
 def test_expired_certificate(kit, ca, tmp_path):
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
-    with tls_server(tmp_path, *certs.make_server_certificate(*ca, ["localhost"], days=30, not_before=long_ago)) as port:
+    with tls_server(
+        tmp_path, *certs.make_server_certificate(*ca, ["localhost"], days=30, not_before=long_ago)
+    ) as port:
         result = check_coordinator("localhost", port, kit / "certs" / "ca.crt", timeout_s=5)
     assert result.problem == "expired-certificate"
     assert "expired on" in result.message and "renew" in result.message
@@ -150,7 +160,9 @@ def test_timeout(kit):
     with socket.socket() as silent:  # accepts TCP (backlog) but never answers the TLS handshake
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
-        result = check_coordinator("127.0.0.1", silent.getsockname()[1], kit / "certs" / "ca.crt", timeout_s=1)
+        result = check_coordinator(
+            "127.0.0.1", silent.getsockname()[1], kit / "certs" / "ca.crt", timeout_s=1
+        )
     assert result.problem == "timeout" and "within 1 s" in result.message
 
 

@@ -22,7 +22,9 @@ def one_error_line(result) -> str:
 
 
 def test_missing_data_folder(tmp_path):
-    result = runner.invoke(app, ["simulate", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])
+    result = runner.invoke(
+        app, ["simulate", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]
+    )
     line = one_error_line(result)
     assert "nowhere" in line and "does not exist" in line
 
@@ -35,8 +37,9 @@ def test_empty_site(tmp_path):
 
 
 def test_unknown_preset(tmp_path):
-    result = runner.invoke(app, ["simulate", "--data", str(tmp_path), "--out", str(tmp_path / "run"),
-                                 "--preset", "huge"])
+    result = runner.invoke(
+        app, ["simulate", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--preset", "huge"]
+    )
     line = one_error_line(result)
     assert "huge" in line and "tiny" in line
 
@@ -50,14 +53,30 @@ def tiny_federation(tmp_path_factory) -> Path:
 
 def test_two_round_tiny_federation(tiny_federation, tmp_path):
     run_dir = tmp_path / "run"
-    result = runner.invoke(app, ["simulate", "--data", str(tiny_federation), "--out", str(run_dir),
-                                 "--rounds", "2", "--preset", "tiny", "--seed", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--data",
+            str(tiny_federation),
+            "--out",
+            str(run_dir),
+            "--rounds",
+            "2",
+            "--preset",
+            "tiny",
+            "--seed",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     sites = sorted(p.name for p in tiny_federation.iterdir())
     assert sorted((r["round"], r["site"]) for r in records) == [(rnd, s) for rnd in (0, 1, 2) for s in sites]
-    assert all(math.isfinite(r["metrics"]["dice-mean"]) and 0 <= r["metrics"]["dice-mean"] <= 1 for r in records)
+    assert all(
+        math.isfinite(r["metrics"]["dice-mean"]) and 0 <= r["metrics"]["dice-mean"] <= 1 for r in records
+    )
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["sites"]) == set(sites)
     assert (run_dir / "models" / "final.pt").is_file() and (run_dir / "models" / "best.pt").is_file()

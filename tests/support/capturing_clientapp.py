@@ -23,8 +23,10 @@ class CapturingClientApp(ClientApp):
         folder = Path(str(context.run_config["capture-dir"]))
         folder.mkdir(parents=True, exist_ok=True)
         config = message.content.config_records.get("config", {})
-        name = (f"{context.node_config['partition-id']}-{message.metadata.message_type}"
-                f"-r{config.get('server-round', 'na')}-{next(_count)}-{message.metadata.message_id[:8]}.bin")
+        name = (
+            f"{context.node_config['partition-id']}-{message.metadata.message_type}"
+            f"-r{config.get('server-round', 'na')}-{next(_count)}-{message.metadata.message_id[:8]}.bin"
+        )
         (folder / name).write_bytes(message_to_proto(reply).SerializeToString())
         return reply
 

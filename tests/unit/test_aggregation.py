@@ -23,14 +23,22 @@ def reply_from(node_id: int, arrays: ArrayRecord, metrics: dict) -> Message:
 @pytest.fixture
 def strategy(tmp_path, flower_task) -> SiteFedAvg:
     keys = build_model("tiny").state_dict().keys()
-    return SiteFedAvg(sites=SiteDirectory(), run=RunFolder.create(tmp_path / "run", {}), model_keys=keys,
-                      min_train_nodes=2, min_evaluate_nodes=2, min_available_nodes=2)
+    return SiteFedAvg(
+        sites=SiteDirectory(),
+        run=RunFolder.create(tmp_path / "run", {}),
+        model_keys=keys,
+        min_train_nodes=2,
+        min_evaluate_nodes=2,
+        min_available_nodes=2,
+    )
 
 
 def test_global_weights_are_the_example_weighted_mean(strategy):
     site_a, site_b = build_model("tiny", seed=1), build_model("tiny", seed=2)
-    replies = [reply_from(11, to_record(site_a), {"train-loss": 0.5, "num-examples": 3}),
-               reply_from(12, to_record(site_b), {"train-loss": 0.7, "num-examples": 7})]
+    replies = [
+        reply_from(11, to_record(site_a), {"train-loss": 0.5, "num-examples": 3}),
+        reply_from(12, to_record(site_b), {"train-loss": 0.7, "num-examples": 7}),
+    ]
 
     arrays, metrics = strategy.aggregate_train(1, replies)
 
@@ -48,8 +56,10 @@ def test_a_non_finite_reply_is_dropped_and_its_site_named(strategy, caplog):
     poisoned = build_model("tiny", seed=2)
     with torch.no_grad():
         next(poisoned.parameters()).fill_(float("nan"))
-    replies = [reply_from(11, to_record(good), {"train-loss": 0.5, "num-examples": 3}),
-               reply_from(12, to_record(poisoned), {"train-loss": 0.7, "num-examples": 7})]
+    replies = [
+        reply_from(11, to_record(good), {"train-loss": 0.5, "num-examples": 3}),
+        reply_from(12, to_record(poisoned), {"train-loss": 0.7, "num-examples": 7}),
+    ]
 
     with caplog.at_level(logging.WARNING, logger="flwr"):
         arrays, _ = strategy.aggregate_train(1, replies)
@@ -62,8 +72,10 @@ def test_a_non_finite_reply_is_dropped_and_its_site_named(strategy, caplog):
 def test_a_reply_with_other_parameter_names_is_dropped(strategy):
     good = build_model("tiny", seed=1)
     other = build_model("small", seed=2)
-    replies = [reply_from(11, to_record(good), {"train-loss": 0.5, "num-examples": 3}),
-               reply_from(12, to_record(other), {"train-loss": 0.7, "num-examples": 7})]
+    replies = [
+        reply_from(11, to_record(good), {"train-loss": 0.5, "num-examples": 3}),
+        reply_from(12, to_record(other), {"train-loss": 0.7, "num-examples": 7}),
+    ]
     arrays, _ = strategy.aggregate_train(1, replies)
     assert set(arrays.keys()) == set(good.state_dict().keys())
 
@@ -74,22 +86,40 @@ def evaluate_reply(node_id: int, content: dict) -> Message:
 
 
 def reported(node_id: int, metrics: dict) -> Message:
-    return evaluate_reply(node_id, {"validation": ConfigRecord({"status": "reported", "min-report-cases": 5,
-                                                                "regions": ["wt", "tc", "et"]}),
-                                    "metrics": MetricRecord(metrics)})
+    return evaluate_reply(
+        node_id,
+        {
+            "validation": ConfigRecord(
+                {"status": "reported", "min-report-cases": 5, "regions": ["wt", "tc", "et"]}
+            ),
+            "metrics": MetricRecord(metrics),
+        },
+    )
 
 
 def suppressed(node_id: int, minimum: int = 5) -> Message:
-    return evaluate_reply(node_id, {"validation": ConfigRecord({"status": "suppressed", "min-report-cases": minimum,
-                                                                "regions": ["wt", "tc", "et"]})})
+    return evaluate_reply(
+        node_id,
+        {
+            "validation": ConfigRecord(
+                {"status": "suppressed", "min-report-cases": minimum, "regions": ["wt", "tc", "et"]}
+            )
+        },
+    )
 
 
 def filed(tmp_path) -> list[dict]:
     return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
 
 
-SITE = {"dice-mean": 0.5, "dice-wt-mean": 0.6, "dice-wt-median": 0.62, "empty-pred-wt": 1, "n-cases": 4,
-        "num-examples": 4}
+SITE = {
+    "dice-mean": 0.5,
+    "dice-wt-mean": 0.6,
+    "dice-wt-median": 0.62,
+    "empty-pred-wt": 1,
+    "n-cases": 4,
+    "num-examples": 4,
+}
 
 
 def test_evaluation_is_filed_per_site(strategy, tmp_path):
@@ -101,8 +131,10 @@ def test_evaluation_is_filed_per_site(strategy, tmp_path):
 
 
 def test_pooled_evaluation_has_only_what_pools_exactly(strategy):
-    replies = [reported(11, SITE), reported(12, {**SITE, "dice-wt-mean": 0.1, "empty-pred-wt": 2, "n-cases": 6,
-                                                 "num-examples": 6})]
+    replies = [
+        reported(11, SITE),
+        reported(12, {**SITE, "dice-wt-mean": 0.1, "empty-pred-wt": 2, "n-cases": 6, "num-examples": 6}),
+    ]
     pooled = strategy.aggregate_evaluate(1, replies)
     assert pooled["dice-wt-mean"] == pytest.approx((4 * 0.6 + 6 * 0.1) / 10)
     assert pooled["empty-pred-wt"] == 3 and pooled["n-cases"] == 10
@@ -125,8 +157,13 @@ def test_a_round_where_every_site_is_suppressed_has_no_pooled_evaluation(strateg
 
 
 def test_a_suppressed_reply_that_carries_metrics_is_dropped(strategy, tmp_path, caplog):
-    leaky = evaluate_reply(12, {"validation": ConfigRecord({"status": "suppressed", "min-report-cases": 5}),
-                                "metrics": MetricRecord(SITE)})
+    leaky = evaluate_reply(
+        12,
+        {
+            "validation": ConfigRecord({"status": "suppressed", "min-report-cases": 5}),
+            "metrics": MetricRecord(SITE),
+        },
+    )
     with caplog.at_level(logging.WARNING, logger="flwr"):
         strategy.aggregate_evaluate(1, [reported(11, SITE), leaky])
     assert [r["site"] for r in filed(tmp_path)] == ["node-11"]

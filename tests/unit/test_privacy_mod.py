@@ -29,8 +29,9 @@ def test_non_finite_metrics_are_not_sent(tmp_path, flower_task):
     request = Message(RecordDict(), dst_node_id=7, message_type="evaluate")
 
     def handler(msg, ctx):
-        return Message(RecordDict({"m": MetricRecord({"dice-mean": float("nan"), "num-examples": 3})}),
-                       reply_to=msg)
+        return Message(
+            RecordDict({"m": MetricRecord({"dice-mean": float("nan"), "num-examples": 3})}), reply_to=msg
+        )
 
     reply = keep_details_local(request, context(tmp_path), handler)
     assert reply.has_error()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 HEADLINES = {
     "quality": {"fed_over_central", "fed_over_local_min"},
@@ -38,12 +38,24 @@ def flower_homes_under(root: Path) -> list[str]:
 @pytest.mark.parametrize("name", sorted(HEADLINES))
 def test_quick_mode(name, tmp_path):
     results = tmp_path / "RESULTS.md"
-    command = [sys.executable, str(BENCH / f"{name}.py"), "--quick", "--out", str(tmp_path / "out"),
-               "--results", str(results), *(["--preset", "tiny"] if name in HAS_DATA else [])]
+    command = [
+        sys.executable,
+        str(BENCH / f"{name}.py"),
+        "--quick",
+        "--out",
+        str(tmp_path / "out"),
+        "--results",
+        str(results),
+        *(["--preset", "tiny"] if name in HAS_DATA else []),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    ratios = {line.split()[1]: float(line.split()[2]) for line in done.stdout.splitlines() if line.startswith("RATIO ")}
+    ratios = {
+        line.split()[1]: float(line.split()[2])
+        for line in done.stdout.splitlines()
+        if line.startswith("RATIO ")
+    }
     assert HEADLINES[name] <= set(ratios), done.stdout[-3000:]
     assert all(not math.isnan(value) and value >= 0 for value in ratios.values()), ratios
     text = results.read_text()

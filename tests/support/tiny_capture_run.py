@@ -20,7 +20,7 @@ from deploy.cli import plan_simulation
 from deploy.flower_env import toml_value
 from deploy.simulate import failure_context, run_simulation
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SITES = ("hospital-a", "hospital-b")
 REPORTING, SUPPRESSED = "hospital-a", "hospital-b"
 MIN_REPORT_CASES = 5
@@ -54,14 +54,26 @@ def captured_run(tmp_path_factory) -> CapturedRun:
 def _capture_app(folder: Path, run_config: dict) -> Path:
     """A Flower app folder whose ClientApp is the capturing wrapper; same ServerApp, same run config keys."""
     folder.mkdir()
-    shutil.copy(REPO / "tests" / "capturing_clientapp.py", folder / "capturing_clientapp.py")
+    shutil.copy(REPO / "tests" / "support" / "capturing_clientapp.py", folder / "capturing_clientapp.py")
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     config = {**project["tool"]["flwr"]["app"]["config"], **run_config}
-    lines = ['[project]', 'name = "oncofed-capture"', 'version = "0.1.0"', 'dependencies = []', '',
-             '[tool.flwr.app]', 'publisher = "oncofed"', 'fab-include = ["capturing_clientapp.py"]', '',
-             '[tool.flwr.app.components]', 'serverapp = "server_app.app:app"',
-             'clientapp = "capturing_clientapp:app"', '', '[tool.flwr.app.config]',
-             *(f"{key} = {toml_value(value)}" for key, value in config.items())]
+    lines = [
+        "[project]",
+        'name = "oncofed-capture"',
+        'version = "0.1.0"',
+        "dependencies = []",
+        "",
+        "[tool.flwr.app]",
+        'publisher = "oncofed"',
+        'fab-include = ["capturing_clientapp.py"]',
+        "",
+        "[tool.flwr.app.components]",
+        'serverapp = "server_app.app:app"',
+        'clientapp = "capturing_clientapp:app"',
+        "",
+        "[tool.flwr.app.config]",
+        *(f"{key} = {toml_value(value)}" for key, value in config.items()),
+    ]
     (folder / "pyproject.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
 
@@ -70,8 +82,13 @@ def _run(root: Path) -> CapturedRun:
     data, run_dir, capture = root / "data", root / "run", root / "captured"
     write_federation(data, n_sites=len(SITES), seed=3, preset="tiny")
     plan = plan_simulation(data, run_dir, rounds=1, preset="tiny", seed=1)
-    run_config = {**plan.run_config, "val-fraction": 0.8, "sim-min-report-cases": MIN_REPORT_CASES,
-                  "eval-regions": "brats", "capture-dir": str(capture)}
+    run_config = {
+        **plan.run_config,
+        "val-fraction": 0.8,
+        "sim-min-report-cases": MIN_REPORT_CASES,
+        "eval-regions": "brats",
+        "capture-dir": str(capture),
+    }
     plan = dataclasses.replace(plan, app_dir=_capture_app(root / "app", run_config), run_config=run_config)
     lines: list[str] = []
     code = run_simulation(plan, lines.append)

@@ -40,9 +40,11 @@ FEDERATION = "oncofed-loopback"
 
 def command(function: str, *args: str) -> list[str]:
     """A command line running one of deploy/kit_commands.py's typer commands, as `oncofed` will."""
-    code = (f"import typer; from deploy.kit_commands import {function}; "
-            "app = typer.Typer(pretty_exceptions_show_locals=False, add_completion=False); "
-            f"app.command()({function}); app()")
+    code = (
+        f"import typer; from deploy.kit_commands import {function}; "
+        "app = typer.Typer(pretty_exceptions_show_locals=False, add_completion=False); "
+        f"app.command()({function}); app()"
+    )
     return [sys.executable, "-c", code, *args]
 
 
@@ -56,9 +58,13 @@ def wait_for_line(process: StartedProcess, text: str, timeout_s: float = 90.0) -
         if text in process.log_path.read_text(errors="replace"):
             return
         if process.popen.poll() is not None:
-            pytest.fail(f"{process.name} exited with {process.popen.returncode}:\n{tail(process.log_path, 40)}")
+            pytest.fail(
+                f"{process.name} exited with {process.popen.returncode}:\n{tail(process.log_path, 40)}"
+            )
         time.sleep(0.3)
-    pytest.fail(f"{process.name} did not print {text!r} within {timeout_s:.0f} s:\n{tail(process.log_path, 40)}")
+    pytest.fail(
+        f"{process.name} did not print {text!r} within {timeout_s:.0f} s:\n{tail(process.log_path, 40)}"
+    )
 
 
 def fill_site_toml(kit_dir: Path, data: Path, work: Path) -> None:
@@ -79,8 +85,10 @@ def fill_site_toml(kit_dir: Path, data: Path, work: Path) -> None:
 
 
 def write_spec(path: Path, sites: list[str], port: int) -> Path:
-    path.write_text(f'federation = "{FEDERATION}"\nsites = {json.dumps(sites)}\n\n'
-                    f'[coordinator]\naddresses = ["localhost"]\nport = {port}\nbind-host = "127.0.0.1"\n')
+    path.write_text(
+        f'federation = "{FEDERATION}"\nsites = {json.dumps(sites)}\n\n'
+        f'[coordinator]\naddresses = ["localhost"]\nport = {port}\nbind-host = "127.0.0.1"\n'
+    )
     return path
 
 
@@ -122,17 +130,30 @@ def deployment(tmp_path_factory) -> Deployment:
     provision(read_spec(write_spec(root / "spec.toml", sites, port)), kits)
     for site in sites:
         fill_site_toml(kits / "sites" / site, data / site, root / "work" / site)
-    flwr_homes = [kits / "coordinator" / "flwr-home", *(root / "work" / site / "flower-home" for site in sites)]
+    flwr_homes = [
+        kits / "coordinator" / "flwr-home",
+        *(root / "work" / site / "flower-home" for site in sites),
+    ]
 
     started: list[StartedProcess] = []
     try:
-        coordinator = start_command("coordinator start", "coordinator_start", root / "logs" / "coordinator.out",
-                                    "--kit", str(kits / "coordinator"))
+        coordinator = start_command(
+            "coordinator start",
+            "coordinator_start",
+            root / "logs" / "coordinator.out",
+            "--kit",
+            str(kits / "coordinator"),
+        )
         started.append(coordinator)
         wait_for_line(coordinator, "submit a run:")
         for site in sites:
-            process = start_command(f"site start {site}", "site_start", root / "logs" / f"{site}.out",
-                                    "--kit", str(kits / "sites" / site))
+            process = start_command(
+                f"site start {site}",
+                "site_start",
+                root / "logs" / f"{site}.out",
+                "--kit",
+                str(kits / "sites" / site),
+            )
             started.append(process)
         for process in started[1:]:
             wait_for_line(process, "connected to the coordinator as node")
@@ -145,8 +166,19 @@ def deployment(tmp_path_factory) -> Deployment:
 def test_three_sites_two_rounds(deployment):
     """`oncofed run` against the kit's SuperLink: all three sites' metrics for rounds 0-2 reach the run folder."""
     run_log = deployment.root / "logs" / "run.out"
-    runner = start_command("run", "run", run_log, "--kit", str(deployment.kits / "coordinator"),
-                           "--rounds", "2", "--preset", "tiny", "--run-config", "local-epochs=1")
+    runner = start_command(
+        "run",
+        "run",
+        run_log,
+        "--kit",
+        str(deployment.kits / "coordinator"),
+        "--rounds",
+        "2",
+        "--preset",
+        "tiny",
+        "--run-config",
+        "local-epochs=1",
+    )
     try:
         code = runner.popen.wait(timeout=420)
     finally:
@@ -158,8 +190,11 @@ def test_three_sites_two_rounds(deployment):
     assert len(run_dirs) == 1
     records = [json.loads(line) for line in (run_dirs[0] / "metrics.jsonl").read_text().splitlines()]
     assert sorted((r["round"], r["site"]) for r in records) == [
-        (rnd, site) for rnd in (0, 1, 2) for site in deployment.sites]
-    assert all(r.get("status", "reported") == "reported" and 0 <= r["metrics"]["dice-mean"] <= 1 for r in records)
+        (rnd, site) for rnd in (0, 1, 2) for site in deployment.sites
+    ]
+    assert all(
+        r.get("status", "reported") == "reported" and 0 <= r["metrics"]["dice-mean"] <= 1 for r in records
+    )
     assert (run_dirs[0] / "summary.json").is_file() and (run_dirs[0] / "models" / "final.pt").is_file()
     for site in deployment.sites:
         assert site in output  # the per-site table
@@ -174,7 +209,9 @@ def test_registering_the_sites_again_is_fine(deployment):
     """`coordinator start` after a restart finds the keys registered in its database: not an error."""
     kit = read_coordinator_kit(deployment.kits / "coordinator")
     registrations = register_sites(kit, coordinator_env(kit))
-    assert [(r.site, r.outcome) for r in registrations] == [(site, "already registered") for site in deployment.sites]
+    assert [(r.site, r.outcome) for r in registrations] == [
+        (site, "already registered") for site in deployment.sites
+    ]
 
 
 def test_site_check_passes_on_a_connected_site(deployment):
@@ -188,19 +225,27 @@ def test_unregistered_key_is_refused(deployment, tmp_path):
     coordinator: Flower refuses it, and `site start` says so. Provisioning leaves the existing kits as they were."""
     kits = tmp_path / "kits"
     shutil.copytree(deployment.kits, kits, ignore=shutil.ignore_patterns("state", "logs", "runs"))
-    report = provision(read_spec(write_spec(tmp_path / "spec.toml", [*deployment.sites, "hospital-x"],
-                                            deployment.port)), kits)
+    report = provision(
+        read_spec(write_spec(tmp_path / "spec.toml", [*deployment.sites, "hospital-x"], deployment.port)),
+        kits,
+    )
     assert report.created == ["hospital-x"] and report.kept == deployment.sites
     for site in deployment.sites:
         for file in (deployment.kits / "sites" / site).rglob("*"):
             if file.is_file():
-                assert file.read_bytes() == (kits / "sites" / site / file.relative_to(
-                    deployment.kits / "sites" / site)).read_bytes(), file
+                assert (
+                    file.read_bytes()
+                    == (
+                        kits / "sites" / site / file.relative_to(deployment.kits / "sites" / site)
+                    ).read_bytes()
+                ), file
     assert read_coordinator_kit(kits / "coordinator").sites == [*deployment.sites, "hospital-x"]
 
     new_kit = kits / "sites" / "hospital-x"
     fill_site_toml(new_kit, deployment.data / deployment.sites[0], tmp_path / "work-x")
-    process = start_command("site start hospital-x", "site_start", tmp_path / "site-x.out", "--kit", str(new_kit))
+    process = start_command(
+        "site start hospital-x", "site_start", tmp_path / "site-x.out", "--kit", str(new_kit)
+    )
     try:
         code = process.popen.wait(timeout=90)
     finally:
@@ -220,10 +265,13 @@ def test_wrong_ca_fails_with_a_clear_message(deployment, tmp_path):
     _, other_ca = certs.make_ca("another-federation")
     (kit_dir / "certs" / "ca.crt").write_bytes(certs.certificate_pem(other_ca))
 
-    result = subprocess.run(command("site_start", "--kit", str(kit_dir)), capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        command("site_start", "--kit", str(kit_dir)), capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 1
-    assert "not signed by this kit's CA" in result.stderr and str(kit_dir / "certs" / "ca.crt") in result.stderr
+    assert (
+        "not signed by this kit's CA" in result.stderr and str(kit_dir / "certs" / "ca.crt") in result.stderr
+    )
 
     kit = read_site_kit(kit_dir)
     supernode, offset = start_supernode(kit)
@@ -240,11 +288,14 @@ def test_plain_http_gets_no_service(deployment):
     with pytest.raises((http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError)):
         urllib.request.urlopen(f"http://127.0.0.1:{deployment.port}/health", timeout=10)
     with pytest.raises((http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError)):
-        request = urllib.request.Request(f"http://127.0.0.1:{deployment.port}/v1/fleet/create-node", data=b"",
-                                         method="POST")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{deployment.port}/v1/fleet/create-node", data=b"", method="POST"
+        )
         urllib.request.urlopen(request, timeout=10)
     context = ssl.create_default_context(cafile=str(deployment.kits / "coordinator" / "certs" / "ca.crt"))
-    with urllib.request.urlopen(f"https://127.0.0.1:{deployment.port}/health", timeout=10, context=context) as answer:
+    with urllib.request.urlopen(
+        f"https://127.0.0.1:{deployment.port}/health", timeout=10, context=context
+    ) as answer:
         assert answer.status == 200
 
 
@@ -279,18 +330,47 @@ def test_trusted_entities_refuse_locally_built_apps(tmp_path):
 
     started: list[StartedProcess] = []
     try:
-        coordinator = start_command("coordinator start", "coordinator_start", tmp_path / "coordinator.out",
-                                    "--kit", str(tmp_path / "kits" / "coordinator"))
+        coordinator = start_command(
+            "coordinator start",
+            "coordinator_start",
+            tmp_path / "coordinator.out",
+            "--kit",
+            str(tmp_path / "kits" / "coordinator"),
+        )
         started.append(coordinator)
         wait_for_line(coordinator, "submit a run:")
-        supernode = start_process("flower-supernode", [
-            str(Path(sys.executable).parent / "flower-supernode"), "--root-certificates", str(kit.ca_certificate),
-            "--superlink", kit.settings.coordinator, "--auth-supernode-private-key", str(kit.private_key),
-            "--node-config", str(write_node_config(kit)), "--port", str(kit.settings.runtime_port),
-            "--trusted-entities", str(tmp_path / "trusted.yaml")], flower_env(kit.flwr_home), tmp_path / "sn.log")
+        supernode = start_process(
+            "flower-supernode",
+            [
+                str(Path(sys.executable).parent / "flower-supernode"),
+                "--root-certificates",
+                str(kit.ca_certificate),
+                "--superlink",
+                kit.settings.coordinator,
+                "--auth-supernode-private-key",
+                str(kit.private_key),
+                "--node-config",
+                str(write_node_config(kit)),
+                "--port",
+                str(kit.settings.runtime_port),
+                "--trusted-entities",
+                str(tmp_path / "trusted.yaml"),
+            ],
+            flower_env(kit.flwr_home),
+            tmp_path / "sn.log",
+        )
         started.append(supernode)
-        runner = start_command("run", "run", tmp_path / "run.out", "--kit", str(tmp_path / "kits" / "coordinator"),
-                               "--rounds", "1", "--preset", "tiny")
+        runner = start_command(
+            "run",
+            "run",
+            tmp_path / "run.out",
+            "--kit",
+            str(tmp_path / "kits" / "coordinator"),
+            "--rounds",
+            "1",
+            "--preset",
+            "tiny",
+        )
         started.append(runner)
         assert runner.popen.wait(timeout=600) == 1
     finally:

@@ -18,8 +18,10 @@ PINNED = re.compile(r"^[A-Za-z0-9._-]+(\[[A-Za-z0-9,._-]+\])?==[0-9][A-Za-z0-9.+
 @pytest.fixture(scope="module")
 def kits(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("kit-files")
-    (root / "spec.toml").write_text('federation = "files"\nsites = ["hospital-a"]\n\n'
-                                    '[coordinator]\naddresses = ["fl.example.org"]\nport = 8443\n')
+    (root / "spec.toml").write_text(
+        'federation = "files"\nsites = ["hospital-a"]\n\n'
+        '[coordinator]\naddresses = ["fl.example.org"]\nport = 8443\n'
+    )
     provision(read_spec(root / "spec.toml"), root / "out")
     return root / "out"
 
@@ -63,8 +65,10 @@ def test_compose_file(kits, which):
     assert re.fullmatch(r"\d+\.\d+\.\d+", tag), service["image"]
     assert service["command"][:2] == ["coordinator" if which == 0 else "site", "start"]
     for volume in service["volumes"]:
-        source = volume[:volume.index("}") + 1] if volume.startswith("${") else volume.split(":", 1)[0]
-        if source.startswith("${"):  # a host folder the operator must name: compose refuses to start without it
+        source = volume[: volume.index("}") + 1] if volume.startswith("${") else volume.split(":", 1)[0]
+        if source.startswith(
+            "${"
+        ):  # a host folder the operator must name: compose refuses to start without it
             assert re.fullmatch(r"\$\{ONCOFED_[A-Z_]+:\?[^}]+\}", source), volume
         else:
             assert (kit / source).exists(), volume
@@ -86,14 +90,17 @@ def test_dockerfile(kits, which):
                 assert dockerignore_allows(kit, source), f"COPY {source}: excluded by .dockerignore"
         if instruction == "RUN" and "pip install" in arguments:
             words = shlex.split(arguments)
-            for word in words[words.index("install") + 1:]:
+            for word in words[words.index("install") + 1 :]:
                 if word.startswith(("-", "http", "/opt/oncofed/")):
                     continue
                 assert PINNED.match(word), f"unpinned: {word}"
     for secret in ("keys/site.key", "certs/ca.key", "certs/server.key"):
         assert not dockerignore_allows(kit, secret)
-    requirements = [line for line in (kit / "requirements.txt").read_text().splitlines()
-                    if line and not line.startswith("#")]
+    requirements = [
+        line
+        for line in (kit / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert requirements and all(PINNED.match(line) for line in requirements), requirements
     assert any(line.startswith("flwr") and "==1.42" in line for line in requirements)
 
@@ -105,7 +112,9 @@ def test_systemd_unit(kits, which, unit):
     assert {"Unit", "Service", "Install"} <= set(parser.sections())
     command = shlex.split(parser["Service"]["ExecStart"])
     assert command[0].endswith("/bin/oncofed") and command[1:3] == [
-        "coordinator" if which == 0 else "site", "start"]
+        "coordinator" if which == 0 else "site",
+        "start",
+    ]
     assert command[3] == "--kit" and Path(command[4]).is_absolute()
     assert parser["Service"]["KillMode"] == "mixed" and parser["Service"]["Restart"] == "on-failure"
 

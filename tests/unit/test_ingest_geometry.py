@@ -54,7 +54,9 @@ def from_nifti(tmp_path_factory):
     return load_only_case(site)
 
 
-@pytest.mark.parametrize(("plane", "orientation"), [("axial", "LPS"), ("sagittal", "PIR"), ("coronal", "LIP")])
+@pytest.mark.parametrize(
+    ("plane", "orientation"), [("axial", "LPS"), ("sagittal", "PIR"), ("coronal", "LIP")]
+)
 def test_dicom_series_loads_to_the_same_ras_voxels_as_nifti(tmp_path, from_nifti, plane, orientation):
     write_case(tmp_path, orientation, "dicom")
     image, label = load_only_case(tmp_path)
@@ -79,7 +81,10 @@ def test_oblique_dicom_series_has_the_affine_nibabel_gives_the_same_volume(tmp_p
     dicom_site.mkdir()
     write_case(nifti_site, "LPS", "nifti", rotation)
     write_case(dicom_site, "LPS", "dicom", rotation)
-    (nifti_image, nifti_label), (dicom_image, dicom_label) = load_only_case(nifti_site), load_only_case(dicom_site)
+    (nifti_image, nifti_label), (dicom_image, dicom_label) = (
+        load_only_case(nifti_site),
+        load_only_case(dicom_site),
+    )
     np.testing.assert_allclose(dicom_image.affine, nifti_image.affine, atol=1e-3)
     np.testing.assert_array_equal(dicom_label.array, nifti_label.array)
     np.testing.assert_allclose(dicom_image.array, nifti_image.array, atol=RESCALE_SLOPE / 2 + 1e-3)

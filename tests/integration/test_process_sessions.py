@@ -9,9 +9,11 @@ from deploy.processes import process_tree, start_process
 
 def test_children_of_an_exited_process_are_stopped(tmp_path):
     pid_file = tmp_path / "child.pid"
-    script = ("import subprocess, sys, time; "
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
-              f"open({str(pid_file)!r}, 'w').write(str(child.pid))")
+    script = (
+        "import subprocess, sys, time; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))"
+    )
     parent = start_process("parent", [sys.executable, "-c", script], {}, tmp_path / "parent.log")
     parent.popen.wait(timeout=30)  # the parent is gone; its child lives on, re-parented
     child = int(pid_file.read_text())

@@ -27,7 +27,11 @@ def cli() -> typer.Typer:
 
 
 def snapshot(root) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +56,10 @@ def test_the_report_is_written_only_into_the_work_folder(reported, run):
     changed = {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
     prefix = f"{work.relative_to(run.run_dir.parent)}/"
     assert changed and all(path.startswith(prefix) for path in changed), sorted(changed)
-    assert {path.removeprefix(prefix) for path in changed} >= {"reports/site-report.html", "reports/per-case.csv"}
+    assert {path.removeprefix(prefix) for path in changed} >= {
+        "reports/site-report.html",
+        "reports/per-case.csv",
+    }
 
 
 def test_cases_are_listed_worst_first_with_their_overlays(reported, run):
@@ -87,8 +94,9 @@ def test_the_metrics_are_those_the_site_computed_in_the_run(reported, run):
 
 def test_a_given_model_file_is_used(run):
     """Another checkpoint (the round's final global model, from the run folder) at the suppressed site."""
-    result = runner.invoke(cli(), ["--work", str(run.work(SUPPRESSED)), "--model",
-                                   str(run.run_dir / "models" / "final.pt")])
+    result = runner.invoke(
+        cli(), ["--work", str(run.work(SUPPRESSED)), "--model", str(run.run_dir / "models" / "final.pt")]
+    )
     assert result.exit_code == 0, result.output
     html = (run.work(SUPPRESSED) / "reports" / "site-report.html").read_text()
     assert "final.pt" in html and html.count("data:image/png;base64,") == 4

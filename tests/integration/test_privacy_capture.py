@@ -14,10 +14,20 @@ from tiny_capture_run import MIN_REPORT_CASES, REPORTING, SITES, SUPPRESSED, cap
 from site_app.aggregates import STATS
 from site_app.metrics import COUNTS, METRICS
 
-DICOM_IDENTIFIERS = ("PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
-                     "FrameOfReferenceUID", "StudyID", "AccessionNumber")
-AGGREGATE_KEY = re.compile(rf"({'|'.join(METRICS)})-(wt|tc|et)-({'|'.join(STATS)})|({'|'.join(COUNTS)})-(wt|tc|et)"
-                           r"|dice-mean(-ci-low|-ci-high)?|spacing-(min|max)-mm|n-cases|n-skipped|num-examples")
+DICOM_IDENTIFIERS = (
+    "PatientID",
+    "PatientName",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "FrameOfReferenceUID",
+    "StudyID",
+    "AccessionNumber",
+)
+AGGREGATE_KEY = re.compile(
+    rf"({'|'.join(METRICS)})-(wt|tc|et)-({'|'.join(STATS)})|({'|'.join(COUNTS)})-(wt|tc|et)"
+    r"|dice-mean(-ci-low|-ci-high)?|spacing-(min|max)-mm|n-cases|n-skipped|num-examples"
+)
 RATIO_METRICS = ("dice", "nsd", "sensitivity", "precision")
 
 
@@ -60,12 +70,23 @@ def test_every_message_of_every_site_is_captured(run):
 
 def test_no_identifier_in_any_message_or_coordinator_file(run):
     secrets = identifiers(run)
-    assert any(re.fullmatch(r"1\.[0-9.]+", s) for s in secrets) and "hospital-a-001" in secrets  # really collected
-    coordinator_files = [p for p in run.run_dir.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".log",
-                                                                                            ".csv", ".html")
-                         and "sites" not in p.relative_to(run.run_dir).parts
-                         and "flwr-home" not in p.relative_to(run.run_dir).parts]
-    assert {p.name for p in coordinator_files} >= {"metrics.jsonl", "summary.json", "report.html", "flwr-run.log"}
+    assert (
+        any(re.fullmatch(r"1\.[0-9.]+", s) for s in secrets) and "hospital-a-001" in secrets
+    )  # really collected
+    coordinator_files = [
+        p
+        for p in run.run_dir.rglob("*")
+        if p.is_file()
+        and p.suffix in (".json", ".jsonl", ".log", ".csv", ".html")
+        and "sites" not in p.relative_to(run.run_dir).parts
+        and "flwr-home" not in p.relative_to(run.run_dir).parts
+    ]
+    assert {p.name for p in coordinator_files} >= {
+        "metrics.jsonl",
+        "summary.json",
+        "report.html",
+        "flwr-run.log",
+    }
     blobs = [(name, raw) for site in SITES for name, raw in run.captured[site]]
     blobs += [(str(p), p.read_bytes()) for p in coordinator_files]
     leaks = [(name, secret) for name, raw in blobs for secret in secrets if secret.encode() in raw]

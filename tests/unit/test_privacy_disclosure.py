@@ -20,8 +20,10 @@ from site_app.validation import CaseEvaluation
 
 DEPLOYED = {"data-path": "/data/site", "work-path": "/work/site", "site-name": "hospital-x"}
 SIMULATED = {"partition-id": 0, "num-partitions": 2}
-AGGREGATE_KEY = re.compile(rf"({'|'.join(METRICS)})-(wt|tc|et)-({'|'.join(STATS)})|({'|'.join(COUNTS)})-(wt|tc|et)"
-                           r"|dice-mean(-ci-low|-ci-high)?|spacing-(min|max)-mm|n-cases|n-skipped|num-examples")
+AGGREGATE_KEY = re.compile(
+    rf"({'|'.join(METRICS)})-(wt|tc|et)-({'|'.join(STATS)})|({'|'.join(COUNTS)})-(wt|tc|et)"
+    r"|dice-mean(-ci-low|-ci-high)?|spacing-(min|max)-mm|n-cases|n-skipped|num-examples"
+)
 
 
 def test_a_deployed_site_sets_its_own_minimum():
@@ -55,15 +57,27 @@ def cases(n: int) -> list[CaseEvaluation]:
         truth[4:6, 4:6, 4:6] = 3
         pred = np.roll(truth, int(rng.integers(0, 3)), axis=index % 3)
         spacing = (1.0, 1.0, float(rng.uniform(1, 3)))
-        results.append(CaseEvaluation(case_id=f"patient-{index}", spacing_mm=spacing,
-                                      metrics=case_metrics(pred, truth, spacing, evaluation_regions("brats")),
-                                      image=np.zeros(1), truth=truth, prediction=pred))
+        results.append(
+            CaseEvaluation(
+                case_id=f"patient-{index}",
+                spacing_mm=spacing,
+                metrics=case_metrics(pred, truth, spacing, evaluation_regions("brats")),
+                image=np.zeros(1),
+                truth=truth,
+                prediction=pred,
+            )
+        )
     return results
 
 
 def policy(minimum: int) -> ValidationPolicy:
-    context = Context(run_id=1, node_id=2, node_config={**DEPLOYED, "min-report-cases": minimum}, state=RecordDict(),
-                      run_config={"seed": 3})
+    context = Context(
+        run_id=1,
+        node_id=2,
+        node_config={**DEPLOYED, "min-report-cases": minimum},
+        state=RecordDict(),
+        run_config={"seed": 3},
+    )
     return ValidationPolicy.from_context(context)
 
 
@@ -71,7 +85,9 @@ def numbers_in(content: RecordDict) -> list[float]:
     found = [v for record in content.metric_records.values() for v in record.values()]
     for record in content.config_records.values():
         for value in record.values():
-            found += [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int | float)]
+            found += [
+                v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int | float)
+            ]
     return found
 
 
@@ -93,6 +109,8 @@ def test_at_the_minimum_only_aggregates_leave():
     assert content.config_records["validation"]["status"] == "reported"
     (metrics,) = content.metric_records.values()
     assert metrics["num-examples"] == 5 and metrics["n-cases"] == 5
-    assert all(AGGREGATE_KEY.fullmatch(key) for key in metrics), [k for k in metrics if not AGGREGATE_KEY.fullmatch(k)]
+    assert all(AGGREGATE_KEY.fullmatch(key) for key in metrics), [
+        k for k in metrics if not AGGREGATE_KEY.fullmatch(k)
+    ]
     assert all(not isinstance(value, list) for value in metrics.values())
     assert not any("patient" in str(v) for record in content.config_records.values() for v in record.values())

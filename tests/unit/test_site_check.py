@@ -27,7 +27,15 @@ from site_app.training import train_epochs
 
 NOBODY = 65534
 SETTINGS = PipelineSettings(spacing_mm=4.0, patch_size=16, samples_per_case=1)
-REQUIRED_KEYS = {"case_id", "status", "reason", "shape", "spacing_mm", "source_orientation", "label_volumes_ml"}
+REQUIRED_KEYS = {
+    "case_id",
+    "status",
+    "reason",
+    "shape",
+    "spacing_mm",
+    "source_orientation",
+    "label_volumes_ml",
+}
 
 app = typer.Typer(pretty_exceptions_show_locals=False)
 
@@ -79,8 +87,14 @@ def import_lazy_modules(data: Path, config: Path, scratch: Path) -> None:
     optimizer internals) may live where 'nobody' cannot read (here the interpreter sits in root's home)."""
     runner.invoke(app, ["check", "--data", str(data), "--work", str(scratch), "--config", str(config)])
     batch = {"image": torch.randn(1, 16, 16, 16), "label": torch.zeros(1, 16, 16, 16, dtype=torch.long)}
-    train_epochs(build_model("tiny", seed=0), [batch], epochs=1, learning_rate=1e-3, batch_size=1,
-                 device=torch.device("cpu"))
+    train_epochs(
+        build_model("tiny", seed=0),
+        [batch],
+        epochs=1,
+        learning_rate=1e-3,
+        batch_size=1,
+        device=torch.device("cpu"),
+    )
 
 
 def make_read_only(root: Path) -> None:
@@ -123,10 +137,24 @@ def run_on_corpus(base: Path) -> dict:
         site = SitePaths("corpus", data, work)
         cases = load_site_cases(site, SETTINGS, 0.25, 0, site_logger(work))
         dataset = training_dataset(cases.train, SETTINGS, work / "cache", seed=0)
-        loss = train_epochs(build_model("tiny", seed=0), dataset, epochs=1, learning_rate=1e-3, batch_size=2,
-                            device=torch.device("cpu"))
-    return {"expected": expected, "json": as_json, "text": as_text, "cases": cases, "loss": loss, "work": work,
-            "before": before, "after": tree_digest(data)}
+        loss = train_epochs(
+            build_model("tiny", seed=0),
+            dataset,
+            epochs=1,
+            learning_rate=1e-3,
+            batch_size=2,
+            device=torch.device("cpu"),
+        )
+    return {
+        "expected": expected,
+        "json": as_json,
+        "text": as_text,
+        "cases": cases,
+        "loss": loss,
+        "work": work,
+        "before": before,
+        "after": tree_digest(data),
+    }
 
 
 def test_the_corpus_has_at_least_20_malformed_or_unusual_inputs(corpus):
@@ -175,7 +203,9 @@ def test_text_report_lists_cases_reasons_and_unused_files(corpus):
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "Excluded cases:" in out and "Files not used:" in out
-    assert "  missing-slice: missing-slice: missing slice(s)" in out and "reports/PLAN: RT Plan Storage" in out
+    assert (
+        "  missing-slice: missing-slice: missing slice(s)" in out and "reports/PLAN: RT Plan Storage" in out
+    )
     assert "good-dicom" in out and "usable" in out
 
 
@@ -203,12 +233,18 @@ def test_no_usable_case_exits_2(tmp_path):
     ("setup", "message"),
     [
         (lambda d, w: d.rmdir(), "does not exist"),
-        (lambda d, w: (w.parent / "site.toml").write_text("[series]\nmodality = ['CT']\n"),
-         "unknown key(s) modality in [series]; valid keys: modalities, description"),
-        (lambda d, w: (w.parent / "site.toml").write_text("[labels]\nseg-segments = { \"1\" = 5 }\n"),
-         "labels.seg-segments.1 must be a label value 1-3"),
-        (lambda d, w: (w.parent / "cases.csv").write_text("id,image\nc1,a.nii.gz\n"),
-         "missing column(s) case_id, label"),
+        (
+            lambda d, w: (w.parent / "site.toml").write_text("[series]\nmodality = ['CT']\n"),
+            "unknown key(s) modality in [series]; valid keys: modalities, description",
+        ),
+        (
+            lambda d, w: (w.parent / "site.toml").write_text('[labels]\nseg-segments = { "1" = 5 }\n'),
+            "labels.seg-segments.1 must be a label value 1-3",
+        ),
+        (
+            lambda d, w: (w.parent / "cases.csv").write_text("id,image\nc1,a.nii.gz\n"),
+            "missing column(s) case_id, label",
+        ),
     ],
 )
 def test_usage_errors_exit_1_with_one_line(tmp_path, setup, message):
@@ -245,12 +281,24 @@ def test_manifest_lists_cases_in_an_unorganised_folder(tmp_path):
         f"d,misc/imagesTr/scan-a.nii.gz,pacs/x17/{dicom.slices[0].name}\n"
         "a,misc/imagesTr/scan-a.nii.gz,misc/labelsTr/scan-a.nii.gz\n"
     )
-    result = invoke("--data", str(data), "--work", str(tmp_path / "work"), "--manifest", str(tmp_path / "cases.csv"),
-                    "--format", "json")
+    result = invoke(
+        "--data",
+        str(data),
+        "--work",
+        str(tmp_path / "work"),
+        "--manifest",
+        str(tmp_path / "cases.csv"),
+        "--format",
+        "json",
+    )
     assert result.exit_code == 0, result.output
     cases = {c["case_id"]: c for c in json.loads(result.stdout)["cases"]}
     assert cases["a"]["status"] == "usable" and cases["a"]["source_orientation"] == "LAS"
-    assert cases["b"]["status"] == "usable" and cases["b"]["modality"] == "CT" and cases["b"]["image"] == "pacs/x17"
+    assert (
+        cases["b"]["status"] == "usable"
+        and cases["b"]["modality"] == "CT"
+        and cases["b"]["image"] == "pacs/x17"
+    )
     assert "must be relative to the data folder and stay inside it" in cases["c"]["reason"]
     assert "the label is a DICOM CT, not a DICOM-SEG or RTSTRUCT" in cases["d"]["reason"]
     assert "line 6: case id 'a' is already used on line 2" in cases["a (line 6)"]["reason"]

@@ -19,11 +19,17 @@ from deploy.provision import SpecError, provision, read_spec
 SITES = ["hospital-a", "hospital-b", "hospital-c"]
 
 
-def spec_text(sites: list[str], addresses: str = '["fl.example.org", "10.0.0.5"]', federation: str = "oncofed-t",
-              port: int = 8443) -> str:
+def spec_text(
+    sites: list[str],
+    addresses: str = '["fl.example.org", "10.0.0.5"]',
+    federation: str = "oncofed-t",
+    port: int = 8443,
+) -> str:
     quoted = ", ".join(f'"{s}"' for s in sites)
-    return (f'federation = "{federation}"\nsites = [{quoted}]\n\n'
-            f"[coordinator]\naddresses = {addresses}\nport = {port}\n")
+    return (
+        f'federation = "{federation}"\nsites = [{quoted}]\n\n'
+        f"[coordinator]\naddresses = {addresses}\nport = {port}\n"
+    )
 
 
 def write(path: Path, text: str) -> Path:
@@ -78,7 +84,8 @@ def test_site_kits(provisioned):
         manifest = tomllib.loads((kit_dir / "kit.toml").read_text())
         assert manifest["key-fingerprint"] == certs.key_fingerprint(key.public_key())
         assert (kit_dir / "certs" / "ca.crt").read_bytes() == (
-            provisioned / "coordinator" / "certs" / "ca.crt").read_bytes()
+            provisioned / "coordinator" / "certs" / "ca.crt"
+        ).read_bytes()
         for file in kit_dir.rglob("*"):  # the CA's private key never leaves the coordinator kit
             assert not file.is_file() or file.read_bytes() != ca_key_bytes
         assert tomllib.loads((kit_dir / "site.toml").read_text())["coordinator"] == "fl.example.org:8443"
@@ -107,7 +114,9 @@ def test_rerun_renews_an_expiring_server_certificate(provisioned, tmp_path):
     coordinator = out / "coordinator" / "certs"
     ca_key = certs.load_private_key_pem(coordinator / "ca.key")
     ca = certs.load_certificate(coordinator / "ca.crt")
-    key, expiring = certs.make_server_certificate(ca_key, ca, ["fl.example.org", "10.0.0.5", "127.0.0.1"], days=10)
+    key, expiring = certs.make_server_certificate(
+        ca_key, ca, ["fl.example.org", "10.0.0.5", "127.0.0.1"], days=10
+    )
     certs.write_atomic(coordinator / "server.crt", certs.certificate_pem(expiring))
     certs.write_atomic(coordinator / "server.key", certs.private_key_pem(key), 0o600)
     sites_before = snapshot(out / "sites")
@@ -120,22 +129,27 @@ def test_rerun_renews_an_expiring_server_certificate(provisioned, tmp_path):
 
 def test_rerun_with_a_new_address_reissues_the_server_certificate(provisioned, tmp_path):
     out = copy_of(provisioned, tmp_path)
-    spec = read_spec(write(tmp_path / "spec.toml", spec_text(SITES, addresses='["fl.example.org", "fl2.example.org"]')))
+    spec = read_spec(
+        write(tmp_path / "spec.toml", spec_text(SITES, addresses='["fl.example.org", "fl2.example.org"]'))
+    )
     report = provision(spec, out)
     assert "names changed" in report.server_certificate
     server = certs.load_certificate(out / "coordinator" / "certs" / "server.crt")
     assert set(certs.certificate_names(server)) == {"fl.example.org", "fl2.example.org", "127.0.0.1"}
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (spec_text(["Hospital A"]), "site name 'Hospital A'"),
-    (spec_text(["hospital-a", "hospital-a"]), "'hospital-a' is listed twice"),
-    (spec_text(SITES, addresses="[]"), "`addresses` is []"),
-    (spec_text(SITES, addresses='["https://fl.example.org:8000"]'), "neither a DNS name nor an IP"),
-    (spec_text(SITES, port=70000), "`port` is 70000"),
-    ('federation = "x"\nsites = ["a"]\n', "no [coordinator] table"),
-    ("federation = [", "is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (spec_text(["Hospital A"]), "site name 'Hospital A'"),
+        (spec_text(["hospital-a", "hospital-a"]), "'hospital-a' is listed twice"),
+        (spec_text(SITES, addresses="[]"), "`addresses` is []"),
+        (spec_text(SITES, addresses='["https://fl.example.org:8000"]'), "neither a DNS name nor an IP"),
+        (spec_text(SITES, port=70000), "`port` is 70000"),
+        ('federation = "x"\nsites = ["a"]\n', "no [coordinator] table"),
+        ("federation = [", "is not valid TOML"),
+    ],
+)
 def test_spec_errors_name_the_file_and_the_key(tmp_path, text, expected):
     spec = write(tmp_path / "spec.toml", text)
     with pytest.raises(SpecError) as error:
@@ -154,8 +168,9 @@ def test_provision_command(tmp_path):
     app = typer.Typer(pretty_exceptions_show_locals=False)
     app.command()(provision_command)
     runner = CliRunner()
-    result = runner.invoke(app, [str(write(tmp_path / "spec.toml", spec_text(["site-1"]))), "--out",
-                                 str(tmp_path / "out")])
+    result = runner.invoke(
+        app, [str(write(tmp_path / "spec.toml", spec_text(["site-1"]))), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     assert "new site kit" in result.output and "site-1" in result.output
     assert (tmp_path / "out" / "sites" / "site-1" / "kit.toml").is_file()

@@ -55,7 +55,9 @@ def brute_force(pred: np.ndarray, true: np.ndarray, spacing) -> dict[str, float]
     }
 
 
-@pytest.mark.parametrize("offset, radii", [((2, -1, 1), (9.0, 8.0)), ((0, 4, -2), (7.0, 10.5)), ((5, 0, 0), (6.0, 6.0))])
+@pytest.mark.parametrize(
+    "offset, radii", [((2, -1, 1), (9.0, 8.0)), ((0, 4, -2), (7.0, 10.5)), ((5, 0, 0), (6.0, 6.0))]
+)
 def test_metrics_match_a_brute_force_reference_on_anisotropic_spacing(offset, radii):
     shape = (40, 36, 16)
     truth = ball(shape, (20, 18, 8), radii[0], SPACING)
@@ -64,7 +66,9 @@ def test_metrics_match_a_brute_force_reference_on_anisotropic_spacing(offset, ra
     reference = brute_force(pred, truth, SPACING)
     for region in BRATS:
         for metric in METRICS:
-            assert result[f"{metric}-{region}"] == pytest.approx(reference[metric], rel=1e-6, abs=1e-9), metric
+            assert result[f"{metric}-{region}"] == pytest.approx(reference[metric], rel=1e-6, abs=1e-9), (
+                metric
+            )
 
 
 def test_spacing_is_applied_per_axis():
@@ -84,21 +88,84 @@ EDEMA = EMPTY.copy()
 EDEMA[4:9, 4:9, 4:9] = 2  # whole tumor present; tumor core and enhancing absent
 
 
-@pytest.mark.parametrize("pred, true, region, expected", [
-    # both empty: perfect
-    (EMPTY, EMPTY, "wt", {"dice": 1.0, "nsd": 1.0, "sensitivity": 1.0, "precision": 1.0, "hd95": 0.0, "avd": 0.0,
-                          "empty-both": 1.0, "empty-pred": 0.0, "empty-truth": 0.0}),
-    (EDEMA, EDEMA, "et", {"dice": 1.0, "nsd": 1.0, "sensitivity": 1.0, "precision": 1.0, "hd95": 0.0, "avd": 0.0,
-                          "empty-both": 1.0, "empty-pred": 0.0, "empty-truth": 0.0}),
-    # truth present, nothing predicted: missed
-    (EMPTY, EDEMA, "wt", {"dice": 0.0, "nsd": 0.0, "sensitivity": 0.0, "precision": 0.0, "hd95": HD95_PENALTY_MM,
-                          "avd": 0.125, "empty-both": 0.0, "empty-pred": 1.0, "empty-truth": 0.0,
-                          "lesions-tp": 0.0, "lesions-fn": 1.0, "lesions-fp": 0.0}),
-    # truth empty, something predicted: false alarm
-    (EDEMA, EMPTY, "wt", {"dice": 0.0, "nsd": 0.0, "sensitivity": 0.0, "precision": 0.0, "hd95": HD95_PENALTY_MM,
-                          "avd": 0.125, "empty-both": 0.0, "empty-pred": 0.0, "empty-truth": 1.0,
-                          "lesions-tp": 0.0, "lesions-fn": 0.0, "lesions-fp": 1.0}),
-])
+@pytest.mark.parametrize(
+    "pred, true, region, expected",
+    [
+        # both empty: perfect
+        (
+            EMPTY,
+            EMPTY,
+            "wt",
+            {
+                "dice": 1.0,
+                "nsd": 1.0,
+                "sensitivity": 1.0,
+                "precision": 1.0,
+                "hd95": 0.0,
+                "avd": 0.0,
+                "empty-both": 1.0,
+                "empty-pred": 0.0,
+                "empty-truth": 0.0,
+            },
+        ),
+        (
+            EDEMA,
+            EDEMA,
+            "et",
+            {
+                "dice": 1.0,
+                "nsd": 1.0,
+                "sensitivity": 1.0,
+                "precision": 1.0,
+                "hd95": 0.0,
+                "avd": 0.0,
+                "empty-both": 1.0,
+                "empty-pred": 0.0,
+                "empty-truth": 0.0,
+            },
+        ),
+        # truth present, nothing predicted: missed
+        (
+            EMPTY,
+            EDEMA,
+            "wt",
+            {
+                "dice": 0.0,
+                "nsd": 0.0,
+                "sensitivity": 0.0,
+                "precision": 0.0,
+                "hd95": HD95_PENALTY_MM,
+                "avd": 0.125,
+                "empty-both": 0.0,
+                "empty-pred": 1.0,
+                "empty-truth": 0.0,
+                "lesions-tp": 0.0,
+                "lesions-fn": 1.0,
+                "lesions-fp": 0.0,
+            },
+        ),
+        # truth empty, something predicted: false alarm
+        (
+            EDEMA,
+            EMPTY,
+            "wt",
+            {
+                "dice": 0.0,
+                "nsd": 0.0,
+                "sensitivity": 0.0,
+                "precision": 0.0,
+                "hd95": HD95_PENALTY_MM,
+                "avd": 0.125,
+                "empty-both": 0.0,
+                "empty-pred": 0.0,
+                "empty-truth": 1.0,
+                "lesions-tp": 0.0,
+                "lesions-fn": 0.0,
+                "lesions-fp": 1.0,
+            },
+        ),
+    ],
+)
 def test_empty_mask_conventions(pred, true, region, expected):
     result = case_metrics(pred, true, (1.0, 1.0, 1.0), BRATS)
     assert {k: result[f"{k}-{region}"] for k in expected} == expected
@@ -116,7 +183,9 @@ def test_lesions_are_connected_components():
     truth[10:13, 10:13, 10:13] = 1  # lesion 2: missed
     pred[2:5, 2:5, 2:5] = 1
     pred[1:3, 12:15, 1:3] = 1  # a false lesion
-    pred[6, 6, 6] = pred[7, 7, 7] = 1  # two voxels touching by a corner: one more false lesion (26-connectivity)
+    pred[6, 6, 6] = pred[7, 7, 7] = (
+        1  # two voxels touching by a corner: one more false lesion (26-connectivity)
+    )
     result = case_metrics(pred, truth, (1.0, 1.0, 1.0), BRATS)
     assert (result["lesions-tp-tc"], result["lesions-fn-tc"], result["lesions-fp-tc"]) == (1.0, 1.0, 2.0)
 
@@ -132,6 +201,7 @@ def test_per_class_regions():
 
 # Aggregates: what may leave the site
 
+
 def per_case_values(values_by_key: dict[str, list[float]]) -> list[dict[str, float]]:
     n = len(next(iter(values_by_key.values())))
     return [{key: values[i] for key, values in values_by_key.items()} for i in range(n)]
@@ -139,8 +209,13 @@ def per_case_values(values_by_key: dict[str, list[float]]) -> list[dict[str, flo
 
 def synthetic_cases(n: int, seed: int = 0) -> list[dict[str, float]]:
     rng = np.random.default_rng(seed)
-    return per_case_values({f"{k}-{r}": list(rng.uniform(0, 1, n)) if k in METRICS else list(rng.integers(0, 2, n))
-                            for k in (*METRICS, *COUNTS) for r in BRATS})
+    return per_case_values(
+        {
+            f"{k}-{r}": list(rng.uniform(0, 1, n)) if k in METRICS else list(rng.integers(0, 2, n))
+            for k in (*METRICS, *COUNTS)
+            for r in BRATS
+        }
+    )
 
 
 def test_aggregates_are_the_documented_statistics():
@@ -149,15 +224,25 @@ def test_aggregates_are_the_documented_statistics():
     values = np.array([c["hd95-tc"] for c in cases])
     assert aggregates["hd95-tc-mean"] == pytest.approx(values.mean())
     assert aggregates["hd95-tc-median"] == pytest.approx(np.median(values))
-    assert (aggregates["hd95-tc-q1"], aggregates["hd95-tc-q3"]) == pytest.approx(np.percentile(values, [25, 75]))
+    assert (aggregates["hd95-tc-q1"], aggregates["hd95-tc-q3"]) == pytest.approx(
+        np.percentile(values, [25, 75])
+    )
     assert aggregates["lesions-fp-et"] == sum(c["lesions-fp-et"] for c in cases)
     assert aggregates["n-cases"] == 7
     assert (aggregates["spacing-min-mm"], aggregates["spacing-max-mm"]) == (0.5, 3.0)
     assert aggregates["dice-mean"] == pytest.approx(np.mean([c[f"dice-{r}"] for c in cases for r in BRATS]))
-    assert set(aggregates) == ({f"{m}-{r}-{s}" for m in METRICS for r in BRATS for s in STATS}
-                               | {f"{c}-{r}" for c in COUNTS for r in BRATS}
-                               | {"n-cases", "dice-mean", "dice-mean-ci-low", "dice-mean-ci-high", "spacing-min-mm",
-                                  "spacing-max-mm"})
+    assert set(aggregates) == (
+        {f"{m}-{r}-{s}" for m in METRICS for r in BRATS for s in STATS}
+        | {f"{c}-{r}" for c in COUNTS for r in BRATS}
+        | {
+            "n-cases",
+            "dice-mean",
+            "dice-mean-ci-low",
+            "dice-mean-ci-high",
+            "spacing-min-mm",
+            "spacing-max-mm",
+        }
+    )
     assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in aggregates.values())
 
 
@@ -205,7 +290,11 @@ def test_a_prediction_maps_back_onto_the_stored_grid(dicom_site_items):
 
 
 def test_a_case_is_measured_at_its_stored_spacing(dicom_site_items):
-    result = evaluate_case(build_model("tiny", seed=0), dicom_site_items[0], PIPELINE, BRATS, torch.device("cpu"))
+    result = evaluate_case(
+        build_model("tiny", seed=0), dicom_site_items[0], PIPELINE, BRATS, torch.device("cpu")
+    )
     assert result.spacing_mm == pytest.approx((2.5, 2.5, 4.0))
     assert set(result.metrics) == {f"{k}-{r}" for k in (*METRICS, *COUNTS) for r in BRATS}
-    assert result.image.shape == result.truth.shape == result.prediction.shape  # the evaluation grid, for display
+    assert (
+        result.image.shape == result.truth.shape == result.prediction.shape
+    )  # the evaluation grid, for display

@@ -28,10 +28,15 @@ from data_prep.ingest_settings import DEFAULT_SEG_SEGMENTS
 from data_prep.rtstruct import polygon_mask, read_rtstruct
 
 
-@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless, DeflatedExplicitVRLittleEndian,
-                                    ExplicitVRBigEndian], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "syntax",
+    [RLELossless, JPEGLSLossless, JPEG2000Lossless, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian],
+    ids=lambda s: s.name,
+)
 def test_encoded_series_read_back_to_the_same_values(tmp_path, syntax):
-    spacing = (2.0, 2.0, 8.0) if syntax == JPEG2000Lossless else (4.0, 4.0, 4.0)  # OpenJPEG needs >= 32 pixels
+    spacing = (
+        (2.0, 2.0, 8.0) if syntax == JPEG2000Lossless else (4.0, 4.0, 4.0)
+    )  # OpenJPEG needs >= 32 pixels
     case = write_dicom_case(tmp_path / "case", 0, spacing_mm=spacing)
     plain = read_dicom_series(case.slices)
     compress_series(case.slices, syntax)
@@ -86,7 +91,9 @@ def test_overlapping_segments_need_the_same_label_value(tmp_path):
     truth = case.truth.label.array
     masks = np.stack([truth > 0, np.isin(truth, (1, 3))], axis=-1)  # whole tumor, and the core inside it
     seg = write_seg_with_segments(tmp_path / "case", case.datasets, masks, {1: "whole tumor", 2: "core"})
-    with pytest.raises(CaseError, match=r"segment 2 overlaps another segment with a different label value at \d+"):
+    with pytest.raises(
+        CaseError, match=r"segment 2 overlaps another segment with a different label value at \d+"
+    ):
         read_dicom_seg(seg, series, {1: 2, 2: 1})
     label = read_dicom_seg(seg, series, {1: 2, 2: 2})
     np.testing.assert_array_equal(label.array, np.where(truth > 0, 2, 0))
@@ -115,7 +122,9 @@ def test_rtstruct_without_mapping_or_off_slice_is_refused(tmp_path):
     path = write_rtstruct(tmp_path / "case", case.datasets, {"GTV": [contour]})
     with pytest.raises(CaseError, match=r"need a mapping of ROI names .* ROIs in this file: \['GTV'\]"):
         read_rtstruct(path, series, {})
-    with pytest.raises(CaseError, match=r"none of its ROIs \['GTV'\] is named in the site's mapping \['ctv'\]"):
+    with pytest.raises(
+        CaseError, match=r"none of its ROIs \['GTV'\] is named in the site's mapping \['ctv'\]"
+    ):
         read_rtstruct(path, series, {"ctv": 2})
     contour[:, 2] += 1.7  # between two slices 4 mm apart
     off = write_rtstruct(tmp_path / "case", case.datasets, {"GTV": [contour]})

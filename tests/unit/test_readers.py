@@ -71,7 +71,9 @@ def test_dicom_series_and_seg_read_back_to_ground_truth(tmp_path, orientation):
 def test_right_handed_dicom_grid_reads_back_voxel_for_voxel(tmp_path):
     truth, slices, seg_path = write_dicom_case(tmp_path / "case", "PIR")
     series = read_dicom_series(list(reversed(slices)))  # file order must not matter
-    np.testing.assert_array_equal(read_dicom_seg(seg_path, series, DEFAULT_SEG_SEGMENTS).array, truth.label.array)
+    np.testing.assert_array_equal(
+        read_dicom_seg(seg_path, series, DEFAULT_SEG_SEGMENTS).array, truth.label.array
+    )
     np.testing.assert_allclose(series.volume.affine, truth.image.affine, atol=1e-4)
     assert len(series.sop_instance_uids) == truth.label.array.shape[2]
 

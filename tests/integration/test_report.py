@@ -40,11 +40,23 @@ def run(tmp_path_factory):
 def test_the_run_wrote_its_report(run):
     html = (run.run_dir / "report.html").read_text()
     data = json.loads((run.run_dir / "report.json").read_text())
-    assert {s["name"]: s["status"] for s in data["sites"]} == {REPORTING: "reported", SUPPRESSED: "suppressed"}
+    assert {s["name"]: s["status"] for s in data["sites"]} == {
+        REPORTING: "reported",
+        SUPPRESSED: "suppressed",
+    }
     for site in SITES:
         assert site in html
     assert f"suppressed (n &lt; {MIN_REPORT_CASES})" in html
-    for section in ("summary", "sites", "rounds", "distributions", "baseline", "data", "methods", "limitations"):
+    for section in (
+        "summary",
+        "sites",
+        "rounds",
+        "distributions",
+        "baseline",
+        "data",
+        "methods",
+        "limitations",
+    ):
         assert f'id="{section}"' in html
 
 
@@ -67,25 +79,44 @@ def test_report_numbers_are_the_sites_aggregates(run):
     rows = list(csv.DictReader(io.StringIO((run.run_dir / "metrics.csv").read_text())))
     by_key = {(r["round"], r["site"], r["key"]): r["value"] for r in rows if r["scope"] == "site"}
     assert float(by_key[(str(last["round"]), REPORTING, "hd95-et-q3")]) == last["metrics"]["hd95-et-q3"]
-    assert {r["key"] for r in rows if r["site"] == SUPPRESSED and r["scope"] == "site"} == {"status",
-                                                                                              "min-report-cases"}
+    assert {r["key"] for r in rows if r["site"] == SUPPRESSED and r["scope"] == "site"} == {
+        "status",
+        "min-report-cases",
+    }
     pooled = next(p for p in data["pooled"] if p["round"] == last["round"])
     assert pooled["dice-mean"] == pytest.approx(last["metrics"]["dice-mean"])  # one reporting site
 
 
-@pytest.mark.skipif(not (CHROMIUM and TESSERACT),
-                    reason="needs Debian's `chromium` and `tesseract-ocr` (apt-get install -y chromium tesseract-ocr)")
+@pytest.mark.skipif(
+    not (CHROMIUM and TESSERACT),
+    reason="needs Debian's `chromium` and `tesseract-ocr` (apt-get install -y chromium tesseract-ocr)",
+)
 def test_the_report_renders_in_headless_chromium_showing_every_site(run, tmp_path):
     shot = tmp_path / "report.png"
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--disable-background-networking", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-                    "--window-size=1200,1000", "--force-device-scale-factor=1.5", f"--screenshot={shot}",
-                    (run.run_dir / "report.html").as_uri()],
-                   check=True, timeout=120, capture_output=True)
+    subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--disable-background-networking",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,1000",
+            "--force-device-scale-factor=1.5",
+            f"--screenshot={shot}",
+            (run.run_dir / "report.html").as_uri(),
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.std() > 20 and (pixels < 200).mean() > 0.02  # not blank: text, tables and a chart
-    text = subprocess.run([TESSERACT, str(shot), "-", "--psm", "3"], check=True, timeout=120, capture_output=True,
-                          text=True).stdout
+    text = subprocess.run(
+        [TESSERACT, str(shot), "-", "--psm", "3"], check=True, timeout=120, capture_output=True, text=True
+    ).stdout
     seen = re.sub(r"\s+", "", text.lower())
     for site in SITES:
         assert site in seen, text
@@ -96,8 +127,10 @@ def test_report_command_rebuilds_the_report_elsewhere(run, tmp_path):
     result = runner.invoke(cli(), [str(run.run_dir), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file() and (out.parent / "report.json").is_file() and (out.parent / "metrics.csv").is_file()
-    assert json.loads((out.parent / "report.json").read_text())["sites"] == \
-        json.loads((run.run_dir / "report.json").read_text())["sites"]
+    assert (
+        json.loads((out.parent / "report.json").read_text())["sites"]
+        == json.loads((run.run_dir / "report.json").read_text())["sites"]
+    )
 
 
 def test_report_command_on_a_folder_without_a_run_is_one_error_line(tmp_path):
@@ -108,17 +141,33 @@ def test_report_command_on_a_folder_without_a_run_is_one_error_line(tmp_path):
 
 
 def record(site: str, server_round: int, status: str, metrics: dict) -> dict:
-    return {"round": server_round, "site": site, "status": status, "min_report_cases": 5,
-            "n_cases": metrics.get("n-cases"), "metrics": metrics, "train": None,
-            "conventions": {"regions": ["wt"], "region-labels": ["1+2+3"], "metrics": ["dice"]}}
+    return {
+        "round": server_round,
+        "site": site,
+        "status": status,
+        "min_report_cases": 5,
+        "n_cases": metrics.get("n-cases"),
+        "metrics": metrics,
+        "train": None,
+        "conventions": {"regions": ["wt"], "region-labels": ["1+2+3"], "metrics": ["dice"]},
+    }
 
 
 def test_a_run_that_stopped_with_every_site_suppressed_still_has_an_honest_report(tmp_path, flower_task):
     run = RunFolder.create(tmp_path / "run", {"model-preset": "tiny", "num-server-rounds": 3})
-    aggregates = {"dice-mean": 0.4, "dice-mean-ci-low": 0.3, "dice-mean-ci-high": 0.5, "n-cases": 6,
-                  **{f"dice-wt-{s}": 0.4 for s in ("mean", "median", "q1", "q3", "ci-low", "ci-high")},
-                  "empty-both-wt": 0, "empty-pred-wt": 1, "empty-truth-wt": 0, "lesions-tp-wt": 5,
-                  "lesions-fn-wt": 1, "lesions-fp-wt": 2}
+    aggregates = {
+        "dice-mean": 0.4,
+        "dice-mean-ci-low": 0.3,
+        "dice-mean-ci-high": 0.5,
+        "n-cases": 6,
+        **{f"dice-wt-{s}": 0.4 for s in ("mean", "median", "q1", "q3", "ci-low", "ci-high")},
+        "empty-both-wt": 0,
+        "empty-pred-wt": 1,
+        "empty-truth-wt": 0,
+        "lesions-tp-wt": 5,
+        "lesions-fn-wt": 1,
+        "lesions-fp-wt": 2,
+    }
     run.append_metrics(record("site-x", 0, "reported", aggregates))
     run.append_metrics(record("site-y", 0, "suppressed", {}))
     run.append_metrics(record("site-x", 1, "suppressed", {}))  # the site lost cases: suppressed from round 1

@@ -34,8 +34,15 @@ EXPECTED = {
 }
 """Outcomes for a few notable files (the others are checked for having one)."""
 
-LOSSLESS_MR = ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm",
-               "MR_small_bigendian.dcm", "MR_small_expb.dcm", "MR_small_implicit.dcm", "MR_small_padded.dcm"]
+LOSSLESS_MR = [
+    "MR_small_RLE.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_expb.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_padded.dcm",
+]
 
 
 def outcome(path: Path, scratch: Path) -> str:
@@ -73,7 +80,10 @@ def two_slice_series(sample: Path, folder: Path) -> list[Path]:
     paths = []
     for k in range(2):
         ds = pydicom.dcmread(sample)
-        row, col = np.array(ds.ImageOrientationPatient[:3], float), np.array(ds.ImageOrientationPatient[3:], float)
+        row, col = (
+            np.array(ds.ImageOrientationPatient[:3], float),
+            np.array(ds.ImageOrientationPatient[3:], float),
+        )
         position = np.array(ds.ImagePositionPatient, float) + k * 5.0 * np.cross(row, col)
         ds.ImagePositionPatient = [f"{v:.4f}" for v in position]
         ds.SOPInstanceUID = generate_uid(entropy_srcs=[sample.name, str(k)])
@@ -101,8 +111,13 @@ def test_dicomdir_tree_is_scanned_without_its_dicomdir(tmp_path):
     found = discover(SAMPLES / "dicomdirtests")
     assert not found.cases  # no labels in the tree
     reasons = {e.case_id: e.reason for e in found.excluded}
-    assert "no CT/MR image series in the study, found CR 'Cervical LAT'" in reasons["77654033#1"]  # X-rays only
-    assert "no label: no DICOM-SEG or RTSTRUCT references the image series CT 'Routine Brain'" in reasons["77654033/CT2"]
+    assert (
+        "no CT/MR image series in the study, found CR 'Cervical LAT'" in reasons["77654033#1"]
+    )  # X-rays only
+    assert (
+        "no label: no DICOM-SEG or RTSTRUCT references the image series CT 'Routine Brain'"
+        in reasons["77654033/CT2"]
+    )
     assert {"98892001", "98892003#1", "98892003#2", "98892003#3"} <= set(reasons)  # studies sharing a folder
     dicomdirs = [p for p in found.ignored if p.path.name.startswith("DICOMDIR")]
     assert len(dicomdirs) == 8 and all("DICOMDIR" in p.reason for p in dicomdirs)
@@ -115,7 +130,11 @@ def test_dicomdir_tree_is_scanned_without_its_dicomdir(tmp_path):
 def test_jpeg_extended_sample_decodes_through_pylibjpeg(tmp_path):
     """JPGExtended.dcm has no patient geometry; given one, its 12-bit JPEG Extended frame is decoded."""
     ds = pydicom.dcmread(SAMPLES / "JPGExtended.dcm")
-    ds.ImageOrientationPatient, ds.ImagePositionPatient, ds.PixelSpacing = [1, 0, 0, 0, 1, 0], [0, 0, 0], [1, 1]
+    ds.ImageOrientationPatient, ds.ImagePositionPatient, ds.PixelSpacing = (
+        [1, 0, 0, 0, 1, 0],
+        [0, 0, 0],
+        [1, 1],
+    )
     pydicom.dcmwrite(tmp_path / "JPGExtended.dcm", ds)
     series = read_dicom_series(two_slice_series(tmp_path / "JPGExtended.dcm", tmp_path / "series"))
     assert series.volume.array.shape == (256, 1024, 2)
