@@ -3,6 +3,7 @@
 import typer
 
 from data_prep.cli import synth
+from deploy.approval_cli import coordinator_revoke, site_approve, site_apps, site_keygen, site_revoke_app
 from deploy.cli import simulate
 from deploy.kit_commands import coordinator_start, provision_command, run, site_check, site_start
 from server_app.report_command import report
@@ -28,6 +29,7 @@ coordinator = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 coordinator.command("start")(coordinator_start)
+coordinator.command("revoke")(coordinator_revoke)
 app.add_typer(coordinator, name="coordinator")
 
 site = typer.Typer(
@@ -36,6 +38,10 @@ site = typer.Typer(
 site.command("check", no_args_is_help=True)(site_check)
 site.command("start")(site_start)
 site.command("report")(site_report)
+site.command("keygen")(site_keygen)
+site.command("approve")(site_approve)
+site.command("apps")(site_apps)
+site.command("revoke-app")(site_revoke_app)
 app.add_typer(site, name="site")
 
 if __name__ == "__main__":

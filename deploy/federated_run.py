@@ -1,13 +1,19 @@
 """Submit a training run to the running coordinator with `flwr run`, and follow the ServerApp's log.
 
-The run folder (metrics.jsonl, summary.json, models/) is written by the ServerApp on the coordinator host, in
-the kit's runs/<time>/; the command's own `flwr run` log goes to runs/<time>/logs/flwr-run.log.
+What is submitted is a FAB file: the kit's release (`release/`, built by `oncofed provision`, pre-approved by every
+site), or a new release given with `--fab` that the sites must approve first. `flwr run` takes only an app
+folder, so the FAB is unpacked into a private temporary folder and Flower's rebuild of it is checked to have the
+FAB's hash (deploy/release_fab.py): what reaches the sites is exactly those bytes, from a wheel install too.
+
+The run folder (metrics.jsonl, summary.json, models/, refusals.jsonl) is written by the ServerApp on the
+coordinator host, in the kit's runs/<time>/; the command's own `flwr run` log goes to runs/<time>/logs/flwr-run.log.
 """
 
 import datetime as dt
 import re
+import shutil
 import ssl
-import tomllib
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -15,13 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-from flwr.common.config import flatten_dict, parse_config_args
+from flwr.common.config import parse_config_args
 
 from deploy.coordinator import coordinator_env
 from deploy.flower_env import toml_value
 from deploy.kit import CONNECTION, CoordinatorKit
 from deploy.processes import follow_log, start_process
-from deploy.simulate import app_directory, flower_executable
+from deploy.release_fab import FabError, FabInfo, read_fab, unpack_for_submission
+from deploy.revocation import active_sites
+from deploy.simulate import flower_executable
 from models.presets import get_preset
 
 RUN_STARTED = re.compile(r"Successfully started run (\d+)")
@@ -37,14 +45,30 @@ class RunPlan:
     kit: CoordinatorKit
     run_dir: Path
     run_config: dict[str, bool | int | float | str]
+    fab: Path
+    """The FAB submitted: the kit's release, or `--fab`."""
+    app: FabInfo
 
 
-def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "") -> RunPlan:
+def plan_run(
+    kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "", fab: Path | None = None
+) -> RunPlan:
     """Check the inputs and choose a new run folder; ValueError names the bad value.
 
-    `overrides` are more run-config values as `key=value` pairs (`local-epochs=1 min-sites=2`): any key of
-    [tool.flwr.app.config] except those with their own option or chosen here.
+    `overrides` are more run-config values as `key=value` pairs (`local-epochs=1 min-sites=2`): any key of the
+    app's [tool.flwr.app.config] except those with their own option or chosen here. `fab`: a new release to
+    submit instead of the kit's.
     """
+    fab = (fab or kit.release).resolve()
+    try:
+        _, app = read_fab(fab)
+    except FabError as error:
+        raise ValueError(str(error)) from None
+    if fab == kit.release.resolve() and app.sha256 != kit.release_sha256:
+        raise ValueError(
+            f"{fab} has sha256 {app.sha256}, but the kit records {kit.release_sha256} for its release: the file was "
+            "changed; restore it, or submit a new release with --fab"
+        )
     model = get_preset(preset)
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
@@ -52,7 +76,7 @@ def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "")
         extra = parse_config_args([overrides]) if overrides.strip() else {}
     except click.ClickException as error:
         raise ValueError(f"--run-config {overrides!r}: {error.message}") from None
-    known = app_config_keys()
+    known = set(app.config_keys)
     unknown = sorted(set(extra) - known)
     if unknown:
         raise ValueError(
@@ -74,17 +98,13 @@ def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "")
             "num-server-rounds": rounds,
             "model-preset": preset,
             "patch-size": model.patch_size,
-            "min-sites": len(kit.sites),
+            "min-sites": len(active_sites(kit)),
             "run-dir": str(run_dir),
             **extra,
         },
+        fab=fab,
+        app=app,
     )
-
-
-def app_config_keys() -> set[str]:
-    """The run settings the app declares in pyproject.toml's [tool.flwr.app.config]."""
-    pyproject = tomllib.loads((app_directory() / "pyproject.toml").read_text(encoding="utf-8"))
-    return set(flatten_dict(pyproject["tool"]["flwr"]["app"]["config"]))
 
 
 def check_coordinator_running(kit: CoordinatorKit) -> None:
@@ -109,25 +129,34 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
     logs.mkdir(parents=True)
     overrides = logs / "run-config.toml"
     overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()), "utf-8")
-    runner = start_process(
-        "flwr run",
-        [
-            flower_executable("flwr"),
-            "run",
-            str(app_directory()),
-            CONNECTION,
-            "--stream",
-            "--run-config",
-            str(overrides),
-        ],
-        env,
-        logs / "flwr-run.log",
-    )
+    app_folder = Path(
+        tempfile.mkdtemp(prefix="oncofed-app-")
+    )  # 0700: only we can change it before flwr reads it
     try:
-        follow_log(runner, on_line)
-        return runner.popen.wait()
+        submitted = unpack_for_submission(plan.fab, app_folder / "app")
+        if submitted.sha256 != plan.app.sha256:
+            raise FabError(f"{plan.fab} changed while it was being submitted; submit again")
+        runner = start_process(
+            "flwr run",
+            [
+                flower_executable("flwr"),
+                "run",
+                str(app_folder / "app"),
+                CONNECTION,
+                "--stream",
+                "--run-config",
+                str(overrides),
+            ],
+            env,
+            logs / "flwr-run.log",
+        )
+        try:
+            follow_log(runner, on_line)
+            return runner.popen.wait()
+        finally:
+            runner.stop()
     finally:
-        runner.stop()
+        shutil.rmtree(app_folder, ignore_errors=True)
 
 
 def run_id_in(log_path: Path) -> int | None:

@@ -5,6 +5,7 @@ stops the Flower processes they started, with their children.
 """
 
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,10 @@ from deploy.kit import CONNECTION, SITE_FILE, KitError, read_coordinator_kit, re
 from deploy.preflight import CheckResult, check_kit
 from deploy.processes import sigterm_as_interrupt, tail
 from deploy.provision import SpecError, provision, read_spec
-from deploy.site_launcher import SiteStartError, explain_exit, start_supernode, wait_until_connected
+from deploy.provision_report import added_sites, print_provision_report, print_running_coordinator
+from deploy.release_fab import FabError
+from deploy.site_launcher import SiteStartError, connect, record_session, wait_for_exit
+from models.exit_codes import ExitCode
 from site_app.check_command import OutputFormat
 from site_app.check_command import site_check as check_data
 
@@ -46,30 +50,36 @@ def provision_command(
             "folder to add sites; existing kits are not changed."
         ),
     ],
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="The CA's folder (ca.key, ca.crt; created on first use, default OUT/ca). Keep it offline: "
+            "only issuing or renewing the SuperLink certificate needs it."
+        ),
+    ] = None,
+    add_site: Annotated[
+        list[str] | None,
+        typer.Option("--add-site", help="Add a site (with --public-key, once per site), besides the spec's."),
+    ] = None,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option("--public-key", help="The public key file (.pub) the --add-site hospital sent."),
+    ] = None,
+    generate_site_keys: Annotated[
+        bool,
+        typer.Option(
+            "--generate-site-keys",
+            help="TEST FEDERATIONS ONLY: generate the private key of each new site without a public key and put "
+            "it in its kit (the coordinator then holds it: never with real data).",
+        ),
+    ] = False,
 ) -> None:
-    """Create the federation's CA, the coordinator kit and one kit per site."""
+    """Create the federation's CA, the coordinator kit and one kit per site (from the sites' public keys)."""
     try:
-        report = provision(read_spec(spec), out)
-    except (SpecError, KitError, RuntimeError) as error:
+        report = provision(read_spec(spec), out, ca, added_sites(add_site, public_key), generate_site_keys)
+    except (SpecError, KitError, FabError, RuntimeError) as error:
         raise fail(str(error)) from None
-    console.print(
-        f"Coordinator kit: {report.coordinator} (CA {report.ca}, server certificate "
-        f"{report.server_certificate})",
-        highlight=False,
-    )
-    for site in report.created:
-        console.print(f"  new site kit: {out.resolve() / 'sites' / site}", highlight=False)
-    for site in report.kept:
-        console.print(f"  kept unchanged: {out.resolve() / 'sites' / site}", highlight=False)
-    for site in report.not_in_spec:
-        console.print(f"  [yellow]not in the spec, kept:[/] {site} (provisioning never removes a site)")
-    console.print(
-        "Send each site its folder (it holds the site's private key: use a secure channel). "
-        f"certs/ca.key stays in {report.coordinator}.",
-        highlight=False,
-    )
-    if report.created and report.kept:
-        console.print("Restart the coordinator to register the new sites.")
+    print_provision_report(console, report, out)
 
 
 def coordinator_start(kit: KitOption) -> None:
@@ -83,37 +93,25 @@ def coordinator_start(kit: KitOption) -> None:
         errors.print(f"[yellow]warning:[/] {warning}", highlight=False)
     with sigterm_as_interrupt():
         try:
-            superlink, registrations = start_coordinator(coordinator)
-        except (RuntimeError, TimeoutError) as error:
+            running = start_coordinator(coordinator)
+        except (RuntimeError, TimeoutError, KitError) as error:
             raise fail(str(error), code=1) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         try:
-            sites = ", ".join(f"{r.site} ({r.outcome})" for r in registrations)
-            console.print(
-                "\n".join(
-                    [
-                        f"Coordinator of federation {coordinator.federation!r} running: flower-superlink "
-                        + f"(pid {superlink.pid}) on {coordinator.bind_host}:{coordinator.port}, TLS, SuperNode authentication",
-                        f"  sites: {sites}",
-                        f"  logs: {superlink.log_path}; database: {coordinator.database}",
-                        f"  submit a run: oncofed run --kit {coordinator.root} --rounds N",
-                        f"  stop: Ctrl-C, or kill {os.getpid()} (systemd: systemctl stop oncofed-coordinator)",
-                    ]
-                ),
-                highlight=False,
-                soft_wrap=True,
-            )
-            code = superlink.popen.wait()
+            print_running_coordinator(console, coordinator, running)
+            while running.superlink.popen.poll() is None and running.proxy.popen.poll() is None:
+                time.sleep(0.5)
+            stopped = running.superlink if running.superlink.popen.poll() is not None else running.proxy
             raise fail(
-                f"flower-superlink exited with code {code}; see {superlink.log_path}:\n"
-                f"{tail(superlink.log_path)}",
+                f"{stopped.name} exited with code {stopped.popen.returncode}; see {stopped.log_path}:\n"
+                f"{tail(stopped.log_path)}",
                 code=1,
             )
         except KeyboardInterrupt:
             console.print("Stopping the coordinator.")
         finally:
-            superlink.stop()
+            running.stop()
 
 
 def site_check(
@@ -182,29 +180,34 @@ def site_start(kit: KitOption) -> None:
         raise fail(f"site not started: {fatal[0].message}", code=1)
     site = read_site_kit(kit)
     with sigterm_as_interrupt():
-        supernode, offset = start_supernode(site)
+        console.print(
+            f"Site {site.site_name!r} (federation {site.federation!r}) connecting to {site.settings.coordinator}\n"
+            f"  logs: {site.logs / 'supernode.log'} (Flower), {site.logs / 'gate.log'} (apps run or refused), "
+            f"{site.logs / 'site.log'} (training, validation)\n"
+            f"  runs only apps approved in {site.allow_list} (`oncofed site apps --kit {site.root}`)\n"
+            f"  stop: Ctrl-C, or kill {os.getpid()} (systemd: systemctl stop oncofed-site)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        running = None
         try:
-            console.print(
-                f"Site {site.site_name!r} (federation {site.federation!r}): flower-supernode (pid "
-                f"{supernode.pid}) connecting to {site.settings.coordinator}\n"
-                f"  logs: {supernode.log_path} (Flower), {site.logs / 'site.log'} (training, validation)\n"
-                f"  stop: Ctrl-C, or kill {os.getpid()} (systemd: systemctl stop oncofed-site)",
-                highlight=False,
-                soft_wrap=True,
+            running, node_id = connect(
+                site, lambda line: console.print(line, highlight=False, soft_wrap=True)
             )
-            node_id = wait_until_connected(site, supernode, offset)
             if node_id is None:
                 console.print("  still connecting; Flower keeps trying (see the log)")
             else:
                 console.print(f"  connected to the coordinator as node {node_id}")
-            supernode.popen.wait()
-            raise SiteStartError(explain_exit(site, supernode, offset))
+            raise wait_for_exit(site, running, connected=node_id is not None)
         except SiteStartError as error:
-            raise fail(f"site stopped: {error}", code=1) from None
+            code = ExitCode.REFUSED if error.problem in ("key-refused", "unregistered") else ExitCode.FAILED
+            raise fail(f"site stopped: {error}", code=code) from None
         except KeyboardInterrupt:
             console.print("Stopping the site.")
         finally:
-            supernode.stop()
+            if running is not None:
+                running.stop()
+                record_session(site, "stopped")
 
 
 def run(
@@ -219,30 +222,39 @@ def run(
             "(keys of [tool.flwr.app.config]).",
         ),
     ] = "",
+    fab: Annotated[
+        Path | None,
+        typer.Option(
+            "--fab",
+            help="Submit this app bundle (a new release, e.g. from `flwr build`) instead of the kit's release; "
+            "each site runs it only once it approved it (`oncofed site approve`).",
+        ),
+    ] = None,
 ) -> None:
-    """Submit a training run to the running coordinator and stream the ServerApp's log until it ends."""
+    """Submit the kit's release app (or --fab) to the running coordinator and stream the ServerApp's log."""
     # torch and the server's modules load here only: the other commands start without them
     from deploy.federated_run import CoordinatorNotRunning, plan_run, run_id_in, submit_run
-    from server_app.run_folder import SUMMARY_FILE, read_metrics
+    from deploy.provision_report import print_refusals
+    from server_app.run_folder import SUMMARY_FILE, read_metrics, read_refusals
     from server_app.site_table import site_table
 
     try:
         coordinator = read_coordinator_kit(kit)
-        plan = plan_run(coordinator, rounds, preset, run_config)
+        plan = plan_run(coordinator, rounds, preset, run_config, fab)
     except (KitError, ValueError) as error:
         raise fail(str(error)) from None
     log_path = plan.run_dir / "logs" / "flwr-run.log"
     console.print(
-        f"Submitting {rounds} rounds ({preset} model, {plan.run_config['min-sites']} sites) to "
-        f"{coordinator.local_address}; run folder {plan.run_dir}\n  log: {log_path}; Ctrl-C stops "
-        "following (the run goes on at the coordinator)",
+        f"Submitting {plan.fab.name} (sha256 {plan.app.sha256}): {rounds} rounds ({preset} model, "
+        f"{plan.run_config['min-sites']} sites) to {coordinator.local_address}; run folder {plan.run_dir}\n"
+        f"  log: {log_path}; Ctrl-C stops following (the run goes on at the coordinator)",
         highlight=False,
         soft_wrap=True,
     )
     with sigterm_as_interrupt():
         try:
             code = submit_run(plan, lambda line: console.print(line, highlight=False, markup=False))
-        except CoordinatorNotRunning as error:
+        except (CoordinatorNotRunning, FabError) as error:
             raise fail(str(error), code=1) from None
         except KeyboardInterrupt:
             run_id = run_id_in(log_path)
@@ -254,6 +266,13 @@ def run(
             )
             raise typer.Exit(130) from None
     records = read_metrics(plan.run_dir)
+    refused = print_refusals(errors, read_refusals(plan.run_dir))
+    if refused and not records:
+        raise fail(
+            f"no site runs this app (sha256 {plan.app.sha256}): every site refused it. Each site must approve "
+            "it first (`oncofed site approve --kit DIR --fab FILE`)",
+            code=ExitCode.REFUSED,
+        )
     if code != 0 or not (plan.run_dir / SUMMARY_FILE).is_file() or not records:
         outcome = f"flwr run exit code {code}" if code != 0 else "no site sent results"
         raise fail(
@@ -262,4 +281,6 @@ def run(
             code=1,
         )
     console.print(site_table(records))
-    console.print(f"Results: {plan.run_dir} (metrics.jsonl, summary.json, models/)", highlight=False)
+    console.print(
+        f"Results: {plan.run_dir} (metrics.jsonl, summary.json, models/)", highlight=False, soft_wrap=True
+    )

@@ -9,7 +9,16 @@ from pathlib import Path
 
 from deploy.certificates import write_atomic
 from deploy.flower_env import toml_value
-from deploy.kit import CONNECTION, DEFAULT_RUNTIME_PORT, SITE_FILE
+from deploy.kit import (
+    APPROVED_APPS_FILE,
+    CONNECTION,
+    DEFAULT_RUNTIME_PORT,
+    PLACEHOLDER,
+    REVOKED_FILE,
+    SITE_FILE,
+    CoordinatorKit,
+)
+from deploy.release_fab import RELEASE_DIR, FabInfo
 from deploy.site_package import TORCH_CPU_INDEX
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -54,13 +63,31 @@ def write_kit_files(root: Path, files: dict[str, str]) -> None:
         write_atomic(root / name, text.encode("utf-8"), 0o755 if name.endswith(".sh") else 0o644)
 
 
-def coordinator_files(release: Release, federation: str, port: int, names: list[str]) -> dict[str, str]:
+SITE_UID = 10001
+"""The uid the kits' images run as (Dockerfile `useradd --uid`); compose files default to it."""
+TEST_KEY_NOTE = (
+    "**Test federation:** the coordinator generated this site's key pair (`oncofed provision "
+    "--generate-site-keys`) and it is in this kit (`@@{key}`). Anyone who had this kit can act as the site: "
+    "never use such a kit with real data."
+)
+
+
+def coordinator_files(release: Release, kit: CoordinatorKit) -> dict[str, str]:
     values = {
-        **release.values(federation),
-        "port": port,
-        "names": ", ".join(names),
+        **release.values(kit.federation),
+        "port": kit.port,
+        "superlink_port": kit.superlink_port,
+        "names": ", ".join(kit.addresses),
         "connection": CONNECTION,
         "role": "coordinator",
+        "release_fab": kit.release_fab,
+        "release_sha256": kit.release_sha256,
+        "revoked_file": REVOKED_FILE,
+        "uid": SITE_UID,
+        "system_install": (
+            "# nginx: `oncofed coordinator start` runs it as the public face of the SuperLink (see proxy/nginx.conf).\n"
+            "RUN apt-get update && apt-get install -y --no-install-recommends nginx-light && rm -rf /var/lib/apt/lists/*"
+        ),
     }
     return {
         "start.sh": render("coordinator-start.sh", **values),
@@ -73,8 +100,16 @@ def coordinator_files(release: Release, federation: str, port: int, names: list[
 
 
 def site_files(
-    release: Release, federation: str, site: str, coordinator: str, names: list[str], key_fingerprint: str
+    release: Release,
+    federation: str,
+    site: str,
+    coordinator: str,
+    names: list[str],
+    key_fingerprint: str,
+    fab: FabInfo,
+    test_key: str | None = None,
 ) -> dict[str, str]:
+    """`test_key`: where a generated test key is in the kit (--generate-site-keys), else None."""
     values = {
         **release.values(federation),
         "site": site,
@@ -82,7 +117,16 @@ def site_files(
         "names": ", ".join(names),
         "key_fingerprint": key_fingerprint,
         "role": "site",
+        "release_file": f"{RELEASE_DIR}/{fab.file_name}",
+        "release_sha256": fab.sha256,
+        "approved_apps": APPROVED_APPS_FILE,
+        "uid": SITE_UID,
+        "system_install": "",
+        "test_key_note": TEST_KEY_NOTE.replace("@@{key}", test_key) if test_key else "",
     }
+    private_key = (
+        test_key or f"{PLACEHOLDER}: absolute path of this site's site.key (made with `oncofed site keygen`)"
+    )
     return {
         SITE_FILE: render(
             "site.toml",
@@ -90,6 +134,7 @@ def site_files(
             site_toml=toml_value(site),
             coordinator_toml=toml_value(coordinator),
             runtime_port=DEFAULT_RUNTIME_PORT,
+            private_key_toml=toml_value(private_key),
         ),
         "start.sh": render("site-start.sh", **values),
         "oncofed-site.service": render("site.service", **values),

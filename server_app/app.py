@@ -29,7 +29,7 @@ def main(grid: Grid, context: Context) -> None:
     started = time.monotonic()
 
     # Strategy: FedAvg weighted by num-examples, results filed per site
-    sites = SiteDirectory(timeout_s=settings.round_timeout_s)
+    sites = SiteDirectory(timeout_s=settings.round_timeout_s, on_refusal=run.append_refusal)
     strategy = SiteFedAvg(
         sites=sites,
         run=run,
@@ -41,12 +41,20 @@ def main(grid: Grid, context: Context) -> None:
     checkpointer = Checkpointer(run, settings.model_preset)
 
     # Round 0: every site validates the initial model, so each site's starting point is on record
-    strategy.aggregate_evaluate(
-        0,
+    replies = list(
         grid.send_and_receive(
             strategy.configure_evaluate(0, initial, ConfigRecord(), grid), timeout=settings.round_timeout_s
-        ),
+        )
     )
+    strategy.aggregate_evaluate(0, replies)
+    if replies and {r.metadata.src_node_id for r in replies} <= sites.refused:
+        log(
+            ERROR,
+            "Every site refused this app (not approved by the site): %s. Nothing to train; the run ends. "
+            "Sites approve an app with `oncofed site approve`.",
+            ", ".join(sorted(sites.name(node) for node in sites.refused)),
+        )
+        return
     weighted = {0: strategy.latest_evaluation} if strategy.latest_evaluation else {}
 
     def after_round(server_round: int, arrays):  # Strategy.start's evaluate_fn

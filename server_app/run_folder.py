@@ -3,6 +3,9 @@
 A metrics.jsonl record: {"round", "site", "status", "min_report_cases", "n_cases", "metrics", "conventions",
 "train"}; a suppressed site's has n_cases null and no metrics.
 
+refusals.jsonl: one record per message a site refused because it has not approved the run's app
+(models/wire.py): {"round", "message_type", "site", "node_id", "fab_sha256", "reason"}; absent when none did.
+
 Every file is written atomically (temp file + rename) or, for metrics.jsonl, appended a whole line at a
 time and fsynced, so an interrupted run leaves readable files.
 """
@@ -20,6 +23,7 @@ from models.weights import save_checkpoint
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
+REFUSALS_FILE = "refusals.jsonl"
 REPORTED, SUPPRESSED = "reported", "suppressed"
 """The `status` of a metrics.jsonl record: the site sent aggregates, or had too few cases to send any."""
 
@@ -54,6 +58,21 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def read_refusals(run_dir: Path) -> list[dict]:
+    """All records of refusals.jsonl (sites that have not approved the run's app), in order."""
+    path = run_dir / REFUSALS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _append_line(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 @dataclass(frozen=True)
 class RunFolder:
     path: Path
@@ -70,10 +89,10 @@ class RunFolder:
         return cls(path)
 
     def append_metrics(self, record: dict) -> None:
-        with open(self.path / METRICS_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        _append_line(self.path / METRICS_FILE, record)
+
+    def append_refusal(self, record: dict) -> None:
+        _append_line(self.path / REFUSALS_FILE, record)
 
     def save_model(self, name: str, arrays: ArrayRecord, meta: dict[str, object]) -> Path:
         target = self.path / "models" / f"{name}.pt"

@@ -1,11 +1,17 @@
-"""Which site is behind which Flower node: asked once per node with a `query.describe` message."""
+"""Which site is behind which Flower node: asked once per node with a `query.describe` message.
 
-from collections.abc import Iterable
+A site whose gate refuses the run's app (models/wire.py) never describes itself; its refusal names it, and every
+refusal is filed (`on_refusal`) and logged with the site's name and the app's hash.
+"""
+
+from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 
 from flwr.app import Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
+
+from models.wire import parse_refusal
 
 DESCRIBE = "query.describe"
 
@@ -13,11 +19,46 @@ DESCRIBE = "query.describe"
 class SiteDirectory:
     """Maps node ids to site names; nodes that join later are asked when they are first sampled."""
 
-    def __init__(self, timeout_s: float = 300.0) -> None:
+    def __init__(self, timeout_s: float = 300.0, on_refusal: Callable[[dict], None] | None = None) -> None:
         self._names: dict[int, str] = {}
         self._timeout_s = timeout_s
+        self._on_refusal = on_refusal
         self.overviews: dict[str, dict[str, int | float]] = {}
         """site name → the aggregate data overview it sent (case counts, …)."""
+        self.refused: set[int] = set()
+        """Nodes that refused this run's app."""
+
+    def note_refusal(self, reply: Message, server_round: int | None) -> bool:
+        """File and log the reply if it is a refusal of the run's app; False for any other reply."""
+        if not reply.has_error():
+            return False
+        refusal = parse_refusal(reply.error.code, reply.error.reason)
+        if refusal is None:
+            return False
+        node = reply.metadata.src_node_id
+        if node not in self._names and refusal.site not in self._names.values():
+            self._names[node] = refusal.site
+        self.refused.add(node)
+        log(
+            WARNING,
+            "Site %s refused the app (round %s, %s): %s",
+            self.name(node),
+            server_round,
+            reply.metadata.message_type,
+            reply.error.reason,
+        )
+        if self._on_refusal is not None:
+            self._on_refusal(
+                {
+                    "round": server_round,
+                    "message_type": reply.metadata.message_type,
+                    "site": self.name(node),
+                    "node_id": node,
+                    "fab_sha256": refusal.fab_hash,
+                    "reason": reply.error.reason,
+                }
+            )
+        return True
 
     def name(self, node_id: int) -> str:
         return self._names.get(node_id, f"node-{node_id}")
@@ -29,6 +70,8 @@ class SiteDirectory:
         queries = [Message(RecordDict(), dst_node_id=node, message_type=DESCRIBE) for node in unknown]
         for reply in grid.send_and_receive(queries, timeout=self._timeout_s):
             node = reply.metadata.src_node_id
+            if self.note_refusal(reply, None):
+                continue
             if reply.has_error() or "site" not in reply.content.config_records:
                 log(WARNING, "Node %d did not describe itself; its results are filed as node-%d", node, node)
                 continue

@@ -32,6 +32,7 @@ class SiteFedAvg(FedAvg):
         self, *, sites: SiteDirectory, run: RunFolder, model_keys: Iterable[str], **fedavg: object
     ) -> None:
         super().__init__(evaluate_metrics_aggr_fn=pooled_metrics, **fedavg)
+        self._round = 0
         self.sites = sites
         self.run = run
         self.model_keys = frozenset(model_keys)
@@ -55,6 +56,7 @@ class SiteFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        self._round = server_round
         kept = self._consistent(self._keep_sound(replies, self._train_reply_problem))
         self._train_metrics = {
             m.metadata.src_node_id: dict(next(iter(m.content.metric_records.values())))
@@ -64,6 +66,7 @@ class SiteFedAvg(FedAvg):
         return super().aggregate_train(server_round, kept)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        self._round = server_round
         reported = []
         for reply in self._keep_sound(replies, self._evaluate_reply_problem):
             if reply.has_error():
@@ -102,6 +105,9 @@ class SiteFedAvg(FedAvg):
         """Error replies pass through (FedAvg counts and logs them); malformed ones are dropped here."""
         kept = []
         for reply in replies:
+            if self.sites.note_refusal(reply, self._round):
+                kept.append(reply)
+                continue
             if reply.has_error():
                 if reply.metadata.src_node_id != 1:  # 1: the SuperLink itself reporting an unreachable node
                     log(

@@ -6,6 +6,7 @@ from pathlib import Path
 from flwr.app import Context
 
 from data_prep.errors import SiteDataError
+from models.wire import NODE_SITE_CONFIG
 
 
 @dataclass(frozen=True)
@@ -15,10 +16,12 @@ class SitePaths:
     name: str
     data: Path
     work: Path
+    settings_file: Path | None = None
+    """The site's site.toml ([series], [labels], [limits]); None in simulation (defaults)."""
 
 
 def resolve_site(context: Context) -> SitePaths:
-    """Deployment: node config `site-name`, `data-path`, `work-path`.
+    """Deployment: node config `site-name`, `data-path`, `work-path`, and `site-config` (site.toml).
 
     Simulation: `partition-id` indexes the sorted site folders under the run config's `sim-data`;
     the site's name is its folder's name and its work folder is `sim-work`/<name>.
@@ -32,7 +35,8 @@ def resolve_site(context: Context) -> SitePaths:
             raise SiteDataError(
                 f"site {name!r}: node config has no `work-path` (a folder the site may write to)"
             )
-        paths = SitePaths(name=name, data=data, work=work)
+        settings = str(node.get(NODE_SITE_CONFIG) or "")
+        paths = SitePaths(name=name, data=data, work=work, settings_file=Path(settings) if settings else None)
     elif "partition-id" in node:
         paths = _simulated_site(int(node["partition-id"]), int(node["num-partitions"]), context.run_config)
     else:

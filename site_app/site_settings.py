@@ -25,7 +25,15 @@ from data_prep.ingest_settings import (
     IngestSettings,
 )
 
-KIT_KEYS = ("site-name", "coordinator", "data-path", "work-path", "min-report-cases", "runtime-port")
+KIT_KEYS = (
+    "site-name",
+    "coordinator",
+    "data-path",
+    "work-path",
+    "min-report-cases",
+    "runtime-port",
+    "private-key",
+)
 """Top-level keys a site kit's site.toml also holds (deploy/kit.py reads them); ignored here."""
 
 KEYS = {
