@@ -214,8 +214,7 @@ def test_changed_app_is_refused_at_every_site(deployment, tmp_path):
     marker = tmp_path / "changed-app-ran"
     fab = changed_app_fab(tmp_path, marker)
     fab_hash = sha256_hex(fab.read_bytes())
-    started = time.monotonic()
-    code, output = run_command(
+    code, output = run_command(  # a run that waited for replies would end only after round-timeout-s (2 h)
         deployment,
         "refused-run",
         "--rounds",
@@ -228,7 +227,6 @@ def test_changed_app_is_refused_at_every_site(deployment, tmp_path):
         "min-sites=2",
     )
     assert code == 5, output[-4000:]  # ExitCode.REFUSED
-    assert time.monotonic() - started < RUN_TIMEOUT_S / 2
     assert not marker.exists()
 
     run_dir = max(read_coordinator_kit(deployment.coordinator_kit).runs.iterdir())
@@ -237,6 +235,7 @@ def test_changed_app_is_refused_at_every_site(deployment, tmp_path):
     assert all(r["fab_sha256"] == fab_hash and r["reason"].startswith(APP_NOT_APPROVED) for r in refusals)
     assert not (run_dir / "metrics.jsonl").exists()
     server_log = (run_dir / "logs" / "flwr-run.log").read_text()
+    assert "Every site refused this app" in server_log  # the run ended on the refusals, not on a timeout
     for site in deployment.sites:
         assert f"Site {site} refused the app" in server_log
         assert f"site {site} refused the app: {APP_NOT_APPROVED}" in output
@@ -332,8 +331,9 @@ def test_members_cannot_reach_the_control_api(deployment, tmp_path):
 
 
 def test_proxy_passes_weight_sized_bodies(deployment):
-    """A 12 MiB Fleet request (over two of Flower's 5 MiB array chunks) reaches the SuperLink, which answers
-    it (401: no valid SuperNode signature); only bodies above the proxy's limit are refused by nginx (413)."""
+    """A 12 MiB Fleet request (over two of Flower's 5 MiB array chunks) reaches the SuperLink, which reads and
+    answers it itself (a JSON error: the bytes are no valid signed protobuf); only bodies above the proxy's limit
+    are refused by nginx (413)."""
     context = ssl.create_default_context(cafile=str(deployment.coordinator_kit / "certs" / "ca.crt"))
 
     def post(size: int) -> tuple[int, bytes]:
@@ -350,7 +350,7 @@ def test_proxy_passes_weight_sized_bodies(deployment):
             return error.code, error.read()
 
     status, body = post(12 * 1024 * 1024)
-    assert status == 401 and b"Invalid SuperNode authentication" in body
+    assert status in (400, 401) and "detail" in json.loads(body), body[:300]  # Flower's answer, not nginx's
     status, body = post(80 * 1024 * 1024)
     assert status == 413 and b"nginx" in body
 
