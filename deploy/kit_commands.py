@@ -14,11 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from deploy.coordinator import certificate_warnings, start_coordinator
+from deploy.deployment_report import added_sites, print_provision_report, print_running_coordinator
 from deploy.kit import CONNECTION, SITE_FILE, KitError, read_coordinator_kit, read_site_kit
 from deploy.preflight import CheckResult, check_kit
 from deploy.processes import sigterm_as_interrupt, tail
 from deploy.provision import SpecError, provision, read_spec
-from deploy.provision_report import added_sites, print_provision_report, print_running_coordinator
 from deploy.release_fab import FabError
 from deploy.site_launcher import SiteStartError, connect, record_session, wait_for_exit
 from models.exit_codes import ExitCode
@@ -233,8 +233,8 @@ def run(
 ) -> None:
     """Submit the kit's release app (or --fab) to the running coordinator and stream the ServerApp's log."""
     # torch and the server's modules load here only: the other commands start without them
+    from deploy.deployment_report import print_refusals
     from deploy.federated_run import CoordinatorNotRunning, plan_run, run_id_in, submit_run
-    from deploy.provision_report import print_refusals
     from server_app.run_folder import SUMMARY_FILE, read_metrics, read_refusals
     from server_app.site_table import site_table
 

@@ -47,7 +47,7 @@ from deploy.kit import read_coordinator_kit, read_site_kit
 from deploy.preflight import check_kit
 from deploy.processes import StartedProcess, free_port, process_tree, processes_with_env, start_process
 from deploy.provision import provision, read_spec
-from deploy.release_fab import build_fab, sha256_hex
+from deploy.release_fab import build_fab, sha256_hex, unpack_for_submission
 from deploy.simulate import app_directory
 from deploy.site_keys import generate_site_keys
 from deploy.site_launcher import HEARTBEAT_WINDOW_S, SiteStartError, start_site, wait_until_connected
@@ -520,12 +520,18 @@ def test_plain_http_gets_no_service(deployment):
         assert answer.status == 200
 
 
-def test_run_settings_are_checked_before_submitting(tmp_path):
+def test_run_settings_are_checked_before_submitting(tmp_path, monkeypatch):
     write_spec(tmp_path / "spec.toml", "settings", ["site-1", "site-2"], free_port())
     provision(read_spec(tmp_path / "spec.toml"), tmp_path / "kits", generate_site_keys=True)
     kit = read_coordinator_kit(tmp_path / "kits" / "coordinator")
+
+    def no_source_tree():
+        raise FileNotFoundError("installed from a wheel: no source tree")
+
+    monkeypatch.setattr("deploy.simulate.app_directory", no_source_tree)  # `oncofed run` needs only the kit
     plan = plan_run(kit, 3, "tiny")
     assert plan.run_config["min-sites"] == 2 and plan.app.sha256 == kit.release_sha256
+    assert unpack_for_submission(plan.fab, tmp_path / "submitted").sha256 == kit.release_sha256
     plan = plan_run(kit, 3, "tiny", "local-epochs=1 min-sites=1")
     assert plan.run_config["local-epochs"] == 1 and plan.run_config["min-sites"] == 1
     assert plan.run_config["num-server-rounds"] == 3 and plan.run_dir.parent == kit.runs
