@@ -69,7 +69,9 @@ events {{
 }}
 
 http {{
-    access_log {kit.logs}/proxy-access.log;
+    log_format fleet '$remote_addr [$time_local] "$request" $status request_bytes=$request_length '
+                     'response_bytes=$body_bytes_sent';
+    access_log {kit.logs}/proxy-access.log fleet;
     client_body_temp_path {run}/client-body;
     proxy_temp_path {run}/proxy;
     fastcgi_temp_path {run}/fastcgi;

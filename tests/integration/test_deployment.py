@@ -577,23 +577,32 @@ def test_changed_app_runs_once_both_sites_approve(deployment, tmp_path):
         )
         assert approved.returncode == 0 and sha256_hex(fab.read_bytes()) in approved.stdout, approved.stderr
 
-    code, output = run_command(
-        deployment,
-        "after-approval",
-        "--rounds",
-        "1",
-        "--preset",
-        "tiny",
-        "--fab",
-        str(fab),
-        "--run-config",
-        "local-epochs=1 min-sites=2",
+    code, output = (
+        run_command(  # the `small` model: one of its arrays (1.7 MiB) is over nginx's default 1 MiB
+            deployment,
+            "after-approval",
+            "--rounds",
+            "1",
+            "--preset",
+            "small",
+            "--fab",
+            str(fab),
+            "--run-config",
+            "local-epochs=1 min-sites=2 patch-size=32 samples-per-case=1",
+        )
     )
     assert code == 0, output[-4000:]
     assert marker.exists()
     run_dir = max(read_coordinator_kit(deployment.coordinator_kit).runs.iterdir())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {r["site"] for r in records} == set(deployment.sites) and read_refusals(run_dir) == []
+    uploads = [  # authenticated weight uploads through the proxy, larger than nginx's default body limit
+        line
+        for line in (deployment.coordinator_kit / "logs" / "proxy-access.log").read_text().splitlines()
+        if '"POST /v1/fleet/push-object HTTP/1.1" 200' in line
+        and int(line.split("request_bytes=")[1].split()[0]) > 2**20
+    ]
+    assert len(uploads) >= len(deployment.sites)
 
 
 @pytest.mark.slow
