@@ -4,8 +4,10 @@ import typer
 
 from data_prep.cli import synth
 from deploy.cli import simulate
+from deploy.export_command import export
 from deploy.kit_commands import coordinator_start, provision_command, run, site_check, site_start
 from server_app.report_command import report
+from site_app.predict_command import site_predict
 from site_app.site_report_command import site_report
 
 # Locals in a crash report could hold file names or case ids: never print them.
@@ -21,6 +23,7 @@ app.command("simulate")(simulate)
 app.command("provision")(provision_command)
 app.command("run")(run)
 app.command("report")(report)
+app.command("export", no_args_is_help=True)(export)
 
 coordinator = typer.Typer(
     help="The coordinator (Flower SuperLink), from its kit.",
@@ -36,6 +39,7 @@ site = typer.Typer(
 site.command("check", no_args_is_help=True)(site_check)
 site.command("start")(site_start)
 site.command("report")(site_report)
+site.command("predict", no_args_is_help=True)(site_predict)
 app.add_typer(site, name="site")
 
 if __name__ == "__main__":

@@ -30,33 +30,8 @@ from monai.transforms import (
 
 from data_prep.discovery import CaseFiles
 from data_prep.ingest_settings import IngestSettings
+from data_prep.intensity import ZScoreOverHeadd, head_mask
 from data_prep.loading import load_case
-
-HEAD_FRACTION = 0.1
-"""A voxel belongs to the head when above 10 % of the robust (1st–99th percentile) intensity range."""
-
-
-def head_mask(image: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """Foreground (head) mask: robust to scanner scale/offset and to background noise."""
-    values = (
-        image.flatten().float()
-        if isinstance(image, torch.Tensor)
-        else torch.as_tensor(image).flatten().float()
-    )
-    lo, hi = torch.quantile(values[:: max(1, values.numel() // 200_000)], torch.tensor([0.01, 0.99]))
-    return image > lo + HEAD_FRACTION * (hi - lo)
-
-
-def zscore_over_head(image: torch.Tensor) -> torch.Tensor:
-    """Z-score with mean and SD taken over the head only, so air does not dilute the statistics."""
-    mask = head_mask(image)
-    inside = image[mask].float()
-    if inside.numel() < 2:
-        raise ValueError("image has no foreground above the background level (constant or empty volume)")
-    std = inside.std()
-    if not torch.isfinite(std) or std == 0:
-        raise ValueError("image intensities are constant or not finite over the head")
-    return (image - inside.mean()) / std
 
 
 def case_item(case: CaseFiles, settings: "PipelineSettings", ingest: IngestSettings) -> dict[str, object]:
@@ -110,16 +85,6 @@ class LoadCased(MapTransform):
         return d
 
 
-class ZScoreOverHeadd(MapTransform):
-    """Dictionary wrapper of zscore_over_head."""
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = zscore_over_head(d[key])
-        return d
-
-
 @dataclass(frozen=True)
 class PipelineSettings:
     """Preprocessing settings from the run config; `cache_key` ties cached volumes to them."""
@@ -133,20 +98,49 @@ class PipelineSettings:
         return f"v2-spacing={self.spacing_mm}-pad={self.patch_size}"
 
 
+INTERPOLATION = {"image": "bilinear", "label": "nearest"}
+"""Resampling mode per key: intensities are interpolated, label values never are."""
+
+
+def preprocessing_steps(
+    settings: PipelineSettings, keys: tuple[str, ...] = ("image", "label")
+) -> list[tuple[type[MapTransform], dict[str, object]]]:
+    """The deterministic prefix after loading, as (transform class, arguments): RAS → isotropic spacing → crop to
+    the head → z-score → pad to a patch. ``preprocess`` and ``image_preprocess`` build it, and ``oncofed export``
+    writes the same steps into a MONAI bundle's inference config, so every path preprocesses alike."""
+    return [
+        (Orientationd, {"keys": keys, "axcodes": "RAS", "labels": (("L", "R"), ("P", "A"), ("I", "S"))}),
+        (
+            Spacingd,
+            {
+                "keys": keys,
+                "pixdim": (settings.spacing_mm,) * 3,
+                "mode": tuple(INTERPOLATION[k] for k in keys),
+            },
+        ),
+        (
+            CropForegroundd,
+            {"keys": keys, "source_key": "image", "select_fn": head_mask, "margin": 2, "allow_smaller": True},
+        ),
+        (ZScoreOverHeadd, {"keys": "image"}),
+        (SpatialPadd, {"keys": keys, "spatial_size": (settings.patch_size,) * 3, "mode": "constant"}),
+    ]
+
+
 def preprocess(settings: PipelineSettings) -> Compose:
     """Deterministic prefix: load → RAS → isotropic spacing → crop to head → z-score → pad to a patch."""
-    keys = ("image", "label")
     return Compose(
         [
             LoadCased(),
-            Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-            Spacingd(keys=keys, pixdim=(settings.spacing_mm,) * 3, mode=("bilinear", "nearest")),
-            CropForegroundd(keys=keys, source_key="image", select_fn=head_mask, margin=2, allow_smaller=True),
-            ZScoreOverHeadd(keys="image"),
-            SpatialPadd(keys=keys, spatial_size=(settings.patch_size,) * 3, mode="constant"),
+            *(step(**arguments) for step, arguments in preprocessing_steps(settings)),
             EnsureTyped(keys="label", dtype=torch.uint8),
         ]
     )
+
+
+def image_preprocess(settings: PipelineSettings) -> Compose:
+    """The same prefix for an image alone (prediction), applied to {"image": MetaTensor (1, X, Y, Z)} already read."""
+    return Compose([step(**arguments) for step, arguments in preprocessing_steps(settings, ("image",))])
 
 
 def training(settings: PipelineSettings, seed: int) -> Compose:

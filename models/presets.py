@@ -40,21 +40,31 @@ def get_preset(name: str) -> ModelPreset:
         ) from None
 
 
+NETWORK = "monai.networks.nets.UNet"
+"""The network class every preset builds (its import path, as MONAI bundle configs name it)."""
+
+
+def network_arguments(preset: str) -> dict[str, object]:
+    """Keyword arguments of NETWORK for ``preset``: plain values, so a bundle config can hold them as they are."""
+    spec = get_preset(preset)
+    return {
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": NUM_CLASSES,
+        "channels": list(spec.channels),
+        "strides": list(spec.strides),
+        "num_res_units": spec.num_res_units,
+        "norm": "instance",
+    }
+
+
 def build_model(preset: str, seed: int | None = None) -> torch.nn.Module:
     """A 3D UNet mapping (B, 1, X, Y, Z) intensities to (B, NUM_CLASSES, X, Y, Z) logits.
 
     Instance normalisation keeps no running statistics, so averaging weights across sites is all
     there is to aggregate.
     """
-    spec = get_preset(preset)
+    arguments = network_arguments(preset)
     if seed is not None:
         torch.manual_seed(seed)
-    return UNet(
-        spatial_dims=3,
-        in_channels=1,
-        out_channels=NUM_CLASSES,
-        channels=spec.channels,
-        strides=spec.strides,
-        num_res_units=spec.num_res_units,
-        norm="instance",
-    )
+    return UNet(**arguments)

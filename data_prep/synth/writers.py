@@ -17,12 +17,12 @@ import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sr.codedict import codes
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
 from data_prep.dicom_series import LPS_TO_RAS
-from data_prep.labels import EDEMA, ENHANCING, LABEL_NAMES, NECROTIC_CORE
+from data_prep.labels import LABEL_NAMES
+from data_prep.segment_codes import ANATOMIC_REGION, SEGMENT_CATEGORY, SEGMENT_TYPES
 from data_prep.volume import Volume, checked_affine
 
 RESCALE_SLOPE = 0.25
@@ -35,9 +35,6 @@ STORABLE_RANGE = (
     np.iinfo(np.int16).max * RESCALE_SLOPE + RESCALE_INTERCEPT,
 )
 """Modality values representable in signed 16-bit storage; values outside are clipped."""
-
-SEGMENT_TYPES = {NECROTIC_CORE: codes.SCT.Necrosis, EDEMA: codes.SCT.Edema, ENHANCING: codes.SCT.Neoplasm}
-"""SNOMED CT property type of each label; segment number == label value."""
 
 MANUFACTURER = "OncoFed synthetic"
 
@@ -82,6 +79,7 @@ def write_dicom_series(folder: Path, image: Volume, *, case_id: str, seed: int) 
         "PatientBirthDate": "",
         "PatientSex": "O",
         "PatientIdentityRemoved": "YES",
+        "DeidentificationMethod": "synthetic phantom, no patient data",  # required when identity is removed
         "StudyInstanceUID": uid("study"),
         "StudyDate": study_date,
         "StudyTime": "093000",
@@ -151,10 +149,10 @@ def write_dicom_seg(
         hd.seg.SegmentDescription(
             segment_number=value,
             segment_label=LABEL_NAMES[value],
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_category=SEGMENT_CATEGORY,
             segmented_property_type=code,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-            anatomic_regions=[codes.SCT.Brain],
+            anatomic_regions=[ANATOMIC_REGION],
         )
         for value, code in sorted(SEGMENT_TYPES.items())
     ]
