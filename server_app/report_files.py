@@ -1,4 +1,5 @@
-"""Writes the federation report: the HTML page, report.json (its content) and metrics.csv (every number, long).
+"""Writes the federation report: the HTML page, report.json (its content), metrics.csv (every number, long) and
+the model card (model_card.md, linked from the page).
 
 metrics.csv columns: scope ("site", "pooled" or "overview"), round, site, key, value — one row per number: each
 site's aggregates for every validated round (a suppressed round is one row with key "status"), the pooled
@@ -11,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from server_app.model_card import MODEL_CARD_FILE, model_card
 from server_app.report_data import report_data
 from server_app.report_html import render_report
 from server_app.run_folder import read_metrics, write_text_atomic
@@ -35,6 +37,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> ReportFiles:
     write_text_atomic(files.json, json.dumps(data, indent=2, sort_keys=True) + "\n")
     write_text_atomic(files.csv, metrics_csv(read_metrics(run_dir), data))
     write_text_atomic(files.html, render_report(data))
+    write_text_atomic(html.parent / MODEL_CARD_FILE, model_card(run_dir, data))  # report.html links it
     return files
 
 

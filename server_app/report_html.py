@@ -5,6 +5,7 @@ import base64
 from html import escape
 
 from server_app import report_charts
+from server_app.model_card import MODEL_CARD_FILE
 
 STYLE = """
 body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; color: #1a1a1a; margin: 2em auto;
@@ -40,7 +41,9 @@ def render_report(data: dict) -> str:
         f"<title>OncoFed federation report: {escape(run['folder'])}</title><style>{STYLE}</style></head><body>"
         f'<h1>Federation validation report</h1><p class="meta">Run <code>{escape(run["folder"])}</code> · '
         f"generated {escape(run['generated_utc'])} · rounds validated: "
-        f"{escape(', '.join(str(r) for r in run['rounds_evaluated']))}</p>{''.join(sections)}</body></html>\n"
+        f"{escape(', '.join(str(r) for r in run['rounds_evaluated']))} · "
+        f'<a href="{MODEL_CARD_FILE}">model card</a> (intended use, data, hashes)</p>'
+        f"{''.join(sections)}</body></html>\n"
     )
 
 

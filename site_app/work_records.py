@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flwr.app import ArrayRecord
 
+from models.model_source import inference_meta
 from models.weights import save_checkpoint
 from site_app.site_config import SitePaths
 from site_app.validation import CaseEvaluation
@@ -54,7 +55,8 @@ def keep_validation(
     results: Sequence[CaseEvaluation],
 ) -> None:
     """Record one validation in the work folder: the model, the per-case metrics and how to redo it."""
-    save_checkpoint(arrays, site.work / LATEST_MODEL, {"model_preset": model_preset, "round": server_round})
+    meta = {"model_preset": model_preset, "round": server_round, **inference_meta(dict(run_config))}
+    save_checkpoint(arrays, site.work / LATEST_MODEL, meta)
     lines = "".join(
         json.dumps(
             {
