@@ -81,6 +81,10 @@ def test_two_round_tiny_federation(tiny_federation, tmp_path):
     assert set(summary["sites"]) == set(sites)
     assert (run_dir / "models" / "final.pt").is_file() and (run_dir / "models" / "best.pt").is_file()
     assert all((run_dir / name).is_file() for name in ("report.html", "report.json", "metrics.csv"))
+    card = (run_dir / "model_card.md").read_text()
+    assert all(f"| {site} |" in card for site in sites) and "This was a simulation" in card
+    assert 'href="model_card.md"' in (run_dir / "report.html").read_text()
+    assert json.loads((run_dir / "app.json").read_text())["fab_sha256"] in card
     for site in sites:
         assert site in result.output  # the per-site table
     assert processes_with_env("FLWR_HOME", str((run_dir / "flwr-home").resolve())) == []

@@ -1,8 +1,6 @@
 """`oncofed site check` on a corpus of malformed and unusual exports: a specific reason for each, the good cases
 used, nothing written into the data folder (by the check or by a training round), exit codes 0/2/1."""
 
-import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -14,6 +12,7 @@ import pytest
 import torch
 import typer
 from corpus_builder import SITE_TOML, build_corpus, write_dicom_case, write_nifti_case
+from readonly_checks import tree_digest, unprivileged
 from typer.testing import CliRunner
 
 from data_prep.dataset import training_dataset
@@ -25,7 +24,6 @@ from site_app.site_data import load_site_cases
 from site_app.site_log import site_logger
 from site_app.training import train_epochs
 
-NOBODY = 65534
 SETTINGS = PipelineSettings(spacing_mm=4.0, patch_size=16, samples_per_case=1)
 REQUIRED_KEYS = {
     "case_id",
@@ -47,39 +45,6 @@ def _group() -> None:
 
 app.command("check")(site_check)
 runner = CliRunner()
-
-
-@contextlib.contextmanager
-def unprivileged():
-    """Run as 'nobody' when the tests run as root: root reads and writes whatever the permission bits say, so
-    only an ordinary user shows that the data folder is really treated as read-only and unreadable files fail."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.setegid(NOBODY)
-    os.seteuid(NOBODY)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """Relative path -> SHA-256 of the content (a link's target for links), for every entry below ``root``."""
-    digest = {}
-    for path in sorted(root.rglob("*")):
-        name = str(path.relative_to(root))
-        if path.is_symlink():
-            digest[name] = "link:" + os.readlink(path)
-        elif path.is_file():
-            try:
-                digest[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-            except PermissionError:  # the unreadable corpus file, when not running as root
-                digest[name] = f"unreadable:{path.stat().st_size}:{path.stat().st_mtime_ns}"
-        else:
-            digest[name] = "folder"
-    return digest
 
 
 def import_lazy_modules(data: Path, config: Path, scratch: Path) -> None:
