@@ -85,10 +85,14 @@ def predict_folder(
     out_dir: Path,
     ingest: IngestSettings,
     on_study: Callable[[str], None] | None = None,
+    device: torch.device | None = None,
 ) -> PredictionRun:
-    """Predict each study of ``found`` into ``out_dir`` and write predictions.json last; ``on_study`` after each."""
+    """Predict each study of ``found`` into ``out_dir`` and write predictions.json last; ``on_study`` after each.
+
+    ``device``: where the network runs (default: the GPU when there is one).
+    """
     data_dir = Path(data_dir).absolute()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = source.build().to(device)
     settings = PipelineSettings(
         spacing_mm=source.spacing_mm, patch_size=source.patch_size, samples_per_case=1
