@@ -114,6 +114,8 @@ def predict_folder(
             )
         except CaseError as e:
             record.reason = _relative(str(e), data_dir)
+        except ValueError as e:  # the preprocessing cannot normalise the image (constant, no head)
+            record.reason = _relative(f"{os.path.commonpath(case.image)}: {e}", data_dir)
         except Exception as e:  # one study's unexpected failure must not stop the others
             log.exception("study %s: unexpected error", case.case_id)
             record.reason = _relative(f"unexpected error: {type(e).__name__}: {e}", data_dir)

@@ -48,7 +48,7 @@ def site(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("predict")
     data = root / "data"
     dicom = write_dicom_case(data / "patient-1", 0)
-    write_nifti_case(data, "scan-2", 1)
+    write_nifti_case(data, "scan-2", 1, orientation="PSR")  # axes permuted: written back onto that grid too
     (data / "labelsTr" / "scan-2.nii.gz").unlink()  # prediction needs no label
     model = biased_checkpoint(root / "model.pt", SOME_EDEMA)
     return SimpleNamespace(root=root, data=data, dicom=dicom, model=model)
@@ -175,3 +175,15 @@ def test_bad_input_exits_3_with_one_line(site, model, out, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (site.data / "out").exists()
+
+
+def test_a_manifest_may_list_studies_without_a_label(site, tmp_path):
+    manifest = tmp_path / "studies.csv"
+    manifest.write_text("case_id,image\nct-study,patient-1\nmr-study,imagesTr/scan-2.nii.gz\nlost,nowhere\n")
+    out = tmp_path / "out"
+    result = predict(site.model, site.data, out, "--manifest", str(manifest))
+    assert result.exit_code == 0, result.output
+    studies = {s["case_id"]: s for s in json.loads((out / "predictions.json").read_text())["studies"]}
+    assert studies["ct-study"]["status"] == studies["mr-study"]["status"] == "written"
+    assert studies["ct-study"]["seg"] == "dicom-seg/ct-study.dcm"
+    assert studies["lost"]["status"] == "excluded" and "nowhere does not exist" in studies["lost"]["reason"]
