@@ -79,8 +79,8 @@ def format_rows(
     fmt: str, cases: list[CaseFiles], settings: PipelineSettings, ingest: IngestSettings, cache: Path
 ) -> tuple[list[list[object]], list[dict[str, object]]]:
     """Cache key, load+preprocess without cache, first pass filling the cache, read from the cache; the items."""
-    t_key, items = timed(lambda: [case_item(c, settings, ingest) for c in cases])
-    pipeline = preprocess(settings)
+    t_key, items = timed(lambda: [case_item(c, settings.preprocessing, ingest) for c in cases])
+    pipeline = preprocess(settings.preprocessing)
     t_plain, _ = timed(lambda: [pipeline(item) for item in items])
     t_fill, (usable, skipped) = timed(lambda: usable_items(cases, settings, cache, ingest))
     if skipped:
@@ -144,12 +144,16 @@ def epoch_rows(
 
 
 def prediction_rows(
-    cases: Sequence[CaseFiles], settings: SiteRunSettings, run_config: dict, out: Path, device: torch.device
+    cases: Sequence[CaseFiles], settings: SiteRunSettings, out: Path, device: torch.device
 ) -> list[list[object]]:
     """Seconds per case: `site predict`'s work (files written) and validation's, same model, same cases."""
     checkpoint = out / "predict-model.pt"
     model = build_model(settings.model_preset, seed=settings.seed)
-    meta = {"model_preset": settings.model_preset, "round": 0, **inference_meta(run_config)}
+    meta = {
+        "model_preset": settings.model_preset,
+        "round": 0,
+        **inference_meta(settings.pipeline.spacing_mm, settings.pipeline.patch_size),
+    }
     save_checkpoint(ArrayRecord(model.state_dict()), checkpoint, meta)
     source = load_model_source(checkpoint)
     ingest = IngestSettings()
@@ -201,7 +205,7 @@ def main() -> None:
         stages += rows
         items += usable
     epochs = epoch_rows(items, settings, cache, device)
-    predictions = prediction_rows([c for fmt in cases.values() for c in fmt], settings, config, out, device)
+    predictions = prediction_rows([c for fmt in cases.values() for c in fmt], settings, out, device)
 
     notes = [
         f"Data: `oncofed synth --preset {args.preset} --sites {N_SITES} --seed {DATA_SEED}`; "

@@ -30,8 +30,8 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from torch.utils.data import ConcatDataset
 
 from data_prep.dataset import training_dataset
-from data_prep.labels import REGIONS
 from data_prep.synth.federation import write_federation
+from models.labels import REGIONS
 from models.presets import build_model, get_preset
 from models.weights import load_record, to_record
 from server_app.run_folder import RunFolder

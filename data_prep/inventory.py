@@ -25,6 +25,8 @@ from data_prep.discovery import CaseFiles, Discovery
 from data_prep.errors import CaseError
 from data_prep.ingest_settings import IngestSettings
 from data_prep.loading import load_case
+from models.atomic import atomic_write_json
+from models.wire import Overview
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +195,9 @@ def inspect_case(case: CaseFiles, data_dir: Path, settings: IngestSettings) -> C
 
 
 def write_inventory(inventory: Inventory, work: Path) -> Path:
-    """Write ``<work>/inventory.json`` atomically (temporary file in the same folder, then rename)."""
-    work.mkdir(parents=True, exist_ok=True)
+    """Write ``<work>/inventory.json`` atomically (models.atomic), keeping the inventory's own key order."""
     target = work / INVENTORY_FILE
-    tmp = work / f".{INVENTORY_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(inventory.to_json(), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_json(target, inventory.to_json(), indent=1, sort_keys=False)
     return target
 
 
@@ -227,8 +226,8 @@ def site_aggregate(inventory: Inventory) -> dict[str, int | float]:
     """
     summary = inventory.summary()
     aggregate: dict[str, int | float] = {
-        "n-cases-usable": int(summary["n_usable"]),
-        "n-cases-excluded": int(summary["n_excluded"]),
+        Overview.N_CASES_USABLE: int(summary["n_usable"]),
+        Overview.N_CASES_EXCLUDED: int(summary["n_excluded"]),
     }
     if summary["spacing_mm_range"]:
         (spacing_min, spacing_max), (size_min, size_max) = (
@@ -237,10 +236,10 @@ def site_aggregate(inventory: Inventory) -> dict[str, int | float]:
         )
         aggregate.update(
             {
-                "spacing-min-mm": float(spacing_min),
-                "spacing-max-mm": float(spacing_max),
-                "size-min-vox": int(size_min),
-                "size-max-vox": int(size_max),
+                Overview.SPACING_MIN_MM: float(spacing_min),
+                Overview.SPACING_MAX_MM: float(spacing_max),
+                Overview.SIZE_MIN_VOX: int(size_min),
+                Overview.SIZE_MAX_VOX: int(size_max),
             }
         )
     return aggregate

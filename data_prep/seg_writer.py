@@ -22,9 +22,9 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from data_prep.dicom_series import DicomSeries
-from data_prep.labels import LABEL_NAMES
 from data_prep.segment_codes import ANATOMIC_REGION, SEGMENT_CATEGORY, SEGMENT_TYPES
 from models.atomic import atomic_path
+from models.labels import LABEL_NAMES
 
 SERIES_DESCRIPTION = "OncoFed tumor segmentation - research use, not for diagnosis"
 CONTENT_DESCRIPTION = "Predicted tumor sub-regions; research use, not for diagnosis"

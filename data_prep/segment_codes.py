@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 from pydicom.sr.codedict import codes
 
-from data_prep.labels import EDEMA, ENHANCING, NECROTIC_CORE
+from models.labels import EDEMA, ENHANCING, NECROTIC_CORE
 
 SEGMENT_CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
 

@@ -18,6 +18,7 @@ predicts what ``oncofed site predict`` predicts. The bundle is written under a h
 when complete.
 """
 
+import functools
 import inspect
 import json
 import shutil
@@ -29,8 +30,8 @@ from pathlib import Path
 import torch
 
 from data_prep import intensity
-from data_prep.labels import LABEL_NAMES, NUM_CLASSES
-from data_prep.transforms import PipelineSettings, preprocessing_steps
+from data_prep.transforms import PipelineSettings, PreprocessSettings, preprocessing_steps
+from models.labels import LABEL_NAMES, NUM_CLASSES
 from models.model_source import (
     BUNDLE_INFERENCE,
     BUNDLE_METADATA,
@@ -44,21 +45,32 @@ from models.model_source import (
     ModelSource,
 )
 from models.presets import NETWORK, network_arguments
+from models.run_config import (
+    BATCH_SIZE,
+    LEARNING_RATE,
+    LOCAL_EPOCHS,
+    MODEL_PRESET,
+    NUM_SERVER_ROUNDS,
+    PATCH_SIZE,
+    SAMPLES_PER_CASE,
+    SEED,
+    SPACING_MM,
+)
 from site_app.validation import SLIDING_WINDOW
 
 SCRIPTS_MODULE = "oncofed_intensity"
 """The bundle's copy of data_prep/intensity.py: scripts/<this>.py."""
 
-TRAINING_KEYS = (
-    "num-server-rounds",
-    "local-epochs",
-    "learning-rate",
-    "batch-size",
-    "patch-size",
-    "samples-per-case",
-    "spacing-mm",
-    "model-preset",
-    "seed",
+TRAINING_SETTINGS = (
+    NUM_SERVER_ROUNDS,
+    LOCAL_EPOCHS,
+    LEARNING_RATE,
+    BATCH_SIZE,
+    PATCH_SIZE,
+    SAMPLES_PER_CASE,
+    SPACING_MM,
+    MODEL_PRESET,
+    SEED,
 )
 """Run settings copied into the training summary."""
 
@@ -86,7 +98,7 @@ def export_bundle(source: ModelSource, out: Path) -> Path:
 def _write(source: ModelSource, root: Path) -> None:
     settings = PipelineSettings(
         spacing_mm=source.spacing_mm, patch_size=source.patch_size, samples_per_case=1
-    )
+    ).preprocessing  # the sites' PreprocessSettings for this model, as site predict rebuilds them
     for folder in ("configs", "models", "scripts", "docs"):
         (root / folder).mkdir(parents=True)
     torch.save(
@@ -109,9 +121,9 @@ def _write(source: ModelSource, root: Path) -> None:
     (root / "docs" / "README.md").write_text(_readme(source))
 
 
-def inference_config(preset: str, settings: PipelineSettings) -> dict[str, object]:
+def inference_config(preset: str, settings: PreprocessSettings) -> dict[str, object]:
     """configs/inference.json: predict every NIfTI image in ``dataset_dir`` into ``output_dir`` ("run")."""
-    patch = [settings.patch_size] * 3
+    patch = [settings.pad_to] * 3
     return {
         "imports": ["$import glob", "$import sys"],
         "bundle_root": ".",
@@ -193,10 +205,17 @@ def _own(target: Callable) -> dict[str, object]:
 
 
 def _config_value(value: object) -> object:
-    if inspect.isfunction(value):  # a function of data_prep.intensity, e.g. the head mask: passed, not called
+    if isinstance(value, functools.partial):  # e.g. the head mask with its parameters: passed, not called
+        if value.args:
+            raise ValueError(f"cannot write {value!r} into a bundle config (positional arguments)")
+        own = _config_value(value.func)
+        return {**own, **{name: _config_value(v) for name, v in value.keywords.items()}}
+    if inspect.isfunction(value):  # a function of data_prep.intensity: passed, not called
         if value.__module__ != intensity.__name__:
             raise ValueError(f"cannot write {value!r} into a bundle config")
         return {**_own(value), "_mode_": "callable"}
+    if isinstance(value, torch.dtype):
+        return f"${value}"  # "$torch.float32"
     if isinstance(value, tuple | list):
         return [_config_value(v) for v in value]
     return value
@@ -290,7 +309,7 @@ def training_summary(checkpoint: Path) -> dict[str, object]:
         "strategy": "FedAvg, weighted by each site's number of training cases",
         "rounds_evaluated": summary.get("rounds_evaluated"),
         "best": summary.get("best"),
-        "settings": {key: run_config[key] for key in TRAINING_KEYS if key in run_config},
+        "settings": {s.key: run_config[s.key] for s in TRAINING_SETTINGS if s.key in run_config},
         "sites": sites,
         "site_overview": summary.get("site_overview", {}),
     }

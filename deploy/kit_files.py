@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from deploy.certificates import write_atomic
 from deploy.flower_env import toml_value
 from deploy.kit import CONNECTION, DEFAULT_RUNTIME_PORT, SITE_FILE
 from deploy.site_package import TORCH_CPU_INDEX
+from models.atomic import atomic_write_bytes
+from models.wire import DEFAULT_MIN_REPORT_CASES
 
 TEMPLATES = Path(__file__).parent / "templates"
 INSTALL_ROOT = "/opt/oncofed"
@@ -51,7 +52,7 @@ class Release:
 
 def write_kit_files(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
-        write_atomic(root / name, text.encode("utf-8"), 0o755 if name.endswith(".sh") else 0o644)
+        atomic_write_bytes(root / name, text.encode("utf-8"), mode=0o755 if name.endswith(".sh") else 0o644)
 
 
 def coordinator_files(release: Release, federation: str, port: int, names: list[str]) -> dict[str, str]:
@@ -82,6 +83,7 @@ def site_files(
         "names": ", ".join(names),
         "key_fingerprint": key_fingerprint,
         "role": "site",
+        "min_report_cases": DEFAULT_MIN_REPORT_CASES,
     }
     return {
         SITE_FILE: render(

@@ -14,17 +14,14 @@ from typing import Literal
 import torch
 
 from models.model_hash import weights_sha256
-from models.presets import build_model, get_preset
+from models.presets import build_model, get_preset, patch_size
+from models.run_config import MODEL_PRESET, PATCH_SIZE, SPACING_MM, RunConfigError
 
 META_ROUND = "round"
 META_PRESET = "model_preset"
 META_SPACING_MM = "spacing_mm"
 META_PATCH_SIZE = "patch_size"
 """Checkpoint meta keys (snake_case, as save_checkpoint's callers write them)."""
-
-RUN_CONFIG_SPACING = "spacing-mm"
-RUN_CONFIG_PATCH = "patch-size"
-"""The run-config keys ([tool.flwr.app.config]) the preprocessing settings come from."""
 
 BUNDLE_METADATA = Path("configs") / "metadata.json"
 BUNDLE_INFERENCE = Path("configs") / "inference.json"
@@ -63,12 +60,12 @@ class ModelSource:
         return model.eval()
 
 
-def inference_meta(run_config: dict) -> dict[str, object]:
-    """The checkpoint meta entries for the preprocessing of a run (spacing, patch edge)."""
-    return {
-        META_SPACING_MM: float(run_config[RUN_CONFIG_SPACING]),
-        META_PATCH_SIZE: int(run_config[RUN_CONFIG_PATCH]),
-    }
+def inference_meta(spacing_mm: float, patch_edge: int) -> dict[str, object]:
+    """The checkpoint meta entries for the preprocessing a model was trained with: the run settings
+    `spacing-mm` and `patch-size` (as used: the preset's edge when the setting is 0). With them the predict path
+    rebuilds data_prep.transforms.PreprocessSettings (PipelineSettings(...).preprocessing); its other fields are
+    the project's fixed choices."""
+    return {META_SPACING_MM: float(spacing_mm), META_PATCH_SIZE: int(patch_edge)}
 
 
 def load_model_source(path: Path) -> ModelSource:
@@ -138,7 +135,11 @@ def _run_config_beside(checkpoint: Path) -> dict[str, object]:
     for relative in RUN_CONFIG_FILES:
         candidate = (checkpoint.parent / relative).resolve()
         try:
-            return inference_meta(json.loads(candidate.read_text(encoding="utf-8"))["run_config"])
-        except (OSError, ValueError, KeyError, TypeError):
+            run_config = json.loads(candidate.read_text(encoding="utf-8"))["run_config"]
+            preset = MODEL_PRESET.read(run_config)
+            return inference_meta(
+                SPACING_MM.read(run_config), patch_size(preset, PATCH_SIZE.read(run_config))
+            )
+        except (OSError, ValueError, KeyError, TypeError, RunConfigError):
             continue
     return {}

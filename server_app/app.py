@@ -41,7 +41,9 @@ def main(grid: Grid, context: Context) -> None:
         min_evaluate_nodes=settings.min_sites,
         min_available_nodes=settings.min_sites,
     )
-    checkpointer = Checkpointer(run, settings.model_preset, inference_meta(context.run_config))
+    checkpointer = Checkpointer(
+        run, settings.model_preset, inference_meta(settings.spacing_mm, settings.patch_size)
+    )
 
     # Round 0: every site validates the initial model, so each site's starting point is on record
     strategy.aggregate_evaluate(

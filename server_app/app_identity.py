@@ -6,14 +6,15 @@ what the sites install, so this hash names the code on both sides. The model car
 
 from pathlib import Path
 
-from server_app.run_folder import read_json, write_json_atomic
+from models.atomic import atomic_write_json
+from server_app.run_folder import read_json
 
 APP_FILE = "app.json"
 
 
 def write_app_identity(run_dir: Path, fab_id: str, fab_version: str, fab_hash: str) -> None:
     """Record the FAB's id, version and SHA-256 (empty strings where Flower gave none)."""
-    write_json_atomic(
+    atomic_write_json(
         run_dir / APP_FILE,
         {
             "fab_id": fab_id,

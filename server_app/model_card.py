@@ -12,7 +12,7 @@ import torch
 
 from models.model_hash import weights_sha256
 from server_app.app_identity import read_app_identity
-from server_app.report_data import TRAINING_KEYS
+from server_app.report_data import TRAINING_SETTINGS
 
 MODEL_CARD_FILE = "model_card.md"
 LABELS = "0 background, 1 necrotic core, 2 edema, 3 enhancing tumor"
@@ -166,7 +166,9 @@ def _validation(data: dict) -> str:
 
 def _strategy(methods: dict) -> str:
     training = methods["training"]
-    settings = [f"| `{key}` | {training[key]} |" for key in TRAINING_KEYS if key in training]
+    settings = [
+        f"| `{key}` | {training[key]} |" for key in (s.key for s in TRAINING_SETTINGS) if key in training
+    ]
     conventions = methods["conventions"]
     return "\n".join(
         [

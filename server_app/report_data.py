@@ -7,7 +7,35 @@ Sources: config.json (run config, coordinator software), metrics.jsonl (per site
 from datetime import UTC, datetime
 from pathlib import Path
 
-from models.presets import build_model, get_preset
+from models.labels import REGION_TITLES
+from models.presets import build_model, get_preset, patch_size
+from models.run_config import (
+    BATCH_SIZE,
+    LEARNING_RATE,
+    LOCAL_EPOCHS,
+    MIN_SITES,
+    MODEL_PRESET,
+    NUM_SERVER_ROUNDS,
+    PATCH_SIZE,
+    SAMPLES_PER_CASE,
+    SEED,
+    SIM_DATA,
+    SPACING_MM,
+    VAL_FRACTION,
+)
+from models.wire import (
+    MEAN_DICE,
+    MEAN_DICE_CI_HIGH,
+    MEAN_DICE_CI_LOW,
+    N_SKIPPED,
+    NUM_EXAMPLES,
+    REPORTED,
+    SPACING_MAX_MM,
+    SPACING_MIN_MM,
+    SUPPRESSED,
+    Overview,
+    Validation,
+)
 from server_app.pooled import pool
 from server_app.run_folder import CONFIG_FILE, SUMMARY_FILE, read_json, read_metrics
 from server_app.site_table import first_and_last, is_suppressed, region_names, suppressed_text
@@ -20,30 +48,22 @@ METRIC_TITLES = {
     "sensitivity": ("Sensitivity", "", "higher"),
     "precision": ("Precision", "", "higher"),
 }
-"""metric → (title, unit, which direction is better); a metric the sites send but not listed here shows its key."""
+"""models.wire metric → (title, unit, which direction is better); a metric not listed here shows its name."""
 
-REGION_TITLES = {
-    "wt": "whole tumor",
-    "tc": "tumor core",
-    "et": "enhancing tumor",
-    "label1": "necrotic core",
-    "label2": "edema",
-    "label3": "enhancing tumor",
-}
-
-TRAINING_KEYS = (
-    "num-server-rounds",
-    "local-epochs",
-    "learning-rate",
-    "batch-size",
-    "patch-size",
-    "samples-per-case",
-    "spacing-mm",
-    "val-fraction",
-    "model-preset",
-    "min-sites",
-    "seed",
+TRAINING_SETTINGS = (
+    NUM_SERVER_ROUNDS,
+    LOCAL_EPOCHS,
+    LEARNING_RATE,
+    BATCH_SIZE,
+    PATCH_SIZE,
+    SAMPLES_PER_CASE,
+    SPACING_MM,
+    VAL_FRACTION,
+    MODEL_PRESET,
+    MIN_SITES,
+    SEED,
 )
+"""The run settings the methods section lists (models.run_config)."""
 
 SMALL_N = 10
 """Below this many cases a percentile-bootstrap interval is known to be too narrow."""
@@ -67,15 +87,15 @@ def report_data(run_dir: Path) -> dict:
         "run": {
             "folder": run_dir.resolve().name,
             "generated_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "simulation": bool(run_config.get("sim-data")),
-            "rounds_planned": summary.get("rounds_planned", run_config.get("num-server-rounds")),
+            "simulation": bool(run_config.get(SIM_DATA.key)),
+            "rounds_planned": summary.get("rounds_planned", run_config.get(NUM_SERVER_ROUNDS.key)),
             "rounds_evaluated": rounds,
             "last_round": rounds[-1],
             "best": summary.get("best"),
             "wall_time_s": summary.get("wall_time_s"),
         },
         "regions": _regions(region_names(records), conventions),
-        "metrics": [_metric(name) for name in conventions.get("metrics", ["dice", "hd95"])],
+        "metrics": [_metric(name) for name in conventions.get(Validation.METRICS, ["dice", "hd95"])],
         "sites": sites,
         "rounds": {
             site: [_round_point(r) for r in sorted(rs, key=lambda r: r["round"])]
@@ -92,7 +112,7 @@ def report_data(run_dir: Path) -> dict:
 
 
 def _regions(names: list[str], conventions: dict) -> list[dict]:
-    labels = conventions.get("region-labels") or [""] * len(names)
+    labels = conventions.get(Validation.REGION_LABELS) or [""] * len(names)
     return [
         {"name": name, "labels": label, "title": REGION_TITLES.get(name, name)}
         for name, label in zip(names, labels, strict=True)
@@ -116,7 +136,7 @@ def _site_row(site: str, record: dict) -> dict:
     return {
         "name": site,
         "round": record["round"],
-        "status": "suppressed" if suppressed else "reported",
+        "status": SUPPRESSED if suppressed else REPORTED,
         "note": suppressed_text(record) if suppressed else "",
         "min_report_cases": record.get("min_report_cases"),
         "n_cases": record["n_cases"],
@@ -128,10 +148,10 @@ def _round_point(record: dict) -> dict:
     metrics = record["metrics"]
     return {
         "round": record["round"],
-        "status": "suppressed" if is_suppressed(record) else "reported",
-        "dice-mean": metrics.get("dice-mean"),
-        "dice-mean-ci-low": metrics.get("dice-mean-ci-low"),
-        "dice-mean-ci-high": metrics.get("dice-mean-ci-high"),
+        "status": SUPPRESSED if is_suppressed(record) else REPORTED,
+        MEAN_DICE: metrics.get(MEAN_DICE),
+        MEAN_DICE_CI_LOW: metrics.get(MEAN_DICE_CI_LOW),
+        MEAN_DICE_CI_HIGH: metrics.get(MEAN_DICE_CI_HIGH),
         "n_cases": record["n_cases"],
     }
 
@@ -156,12 +176,12 @@ def _overview(site: str, record: dict, described: dict) -> dict:
     train = record.get("train") or {}
     return {
         "site": site,
-        "total_cases": described.get("n-cases", described.get("n-cases-usable")),
-        "training_cases": train.get("num-examples"),
+        "total_cases": described.get(Overview.N_CASES_USABLE),
+        "training_cases": train.get(NUM_EXAMPLES),
         "validation_cases": record["n_cases"],
-        "skipped_cases": metrics.get("n-skipped"),
-        "spacing_min_mm": metrics.get("spacing-min-mm"),
-        "spacing_max_mm": metrics.get("spacing-max-mm"),
+        "skipped_cases": metrics.get(N_SKIPPED),
+        "spacing_min_mm": metrics.get(SPACING_MIN_MM),
+        "spacing_max_mm": metrics.get(SPACING_MAX_MM),
         "note": suppressed_text(record) if is_suppressed(record) else "",
         "described": described,
     }
@@ -175,7 +195,7 @@ def _methods(records: list[dict], conventions: dict, run_config: dict, software:
             if r.get("conventions") and _comparable(r["conventions"]) != _comparable(conventions)
         }
     )
-    preset = str(run_config.get("model-preset", ""))
+    preset = str(run_config.get(MODEL_PRESET.key, ""))
     model = {}
     if preset:
         spec = get_preset(preset)
@@ -191,24 +211,33 @@ def _methods(records: list[dict], conventions: dict, run_config: dict, software:
         "conventions": conventions,
         "sites_with_other_conventions": differing,
         "site_software": {
-            r["site"]: r["conventions"].get("software", []) for r in records if r.get("conventions")
+            r["site"]: r["conventions"].get(Validation.SOFTWARE, []) for r in records if r.get("conventions")
         },
         "model": model,
-        "training": {key: run_config[key] for key in TRAINING_KEYS if key in run_config},
+        "training": _training(run_config),
         "aggregation": "FedAvg, weighted by each site's number of training cases (`num-examples`)",
         "coordinator_software": software,
     }
 
 
+def _training(run_config: dict) -> dict:
+    """The training settings of the run; a patch size of 0 (the model preset's) shown as the edge used."""
+    training = {s.key: run_config[s.key] for s in TRAINING_SETTINGS if s.key in run_config}
+    preset = str(run_config.get(MODEL_PRESET.key, ""))
+    if training.get(PATCH_SIZE.key) == 0 and preset:
+        training[PATCH_SIZE.key] = f"{patch_size(preset, 0)} (the model preset's)"
+    return training
+
+
 def _comparable(conventions: dict) -> dict:
     """Conventions without the software versions, which may differ without changing a metric."""
-    return {k: v for k, v in conventions.items() if k != "software"}
+    return {k: v for k, v in conventions.items() if k != Validation.SOFTWARE}
 
 
 def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str]:
     notes = []
-    suppressed = [s["name"] for s in sites if s["status"] == "suppressed"]
-    reported = [s for s in sites if s["status"] == "reported"]
+    suppressed = [s["name"] for s in sites if s["status"] == SUPPRESSED]
+    reported = [s for s in sites if s["status"] == REPORTED]
     if suppressed:
         notes.append(
             f"{', '.join(suppressed)} had fewer validation cases than their own minimum and sent no "
@@ -240,7 +269,7 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str
         "The numbers are computed by the sites; the coordinator cannot check them against any image.",
         "This run has no local-only baseline, so it does not show whether federation helped each site.",
     ]
-    if run_config.get("sim-data"):
+    if run_config.get(SIM_DATA.key):
         notes.append("This was a simulation: every site ran on one machine, on data the operator holds.")
     if not summary:
         notes.append(

@@ -4,6 +4,18 @@ no script and no external resource."""
 import base64
 from html import escape
 
+from models.wire import (
+    DEFAULT_MIN_REPORT_CASES,
+    MEAN_DICE,
+    MEAN_DICE_CI_HIGH,
+    MEAN_DICE_CI_LOW,
+    N_CASES,
+    REPORTED,
+    NodeConfig,
+    Validation,
+    region_key,
+    stat_key,
+)
 from server_app import report_charts
 from server_app.model_card import MODEL_CARD_FILE
 
@@ -65,8 +77,8 @@ def _image(png: bytes, alt: str) -> str:
 
 def _summary(data: dict) -> str:
     run, sites = data["run"], data["sites"]
-    reported = [s for s in sites if s["status"] == "reported"]
-    suppressed = [s for s in sites if s["status"] != "reported"]
+    reported = [s for s in sites if s["status"] == REPORTED]
+    suppressed = [s for s in sites if s["status"] != REPORTED]
     pooled = {p["round"]: p for p in data["pooled"]}
     first, last = pooled[run["rounds_evaluated"][0]], pooled[run["last_round"]]
     items = [
@@ -81,34 +93,34 @@ def _summary(data: dict) -> str:
             + ", ".join(f"{_site(s['name'])}: {escape(s['note'])}" for s in suppressed)
             + "."
         )
-    if "dice-mean" in last:
+    if MEAN_DICE in last:
         items.append(
-            f"Global model at round {run['last_round']}: pooled mean Dice <b>{_num(last['dice-mean'])}</b> "
-            f"over {last['n-cases']} validation cases at {_plural(len(last['sites']), 'reporting site')} "
-            f"(round {first['round']}: {_num(first.get('dice-mean'))})."
+            f"Global model at round {run['last_round']}: pooled mean Dice <b>{_num(last[MEAN_DICE])}</b> "
+            f"over {last[N_CASES]} validation cases at {_plural(len(last['sites']), 'reporting site')} "
+            f"(round {first['round']}: {_num(first.get(MEAN_DICE))})."
         )
     if len(reported) > 1:
-        worst = min(reported, key=lambda s: s["metrics"]["dice-mean"])
+        worst = min(reported, key=lambda s: s["metrics"][MEAN_DICE])
         items.append(
-            f"Lowest site: {_site(worst['name'])}, mean Dice {_num(worst['metrics']['dice-mean'])} "
-            f"[95 % CI {_num(worst['metrics'].get('dice-mean-ci-low'))}, "
-            f"{_num(worst['metrics'].get('dice-mean-ci-high'))}], n = {worst['n_cases']}."
+            f"Lowest site: {_site(worst['name'])}, mean Dice {_num(worst['metrics'][MEAN_DICE])} "
+            f"[95 % CI {_num(worst['metrics'].get(MEAN_DICE_CI_LOW))}, "
+            f"{_num(worst['metrics'].get(MEAN_DICE_CI_HIGH))}], n = {worst['n_cases']}."
         )
     best = run.get("best") or {}
     if best.get("round") is not None:
         items.append(
-            f"Best round by pooled mean Dice: {best['round']} ({_num(best.get('dice-mean'))}), "
+            f"Best round by pooled mean Dice: {best['round']} ({_num(best.get(MEAN_DICE))}), "
             f"saved as <code>{escape(str(best.get('model')))}</code> (chosen on the validation cases)."
         )
     return f'<h2 id="summary">Summary</h2><ul>{"".join(f"<li>{item}</li>" for item in items)}</ul>'
 
 
-def _ci_cell(metrics: dict, key: str, digits: int) -> str:
-    return (
-        f"{_num(metrics[f'{key}-mean'], digits)} <small>[{_num(metrics[f'{key}-ci-low'], digits)}, "
-        f"{_num(metrics[f'{key}-ci-high'], digits)}]</small><br><small>median {_num(metrics[f'{key}-median'], digits)}"
-        f" (IQR {_num(metrics[f'{key}-q1'], digits)}–{_num(metrics[f'{key}-q3'], digits)})</small>"
+def _ci_cell(metrics: dict, metric: str, region: str, digits: int) -> str:
+    mean, low, high, median, q1, q3 = (
+        _num(metrics[stat_key(metric, region, stat)], digits)
+        for stat in ("mean", "ci-low", "ci-high", "median", "q1", "q3")
     )
+    return f"{mean} <small>[{low}, {high}]</small><br><small>median {median} (IQR {q1}–{q3})</small>"
 
 
 def _site_tables(data: dict) -> str:
@@ -117,18 +129,18 @@ def _site_tables(data: dict) -> str:
     head = "".join(f"<th>Dice {escape(r['name'].upper())}</th>" for r in regions)
     rows = []
     for site in sites:
-        if site["status"] != "reported":
+        if site["status"] != REPORTED:
             rows.append(
                 f'<tr><td class="site">{_site(site["name"])}</td>'
                 f'<td class="suppressed" colspan="{len(regions) + 2}">{escape(site["note"])}</td></tr>'
             )
             continue
         m = site["metrics"]
-        cells = "".join(f"<td>{_ci_cell(m, 'dice-' + r['name'], 3)}</td>" for r in regions)
+        cells = "".join(f"<td>{_ci_cell(m, 'dice', r['name'], 3)}</td>" for r in regions)
         rows.append(
             f'<tr><td class="site">{_site(site["name"])}</td><td>{site["n_cases"]}</td>'
-            f"<td>{_num(m['dice-mean'])} <small>[{_num(m.get('dice-mean-ci-low'))}, "
-            f"{_num(m.get('dice-mean-ci-high'))}]</small></td>{cells}</tr>"
+            f"<td>{_num(m[MEAN_DICE])} <small>[{_num(m.get(MEAN_DICE_CI_LOW))}, "
+            f"{_num(m.get(MEAN_DICE_CI_HIGH))}]</small></td>{cells}</tr>"
         )
     main = (
         f'<h2 id="sites">Per-site results</h2><p class="caption">Each site\'s last validated round (round '
@@ -145,14 +157,14 @@ def _site_tables(data: dict) -> str:
         )
         rows = []
         for site in sites:
-            if site["status"] != "reported":
+            if site["status"] != REPORTED:
                 rows.append(
                     f'<tr><td class="site">{_site(site["name"])}</td><td class="suppressed" '
                     f'colspan="{len(metrics)}">{escape(site["note"])}</td></tr>'
                 )
                 continue
             cells = "".join(
-                f"<td>{_ci_cell(site['metrics'], m['name'] + '-' + region['name'], _digits(m['name']))}</td>"
+                f"<td>{_ci_cell(site['metrics'], m['name'], region['name'], _digits(m['name']))}</td>"
                 for m in metrics
             )
             rows.append(f'<tr><td class="site">{_site(site["name"])}</td>{cells}</tr>')
@@ -169,19 +181,29 @@ def _detection_table(data: dict) -> str:
     for site in data["sites"]:
         for index, region in enumerate(data["regions"]):
             name = _site(site["name"]) if index == 0 else ""
-            if site["status"] != "reported":
+            if site["status"] != REPORTED:
                 if index == 0:
                     rows.append(
                         f'<tr><td class="site">{name}</td><td class="suppressed" colspan="7">'
                         f"{escape(site['note'])}</td></tr>"
                     )
                 continue
-            m, r = site["metrics"], region["name"]
-            found, missed, false = m[f"lesions-tp-{r}"], m[f"lesions-fn-{r}"], m[f"lesions-fp-{r}"]
+            r = region["name"]
+            both, pred, truth, found, missed, false = (
+                site["metrics"][region_key(count, r)]
+                for count in (
+                    "empty-both",
+                    "empty-pred",
+                    "empty-truth",
+                    "lesions-tp",
+                    "lesions-fn",
+                    "lesions-fp",
+                )
+            )
             rate = _num(found / (found + missed)) if found + missed else "—"
             rows.append(
-                f'<tr><td class="site">{name}</td><td>{escape(r.upper())}</td><td>{m[f"empty-both-{r}"]}</td>'
-                f"<td>{m[f'empty-pred-{r}']}</td><td>{m[f'empty-truth-{r}']}</td>"
+                f'<tr><td class="site">{name}</td><td>{escape(r.upper())}</td><td>{both}</td>'
+                f"<td>{pred}</td><td>{truth}</td>"
                 f"<td>{found} / {found + missed}</td><td>{rate}</td><td>{false}</td></tr>"
             )
     return (
@@ -198,11 +220,11 @@ def _rounds(data: dict) -> str:
     rows = []
     for site, points in data["rounds"].items():
         cells = "".join(
-            f"<td>{_num(p['dice-mean'])}</td>" if p["status"] == "reported" else "<td>suppressed</td>"
+            f"<td>{_num(p[MEAN_DICE])}</td>" if p["status"] == REPORTED else "<td>suppressed</td>"
             for p in points
         )
         rows.append(f'<tr><td class="site">{_site(site)}</td>{cells}</tr>')
-    pooled = "".join(f"<td>{_num(p.get('dice-mean'))}</td>" for p in data["pooled"])
+    pooled = "".join(f"<td>{_num(p.get(MEAN_DICE))}</td>" for p in data["pooled"])
     head = "".join(f"<th>r{r}</th>" for r in data["run"]["rounds_evaluated"])
     return (
         f'<h2 id="rounds">Dice over rounds</h2>'
@@ -282,7 +304,7 @@ def _methods(data: dict) -> str:
         f"<li><b>{escape(r['name'].upper())}</b> ({escape(r['title'])}): labels {escape(r['labels'])}</li>"
         for r in data["regions"]
     )
-    settings = "".join(f"<li><code>{escape(s)}</code></li>" for s in conventions.get("settings", []))
+    settings = "".join(f"<li><code>{escape(s)}</code></li>" for s in conventions.get(Validation.SETTINGS, []))
     training = "".join(
         f'<tr><td class="site">{escape(k)}</td><td>{escape(str(v))}</td></tr>'
         for k, v in methods["training"].items()
@@ -315,21 +337,21 @@ it there, in millimetres of the case's own voxel spacing. Regions:</p><ul>{regio
 <li><b>Dice</b> = 2|P∩T| / (|P| + |T|) for prediction P and label T.</li>
 <li><b>HD95</b> (mm): the larger of the two directed 95th percentiles of distances between surface voxels
 (MONAI's definition; other tools pool both directions and give different values).</li>
-<li><b>Surface Dice</b> at a tolerance of {_num(conventions.get("nsd-tolerance-mm"), 1)} mm: the share of both
+<li><b>Surface Dice</b> at a tolerance of {_num(conventions.get(Validation.NSD_TOLERANCE_MM), 1)} mm: the share of both
 surfaces lying within the tolerance of the other surface.</li>
 <li><b>Absolute volume difference</b> (mL): |vol(P) − vol(T)|.</li>
 <li><b>Sensitivity</b> = |P∩T| / |T|; <b>precision</b> = |P∩T| / |P|.</li>
 <li><b>Lesion detection</b>: connected components (26-connectivity); a label lesion is found when a predicted voxel
 overlaps it; a predicted lesion overlapping no label voxel is a false lesion; no minimum lesion size.</li></ul>
 <h3>Empty masks</h3><p>Both empty: Dice, surface Dice, sensitivity and precision 1, HD95 0. Exactly one empty: those
-0 and HD95 = {_num(conventions.get("hd95-penalty-mm"), 2)} mm (the BraTS penalty, the diagonal of a 240 × 240 × 155 mm
+0 and HD95 = {_num(conventions.get(Validation.HD95_PENALTY_MM), 2)} mm (the BraTS penalty, the diagonal of a 240 × 240 × 155 mm
 volume). The number of such cases is reported separately for each site and region.</p>
 <h3>Uncertainty and aggregation</h3><p>Per site: n, mean, median, quartiles (linear interpolation) and a
-{_percent(conventions.get("ci-level"))} percentile-bootstrap confidence interval of the mean
-({conventions.get("bootstrap-resamples", "—")} resamples of the cases, seed {conventions.get("bootstrap-seed", "—")},
+{_percent(conventions.get(Validation.CI_LEVEL))} percentile-bootstrap confidence interval of the mean
+({conventions.get(Validation.BOOTSTRAP_RESAMPLES, "—")} resamples of the cases, seed {conventions.get(Validation.BOOTSTRAP_SEED, "—")},
 the same resamples for every metric). Pooled values are means over all cases of the reporting sites (site means
 weighted by their case counts). A site sends nothing about its validation cases when it has fewer than its own
-minimum (<code>min-report-cases</code>, set by the site; default 5).</p>
+minimum (<code>{NodeConfig.MIN_REPORT_CASES}</code>, set by the site; default {DEFAULT_MIN_REPORT_CASES}).</p>
 <h3>Exact settings used by the sites</h3><ul>{settings}</ul>{differing}
 <h3>Model and training</h3><p>{model_text} {escape(methods["aggregation"])}.</p>
 <table><tr><th class="site">Run setting</th><th>Value</th></tr>{training}</table>

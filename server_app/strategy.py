@@ -2,8 +2,8 @@
 
 Unlike Flower's FedAvg, one malformed, non-finite or inconsistent reply does not end the run: it is dropped,
 the site is named in the log, and the round goes on with the others. A site that has fewer validation cases
-than its minimum replies "suppressed" with no metrics: it is filed as suppressed and left out of the pooled
-evaluation (server_app.pooled), which is what FedAvg's reply-consistency check would otherwise trip on.
+than its minimum replies with status suppressed (models.wire) and no metrics: it is filed as suppressed and left
+out of the pooled evaluation (server_app.pooled), which FedAvg's reply-consistency check would otherwise trip on.
 """
 
 import math
@@ -17,12 +17,10 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from models.wire import NUM_EXAMPLES, REPORTED, STATUSES, SUPPRESSED, Record, Validation
 from server_app.pooled import pooled_metrics
-from server_app.run_folder import REPORTED, SUPPRESSED, RunFolder
+from server_app.run_folder import RunFolder
 from server_app.site_directory import SiteDirectory
-
-VALIDATION_RECORD = "validation"
-"""The ConfigRecord of an evaluate reply: status ("reported" or "suppressed"), the site's minimum, conventions."""
 
 
 class SiteFedAvg(FedAvg):
@@ -31,7 +29,13 @@ class SiteFedAvg(FedAvg):
     def __init__(
         self, *, sites: SiteDirectory, run: RunFolder, model_keys: Iterable[str], **fedavg: object
     ) -> None:
-        super().__init__(evaluate_metrics_aggr_fn=pooled_metrics, **fedavg)
+        super().__init__(
+            weighted_by_key=NUM_EXAMPLES,
+            arrayrecord_key=Record.ARRAYS,
+            configrecord_key=Record.CONFIG,
+            evaluate_metrics_aggr_fn=pooled_metrics,
+            **fedavg,
+        )
         self.sites = sites
         self.run = run
         self.model_keys = frozenset(model_keys)
@@ -84,16 +88,16 @@ class SiteFedAvg(FedAvg):
     def _file_evaluation(self, server_round: int, reply: Message, metrics: dict | None) -> None:
         """One metrics.jsonl record; a suppressed site's has no metrics and no case count."""
         node = reply.metadata.src_node_id
-        validation = dict(reply.content.config_records.get(VALIDATION_RECORD, {}))
+        validation = dict(reply.content.config_records.get(Record.VALIDATION, {}))
         self.run.append_metrics(
             {
                 "round": server_round,
                 "site": self.sites.name(node),
                 "status": SUPPRESSED if metrics is None else REPORTED,
-                "min_report_cases": validation.pop("min-report-cases", None),
+                "min_report_cases": validation.pop(Validation.MIN_REPORT_CASES, None),
                 "n_cases": None if metrics is None else int(metrics.pop(self.weighted_by_key)),
                 "metrics": metrics or {},
-                "conventions": {k: v for k, v in validation.items() if k != "status"},
+                "conventions": {k: v for k, v in validation.items() if k != Validation.STATUS},
                 "train": self._train_metrics.get(node),
             }
         )
@@ -174,17 +178,23 @@ class SiteFedAvg(FedAvg):
         return self._metric_problem(reply)
 
     def _evaluate_reply_problem(self, reply: Message) -> str | None:
-        if _status(reply) != SUPPRESSED:
+        status = _status(reply)
+        if status not in STATUSES:
+            return f"its validation status is {status!r}, expected one of {', '.join(STATUSES)}"
+        if status != SUPPRESSED:
             return self._metric_problem(reply)
         if reply.content.metric_records:
             return "it says its validation is suppressed but carries metrics"
-        minimum = reply.content.config_records[VALIDATION_RECORD].get("min-report-cases")
+        minimum = reply.content.config_records[Record.VALIDATION].get(Validation.MIN_REPORT_CASES)
         if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
-            return f"suppressed validation with `min-report-cases` {minimum!r}, expected a whole number of at least 1"
+            return (
+                f"suppressed validation with `{Validation.MIN_REPORT_CASES}` {minimum!r}, expected a whole number"
+                " of at least 1"
+            )
         return None
 
 
 def _status(reply: Message) -> str:
-    """ "suppressed" or "reported"; a reply without the validation record is a plain reported one."""
-    record = reply.content.config_records.get(VALIDATION_RECORD)
-    return str(record.get("status", REPORTED)) if record is not None else REPORTED
+    """The reply's validation status (models.wire.STATUSES); a reply without the validation record is reported."""
+    record = reply.content.config_records.get(Record.VALIDATION)
+    return str(record.get(Validation.STATUS, REPORTED)) if record is not None else REPORTED

@@ -142,6 +142,7 @@ def predict_folder(
             "spacing_mm": source.spacing_mm,
             "patch_size": source.patch_size,
             "sliding_window": dict(SLIDING_WINDOW),
+            "settings": asdict(settings.preprocessing),
             "device": device.type,
         },
         "software": {name: version(name) for name in ("oncofed", "torch", "monai", "highdicom")},

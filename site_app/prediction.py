@@ -16,10 +16,10 @@ from monai.transforms import Compose, Invertd
 from data_prep.dicom_series import DicomSeries
 from data_prep.discovery import CaseFiles
 from data_prep.ingest_settings import IngestSettings
-from data_prep.labels import LABEL_NAMES
 from data_prep.loading import load_image
 from data_prep.transforms import PipelineSettings, image_preprocess
 from data_prep.volume import Volume, on_grid_of
+from models.labels import LABEL_NAMES
 from site_app.validation import predict
 
 
@@ -50,7 +50,7 @@ def predict_study(
     ValueError (an image the preprocessing cannot normalise, e.g. constant)."""
     image, series = load_image(case, ingest)
     source = case.image[0] if series is None else series.folder
-    pipeline = image_preprocess(settings)
+    pipeline = image_preprocess(settings.preprocessing)
     processed = pipeline({"image": MetaTensor(torch.as_tensor(image.array)[None], affine=image.affine)})
     prediction = predict(model, processed["image"], settings.patch_size, device)
     restored = stored_grid(prediction, processed["image"], pipeline)

@@ -1,4 +1,9 @@
-"""A site's own settings file, site.toml: how its export is read. Every key is optional::
+"""A site's own settings file, site.toml: the one module that knows its schema and parses it.
+
+A site kit's site.toml holds top-level keys, read by the site's launcher (deploy.kit): the four node-config keys
+the ClientApp gets (models.wire.NodeConfig: site-name, data-path, work-path, min-report-cases), `coordinator`
+(host:port of the SuperLink) and `runtime-port`. Any site.toml (also one given to `oncofed site check --config`)
+may hold tables on how the export is read; every key in them is optional::
 
     [series]                       # which series of a study is the case's image
     modalities = ["CT", "MR"]      # DICOM Modality values allowed (default CT, MR)
@@ -12,11 +17,14 @@
     max-voxels = 134217728         # larger volumes are refused from their header (default 512^3)
 
 Among the series that pass the rules and that a label references, the largest is chosen.
-Label values: 1 necrotic core, 2 edema, 3 enhancing tumor.
+Label values: 1 necrotic core, 2 edema, 3 enhancing tumor (models.labels).
 """
 
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from data_prep.ingest_settings import (
     DEFAULT_MAX_VOXELS,
@@ -24,36 +32,81 @@ from data_prep.ingest_settings import (
     DEFAULT_SEG_SEGMENTS,
     IngestSettings,
 )
+from models.wire import NodeConfig
 
-KIT_KEYS = ("site-name", "coordinator", "data-path", "work-path", "min-report-cases", "runtime-port")
-"""Top-level keys a site kit's site.toml also holds (deploy/kit.py reads them); ignored here."""
+COORDINATOR = "coordinator"
+"""Top-level key: host:port of the coordinator's SuperLink."""
+RUNTIME_PORT = "runtime-port"
+"""Top-level key: the local port on which the site's SuperNode serves its ClientApps."""
+
+TOP_LEVEL: Mapping[str, type] = MappingProxyType(
+    {
+        NodeConfig.SITE_NAME: str,
+        COORDINATOR: str,
+        NodeConfig.DATA_PATH: str,
+        NodeConfig.WORK_PATH: str,
+        NodeConfig.MIN_REPORT_CASES: int,
+        RUNTIME_PORT: int,
+    }
+)
+"""A site kit's top-level keys and their TOML types; all required in a kit, none outside one."""
+_KIND = {str: "a string", int: "a whole number"}
 
 KEYS = {
     "series": ("modalities", "description"),
     "labels": ("seg-segments", "rtstruct-rois"),
     "limits": ("max-voxels",),
 }
+"""The optional tables and the keys each may hold."""
 
 
 class SiteSettingsError(ValueError):
     """site.toml cannot be used; the message names the file, the key and what was expected."""
 
 
-def read_site_settings(path: Path | None) -> IngestSettings:
-    """The settings in ``path``, or the defaults when ``path`` is None. Raises SiteSettingsError."""
-    if path is None:
-        return IngestSettings()
+@dataclass(frozen=True)
+class SiteFile:
+    """A parsed site.toml: its top-level keys (type-checked; empty outside a kit) and its ingest rules."""
+
+    top_level: Mapping[str, str | int] = field(default_factory=dict)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+
+
+def read_site_file(path: Path, kit: bool = False) -> SiteFile:
+    """Parse and check site.toml; `kit`: every top-level key of TOP_LEVEL is required. Raises SiteSettingsError."""
     try:
         values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
         raise SiteSettingsError(f"site settings {path} cannot be read: {e.strerror}") from e
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SiteSettingsError(f"site settings {path} is not valid TOML: {e}") from e
-    for section, table in values.items():
-        if section in KIT_KEYS:
+    top_level = {key: value for key, value in values.items() if key in TOP_LEVEL}
+    for key, kind in TOP_LEVEL.items():
+        if key not in top_level:
+            if kit:
+                raise SiteSettingsError(
+                    f"{path}: `{key}` is missing, expected {_KIND[kind]}; copy it back from the kit you received"
+                )
             continue
+        value = top_level[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise SiteSettingsError(f"{path}: `{key}` is {value!r}, expected {_KIND[kind]}")
+    tables = {section: table for section, table in values.items() if section not in TOP_LEVEL}
+    return SiteFile(top_level=MappingProxyType(top_level), ingest=_ingest_settings(path, tables))
+
+
+def read_site_settings(path: Path | None) -> IngestSettings:
+    """The ingest rules in ``path``, or the defaults when ``path`` is None. Raises SiteSettingsError."""
+    return IngestSettings() if path is None else read_site_file(path).ingest
+
+
+def _ingest_settings(path: Path, tables: dict[str, object]) -> IngestSettings:
+    for section, table in tables.items():
         if section not in KEYS:
-            raise SiteSettingsError(f"{path}: unknown section [{section}]; valid sections: {', '.join(KEYS)}")
+            raise SiteSettingsError(
+                f"{path}: unknown key or section {section!r}; valid sections: {', '.join(KEYS)}; valid keys:"
+                f" {', '.join(TOP_LEVEL)}"
+            )
         if not isinstance(table, dict):
             raise SiteSettingsError(f"{path}: {section} must be a [{section}] table")
         unknown = sorted(set(table) - set(KEYS[section]))
@@ -62,7 +115,7 @@ def read_site_settings(path: Path | None) -> IngestSettings:
                 f"{path}: unknown key(s) {', '.join(unknown)} in [{section}]; valid keys:"
                 f" {', '.join(KEYS[section])}"
             )
-    series, labels, limits = (values.get(s, {}) for s in KEYS)
+    series, labels, limits = (tables.get(s, {}) for s in KEYS)
     try:
         return IngestSettings(
             modalities=tuple(

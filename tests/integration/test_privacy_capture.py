@@ -11,8 +11,7 @@ import pydicom
 import pytest
 from tiny_capture_run import MIN_REPORT_CASES, REPORTING, SITES, SUPPRESSED, captured_run
 
-from site_app.aggregates import STATS
-from site_app.metrics import COUNTS, METRICS
+from models.wire import COUNTS, METRICS, STATS
 
 DICOM_IDENTIFIERS = (
     "PatientID",

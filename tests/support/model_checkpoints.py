@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from flwr.app import ArrayRecord
 
-from data_prep.labels import NUM_CLASSES
+from models.labels import NUM_CLASSES
 from models.presets import build_model
 from models.weights import save_checkpoint
 

@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 from model_checkpoints import SOME_EDEMA, biased_checkpoint
 
+from models.labels import evaluation_regions
+from models.wire import N_SKIPPED, NUM_EXAMPLES, REPORTED, SUPPRESSED, Overview
 from server_app.app_identity import write_app_identity
 from server_app.checkpoints import Checkpointer
-from server_app.run_folder import REPORTED, SUPPRESSED, RunFolder, read_metrics
+from server_app.run_folder import RunFolder, read_metrics
 from server_app.summary import build_summary
 from site_app.aggregates import site_aggregates
 from site_app.disclosure import ValidationPolicy, conventions
-from site_app.metrics import case_metrics, evaluation_regions
+from site_app.metrics import case_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 REPORTING_SITE, SUPPRESSED_SITE = "hospital-north", "hospital-south"
@@ -63,9 +65,9 @@ def fake_run(run_dir: Path, rounds: int = 1) -> Path:
                 "status": REPORTED,
                 "min_report_cases": 5,
                 "n_cases": len(per_case),
-                "metrics": {**metrics, "n-skipped": 0},
+                "metrics": {**metrics, N_SKIPPED: 0},
                 "conventions": shared,
-                "train": {"num-examples": 20, "train-loss": 1.0} if server_round else None,
+                "train": {NUM_EXAMPLES: 20, "train-loss": 1.0} if server_round else None,
             }
         )
         run.append_metrics(
@@ -77,21 +79,21 @@ def fake_run(run_dir: Path, rounds: int = 1) -> Path:
                 "n_cases": None,
                 "metrics": {},
                 "conventions": shared,
-                "train": {"num-examples": 10, "train-loss": 1.2} if server_round else None,
+                "train": {NUM_EXAMPLES: 10, "train-loss": 1.2} if server_round else None,
             }
         )
     overview = {
         REPORTING_SITE: {
-            "n-cases-usable": 26,
-            "n-cases-excluded": 1,
-            "spacing-min-mm": 2.0,
-            "spacing-max-mm": 3.0,
+            Overview.N_CASES_USABLE: 26,
+            Overview.N_CASES_EXCLUDED: 1,
+            Overview.SPACING_MIN_MM: 2.0,
+            Overview.SPACING_MAX_MM: 3.0,
         },
         SUPPRESSED_SITE: {
-            "n-cases-usable": 13,
-            "n-cases-excluded": 0,
-            "spacing-min-mm": 1.0,
-            "spacing-max-mm": 5.0,
+            Overview.N_CASES_USABLE: 13,
+            Overview.N_CASES_EXCLUDED: 0,
+            Overview.SPACING_MIN_MM: 1.0,
+            Overview.SPACING_MAX_MM: 5.0,
         },
     }
     for name in ("final", "best"):

@@ -16,9 +16,9 @@ from flwr.common.serde import message_from_proto
 from flwr.proto.message_pb2 import Message as ProtoMessage
 
 from data_prep.synth.federation import write_federation
-from deploy.cli import plan_simulation
 from deploy.flower_env import toml_value
 from deploy.simulate import failure_context, run_simulation
+from deploy.simulation_plan import plan_simulation
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("hospital-a", "hospital-b")

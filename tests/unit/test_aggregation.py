@@ -177,3 +177,11 @@ def test_a_reply_with_other_metric_names_is_dropped_not_fatal(strategy, tmp_path
     assert pooled["dice-mean"] == pytest.approx(0.5)
     assert sorted(r["site"] for r in filed(tmp_path)) == ["node-11", "node-12"]
     assert any("node-13" in r.getMessage() and "metric names" in r.getMessage() for r in caplog.records)
+
+
+def test_a_reply_with_a_status_outside_the_contract_is_dropped(strategy, tmp_path, caplog):
+    odd = evaluate_reply(12, {"validation": ConfigRecord({"status": "partial", "min-report-cases": 5})})
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        strategy.aggregate_evaluate(1, [reported(11, SITE), odd])
+    assert [r["site"] for r in filed(tmp_path)] == ["node-11"]
+    assert any("node-12" in r.getMessage() and "'partial'" in r.getMessage() for r in caplog.records)

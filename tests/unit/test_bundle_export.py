@@ -2,23 +2,23 @@
 summary, the weights and a TorchScript model giving the checkpoint's logits; site predict accepts it as a model.
 (Running its inference config in a fresh process: tests/integration/test_predict_synthetic_sites.py.)"""
 
+import dataclasses
 import json
 
 import pytest
 import torch
-import typer
 from model_checkpoints import SOME_EDEMA, biased_checkpoint
 from monai.bundle import ConfigParser
 from run_folder_builder import REPORTING_SITE, SUPPRESSED_SITE, fake_run
 from typer.testing import CliRunner
 
-from data_prep.labels import LABEL_NAMES
-from deploy.export_command import export
+from data_prep.transforms import PipelineSettings
+from deploy.bundle_export import inference_config
+from models.labels import LABEL_NAMES
 from models.model_source import load_model_source
 from models.presets import build_model, network_arguments
+from oncofed_cli import app
 
-app = typer.Typer(pretty_exceptions_show_locals=False)
-app.command("export")(export)
 runner = CliRunner()
 
 
@@ -26,7 +26,9 @@ runner = CliRunner()
 def exported(tmp_path_factory):
     run_dir = fake_run(tmp_path_factory.mktemp("run") / "run")
     bundle = run_dir.parent / "bundle"
-    result = runner.invoke(app, ["--model", str(run_dir / "models" / "final.pt"), "--out", str(bundle)])
+    result = runner.invoke(
+        app, ["export", "--model", str(run_dir / "models" / "final.pt"), "--out", str(bundle)]
+    )
     assert result.exit_code == 0, result.output
     return run_dir, bundle
 
@@ -83,6 +85,34 @@ def test_an_existing_folder_is_not_overwritten(tmp_path):
     model = biased_checkpoint(tmp_path / "model.pt", SOME_EDEMA)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
-    result = runner.invoke(app, ["--model", str(model), "--out", str(tmp_path / "taken")])
+    result = runner.invoke(app, ["export", "--model", str(model), "--out", str(tmp_path / "taken")])
     assert result.exit_code == 3 and "already exists" in result.stderr
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["keep.txt"]
+
+
+def test_the_bundle_config_holds_every_preprocessing_setting_of_the_sites():
+    """Each PreprocessSettings field reaches the exported steps as a value (not the bundle's own default)."""
+    settings = dataclasses.replace(
+        PipelineSettings(spacing_mm=4.0, patch_size=16, samples_per_case=1).preprocessing,
+        orientation="LPS",
+        image_interpolation="nearest",
+        head_fraction=0.2,
+        head_quantiles=(0.02, 0.98),
+        head_quantile_samples=1000,
+        crop_margin_voxels=3,
+        crop_allow_smaller=False,
+        pad_mode="edge",
+        image_dtype="float64",
+    )
+    steps = inference_config("tiny", settings)["preprocessing"]["transforms"][2:]
+    by_name = {step["_target_"].rsplit(".", 1)[-1]: step for step in steps}
+    head = {"fraction": 0.2, "quantiles": [0.02, 0.98], "samples": 1000}
+    assert by_name["Orientationd"]["axcodes"] == "LPS"
+    assert by_name["Spacingd"]["pixdim"] == [4.0] * 3 and by_name["Spacingd"]["mode"] == ["nearest"]
+    crop = by_name["CropForegroundd"]
+    assert crop["margin"] == 3 and crop["allow_smaller"] is False
+    assert crop["select_fn"]["_target_"].endswith(".head_mask") and crop["select_fn"]["_mode_"] == "callable"
+    assert {k: crop["select_fn"][k] for k in head} == head
+    assert {k: by_name["ZScoreOverHeadd"][k] for k in head} == head
+    assert by_name["SpatialPadd"]["spatial_size"] == [16] * 3 and by_name["SpatialPadd"]["mode"] == "edge"
+    assert by_name["EnsureTyped"]["dtype"] == "$torch.float64"

@@ -7,14 +7,13 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-import typer
 from corpus_builder import phantom, write_dicom_case
 from typer.testing import CliRunner
 
 from data_prep.errors import CaseError
 from data_prep.synth.writers import write_nifti
 from data_prep.volume import GRID_TOLERANCE_MM, Volume, on_grid_of
-from site_app.check_command import site_check
+from oncofed_cli import app
 
 
 def reordered(volume: Volume, axcodes: str) -> Volume:
@@ -93,9 +92,9 @@ def test_site_check_uses_a_dicom_series_with_a_ras_stored_nifti_label(tmp_path):
         "case_id,image,label\nras-label,series-a,labels/a.nii.gz\nshifted,series-b,labels/b.nii.gz\n"
     )
 
-    app = typer.Typer(pretty_exceptions_show_locals=False)
-    app.command("check")(site_check)
     args = [
+        "site",
+        "check",
         "--data",
         str(data),
         "--work",

@@ -11,24 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from corpus_builder import phantom, write_dicom_case, write_nifti_case, write_non_image
 from model_checkpoints import SOME_EDEMA, biased_checkpoint
 from pydicom.uid import BasicTextSRStorage
 from readonly_checks import tree_digest, unprivileged
 from typer.testing import CliRunner
 
-from site_app.predict_command import site_predict
+from oncofed_cli import app
 
-app = typer.Typer(pretty_exceptions_show_locals=False)
-
-
-@app.callback()
-def _group() -> None:
-    """oncofed site."""
-
-
-app.command("predict")(site_predict)
 runner = CliRunner()
 
 BROKEN = {
@@ -69,7 +59,7 @@ def outcome():
         os.chmod(model, 0o644)
         out.mkdir(mode=0o777)
         os.chmod(out, 0o777)
-        args = ["predict", "--model", str(model), "--data", str(data), "--out"]
+        args = ["site", "predict", "--model", str(model), "--data", str(data), "--out"]
         runner.invoke(
             app, [*args, str(base / "warm-up")]
         )  # modules imported on first use, as the current user

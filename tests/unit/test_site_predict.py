@@ -10,7 +10,6 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-import typer
 from corpus_builder import write_dicom_case, write_nifti_case
 from model_checkpoints import BACKGROUND_ONLY, SOME_EDEMA, biased_checkpoint
 from pydicom.sr.codedict import codes
@@ -19,27 +18,18 @@ from typer.testing import CliRunner
 
 from data_prep.dicom_seg import read_dicom_seg
 from data_prep.dicom_series import read_dicom_series
-from data_prep.labels import LABEL_NAMES
 from data_prep.nifti import read_nifti
+from models.labels import LABEL_NAMES
 from models.model_hash import weights_sha256
 from models.weights import load_checkpoint
-from site_app.predict_command import site_predict
+from oncofed_cli import app
 
-app = typer.Typer(pretty_exceptions_show_locals=False)
-
-
-@app.callback()
-def _group() -> None:
-    """oncofed site."""
-
-
-app.command("predict")(site_predict)
 runner = CliRunner()
 
 
 def predict(model: Path, data: Path, out: Path, *extra: str):
     return runner.invoke(
-        app, ["predict", "--model", str(model), "--data", str(data), "--out", str(out), *extra]
+        app, ["site", "predict", "--model", str(model), "--data", str(data), "--out", str(out), *extra]
     )
 
 

@@ -1,14 +1,19 @@
-"""``oncofed export --model MODEL --out DIR``: write a model as a MONAI bundle (deploy/bundle_export.py)."""
+"""`oncofed export --model MODEL --out DIR`: a model as a MONAI bundle (deploy/bundle_export.py).
+
+Torch and MONAI load when the command runs, never when `oncofed` starts.
+"""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from models.exit_codes import ExitCode, fail
 
+app = typer.Typer()
 
+
+@app.command("export", no_args_is_help=True)
 def export(
     model: Annotated[
         Path,
@@ -19,14 +24,16 @@ def export(
     ],
 ) -> None:
     """Export a model as a MONAI bundle: configs, weights, TorchScript, loadable with monai.bundle offline."""
+    from rich.console import Console
+
     from deploy.bundle_export import export_bundle
     from models.model_source import ModelSourceError, load_model_source
 
     try:
         source = load_model_source(model)
         folder = export_bundle(source, out)
-    except (ModelSourceError, FileExistsError) as e:
-        fail(str(e), ExitCode.BAD_INPUT)
+    except (ModelSourceError, FileExistsError) as error:
+        raise fail(str(error), ExitCode.BAD_INPUT) from None
     Console(stderr=True).print(
         f"Bundle written: {folder} (model {source.sha256}); run it with\n  python -m monai.bundle run"
         f" --config_file {folder}/configs/inference.json --bundle_root {folder} --dataset_dir IMAGES"
