@@ -164,6 +164,9 @@ class SiteKitSettings:
     """This site's own disclosure minimum (read by the ClientApp from the node config; the coordinator cannot
     lower it)."""
     runtime_port: int
+    policy: dict[str, int | float]
+    """The site's other disclosure settings and run-setting limits, as node-config keys (issue 10: `min-train-cases`,
+    `min-position-cases`, `validation-fraction`, "limits.<key>"); absent keys take the ClientApp's defaults."""
 
     @property
     def coordinator_host(self) -> str:
@@ -219,6 +222,7 @@ def read_kit_settings(path: Path, site_name: str) -> SiteKitSettings:
         work_path=Path(_field(table, "work-path", str, path)).expanduser(),
         min_report_cases=_field(table, "min-report-cases", int, path),
         runtime_port=_field(table, "runtime-port", int, path),
+        policy=_site_policy(table, path),
     )
     if settings.site_name != site_name:
         raise KitError(
@@ -239,6 +243,23 @@ def read_kit_settings(path: Path, site_name: str) -> SiteKitSettings:
     if not 1 <= settings.runtime_port <= 65535:
         raise KitError(f"{path}: `runtime-port` is {settings.runtime_port}, expected a TCP port (1-65535)")
     return settings
+
+
+def _site_policy(table: dict, path: Path) -> dict[str, int | float]:
+    """site.toml's disclosure settings and [limits] as node-config keys, checked as the ClientApp will read them."""
+    from models.disclosure_wire import LIMIT_KEYS, LIMITS_TABLE, MIN_REPORT_CASES, POLICY_KEYS
+    from site_app.disclosure_policy import DisclosurePolicy
+    from site_app.site_limits import SiteLimits
+
+    limits = table.get(LIMITS_TABLE, {})
+    policy = {key: table[key] for key in POLICY_KEYS if key in table and key != MIN_REPORT_CASES}
+    policy |= {f"{LIMITS_TABLE}.{key}": limits[key] for key in LIMIT_KEYS if key in limits}
+    try:
+        DisclosurePolicy.from_configs({"data-path": "", **policy}, {})
+        SiteLimits.from_node_config(policy)
+    except ValueError as error:
+        raise KitError(f"{path}: {str(error).replace('node config ', '')}") from None
+    return policy
 
 
 _HINTS = {

@@ -1,6 +1,7 @@
 """Start a site from its kit: a `flower-supernode` that connects out to the coordinator over TLS with the site's key.
 
-The node config (`site-name`, `data-path`, `work-path`, `min-report-cases`, read by the ClientApp) goes to
+The node config (`site-name`, `data-path`, `work-path`, `min-report-cases` and the site's other disclosure
+settings and limits, read by the ClientApp) goes to
 Flower as a TOML file, so paths with spaces or quotes need no shell quoting. Flower's own state, logs and
 config live in the site's work folder; nothing is written into the kit or the data folder.
 """
@@ -31,6 +32,7 @@ def write_node_config(kit: SiteKit) -> Path:
         "data-path": str(kit.settings.data_path),
         "work-path": str(kit.settings.work_path),
         "min-report-cases": kit.settings.min_report_cases,
+        **kit.settings.policy,
     }
     certs.write_atomic(
         path, "".join(f"{key} = {toml_value(value)}\n" for key, value in values.items()).encode()

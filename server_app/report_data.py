@@ -39,7 +39,6 @@ TRAINING_KEYS = (
     "patch-size",
     "samples-per-case",
     "spacing-mm",
-    "val-fraction",
     "model-preset",
     "min-sites",
     "seed",
@@ -111,13 +110,19 @@ def _by_site(records: list[dict]) -> dict[str, list[dict]]:
     return dict(sorted(by_site.items()))
 
 
+def _status(record: dict) -> str:
+    """ "reported", or why a site sent no numbers ("suppressed", "refused")."""
+    return str(record.get("status", "suppressed")) if is_suppressed(record) else "reported"
+
+
 def _site_row(site: str, record: dict) -> dict:
     suppressed = is_suppressed(record)
     return {
         "name": site,
         "round": record["round"],
-        "status": "suppressed" if suppressed else "reported",
+        "status": _status(record),
         "note": suppressed_text(record) if suppressed else "",
+        "withheld": list(record.get("withheld") or []),
         "min_report_cases": record.get("min_report_cases"),
         "n_cases": record["n_cases"],
         "metrics": record["metrics"],
@@ -128,7 +133,7 @@ def _round_point(record: dict) -> dict:
     metrics = record["metrics"]
     return {
         "round": record["round"],
-        "status": "suppressed" if is_suppressed(record) else "reported",
+        "status": _status(record),
         "dice-mean": metrics.get("dice-mean"),
         "dice-mean-ci-low": metrics.get("dice-mean-ci-low"),
         "dice-mean-ci-high": metrics.get("dice-mean-ci-high"),
@@ -151,17 +156,17 @@ def _pooled_round(server_round: int, records: list[dict]) -> dict:
 
 
 def _overview(site: str, record: dict, described: dict) -> dict:
-    """Validation counts and voxel edges from the last evaluation; the rest from the site's description (describe)."""
+    """Validation counts from the last evaluation; the rest from the site's description (describe). Counts a
+    site's policy withheld (between 1 and k − 1) and voxel-spacing ranges (single-case values) are not sent."""
     metrics = record["metrics"]
     train = record.get("train") or {}
     return {
         "site": site,
         "total_cases": described.get("n-cases", described.get("n-cases-usable")),
         "training_cases": train.get("num-examples"),
+        "training_note": f"{train['status']} ({train.get('reason', '')})" if "status" in train else "",
         "validation_cases": record["n_cases"],
         "skipped_cases": metrics.get("n-skipped"),
-        "spacing_min_mm": metrics.get("spacing-min-mm"),
-        "spacing_max_mm": metrics.get("spacing-max-mm"),
         "note": suppressed_text(record) if is_suppressed(record) else "",
         "described": described,
     }
@@ -207,12 +212,18 @@ def _comparable(conventions: dict) -> dict:
 
 def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str]:
     notes = []
-    suppressed = [s["name"] for s in sites if s["status"] == "suppressed"]
+    suppressed = [f"{s['name']} ({s['note']})" for s in sites if s["status"] != "reported"]
     reported = [s for s in sites if s["status"] == "reported"]
     if suppressed:
         notes.append(
-            f"{', '.join(suppressed)} had fewer validation cases than their own minimum and sent no "
-            "validation numbers; pooled results cover only the reporting sites."
+            f"{', '.join(suppressed)} sent no validation numbers at their last round under their own "
+            "disclosure policy or limits; pooled results cover only the reporting sites."
+        )
+    withheld = [s["name"] for s in reported if s["withheld"]]
+    if withheld:
+        notes.append(
+            f"Medians and quartiles are withheld at {', '.join(withheld)}: a site sends position statistics only "
+            "from its own min-position-cases on (default 10); means and CIs are shown."
         )
     small = [f"{s['name']} (n = {s['n_cases']})" for s in reported if s["n_cases"] < SMALL_N]
     if small:
@@ -226,12 +237,13 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str
             "scanners or training runs; pooled means have no interval (medians and CIs cannot be pooled exactly)."
         ),
         (
-            "Means of HD95 are dominated by cases with an empty mask (penalty distance); read the medians and the "
-            "empty-mask counts alongside them."
+            "Means of HD95 are dominated by cases with an empty mask (penalty distance); read the medians (where a "
+            "site sends them) and the empty-mask counts alongside them."
         ),
         (
-            "Validation cases are a fixed random split of each site's own data, not an external test set; "
-            "models/best.pt was chosen on these same cases, so its numbers are optimistic."
+            "Validation cases are a fixed random split each site made of its own data (the run's val-fraction "
+            "and seed do not choose them), not an external test set; models/best.pt was chosen on these same "
+            "cases, so its numbers are optimistic."
         ),
         (
             "HD95 and surface Dice are measured on each site's native grid: coarser voxels limit the distances a site "

@@ -1,7 +1,10 @@
 """The run folder: config.json, metrics.jsonl (one object per site per round), summary.json, models/, report.
 
-A metrics.jsonl record: {"round", "site", "status", "min_report_cases", "n_cases", "metrics", "conventions",
-"train"}; a suppressed site's has n_cases null and no metrics.
+A metrics.jsonl record: {"round", "site", "status", "reason", "withheld", "min_report_cases", "n_cases",
+"metrics", "conventions", "train"}; a suppressed or refused site's has n_cases null, no metrics and the site's
+reason; "withheld" lists what the site's disclosure policy left out of a reported round (e.g. medians below its
+min-position-cases); "train" holds the site's training metrics, or its status and reason when it declined or
+refused to train.
 
 Every file is written atomically (temp file + rename) or, for metrics.jsonl, appended a whole line at a
 time and fsynced, so an interrupted run leaves readable files.
@@ -21,7 +24,8 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 REPORTED, SUPPRESSED = "reported", "suppressed"
-"""The `status` of a metrics.jsonl record: the site sent aggregates, or had too few cases to send any."""
+"""The `status` of a metrics.jsonl record: the site sent aggregates, or its policy let none leave (and
+models.disclosure_wire.REFUSED: the run was outside the site's limits)."""
 
 
 def write_text_atomic(path: Path, text: str) -> None:

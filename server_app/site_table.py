@@ -1,13 +1,14 @@
 """The per-site results table: first and last evaluated round for each site, from metrics.jsonl records.
 
-A site that suppressed its numbers (fewer validation cases than its `min-report-cases`) shows
-"suppressed (n < k)" instead of numbers.
+A site that sent no numbers shows why instead: "suppressed (n < k)" (fewer validation cases than its
+`min-report-cases`), "suppressed (<the site's reason>)" (another rule of its disclosure policy) or
+"refused (<setting and limit>)" (a run setting outside the site's limits).
 """
 
 from rich.console import Console
 from rich.table import Table
 
-from server_app.run_folder import SUPPRESSED
+from server_app.run_folder import REPORTED, SUPPRESSED
 
 
 def first_and_last(records: list[dict]) -> dict[str, tuple[dict, dict]]:
@@ -22,11 +23,14 @@ def first_and_last(records: list[dict]) -> dict[str, tuple[dict, dict]]:
 
 
 def is_suppressed(record: dict) -> bool:
-    return record.get("status") == SUPPRESSED
+    """The site sent no validation numbers for this round (suppressed or refused)."""
+    return record.get("status", REPORTED) != REPORTED
 
 
 def suppressed_text(record: dict) -> str:
-    return f"suppressed (n < {record.get('min_report_cases')})"
+    """Why a site sent no numbers, in its own words ("n < 5", the setting and limit it refused)."""
+    reason = record.get("reason") or f"n < {record.get('min_report_cases')}"
+    return f"{record.get('status', SUPPRESSED)} ({reason})"
 
 
 def region_names(records: list[dict]) -> list[str]:
@@ -71,7 +75,9 @@ def site_table(records: list[dict]) -> Table:
                 else ""
             ),
             *(f"{metrics[f'dice-{region}-mean']:.3f}" for region in regions),
-            f"{metrics[f'hd95-{regions[0]}-median']:.1f}" if f"hd95-{regions[0]}-median" in metrics else "",
+            f"{metrics[f'hd95-{regions[0]}-median']:.1f}"
+            if f"hd95-{regions[0]}-median" in metrics
+            else "withheld",
         )
     return table
 

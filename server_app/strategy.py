@@ -4,6 +4,9 @@ Unlike Flower's FedAvg, one malformed, non-finite or inconsistent reply does not
 the site is named in the log, and the round goes on with the others. A site that has fewer validation cases
 than its minimum replies "suppressed" with no metrics: it is filed as suppressed and left out of the pooled
 evaluation (server_app.pooled), which is what FedAvg's reply-consistency check would otherwise trip on.
+Likewise a site's policy replies (site_app.disclosure_policy): a train reply "declined" (fewer training cases
+than the site's min-train-cases) or "refused" (a run setting outside the site's limits) carries no weights and
+is left out of FedAvg with its reason logged; an evaluate reply "refused" is filed like a suppressed one.
 """
 
 import math
@@ -17,12 +20,16 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from models.disclosure_wire import DECLINED, REASON_KEY, REFUSED, STATUS_KEY, TRAINING_RECORD
 from server_app.pooled import pooled_metrics
 from server_app.run_folder import REPORTED, SUPPRESSED, RunFolder
 from server_app.site_directory import SiteDirectory
 
 VALIDATION_RECORD = "validation"
-"""The ConfigRecord of an evaluate reply: status ("reported" or "suppressed"), the site's minimum, conventions."""
+"""The ConfigRecord of an evaluate reply: status ("reported", "suppressed" or "refused"), the site's minimum,
+a reason unless reported, conventions."""
+WITHOUT_NUMBERS = (SUPPRESSED, REFUSED)
+"""Evaluate statuses whose reply carries no metrics."""
 
 
 class SiteFedAvg(FedAvg):
@@ -55,12 +62,31 @@ class SiteFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        kept = self._consistent(self._keep_sound(replies, self._train_reply_problem))
+        replies = list(replies)
+        stopped = {m.metadata.src_node_id: m for m in replies if _training_status(m) is not None}
+        for node, reply in stopped.items():
+            record = reply.content.config_records[TRAINING_RECORD]
+            log(
+                WARNING,
+                "Site %s %s to train in round %d: %s",
+                self.sites.name(node),
+                record[STATUS_KEY],
+                server_round,
+                record.get(REASON_KEY, "no reason given"),
+            )
+        kept = self._consistent(
+            self._keep_sound(
+                [m for m in replies if m.metadata.src_node_id not in stopped], self._train_reply_problem
+            )
+        )
         self._train_metrics = {
             m.metadata.src_node_id: dict(next(iter(m.content.metric_records.values())))
             for m in kept
             if not m.has_error()
         }
+        for node, reply in stopped.items():
+            record = reply.content.config_records[TRAINING_RECORD]
+            self._train_metrics[node] = {"status": record[STATUS_KEY], "reason": record.get(REASON_KEY, "")}
         return super().aggregate_train(server_round, kept)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -68,7 +94,7 @@ class SiteFedAvg(FedAvg):
         for reply in self._keep_sound(replies, self._evaluate_reply_problem):
             if reply.has_error():
                 reported.append(reply)
-            elif _status(reply) == SUPPRESSED:
+            elif _status(reply) in WITHOUT_NUMBERS:
                 self._file_evaluation(server_round, reply, None)
             else:
                 reported.append(reply)
@@ -82,14 +108,25 @@ class SiteFedAvg(FedAvg):
         return self.latest_evaluation
 
     def _file_evaluation(self, server_round: int, reply: Message, metrics: dict | None) -> None:
-        """One metrics.jsonl record; a suppressed site's has no metrics and no case count."""
+        """One metrics.jsonl record; a suppressed or refused site's has no metrics and no case count."""
         node = reply.metadata.src_node_id
         validation = dict(reply.content.config_records.get(VALIDATION_RECORD, {}))
+        reason = validation.pop(REASON_KEY, None)
+        if metrics is None:
+            log(
+                WARNING,
+                "Site %s sent no validation numbers in round %d: %s",
+                self.sites.name(node),
+                server_round,
+                reason,
+            )
         self.run.append_metrics(
             {
                 "round": server_round,
                 "site": self.sites.name(node),
-                "status": SUPPRESSED if metrics is None else REPORTED,
+                "status": _status(reply) if metrics is None else REPORTED,
+                "reason": reason,
+                "withheld": list(validation.pop("withheld", [])),
                 "min_report_cases": validation.pop("min-report-cases", None),
                 "n_cases": None if metrics is None else int(metrics.pop(self.weighted_by_key)),
                 "metrics": metrics or {},
@@ -174,14 +211,26 @@ class SiteFedAvg(FedAvg):
         return self._metric_problem(reply)
 
     def _evaluate_reply_problem(self, reply: Message) -> str | None:
-        if _status(reply) != SUPPRESSED:
+        status = _status(reply)
+        if status not in WITHOUT_NUMBERS:
             return self._metric_problem(reply)
         if reply.content.metric_records:
-            return "it says its validation is suppressed but carries metrics"
+            return f"it says its validation is {status} but carries metrics"
+        if status == REFUSED:
+            return None
         minimum = reply.content.config_records[VALIDATION_RECORD].get("min-report-cases")
         if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
             return f"suppressed validation with `min-report-cases` {minimum!r}, expected a whole number of at least 1"
         return None
+
+
+def _training_status(reply: Message) -> str | None:
+    """ "declined" or "refused" for a train reply the site's policy stopped (no weights), else None."""
+    if reply.has_error() or reply.content.array_records:
+        return None
+    record = reply.content.config_records.get(TRAINING_RECORD)
+    status = record.get(STATUS_KEY) if record is not None else None
+    return str(status) if status in (DECLINED, REFUSED) else None
 
 
 def _status(reply: Message) -> str:

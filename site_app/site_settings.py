@@ -10,6 +10,7 @@
 
     [limits]
     max-voxels = 134217728         # larger volumes are refused from their header (default 512^3)
+    # and the site's limits on run settings (site_app.site_limits): spacing-mm-min, spacing-mm-max, …
 
 Among the series that pass the rules and that a label references, the largest is chosen.
 Label values: 1 necrotic core, 2 edema, 3 enhancing tumor.
@@ -24,14 +25,15 @@ from data_prep.ingest_settings import (
     DEFAULT_SEG_SEGMENTS,
     IngestSettings,
 )
+from models.disclosure_wire import LIMIT_KEYS, POLICY_KEYS
 
-KIT_KEYS = ("site-name", "coordinator", "data-path", "work-path", "min-report-cases", "runtime-port")
+KIT_KEYS = ("site-name", "coordinator", "data-path", "work-path", "runtime-port", *POLICY_KEYS)
 """Top-level keys a site kit's site.toml also holds (deploy/kit.py reads them); ignored here."""
 
 KEYS = {
     "series": ("modalities", "description"),
     "labels": ("seg-segments", "rtstruct-rois"),
-    "limits": ("max-voxels",),
+    "limits": ("max-voxels", *LIMIT_KEYS),  # the run-setting limits are read by site_app.site_limits
 }
 
 

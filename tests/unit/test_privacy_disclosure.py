@@ -22,7 +22,7 @@ DEPLOYED = {"data-path": "/data/site", "work-path": "/work/site", "site-name": "
 SIMULATED = {"partition-id": 0, "num-partitions": 2}
 AGGREGATE_KEY = re.compile(
     rf"({'|'.join(METRICS)})-(wt|tc|et)-({'|'.join(STATS)})|({'|'.join(COUNTS)})-(wt|tc|et)"
-    r"|dice-mean(-ci-low|-ci-high)?|spacing-(min|max)-mm|n-cases|n-skipped|num-examples"
+    r"|dice-mean(-ci-low|-ci-high)?|n-cases|n-skipped|num-examples"
 )
 
 
@@ -92,12 +92,13 @@ def numbers_in(content: RecordDict) -> list[float]:
 
 
 def test_below_the_minimum_no_number_about_the_cases_leaves():
-    content = evaluation_content(cases(4), n_skipped=1, policy=policy(5))
+    content = evaluation_content(cases(4), n_skipped=1, policy=policy(5), bootstrap_seed=11)
     assert not content.metric_records
     validation = content.config_records["validation"]
     assert validation["status"] == "suppressed" and validation["min-report-cases"] == 5
+    assert validation["reason"] == "n < 5"
     # Every number left is a convention every site shares (tolerance, penalty, bootstrap settings) or the minimum.
-    conventions = evaluation_content(cases(7), n_skipped=0, policy=policy(5)).config_records["validation"]
+    conventions = evaluation_content(cases(7), 0, policy(5), bootstrap_seed=11).config_records["validation"]
     shared = {k: v for k, v in conventions.items() if isinstance(v, int | float) and k != "status"}
     assert {k: v for k, v in validation.items() if isinstance(v, int | float)} == shared
     assert numbers_in(content) == list(shared.values())
@@ -105,7 +106,7 @@ def test_below_the_minimum_no_number_about_the_cases_leaves():
 
 def test_at_the_minimum_only_aggregates_leave():
     results = cases(5)
-    content = evaluation_content(results, n_skipped=0, policy=policy(5))
+    content = evaluation_content(results, n_skipped=0, policy=policy(5), bootstrap_seed=11)
     assert content.config_records["validation"]["status"] == "reported"
     (metrics,) = content.metric_records.values()
     assert metrics["num-examples"] == 5 and metrics["n-cases"] == 5
