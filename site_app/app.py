@@ -122,6 +122,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     # Load the data: the site's own validation set, or the set last reported while fewer than k cases changed
     cases = load_site_cases(site, settings.pipeline, policy.disclosure.validation_fraction, log)
     usable = released_set(site.work, VALIDATION, [i["case_id"] for i in cases.val], k)
+    log.info("round %d: validation set: %s", server_round, usable.reason)
     if usable.cases is None:
         log.warning("round %d: validation suppressed: %s", server_round, usable.reason)
         return Message(suppressed_content(policy, usable.reason), reply_to=msg)
