@@ -37,3 +37,15 @@ LIMIT_KEYS = (
     "local-epochs-max",
     "max-resampled-voxels",
 )
+
+POLICY_CONVENTION_KEYS = (
+    "min-position-cases",
+    "min-train-cases",
+    "position-estimator",
+    "release-decimals",
+    "bootstrap-seed",
+    "validation-set",
+    "disclosure-policy",
+)
+"""Keys of an evaluate reply's validation record that state the site's disclosure policy, not how a metric is
+computed: sites that differ in them report comparable numbers."""

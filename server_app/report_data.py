@@ -7,6 +7,7 @@ Sources: config.json (run config, coordinator software), metrics.jsonl (per site
 from datetime import UTC, datetime
 from pathlib import Path
 
+from models.disclosure_wire import POLICY_CONVENTION_KEYS
 from models.presets import build_model, get_preset
 from server_app.pooled import pool
 from server_app.run_folder import CONFIG_FILE, SUMMARY_FILE, read_json, read_metrics
@@ -206,8 +207,9 @@ def _methods(records: list[dict], conventions: dict, run_config: dict, software:
 
 
 def _comparable(conventions: dict) -> dict:
-    """Conventions without the software versions, which may differ without changing a metric."""
-    return {k: v for k, v in conventions.items() if k != "software"}
+    """Conventions without the software versions and the site's disclosure settings, which may differ without
+    changing a metric."""
+    return {k: v for k, v in conventions.items() if k != "software" and k not in POLICY_CONVENTION_KEYS}
 
 
 def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str]:

@@ -359,8 +359,7 @@ its own disclosure policy (<code>{escape(str(conventions.get("disclosure-policy"
 (DataSHIELD, ACRO/SACRO, Eurostat RDC guidelines). Thresholds are each site's own settings; the coordinator cannot
 lower them.</p><ul>
 <li>Threshold: no number about fewer than <code>min-report-cases</code> validation cases (default 5); no weights
-from fewer than <code>min-train-cases</code> training cases (default 5; this site's:
-{escape(str(conventions.get("min-train-cases", "—")))}).</li>
+from fewer than <code>min-train-cases</code> training cases (default 5).</li>
 <li>No minimum, maximum or other single-case value (hence no voxel-spacing ranges); median and quartiles only from
 <code>min-position-cases</code> cases on (default 10; ACRO's threshold for position statistics), as Harrell–Davis
 estimates, never one case's value.</li>

@@ -8,7 +8,8 @@ import stat
 import pytest
 
 from deploy.kit import KitError, read_kit_settings
-from site_app.disclosure_policy import DisclosurePolicy
+from models.disclosure_wire import POLICY_CONVENTION_KEYS
+from site_app.disclosure_policy import DisclosurePolicy, policy_conventions
 from site_app.site_limits import SiteLimits
 from site_app.site_secret import SECRET_FILE, site_secret
 from site_app.validation_split import SPLIT_FILE, record_released, released_set, site_split
@@ -134,3 +135,9 @@ def test_a_kits_site_toml_passes_the_sites_settings_to_its_node_config(tmp_path)
 def test_a_kits_wrong_setting_is_refused_when_the_site_starts(tmp_path):
     with pytest.raises(KitError, match=r"site.toml: `limits.batch-size-max` must be a positive number"):
         read_kit_settings(site_toml(tmp_path, "[limits]\nbatch-size-max = 0\n"), "hospital-a")
+
+
+def test_the_policy_conventions_are_the_ones_the_report_sets_aside():
+    """Sites with other thresholds are not flagged as having other metric conventions (server_app.report_data)."""
+    policy = DisclosurePolicy.from_configs(DEPLOYED, {})
+    assert set(policy_conventions(policy)) == set(POLICY_CONVENTION_KEYS)
