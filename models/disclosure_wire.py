@@ -49,3 +49,13 @@ POLICY_CONVENTION_KEYS = (
 )
 """Keys of an evaluate reply's validation record that state the site's disclosure policy, not how a metric is
 computed: sites that differ in them report comparable numbers."""
+
+WITHHOLDABLE_SUFFIXES = ("-median", "-q1", "-q3")
+"""Evaluate metric keys a site sends only from its min-position-cases on (position statistics)."""
+WITHHOLDABLE_KEYS = ("n-skipped",)
+"""Evaluate metric keys a site leaves out when the count is between 1 and its min-report-cases − 1."""
+
+
+def withholdable(key: str) -> bool:
+    """Whether a site's disclosure policy may leave this evaluate metric out of an otherwise reported reply."""
+    return key in WITHHOLDABLE_KEYS or key.endswith(WITHHOLDABLE_SUFFIXES)

@@ -20,7 +20,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from models.disclosure_wire import DECLINED, REASON_KEY, REFUSED, STATUS_KEY, TRAINING_RECORD
+from models.disclosure_wire import DECLINED, REASON_KEY, REFUSED, STATUS_KEY, TRAINING_RECORD, withholdable
 from server_app.pooled import pooled_metrics
 from server_app.run_folder import REPORTED, SUPPRESSED, RunFolder
 from server_app.site_directory import SiteDirectory
@@ -104,7 +104,7 @@ class SiteFedAvg(FedAvg):
                 self._file_evaluation(
                     server_round, reply, dict(next(iter(reply.content.metric_records.values())))
                 )
-        self.latest_evaluation = super().aggregate_evaluate(server_round, reported)
+        self.latest_evaluation = super().aggregate_evaluate(server_round, _common_keys(reported))
         return self.latest_evaluation
 
     def _file_evaluation(self, server_round: int, reply: Message, metrics: dict | None) -> None:
@@ -162,9 +162,10 @@ class SiteFedAvg(FedAvg):
         return kept
 
     def _consistent(self, replies: list[Message]) -> list[Message]:
-        """Keep the replies whose metric names are the most common set; FedAvg would end the run on a mismatch."""
+        """Keep the replies whose metric names are the most common set; FedAvg would end the run on a mismatch.
+        Names a site's policy may withhold (medians below its min-position-cases, …) do not count here."""
         key_sets = {
-            id(r): frozenset(next(iter(r.content.metric_records.values())).keys())
+            id(r): frozenset(k for k in next(iter(r.content.metric_records.values())) if not withholdable(k))
             for r in replies
             if not r.has_error()
         }
@@ -222,6 +223,18 @@ class SiteFedAvg(FedAvg):
         if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
             return f"suppressed validation with `min-report-cases` {minimum!r}, expected a whole number of at least 1"
         return None
+
+
+def _common_keys(replies: list[Message]) -> list[Message]:
+    """The replies with only the metrics every one of them has (after filing, so each site's own record keeps all
+    of its numbers): what one site's policy withheld is not pooled from the others either."""
+    records = [next(iter(r.content.metric_records.values())) for r in replies if not r.has_error()]
+    if records:
+        common = set.intersection(*(set(record.keys()) for record in records))
+        for record in records:
+            for key in set(record.keys()) - common:
+                del record[key]
+    return replies
 
 
 def _training_status(reply: Message) -> str | None:

@@ -227,3 +227,16 @@ def test_a_refused_evaluation_is_filed_with_its_reason(strategy, tmp_path):
 
 def reply_to(node_id: int, kind: str, content: RecordDict) -> Message:
     return Message(content, reply_to=Message(RecordDict(), dst_node_id=node_id, message_type=kind))
+
+
+def test_sites_whose_policy_withholds_different_statistics_are_all_filed_and_pooled(strategy, tmp_path):
+    """One site has medians (n >= its min-position-cases) and n-skipped, another neither: both are filed with
+    their own numbers; only what both sent is pooled (no partial n-skipped sum)."""
+    larger = {**SITE, "n-cases": 12, "num-examples": 12, "dice-wt-q1": 0.5, "dice-wt-q3": 0.7, "n-skipped": 0}
+    smaller = {k: v for k, v in SITE.items() if k != "dice-wt-median"}
+    pooled = strategy.aggregate_evaluate(3, [reported(11, larger), reported(12, smaller)])
+    by_site = {r["site"]: r for r in filed(tmp_path)}
+    assert by_site["node-11"]["metrics"] == {k: v for k, v in larger.items() if k != "num-examples"}
+    assert by_site["node-12"]["metrics"] == {k: v for k, v in smaller.items() if k != "num-examples"}
+    assert pooled["n-cases"] == 16 and "n-skipped" not in pooled
+    assert pooled["dice-wt-mean"] == pytest.approx(0.6)
