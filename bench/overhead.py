@@ -32,8 +32,7 @@ from common import (
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from data_prep.synth.federation import write_federation
-from deploy.cli import plan_simulation
-from deploy.flower_env import flower_env, toml_value, write_connection
+from deploy.flower_env import app_directory, flower_env, flower_executable, toml_value, write_connection
 from deploy.processes import (
     StartedProcess,
     free_port,
@@ -42,7 +41,8 @@ from deploy.processes import (
     stop_tree,
     wait_for_health,
 )
-from deploy.simulate import SimulationPlan, app_directory, failure_context, flower_executable, run_simulation
+from deploy.simulate import SimulationPlan, failure_context, run_simulation
+from deploy.simulation_plan import plan_simulation
 from models.presets import build_model
 from models.weights import to_record
 from site_app.app import app as client_app

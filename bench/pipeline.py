@@ -70,8 +70,8 @@ def format_rows(
     fmt: str, cases: list[CaseFiles], settings: PipelineSettings, ingest: IngestSettings, cache: Path
 ) -> tuple[list[list[object]], list[dict[str, object]]]:
     """Cache key, load+preprocess without cache, first pass filling the cache, read from the cache; the items."""
-    t_key, items = timed(lambda: [case_item(c, settings, ingest) for c in cases])
-    pipeline = preprocess(settings)
+    t_key, items = timed(lambda: [case_item(c, settings.preprocessing, ingest) for c in cases])
+    pipeline = preprocess(settings.preprocessing)
     t_plain, _ = timed(lambda: [pipeline(item) for item in items])
     t_fill, (usable, skipped) = timed(lambda: usable_items(cases, settings, cache, ingest))
     if skipped:

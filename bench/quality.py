@@ -30,8 +30,8 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from torch.utils.data import ConcatDataset
 
 from data_prep.dataset import training_dataset
-from data_prep.labels import REGIONS
 from data_prep.synth.federation import write_federation
+from models.labels import REGIONS
 from models.presets import build_model, get_preset
 from models.weights import load_record, to_record
 from server_app.run_folder import RunFolder
@@ -64,7 +64,9 @@ def load_sites(data: Path, work: Path, settings: SiteRunSettings) -> list[Site]:
     sites = []
     for folder in site_folders(data):
         paths = SitePaths(name=folder.name, data=folder, work=work / folder.name)
-        cases = load_site_cases(paths, settings.pipeline, settings.val_fraction, site_logger(paths.work))
+        cases = load_site_cases(
+            paths, settings.pipeline, settings.sim_validation_fraction, site_logger(paths.work)
+        )
         sites.append(Site(paths, cases))
     return sites
 

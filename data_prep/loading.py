@@ -9,10 +9,10 @@ from data_prep.dicom_series import DicomSeries, read_dicom_series
 from data_prep.discovery import CaseFiles
 from data_prep.errors import CaseError
 from data_prep.ingest_settings import DEFAULT_INGEST, IngestSettings
-from data_prep.labels import LABEL_NAMES
 from data_prep.nifti import read_nifti
 from data_prep.rtstruct import read_rtstruct
 from data_prep.volume import Volume, check_same_grid
+from models.labels import LABEL_NAMES
 
 
 def load_case(case: CaseFiles, settings: IngestSettings = DEFAULT_INGEST) -> tuple[Volume, Volume]:

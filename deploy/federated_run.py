@@ -18,10 +18,10 @@ import click
 from flwr.common.config import flatten_dict, parse_config_args
 
 from deploy.coordinator import coordinator_env
-from deploy.flower_env import toml_value
+from deploy.flower_env import app_directory, flower_executable, toml_value
 from deploy.kit import CONNECTION, CoordinatorKit
 from deploy.processes import follow_log, start_process
-from deploy.simulate import app_directory, flower_executable
+from models.atomic import atomic_write_text
 from models.presets import get_preset
 
 RUN_STARTED = re.compile(r"Successfully started run (\d+)")
@@ -45,7 +45,7 @@ def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "")
     `overrides` are more run-config values as `key=value` pairs (`local-epochs=1 min-sites=2`): any key of
     [tool.flwr.app.config] except those with their own option or chosen here.
     """
-    model = get_preset(preset)
+    get_preset(preset)  # ValueError naming the valid presets
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
     try:
@@ -73,7 +73,6 @@ def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "")
         run_config={
             "num-server-rounds": rounds,
             "model-preset": preset,
-            "patch-size": model.patch_size,
             "min-sites": len(kit.sites),
             "run-dir": str(run_dir),
             **extra,
@@ -108,7 +107,7 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
     logs = plan.run_dir / "logs"
     logs.mkdir(parents=True)
     overrides = logs / "run-config.toml"
-    overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()), "utf-8")
+    atomic_write_text(overrides, "".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()))
     runner = start_process(
         "flwr run",
         [

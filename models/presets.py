@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 from monai.networks.nets import UNet
 
-from data_prep.labels import NUM_CLASSES
+from models.labels import NUM_CLASSES
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,16 @@ def get_preset(name: str) -> ModelPreset:
         raise ValueError(
             f"unknown model preset {name!r}; choose one of: {', '.join(MODEL_PRESETS)}"
         ) from None
+
+
+def patch_size(preset: str, configured: int) -> int:
+    """The training and inference patch edge (voxels): the run setting `patch-size` when positive, else (0) the
+    preset's own."""
+    if configured < 0:
+        raise ValueError(
+            f"run setting `patch-size` is {configured}; use 0 for the model preset's, or a positive edge"
+        )
+    return configured or get_preset(preset).patch_size
 
 
 def build_model(preset: str, seed: int | None = None) -> torch.nn.Module:

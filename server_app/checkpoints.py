@@ -2,9 +2,11 @@
 
 from flwr.app import ArrayRecord, MetricRecord
 
+from models.wire import MEAN_DICE
 from server_app.run_folder import RunFolder
 
-SELECTION_METRIC = "dice-mean"
+SELECTION_METRIC = MEAN_DICE
+"""The pooled evaluation's key the best model is chosen by."""
 
 
 class Checkpointer:

@@ -7,13 +7,13 @@ values per round, and the data overview.
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.atomic import atomic_write_json, atomic_write_text
 from server_app.report_data import report_data
 from server_app.report_html import render_report
-from server_app.run_folder import read_metrics, write_text_atomic
+from server_app.run_folder import read_metrics
 
 REPORT_FILE = "report.html"
 REPORT_JSON = "report.json"
@@ -32,9 +32,9 @@ def write_report(run_dir: Path, out: Path | None = None) -> ReportFiles:
     data = report_data(run_dir)
     html = out if out is not None else run_dir / REPORT_FILE
     files = ReportFiles(html=html, json=html.parent / REPORT_JSON, csv=html.parent / METRICS_CSV)
-    write_text_atomic(files.json, json.dumps(data, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(files.csv, metrics_csv(read_metrics(run_dir), data))
-    write_text_atomic(files.html, render_report(data))
+    atomic_write_json(files.json, data)
+    atomic_write_text(files.csv, metrics_csv(read_metrics(run_dir), data))
+    atomic_write_text(files.html, render_report(data))
     return files
 
 

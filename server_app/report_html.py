@@ -4,6 +4,21 @@ no script and no external resource."""
 import base64
 from html import escape
 
+from models.wire import (
+    DEFAULT_MIN_POSITION_CASES,
+    DEFAULT_MIN_REPORT_CASES,
+    DEFAULT_MIN_TRAIN_CASES,
+    MEAN_DICE,
+    MEAN_DICE_CI_HIGH,
+    MEAN_DICE_CI_LOW,
+    N_CASES,
+    REPORTED,
+    STATS,
+    NodeConfig,
+    Validation,
+    region_key,
+    stat_key,
+)
 from server_app import report_charts
 
 STYLE = """
@@ -63,8 +78,8 @@ def _image(png: bytes, alt: str) -> str:
 
 def _summary(data: dict) -> str:
     run, sites = data["run"], data["sites"]
-    reported = [s for s in sites if s["status"] == "reported"]
-    suppressed = [s for s in sites if s["status"] != "reported"]
+    reported = [s for s in sites if s["status"] == REPORTED]
+    suppressed = [s for s in sites if s["status"] != REPORTED]
     pooled = {p["round"]: p for p in data["pooled"]}
     first, last = pooled[run["rounds_evaluated"][0]], pooled[run["last_round"]]
     items = [
@@ -79,39 +94,39 @@ def _summary(data: dict) -> str:
             + ", ".join(f"{_site(s['name'])}: {escape(s['note'])}" for s in suppressed)
             + "."
         )
-    if "dice-mean" in last:
+    if MEAN_DICE in last:
         items.append(
-            f"Global model at round {run['last_round']}: pooled mean Dice <b>{_num(last['dice-mean'])}</b> "
-            f"over {last['n-cases']} validation cases at {_plural(len(last['sites']), 'reporting site')} "
-            f"(round {first['round']}: {_num(first.get('dice-mean'))})."
+            f"Global model at round {run['last_round']}: pooled mean Dice <b>{_num(last[MEAN_DICE])}</b> "
+            f"over {last[N_CASES]} validation cases at {_plural(len(last['sites']), 'reporting site')} "
+            f"(round {first['round']}: {_num(first.get(MEAN_DICE))})."
         )
     if len(reported) > 1:
-        worst = min(reported, key=lambda s: s["metrics"]["dice-mean"])
+        worst = min(reported, key=lambda s: s["metrics"][MEAN_DICE])
         items.append(
-            f"Lowest site: {_site(worst['name'])}, mean Dice {_num(worst['metrics']['dice-mean'])} "
-            f"[95 % CI {_num(worst['metrics'].get('dice-mean-ci-low'))}, "
-            f"{_num(worst['metrics'].get('dice-mean-ci-high'))}], n = {worst['n_cases']}."
+            f"Lowest site: {_site(worst['name'])}, mean Dice {_num(worst['metrics'][MEAN_DICE])} "
+            f"[95 % CI {_num(worst['metrics'].get(MEAN_DICE_CI_LOW))}, "
+            f"{_num(worst['metrics'].get(MEAN_DICE_CI_HIGH))}], n = {worst['n_cases']}."
         )
     best = run.get("best") or {}
     if best.get("round") is not None:
         items.append(
-            f"Best round by pooled mean Dice: {best['round']} ({_num(best.get('dice-mean'))}), "
+            f"Best round by pooled mean Dice: {best['round']} ({_num(best.get(MEAN_DICE))}), "
             f"saved as <code>{escape(str(best.get('model')))}</code> (chosen on the validation cases)."
         )
     return f'<h2 id="summary">Summary</h2><ul>{"".join(f"<li>{item}</li>" for item in items)}</ul>'
 
 
-def _ci_cell(metrics: dict, key: str, digits: int) -> str:
+def _ci_cell(metrics: dict, metric: str, region: str, digits: int) -> str:
     """Mean [CI]; median (IQR) when the site sent them, else a mark that its policy withheld them."""
+    stat = {s: metrics.get(stat_key(metric, region, s)) for s in STATS}
     position = (
-        f"median {_num(metrics[f'{key}-median'], digits)} (IQR {_num(metrics[f'{key}-q1'], digits)}–"
-        f"{_num(metrics[f'{key}-q3'], digits)})"
-        if f"{key}-median" in metrics
+        f"median {_num(stat['median'], digits)} (IQR {_num(stat['q1'], digits)}–{_num(stat['q3'], digits)})"
+        if stat["median"] is not None
         else '<span class="withheld">median, IQR withheld</span>'
     )
     return (
-        f"{_num(metrics[f'{key}-mean'], digits)} <small>[{_num(metrics[f'{key}-ci-low'], digits)}, "
-        f"{_num(metrics[f'{key}-ci-high'], digits)}]</small><br><small>{position}</small>"
+        f"{_num(stat['mean'], digits)} <small>[{_num(stat['ci-low'], digits)}, "
+        f"{_num(stat['ci-high'], digits)}]</small><br><small>{position}</small>"
     )
 
 
@@ -121,14 +136,14 @@ def _site_tables(data: dict) -> str:
     head = "".join(f"<th>Dice {escape(r['name'].upper())}</th>" for r in regions)
     rows = []
     for site in sites:
-        if site["status"] != "reported":
+        if site["status"] != REPORTED:
             rows.append(
                 f'<tr><td class="site">{_site(site["name"])}</td>'
                 f'<td class="suppressed" colspan="{len(regions) + 2}">{escape(site["note"])}</td></tr>'
             )
             continue
         m = site["metrics"]
-        cells = "".join(f"<td>{_ci_cell(m, 'dice-' + r['name'], 3)}</td>" for r in regions)
+        cells = "".join(f"<td>{_ci_cell(m, 'dice', r['name'], 3)}</td>" for r in regions)
         withheld = (
             f'<br><small class="withheld">withheld: {escape(", ".join(site["withheld"]))}</small>'
             if site.get("withheld")
@@ -136,8 +151,8 @@ def _site_tables(data: dict) -> str:
         )
         rows.append(
             f'<tr><td class="site">{_site(site["name"])}{withheld}</td><td>{site["n_cases"]}</td>'
-            f"<td>{_num(m['dice-mean'])} <small>[{_num(m.get('dice-mean-ci-low'))}, "
-            f"{_num(m.get('dice-mean-ci-high'))}]</small></td>{cells}</tr>"
+            f"<td>{_num(m[MEAN_DICE])} <small>[{_num(m.get(MEAN_DICE_CI_LOW))}, "
+            f"{_num(m.get(MEAN_DICE_CI_HIGH))}]</small></td>{cells}</tr>"
         )
     main = (
         f'<h2 id="sites">Per-site results</h2><p class="caption">Each site\'s last validated round (round '
@@ -155,14 +170,14 @@ def _site_tables(data: dict) -> str:
         )
         rows = []
         for site in sites:
-            if site["status"] != "reported":
+            if site["status"] != REPORTED:
                 rows.append(
                     f'<tr><td class="site">{_site(site["name"])}</td><td class="suppressed" '
                     f'colspan="{len(metrics)}">{escape(site["note"])}</td></tr>'
                 )
                 continue
             cells = "".join(
-                f"<td>{_ci_cell(site['metrics'], m['name'] + '-' + region['name'], _digits(m['name']))}</td>"
+                f"<td>{_ci_cell(site['metrics'], m['name'], region['name'], _digits(m['name']))}</td>"
                 for m in metrics
             )
             rows.append(f'<tr><td class="site">{_site(site["name"])}</td>{cells}</tr>')
@@ -179,19 +194,29 @@ def _detection_table(data: dict) -> str:
     for site in data["sites"]:
         for index, region in enumerate(data["regions"]):
             name = _site(site["name"]) if index == 0 else ""
-            if site["status"] != "reported":
+            if site["status"] != REPORTED:
                 if index == 0:
                     rows.append(
                         f'<tr><td class="site">{name}</td><td class="suppressed" colspan="7">'
                         f"{escape(site['note'])}</td></tr>"
                     )
                 continue
-            m, r = site["metrics"], region["name"]
-            found, missed, false = m[f"lesions-tp-{r}"], m[f"lesions-fn-{r}"], m[f"lesions-fp-{r}"]
+            r = region["name"]
+            both, pred, truth, found, missed, false = (
+                site["metrics"][region_key(count, r)]
+                for count in (
+                    "empty-both",
+                    "empty-pred",
+                    "empty-truth",
+                    "lesions-tp",
+                    "lesions-fn",
+                    "lesions-fp",
+                )
+            )
             rate = _num(found / (found + missed)) if found + missed else "—"
             rows.append(
-                f'<tr><td class="site">{name}</td><td>{escape(r.upper())}</td><td>{m[f"empty-both-{r}"]}</td>'
-                f"<td>{m[f'empty-pred-{r}']}</td><td>{m[f'empty-truth-{r}']}</td>"
+                f'<tr><td class="site">{name}</td><td>{escape(r.upper())}</td><td>{both}</td>'
+                f"<td>{pred}</td><td>{truth}</td>"
                 f"<td>{found} / {found + missed}</td><td>{rate}</td><td>{false}</td></tr>"
             )
     return (
@@ -208,13 +233,11 @@ def _rounds(data: dict) -> str:
     rows = []
     for site, points in data["rounds"].items():
         cells = "".join(
-            f"<td>{_num(p['dice-mean'])}</td>"
-            if p["status"] == "reported"
-            else f"<td>{escape(p['status'])}</td>"
+            f"<td>{_num(p[MEAN_DICE])}</td>" if p["status"] == REPORTED else f"<td>{escape(p['status'])}</td>"
             for p in points
         )
         rows.append(f'<tr><td class="site">{_site(site)}</td>{cells}</tr>')
-    pooled = "".join(f"<td>{_num(p.get('dice-mean'))}</td>" for p in data["pooled"])
+    pooled = "".join(f"<td>{_num(p.get(MEAN_DICE))}</td>" for p in data["pooled"])
     head = "".join(f"<th>r{r}</th>" for r in data["run"]["rounds_evaluated"])
     return (
         f'<h2 id="rounds">Dice over rounds</h2>'
@@ -292,7 +315,7 @@ def _methods(data: dict) -> str:
         f"<li><b>{escape(r['name'].upper())}</b> ({escape(r['title'])}): labels {escape(r['labels'])}</li>"
         for r in data["regions"]
     )
-    settings = "".join(f"<li><code>{escape(s)}</code></li>" for s in conventions.get("settings", []))
+    settings = "".join(f"<li><code>{escape(s)}</code></li>" for s in conventions.get(Validation.SETTINGS, []))
     training = "".join(
         f'<tr><td class="site">{escape(k)}</td><td>{escape(str(v))}</td></tr>'
         for k, v in methods["training"].items()
@@ -318,31 +341,31 @@ def _methods(data: dict) -> str:
     )
     return f"""<h2 id="methods">Methods</h2>
 <h3>Validation</h3><p>After every round (round 0: the initial model) each site runs the global model on its own
-held-out validation cases (a split the site made once of its own cases and reuses in every run; the run's
-val-fraction and seed do not choose them) by sliding-window inference at the run's spacing,
+held-out validation cases (a split the site made once of its own cases and reuses in every run; no run setting
+chooses them) by sliding-window inference at the run's spacing,
 maps the prediction back onto each case's stored grid (inverse of the preprocessing, nearest neighbour) and measures
 it there, in millimetres of the case's own voxel spacing. Regions:</p><ul>{regions}</ul>
 <h3>Metric definitions</h3><ul>
 <li><b>Dice</b> = 2|P∩T| / (|P| + |T|) for prediction P and label T.</li>
 <li><b>HD95</b> (mm): the larger of the two directed 95th percentiles of distances between surface voxels
 (MONAI's definition; other tools pool both directions and give different values).</li>
-<li><b>Surface Dice</b> at a tolerance of {_num(conventions.get("nsd-tolerance-mm"), 1)} mm: the share of both
+<li><b>Surface Dice</b> at a tolerance of {_num(conventions.get(Validation.NSD_TOLERANCE_MM), 1)} mm: the share of both
 surfaces lying within the tolerance of the other surface.</li>
 <li><b>Absolute volume difference</b> (mL): |vol(P) − vol(T)|.</li>
 <li><b>Sensitivity</b> = |P∩T| / |T|; <b>precision</b> = |P∩T| / |P|.</li>
 <li><b>Lesion detection</b>: connected components (26-connectivity); a label lesion is found when a predicted voxel
 overlaps it; a predicted lesion overlapping no label voxel is a false lesion; no minimum lesion size.</li></ul>
 <h3>Empty masks</h3><p>Both empty: Dice, surface Dice, sensitivity and precision 1, HD95 0. Exactly one empty: those
-0 and HD95 = {_num(conventions.get("hd95-penalty-mm"), 2)} mm, a BraTS-style penalty (the diagonal of a
+0 and HD95 = {_num(conventions.get(Validation.HD95_PENALTY_MM), 2)} mm, a BraTS-style penalty (the diagonal of a
 240 × 240 × 155 mm volume); the official BraTS evaluation packages use 373 or 374 mm, so HD95 means that include
 such cases differ slightly from challenge tables. The number of such cases is reported separately for each site
 and region.</p>
-<h3>Uncertainty and aggregation</h3><p>Per site: n, mean and a {_percent(conventions.get("ci-level"))}
-percentile-bootstrap confidence interval of the mean ({conventions.get("bootstrap-resamples", "—")} resamples of the
-cases, the same resamples for every metric, seeded from a secret the site keeps, so the coordinator cannot replay
-them); median and quartiles as Harrell–Davis estimates (a weighted mean of all order statistics) from a site's
-<code>min-position-cases</code> on. Pooled values are means over all cases of the reporting sites (site means
-weighted by their case counts).</p>
+<h3>Uncertainty and aggregation</h3><p>Per site: n, mean and a {_percent(conventions.get(Validation.CI_LEVEL))}
+percentile-bootstrap confidence interval of the mean ({conventions.get(Validation.BOOTSTRAP_RESAMPLES, "—")}
+resamples of the cases, the same resamples for every metric, seeded from a secret the site keeps, so the
+coordinator cannot replay them); median and quartiles as Harrell–Davis estimates (a weighted mean of all order
+statistics) from a site's <code>{Validation.MIN_POSITION_CASES}</code> on. Pooled values are means over all cases
+of the reporting sites (site means weighted by their case counts).</p>
 {_disclosure(conventions)}
 <h3>Exact settings used by the sites</h3><ul>{settings}</ul>{differing}
 <h3>Model and training</h3><p>{model_text} {escape(methods["aggregation"])}.</p>
@@ -352,19 +375,20 @@ weighted by their case counts).</p>
 
 def _disclosure(conventions: dict) -> str:
     """The disclosure policy the sites applied (site_app/disclosure_policy.py), as their conventions state it."""
-    decimals = ", ".join(escape(str(d)) for d in conventions.get("release-decimals", [])) or "—"
+    decimals = ", ".join(escape(str(d)) for d in conventions.get(Validation.RELEASE_DECIMALS, [])) or "—"
+    policy = escape(str(conventions.get(Validation.DISCLOSURE_POLICY, "site_app/disclosure_policy.py")))
     return f"""<h3>Disclosure control at the sites</h3><p>Every number in this report was released by a site under
-its own disclosure policy (<code>{escape(str(conventions.get("disclosure-policy", "site_app/disclosure_policy.py")))}
-</code>), which follows statistical disclosure control practice for outputs leaving a trusted environment
-(DataSHIELD, ACRO/SACRO, Eurostat RDC guidelines). Thresholds are each site's own settings; the coordinator cannot
-lower them.</p><ul>
-<li>Threshold: no number about fewer than <code>min-report-cases</code> validation cases (default 5); no weights
-from fewer than <code>min-train-cases</code> training cases (default 5).</li>
+its own disclosure policy (<code>{policy}</code>), which follows statistical disclosure control practice for outputs
+leaving a trusted environment (DataSHIELD, ACRO/SACRO, Eurostat RDC guidelines). Thresholds are each site's own
+settings; the coordinator cannot lower them.</p><ul>
+<li>Threshold: no number about fewer than <code>{NodeConfig.MIN_REPORT_CASES}</code> validation cases (default
+{DEFAULT_MIN_REPORT_CASES}); no weights from fewer than <code>{NodeConfig.MIN_TRAIN_CASES}</code> training cases
+(default {DEFAULT_MIN_TRAIN_CASES}).</li>
 <li>No minimum, maximum or other single-case value (hence no voxel-spacing ranges); median and quartiles only from
-<code>min-position-cases</code> cases on (default 10; ACRO's threshold for position statistics), as Harrell–Davis
-estimates, never one case's value.</li>
+<code>{NodeConfig.MIN_POSITION_CASES}</code> cases on (default {DEFAULT_MIN_POSITION_CASES}; ACRO's threshold for
+position statistics), as Harrell–Davis estimates, never one case's value.</li>
 <li>Rounding (decimal places per metric): {decimals}.</li>
-<li>Differencing: {escape(str(conventions.get("validation-set", "—")))}.</li>
+<li>Differencing: {escape(str(conventions.get(Validation.VALIDATION_SET, "—")))}.</li>
 <li>Run settings outside a site's limits (spacing, patch size, samples per case, batch size, local epochs, resampled
 volume size) are refused by the site.</li></ul>"""
 

@@ -2,10 +2,10 @@
 
 Unlike Flower's FedAvg, one malformed, non-finite or inconsistent reply does not end the run: it is dropped,
 the site is named in the log, and the round goes on with the others. A site that has fewer validation cases
-than its minimum replies "suppressed" with no metrics: it is filed as suppressed and left out of the pooled
-evaluation (server_app.pooled), which is what FedAvg's reply-consistency check would otherwise trip on.
-Likewise a site's policy replies (site_app.disclosure_policy): a train reply "declined" (fewer training cases
-than the site's min-train-cases) or "refused" (a run setting outside the site's limits) carries no weights and
+than its minimum replies with status suppressed (models.wire) and no metrics: it is filed as suppressed and left
+out of the pooled evaluation (server_app.pooled), which FedAvg's reply-consistency check would otherwise trip on.
+Likewise a site's policy replies (site_app.disclosure_policy): a train reply with status declined (fewer training
+cases than the site's min-train-cases) or refused (a run setting outside the site's limits) carries no weights and
 is left out of FedAvg with its reason logged; an evaluate reply "refused" is filed like a suppressed one.
 """
 
@@ -20,16 +20,21 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from models.disclosure_wire import DECLINED, REASON_KEY, REFUSED, STATUS_KEY, TRAINING_RECORD, withholdable
+from models.wire import (
+    EVALUATE_STATUSES,
+    NUM_EXAMPLES,
+    REPORTED,
+    SUPPRESSED,
+    TRAINING_STATUSES,
+    WITHOUT_NUMBERS,
+    Record,
+    Training,
+    Validation,
+    withholdable,
+)
 from server_app.pooled import pooled_metrics
-from server_app.run_folder import REPORTED, SUPPRESSED, RunFolder
+from server_app.run_folder import RunFolder
 from server_app.site_directory import SiteDirectory
-
-VALIDATION_RECORD = "validation"
-"""The ConfigRecord of an evaluate reply: status ("reported", "suppressed" or "refused"), the site's minimum,
-a reason unless reported, conventions."""
-WITHOUT_NUMBERS = (SUPPRESSED, REFUSED)
-"""Evaluate statuses whose reply carries no metrics."""
 
 
 class SiteFedAvg(FedAvg):
@@ -38,7 +43,13 @@ class SiteFedAvg(FedAvg):
     def __init__(
         self, *, sites: SiteDirectory, run: RunFolder, model_keys: Iterable[str], **fedavg: object
     ) -> None:
-        super().__init__(evaluate_metrics_aggr_fn=pooled_metrics, **fedavg)
+        super().__init__(
+            weighted_by_key=NUM_EXAMPLES,
+            arrayrecord_key=Record.ARRAYS,
+            configrecord_key=Record.CONFIG,
+            evaluate_metrics_aggr_fn=pooled_metrics,
+            **fedavg,
+        )
         self.sites = sites
         self.run = run
         self.model_keys = frozenset(model_keys)
@@ -65,14 +76,14 @@ class SiteFedAvg(FedAvg):
         replies = list(replies)
         stopped = {m.metadata.src_node_id: m for m in replies if _training_status(m) is not None}
         for node, reply in stopped.items():
-            record = reply.content.config_records[TRAINING_RECORD]
+            record = reply.content.config_records[Record.TRAINING]
             log(
                 WARNING,
                 "Site %s %s to train in round %d: %s",
                 self.sites.name(node),
-                record[STATUS_KEY],
+                record[Training.STATUS],
                 server_round,
-                record.get(REASON_KEY, "no reason given"),
+                record.get(Training.REASON, "no reason given"),
             )
         kept = self._consistent(
             self._keep_sound(
@@ -85,8 +96,11 @@ class SiteFedAvg(FedAvg):
             if not m.has_error()
         }
         for node, reply in stopped.items():
-            record = reply.content.config_records[TRAINING_RECORD]
-            self._train_metrics[node] = {"status": record[STATUS_KEY], "reason": record.get(REASON_KEY, "")}
+            record = reply.content.config_records[Record.TRAINING]
+            self._train_metrics[node] = {
+                "status": record[Training.STATUS],
+                "reason": record.get(Training.REASON, ""),
+            }
         return super().aggregate_train(server_round, kept)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -110,8 +124,8 @@ class SiteFedAvg(FedAvg):
     def _file_evaluation(self, server_round: int, reply: Message, metrics: dict | None) -> None:
         """One metrics.jsonl record; a suppressed or refused site's has no metrics and no case count."""
         node = reply.metadata.src_node_id
-        validation = dict(reply.content.config_records.get(VALIDATION_RECORD, {}))
-        reason = validation.pop(REASON_KEY, None)
+        validation = dict(reply.content.config_records.get(Record.VALIDATION, {}))
+        reason = validation.pop(Validation.REASON, None)
         if metrics is None:
             log(
                 WARNING,
@@ -126,11 +140,11 @@ class SiteFedAvg(FedAvg):
                 "site": self.sites.name(node),
                 "status": _status(reply) if metrics is None else REPORTED,
                 "reason": reason,
-                "withheld": list(validation.pop("withheld", [])),
-                "min_report_cases": validation.pop("min-report-cases", None),
+                "withheld": list(validation.pop(Validation.WITHHELD, [])),
+                "min_report_cases": validation.pop(Validation.MIN_REPORT_CASES, None),
                 "n_cases": None if metrics is None else int(metrics.pop(self.weighted_by_key)),
                 "metrics": metrics or {},
-                "conventions": {k: v for k, v in validation.items() if k != "status"},
+                "conventions": {k: v for k, v in validation.items() if k != Validation.STATUS},
                 "train": self._train_metrics.get(node),
             }
         )
@@ -213,15 +227,20 @@ class SiteFedAvg(FedAvg):
 
     def _evaluate_reply_problem(self, reply: Message) -> str | None:
         status = _status(reply)
+        if status not in EVALUATE_STATUSES:
+            return f"its validation status is {status!r}, expected one of {', '.join(EVALUATE_STATUSES)}"
         if status not in WITHOUT_NUMBERS:
             return self._metric_problem(reply)
         if reply.content.metric_records:
             return f"it says its validation is {status} but carries metrics"
-        if status == REFUSED:
-            return None
-        minimum = reply.content.config_records[VALIDATION_RECORD].get("min-report-cases")
+        if status != SUPPRESSED:
+            return None  # refused: nothing was validated, so no minimum applies
+        minimum = reply.content.config_records[Record.VALIDATION].get(Validation.MIN_REPORT_CASES)
         if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
-            return f"suppressed validation with `min-report-cases` {minimum!r}, expected a whole number of at least 1"
+            return (
+                f"suppressed validation with `{Validation.MIN_REPORT_CASES}` {minimum!r}, expected a whole number"
+                " of at least 1"
+            )
         return None
 
 
@@ -238,15 +257,17 @@ def _common_keys(replies: list[Message]) -> list[Message]:
 
 
 def _training_status(reply: Message) -> str | None:
-    """ "declined" or "refused" for a train reply the site's policy stopped (no weights), else None."""
+    """The status (models.wire.TRAINING_STATUSES) of a train reply the site's policy stopped (no weights), else
+    None."""
     if reply.has_error() or reply.content.array_records:
         return None
-    record = reply.content.config_records.get(TRAINING_RECORD)
-    status = record.get(STATUS_KEY) if record is not None else None
-    return str(status) if status in (DECLINED, REFUSED) else None
+    record = reply.content.config_records.get(Record.TRAINING)
+    status = record.get(Training.STATUS) if record is not None else None
+    return str(status) if status in TRAINING_STATUSES else None
 
 
 def _status(reply: Message) -> str:
-    """ "suppressed" or "reported"; a reply without the validation record is a plain reported one."""
-    record = reply.content.config_records.get(VALIDATION_RECORD)
-    return str(record.get("status", REPORTED)) if record is not None else REPORTED
+    """The reply's validation status (models.wire.EVALUATE_STATUSES); a reply without the validation record is
+    reported."""
+    record = reply.content.config_records.get(Record.VALIDATION)
+    return str(record.get(Validation.STATUS, REPORTED)) if record is not None else REPORTED

@@ -1,10 +1,11 @@
 """The aggregates of a site's per-case metrics: the only validation numbers that may leave the site.
 
-Under the disclosure policy (site_app.disclosure_policy): for every f"{metric}-{region}" in metrics.METRICS the
-mean and a 95 % percentile-bootstrap CI of the mean (R4), and, from `min_position_cases` cases on, the median and
-quartiles as Harrell-Davis estimates (R3); every statistic rounded to its metric's precision (R5). For every
-f"{count}-{region}" in metrics.COUNTS the sum over cases. Also the mean Dice over regions (`dice-mean`, with its
-CI) and the case count. No minimum, maximum or other single-case value (R2), so no voxel-spacing range either.
+In models.wire's key grammar, under the disclosure policy (site_app.disclosure_policy): for every metric in
+wire.METRICS and region, the mean and a 95 % percentile-bootstrap CI of the mean (R4), and, from
+`min_position_cases` cases on, the median and quartiles (wire.POSITION_STATS) as Harrell-Davis estimates (R3);
+every statistic rounded to its metric's precision (R5). For every count in wire.COUNTS and region, the sum over
+cases. Also the mean Dice over regions (`dice-mean`, with its CI) and the case count. No minimum, maximum or other
+single-case value (R2), so no voxel-spacing range either.
 """
 
 from collections.abc import Mapping, Sequence
@@ -12,14 +13,20 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.stats.mstats import hdquantiles
 
+from models.wire import (
+    COUNTS,
+    MEAN_DICE,
+    MEAN_DICE_CI_HIGH,
+    MEAN_DICE_CI_LOW,
+    METRICS,
+    N_CASES,
+    region_key,
+    stat_key,
+)
 from site_app.disclosure_policy import round_statistic
-from site_app.metrics import COUNTS, METRICS
 
 BOOTSTRAP_RESAMPLES = 2000
 CI_LEVEL = 0.95
-LINEAR_STATS = ("mean", "ci-low", "ci-high")
-POSITION_STATS = ("median", "q1", "q3")
-STATS = LINEAR_STATS + POSITION_STATS
 
 
 def bootstrap_indices(n_cases: int, seed: int) -> np.ndarray:
@@ -34,7 +41,8 @@ def position_estimates(values: np.ndarray) -> dict[str, float]:
 
 
 def describe(values: np.ndarray, resamples: np.ndarray, with_position: bool) -> dict[str, float]:
-    """Mean, the percentile-bootstrap CI of the mean and, when `with_position`, median and quartiles (unrounded)."""
+    """The stats of wire.STATS for one metric's per-case values, unrounded: mean, the percentile-bootstrap CI of
+    the mean and, when `with_position`, median and quartiles (wire.POSITION_STATS)."""
     tail = (1.0 - CI_LEVEL) / 2.0
     low, high = np.quantile(values[resamples].mean(axis=1), [tail, 1.0 - tail])
     stats = {"mean": float(values.mean()), "ci-low": float(low), "ci-high": float(high)}
@@ -49,25 +57,30 @@ def site_aggregates(
         raise ValueError("no validation case to aggregate")
     resamples = bootstrap_indices(len(per_case), seed)
     with_position = len(per_case) >= min_position_cases
-    aggregates: dict[str, float | int] = {"n-cases": len(per_case)}
+    aggregates: dict[str, float | int] = {N_CASES: len(per_case)}
     for metric in METRICS:
         for region in regions:
-            values = np.array([case[f"{metric}-{region}"] for case in per_case], dtype=np.float64)
+            values = np.array([case[region_key(metric, region)] for case in per_case], dtype=np.float64)
             aggregates.update(
                 {
-                    f"{metric}-{region}-{stat}": round_statistic(metric, v)
+                    stat_key(metric, region, stat): round_statistic(metric, v)
                     for stat, v in describe(values, resamples, with_position).items()
                 }
             )
     for count in COUNTS:
         for region in regions:
-            aggregates[f"{count}-{region}"] = int(sum(case[f"{count}-{region}"] for case in per_case))
-    mean_dice = np.array([np.mean([case[f"dice-{region}"] for region in regions]) for case in per_case])
+            key = region_key(count, region)
+            aggregates[key] = int(sum(case[key] for case in per_case))
+    mean_dice = np.array([np.mean([case[region_key("dice", r)] for r in regions]) for case in per_case])
     overall = describe(mean_dice, resamples, with_position=False)
     aggregates.update(
         {
-            f"dice-mean{suffix}": round_statistic("dice", overall[stat])
-            for stat, suffix in (("mean", ""), ("ci-low", "-ci-low"), ("ci-high", "-ci-high"))
+            key: round_statistic("dice", overall[stat])
+            for key, stat in (
+                (MEAN_DICE, "mean"),
+                (MEAN_DICE_CI_LOW, "ci-low"),
+                (MEAN_DICE_CI_HIGH, "ci-high"),
+            )
         }
     )
     return aggregates

@@ -1,10 +1,11 @@
 """The site's ClientApp: Flower glue only. Each handler loads, calls a plain function, and replies.
 
-Replies carry weights and aggregates only: `num-examples` is the number of training cases (train) or
-validation cases (evaluate); per-case values, case ids and file names stay in the site's work folder. What may
-leave is set by the disclosure policy (site_app.disclosure_policy): below the site's `min-report-cases` an
-evaluate reply carries no number about its cases at all, below `min-train-cases` a train reply carries no
-weights, and a run outside the site's limits (site_app.site_limits) is refused before any case is loaded.
+Message, record and key names come from models.wire. Replies carry weights and aggregates only: `num-examples`
+is the number of training cases (train) or validation cases (evaluate); per-case values, case ids and file names
+stay in the site's work folder. What may leave is set by the disclosure policy (site_app.disclosure_policy):
+below the site's `min-report-cases` an evaluate reply carries no number about its cases at all, below
+`min-train-cases` a train reply carries no weights, and a run outside the site's limits (site_app.site_limits) is
+refused before any case is loaded. Every run setting is read once per message into SiteRunSettings.
 """
 
 import torch
@@ -14,6 +15,7 @@ from flwr.clientapp import ClientApp
 from data_prep.dataset import training_dataset
 from models.presets import build_model
 from models.weights import load_record, to_record
+from models.wire import DESCRIBE, NUM_EXAMPLES, SERVER_ROUND, SITE_NAME, TRAIN_LOSS, Record, Validation
 from site_app.disclosure import ValidationPolicy, evaluation_content, refused_evaluation, suppressed_content
 from site_app.disclosure_policy import DisclosurePolicy, bootstrap_seed, model_digest
 from site_app.policy_replies import declined_training, note_run_split_ignored, refusal, refused_training
@@ -35,25 +37,25 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@app.query("describe")
+@app.query(DESCRIBE)
 def describe(msg: Message, context: Context) -> Message:
     """The site's name, so the coordinator can attribute its metrics, and an aggregate overview of its data."""
-    site = resolve_site(context)
-    k = DisclosurePolicy.from_context(context).min_report_cases
+    settings = SiteRunSettings.from_run_config(context.run_config)
+    site = resolve_site(context, settings)
+    k = DisclosurePolicy.for_site(context.node_config, settings).min_report_cases
     overview = MetricRecord(site_overview(site, k, site_logger(site.work)))
-    return Message(
-        RecordDict({"site": ConfigRecord({"site-name": site.name}), "overview": overview}), reply_to=msg
-    )
+    content = RecordDict({Record.SITE: ConfigRecord({SITE_NAME: site.name}), Record.OVERVIEW: overview})
+    return Message(content, reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    # Load the site, the settings and the global model
-    site = resolve_site(context)
+    # Load the settings and the site
     settings = SiteRunSettings.from_run_config(context.run_config)
-    policy = DisclosurePolicy.from_context(context)
+    site = resolve_site(context, settings)
+    policy = DisclosurePolicy.for_site(context.node_config, settings)
     log = site_logger(site.work)
-    server_round = int(msg.content["config"]["server-round"])
+    server_round = int(msg.content[Record.CONFIG][SERVER_ROUND])
 
     # The site's policy first: a run outside its limits, or too few training cases, gets no weights
     refused = refusal(site, settings, context.node_config, log)
@@ -76,7 +78,7 @@ def train(msg: Message, context: Context) -> Message:
         log.warning("round %d: training declined: %s", server_round, reason)
         return Message(declined_training(reason, policy), reply_to=msg)
     model = build_model(settings.model_preset)
-    load_record(model, msg.content["arrays"])
+    load_record(model, msg.content[Record.ARRAYS])
     dataset = training_dataset(
         chosen, settings.pipeline, site.work / "cache", seed=settings.seed + server_round
     )
@@ -96,19 +98,19 @@ def train(msg: Message, context: Context) -> Message:
 
     # Reply with weights and aggregates
     record_released(site.work, TRAINING, usable.cases)
-    metrics = MetricRecord({"train-loss": loss, "num-examples": len(chosen)})
-    return Message(RecordDict({"arrays": to_record(model), "metrics": metrics}), reply_to=msg)
+    metrics = MetricRecord({TRAIN_LOSS: loss, NUM_EXAMPLES: len(chosen)})
+    return Message(RecordDict({Record.ARRAYS: to_record(model), Record.METRICS: metrics}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    # Load the site, the settings and the global model
-    site = resolve_site(context)
+    # Load the settings and the site
     settings = SiteRunSettings.from_run_config(context.run_config)
-    policy = ValidationPolicy.from_context(context)
+    site = resolve_site(context, settings)
+    policy = ValidationPolicy.for_site(settings, context.node_config)
     k = policy.min_report_cases
     log = site_logger(site.work)
-    server_round = int(msg.content["config"]["server-round"])
+    server_round = int(msg.content[Record.CONFIG][SERVER_ROUND])
 
     # A run outside the site's limits is refused before any case is loaded
     refused = refusal(site, settings, context.node_config, log)
@@ -117,7 +119,7 @@ def evaluate(msg: Message, context: Context) -> Message:
         return Message(refused_evaluation(refused), reply_to=msg)
     note_run_split_ignored(settings, policy.disclosure, log)
     model = build_model(settings.model_preset)
-    load_record(model, msg.content["arrays"])
+    load_record(model, msg.content[Record.ARRAYS])
 
     # Load the data: the site's own validation set, or the set last reported while fewer than k cases changed
     cases = load_site_cases(site, settings.pipeline, policy.disclosure.validation_fraction, log)
@@ -132,22 +134,20 @@ def evaluate(msg: Message, context: Context) -> Message:
     results, n_failed = validate_cases(model, chosen, settings.pipeline, policy.regions, _device(), log)
     if not results:
         raise ValueError(f"none of the {len(chosen)} validation cases could be validated (see the site log)")
-    keep_validation(
-        site, context.run_config, server_round, msg.content["arrays"], settings.model_preset, results
-    )
+    keep_validation(site, settings, server_round, msg.content[Record.ARRAYS], results)
     final = released_set(site.work, VALIDATION, [r.case_id for r in results], k)
     if final.cases is None:
         log.warning("round %d: validation suppressed: %s", server_round, final.reason)
         return Message(suppressed_content(policy, final.reason), reply_to=msg)
     released = [r for r in results if r.case_id in final.cases]
-    seed = bootstrap_seed(site_secret(site.work), model_digest(msg.content["arrays"]), sorted(final.cases))
+    model_id = model_digest(msg.content[Record.ARRAYS])
+    seed = bootstrap_seed(site_secret(site.work), model_id, sorted(final.cases))
     content = evaluation_content(released, cases.n_skipped + n_failed, policy, seed)
-    status = content["validation"]["status"]
     log.info(
         "round %d: validated %d cases (%s, minimum %d; %s)",
         server_round,
         len(released),
-        status,
+        content[Record.VALIDATION][Validation.STATUS],
         k,
         final.reason,
     )

@@ -39,8 +39,8 @@ R5 Rounding. Every released statistic is rounded to the precision the report sho
 R6 Differencing (DataSHIELD's weak spot, `nfilter.subset`; ACRO's "differencing" risk). Two results over sets
    that differ by one case give that case's values (n7·mean7 − n6·mean6). So:
    a) the site owns its validation split: made once, from the site secret, stored in the work folder
-      (validation/split.json) and reused by every run; the coordinator's `val-fraction` and `seed` are
-      ignored (the site log and each evaluate reply's conventions say so). The site's own
+      (validation/split.json) and reused by every run; no run setting chooses it and the run's `seed` is
+      not used (the site log and each evaluate reply's conventions say so). The site's own
       `validation-fraction` (default 0.2) sets the share; cases added later are assigned by a keyed hash, and
       never move. [site_app.validation_split]
    b) a validation set is reported only when it is the set last reported, or differs from it by at least k
@@ -64,9 +64,10 @@ R9 Site limits. Every run setting the site uses for its computation is checked a
    and the limit named.
 
 Thresholds are the site's settings: node config keys `min-report-cases`, `min-position-cases`,
-`min-train-cases`, `validation-fraction` (site.toml in a kit). A simulation has no node config (all sites are
-the operator's own data on one machine): there the run config's "sim-" + key sets them, with the defaults below
-except `sim-min-report-cases`, default 1.
+`min-train-cases`, `validation-fraction` (models.wire.POLICY_KEYS; site.toml in a kit, read by
+site_app.site_settings with the checks below). A simulation has no node config (all sites are the operator's own
+data on one machine): there the run settings "sim-" + key set them (models.run_config, owner simulation), with
+the defaults below except `sim-min-report-cases`, default 1.
 
 What this policy does not cover: the weights themselves (a coordinator that crafts the model it sends, or
 inverts gradients from updates, can learn about training cases beyond these aggregates: see site-side code
@@ -75,27 +76,48 @@ coordinator's code runs at the site, so a site trusts the app it runs.
 """
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from flwr.app import ArrayRecord, Context
-
-from models.disclosure_wire import (
-    MIN_POSITION_CASES,
-    MIN_REPORT_CASES,
-    MIN_TRAIN_CASES,
-    VALIDATION_FRACTION,
+from models.run_config import (
+    SIM_MIN_POSITION_CASES,
+    SIM_MIN_REPORT_CASES,
+    SIM_MIN_TRAIN_CASES,
+    SIM_VALIDATION_FRACTION,
+    RunSetting,
+)
+from models.wire import (
+    DEFAULT_MIN_POSITION_CASES,
+    DEFAULT_MIN_REPORT_CASES,
+    DEFAULT_MIN_TRAIN_CASES,
+    DEFAULT_VALIDATION_FRACTION,
+    NodeConfig,
+    Overview,
+    Validation,
 )
 from site_app.site_secret import keyed_seed
 
+if TYPE_CHECKING:  # type hints only: site.toml's parser imports this module and stays light
+    from flwr.app import ArrayRecord
+
+    from site_app.run_settings import SiteRunSettings
+
 DEFAULTS: Mapping[str, int | float] = {
-    MIN_REPORT_CASES: 5,
-    MIN_POSITION_CASES: 10,
-    MIN_TRAIN_CASES: 5,
-    VALIDATION_FRACTION: 0.2,
+    NodeConfig.MIN_REPORT_CASES: DEFAULT_MIN_REPORT_CASES,
+    NodeConfig.MIN_POSITION_CASES: DEFAULT_MIN_POSITION_CASES,
+    NodeConfig.MIN_TRAIN_CASES: DEFAULT_MIN_TRAIN_CASES,
+    NodeConfig.VALIDATION_FRACTION: DEFAULT_VALIDATION_FRACTION,
 }
-SIMULATION_DEFAULTS: Mapping[str, int | float] = {**DEFAULTS, MIN_REPORT_CASES: 1}
-SIMULATION_PREFIX = "sim-"
+"""A deployed site's thresholds when its node config does not set them."""
+
+SIMULATION_SETTINGS: Mapping[str, RunSetting] = {
+    NodeConfig.MIN_REPORT_CASES: SIM_MIN_REPORT_CASES,
+    NodeConfig.MIN_POSITION_CASES: SIM_MIN_POSITION_CASES,
+    NodeConfig.MIN_TRAIN_CASES: SIM_MIN_TRAIN_CASES,
+    NodeConfig.VALIDATION_FRACTION: SIM_VALIDATION_FRACTION,
+}
+"""The run setting that sets each threshold of a simulated site (models.run_config, owner simulation)."""
 
 RELEASE_DECIMALS: Mapping[str, int] = {
     "dice": 3,
@@ -112,7 +134,7 @@ POSITION_ESTIMATOR = "Harrell-Davis (scipy.stats.mstats.hdquantiles)"
 
 @dataclass(frozen=True)
 class DisclosurePolicy:
-    """The site's thresholds (see the module docstring); read from the node config, never the run config."""
+    """The site's thresholds (see the module docstring); a deployed site's come from its node config only."""
 
     min_report_cases: int
     min_position_cases: int
@@ -120,45 +142,54 @@ class DisclosurePolicy:
     validation_fraction: float
 
     @classmethod
-    def from_configs(
-        cls, node_config: Mapping[str, object], run_config: Mapping[str, object]
-    ) -> "DisclosurePolicy":
-        return cls(
-            min_report_cases=_whole(site_setting(node_config, run_config, MIN_REPORT_CASES)),
-            min_position_cases=_whole(site_setting(node_config, run_config, MIN_POSITION_CASES)),
-            min_train_cases=_whole(site_setting(node_config, run_config, MIN_TRAIN_CASES)),
-            validation_fraction=_fraction(site_setting(node_config, run_config, VALIDATION_FRACTION)),
-        )
+    def for_site(cls, node_config: Mapping[str, object], settings: "SiteRunSettings") -> "DisclosurePolicy":
+        """A deployed site's policy from its node config (the run config cannot change it); a simulated site's
+        from the run's "sim-" settings."""
+        if deployed(node_config):
+            return cls.from_node_config(node_config)
+        simulated = {
+            NodeConfig.MIN_REPORT_CASES: settings.sim_min_report_cases,
+            NodeConfig.MIN_POSITION_CASES: settings.sim_min_position_cases,
+            NodeConfig.MIN_TRAIN_CASES: settings.sim_min_train_cases,
+            NodeConfig.VALIDATION_FRACTION: settings.sim_validation_fraction,
+        }
+        return cls._checked(simulated, lambda key: f"run setting `{SIMULATION_SETTINGS[key].key}`")
 
     @classmethod
-    def from_context(cls, context: Context) -> "DisclosurePolicy":
-        return cls.from_configs(context.node_config, context.run_config)
+    def from_node_config(
+        cls, node_config: Mapping[str, object], source: str = "node config "
+    ) -> "DisclosurePolicy":
+        """The thresholds a site sets (models.wire.POLICY_KEYS), DEFAULTS for the others. A wrong value raises
+        ValueError naming `source` (e.g. "node config ", "<path>: ") and the key."""
+        values = {key: node_config.get(key, default) for key, default in DEFAULTS.items()}
+        return cls._checked(values, lambda key: f"{source}`{key}`")
+
+    @classmethod
+    def _checked(cls, values: Mapping[str, object], name: Callable[[str], str]) -> "DisclosurePolicy":
+        return cls(
+            min_report_cases=_whole(values, NodeConfig.MIN_REPORT_CASES, name),
+            min_position_cases=_whole(values, NodeConfig.MIN_POSITION_CASES, name),
+            min_train_cases=_whole(values, NodeConfig.MIN_TRAIN_CASES, name),
+            validation_fraction=_fraction(values, NodeConfig.VALIDATION_FRACTION, name),
+        )
 
 
 def deployed(node_config: Mapping[str, object]) -> bool:
     """A deployed site has a node config naming its data; a simulated one only a partition id."""
-    return "data-path" in node_config
+    return NodeConfig.DATA_PATH in node_config
 
 
-def site_setting(node_config: Mapping[str, object], run_config: Mapping[str, object], key: str) -> tuple:
-    """(value, key, source) of a site-owned setting: the node config in deployment, "sim-" + key in simulation."""
-    if deployed(node_config):
-        return node_config.get(key, DEFAULTS[key]), key, "node config"
-    sim_key = SIMULATION_PREFIX + key
-    return run_config.get(sim_key, SIMULATION_DEFAULTS[key]), sim_key, "run config"
-
-
-def _whole(setting: tuple) -> int:
-    value, key, source = setting
+def _whole(values: Mapping[str, object], key: str, name: Callable[[str], str]) -> int:
+    value = values[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{source} `{key}` must be a whole number of at least 1, got {value!r}")
+        raise ValueError(f"{name(key)} must be a whole number of at least 1, got {value!r}")
     return value
 
 
-def _fraction(setting: tuple) -> float:
-    value, key, source = setting
+def _fraction(values: Mapping[str, object], key: str, name: Callable[[str], str]) -> float:
+    value = values[key]
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        raise ValueError(f"{source} `{key}` must be a fraction between 0 and 1 (e.g. 0.2), got {value!r}")
+        raise ValueError(f"{name(key)} must be a fraction between 0 and 1 (e.g. 0.2), got {value!r}")
     return float(value)
 
 
@@ -172,7 +203,7 @@ def round_statistic(metric: str, value: float) -> float:
     return round(float(value), RELEASE_DECIMALS[metric.split("-")[0]])
 
 
-def model_digest(arrays: ArrayRecord) -> bytes:
+def model_digest(arrays: "ArrayRecord") -> bytes:
     """SHA-256 over the model's parameter names and bytes: the same weights give the same digest."""
     digest = hashlib.sha256()
     for name in sorted(arrays.keys()):
@@ -188,22 +219,26 @@ def bootstrap_seed(secret: bytes, model: bytes, case_ids: list[str]) -> int:
 
 def released_overview(counts: Mapping[str, int], k: int) -> dict[str, int]:
     """The data description as it may leave (R2, R8): counts of cases, each 0 or at least k; no ranges."""
-    released = {key: released_count(int(counts[key]), k) for key in ("n-cases-usable", "n-cases-excluded")}
+    keys = (Overview.N_CASES_USABLE, Overview.N_CASES_EXCLUDED)
+    released = {key: released_count(int(counts[key]), k) for key in keys}
     return {key: value for key, value in released.items() if value is not None}
 
 
 def policy_conventions(policy: DisclosurePolicy) -> dict[str, int | float | str | list[str]]:
     """The rules this reply was made under, for the coordinator's report (no case data)."""
     return {
-        "min-position-cases": policy.min_position_cases,
-        "min-train-cases": policy.min_train_cases,
-        "position-estimator": POSITION_ESTIMATOR,
-        "release-decimals": [f"{metric}: {decimals}" for metric, decimals in RELEASE_DECIMALS.items()],
-        "bootstrap-seed": "site secret (not sent)",
-        "validation-set": (
+        Validation.MIN_POSITION_CASES: policy.min_position_cases,
+        Validation.MIN_TRAIN_CASES: policy.min_train_cases,
+        Validation.POSITION_ESTIMATOR: POSITION_ESTIMATOR,
+        Validation.RELEASE_DECIMALS: [
+            f"{metric}: {decimals}" for metric, decimals in RELEASE_DECIMALS.items()
+        ],
+        Validation.BOOTSTRAP_SEED: "site secret (not sent)",
+        Validation.VALIDATION_SET: (
             f"site-owned: fixed split in the site's work folder (validation-fraction {policy.validation_fraction:g});"
-            " the run's val-fraction and seed are not used; a changed set is reported only when it differs from"
+            " no run setting chooses it and the run's seed is not used; a changed set is reported only when it"
+            " differs from"
             f" the last reported one by at least {policy.min_report_cases} cases"
         ),
-        "disclosure-policy": "site_app/disclosure_policy.py (README, Privacy)",
+        Validation.DISCLOSURE_POLICY: "site_app/disclosure_policy.py (README, Privacy)",
     }

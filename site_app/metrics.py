@@ -1,7 +1,8 @@
 """Per-case segmentation metrics on a case's native grid, with its voxel spacing; they stay at the site.
 
-Regions come from the run config's `eval-regions`: "brats" (wt = 1∪2∪3, tc = 1∪3, et = 3) or "per-class" (one
-region per label value). Per case and region, with P the predicted and T the true mask:
+Regions come from the run setting `eval-regions` (models.labels): "brats" (wt = 1∪2∪3, tc = 1∪3, et = 3) or
+"per-class" (one region per label value). Keys are models.wire's f"{metric}-{region}" for every metric in
+wire.METRICS and count in wire.COUNTS. Per case and region, with P the predicted and T the true mask:
 
 - dice = 2|P∩T| / (|P| + |T|)                       (MONAI compute_dice)
 - hd95 = max of the two directed 95th percentiles of surface-voxel distances, mm (MONAI compute_hausdorff_distance)
@@ -26,7 +27,7 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 from scipy import ndimage
 
-from data_prep.labels import BACKGROUND, LABEL_NAMES, REGIONS
+from models.wire import region_key
 
 # MONAI 1.6 warns about its own internal call on every HD95; it says nothing about our use.
 warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
@@ -37,12 +38,6 @@ official BraTS evaluation packages use 373 or 374 mm, so means including such ca
 
 NSD_TOLERANCE_MM = 2.0
 """Surface Dice tolerance τ: a surface voxel counts as right when the other surface is within 2 mm."""
-
-METRICS = ("dice", "hd95", "nsd", "avd", "sensitivity", "precision")
-"""Per-case values summarised with mean, median, IQR and a CI; keys are f"{metric}-{region}"."""
-
-COUNTS = ("empty-both", "empty-pred", "empty-truth", "lesions-tp", "lesions-fp", "lesions-fn")
-"""Per-case counts that are summed over cases; keys are f"{count}-{region}"."""
 
 DICE_SETTINGS = MappingProxyType({"include_background": True, "ignore_empty": False})
 HD95_SETTINGS = MappingProxyType(
@@ -58,23 +53,6 @@ NSD_SETTINGS = MappingProxyType(
 )
 LESION_CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 """26-connectivity: voxels touching by a face, an edge or a corner belong to the same lesion."""
-
-REGION_SETS: Mapping[str, Mapping[str, tuple[int, ...]]] = MappingProxyType(
-    {
-        "brats": REGIONS,
-        "per-class": MappingProxyType(
-            {f"label{value}": (value,) for value in LABEL_NAMES if value != BACKGROUND}
-        ),
-    }
-)
-
-
-def evaluation_regions(name: str) -> Mapping[str, tuple[int, ...]]:
-    """The regions of the run config's `eval-regions`; an unknown name lists the valid ones."""
-    try:
-        return REGION_SETS[name]
-    except KeyError:
-        raise ValueError(f"unknown eval-regions {name!r}; choose one of: {', '.join(REGION_SETS)}") from None
 
 
 def metric_settings() -> dict[str, str]:
@@ -109,8 +87,8 @@ def case_metrics(
         pred, true = np.isin(prediction, values), np.isin(truth, values)
         result.update(
             {
-                f"{key}-{region}": value
-                for key, value in _region_metrics(pred, true, spacing_mm, voxel_ml).items()
+                region_key(name, region): value
+                for name, value in _region_metrics(pred, true, spacing_mm, voxel_ml).items()
             }
         )
     return result

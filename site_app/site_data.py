@@ -1,10 +1,11 @@
 """A site's usable cases, split into training and validation, with failures logged locally.
 
 The split is the site's own (site_app.validation_split): made once, stored in the work folder, reused by every
-run; the coordinator's run config does not change it. The site inventory (``<work>/inventory.json``, written by ``oncofed site check``) decides which cases are used:
-only those that passed. Without one (or with one for another data folder) the site builds it before its first
-round, with the settings of the previous inventory or the defaults. A case that fails later (file changed or
-vanished) is skipped with its reason in the site log and the round goes on.
+run; the coordinator's run config does not change it. The site inventory (``<work>/inventory.json``, written by
+``oncofed site check``) decides which cases are used: only those that passed. Without one (or with one for
+another data folder) the site builds it before its first round, with the settings of the previous inventory or
+the defaults. A case that fails later (file changed or vanished) is skipped with its reason in the site log and
+the round goes on.
 """
 
 from dataclasses import dataclass

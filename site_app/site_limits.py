@@ -23,10 +23,13 @@ nothing is written to the cache. A simulation (no node config) uses the defaults
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
-from data_prep.inventory import Inventory
-from models.disclosure_wire import LIMIT_KEYS, LIMITS_TABLE
-from site_app.run_settings import SiteRunSettings
+from models.wire import LIMIT_KEYS, NodeConfig, limit_key
+
+if TYPE_CHECKING:  # type hints only: site.toml's parser imports this module and stays light
+    from data_prep.inventory import Inventory
+    from site_app.run_settings import SiteRunSettings
 
 DEFAULT_LIMITS: Mapping[str, int | float] = {
     "spacing-mm-min": 0.8,
@@ -37,6 +40,7 @@ DEFAULT_LIMITS: Mapping[str, int | float] = {
     "local-epochs-max": 20,
     "max-resampled-voxels": 2**26,
 }
+"""The limits of a site that sets none (keys: models.wire.LIMIT_KEYS, in order)."""
 assert tuple(DEFAULT_LIMITS) == LIMIT_KEYS
 
 
@@ -56,23 +60,30 @@ class SiteLimits:
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, object]) -> "SiteLimits":
-        """The limits in the node config ("limits.<key>"), the defaults for the others; wrong types are errors."""
+        """The limits in the node config ("limits.<key>"), the defaults for the others; wrong values are errors."""
+        table = {key: node_config[limit_key(key)] for key in LIMIT_KEYS if limit_key(key) in node_config}
+        return cls.from_table(table, "node config ")
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, object], source: str) -> "SiteLimits":
+        """The limits in `table` (keys of LIMIT_KEYS, e.g. site.toml's [limits]), the defaults for the others.
+
+        A wrong value raises ValueError: `source` (e.g. "node config ", "<path>: ") + the key + what is wrong."""
         values = {}
         for key, default in DEFAULT_LIMITS.items():
-            value = node_config.get(f"{LIMITS_TABLE}.{key}", default)
+            value = table.get(key, default)
+            name = f"{source}`{limit_key(key)}`"
             kind = float if isinstance(default, float) else int
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ValueError(
-                    f"node config `{LIMITS_TABLE}.{key}` must be a positive number, got {value!r}"
-                )
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
             if kind is int and value != int(value):
-                raise ValueError(f"node config `{LIMITS_TABLE}.{key}` must be a whole number, got {value!r}")
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
             values[key.replace("-", "_")] = kind(value)
         limits = cls(**values)
         if limits.spacing_mm_min > limits.spacing_mm_max:
             raise ValueError(
-                f"node config `{LIMITS_TABLE}.spacing-mm-min` ({limits.spacing_mm_min}) is above "
-                f"`{LIMITS_TABLE}.spacing-mm-max` ({limits.spacing_mm_max})"
+                f"{source}`{limit_key('spacing-mm-min')}` ({limits.spacing_mm_min}) is above "
+                f"`{limit_key('spacing-mm-max')}` ({limits.spacing_mm_max})"
             )
         return limits
 
@@ -80,7 +91,7 @@ class SiteLimits:
         return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
 
 
-def check_run_settings(settings: SiteRunSettings, limits: SiteLimits) -> None:
+def check_run_settings(settings: "SiteRunSettings", limits: SiteLimits) -> None:
     """Raise OutsideSiteLimits for the first coordinator setting outside the site's limits."""
     pipeline = settings.pipeline
     _within("spacing-mm", pipeline.spacing_mm, limits.spacing_mm_min, limits.spacing_mm_max, "spacing-mm")
@@ -92,7 +103,7 @@ def check_run_settings(settings: SiteRunSettings, limits: SiteLimits) -> None:
     _within("local-epochs", settings.local_epochs, 1, limits.local_epochs_max, "local-epochs-max")
 
 
-def check_resampled_size(inventory: Inventory, settings: SiteRunSettings, limits: SiteLimits) -> None:
+def check_resampled_size(inventory: "Inventory", settings: "SiteRunSettings", limits: SiteLimits) -> None:
     """Raise OutsideSiteLimits when resampling any usable case to spacing-mm (or padding it to the patch) would
     exceed max-resampled-voxels; computed from the stored shape and spacing, before anything is resampled."""
     spacing, patch = settings.pipeline.spacing_mm, settings.pipeline.patch_size
@@ -104,7 +115,7 @@ def check_resampled_size(inventory: Inventory, settings: SiteRunSettings, limits
     if largest > limits.max_resampled_voxels:
         raise OutsideSiteLimits(
             f"run setting spacing-mm = {spacing:g} (patch-size {patch}) would resample a case of this site to "
-            f"{largest:,} voxels, above the site's limit {LIMITS_TABLE}.max-resampled-voxels = "
+            f"{largest:,} voxels, above the site's limit {NodeConfig.LIMITS}.max-resampled-voxels = "
             f"{limits.max_resampled_voxels:,}; use a coarser spacing-mm or ask the site to raise its limit"
         )
 
@@ -116,11 +127,11 @@ def _within(key: str, value: float, low: float, high: float, limit_key: str) -> 
         bound = "spacing-mm-min" if value < low else "spacing-mm-max"
         limit = low if value < low else high
         raise OutsideSiteLimits(
-            f"run setting spacing-mm = {value:g} is outside this site's limits: {LIMITS_TABLE}.{bound} = "
+            f"run setting spacing-mm = {value:g} is outside this site's limits: {NodeConfig.LIMITS}.{bound} = "
             f"{limit:g} (allowed {low:g}-{high:g} mm)"
         )
     if value < low:
         raise OutsideSiteLimits(f"run setting {key} = {value:g} must be at least {low:g}")
     raise OutsideSiteLimits(
-        f"run setting {key} = {value:g} is above this site's limit {LIMITS_TABLE}.{limit_key} = {high:g}"
+        f"run setting {key} = {value:g} is above this site's limit {NodeConfig.LIMITS}.{limit_key} = {high:g}"
     )

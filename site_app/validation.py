@@ -66,7 +66,7 @@ def on_native_grid(prediction: torch.Tensor, label: MetaTensor, pipeline: Compos
 
 def after_loading(settings: PipelineSettings) -> Compose:
     """The preprocessing without its loader: applied to a case already read, so it is read once."""
-    return Compose([t for t in preprocess(settings).transforms if not isinstance(t, LoadCased)])
+    return Compose([t for t in preprocess(settings.preprocessing).transforms if not isinstance(t, LoadCased)])
 
 
 def evaluate_case(

@@ -7,8 +7,8 @@ The split is made once, when the site first has at least 2 usable cases: a share
 site's setting, rounded, at least 1 and at most n − 1) goes to validation, chosen by the order of keyed hashes of
 the case ids under the site secret. A case that appears later is assigned by its own keyed hash (validation with
 probability `validation-fraction`) and keeps that assignment; nothing already assigned ever moves. The
-coordinator's run config has no say: neither its `val-fraction` nor its `seed` is used. Delete split.json (and
-released.json) to start afresh; the next report then counts as a first one.
+coordinator's run config has no say: it has no setting for the split, and its `seed` is not used. Delete
+split.json (and released.json) to start afresh; the next report then counts as a first one.
 
 Both files stay in the work folder: they name cases.
 """
@@ -19,15 +19,13 @@ from dataclasses import dataclass
 from logging import Logger
 from pathlib import Path
 
-from models.disclosure_wire import VALIDATION_FRACTION
-from site_app.disclosure_policy import DEFAULTS
+from models.atomic import atomic_write_text
+from models.wire import DEFAULT_VALIDATION_FRACTION
 from site_app.site_secret import keyed_digest, site_secret
-from site_app.work_records import write_text_atomic
 
 SPLIT_FILE = Path("validation") / "split.json"
 RELEASED_FILE = Path("validation") / "released.json"
 VALIDATION, TRAINING = "validation", "training"
-DEFAULT_VALIDATION_FRACTION = float(DEFAULTS[VALIDATION_FRACTION])
 
 
 @dataclass(frozen=True)
@@ -128,7 +126,7 @@ def record_released(work: Path, purpose: str, cases: Collection[str]) -> None:
     """Remember the set a result was released on (called just before the reply carrying it is returned)."""
     released = _released(work)
     released[purpose] = sorted(cases)
-    write_text_atomic(work / RELEASED_FILE, json.dumps(released, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(work / RELEASED_FILE, json.dumps(released, indent=2, sort_keys=True) + "\n")
 
 
 def _released(work: Path) -> dict[str, list[str]]:
@@ -138,4 +136,4 @@ def _released(work: Path) -> dict[str, list[str]]:
 
 def _write(path: Path, validation_fraction: float, roles: dict[str, str]) -> None:
     payload = {"validation-fraction": validation_fraction, "cases": dict(sorted(roles.items()))}
-    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

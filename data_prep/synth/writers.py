@@ -7,7 +7,6 @@ with k reversed (same voxels in the world). UIDs are derived from the seed, so o
 """
 
 import datetime
-import os
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -22,8 +21,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
 from data_prep.dicom_series import LPS_TO_RAS
-from data_prep.labels import EDEMA, ENHANCING, LABEL_NAMES, NECROTIC_CORE
 from data_prep.volume import Volume, checked_affine
+from models.atomic import atomic_path
+from models.labels import EDEMA, ENHANCING, LABEL_NAMES, NECROTIC_CORE
 
 RESCALE_SLOPE = 0.25
 """CT modality value = stored int16 * RESCALE_SLOPE + RESCALE_INTERCEPT; a non-unit slope exercises readers."""
@@ -51,11 +51,9 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     img.header.set_sform(affine, code="scanner")
     img.header.set_qform(affine, code="scanner")
     img.header.set_xyzt_units(xyz="mm")
-    path = Path(path)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"  # nibabel compresses by the name's suffix
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")  # hidden: never taken for a case
-    nib.save(img, tmp)
-    os.replace(tmp, path)
+    # the temp name is hidden (never taken for a case) and ends like ``path``: nibabel compresses by the suffix
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
 
 
 def write_dicom_series(folder: Path, image: Volume, *, case_id: str, seed: int) -> list[Dataset]:

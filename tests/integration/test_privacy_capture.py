@@ -12,8 +12,8 @@ import pytest
 from flwr.app import Message
 from tiny_capture_run import MIN_REPORT_CASES, REPORTING, SITES, SUPPRESSED, captured_run
 
-from site_app.aggregates import STATS
-from site_app.metrics import COUNTS, HD95_PENALTY_MM, METRICS
+from models.wire import COUNTS, METRICS, STATS
+from site_app.metrics import HD95_PENALTY_MM
 
 DICOM_IDENTIFIERS = (
     "PatientID",
@@ -102,7 +102,7 @@ def test_only_aggregates_travel(run):
             if message.metadata.message_type == "evaluate" and site == REPORTING:
                 (metrics,) = message.content.metric_records.values()
                 assert [k for k in metrics if not AGGREGATE_KEY.fullmatch(k)] == []
-                assert metrics["n-cases"] == MIN_REPORT_CASES  # 20 % of 26, whatever the run's val-fraction
+                assert metrics["n-cases"] == MIN_REPORT_CASES  # 20 % of 26, the site's own split
 
 
 def test_the_reporting_sites_extreme_cases_never_leave(run):
@@ -150,7 +150,7 @@ def test_a_site_below_its_min_train_cases_sends_no_weights(run):
     records = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {r["train"]["status"] for r in records if r["site"] == SUPPRESSED and r["train"]} == {"declined"}
     log = (run.work(REPORTING) / "logs" / "site.log").read_text()
-    assert "the run's val-fraction (0.8) and seed (1) are not used to choose validation cases" in log
+    assert "the run's seed (1) is not used to choose validation cases" in log
 
 
 def numbers(value: object, skip: tuple[str, ...] = ()) -> list[float]:

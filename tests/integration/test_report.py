@@ -10,12 +10,12 @@ import subprocess
 
 import numpy as np
 import pytest
-import typer
 from PIL import Image
 from tiny_capture_run import MIN_REPORT_CASES, REPORTING, SITES, SUPPRESSED, captured_run
 from typer.testing import CliRunner
 
-from server_app.report_command import report
+from models.exit_codes import ExitCode
+from oncofed_cli import app
 from server_app.report_data import report_data
 from server_app.report_html import render_report
 from server_app.run_folder import RunFolder
@@ -23,13 +23,6 @@ from server_app.run_folder import RunFolder
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TESSERACT = shutil.which("tesseract")
-
-
-def cli() -> typer.Typer:
-    """`report` alone (typer runs a single command without its name), as `oncofed report` will run it."""
-    app = typer.Typer(pretty_exceptions_show_locals=False)
-    app.command("report")(report)
-    return app
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +136,7 @@ def test_the_report_renders_in_headless_chromium_showing_every_site(run, tmp_pat
 
 def test_report_command_rebuilds_the_report_elsewhere(run, tmp_path):
     out = tmp_path / "copy" / "federation.html"
-    result = runner.invoke(cli(), [str(run.run_dir), "--out", str(out)])
+    result = runner.invoke(app, ["report", str(run.run_dir), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file() and (out.parent / "report.json").is_file() and (out.parent / "metrics.csv").is_file()
     assert (
@@ -153,8 +146,8 @@ def test_report_command_rebuilds_the_report_elsewhere(run, tmp_path):
 
 
 def test_report_command_on_a_folder_without_a_run_is_one_error_line(tmp_path):
-    result = runner.invoke(cli(), [str(tmp_path)])
-    assert result.exit_code == 2
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == ExitCode.NO_USABLE_DATA
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "no validation results" in lines[0], result.output
 

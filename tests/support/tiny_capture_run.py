@@ -4,7 +4,7 @@ Two synthetic sites with demo-like case counts on the tiny grid (hospital-a: 26 
 + DICOM-SEG cases), one round, through the project's own launcher (deploy.simulate.run_simulation) with the
 site's ClientApp wrapped so that every Message a site sends is captured (capturing_clientapp.py). The sites keep
 the default disclosure policy (minimum of 5 validation and 5 training cases, their own split with 20 % for
-validation), whatever the run config's val-fraction (0.8 here, ignored): hospital-a reports on 5 validation
+validation; no run setting chooses it and the run's seed is not used): hospital-a reports on 5 validation
 cases and trains on 21; hospital-b has 1 validation and 4 training cases, so it suppresses its numbers and
 declines to train. Each site's work folder gets a fixed secret before the run, so the run is repeatable.
 """
@@ -20,9 +20,9 @@ from flwr.proto.message_pb2 import Message as ProtoMessage
 from synthetic_site import add_nifti_cases, fix_site_secret
 
 from data_prep.synth.federation import write_federation
-from deploy.cli import plan_simulation
 from deploy.flower_env import toml_value
 from deploy.simulate import failure_context, run_simulation
+from deploy.simulation_plan import plan_simulation
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("hospital-a", "hospital-b")
@@ -92,7 +92,6 @@ def _run(root: Path) -> CapturedRun:
     plan = plan_simulation(data, run_dir, rounds=1, preset="tiny", seed=1)
     run_config = {
         **plan.run_config,
-        "val-fraction": 0.8,  # the coordinator's wish; each site keeps its own split
         "local-epochs": 1,
         "samples-per-case": 1,
         "sim-min-report-cases": MIN_REPORT_CASES,

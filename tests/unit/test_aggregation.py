@@ -183,11 +183,19 @@ def test_a_reply_with_other_metric_names_is_dropped_not_fatal(strategy, tmp_path
     assert any("node-13" in r.getMessage() and "metric names" in r.getMessage() for r in caplog.records)
 
 
+def test_a_reply_with_a_status_outside_the_contract_is_dropped(strategy, tmp_path, caplog):
+    odd = evaluate_reply(12, {"validation": ConfigRecord({"status": "partial", "min-report-cases": 5})})
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        strategy.aggregate_evaluate(1, [reported(11, SITE), odd])
+    assert [r["site"] for r in filed(tmp_path)] == ["node-11"]
+    assert any("node-12" in r.getMessage() and "'partial'" in r.getMessage() for r in caplog.records)
+
+
 # A site's policy replies (site_app.policy_replies, site_app.disclosure): no weights or no numbers, never fatal
 
 
 def test_sites_that_decline_or_refuse_to_train_are_left_out_and_the_round_goes_on(strategy, caplog):
-    policy = DisclosurePolicy.from_configs({"data-path": "/data"}, {})
+    policy = DisclosurePolicy.from_node_config({})
     good = build_model("tiny", seed=1)
     replies = [
         reply_from(11, to_record(good), {"train-loss": 0.5, "num-examples": 6}),
@@ -209,7 +217,7 @@ def test_sites_that_decline_or_refuse_to_train_are_left_out_and_the_round_goes_o
 
 
 def test_a_round_where_every_site_declines_keeps_the_global_model(strategy):
-    policy = DisclosurePolicy.from_configs({"data-path": "/data"}, {})
+    policy = DisclosurePolicy.from_node_config({})
     replies = [reply_to(node, "train", declined_training("n < 5", policy)) for node in (11, 12)]
     assert strategy.aggregate_train(1, replies) == (None, None)  # Strategy.start keeps the current arrays
 

@@ -2,8 +2,9 @@
 
 (a) n = 5 … 30: quartiles + mean + a replayed bootstrap CI (the reconstruction of issue 10) recover no case value
     from what a site now sends; the same attack recovers every value from what a site used to send (control).
-(b) Two runs with another val-fraction and seed at the same site (same work folder), cases added in between, a case
-    lost: differencing their replies gives no case value.
+(b) Two runs with another seed at the same site (same work folder), cases added in between, a case lost:
+    differencing their replies gives no case value. The coordinator's run configs also carry a `val-fraction`: no
+    longer a run setting, but a coordinator's own app may add any key, and none chooses the site's split.
 (c) val-fraction 0.99 does not make a site train on fewer than its min-train-cases; below it, no weights leave.
 (d) No number in any reply equals a per-case value the site keeps in validation/per-case.jsonl (0, 1 and the
     empty-mask penalty are shared by many cases by definition and are allowed).
@@ -26,13 +27,15 @@ from flwr.supercore.task_identity import TaskIdentity
 from scipy.optimize import brentq
 from synthetic_site import add_nifti_cases, fix_site_secret
 
+from models.labels import evaluation_regions
 from models.presets import build_model
 from models.weights import to_record
+from models.wire import COUNTS, METRICS
 from site_app import disclosure_policy
 from site_app.aggregates import CI_LEVEL, bootstrap_indices
 from site_app.app import app
 from site_app.disclosure import ValidationPolicy, evaluation_content
-from site_app.metrics import COUNTS, HD95_PENALTY_MM, METRICS, evaluation_regions
+from site_app.metrics import HD95_PENALTY_MM
 from site_app.run_settings import SiteRunSettings
 from site_app.site_limits import OutsideSiteLimits, SiteLimits, check_run_settings
 from site_app.site_secret import SECRET_FILE
@@ -49,7 +52,6 @@ RUN_CONFIG = {
     "patch-size": 16,
     "samples-per-case": 1,
     "spacing-mm": 4.0,
-    "val-fraction": 0.2,
     "seed": RUN_SEED,
     "eval-regions": "brats",
 }
@@ -212,14 +214,8 @@ def test_a_reconstruction_from_one_reply_recovers_no_case_value(rounded, monkeyp
     Without rounding too: the structure of the release, not the rounding, is what protects."""
     if not rounded:
         monkeypatch.setattr(disclosure_policy, "RELEASE_DECIMALS", dict.fromkeys(METRICS, 17))
-    context = Context(
-        run_id=1,
-        node_id=2,
-        node_config={"data-path": "/data", "work-path": "/work"},
-        state=RecordDict(),
-        run_config={"eval-regions": "brats", "seed": RUN_SEED},
-    )
-    policy = ValidationPolicy.from_context(context)
+    settings = SiteRunSettings.from_run_config({"eval-regions": "brats", "seed": RUN_SEED})
+    policy = ValidationPolicy.for_site(settings, {"data-path": "/data", "work-path": "/work"})
     secret_seed = disclosure_policy.keyed_seed(b"\x07" * 32, "bootstrap")
     for n in range(5, 31):
         results = synthetic_results(n, seed=100 + n)
@@ -292,9 +288,9 @@ def test_other_val_fraction_and_seed_do_not_change_the_validation_cases(hospital
     _, records = per_case_values(hospital.work)
     assert len(records) == 15 and len({r["case_id"] for r in records}) == 5  # A, B and C: the same 5 cases
     validation = hospital.replies["B evaluate r0"].content.config_records["validation"]
-    assert "the run's val-fraction and seed are not used" in validation["validation-set"]
+    assert "no run setting chooses it and the run's seed is not used" in validation["validation-set"]
     log = (hospital.work / "logs" / "site.log").read_text()
-    assert "the run's val-fraction (0.99) and seed (7) are not used to choose validation cases" in log
+    assert "the run's seed (7) is not used to choose validation cases" in log
 
 
 def test_cases_added_in_between_are_held_back_until_k_have_accumulated(hospital):

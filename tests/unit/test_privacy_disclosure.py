@@ -5,17 +5,14 @@ import re
 
 import numpy as np
 import pytest
-from flwr.app import Context, RecordDict
+from flwr.app import RecordDict
 
-from site_app.aggregates import STATS
-from site_app.disclosure import (
-    DEFAULT_MIN_REPORT_CASES,
-    SIMULATION_MIN_REPORT_CASES,
-    ValidationPolicy,
-    evaluation_content,
-    min_report_cases,
-)
-from site_app.metrics import COUNTS, METRICS, case_metrics, evaluation_regions
+from models.labels import evaluation_regions
+from models.run_config import SIM_MIN_REPORT_CASES, defaults
+from models.wire import COUNTS, DEFAULT_MIN_REPORT_CASES, METRICS, STATS
+from site_app.disclosure import ValidationPolicy, evaluation_content
+from site_app.metrics import case_metrics
+from site_app.run_settings import SiteRunSettings
 from site_app.validation import CaseEvaluation
 
 DEPLOYED = {"data-path": "/data/site", "work-path": "/work/site", "site-name": "hospital-x"}
@@ -26,26 +23,35 @@ AGGREGATE_KEY = re.compile(
 )
 
 
+def site_minimum(node_config: dict, run_config: dict) -> int:
+    """The minimum a site applies, read the way its ClientApp reads it: run config -> settings -> policy."""
+    settings = SiteRunSettings.from_run_config({**defaults(), **run_config})
+    return ValidationPolicy.for_site(settings, node_config).min_report_cases
+
+
 def test_a_deployed_site_sets_its_own_minimum():
-    assert min_report_cases(DEPLOYED, {}) == DEFAULT_MIN_REPORT_CASES == 5
-    assert min_report_cases({**DEPLOYED, "min-report-cases": 12}, {}) == 12
+    assert site_minimum(DEPLOYED, {}) == DEFAULT_MIN_REPORT_CASES == 5
+    assert site_minimum({**DEPLOYED, "min-report-cases": 12}, {}) == 12
 
 
 def test_the_coordinators_run_config_cannot_lower_a_deployed_sites_minimum():
+    # The attack: a coordinator sets the simulation minimum (and a look-alike key) to 1 in the run config.
     lowering = {"sim-min-report-cases": 1, "min-report-cases": 1}
-    assert min_report_cases(DEPLOYED, lowering) == DEFAULT_MIN_REPORT_CASES
-    assert min_report_cases({**DEPLOYED, "min-report-cases": 8}, lowering) == 8
+    assert site_minimum(DEPLOYED, lowering) == DEFAULT_MIN_REPORT_CASES
+    assert site_minimum({**DEPLOYED, "min-report-cases": 8}, lowering) == 8
 
 
 def test_a_simulation_takes_its_minimum_from_the_run_config():
-    assert min_report_cases(SIMULATED, {}) == SIMULATION_MIN_REPORT_CASES
-    assert min_report_cases(SIMULATED, {"sim-min-report-cases": 3}) == 3
+    assert site_minimum(SIMULATED, {}) == SIM_MIN_REPORT_CASES.default == 1
+    assert site_minimum(SIMULATED, {"sim-min-report-cases": 3}) == 3
 
 
 @pytest.mark.parametrize("value", [0, -2, "5", 2.5, True])
 def test_a_minimum_that_is_not_a_whole_number_of_at_least_one_is_refused(value):
-    with pytest.raises(ValueError, match="min-report-cases"):
-        min_report_cases({**DEPLOYED, "min-report-cases": value}, {})
+    with pytest.raises(ValueError, match="node config `min-report-cases`"):
+        site_minimum({**DEPLOYED, "min-report-cases": value}, {})
+    with pytest.raises(ValueError, match="sim-min-report-cases"):
+        site_minimum(SIMULATED, {"sim-min-report-cases": value})
 
 
 def cases(n: int) -> list[CaseEvaluation]:
@@ -71,14 +77,8 @@ def cases(n: int) -> list[CaseEvaluation]:
 
 
 def policy(minimum: int) -> ValidationPolicy:
-    context = Context(
-        run_id=1,
-        node_id=2,
-        node_config={**DEPLOYED, "min-report-cases": minimum},
-        state=RecordDict(),
-        run_config={"seed": 3},
-    )
-    return ValidationPolicy.from_context(context)
+    settings = SiteRunSettings.from_run_config({**defaults(), "seed": 3})
+    return ValidationPolicy.for_site(settings, {**DEPLOYED, "min-report-cases": minimum})
 
 
 def numbers_in(content: RecordDict) -> list[float]:

@@ -8,8 +8,10 @@ import stat
 import pytest
 
 from deploy.kit import KitError, read_kit_settings
-from models.disclosure_wire import POLICY_CONVENTION_KEYS
+from models.run_config import defaults
+from models.wire import POLICY_CONVENTIONS
 from site_app.disclosure_policy import DisclosurePolicy, policy_conventions
+from site_app.run_settings import SiteRunSettings
 from site_app.site_limits import SiteLimits
 from site_app.site_secret import SECRET_FILE, site_secret
 from site_app.validation_split import SPLIT_FILE, record_released, released_set, site_split
@@ -73,6 +75,10 @@ def test_a_set_is_released_only_if_it_is_the_last_one_or_k_cases_away(tmp_path, 
     assert (None if result.cases is None else sorted(result.cases)) == expected, result.reason
 
 
+def run_settings(**run_config: object) -> SiteRunSettings:
+    return SiteRunSettings.from_run_config({**defaults(), **run_config})
+
+
 def test_thresholds_come_from_the_node_config_never_the_run_config():
     lowering = {
         "min-report-cases": 1,
@@ -80,18 +86,26 @@ def test_thresholds_come_from_the_node_config_never_the_run_config():
         "min-position-cases": 1,
         "validation-fraction": 0.99,
     }
-    policy = DisclosurePolicy.from_configs(DEPLOYED, {**lowering, "sim-min-train-cases": 1})
+    sim_lowering = {f"sim-{key}": value for key, value in lowering.items()}
+    settings = SiteRunSettings.from_run_config({**defaults(), **lowering, **sim_lowering})
+    policy = DisclosurePolicy.for_site(DEPLOYED, settings)
     assert (policy.min_report_cases, policy.min_position_cases, policy.min_train_cases) == (5, 10, 5)
     assert policy.validation_fraction == 0.2
     assert (
-        DisclosurePolicy.from_configs({**DEPLOYED, **lowering}, {}).min_train_cases == 1
+        DisclosurePolicy.for_site({**DEPLOYED, **lowering}, settings).min_train_cases == 1
     )  # the site's choice
 
 
-def test_a_simulation_takes_them_from_the_sim_keys_of_the_run_config():
+def test_a_simulation_takes_them_from_the_sim_run_settings():
     simulated = {"partition-id": 0, "num-partitions": 2}
-    policy = DisclosurePolicy.from_configs(simulated, {"sim-min-train-cases": 2, "min-train-cases": 9})
+    settings = SiteRunSettings.from_run_config({**defaults(), "sim-min-train-cases": 2, "min-train-cases": 9})
+    policy = DisclosurePolicy.for_site(simulated, settings)
     assert (policy.min_report_cases, policy.min_train_cases) == (1, 2)
+    wrong = SiteRunSettings.from_run_config({**defaults(), "sim-validation-fraction": 1.5})
+    with pytest.raises(
+        ValueError, match="run setting `sim-validation-fraction` must be a fraction between 0 and 1"
+    ):
+        DisclosurePolicy.for_site(simulated, wrong)
 
 
 @pytest.mark.parametrize(
@@ -105,8 +119,8 @@ def test_a_simulation_takes_them_from_the_sim_keys_of_the_run_config():
     ],
 )
 def test_a_wrong_site_setting_names_the_key(key, value, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        DisclosurePolicy.from_configs({**DEPLOYED, key: value}, {})
+    with pytest.raises(ValueError, match="node config " + message.replace("(", r"\(").replace(".", r"\.")):
+        DisclosurePolicy.from_node_config({**DEPLOYED, key: value})
         SiteLimits.from_node_config({key: value})
 
 
@@ -125,19 +139,32 @@ def test_a_kits_site_toml_passes_the_sites_settings_to_its_node_config(tmp_path)
         "min-train-cases = 8\nvalidation-fraction = 0.25\n\n[limits]\nspacing-mm-min = 1.0\nmax-voxels = 9\n",
     )
     settings = read_kit_settings(path, "hospital-a")
-    assert settings.policy == {
+    assert settings.policy == {"min-train-cases": 8, "validation-fraction": 0.25}
+    assert settings.limits == {"spacing-mm-min": 1.0}
+    assert settings.ingest.max_voxels == 9
+    node_config = settings.node_config()
+    assert {
+        k: node_config[k] for k in ("min-train-cases", "validation-fraction", "limits.spacing-mm-min")
+    } == {
         "min-train-cases": 8,
         "validation-fraction": 0.25,
         "limits.spacing-mm-min": 1.0,
     }
+    policy = DisclosurePolicy.for_site(node_config, run_settings())  # what the ClientApp reads from it
+    assert (policy.min_train_cases, policy.validation_fraction) == (8, 0.25)
+    assert SiteLimits.from_node_config(node_config).spacing_mm_min == 1.0
 
 
 def test_a_kits_wrong_setting_is_refused_when_the_site_starts(tmp_path):
     with pytest.raises(KitError, match=r"site.toml: `limits.batch-size-max` must be a positive number"):
         read_kit_settings(site_toml(tmp_path, "[limits]\nbatch-size-max = 0\n"), "hospital-a")
+    with pytest.raises(KitError, match=r"site.toml: `min-train-cases` must be a whole number of at least 1"):
+        read_kit_settings(site_toml(tmp_path, "min-train-cases = 0\n"), "hospital-a")
+    with pytest.raises(KitError, match=r"site.toml: `validation-fraction` is 'a fifth', expected a number"):
+        read_kit_settings(site_toml(tmp_path, 'validation-fraction = "a fifth"\n'), "hospital-a")
 
 
 def test_the_policy_conventions_are_the_ones_the_report_sets_aside():
     """Sites with other thresholds are not flagged as having other metric conventions (server_app.report_data)."""
-    policy = DisclosurePolicy.from_configs(DEPLOYED, {})
-    assert set(policy_conventions(policy)) == set(POLICY_CONVENTION_KEYS)
+    policy = DisclosurePolicy.from_node_config(DEPLOYED)
+    assert set(policy_conventions(policy)) == set(POLICY_CONVENTIONS)
