@@ -55,8 +55,14 @@ RUN_TIMEOUT_S = 1800.0
 
 
 def node_config(data: Path, work: Path) -> dict[str, str | int]:
-    """A SuperNode's node config; every site reports its metrics however few validation cases it has."""
-    return {"site-name": data.name, "data-path": str(data), "work-path": str(work), "min-report-cases": 1}
+    """A SuperNode's node config; every site reports its metrics and trains however few cases it has."""
+    return {
+        "site-name": data.name,
+        "data-path": str(data),
+        "work-path": str(work),
+        "min-report-cases": 1,
+        "min-train-cases": 1,
+    }
 
 
 def handle(

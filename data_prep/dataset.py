@@ -14,7 +14,6 @@ from monai.data import Dataset, PersistentDataset
 from monai.data.utils import json_hashing
 from monai.transforms import Compose
 from monai.utils import convert_to_tensor
-from sklearn.model_selection import train_test_split
 
 from data_prep.discovery import CaseFiles
 from data_prep.ingest_settings import DEFAULT_INGEST, IngestSettings
@@ -56,18 +55,6 @@ class SiteCache(PersistentDataset):
         with atomic_path(entry) as tmp:
             torch.save(convert_to_tensor(transformed, convert_numeric=False, track_meta=self.track_meta), tmp)
         return transformed
-
-
-def split_cases(
-    cases: Sequence[CaseFiles], val_fraction: float, seed: int
-) -> tuple[list[CaseFiles], list[CaseFiles]]:
-    """Deterministic train/validation split: same cases and seed give the same split on every round."""
-    ordered = sorted(cases, key=lambda c: c.case_id)
-    if len(ordered) < 2:
-        raise ValueError(f"a site needs at least 2 usable cases to train and validate, found {len(ordered)}")
-    n_val = min(len(ordered) - 1, max(1, round(len(ordered) * val_fraction)))
-    train, val = train_test_split(ordered, test_size=n_val, random_state=seed, shuffle=True)
-    return sorted(train, key=lambda c: c.case_id), sorted(val, key=lambda c: c.case_id)
 
 
 def usable_items(

@@ -218,31 +218,15 @@ def read_inventory(work: Path) -> Inventory | None:
         return None
 
 
-def site_aggregate(inventory: Inventory) -> dict[str, int | float]:
-    """What may leave the site about its data: case counts and the ranges of spacing and size; flat, numeric.
-
-    Keys (kebab-case): n-cases-usable, n-cases-excluded and, with at least one usable case, spacing-min-mm,
-    spacing-max-mm (over all axes of all usable cases, native resolution), size-min-vox, size-max-vox.
-    """
+def site_aggregate(inventory: Inventory) -> dict[str, int]:
+    """The site's case counts (models.wire.Overview): the only numbers about its data that may leave it, and
+    only as site_app.disclosure_policy.released_overview lets them (no spacing or size ranges: they are the
+    values of single cases)."""
     summary = inventory.summary()
-    aggregate: dict[str, int | float] = {
+    return {
         Overview.N_CASES_USABLE: int(summary["n_usable"]),
         Overview.N_CASES_EXCLUDED: int(summary["n_excluded"]),
     }
-    if summary["spacing_mm_range"]:
-        (spacing_min, spacing_max), (size_min, size_max) = (
-            summary["spacing_mm_range"],
-            summary["size_vox_range"],
-        )
-        aggregate.update(
-            {
-                Overview.SPACING_MIN_MM: float(spacing_min),
-                Overview.SPACING_MAX_MM: float(spacing_max),
-                Overview.SIZE_MIN_VOX: int(size_min),
-                Overview.SIZE_MAX_VOX: int(size_max),
-            }
-        )
-    return aggregate
 
 
 def _relative(text: str, data_dir: Path) -> str:

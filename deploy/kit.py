@@ -18,11 +18,12 @@ belongs to site_app.site_settings, its one parser; this module adds the checks o
 """
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.ingest_settings import IngestSettings
-from models.wire import NodeConfig
+from models.wire import POLICY_KEYS, NodeConfig, limit_key
 from site_app.site_settings import COORDINATOR, RUNTIME_PORT, SiteSettingsError, read_site_file
 
 KIT_FILE = "kit.toml"
@@ -171,14 +172,21 @@ class SiteKitSettings:
     runtime_port: int
     ingest: IngestSettings
     """How the site's export is read: site.toml's [series], [labels] and [limits] (defaults when absent)."""
+    policy: Mapping[str, int | float]
+    """The site's other disclosure settings it sets (min-position-cases, min-train-cases, validation-fraction;
+    absent keys take the ClientApp's defaults, site_app.disclosure_policy)."""
+    limits: Mapping[str, int | float]
+    """The site's limits on run settings it sets (site.toml's [limits], site_app.site_limits)."""
 
-    def node_config(self) -> dict[str, str | int]:
+    def node_config(self) -> dict[str, str | int | float]:
         """What the site's SuperNode passes to the ClientApp as `context.node_config` (models.wire.NodeConfig)."""
         return {
             NodeConfig.SITE_NAME: self.site_name,
             NodeConfig.DATA_PATH: str(self.data_path),
             NodeConfig.WORK_PATH: str(self.work_path),
             NodeConfig.MIN_REPORT_CASES: self.min_report_cases,
+            **self.policy,
+            **{limit_key(key): value for key, value in self.limits.items()},
         }
 
     @property
@@ -223,7 +231,8 @@ class SiteKit:
 
 def read_kit_settings(path: Path, site_name: str) -> SiteKitSettings:
     """site.toml, parsed by its one parser (site_app.site_settings), with the kit's own checks on top:
-    placeholders, a changed site name, the coordinator's address form, absolute paths and ranges."""
+    placeholders, a changed site name, the coordinator's address form, absolute paths and the port's range (the
+    parser checks the disclosure settings and limits as the ClientApp will)."""
     if not path.is_file():
         raise KitError(f"{path} is missing: the site settings file; copy it back from the kit you received")
     try:
@@ -243,6 +252,8 @@ def read_kit_settings(path: Path, site_name: str) -> SiteKitSettings:
         min_report_cases=int(table[NodeConfig.MIN_REPORT_CASES]),
         runtime_port=int(table[RUNTIME_PORT]),
         ingest=site_file.ingest,
+        policy={k: table[k] for k in POLICY_KEYS if k in table and k != NodeConfig.MIN_REPORT_CASES},
+        limits=dict(site_file.limits),
     )
     if settings.site_name != site_name:
         raise KitError(
@@ -261,10 +272,6 @@ def read_kit_settings(path: Path, site_name: str) -> SiteKitSettings:
     ):
         if not folder.is_absolute():
             raise KitError(f"{path}: `{key}` is {str(folder)!r}, expected an absolute path")
-    if settings.min_report_cases < 1:
-        raise KitError(
-            f"{path}: `{NodeConfig.MIN_REPORT_CASES}` is {settings.min_report_cases}, expected at least 1"
-        )
     if not 1 <= settings.runtime_port <= 65535:
         raise KitError(f"{path}: `{RUNTIME_PORT}` is {settings.runtime_port}, expected a TCP port (1-65535)")
     return settings

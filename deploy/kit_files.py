@@ -11,7 +11,13 @@ from deploy.flower_env import toml_value
 from deploy.kit import CONNECTION, DEFAULT_RUNTIME_PORT, SITE_FILE
 from deploy.site_package import TORCH_CPU_INDEX
 from models.atomic import atomic_write_bytes
-from models.wire import DEFAULT_MIN_REPORT_CASES
+from models.wire import (
+    DEFAULT_MIN_POSITION_CASES,
+    DEFAULT_MIN_REPORT_CASES,
+    DEFAULT_MIN_TRAIN_CASES,
+    DEFAULT_VALIDATION_FRACTION,
+)
+from site_app.site_limits import DEFAULT_LIMITS
 
 TEMPLATES = Path(__file__).parent / "templates"
 INSTALL_ROOT = "/opt/oncofed"
@@ -84,6 +90,9 @@ def site_files(
         "key_fingerprint": key_fingerprint,
         "role": "site",
         "min_report_cases": DEFAULT_MIN_REPORT_CASES,
+        "min_position_cases": DEFAULT_MIN_POSITION_CASES,
+        "min_train_cases": DEFAULT_MIN_TRAIN_CASES,
+        "validation_fraction": DEFAULT_VALIDATION_FRACTION,
     }
     return {
         SITE_FILE: render(
@@ -92,6 +101,7 @@ def site_files(
             site_toml=toml_value(site),
             coordinator_toml=toml_value(coordinator),
             runtime_port=DEFAULT_RUNTIME_PORT,
+            limit_defaults=", ".join(f"{key} = {toml_value(value)}" for key, value in DEFAULT_LIMITS.items()),
         ),
         "start.sh": render("site-start.sh", **values),
         "oncofed-site.service": render("site.service", **values),

@@ -1,6 +1,7 @@
 """Start a site from its kit: a `flower-supernode` that connects out to the coordinator over TLS with the site's key.
 
-The node config (models.wire.NodeConfig: site-name, data-path, work-path, min-report-cases) goes to
+The node config (models.wire.NodeConfig: site-name, data-path, work-path, the site's disclosure settings and
+its limits on run settings, from site.toml) goes to
 Flower as a TOML file, so paths with spaces or quotes need no shell quoting. Flower's own state, logs and
 config live in the site's work folder; nothing is written into the kit or the data folder.
 """

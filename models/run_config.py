@@ -20,6 +20,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
+from models.wire import DEFAULT_MIN_POSITION_CASES, DEFAULT_MIN_TRAIN_CASES, DEFAULT_VALIDATION_FRACTION
+
 T = TypeVar("T", int, float, str)
 
 
@@ -67,7 +69,11 @@ MODEL_PRESET = RunSetting(
     "model-preset", Owner.SHARED, str, "small", "tiny | small | large (models/presets.py)"
 )
 SEED = RunSetting(
-    "seed", Owner.SHARED, int, 0, "seed of the initial model, the sites' split, augmentation and bootstrap"
+    "seed",
+    Owner.SHARED,
+    int,
+    0,
+    "seed of the initial model and the sites' augmentation (a site's split and bootstrap use its own secret)",
 )
 
 # The preprocessing the model is trained with: the sites preprocess with it, and the coordinator records it in
@@ -107,9 +113,6 @@ BATCH_SIZE = RunSetting("batch-size", Owner.SITE, int, 2, "training patches per 
 SAMPLES_PER_CASE = RunSetting(
     "samples-per-case", Owner.SITE, int, 4, "patches drawn per case per epoch (half centred on tumor)", 1
 )
-VAL_FRACTION = RunSetting(
-    "val-fraction", Owner.SITE, float, 0.2, "share of each site's cases kept for validation", 0
-)
 EVAL_REGIONS = RunSetting(
     "eval-regions", Owner.SITE, str, "brats", "brats (wt, tc, et) | per-class (one region per label)"
 )
@@ -122,6 +125,30 @@ SIM_MIN_REPORT_CASES = RunSetting(
     1,
     "a simulated site's min-report-cases (a deployed site sets its own in its node config)",
     1,
+)
+SIM_MIN_POSITION_CASES = RunSetting(
+    "sim-min-position-cases",
+    Owner.SIMULATION,
+    int,
+    DEFAULT_MIN_POSITION_CASES,
+    "a simulated site's min-position-cases, the fewest validation cases for medians and quartiles",
+    1,
+)
+SIM_MIN_TRAIN_CASES = RunSetting(
+    "sim-min-train-cases",
+    Owner.SIMULATION,
+    int,
+    DEFAULT_MIN_TRAIN_CASES,
+    "a simulated site's min-train-cases, the fewest training cases it trains on",
+    1,
+)
+SIM_VALIDATION_FRACTION = RunSetting(
+    "sim-validation-fraction",
+    Owner.SIMULATION,
+    float,
+    DEFAULT_VALIDATION_FRACTION,
+    "a simulated site's validation-fraction, the share of its cases in its own validation split",
+    0,
 )
 SIM_DATA = RunSetting(
     "sim-data", Owner.SIMULATION, str, "", "folder holding one sub-folder per simulated site"
@@ -141,9 +168,11 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     LEARNING_RATE,
     BATCH_SIZE,
     SAMPLES_PER_CASE,
-    VAL_FRACTION,
     EVAL_REGIONS,
     SIM_MIN_REPORT_CASES,
+    SIM_MIN_POSITION_CASES,
+    SIM_MIN_TRAIN_CASES,
+    SIM_VALIDATION_FRACTION,
     SIM_DATA,
     SIM_WORK,
 )

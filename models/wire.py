@@ -4,10 +4,12 @@ Both sides import these names; a string spelled here is spelled nowhere else. Th
 by name, see Record):
 
     train           instruction  ARRAYS (global model) + CONFIG {server-round}
-                    reply        ARRAYS (the site's weights) + METRICS {train-loss, num-examples}
+                    reply        ARRAYS (the site's weights) + METRICS {train-loss, num-examples}, or, when
+                                 the site's policy stops it, only TRAINING {status declined|refused, reason}
     evaluate        instruction  ARRAYS (global model) + CONFIG {server-round}
-                    reply        VALIDATION {status, min-report-cases, conventions} and, only when the status
-                                 is "reported", METRICS (aggregates in the key grammar below, num-examples)
+                    reply        VALIDATION {status, min-report-cases, reason, withheld, conventions} and, only
+                                 when the status is "reported", METRICS (aggregates in the key grammar below,
+                                 num-examples)
     query.describe  instruction  empty
                     reply        SITE {site-name} + OVERVIEW (aggregate overview of the site's data)
 
@@ -18,7 +20,9 @@ Metric key grammar (kebab-case, like Flower's own `num-examples`), with a region
     <count>-<region>            a count summed over a site's cases              lesions-fn-tc
     dice-mean[-ci-low|-ci-high] mean Dice over regions (and its CI)
     n-cases, n-skipped          the site's validated and skipped cases
-    spacing-min-mm, spacing-max-mm
+
+No minimum, maximum or other single-case value is sent (site_app.disclosure_policy, R2); median and quartiles
+(POSITION_STATS) and n-skipped may be withheld by a site's policy (`withholdable`).
 
 The coordinator pools exactly what pools from aggregates: every "-mean" (case-weighted) and every count
 (summed), recognised by this grammar, so a metric or count added here is pooled without touching the coordinator.
@@ -52,6 +56,8 @@ class Record:
     """MetricRecord of a train reply (train-loss) or of a reported evaluate reply (aggregates)."""
     VALIDATION = "validation"
     """ConfigRecord of every evaluate reply: status, the site's minimum, metric conventions (Validation)."""
+    TRAINING = "training"
+    """ConfigRecord of a train reply that carries no weights: status DECLINED or REFUSED (Training)."""
     SITE = "site"
     """ConfigRecord of a describe reply: SITE_NAME."""
     OVERVIEW = "overview"
@@ -71,20 +77,37 @@ SITE_NAME = "site-name"
 """In a describe reply's SITE record: the name the site's results are filed under."""
 
 
-# Statuses of an evaluate reply ------------------------------------------------------------------------------
+# Statuses of a reply ----------------------------------------------------------------------------------------
 
 REPORTED = "reported"
-"""The site sent aggregates (METRICS record present)."""
+"""Evaluate: the site sent aggregates (METRICS record present)."""
 SUPPRESSED = "suppressed"
-"""The site had fewer validation cases than its minimum and sent no number about them (no METRICS record)."""
-STATUSES = (REPORTED, SUPPRESSED)
+"""Evaluate: the site's disclosure policy let no number about its validation cases leave (no METRICS record):
+fewer cases than its minimum, or a set too close to the one it last reported."""
+REFUSED = "refused"
+"""Train or evaluate: a run setting is outside the site's limits; nothing was computed (no METRICS, no ARRAYS)."""
+DECLINED = "declined"
+"""Train: the site has fewer training cases than its `min-train-cases`; no weights, loss or count."""
+STATUSES = (REPORTED, SUPPRESSED, REFUSED, DECLINED)
+"""Every status a reply may carry."""
+EVALUATE_STATUSES = (REPORTED, SUPPRESSED, REFUSED)
+"""The statuses of an evaluate reply's VALIDATION record."""
+WITHOUT_NUMBERS = (SUPPRESSED, REFUSED)
+"""Evaluate statuses whose reply carries no METRICS record."""
+TRAINING_STATUSES = (DECLINED, REFUSED)
+"""The statuses of a train reply's TRAINING record (a train reply with weights has none)."""
 
 
 class Validation:
-    """Keys of an evaluate reply's VALIDATION record; all but STATUS and MIN_REPORT_CASES are conventions."""
+    """Keys of an evaluate reply's VALIDATION record; all but STATUS, MIN_REPORT_CASES, REASON and WITHHELD are
+    conventions."""
 
     STATUS = "status"
     MIN_REPORT_CASES = "min-report-cases"
+    REASON = "reason"
+    """Unless reported: one sentence naming the rule (suppressed) or the setting and limit (refused)."""
+    WITHHELD = "withheld"
+    """Of a reported reply: the statistics the site's policy left out, with the rule ("median (n < 10)")."""
     EVAL_REGIONS = "eval-regions"
     REGIONS = "regions"
     """Region names, in order (models.labels)."""
@@ -101,17 +124,45 @@ class Validation:
     """The exact metric calls, as text lines for the reports."""
     SOFTWARE = "software"
     """The site's software, one "<package> <version>" per entry."""
+    # The site's disclosure policy (site_app.disclosure_policy): POLICY_CONVENTIONS
+    MIN_POSITION_CASES = "min-position-cases"
+    MIN_TRAIN_CASES = "min-train-cases"
+    POSITION_ESTIMATOR = "position-estimator"
+    RELEASE_DECIMALS = "release-decimals"
+    VALIDATION_SET = "validation-set"
+    DISCLOSURE_POLICY = "disclosure-policy"
+
+
+POLICY_CONVENTIONS = (
+    Validation.MIN_POSITION_CASES,
+    Validation.MIN_TRAIN_CASES,
+    Validation.POSITION_ESTIMATOR,
+    Validation.RELEASE_DECIMALS,
+    Validation.BOOTSTRAP_SEED,
+    Validation.VALIDATION_SET,
+    Validation.DISCLOSURE_POLICY,
+)
+"""Conventions of a VALIDATION record that state the site's disclosure policy, not how a metric is computed:
+sites that differ in them report comparable numbers."""
+
+
+class Training:
+    """Keys of a train reply's TRAINING record (sent instead of weights when the site's policy stops a round)."""
+
+    STATUS = "status"
+    """DECLINED or REFUSED."""
+    REASON = "reason"
+    """One sentence naming the rule (declined) or the setting and limit (refused); no case data."""
+    MIN_TRAIN_CASES = "min-train-cases"
+    """Of a declined reply: the site's minimum."""
 
 
 class Overview:
-    """Keys of a describe reply's OVERVIEW record (written by data_prep.inventory.site_aggregate)."""
+    """Keys of a describe reply's OVERVIEW record (data_prep.inventory.site_aggregate; the site sends each count
+    only when it is 0 or at least its min-report-cases, and no ranges: site_app.disclosure_policy, R2 and R8)."""
 
     N_CASES_USABLE = "n-cases-usable"
     N_CASES_EXCLUDED = "n-cases-excluded"
-    SPACING_MIN_MM = "spacing-min-mm"
-    SPACING_MAX_MM = "spacing-max-mm"
-    SIZE_MIN_VOX = "size-min-vox"
-    SIZE_MAX_VOX = "size-max-vox"
 
 
 # Metric key grammar -----------------------------------------------------------------------------------------
@@ -124,6 +175,8 @@ COUNTS = ("empty-both", "empty-pred", "empty-truth", "lesions-tp", "lesions-fp",
 
 STATS = ("mean", "median", "q1", "q3", "ci-low", "ci-high")
 """How a metric is summarised over a site's cases; only "mean" pools exactly over sites."""
+POSITION_STATS = ("median", "q1", "q3")
+"""The stats a site sends only from its min-position-cases on (site_app.disclosure_policy, R3)."""
 
 POOLED_STAT = "mean"
 
@@ -136,10 +189,6 @@ MEAN_DICE = "dice-mean"
 """Mean over a site's cases of the mean Dice over regions; the coordinator selects the best model by it."""
 MEAN_DICE_CI_LOW = "dice-mean-ci-low"
 MEAN_DICE_CI_HIGH = "dice-mean-ci-high"
-
-SPACING_MIN_MM = "spacing-min-mm"
-SPACING_MAX_MM = "spacing-max-mm"
-"""The range of native voxel edges over a site's validated cases."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +247,15 @@ def count_keys(regions: Iterable[str]) -> list[str]:
     return [*SITE_COUNTS, *(region_key(count, region) for count in COUNTS for region in regions)]
 
 
+def withholdable(key: str) -> bool:
+    """Whether a site's disclosure policy may leave this key out of an otherwise reported evaluate reply: a
+    position stat (below min-position-cases) or n-skipped (between 1 and min-report-cases - 1)."""
+    if key == N_SKIPPED:
+        return True
+    parsed = parse_key(key)
+    return parsed is not None and parsed.stat in POSITION_STATS
+
+
 def regions_in(keys: Iterable[str]) -> list[str]:
     """The regions that metric keys name, in the order they first appear."""
     found: dict[str, None] = {}
@@ -212,8 +270,9 @@ def regions_in(keys: Iterable[str]) -> list[str]:
 
 
 class NodeConfig:
-    """Keys of `context.node_config`. A deployed site's SuperNode is given the first four (from its
-    site.toml); a simulated one gets Flower's partition keys instead."""
+    """Keys of `context.node_config`. A deployed site's SuperNode is given the site's keys (from its site.toml:
+    the first four always, the other policy keys and limits when the site sets them); a simulated one gets
+    Flower's partition keys instead, and its policy from the run config's "sim-" settings (models.run_config)."""
 
     SITE_NAME = SITE_NAME
     DATA_PATH = "data-path"
@@ -222,18 +281,53 @@ class NodeConfig:
     """A folder the site owns: cache, inventory, logs, site-local reports; not inside DATA_PATH."""
     MIN_REPORT_CASES = "min-report-cases"
     """The fewest validation cases for which the site sends any metric (DEFAULT_MIN_REPORT_CASES)."""
+    MIN_POSITION_CASES = "min-position-cases"
+    """The fewest validation cases for which medians and quartiles are sent (DEFAULT_MIN_POSITION_CASES)."""
+    MIN_TRAIN_CASES = "min-train-cases"
+    """The fewest training cases the site trains on (DEFAULT_MIN_TRAIN_CASES)."""
+    VALIDATION_FRACTION = "validation-fraction"
+    """The share of its cases the site keeps for validation in its own split (DEFAULT_VALIDATION_FRACTION)."""
+    LIMITS = "limits"
+    """Prefix of the site's limits on run settings: "limits.<key>" for each key of LIMIT_KEYS (site.toml's
+    [limits] table; site_app.site_limits)."""
     PARTITION_ID = "partition-id"
     NUM_PARTITIONS = "num-partitions"
     """Set by Flower's Simulation Engine for each virtual node."""
 
 
-DEPLOYED_NODE_CONFIG = (
-    NodeConfig.SITE_NAME,
-    NodeConfig.DATA_PATH,
-    NodeConfig.WORK_PATH,
+POLICY_KEYS = (
     NodeConfig.MIN_REPORT_CASES,
+    NodeConfig.MIN_POSITION_CASES,
+    NodeConfig.MIN_TRAIN_CASES,
+    NodeConfig.VALIDATION_FRACTION,
 )
-"""What a deployed site's launcher writes into its node config."""
+"""The site's disclosure settings (site_app.disclosure_policy); the coordinator's run config cannot set them."""
+
+DEPLOYED_NODE_CONFIG = (NodeConfig.SITE_NAME, NodeConfig.DATA_PATH, NodeConfig.WORK_PATH, *POLICY_KEYS)
+"""What a deployed site's launcher writes into its node config from a kit's site.toml as shipped (a site.toml
+without the optional policy keys leaves them out; each limit the site sets adds "limits.<key>")."""
+
+LIMIT_KEYS = (
+    "spacing-mm-min",
+    "spacing-mm-max",
+    "patch-size-max",
+    "samples-per-case-max",
+    "batch-size-max",
+    "local-epochs-max",
+    "max-resampled-voxels",
+)
+"""The site's limits on run settings, as keys of site.toml's [limits] table (site_app.site_limits)."""
+
+
+def limit_key(key: str) -> str:
+    """The node-config key of a limit: "limits.batch-size-max"."""
+    return f"{NodeConfig.LIMITS}.{key}"
+
 
 DEFAULT_MIN_REPORT_CASES = 5
 """A deployed site's minimum when its node config does not set one."""
+DEFAULT_MIN_POSITION_CASES = 10
+DEFAULT_MIN_TRAIN_CASES = 5
+DEFAULT_VALIDATION_FRACTION = 0.2
+"""A deployed site's other disclosure settings when its node config does not set them (a simulated site's
+come from the "sim-" run settings, whose defaults are these but for sim-min-report-cases)."""

@@ -1,7 +1,8 @@
 """The report's charts, drawn from report_data's dict into PNG bytes (inlined as base64, so no file or URL).
 
 Distributions are drawn from each site's aggregates only (no per-case value reaches the coordinator): a box
-from q1 to q3, a line at the median, a diamond at the mean and a bar for the 95 % CI of the mean.
+from q1 to q3 and a line at the median (when the site sent them), a diamond at the mean and a bar for the 95 %
+CI of the mean.
 """
 
 import io
@@ -70,7 +71,7 @@ def distributions(data: dict, metric: dict) -> bytes:
                 panel.text(
                     index,
                     0.5,
-                    "suppressed",
+                    site["status"],
                     rotation=90,
                     ha="center",
                     va="center",
@@ -79,18 +80,19 @@ def distributions(data: dict, metric: dict) -> bytes:
                     transform=panel.get_xaxis_transform(),
                 )
                 continue
-            stats = {s: site["metrics"][stat_key(metric["name"], region["name"], s)] for s in STATS}
-            panel.add_patch(
-                plt.Rectangle(
-                    (index - 0.3, stats["q1"]),
-                    0.6,
-                    stats["q3"] - stats["q1"],
-                    facecolor=colour,
-                    alpha=0.25,
-                    edgecolor=colour,
+            stats = {s: site["metrics"].get(stat_key(metric["name"], region["name"], s)) for s in STATS}
+            if stats["median"] is not None:  # position statistics: only from a site's min-position-cases on
+                panel.add_patch(
+                    plt.Rectangle(
+                        (index - 0.3, stats["q1"]),
+                        0.6,
+                        stats["q3"] - stats["q1"],
+                        facecolor=colour,
+                        alpha=0.25,
+                        edgecolor=colour,
+                    )
                 )
-            )
-            panel.plot([index - 0.3, index + 0.3], [stats["median"]] * 2, color=colour, linewidth=2)
+                panel.plot([index - 0.3, index + 0.3], [stats["median"]] * 2, color=colour, linewidth=2)
             panel.errorbar(
                 index,
                 stats["mean"],

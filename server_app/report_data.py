@@ -21,7 +21,6 @@ from models.run_config import (
     SEED,
     SIM_DATA,
     SPACING_MM,
-    VAL_FRACTION,
 )
 from models.wire import (
     MEAN_DICE,
@@ -29,9 +28,8 @@ from models.wire import (
     MEAN_DICE_CI_LOW,
     N_SKIPPED,
     NUM_EXAMPLES,
+    POLICY_CONVENTIONS,
     REPORTED,
-    SPACING_MAX_MM,
-    SPACING_MIN_MM,
     SUPPRESSED,
     Overview,
     Validation,
@@ -58,7 +56,6 @@ TRAINING_SETTINGS = (
     PATCH_SIZE,
     SAMPLES_PER_CASE,
     SPACING_MM,
-    VAL_FRACTION,
     MODEL_PRESET,
     MIN_SITES,
     SEED,
@@ -131,13 +128,19 @@ def _by_site(records: list[dict]) -> dict[str, list[dict]]:
     return dict(sorted(by_site.items()))
 
 
+def _status(record: dict) -> str:
+    """REPORTED, or the status under which a site sent no numbers (SUPPRESSED, REFUSED; models.wire)."""
+    return str(record.get("status", SUPPRESSED)) if is_suppressed(record) else REPORTED
+
+
 def _site_row(site: str, record: dict) -> dict:
     suppressed = is_suppressed(record)
     return {
         "name": site,
         "round": record["round"],
-        "status": SUPPRESSED if suppressed else REPORTED,
+        "status": _status(record),
         "note": suppressed_text(record) if suppressed else "",
+        "withheld": list(record.get("withheld") or []),
         "min_report_cases": record.get("min_report_cases"),
         "n_cases": record["n_cases"],
         "metrics": record["metrics"],
@@ -148,7 +151,7 @@ def _round_point(record: dict) -> dict:
     metrics = record["metrics"]
     return {
         "round": record["round"],
-        "status": SUPPRESSED if is_suppressed(record) else REPORTED,
+        "status": _status(record),
         MEAN_DICE: metrics.get(MEAN_DICE),
         MEAN_DICE_CI_LOW: metrics.get(MEAN_DICE_CI_LOW),
         MEAN_DICE_CI_HIGH: metrics.get(MEAN_DICE_CI_HIGH),
@@ -171,17 +174,17 @@ def _pooled_round(server_round: int, records: list[dict]) -> dict:
 
 
 def _overview(site: str, record: dict, described: dict) -> dict:
-    """Validation counts and voxel edges from the last evaluation; the rest from the site's description (describe)."""
+    """Validation counts from the last evaluation; the rest from the site's description (describe). Counts a
+    site's policy withheld (between 1 and k − 1) and voxel-spacing ranges (single-case values) are not sent."""
     metrics = record["metrics"]
     train = record.get("train") or {}
     return {
         "site": site,
         "total_cases": described.get(Overview.N_CASES_USABLE),
         "training_cases": train.get(NUM_EXAMPLES),
+        "training_note": f"{train['status']} ({train.get('reason', '')})" if "status" in train else "",
         "validation_cases": record["n_cases"],
         "skipped_cases": metrics.get(N_SKIPPED),
-        "spacing_min_mm": metrics.get(SPACING_MIN_MM),
-        "spacing_max_mm": metrics.get(SPACING_MAX_MM),
         "note": suppressed_text(record) if is_suppressed(record) else "",
         "described": described,
     }
@@ -230,18 +233,25 @@ def _training(run_config: dict) -> dict:
 
 
 def _comparable(conventions: dict) -> dict:
-    """Conventions without the software versions, which may differ without changing a metric."""
-    return {k: v for k, v in conventions.items() if k != Validation.SOFTWARE}
+    """Conventions without the software versions and the site's disclosure settings, which may differ without
+    changing a metric."""
+    return {k: v for k, v in conventions.items() if k != Validation.SOFTWARE and k not in POLICY_CONVENTIONS}
 
 
 def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str]:
     notes = []
-    suppressed = [s["name"] for s in sites if s["status"] == SUPPRESSED]
+    suppressed = [f"{s['name']} ({s['note']})" for s in sites if s["status"] != REPORTED]
     reported = [s for s in sites if s["status"] == REPORTED]
     if suppressed:
         notes.append(
-            f"{', '.join(suppressed)} had fewer validation cases than their own minimum and sent no "
-            "validation numbers; pooled results cover only the reporting sites."
+            f"{', '.join(suppressed)} sent no validation numbers at their last round under their own "
+            "disclosure policy or limits; pooled results cover only the reporting sites."
+        )
+    withheld = [s["name"] for s in reported if s["withheld"]]
+    if withheld:
+        notes.append(
+            f"Medians and quartiles are withheld at {', '.join(withheld)}: a site sends position statistics only "
+            "from its own min-position-cases on (default 10); means and CIs are shown."
         )
     small = [f"{s['name']} (n = {s['n_cases']})" for s in reported if s["n_cases"] < SMALL_N]
     if small:
@@ -255,12 +265,13 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str
             "scanners or training runs; pooled means have no interval (medians and CIs cannot be pooled exactly)."
         ),
         (
-            "Means of HD95 are dominated by cases with an empty mask (penalty distance); read the medians and the "
-            "empty-mask counts alongside them."
+            "Means of HD95 are dominated by cases with an empty mask (penalty distance); read the medians (where a "
+            "site sends them) and the empty-mask counts alongside them."
         ),
         (
-            "Validation cases are a fixed random split of each site's own data, not an external test set; "
-            "models/best.pt was chosen on these same cases, so its numbers are optimistic."
+            "Validation cases are a fixed random split each site made of its own data (no run setting chooses "
+            "them), not an external test set; models/best.pt was chosen on these same cases, so its numbers are "
+            "optimistic."
         ),
         (
             "HD95 and surface Dice are measured on each site's native grid: coarser voxels limit the distances a site "

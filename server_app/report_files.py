@@ -51,6 +51,8 @@ def metrics_csv(records: list[dict], data: dict) -> str:
             writer.writerow(
                 ["site", record["round"], record["site"], "min-report-cases", record.get("min_report_cases")]
             )
+            if record.get("reason"):
+                writer.writerow(["site", record["round"], record["site"], "reason", record["reason"]])
             continue
         for key, value in sorted(record["metrics"].items()):
             writer.writerow(["site", record["round"], record["site"], key, value])

@@ -1,7 +1,10 @@
 """The run folder: config.json, metrics.jsonl (one object per site per round), summary.json, models/, report.
 
-A metrics.jsonl record: {"round", "site", "status", "min_report_cases", "n_cases", "metrics", "conventions",
-"train"}; `status` is one of models.wire.STATUSES, and a suppressed site's record has n_cases null and no metrics.
+A metrics.jsonl record: {"round", "site", "status", "reason", "withheld", "min_report_cases", "n_cases",
+"metrics", "conventions", "train"}; `status` is one of models.wire.EVALUATE_STATUSES: a suppressed or refused
+site's record has n_cases null, no metrics and the site's reason; "withheld" lists what the site's disclosure
+policy left out of a reported round (e.g. medians below its min-position-cases); "train" holds the site's training
+metrics, or its status (models.wire.TRAINING_STATUSES) and reason when it declined or refused to train.
 
 Every file is written atomically (temp file + rename) or, for metrics.jsonl, appended a whole line at a
 time and fsynced, so an interrupted run leaves readable files.

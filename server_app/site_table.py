@@ -1,8 +1,10 @@
 """The per-site results table: first and last evaluated round for each site, from metrics.jsonl records.
 
-A site that suppressed its numbers (fewer validation cases than its `min-report-cases`) shows
-"suppressed (n < k)" instead of numbers. The region columns are the regions the sites evaluated (their
-conventions, else their metric keys): whatever `eval-regions` the run used.
+A site that sent no numbers shows why instead: "suppressed (n < k)" (fewer validation cases than its
+`min-report-cases`), "suppressed (<the site's reason>)" (another rule of its disclosure policy) or
+"refused (<setting and limit>)" (a run setting outside the site's limits); a median the site's policy withheld
+(fewer cases than its `min-position-cases`) shows "withheld". The region columns are the regions the sites
+evaluated (their conventions, else their metric keys): whatever `eval-regions` the run used.
 """
 
 from rich.console import Console
@@ -12,6 +14,7 @@ from models.wire import (
     MEAN_DICE,
     MEAN_DICE_CI_HIGH,
     MEAN_DICE_CI_LOW,
+    REPORTED,
     SUPPRESSED,
     Validation,
     regions_in,
@@ -31,11 +34,14 @@ def first_and_last(records: list[dict]) -> dict[str, tuple[dict, dict]]:
 
 
 def is_suppressed(record: dict) -> bool:
-    return record.get("status") == SUPPRESSED
+    """The site sent no validation numbers for this round (suppressed or refused)."""
+    return record.get("status", REPORTED) != REPORTED
 
 
 def suppressed_text(record: dict) -> str:
-    return f"suppressed (n < {record.get('min_report_cases')})"
+    """Why a site sent no numbers, in its own words ("n < 5", the setting and limit it refused)."""
+    reason = record.get("reason") or f"n < {record.get('min_report_cases')}"
+    return f"{record.get('status', SUPPRESSED)} ({reason})"
 
 
 def region_names(records: list[dict]) -> list[str]:
@@ -87,13 +93,13 @@ def site_table(records: list[dict]) -> Table:
                 else ""
             ),
             *(_number(metrics, stat_key("dice", region, "mean"), 3) for region in regions),
-            *([_number(metrics, hd95_key, 1)] if hd95_key else []),
+            *([_number(metrics, hd95_key, 1, missing="withheld")] if hd95_key else []),
         )
     return table
 
 
-def _number(metrics: dict, key: str, digits: int) -> str:
-    return f"{metrics[key]:.{digits}f}" if key in metrics else ""
+def _number(metrics: dict, key: str, digits: int, missing: str = "") -> str:
+    return f"{metrics[key]:.{digits}f}" if key in metrics else missing
 
 
 def _dice(record: dict, expected_round: int) -> str:

@@ -33,7 +33,8 @@ from models.wire import region_key
 warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
 
 HD95_PENALTY_MM = 373.13
-"""HD95 when exactly one mask is empty: the BraTS convention (diagonal of a 240×240×155 mm volume)."""
+"""HD95 when exactly one mask is empty: a BraTS-style penalty, the diagonal of a 240×240×155 mm volume. The
+official BraTS evaluation packages use 373 or 374 mm, so means including such cases differ slightly from theirs."""
 
 NSD_TOLERANCE_MM = 2.0
 """Surface Dice tolerance τ: a surface voxel counts as right when the other surface is within 2 mm."""
@@ -63,7 +64,7 @@ def metric_settings() -> dict[str, str]:
         "lesions": "scipy.ndimage.label, 26-connectivity; a lesion is found when it overlaps the other mask by"
         " at least one voxel; no minimum lesion size",
         "empty-masks": f"both empty: dice, nsd, sensitivity, precision 1 and hd95 0; exactly one empty: 0 and"
-        f" hd95 {HD95_PENALTY_MM} mm",
+        f" hd95 {HD95_PENALTY_MM} mm (BraTS-style penalty)",
         "grid": "native grid of each case (prediction resampled back with nearest neighbour), native spacing",
     }
 

@@ -22,10 +22,12 @@ from models.run_config import (
     SAMPLES_PER_CASE,
     SEED,
     SIM_DATA,
+    SIM_MIN_POSITION_CASES,
     SIM_MIN_REPORT_CASES,
+    SIM_MIN_TRAIN_CASES,
+    SIM_VALIDATION_FRACTION,
     SIM_WORK,
     SPACING_MM,
-    VAL_FRACTION,
 )
 
 
@@ -36,13 +38,16 @@ class SiteRunSettings:
     local_epochs: int
     learning_rate: float
     batch_size: int
-    val_fraction: float
     eval_regions: str
     """Name of the region set (models.labels.REGION_SETS); `regions` holds the regions themselves."""
     pipeline: PipelineSettings
     """Spacing, patch size (the model preset's when the run setting is 0) and patches per case."""
     sim_min_report_cases: int
-    """Only a simulated site uses it; a deployed one has its own minimum in its node config."""
+    sim_min_position_cases: int
+    sim_min_train_cases: int
+    sim_validation_fraction: float
+    """A simulated site's disclosure policy (site_app.disclosure_policy); a deployed one has its own in its node
+    config, which the run config cannot change."""
     sim_data: Path | None
     sim_work: Path | None
     """Simulation only: the folder of site folders, and of their work folders (None when not set)."""
@@ -57,7 +62,6 @@ class SiteRunSettings:
             local_epochs=LOCAL_EPOCHS.read(run_config),
             learning_rate=LEARNING_RATE.read(run_config),
             batch_size=BATCH_SIZE.read(run_config),
-            val_fraction=VAL_FRACTION.read(run_config),
             eval_regions=EVAL_REGIONS.read(run_config),
             pipeline=PipelineSettings(
                 spacing_mm=SPACING_MM.read(run_config),
@@ -65,6 +69,9 @@ class SiteRunSettings:
                 samples_per_case=SAMPLES_PER_CASE.read(run_config),
             ),
             sim_min_report_cases=SIM_MIN_REPORT_CASES.read(run_config),
+            sim_min_position_cases=SIM_MIN_POSITION_CASES.read(run_config),
+            sim_min_train_cases=SIM_MIN_TRAIN_CASES.read(run_config),
+            sim_validation_fraction=SIM_VALIDATION_FRACTION.read(run_config),
             sim_data=_folder(SIM_DATA.read(run_config)),
             sim_work=_folder(SIM_WORK.read(run_config)),
         )
@@ -84,12 +91,14 @@ class SiteRunSettings:
             LOCAL_EPOCHS.key: self.local_epochs,
             LEARNING_RATE.key: self.learning_rate,
             BATCH_SIZE.key: self.batch_size,
-            VAL_FRACTION.key: self.val_fraction,
             EVAL_REGIONS.key: self.eval_regions,
             SPACING_MM.key: self.pipeline.spacing_mm,
             PATCH_SIZE.key: self.pipeline.patch_size,
             SAMPLES_PER_CASE.key: self.pipeline.samples_per_case,
             SIM_MIN_REPORT_CASES.key: self.sim_min_report_cases,
+            SIM_MIN_POSITION_CASES.key: self.sim_min_position_cases,
+            SIM_MIN_TRAIN_CASES.key: self.sim_min_train_cases,
+            SIM_VALIDATION_FRACTION.key: self.sim_validation_fraction,
             SIM_DATA.key: str(self.sim_data or ""),
             SIM_WORK.key: str(self.sim_work or ""),
         }

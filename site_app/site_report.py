@@ -80,9 +80,7 @@ def write_site_report(
     state, meta = load_checkpoint(model_file)
     model = build_model(str(meta["model_preset"]))
     model.load_state_dict(state)
-    cases = load_site_cases(
-        context.site, settings.pipeline, settings.val_fraction, settings.seed, site_logger(work)
-    )
+    cases = load_site_cases(context.site, settings.pipeline, None, site_logger(work))  # the site's own split
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []

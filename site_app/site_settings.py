@@ -1,9 +1,11 @@
 """A site's own settings file, site.toml: the one module that knows its schema and parses it.
 
-A site kit's site.toml holds top-level keys, read by the site's launcher (deploy.kit): the four node-config keys
-the ClientApp gets (models.wire.NodeConfig: site-name, data-path, work-path, min-report-cases), `coordinator`
-(host:port of the SuperLink) and `runtime-port`. Any site.toml (also one given to `oncofed site check --config`)
-may hold tables on how the export is read; every key in them is optional::
+A site kit's site.toml holds top-level keys, read by the site's launcher (deploy.kit): the node-config keys the
+ClientApp gets (models.wire.NodeConfig: site-name, data-path, work-path and the site's disclosure settings
+min-report-cases, min-position-cases, min-train-cases, validation-fraction; site_app.disclosure_policy),
+`coordinator` (host:port of the SuperLink) and `runtime-port`. Any site.toml (also one given to
+`oncofed site check --config`) may hold tables on how the export is read and on the run settings the site
+accepts; every key in them is optional::
 
     [series]                       # which series of a study is the case's image
     modalities = ["CT", "MR"]      # DICOM Modality values allowed (default CT, MR)
@@ -15,6 +17,8 @@ may hold tables on how the export is read; every key in them is optional::
 
     [limits]
     max-voxels = 134217728         # larger volumes are refused from their header (default 512^3)
+    batch-size-max = 16            # and the site's limits on run settings (models.wire.LIMIT_KEYS, defaults
+                                   # and meaning in site_app.site_limits): a run outside them is refused
 
 Among the series that pass the rules and that a label references, the largest is chosen.
 Label values: 1 necrotic core, 2 edema, 3 enhancing tumor (models.labels).
@@ -32,7 +36,9 @@ from data_prep.ingest_settings import (
     DEFAULT_SEG_SEGMENTS,
     IngestSettings,
 )
-from models.wire import NodeConfig
+from models.wire import LIMIT_KEYS, NodeConfig
+from site_app.disclosure_policy import DisclosurePolicy
+from site_app.site_limits import SiteLimits
 
 COORDINATOR = "coordinator"
 """Top-level key: host:port of the coordinator's SuperLink."""
@@ -46,16 +52,24 @@ TOP_LEVEL: Mapping[str, type] = MappingProxyType(
         NodeConfig.DATA_PATH: str,
         NodeConfig.WORK_PATH: str,
         NodeConfig.MIN_REPORT_CASES: int,
+        NodeConfig.MIN_POSITION_CASES: int,
+        NodeConfig.MIN_TRAIN_CASES: int,
+        NodeConfig.VALIDATION_FRACTION: float,
         RUNTIME_PORT: int,
     }
 )
-"""A site kit's top-level keys and their TOML types; all required in a kit, none outside one."""
-_KIND = {str: "a string", int: "a whole number"}
+"""A site kit's top-level keys and their TOML types, in the kit template's order; none is read outside a kit."""
+OPTIONAL_IN_A_KIT = frozenset(
+    {NodeConfig.MIN_POSITION_CASES, NodeConfig.MIN_TRAIN_CASES, NodeConfig.VALIDATION_FRACTION}
+)
+"""Top-level keys a kit may leave out: the site's disclosure settings then take their defaults
+(site_app.disclosure_policy.DEFAULTS); every other key of TOP_LEVEL is required in a kit."""
+_KIND = {str: "a string", int: "a whole number", float: "a number"}
 
 KEYS = {
     "series": ("modalities", "description"),
     "labels": ("seg-segments", "rtstruct-rois"),
-    "limits": ("max-voxels",),
+    "limits": ("max-voxels", *LIMIT_KEYS),
 }
 """The optional tables and the keys each may hold."""
 
@@ -66,10 +80,13 @@ class SiteSettingsError(ValueError):
 
 @dataclass(frozen=True)
 class SiteFile:
-    """A parsed site.toml: its top-level keys (type-checked; empty outside a kit) and its ingest rules."""
+    """A parsed site.toml: its top-level keys (type-checked; empty outside a kit), its ingest rules and its limits
+    on run settings."""
 
-    top_level: Mapping[str, str | int] = field(default_factory=dict)
+    top_level: Mapping[str, str | int | float] = field(default_factory=dict)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    limits: Mapping[str, int | float] = field(default_factory=dict)
+    """The [limits] on run settings the file sets (keys of models.wire.LIMIT_KEYS; site_app.site_limits), checked."""
 
 
 def read_site_file(path: Path, kit: bool = False) -> SiteFile:
@@ -83,16 +100,25 @@ def read_site_file(path: Path, kit: bool = False) -> SiteFile:
     top_level = {key: value for key, value in values.items() if key in TOP_LEVEL}
     for key, kind in TOP_LEVEL.items():
         if key not in top_level:
-            if kit:
+            if kit and key not in OPTIONAL_IN_A_KIT:
                 raise SiteSettingsError(
                     f"{path}: `{key}` is missing, expected {_KIND[kind]}; copy it back from the kit you received"
                 )
             continue
         value = top_level[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = top_level[key] = float(value)
         if isinstance(value, bool) or not isinstance(value, kind):
             raise SiteSettingsError(f"{path}: `{key}` is {value!r}, expected {_KIND[kind]}")
     tables = {section: table for section, table in values.items() if section not in TOP_LEVEL}
-    return SiteFile(top_level=MappingProxyType(top_level), ingest=_ingest_settings(path, tables))
+    ingest = _ingest_settings(path, tables)
+    limits = {key: value for key, value in tables.get("limits", {}).items() if key in LIMIT_KEYS}
+    try:  # the same checks the ClientApp makes of its node config, so a wrong value is found before a run
+        DisclosurePolicy.from_node_config(top_level, source=f"{path}: ")
+        SiteLimits.from_table(limits, source=f"{path}: ")
+    except ValueError as e:
+        raise SiteSettingsError(str(e)) from None
+    return SiteFile(top_level=MappingProxyType(top_level), ingest=ingest, limits=MappingProxyType(limits))
 
 
 def read_site_settings(path: Path | None) -> IngestSettings:

@@ -93,7 +93,7 @@ def run_on_corpus(base: Path) -> dict:
         as_json = runner.invoke(app, [*args, "--format", "json"])
         as_text = runner.invoke(app, args)
         site = SitePaths("corpus", data, work)
-        cases = load_site_cases(site, SETTINGS, 0.25, 0, site_logger(work))
+        cases = load_site_cases(site, SETTINGS, 0.25, site_logger(work))
         dataset = training_dataset(cases.train, SETTINGS, work / "cache", seed=0)
         loss = train_epochs(
             build_model("tiny", seed=0),

@@ -11,9 +11,10 @@ from deploy.kit import KitError, read_kit_settings
 from deploy.kit_files import Release, site_files
 from models.run_config import defaults
 from models.wire import DEFAULT_MIN_REPORT_CASES, DEPLOYED_NODE_CONFIG
+from site_app.disclosure_policy import DisclosurePolicy
 from site_app.run_settings import SiteRunSettings
 from site_app.site_config import site_paths
-from site_app.site_settings import TOP_LEVEL, read_site_settings
+from site_app.site_settings import OPTIONAL_IN_A_KIT, TOP_LEVEL, read_site_settings
 
 SITE = "hospital-a"
 
@@ -48,8 +49,18 @@ def test_the_launchers_node_config_is_what_the_clientapp_reads(tmp_path):
     settings = read_kit_settings(kit_site_toml(tmp_path), SITE)
     node_config = settings.node_config()
     assert tuple(node_config) == DEPLOYED_NODE_CONFIG
-    site = site_paths(node_config, SiteRunSettings.from_run_config(defaults()))
+    run_settings = SiteRunSettings.from_run_config(defaults())
+    site = site_paths(node_config, run_settings)
     assert (site.name, site.data, site.work) == (SITE, tmp_path / "data", tmp_path / "work")
+    assert DisclosurePolicy.for_site(node_config, run_settings) == DisclosurePolicy.from_node_config({})
+
+
+def test_a_kit_may_leave_out_the_optional_disclosure_settings(tmp_path):
+    """They take the site's defaults, in the launcher's node config as in the ClientApp."""
+    optional = {key: "" for key in OPTIONAL_IN_A_KIT}
+    settings = read_kit_settings(kit_site_toml(tmp_path, **optional), SITE)
+    assert not set(settings.node_config()) & OPTIONAL_IN_A_KIT
+    assert DisclosurePolicy.from_node_config(settings.node_config()) == DisclosurePolicy.from_node_config({})
 
 
 def test_a_kits_tables_are_read_by_the_one_parser(tmp_path):

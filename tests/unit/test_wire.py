@@ -50,7 +50,7 @@ def test_every_key_of_a_real_evaluation_parses_and_is_pooled_or_left_out_on_purp
         }
         for _ in range(4)
     ]
-    aggregates = site_aggregates(per_case, [(1.0, 1.0, 1.0)] * 4, regions, seed=0)
+    aggregates = site_aggregates(per_case, regions, seed=0, min_position_cases=4)
 
     means = {k for k in aggregates if wire.is_pooled_mean(k)}
     counts = {k for k in aggregates if wire.is_count(k)}
@@ -81,14 +81,26 @@ def test_region_names_fit_the_key_grammar():
 
 
 def test_keys_outside_the_grammar_are_not_region_keys():
-    for key in (wire.MEAN_DICE, wire.MEAN_DICE_CI_LOW, wire.N_CASES, wire.SPACING_MIN_MM, wire.NUM_EXAMPLES):
+    for key in (wire.MEAN_DICE, wire.MEAN_DICE_CI_LOW, wire.N_CASES, wire.N_SKIPPED, wire.NUM_EXAMPLES):
         assert wire.parse_key(key) is None
     assert wire.parse_key("dice-wt-mode") is None  # not a stat
     assert wire.parse_key("empty-both-wt-mean") is None  # counts have no stats
 
 
 def test_the_stats_a_site_computes_are_the_contracts():
-    assert set(describe(np.arange(5.0), np.zeros((3, 5), dtype=int))) == set(wire.STATS)
+    resamples = np.zeros((3, 5), dtype=int)
+    assert set(describe(np.arange(5.0), resamples, with_position=True)) == set(wire.STATS)
+    without = set(describe(np.arange(5.0), resamples, with_position=False))
+    assert without == set(wire.STATS) - set(wire.POSITION_STATS)
+
+
+def test_what_a_sites_policy_may_withhold_is_named_by_the_contract():
+    """The coordinator tells withheld keys (position stats, n-skipped) from a reply with other metric names."""
+    assert wire.withholdable(wire.N_SKIPPED)
+    assert all(wire.withholdable(wire.stat_key("hd95", "et", stat)) for stat in wire.POSITION_STATS)
+    for key in (wire.stat_key("dice", "wt", "mean"), wire.stat_key("dice", "wt", "ci-low"), wire.N_CASES):
+        assert not wire.withholdable(key)
+    assert not wire.withholdable("dice-xx-median-extra") and not wire.withholdable(wire.MEAN_DICE)
 
 
 def test_a_count_added_to_the_contract_is_pooled_by_the_coordinator(monkeypatch):
