@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from models.model_hash import weights_sha256
+from models.wire import Overview
 from server_app.app_identity import read_app_identity
 from server_app.report_data import TRAINING_SETTINGS
 
@@ -105,21 +106,19 @@ def _training_data(data: dict) -> str:
     for row in data["data_overview"]:
         described = row.get("described") or {}
         rows.append(
-            f"| {row['site']} | {_v(row.get('total_cases'))} | {_v(described.get('n-cases-excluded'))} |"
+            f"| {row['site']} | {_v(row.get('total_cases'))} | {_v(described.get(Overview.N_CASES_EXCLUDED))} |"
             f" {_v(row.get('training_cases'))} | {_v(row.get('validation_cases'))} |"
-            f" {_range(described.get('spacing-min-mm'), described.get('spacing-max-mm'))} |"
-            f" {_range(described.get('size-min-vox'), described.get('size-max-vox'))} |"
         )
     return "\n".join(
         [
             "## Training data",
             (
-                "Described by each site's aggregates only (counts and ranges); no image, label, case or patient"
-                " identifier left any site."
+                "Described by each site's aggregates only (case counts; no single-case value such as a spacing or"
+                " size range is released); no image, label, case or patient identifier left any site."
             ),
             "",
-            "| site | usable cases | excluded | training cases | validation cases | voxel edge (mm) | size (voxels) |",
-            "|---|---|---|---|---|---|---|",
+            "| site | usable cases | excluded | training cases | validation cases |",
+            "|---|---|---|---|---|",
             *rows,
         ]
     )
@@ -246,7 +245,3 @@ def _num(value: object, digits: int = 3) -> str:
 
 def _v(value: object) -> str:
     return "—" if value is None else str(value)
-
-
-def _range(low: object, high: object) -> str:
-    return "—" if low is None else f"{low:g}–{high:g}"  # type: ignore[str-format]

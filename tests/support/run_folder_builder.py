@@ -19,6 +19,7 @@ from server_app.run_folder import RunFolder, read_metrics
 from server_app.summary import build_summary
 from site_app.aggregates import site_aggregates
 from site_app.disclosure import ValidationPolicy, conventions
+from site_app.disclosure_policy import DisclosurePolicy
 from site_app.metrics import case_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,11 +54,17 @@ def fake_run(run_dir: Path, rounds: int = 1) -> Path:
     run = RunFolder.create(run_dir, run_config)
     write_app_identity(run_dir, "oncofed/oncofed", "0.1.0", FAB_HASH)
     regions = evaluation_regions("brats")
-    policy = ValidationPolicy(regions=regions, region_set="brats", min_report_cases=5, seed=0)
+    policy = ValidationPolicy(
+        regions=regions,
+        region_set="brats",
+        disclosure=DisclosurePolicy(
+            min_report_cases=5, min_position_cases=10, min_train_cases=5, validation_fraction=0.2
+        ),
+    )
     shared = conventions(policy)
     for server_round in range(rounds + 1):
         per_case = _per_case(server_round, 6, regions)
-        metrics = site_aggregates(per_case, [SPACING_MM] * len(per_case), list(regions), seed=0)
+        metrics = site_aggregates(per_case, list(regions), seed=0, min_position_cases=10)
         run.append_metrics(
             {
                 "round": server_round,
@@ -86,14 +93,10 @@ def fake_run(run_dir: Path, rounds: int = 1) -> Path:
         REPORTING_SITE: {
             Overview.N_CASES_USABLE: 26,
             Overview.N_CASES_EXCLUDED: 1,
-            Overview.SPACING_MIN_MM: 2.0,
-            Overview.SPACING_MAX_MM: 3.0,
         },
         SUPPRESSED_SITE: {
             Overview.N_CASES_USABLE: 13,
             Overview.N_CASES_EXCLUDED: 0,
-            Overview.SPACING_MIN_MM: 1.0,
-            Overview.SPACING_MAX_MM: 5.0,
         },
     }
     for name in ("final", "best"):
