@@ -35,12 +35,14 @@ def test_excluded_cases_are_not_used_and_a_case_failing_later_is_skipped(tmp_pat
     assert [c.case_id for c in inventory.cases if c.status == "excluded"] == ["hospital-a-001"]
     assert cases.n_skipped == 0 and len(cases.train) + len(cases.val) == len(images) - 1
 
-    images[1].unlink()  # a file vanishes after the check
+    # a training case's file vanishes after the check (the split is the site's own, random per site secret)
+    vanished = str(cases.train[0]["case_id"])
+    (site.data / "imagesTr" / f"{vanished}.nii.gz").unlink()
     cases = load_site_cases(site, SETTINGS, 0.2, log)
     assert cases.n_skipped == 1 and len(cases.train) + len(cases.val) == len(images) - 2
     text = (site.work / "logs" / "site.log").read_text()
     assert "case hospital-a-001 excluded: imagesTr/hospital-a-001.nii.gz: cannot read" in text
-    assert "case hospital-a-002 skipped: cannot read" in text and "No such file or directory" in text
+    assert f"case {vanished} skipped: cannot read" in text and "No such file or directory" in text
 
 
 def test_the_cache_follows_file_contents_not_times(tmp_path):
