@@ -45,34 +45,11 @@ from models.model_source import (
     ModelSource,
 )
 from models.presets import NETWORK, network_arguments
-from models.run_config import (
-    BATCH_SIZE,
-    LEARNING_RATE,
-    LOCAL_EPOCHS,
-    MODEL_PRESET,
-    NUM_SERVER_ROUNDS,
-    PATCH_SIZE,
-    SAMPLES_PER_CASE,
-    SEED,
-    SPACING_MM,
-)
+from models.run_config import TRAINING_SETTINGS
 from site_app.validation import SLIDING_WINDOW
 
 SCRIPTS_MODULE = "oncofed_intensity"
 """The bundle's copy of data_prep/intensity.py: scripts/<this>.py."""
-
-TRAINING_SETTINGS = (
-    NUM_SERVER_ROUNDS,
-    LOCAL_EPOCHS,
-    LEARNING_RATE,
-    BATCH_SIZE,
-    PATCH_SIZE,
-    SAMPLES_PER_CASE,
-    SPACING_MM,
-    MODEL_PRESET,
-    SEED,
-)
-"""Run settings copied into the training summary."""
 
 
 def export_bundle(source: ModelSource, out: Path) -> Path:

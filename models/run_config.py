@@ -189,3 +189,19 @@ def owned_by(*owners: Owner) -> tuple[RunSetting, ...]:
 def defaults() -> dict[str, int | float | str]:
     """Every setting at its default: the run config of a run that overrides nothing."""
     return {s.key: s.default for s in RUN_SETTINGS}
+
+
+TRAINING_SETTINGS: tuple[RunSetting, ...] = (
+    NUM_SERVER_ROUNDS,
+    LOCAL_EPOCHS,
+    LEARNING_RATE,
+    BATCH_SIZE,
+    PATCH_SIZE,
+    SAMPLES_PER_CASE,
+    SPACING_MM,
+    MODEL_PRESET,
+    MIN_SITES,
+    SEED,
+)
+"""The settings that describe how a model was trained: the report's methods, the model card and an exported
+bundle's training summary all list these."""

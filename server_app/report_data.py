@@ -10,17 +10,11 @@ from pathlib import Path
 from models.labels import REGION_TITLES
 from models.presets import build_model, get_preset, patch_size
 from models.run_config import (
-    BATCH_SIZE,
-    LEARNING_RATE,
-    LOCAL_EPOCHS,
-    MIN_SITES,
     MODEL_PRESET,
     NUM_SERVER_ROUNDS,
     PATCH_SIZE,
-    SAMPLES_PER_CASE,
-    SEED,
     SIM_DATA,
-    SPACING_MM,
+    TRAINING_SETTINGS,
 )
 from models.wire import (
     MEAN_DICE,
@@ -48,18 +42,6 @@ METRIC_TITLES = {
 }
 """models.wire metric → (title, unit, which direction is better); a metric not listed here shows its name."""
 
-TRAINING_SETTINGS = (
-    NUM_SERVER_ROUNDS,
-    LOCAL_EPOCHS,
-    LEARNING_RATE,
-    BATCH_SIZE,
-    PATCH_SIZE,
-    SAMPLES_PER_CASE,
-    SPACING_MM,
-    MODEL_PRESET,
-    MIN_SITES,
-    SEED,
-)
 """The run settings the methods section lists (models.run_config)."""
 
 SMALL_N = 10
