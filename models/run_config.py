@@ -14,6 +14,7 @@ A run config holds every key (Flower fills in the pyproject defaults); a setting
 in the run config stored by an older version, reads as its default.
 """
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,7 +23,7 @@ from typing import Generic, TypeVar
 
 from models.wire import DEFAULT_MIN_POSITION_CASES, DEFAULT_MIN_TRAIN_CASES, DEFAULT_VALIDATION_FRACTION
 
-T = TypeVar("T", int, float, str)
+T = TypeVar("T", bool, int, float, str)
 
 
 class Owner(StrEnum):
@@ -45,13 +46,15 @@ class RunSetting(Generic[T]):
     doc: str
     minimum: float | None = None
     """Smallest valid value (numbers only); None: any."""
+    choices: tuple[str, ...] = ()
+    """The values a string setting accepts; empty: any string."""
 
     def read(self, run_config: Mapping[str, object]) -> T:
         """This setting's value in a run config, type-checked; RunConfigError names the key and the fix."""
         value = run_config.get(self.key, self.default)
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if isinstance(value, bool) or not isinstance(value, self.type):
+        if (isinstance(value, bool) != (self.type is bool)) or not isinstance(value, self.type):
             raise RunConfigError(
                 f"run setting `{self.key}` is {value!r}, expected {_KIND[self.type]} ({self.doc})"
             )
@@ -59,10 +62,18 @@ class RunSetting(Generic[T]):
             raise RunConfigError(
                 f"run setting `{self.key}` is {value!r}, expected at least {self.minimum:g} ({self.doc})"
             )
+        if self.type is float and not math.isfinite(value):
+            raise RunConfigError(
+                f"run setting `{self.key}` is {value!r}, expected a finite number ({self.doc})"
+            )
+        if self.choices and value not in self.choices:
+            raise RunConfigError(
+                f"run setting `{self.key}` is {value!r}, expected one of {', '.join(self.choices)} ({self.doc})"
+            )
         return value
 
 
-_KIND = {int: "a whole number", float: "a number", str: "a string"}
+_KIND = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 
 # shared
 MODEL_PRESET = RunSetting(

@@ -15,6 +15,7 @@ from models.run_config import (
     SETTINGS_BY_KEY,
     Owner,
     RunConfigError,
+    RunSetting,
     defaults,
     owned_by,
 )
@@ -131,3 +132,19 @@ def test_the_coordinator_refuses_an_empty_run_folder_and_a_bad_timeout():
 def test_what_the_site_records_of_a_validation_reads_back_to_the_same_settings():
     settings = SiteRunSettings.from_run_config({**defaults(), "model-preset": "tiny", "sim-data": "/d"})
     assert SiteRunSettings.from_run_config(settings.as_run_config()) == settings
+
+
+def test_a_boolean_setting_takes_only_true_or_false_and_a_choice_only_its_values():
+    flag = RunSetting("a-flag", Owner.COORDINATOR, bool, False, "a test flag")
+    assert flag.read({"a-flag": True}) is True
+    for wrong in (1, "true", 0.0):
+        with pytest.raises(RunConfigError, match=re.escape(f"`a-flag` is {wrong!r}, expected true or false")):
+            flag.read({"a-flag": wrong})
+    with pytest.raises(RunConfigError, match="expected a whole number"):
+        SETTINGS_BY_KEY["seed"].read({"seed": False})
+    mode = RunSetting("a-mode", Owner.COORDINATOR, str, "fast", "a test mode", choices=("fast", "slow"))
+    assert mode.read({}) == "fast"
+    with pytest.raises(RunConfigError, match="`a-mode` is 'medium', expected one of fast, slow"):
+        mode.read({"a-mode": "medium"})
+    with pytest.raises(RunConfigError, match="expected a finite number"):
+        SETTINGS_BY_KEY["learning-rate"].read({"learning-rate": float("nan")})
