@@ -25,8 +25,8 @@ from pathlib import Path
 
 import tomli_w
 
-from deploy.certificates import write_atomic
 from deploy.release_fab import FabInfo
+from models.atomic import atomic_write_bytes
 
 ALLOW_LIST_FILE = "approved-apps.toml"
 HEADER = (
@@ -101,7 +101,7 @@ def read_allow_list(path: Path) -> list[ApprovedApp]:
 
 def write_allow_list(path: Path, apps: list[ApprovedApp]) -> None:
     body = tomli_w.dumps({"app": [app.as_toml() for app in apps]}) if apps else ""
-    write_atomic(path, (HEADER + body).encode("utf-8"), 0o644)
+    atomic_write_bytes(path, (HEADER + body).encode("utf-8"), 0o644)
 
 
 def approval_of(info: FabInfo, approved_by: str, note: str = "") -> ApprovedApp:

@@ -12,12 +12,11 @@ import ssl
 from dataclasses import dataclass
 
 from deploy import certificates as certs
-from deploy.flower_env import flower_env, write_connection
+from deploy.flower_env import flower_env, flower_executable, write_connection
 from deploy.kit import CONNECTION, CoordinatorKit, KitError
 from deploy.processes import StartedProcess, start_process, wait_for_health
 from deploy.proxy import start_proxy
 from deploy.revocation import active_sites, read_revocations
-from deploy.simulate import flower_executable
 from deploy.site_registry import Registration, site_registry
 
 

@@ -24,12 +24,12 @@ import click
 from flwr.common.config import parse_config_args
 
 from deploy.coordinator import coordinator_env
-from deploy.flower_env import toml_value
+from deploy.flower_env import flower_executable, toml_value
 from deploy.kit import CONNECTION, CoordinatorKit
 from deploy.processes import follow_log, start_process
 from deploy.release_fab import FabError, FabInfo, read_fab, unpack_for_submission
 from deploy.revocation import active_sites
-from deploy.simulate import flower_executable
+from models.atomic import atomic_write_text
 from models.presets import get_preset
 
 RUN_STARTED = re.compile(r"Successfully started run (\d+)")
@@ -69,7 +69,7 @@ def plan_run(
             f"{fab} has sha256 {app.sha256}, but the kit records {kit.release_sha256} for its release: the file was "
             "changed; restore it, or submit a new release with --fab"
         )
-    model = get_preset(preset)
+    get_preset(preset)  # ValueError naming the valid presets
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
     try:
@@ -97,7 +97,6 @@ def plan_run(
         run_config={
             "num-server-rounds": rounds,
             "model-preset": preset,
-            "patch-size": model.patch_size,
             "min-sites": len(active_sites(kit)),
             "run-dir": str(run_dir),
             **extra,
@@ -128,7 +127,7 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
     logs = plan.run_dir / "logs"
     logs.mkdir(parents=True)
     overrides = logs / "run-config.toml"
-    overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()), "utf-8")
+    atomic_write_text(overrides, "".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()))
     app_folder = Path(
         tempfile.mkdtemp(prefix="oncofed-app-")
     )  # 0700: only we can change it before flwr reads it

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from deploy.certificates import write_atomic
 from deploy.flower_env import toml_value
 from deploy.kit import (
     APPROVED_APPS_FILE,
@@ -20,6 +19,14 @@ from deploy.kit import (
 )
 from deploy.release_fab import RELEASE_DIR, FabInfo
 from deploy.site_package import TORCH_CPU_INDEX
+from models.atomic import atomic_write_bytes
+from models.wire import (
+    DEFAULT_MIN_POSITION_CASES,
+    DEFAULT_MIN_REPORT_CASES,
+    DEFAULT_MIN_TRAIN_CASES,
+    DEFAULT_VALIDATION_FRACTION,
+)
+from site_app.site_limits import DEFAULT_LIMITS
 
 TEMPLATES = Path(__file__).parent / "templates"
 INSTALL_ROOT = "/opt/oncofed"
@@ -60,7 +67,7 @@ class Release:
 
 def write_kit_files(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
-        write_atomic(root / name, text.encode("utf-8"), 0o755 if name.endswith(".sh") else 0o644)
+        atomic_write_bytes(root / name, text.encode("utf-8"), mode=0o755 if name.endswith(".sh") else 0o644)
 
 
 SITE_UID = 10001
@@ -123,6 +130,10 @@ def site_files(
         "uid": SITE_UID,
         "system_install": "",
         "test_key_note": TEST_KEY_NOTE.replace("@@{key}", test_key) if test_key else "",
+        "min_report_cases": DEFAULT_MIN_REPORT_CASES,
+        "min_position_cases": DEFAULT_MIN_POSITION_CASES,
+        "min_train_cases": DEFAULT_MIN_TRAIN_CASES,
+        "validation_fraction": DEFAULT_VALIDATION_FRACTION,
     }
     private_key = (
         test_key or f"{PLACEHOLDER}: absolute path of this site's site.key (made with `oncofed site keygen`)"
@@ -135,6 +146,7 @@ def site_files(
             coordinator_toml=toml_value(coordinator),
             runtime_port=DEFAULT_RUNTIME_PORT,
             private_key_toml=toml_value(private_key),
+            limit_defaults=", ".join(f"{key} = {toml_value(value)}" for key, value in DEFAULT_LIMITS.items()),
         ),
         "start.sh": render("site-start.sh", **values),
         "oncofed-site.service": render("site.service", **values),

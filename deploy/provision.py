@@ -42,14 +42,14 @@ from cryptography.x509 import Certificate
 
 from deploy import certificates as certs
 from deploy.app_approval import ALLOW_LIST_FILE, approval_of, write_allow_list
-from deploy.flower_env import write_connection
+from deploy.flower_env import app_directory, write_connection
 from deploy.kit import CONNECTION, KIT_FILE, CoordinatorKit, KitError, read_toml
 from deploy.kit_files import Release, coordinator_files, site_files, write_kit_files
 from deploy.proxy import write_proxy_config
 from deploy.release_fab import RELEASE_DIR, FabInfo, build_fab, read_fab, write_release
-from deploy.simulate import app_directory
 from deploy.site_keys import read_public_key
 from deploy.site_package import build_wheel, requirements_text
+from models.atomic import atomic_write_bytes
 
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 """Federation and site names: they become file, unit and container names."""
@@ -273,11 +273,11 @@ def provision(
         release_sha256=fab.sha256,
     )
     write_kit_files(root, coordinator_files(release, kit))
-    certs.write_atomic(root / "requirements.txt", requirements_text(release.wheel).encode())
+    atomic_write_bytes(root / "requirements.txt", requirements_text(release.wheel).encode())
     write_proxy_config(kit)
     kit.flwr_home.mkdir(parents=True, exist_ok=True)
     write_connection(kit.flwr_home, CONNECTION, kit.local_address, kit.ca_certificate)
-    certs.write_atomic(root / KIT_FILE, (MANIFEST_HEADER + tomli_w.dumps(kit.as_manifest())).encode())
+    atomic_write_bytes(root / KIT_FILE, (MANIFEST_HEADER + tomli_w.dumps(kit.as_manifest())).encode())
     return report
 
 
@@ -368,8 +368,8 @@ def _ca(
             kit_certificate
         )  # the CA folder is offline: fine unless we must sign
     key, certificate = certs.make_ca(federation)
-    certs.write_atomic(key_path, certs.private_key_pem(key), 0o600)
-    certs.write_atomic(certificate_path, certs.certificate_pem(certificate))
+    atomic_write_bytes(key_path, certs.private_key_pem(key), mode=certs.PRIVATE_KEY_MODE)
+    atomic_write_bytes(certificate_path, certs.certificate_pem(certificate))
     ca_dir.chmod(0o700)
     report.ca = "created"
     return key, certificate
@@ -386,7 +386,7 @@ def _server_certificate(
     key_path, certificate_path = root / "certs" / "server.key", root / "certs" / "server.crt"
     ca_copy = root / "certs" / "ca.crt"
     if not ca_copy.is_file():
-        certs.write_atomic(ca_copy, certs.certificate_pem(ca_certificate))
+        atomic_write_bytes(ca_copy, certs.certificate_pem(ca_certificate))
     reason = "issued"
     if certificate_path.is_file() and key_path.is_file():
         current = certs.load_certificate(certificate_path)
@@ -405,8 +405,8 @@ def _server_certificate(
             "offline again"
         )
     key, certificate = certs.make_server_certificate(ca_key, ca_certificate, names)
-    certs.write_atomic(key_path, certs.private_key_pem(key), 0o600)
-    certs.write_atomic(certificate_path, certs.certificate_pem(certificate))
+    atomic_write_bytes(key_path, certs.private_key_pem(key), mode=certs.PRIVATE_KEY_MODE)
+    atomic_write_bytes(certificate_path, certs.certificate_pem(certificate))
     report.server_certificate = reason
 
 
@@ -495,7 +495,7 @@ def _keep_site(root: Path, kit_dir: Path, site: str, named_key: Path | None, rep
                 f"{coordinator_copy} is missing and the spec names no public key for site {site!r}: add "
                 f'[sites.{site}] public-key = "…" with the .pub file the site sent, and re-run provision'
             )
-        certs.write_atomic(coordinator_copy, read_public_key(public)[0])
+        atomic_write_bytes(coordinator_copy, read_public_key(public)[0])
     try:
         found = certs.key_fingerprint(certs.load_site_public_key(coordinator_copy))
     except certs.KeyFileError as error:
@@ -536,8 +536,8 @@ def _new_site(
     staging = Path(tempfile.mkdtemp(dir=kit_dir.parent, prefix=f".{site}."))
     try:
         if key.private is not None:
-            certs.write_atomic(staging / TEST_KEY_PATH, key.private, 0o600)
-        certs.write_atomic(staging / "certs" / "ca.crt", certs.certificate_pem(ca_certificate))
+            atomic_write_bytes(staging / TEST_KEY_PATH, key.private, mode=certs.PRIVATE_KEY_MODE)
+        atomic_write_bytes(staging / "certs" / "ca.crt", certs.certificate_pem(ca_certificate))
         (staging / "packages").mkdir()
         shutil.copy2(release.wheel, staging / "packages" / release.wheel.name)
         (staging / RELEASE_DIR).mkdir()
@@ -553,7 +553,7 @@ def _new_site(
                 )
             ],
         )
-        certs.write_atomic(staging / "requirements.txt", requirements_text(release.wheel).encode())
+        atomic_write_bytes(staging / "requirements.txt", requirements_text(release.wheel).encode())
         write_kit_files(
             staging,
             site_files(
@@ -576,8 +576,8 @@ def _new_site(
             "release-sha256": fab.sha256,
             "test-key": key.private is not None,
         }
-        certs.write_atomic(staging / KIT_FILE, (MANIFEST_HEADER + tomli_w.dumps(manifest)).encode())
-        certs.write_atomic(root / "site-keys" / f"{site}.pub", key.public)
+        atomic_write_bytes(staging / KIT_FILE, (MANIFEST_HEADER + tomli_w.dumps(manifest)).encode())
+        atomic_write_bytes(root / "site-keys" / f"{site}.pub", key.public)
         staging.rename(kit_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -18,9 +18,9 @@ import ssl
 import subprocess
 from pathlib import Path
 
-from deploy.certificates import write_atomic
 from deploy.kit import CoordinatorKit
 from deploy.processes import StartedProcess, start_process, wait_for_health
+from models.atomic import atomic_write_bytes
 
 CONFIG_NAME = "nginx.conf"
 MAX_BODY = "64m"
@@ -135,7 +135,7 @@ http {{
 
 def write_proxy_config(kit: CoordinatorKit) -> Path:
     path = kit.proxy_folder / CONFIG_NAME
-    write_atomic(path, render_config(kit).encode("utf-8"))
+    atomic_write_bytes(path, render_config(kit).encode("utf-8"))
     return path
 
 

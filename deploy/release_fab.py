@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from flwr.cli.build import build_fab_from_disk, get_fab_filename
 from flwr.common.config import flatten_dict
 
-from deploy.certificates import write_atomic
+from models.atomic import atomic_write_bytes
 
 RELEASE_DIR = "release"
 """Kit folder holding the release FAB (coordinator and site kits)."""
@@ -116,7 +116,7 @@ def write_release(kit_root: Path, data: bytes) -> Path:
     """Put the FAB into the kit's release/ folder under Flower's file name; returns its path."""
     info = inspect_fab(data, "the release FAB")
     target = kit_root / RELEASE_DIR / info.file_name
-    write_atomic(target, data)
+    atomic_write_bytes(target, data)
     return target
 
 

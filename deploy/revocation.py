@@ -15,6 +15,7 @@ import tomli_w
 
 from deploy import certificates as certs
 from deploy.kit import CoordinatorKit, KitError
+from models.atomic import atomic_write_bytes
 
 HEADER = "# Sites revoked with `oncofed coordinator revoke`: `oncofed coordinator start` never registers them again.\n"
 
@@ -69,7 +70,7 @@ def mark_revoked(kit: CoordinatorKit, site: str, reason: str = "") -> Revocation
             for r in revocations.values()
         }
     }
-    certs.write_atomic(kit.revoked_file, (HEADER + tomli_w.dumps(body)).encode("utf-8"))
+    atomic_write_bytes(kit.revoked_file, (HEADER + tomli_w.dumps(body)).encode("utf-8"))
     return revocation
 
 

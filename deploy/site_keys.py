@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from deploy import certificates as certs
+from models.atomic import atomic_write_bytes
 
 PRIVATE_NAME = "site.key"
 PUBLIC_NAME = "site.pub"
@@ -46,8 +47,8 @@ def generate_site_keys(out: Path, comment: str = "") -> SiteKeyPair:
     private_bytes, public_bytes = certs.site_key_openssh(key)
     if comment:
         public_bytes = public_bytes.rstrip(b"\n") + b" " + comment.encode("ascii", "replace") + b"\n"
-    certs.write_atomic(private, private_bytes, 0o600)
-    certs.write_atomic(public, public_bytes, 0o644)
+    atomic_write_bytes(private, private_bytes, mode=certs.PRIVATE_KEY_MODE)
+    atomic_write_bytes(public, public_bytes, 0o644)
     return SiteKeyPair(private=private, public=public, fingerprint=certs.key_fingerprint(key.public_key()))
 
 

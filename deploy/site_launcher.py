@@ -4,10 +4,10 @@ approved ones.
 
 The SuperNode runs with `--isolation process` (it launches nothing itself) and a fresh shared secret
 (`--superexec-auth-secret-file`, 0600 in the work folder) that the gate must present to take a task from the
-SuperNode's Runtime API on 127.0.0.1. The node config (`site-name`, `data-path`, `work-path`, `min-report-cases`,
-and the path of site.toml, read by the ClientApp) goes to Flower as a TOML file, so paths with spaces or quotes
-need no shell quoting. Flower's own state, logs and config live in the site's work folder; nothing is written
-into the kit or the data folder.
+SuperNode's Runtime API on 127.0.0.1. The node config (models.wire.NodeConfig: site-name, data-path, work-path,
+the path of site.toml, the site's disclosure settings and its limits on run settings, from site.toml) goes to
+Flower as a TOML file, so paths with spaces or quotes need no shell quoting. Flower's own state, logs and config
+live in the site's work folder; nothing is written into the kit or the data folder.
 """
 
 import datetime as dt
@@ -22,12 +22,10 @@ from pathlib import Path
 
 from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
 
-from deploy import certificates as certs
-from deploy.flower_env import flower_env, toml_value
+from deploy.flower_env import flower_env, flower_executable, toml_value
 from deploy.kit import SiteKit
 from deploy.processes import StartedProcess, start_process, tail
-from deploy.simulate import flower_executable
-from models.wire import NODE_SITE_CONFIG
+from models.atomic import atomic_write_bytes
 
 CONNECTED = re.compile(r"SuperNode ID: (\d+)")
 CONNECT_WAIT_S = 60.0
@@ -67,14 +65,8 @@ class RunningSite:
 def write_node_config(kit: SiteKit) -> Path:
     """The node config file the ClientApp's `context.node_config` is read from."""
     path = kit.flwr_home / "node-config.toml"
-    values = {
-        "site-name": kit.site_name,
-        "data-path": str(kit.settings.data_path),
-        "work-path": str(kit.settings.work_path),
-        "min-report-cases": kit.settings.min_report_cases,
-        NODE_SITE_CONFIG: str(kit.site_settings_file),
-    }
-    certs.write_atomic(
+    values = kit.settings.node_config()
+    atomic_write_bytes(
         path, "".join(f"{key} = {toml_value(value)}\n" for key, value in values.items()).encode()
     )
     return path
@@ -83,7 +75,7 @@ def write_node_config(kit: SiteKit) -> Path:
 def write_secret(kit: SiteKit) -> Path:
     """A new SuperNode ↔ gate secret for this start (only this user can read it)."""
     path = kit.flwr_home / SECRET_FILE
-    certs.write_atomic(path, secrets.token_bytes(32), 0o600)
+    atomic_write_bytes(path, secrets.token_bytes(32), 0o600)
     return path
 
 
@@ -220,7 +212,7 @@ def record_session(kit: SiteKit, state: str, node_id: int | None = None) -> None
     session = {**read_session(kit), "state": state, f"{state}-at": dt.datetime.now(dt.UTC).isoformat()}
     if node_id is not None:
         session["node-id"] = node_id
-    certs.write_atomic(kit.flwr_home / SESSION_FILE, json.dumps(session).encode())
+    atomic_write_bytes(kit.flwr_home / SESSION_FILE, json.dumps(session).encode())
 
 
 def connect(

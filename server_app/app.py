@@ -7,8 +7,10 @@ from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+from models.model_source import inference_meta
 from models.presets import build_model
 from models.weights import to_record
+from server_app.app_identity import write_app_identity
 from server_app.checkpoints import Checkpointer
 from server_app.run_folder import RunFolder, read_metrics
 from server_app.run_settings import ServerRunSettings
@@ -25,6 +27,7 @@ def main(grid: Grid, context: Context) -> None:
     # Settings, run folder and the initial global model
     settings = ServerRunSettings.from_run_config(context.run_config)
     run = RunFolder.create(settings.run_dir, context.run_config)
+    write_app_identity(run.path, grid.run.fab_id, grid.run.fab_version, grid.run.fab_hash)
     initial = to_record(build_model(settings.model_preset, seed=settings.seed))
     started = time.monotonic()
 
@@ -38,7 +41,9 @@ def main(grid: Grid, context: Context) -> None:
         min_evaluate_nodes=settings.min_sites,
         min_available_nodes=settings.min_sites,
     )
-    checkpointer = Checkpointer(run, settings.model_preset)
+    checkpointer = Checkpointer(
+        run, settings.model_preset, inference_meta(settings.spacing_mm, settings.patch_size)
+    )
 
     # Round 0: every site validates the initial model, so each site's starting point is on record
     replies = list(

@@ -1,7 +1,10 @@
 """The run folder: config.json, metrics.jsonl (one object per site per round), summary.json, models/, report.
 
-A metrics.jsonl record: {"round", "site", "status", "min_report_cases", "n_cases", "metrics", "conventions",
-"train"}; a suppressed site's has n_cases null and no metrics.
+A metrics.jsonl record: {"round", "site", "status", "reason", "withheld", "min_report_cases", "n_cases",
+"metrics", "conventions", "train"}; `status` is one of models.wire.EVALUATE_STATUSES: a suppressed or refused
+site's record has n_cases null, no metrics and the site's reason; "withheld" lists what the site's disclosure
+policy left out of a reported round (e.g. medians below its min-position-cases); "train" holds the site's training
+metrics, or its status (models.wire.TRAINING_STATUSES) and reason when it declined or refused to train.
 
 refusals.jsonl: one record per message a site refused because it has not approved the run's app
 (models/wire.py): {"round", "message_type", "site", "node_id", "fab_sha256", "reason"}; absent when none did.
@@ -12,37 +15,18 @@ time and fsynced, so an interrupted run leaves readable files.
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from flwr.app import ArrayRecord
 
+from models.atomic import atomic_write_json
 from models.weights import save_checkpoint
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 REFUSALS_FILE = "refusals.jsonl"
-REPORTED, SUPPRESSED = "reported", "suppressed"
-"""The `status` of a metrics.jsonl record: the site sent aggregates, or had too few cases to send any."""
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temp file in the same folder, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: object) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path) -> dict:
@@ -85,7 +69,7 @@ class RunFolder:
                 f"{path} already holds a run ({METRICS_FILE} exists); choose another run folder"
             )
         path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path / CONFIG_FILE, {"run_config": dict(run_config), "software": _versions()})
+        atomic_write_json(path / CONFIG_FILE, {"run_config": dict(run_config), "software": _versions()})
         return cls(path)
 
     def append_metrics(self, record: dict) -> None:
@@ -100,7 +84,7 @@ class RunFolder:
         return target
 
     def write_summary(self, summary: dict) -> None:
-        write_json_atomic(self.path / SUMMARY_FILE, summary)
+        atomic_write_json(self.path / SUMMARY_FILE, summary)
 
 
 def _versions() -> dict[str, str]:

@@ -42,15 +42,15 @@ from federation_kits import (
 from data_prep.synth.federation import write_federation
 from deploy import certificates as certs
 from deploy.federated_run import CoordinatorNotRunning, check_coordinator_running, plan_run
-from deploy.flower_env import flower_env, write_connection
+from deploy.flower_env import app_directory, flower_env, write_connection
 from deploy.kit import read_coordinator_kit, read_site_kit
 from deploy.preflight import check_kit
 from deploy.processes import StartedProcess, free_port, process_tree, processes_with_env, start_process
 from deploy.provision import provision, read_spec
 from deploy.release_fab import build_fab, sha256_hex, unpack_for_submission
-from deploy.simulate import app_directory
 from deploy.site_keys import generate_site_keys
 from deploy.site_launcher import HEARTBEAT_WINDOW_S, SiteStartError, start_site, wait_until_connected
+from models.exit_codes import ExitCode
 from models.wire import APP_NOT_APPROVED
 from server_app.run_folder import read_refusals
 
@@ -226,7 +226,7 @@ def test_changed_app_is_refused_at_every_site(deployment, tmp_path):
         "--run-config",
         "min-sites=2",
     )
-    assert code == 5, output[-4000:]  # ExitCode.REFUSED
+    assert code == ExitCode.REFUSED, output[-4000:]
     assert not marker.exists()
 
     run_dir = max(read_coordinator_kit(deployment.coordinator_kit).runs.iterdir())
@@ -440,6 +440,7 @@ def test_readme_steps_connect_a_site(deployment, tmp_path):
         "    text = re.sub(rf'^{key} = .*$', f'{key} = \"{value}\"', text, flags=re.M)\n"
         f"text = re.sub(r'^runtime-port = .*$', 'runtime-port = {free_port()}', text, flags=re.M)\n"
         "text = re.sub(r'^min-report-cases = .*$', 'min-report-cases = 1', text, flags=re.M)\n"
+        "text = re.sub(r'^min-train-cases = .*$', 'min-train-cases = 1', text, flags=re.M)\n"
         "open(path, 'w').write(text)\n"
     )
     editor.chmod(editor.stat().st_mode | stat.S_IXUSR)
@@ -470,12 +471,12 @@ def test_revoked_site_is_refused_within_a_heartbeat(deployment):
         "coordinator", "revoke", "--kit", str(deployment.coordinator_kit), "--site", "hospital-revoked"
     )
     assert result.returncode == 0 and "Unregistered node" in result.stdout, result.stdout + result.stderr
-    assert site.popen.wait(timeout=HEARTBEAT_WINDOW_S + 30) == 5
+    assert site.popen.wait(timeout=HEARTBEAT_WINDOW_S + 30) == ExitCode.REFUSED
     assert time.monotonic() - revoked_at < HEARTBEAT_WINDOW_S + 30
     assert "stopped accepting this site" in site.log_path.read_text()
 
     again = run_oncofed("site", "start", "--kit", str(kit_dir), timeout=180)
-    assert again.returncode == 5
+    assert again.returncode == ExitCode.REFUSED
     assert "refused this site's key" in again.stderr
     assert "hospital-revoked" in (deployment.coordinator_kit / "revoked-sites.toml").read_text()
     for other in deployment.started[1 : 1 + len(deployment.sites)]:
@@ -493,7 +494,7 @@ def test_wrong_ca_fails_with_a_clear_message(deployment, tmp_path):
     (kit_dir / "certs" / "ca.crt").write_bytes(certs.certificate_pem(other_ca))
 
     result = run_oncofed("site", "start", "--kit", str(kit_dir), timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.BAD_INPUT
     assert (
         "not signed by this kit's CA" in result.stderr and str(kit_dir / "certs" / "ca.crt") in result.stderr
     )
@@ -528,7 +529,7 @@ def test_run_settings_are_checked_before_submitting(tmp_path, monkeypatch):
     def no_source_tree():
         raise FileNotFoundError("installed from a wheel: no source tree")
 
-    monkeypatch.setattr("deploy.simulate.app_directory", no_source_tree)  # `oncofed run` needs only the kit
+    monkeypatch.setattr("deploy.flower_env.app_directory", no_source_tree)  # `oncofed run` needs only the kit
     plan = plan_run(kit, 3, "tiny")
     assert plan.run_config["min-sites"] == 2 and plan.app.sha256 == kit.release_sha256
     assert unpack_for_submission(plan.fab, tmp_path / "submitted").sha256 == kit.release_sha256
@@ -565,13 +566,13 @@ def test_changed_app_runs_once_both_sites_approve(deployment, tmp_path):
         "--run-config",
         "min-sites=2",
     )
-    assert code == 5 and not marker.exists(), output[-3000:]
+    assert code == ExitCode.REFUSED and not marker.exists(), output[-3000:]
 
     for site in deployment.sites:
         declined = run_oncofed(
             "site", "approve", "--kit", str(deployment.kits / "sites" / site), "--fab", str(fab), stdin="n\n"
         )
-        assert declined.returncode == 5
+        assert declined.returncode == ExitCode.REFUSED
         approved = run_oncofed(
             "site", "approve", "--kit", str(deployment.kits / "sites" / site), "--fab", str(fab), "--yes"
         )
@@ -642,7 +643,7 @@ def test_restarts_and_revocation_across_coordinator_restarts(tmp_path):
 
         revoke = run_oncofed("coordinator", "revoke", "--kit", str(kits / "coordinator"), "--site", site)
         assert revoke.returncode == 0, revoke.stderr
-        assert second.popen.wait(timeout=HEARTBEAT_WINDOW_S + 30) == 5
+        assert second.popen.wait(timeout=HEARTBEAT_WINDOW_S + 30) == ExitCode.REFUSED
 
         for fresh_database in (False, True):
             coordinator.popen.terminate()
@@ -654,7 +655,9 @@ def test_restarts_and_revocation_across_coordinator_restarts(tmp_path):
             )
             wait_for_line(coordinator, "submit a run")
             refused = run_oncofed("site", "start", "--kit", str(kit_dir), timeout=180)
-            assert refused.returncode == 5 and "refused this site's key" in refused.stderr, refused.stderr
+            assert refused.returncode == ExitCode.REFUSED and "refused this site's key" in refused.stderr, (
+                refused.stderr
+            )
     finally:
         orphans = stop_all(started, homes)
     assert orphans == []
@@ -717,7 +720,7 @@ def test_trusted_entities_refuse_locally_built_apps(tmp_path):
             "tiny",
         )
         started.append(runner)
-        assert runner.popen.wait(timeout=600) == 1
+        assert runner.popen.wait(timeout=600) == ExitCode.FAILED
     finally:
         stop_all(started, [tmp_path / "kits" / "coordinator" / "flwr-home", kit.flwr_home])
     assert "no site sent results" in (tmp_path / "run.out").read_text()

@@ -90,6 +90,8 @@ def fill_site_toml(kit_dir: Path, data: Path, work: Path, private_key: Path | No
             line = f"runtime-port = {free_port()}"
         elif line.startswith("min-report-cases ="):
             line = "min-report-cases = 1"  # tiny sites validate on one or two cases
+        elif line.startswith("min-train-cases ="):
+            line = "min-train-cases = 1"  # and train on three to five
         lines.append(line)
     site_toml.write_text("\n".join(lines) + "\n")
 

@@ -6,7 +6,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from deploy.app_approval import (
@@ -17,9 +16,10 @@ from deploy.app_approval import (
     revoke,
     write_allow_list,
 )
-from deploy.approval_cli import site_approve, site_apps, site_revoke_app
+from deploy.flower_env import app_directory
 from deploy.release_fab import FabError, build_fab, inspect_fab, read_fab, sha256_hex, unpack_for_submission
-from deploy.simulate import app_directory
+from models.exit_codes import ExitCode
+from oncofed_cli import app
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +40,9 @@ def site_kit(tmp_path) -> Path:
     return kit
 
 
-def cli() -> typer.Typer:
-    app = typer.Typer(pretty_exceptions_show_locals=False)
-    app.command("approve")(site_approve)
-    app.command("apps")(site_apps)
-    app.command("revoke-app")(site_revoke_app)
-    return app
+def site(runner: CliRunner, *args: str, stdin: str | None = None):
+    """`oncofed site …`, as the operator runs it."""
+    return runner.invoke(app, ["site", *args], input=stdin)
 
 
 def changed(release: Path, tmp_path: Path) -> Path:
@@ -102,35 +99,33 @@ def test_a_broken_allow_list_is_named(tmp_path):
 def test_approve_shows_the_app_asks_and_adds_its_hash(site_kit, release):
     runner = CliRunner()
     _, info = read_fab(release)
-    declined = runner.invoke(cli(), ["approve", "--kit", str(site_kit), "--fab", str(release)], input="n\n")
-    assert declined.exit_code == 5, declined.output  # ExitCode.REFUSED: nothing changed
+    declined = site(runner, "approve", "--kit", str(site_kit), "--fab", str(release), stdin="n\n")
+    assert declined.exit_code == ExitCode.REFUSED, declined.output  # nothing changed
     for shown in ("publisher: oncofed", "app: oncofed 0.1.0", f"sha256: {info.sha256}", "site_app/app.py"):
         assert shown in declined.output
     assert read_allow_list(site_kit / "approved-apps.toml") == []
 
-    accepted = runner.invoke(cli(), ["approve", "--kit", str(site_kit), "--fab", str(release)], input="y\n")
+    accepted = site(runner, "approve", "--kit", str(site_kit), "--fab", str(release), stdin="y\n")
     assert accepted.exit_code == 0, accepted.output
     assert [a.sha256 for a in read_allow_list(site_kit / "approved-apps.toml")] == [info.sha256]
 
-    listed = runner.invoke(cli(), ["apps", "--kit", str(site_kit)])
+    listed = site(runner, "apps", "--kit", str(site_kit))
     assert listed.exit_code == 0 and info.sha256 in listed.output  # the full hash, for revoke-app
 
-    removed = runner.invoke(cli(), ["revoke-app", "--kit", str(site_kit), "--hash", info.sha256])
+    removed = site(runner, "revoke-app", "--kit", str(site_kit), "--hash", info.sha256)
     assert removed.exit_code == 0 and read_allow_list(site_kit / "approved-apps.toml") == []
-    listed = runner.invoke(cli(), ["apps", "--kit", str(site_kit)])
+    listed = site(runner, "apps", "--kit", str(site_kit))
     assert "this site runs nothing" in listed.output
 
 
 def test_approve_with_yes_and_bad_inputs(site_kit, release, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(cli(), ["approve", "--kit", str(site_kit), "--fab", str(release), "--yes"])
+    result = site(runner, "approve", "--kit", str(site_kit), "--fab", str(release), "--yes")
     assert result.exit_code == 0 and "Approved" in result.output
-    result = runner.invoke(
-        cli(), ["approve", "--kit", str(site_kit), "--fab", str(tmp_path / "none.fab"), "--yes"]
-    )
-    assert result.exit_code == 3 and "none.fab cannot be read" in result.output
-    result = runner.invoke(cli(), ["approve", "--kit", str(tmp_path), "--fab", str(release), "--yes"])
-    assert result.exit_code == 3 and "is not a site kit" in result.output
+    result = site(runner, "approve", "--kit", str(site_kit), "--fab", str(tmp_path / "none.fab"), "--yes")
+    assert result.exit_code == ExitCode.BAD_INPUT and "none.fab cannot be read" in result.output
+    result = site(runner, "approve", "--kit", str(tmp_path), "--fab", str(release), "--yes")
+    assert result.exit_code == ExitCode.BAD_INPUT and "is not a site kit" in result.output
 
 
 def test_a_one_line_change_is_another_app(release, tmp_path):

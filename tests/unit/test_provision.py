@@ -8,7 +8,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import typer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from federation_kits import private_key_files
@@ -17,12 +16,14 @@ from typer.testing import CliRunner
 
 from deploy import certificates as certs
 from deploy.app_approval import read_allow_list
+from deploy.flower_env import app_directory
 from deploy.kit import KitError, read_coordinator_kit, read_site_kit
-from deploy.kit_commands import provision_command
 from deploy.provision import SpecError, provision, read_spec
 from deploy.release_fab import build_fab, read_fab, sha256_hex
-from deploy.simulate import app_directory
 from deploy.site_keys import generate_site_keys
+from models.atomic import atomic_write_bytes
+from models.exit_codes import ExitCode
+from oncofed_cli import app
 
 SITES = ["hospital-a", "hospital-b", "hospital-c"]
 
@@ -197,8 +198,8 @@ def test_renewing_the_server_certificate_needs_the_ca_key(provisioned, tmp_path)
     key, expiring = certs.make_server_certificate(
         ca_key, ca, certs.server_names(["fl.example.org", "10.0.0.5"]), days=10
     )
-    certs.write_atomic(coordinator / "server.crt", certs.certificate_pem(expiring))
-    certs.write_atomic(coordinator / "server.key", certs.private_key_pem(key), 0o600)
+    atomic_write_bytes(coordinator / "server.crt", certs.certificate_pem(expiring))
+    atomic_write_bytes(coordinator / "server.key", certs.private_key_pem(key), mode=certs.PRIVATE_KEY_MODE)
     sites_before = snapshot(out / "sites")
     spec = read_spec(out.parent / "spec.toml")
 
@@ -326,12 +327,12 @@ def test_another_federation_or_port_in_the_output_is_refused(provisioned, tmp_pa
 
 
 def test_provision_command(tmp_path):
-    app = typer.Typer(pretty_exceptions_show_locals=False)
-    app.command()(provision_command)
     runner = CliRunner()
     keys = hospital_keys(tmp_path / "keys", ["site-1", "site-2"])
     spec = write(tmp_path / "spec.toml", spec_text(["site-1"], keys=keys))
-    result = runner.invoke(app, [str(spec), "--out", str(tmp_path / "out"), "--ca", str(tmp_path / "my-ca")])
+    result = runner.invoke(
+        app, ["provision", str(spec), "--out", str(tmp_path / "out"), "--ca", str(tmp_path / "my-ca")]
+    )
     assert result.exit_code == 0, result.output
     assert "new site kit" in result.output and "site-1" in result.output and "offline" in result.output
     assert (tmp_path / "my-ca" / "ca.key").is_file() and not (tmp_path / "out" / "ca").exists()
@@ -339,6 +340,7 @@ def test_provision_command(tmp_path):
     result = runner.invoke(
         app,
         [
+            "provision",
             str(spec),
             "--out",
             str(tmp_path / "out"),
@@ -354,11 +356,13 @@ def test_provision_command(tmp_path):
     assert "not running: the new sites are registered when it starts" in result.output
     assert (tmp_path / "out" / "sites" / "site-2" / "kit.toml").is_file()
 
-    result = runner.invoke(app, [str(spec), "--out", str(tmp_path / "out"), "--add-site", "site-3"])
-    assert result.exit_code == 2 and "one public key file per added site" in result.output
+    result = runner.invoke(
+        app, ["provision", str(spec), "--out", str(tmp_path / "out"), "--add-site", "site-3"]
+    )
+    assert result.exit_code == ExitCode.BAD_INPUT and "one public key file per added site" in result.output
 
-    result = runner.invoke(app, [str(tmp_path / "missing.toml"), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2
+    result = runner.invoke(app, ["provision", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == ExitCode.BAD_INPUT
     assert "missing.toml is missing" in result.output
 
 

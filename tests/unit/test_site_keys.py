@@ -9,16 +9,17 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import typer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
+from data_prep.ingest_settings import IngestSettings
 from deploy import certificates as certs
-from deploy.approval_cli import site_keygen
 from deploy.kit import SiteKit, SiteKitSettings
 from deploy.preflight import check_site_key
 from deploy.site_keys import KeygenError, generate_site_keys, read_public_key
+from models.exit_codes import ExitCode
+from oncofed_cli import app
 
 
 def site_kit(root: Path, key: Path, fingerprint: str) -> SiteKit:
@@ -30,6 +31,10 @@ def site_kit(root: Path, key: Path, fingerprint: str) -> SiteKit:
         min_report_cases=5,
         runtime_port=9094,
         private_key=key,
+        settings_file=root / "site.toml",
+        ingest=IngestSettings(),
+        policy={},
+        limits={},
     )
     return SiteKit(root, "fed", "hospital-a", "1.42.0", fingerprint, settings)
 
@@ -49,12 +54,12 @@ def test_keygen_writes_a_private_key_only_this_user_reads(tmp_path):
 
 
 def test_keygen_command(tmp_path):
-    app = typer.Typer()
-    app.command()(site_keygen)
-    result = CliRunner().invoke(app, ["--out", str(tmp_path / "k"), "--comment", "hospital-a"])
+    result = CliRunner().invoke(
+        app, ["site", "keygen", "--out", str(tmp_path / "k"), "--comment", "hospital-a"]
+    )
     assert result.exit_code == 0 and "send this file to the coordinator" in result.output
-    again = CliRunner().invoke(app, ["--out", str(tmp_path / "k")])
-    assert again.exit_code == 3 and "exists already" in again.output
+    again = CliRunner().invoke(app, ["site", "keygen", "--out", str(tmp_path / "k")])
+    assert again.exit_code == ExitCode.BAD_INPUT and "exists already" in again.output
 
 
 def test_ssh_keygen_keys_are_accepted_too(tmp_path):
@@ -110,8 +115,9 @@ def test_an_unreadable_key_is_a_clear_message_not_a_traceback():
         (folder / "keys").chmod(0o755)
         code = (
             "from pathlib import Path; from deploy.kit import SiteKit, SiteKitSettings; "
-            "from deploy.preflight import check_site_key; "
-            f"s = SiteKitSettings('a', 'h:1', Path('/'), Path('/tmp'), 5, 9094, Path({str(pair.private)!r})); "
+            "from deploy.preflight import check_site_key; from data_prep.ingest_settings import IngestSettings; "
+            "s = SiteKitSettings('a', 'h:1', Path('/'), Path('/tmp'), 5, 9094, "
+            f"Path({str(pair.private)!r}), Path('/site.toml'), IngestSettings(), {{}}, {{}}); "
             f"r = check_site_key(SiteKit(Path('/'), 'f', 'a', '1', {pair.fingerprint!r}, s)); print(r.problem); print(r.message)"
         )
         if os.getuid() == 0:

@@ -1,0 +1,221 @@
+"""The coordinator's commands: `oncofed provision`, `oncofed coordinator start`, `oncofed run`
+(`oncofed coordinator revoke` is deploy/approval_cli.py's).
+
+`coordinator start` runs in the foreground (what systemd and Docker expect): Ctrl-C or SIGTERM stops the
+Flower processes it started, with their children, and exits OK. Provisioning (cryptography), the launchers and
+Flower load when a command runs, never when `oncofed` starts.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from models.exit_codes import ExitCode, fail
+
+app = typer.Typer()
+coordinator = typer.Typer(help="The coordinator (Flower SuperLink), from its kit.", no_args_is_help=True)
+app.add_typer(coordinator, name="coordinator")
+
+CoordinatorKitOption = Annotated[
+    Path, typer.Option("--kit", help="The coordinator kit folder (`oncofed provision` wrote it).")
+]
+
+
+@app.command("provision", no_args_is_help=True)
+def provision(
+    spec: Annotated[
+        Path,
+        typer.Argument(
+            help="Federation spec (TOML): federation, sites (each with the public-key file its hospital sent), "
+            "[coordinator] addresses, port (the public one, nginx's) and superlink-port (127.0.0.1 only)."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output folder: `coordinator/` and `sites/<site>/`. Re-run with the same "
+            "folder to add sites; existing kits are not changed."
+        ),
+    ],
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="The CA's folder (ca.key, ca.crt; created on first use, default OUT/ca). Keep it offline: "
+            "only issuing or renewing the SuperLink certificate needs it."
+        ),
+    ] = None,
+    add_site: Annotated[
+        list[str] | None,
+        typer.Option("--add-site", help="Add a site (with --public-key, once per site), besides the spec's."),
+    ] = None,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option("--public-key", help="The public key file (.pub) the --add-site hospital sent."),
+    ] = None,
+    generate_site_keys: Annotated[
+        bool,
+        typer.Option(
+            "--generate-site-keys",
+            help="TEST FEDERATIONS ONLY: generate the private key of each new site without a public key and put "
+            "it in its kit (the coordinator then holds it: never with real data).",
+        ),
+    ] = False,
+) -> None:
+    """Create the federation's CA, the coordinator kit (with the release app) and one kit per site.
+
+    Site kits hold no private key: each hospital makes its pair with `oncofed site keygen` and sends the
+    `.pub`. A site added while the coordinator runs is registered at once (no restart).
+    """
+    from rich.console import Console
+
+    from deploy.deployment_report import added_sites, print_provision_report
+    from deploy.kit import KitError
+    from deploy.provision import SpecError, read_spec
+    from deploy.provision import provision as provision_kits
+    from deploy.release_fab import FabError
+
+    try:
+        report = provision_kits(
+            read_spec(spec), out, ca, added_sites(add_site, public_key), generate_site_keys
+        )
+    except (SpecError, KitError, FabError) as error:
+        raise fail(str(error), ExitCode.BAD_INPUT) from None
+    except RuntimeError as error:  # building the oncofed wheel for the kits failed
+        raise fail(str(error), ExitCode.FAILED) from None
+    print_provision_report(Console(highlight=False, soft_wrap=True), report, out)
+
+
+@coordinator.command("start", no_args_is_help=True)
+def coordinator_start(kit: CoordinatorKitOption) -> None:
+    """Run the SuperLink on 127.0.0.1 behind nginx on the public port, and register the sites' keys.
+
+    TLS, SuperNode authentication and a persistent database in the kit's `state/`; sites reach only the
+    Fleet API through nginx; revoked sites are not registered. Needs the CA certificate, never its key. In the
+    foreground until Ctrl-C or SIGTERM.
+    """
+    import time
+
+    from rich.console import Console
+    from rich.text import Text
+
+    from deploy.coordinator import certificate_warnings, start_coordinator
+    from deploy.deployment_report import print_running_coordinator
+    from deploy.kit import KitError, read_coordinator_kit
+    from deploy.processes import sigterm_as_interrupt, tail
+
+    console, errors = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False)
+    try:
+        coordinator = read_coordinator_kit(kit)
+        warnings = certificate_warnings(coordinator)
+    except KitError as error:
+        raise fail(str(error), ExitCode.BAD_INPUT) from None
+    for warning in warnings:
+        errors.print(Text.assemble(("warning:", "yellow"), " ", warning))
+    with sigterm_as_interrupt():
+        try:
+            running = start_coordinator(coordinator)
+        except KitError as error:  # a broken revoked-sites.toml
+            raise fail(str(error), ExitCode.BAD_INPUT) from None
+        except (RuntimeError, TimeoutError) as error:
+            raise fail(str(error), ExitCode.FAILED) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted while starting; nothing is left running", ExitCode.INTERRUPTED) from None
+        try:
+            print_running_coordinator(console, coordinator, running)
+            while running.superlink.popen.poll() is None and running.proxy.popen.poll() is None:
+                time.sleep(0.5)
+            stopped = running.superlink if running.superlink.popen.poll() is not None else running.proxy
+            raise fail(
+                f"{stopped.name} exited with code {stopped.popen.returncode}; see {stopped.log_path}:\n"
+                f"{tail(stopped.log_path)}",
+                ExitCode.FAILED,
+            )
+        except KeyboardInterrupt:
+            console.print("Stopping the coordinator.")
+        finally:
+            running.stop()
+
+
+@app.command("run", no_args_is_help=True)
+def run(
+    kit: CoordinatorKitOption,
+    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 5,
+    preset: Annotated[str, typer.Option(help="Model preset: tiny | small | large.")] = "small",
+    run_config: Annotated[
+        str,
+        typer.Option(
+            "--run-config",
+            help="More run settings as 'key=value' pairs, e.g. 'local-epochs=1 min-sites=2' "
+            "(keys of [tool.flwr.app.config]).",
+        ),
+    ] = "",
+    fab: Annotated[
+        Path | None,
+        typer.Option(
+            "--fab",
+            help="Submit this app bundle (a new release, e.g. from `flwr build`) instead of the kit's release; "
+            "each site runs it only once it approved it (`oncofed site approve`).",
+        ),
+    ] = None,
+) -> None:
+    """Submit the kit's release app (or --fab) to the coordinator and stream its log.
+
+    Runs on the coordinator host (the SuperLink's control port is on 127.0.0.1 only). Results go to the kit's
+    `runs/<time>/`; Ctrl-C stops following, the run goes on at the coordinator. Exit 5 (refused) when every
+    site refused the app.
+    """
+    from rich.console import Console
+
+    from deploy.deployment_report import print_refusals
+    from deploy.federated_run import CoordinatorNotRunning, plan_run, run_id_in, submit_run
+    from deploy.kit import CONNECTION, KitError, read_coordinator_kit
+    from deploy.processes import sigterm_as_interrupt
+    from deploy.release_fab import FabError
+    from server_app.run_folder import SUMMARY_FILE, read_metrics, read_refusals
+    from server_app.site_table import site_table
+
+    try:
+        coordinator = read_coordinator_kit(kit)
+        plan = plan_run(coordinator, rounds, preset, run_config, fab)
+    except (KitError, ValueError) as error:
+        raise fail(str(error), ExitCode.BAD_INPUT) from None
+    console = Console(highlight=False, soft_wrap=True)
+    log_path = plan.run_dir / "logs" / "flwr-run.log"
+    console.print(
+        f"Submitting {plan.fab.name} (sha256 {plan.app.sha256}): {rounds} rounds ({preset} model, "
+        f"{plan.run_config['min-sites']} sites) to {coordinator.local_address}; run folder {plan.run_dir}\n"
+        f"  log: {log_path}; Ctrl-C stops following (the run goes on at the coordinator)",
+        markup=False,
+    )
+    with sigterm_as_interrupt():
+        try:
+            code = submit_run(plan, lambda line: console.print(line, markup=False))
+        except (CoordinatorNotRunning, FabError) as error:
+            raise fail(str(error), ExitCode.FAILED) from None
+        except KeyboardInterrupt:
+            run_id = run_id_in(log_path)
+            raise fail(
+                "stopped following the run; it goes on at the coordinator. Stop it with: "
+                f"FLWR_HOME={coordinator.flwr_home} flwr stop {run_id or 'RUN_ID'} {CONNECTION}",
+                ExitCode.INTERRUPTED,
+            ) from None
+    records = read_metrics(plan.run_dir)
+    refused = print_refusals(
+        Console(stderr=True, highlight=False, soft_wrap=True), read_refusals(plan.run_dir)
+    )
+    if refused and not records:
+        raise fail(
+            f"no site runs this app (sha256 {plan.app.sha256}): every site refused it. Each site must approve "
+            "it first (`oncofed site approve --kit DIR --fab FILE`)",
+            ExitCode.REFUSED,
+        )
+    if code != 0 or not (plan.run_dir / SUMMARY_FILE).is_file() or not records:
+        outcome = f"flwr run exit code {code}" if code != 0 else "no site sent results"
+        raise fail(
+            f"the run did not finish ({outcome}); logs: {log_path}, "
+            f"{coordinator.logs / 'superlink.log'}, and each site's <work-path>/logs/",
+            ExitCode.FAILED,
+        )
+    console.print(site_table(records))
+    console.print(f"Results: {plan.run_dir} (metrics.jsonl, summary.json, models/)")
