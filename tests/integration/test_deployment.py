@@ -391,6 +391,7 @@ pins test_kit_files checks against the kit's requirements.txt; the editor is a s
 the README's comment says (plus a free runtime port: several sites share this host)."""
 
 
+@pytest.mark.slow
 def test_readme_steps_connect_a_site(deployment, tmp_path):
     """A hospital makes its key pair, the coordinator adds it while running, and hospital IT follows the kit's
     README to the letter: the site connects without the coordinator restarting."""
