@@ -9,13 +9,16 @@ FAB's own hash before `flwr run` is pointed at it (the sites' gates check the ha
 
 import hashlib
 import io
+import os
 import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from flwr.cli.build import build_fab_from_disk, get_fab_filename
+from flwr.cli.build import build_fab_from_files, get_fab_filename
+from flwr.cli.utils import build_pathspec, load_gitignore_patterns
 from flwr.common.config import flatten_dict
+from flwr.supercore.constant import APP_PUBLISH_EXCLUDE_PATTERNS
 
 from models.atomic import atomic_write_bytes
 
@@ -69,9 +72,36 @@ def build_fab(source: Path) -> bytes:
     if not (source / "pyproject.toml").is_file():
         raise FabError(f"{source} holds no pyproject.toml: not a Flower app folder")
     try:
-        return build_fab_from_disk(source)
+        return build_fab_from_files(app_files(source))[0]
     except ValueError as error:
         raise FabError(f"building the app in {source} failed: {error}") from None
+
+
+def app_files(source: Path) -> dict[str, Path]:
+    """The files Flower's `build_fab_from_disk` collects from `source` (flwr/cli/utils.py `collect_files`), less
+    the folders whose every file its filter drops anyway: those .gitignore or Flower's exclude patterns name
+    (.venv alone holds tens of thousands of files; walking them made each build take seconds). The FAB is the
+    same, byte for byte (tests/unit/test_provision.py compares it with Flower's own build)."""
+    root = source.expanduser().resolve()
+    gitignore = load_gitignore_patterns(root / ".gitignore")
+    if any(pattern.lstrip().startswith("!") for pattern in gitignore):  # a negation may re-include: walk all
+        gitignore = []
+    ignored, excluded = build_pathspec(gitignore), build_pathspec(APP_PUBLISH_EXCLUDE_PATTERNS)
+    files: dict[str, Path] = {}
+    for folder, subfolders, names in os.walk(root, followlinks=False):
+        relative = Path(folder).relative_to(root)
+        subfolders[:] = [
+            name
+            for name in subfolders
+            if not ignored.match_file(f"{(relative / name).as_posix()}/")
+            and not excluded.match_file(f"{(relative / name).as_posix()}/any")
+        ]
+        for name in names:
+            path = Path(folder) / name
+            if path.is_symlink() or not path.resolve().is_relative_to(root):
+                continue
+            files[path.relative_to(root).as_posix()] = path
+    return files
 
 
 def inspect_fab(data: bytes, origin: str) -> FabInfo:

@@ -271,8 +271,12 @@ def test_members_cannot_reach_the_control_api(deployment, tmp_path):
         [flwr, "ls", "public"], env=env, capture_output=True, text=True, check=False, timeout=120
     )
     assert listing.returncode != 0, listing.stdout
+    release = (
+        tmp_path / "release-app"
+    )  # even the federation's own release: the Control API is closed to members
+    unpack_for_submission(read_coordinator_kit(deployment.coordinator_kit).release, release)
     submission = subprocess.run(
-        [flwr, "run", str(app_directory()), "public"],
+        [flwr, "run", str(release), "public"],
         env=env,
         capture_output=True,
         text=True,

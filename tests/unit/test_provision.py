@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from federation_kits import private_key_files
+from flwr.cli.build import build_fab_from_disk
 from flwr.supercore.primitives.asymmetric import uses_nist_ec_curve
 from typer.testing import CliRunner
 
@@ -152,6 +153,7 @@ def test_the_release_fab_is_reproducible(provisioned):
     _, info = read_fab(kit.release)
     assert info.sha256 == kit.release_sha256 and info.publisher == "oncofed"
     assert sha256_hex(build_fab(app_directory())) == kit.release_sha256
+    assert sha256_hex(build_fab_from_disk(app_directory())) == kit.release_sha256  # what `flwr build` makes
     assert {file.path for file in info.files} >= {"site_app/app.py", "server_app/app.py"}
     assert not any(file.path.startswith(("deploy/", "tests/")) for file in info.files)
 
