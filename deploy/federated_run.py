@@ -1,10 +1,13 @@
 """Submit a training run to the running coordinator with `flwr run`, and follow the ServerApp's log.
 
 The run folder (metrics.jsonl, summary.json, models/) is written by the ServerApp on the coordinator host, in
-the kit's runs/<time>/; the command's own `flwr run` log goes to runs/<time>/logs/flwr-run.log.
+the kit's runs/<time>/; the command's own `flwr run` log goes to runs/<time>/logs/flwr-run.log. A run whose
+coordinator died is continued in its own folder (`plan_resume`): a new Flower run that starts after the round of
+the folder's checkpoint, with the run's saved settings.
 """
 
 import datetime as dt
+import json
 import re
 import ssl
 import tomllib
@@ -22,10 +25,13 @@ from deploy.flower_env import toml_value
 from deploy.kit import CONNECTION, CoordinatorKit
 from deploy.processes import follow_log, start_process
 from deploy.simulate import app_directory, flower_executable
+from models.federation_settings import INIT_MODEL, OPERATIONAL_KEYS, RESUME, majority
 from models.presets import get_preset
 
 RUN_STARTED = re.compile(r"Successfully started run (\d+)")
-RESERVED_KEYS = {"num-server-rounds", "model-preset", "run-dir"}
+RESERVED_KEYS = {"num-server-rounds", "model-preset", "run-dir", RESUME.key, INIT_MODEL.key}
+CHECKPOINT = Path("state") / "checkpoint.pt"
+"""The round checkpoint the ServerApp writes in a run folder (server_app.round_checkpoint)."""
 
 
 class CoordinatorNotRunning(RuntimeError):
@@ -39,15 +45,9 @@ class RunPlan:
     run_config: dict[str, bool | int | float | str]
 
 
-def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "") -> RunPlan:
-    """Check the inputs and choose a new run folder; ValueError names the bad value.
-
-    `overrides` are more run-config values as `key=value` pairs (`local-epochs=1 min-sites=2`): any key of
-    [tool.flwr.app.config] except those with their own option or chosen here.
-    """
-    model = get_preset(preset)
-    if rounds < 1:
-        raise ValueError(f"--rounds must be at least 1, got {rounds}")
+def parse_overrides(overrides: str) -> dict[str, bool | int | float | str]:
+    """`key=value` pairs (`local-epochs=1 min-sites=2`) of keys [tool.flwr.app.config] declares, except those
+    with their own option or chosen by the command; ValueError names the bad one."""
     try:
         extra = parse_config_args([overrides]) if overrides.strip() else {}
     except click.ClickException as error:
@@ -61,9 +61,25 @@ def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "")
     reserved = sorted(set(extra) & RESERVED_KEYS)
     if reserved:
         raise ValueError(
-            f"--run-config sets {', '.join(reserved)}; use --rounds and --preset, the run folder is "
-            "chosen by the command"
+            f"--run-config sets {', '.join(reserved)}; use --rounds, --preset, --resume and --init, the run "
+            "folder is chosen by the command"
         )
+    return extra
+
+
+def plan_run(
+    kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "", init_model: Path | None = None
+) -> RunPlan:
+    """Check the inputs and choose a new run folder; ValueError names the bad value.
+
+    The quorum `min-sites` defaults to a majority of the kit's sites, and the ServerApp is told every site's name
+    so that one that never connects is named. `init_model` starts from a global model an earlier run saved.
+    """
+    model = get_preset(preset)
+    if rounds < 1:
+        raise ValueError(f"--rounds must be at least 1, got {rounds}")
+    extra = parse_overrides(overrides)
+    init = {} if init_model is None else {INIT_MODEL.key: str(check_init_model(init_model, preset))}
     run_dir = kit.runs / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     if run_dir.exists():
         raise ValueError(f"run folder {run_dir} already exists; wait a second and submit again")
@@ -74,9 +90,76 @@ def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "")
             "num-server-rounds": rounds,
             "model-preset": preset,
             "patch-size": model.patch_size,
-            "min-sites": len(kit.sites),
+            "min-sites": majority(len(kit.sites)),
+            "expected-sites": ",".join(kit.sites),
             "run-dir": str(run_dir),
+            **init,
             **extra,
+        },
+    )
+
+
+def check_init_model(path: Path, preset: str) -> Path:
+    """A models/*.pt file of an earlier run, of the same model preset (the ServerApp checks its arrays)."""
+    from models.weights import load_checkpoint
+
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"--init {path}: no such file")
+    try:
+        _, meta = load_checkpoint(path)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ValueError(
+            f"--init {path} is not a model saved by an OncoFed run ({type(error).__name__}); give a "
+            "RUN_DIR/models/*.pt file"
+        ) from None
+    if meta.get("model_preset") != preset:
+        raise ValueError(
+            f"--init {path} is a {meta.get('model_preset')!r} model, but this run uses --preset {preset}; "
+            f"give --preset {meta.get('model_preset')}"
+        )
+    return path
+
+
+def plan_resume(kit: CoordinatorKit, run_dir: Path, rounds: int | None, overrides: str = "") -> RunPlan:
+    """Continue the run in `run_dir` with its saved settings; only quorum and deadlines (and, with `rounds`, the
+    number of rounds) may change. ValueError says why a folder cannot be resumed."""
+    run_dir = run_dir.expanduser().resolve()
+    config_file, summary_file = run_dir / "config.json", run_dir / "summary.json"
+    if not config_file.is_file():
+        raise ValueError(f"--resume {run_dir}: not a run folder (no config.json)")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise ValueError(
+            f"--resume {run_dir}: no round checkpoint ({CHECKPOINT}): the run stopped before its first round "
+            "ended; submit a new run instead"
+        )
+    saved = json.loads(config_file.read_text(encoding="utf-8")).get("run_config", {})
+    extra = parse_overrides(overrides)
+    fixed = sorted(k for k in extra if k not in OPERATIONAL_KEYS)
+    if fixed:
+        raise ValueError(
+            f"--run-config sets {', '.join(fixed)}: a resumed run keeps its settings; only "
+            f"{', '.join(sorted(OPERATIONAL_KEYS))} may change"
+        )
+    planned = int(saved.get("num-server-rounds", 0))
+    if rounds is not None and rounds < planned:
+        raise ValueError(f"--rounds {rounds} is fewer than the {planned} rounds the run was planned with")
+    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
+    if summary.get("status") == "completed" and (rounds or planned) <= planned:
+        raise ValueError(
+            f"--resume {run_dir}: the run completed all its {planned} rounds; give --rounds N (more) to extend it"
+        )
+    known = app_config_keys()
+    return RunPlan(
+        kit=kit,
+        run_dir=run_dir,
+        run_config={
+            **{k: v for k, v in saved.items() if k in known},
+            **extra,
+            "num-server-rounds": rounds or planned,
+            "run-dir": str(run_dir),
+            RESUME.key: True,
+            INIT_MODEL.key: "",
         },
     )
 
@@ -106,7 +189,7 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
     check_coordinator_running(plan.kit)
     env = coordinator_env(plan.kit)
     logs = plan.run_dir / "logs"
-    logs.mkdir(parents=True)
+    logs.mkdir(parents=True, exist_ok=True)
     overrides = logs / "run-config.toml"
     overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()), "utf-8")
     runner = start_process(
@@ -131,6 +214,6 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
 
 
 def run_id_in(log_path: Path) -> int | None:
-    """The id Flower gave the run, from the `flwr run` log (for `flwr stop`/`flwr log`)."""
-    match = RUN_STARTED.search(log_path.read_text(errors="replace")) if log_path.is_file() else None
-    return int(match.group(1)) if match else None
+    """The id Flower gave the run's latest submission, from the `flwr run` log (for `flwr stop`/`flwr log`)."""
+    found = RUN_STARTED.findall(log_path.read_text(errors="replace")) if log_path.is_file() else []
+    return int(found[-1]) if found else None

@@ -209,8 +209,12 @@ def site_start(kit: KitOption) -> None:
 
 def run(
     kit: KitOption,
-    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 5,
-    preset: Annotated[str, typer.Option(help="Model preset: tiny | small | large.")] = "small",
+    rounds: Annotated[
+        int | None, typer.Option(help="Federated rounds (default 5; with --resume: the run's own, or more).")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Model preset: tiny | small | large (default small).")
+    ] = None,
     run_config: Annotated[
         str,
         typer.Option(
@@ -219,21 +223,40 @@ def run(
             "(keys of [tool.flwr.app.config]).",
         ),
     ] = "",
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue this run folder after its last completed round (its coordinator died or it "
+            "stopped without quorum), with its own settings.",
+        ),
+    ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option("--init", help="Start from a global model an earlier run saved (RUN_DIR/models/*.pt)."),
+    ] = None,
 ) -> None:
     """Submit a training run to the running coordinator and stream the ServerApp's log until it ends."""
     # torch and the server's modules load here only: the other commands start without them
-    from deploy.federated_run import CoordinatorNotRunning, plan_run, run_id_in, submit_run
-    from server_app.run_folder import SUMMARY_FILE, read_metrics
-    from server_app.site_table import site_table
+    from deploy.federated_run import CoordinatorNotRunning, plan_resume, plan_run, run_id_in, submit_run
+    from server_app.run_folder import SUMMARY_FILE, read_json, read_metrics
+    from server_app.site_table import evaluations, site_table
 
     try:
         coordinator = read_coordinator_kit(kit)
-        plan = plan_run(coordinator, rounds, preset, run_config)
+        if resume is not None:
+            if preset is not None or init is not None:
+                raise ValueError("--resume continues a run with its own model: leave out --preset and --init")
+            plan = plan_resume(coordinator, resume, rounds, run_config)
+        else:
+            plan = plan_run(coordinator, 5 if rounds is None else rounds, preset or "small", run_config, init)
     except (KitError, ValueError) as error:
         raise fail(str(error)) from None
     log_path = plan.run_dir / "logs" / "flwr-run.log"
+    config = plan.run_config
     console.print(
-        f"Submitting {rounds} rounds ({preset} model, {plan.run_config['min-sites']} sites) to "
+        f"{'Resuming' if resume else 'Submitting'} {config['num-server-rounds']} rounds ({config['model-preset']} "
+        f"model, quorum {config['min-sites']} of {len(coordinator.sites)} sites) to "
         f"{coordinator.local_address}; run folder {plan.run_dir}\n  log: {log_path}; Ctrl-C stops "
         "following (the run goes on at the coordinator)",
         highlight=False,
@@ -254,7 +277,15 @@ def run(
             )
             raise typer.Exit(130) from None
     records = read_metrics(plan.run_dir)
-    if code != 0 or not (plan.run_dir / SUMMARY_FILE).is_file() or not records:
+    summary = read_json(plan.run_dir / SUMMARY_FILE)
+    if summary.get("status") in ("stopped", "failed"):
+        stopped = summary.get("stopped") or {}
+        raise fail(
+            f"the run {summary['status']} after round {stopped.get('after_round')}: {stopped.get('reason')}\n"
+            f"  run folder: {plan.run_dir} (continue it with `oncofed run --kit {kit} --resume {plan.run_dir}`)",
+            code=1,
+        )
+    if code != 0 or summary.get("status") != "completed" or not evaluations(records):
         outcome = f"flwr run exit code {code}" if code != 0 else "no site sent results"
         raise fail(
             f"the run did not finish ({outcome}); logs: {log_path}, "

@@ -1,25 +1,30 @@
-"""Keeps the final and the best global model (by example-weighted mean Dice over the sites)."""
+"""The global models a run keeps in models/: latest.pt after every round, best.pt (server_app.best_model's rule),
+and final.pt only when the run completed all its rounds — a run that stopped early has no final.pt."""
 
-from flwr.app import ArrayRecord, MetricRecord
+from flwr.app import ArrayRecord
 
+from server_app.best_model import RULE, BestRound
 from server_app.run_folder import RunFolder
 
-SELECTION_METRIC = "dice-mean"
+LATEST, BEST, FINAL = "latest", "best", "final"
 
 
 class Checkpointer:
-    """Used as the strategy's `evaluate_fn`: called after each round's federated evaluation."""
+    """Called after each round with that round's global model and its per-site validation scores."""
 
-    def __init__(self, run: RunFolder, model_preset: str) -> None:
+    def __init__(self, run: RunFolder, model_preset: str, best: BestRound | None = None) -> None:
         self.run = run
         self.model_preset = model_preset
-        self.best_round: int | None = None
-        self.best_score = float("-inf")
+        self.best = best or BestRound()
 
-    def __call__(self, server_round: int, arrays: ArrayRecord, evaluation: MetricRecord | None) -> None:
+    def __call__(self, server_round: int, arrays: ArrayRecord, scores: dict[str, tuple[float, int]]) -> None:
         meta = {"round": server_round, "model_preset": self.model_preset}
-        self.run.save_model("final", arrays, meta)
-        score = float(evaluation[SELECTION_METRIC]) if evaluation and SELECTION_METRIC in evaluation else None
-        if score is not None and score > self.best_score:
-            self.best_round, self.best_score = server_round, score
-            self.run.save_model("best", arrays, {**meta, SELECTION_METRIC: score})
+        self.run.save_model(LATEST, arrays, meta)
+        if self.best.consider(server_round, scores):
+            self.run.save_model(
+                BEST, arrays, {**meta, "dice-mean": self.best.score, "sites": sorted(scores), "rule": RULE}
+            )
+
+    def finish(self, server_round: int, arrays: ArrayRecord) -> None:
+        """The run completed: its last global model becomes final.pt."""
+        self.run.save_model(FINAL, arrays, {"round": server_round, "model_preset": self.model_preset})

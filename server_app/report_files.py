@@ -1,7 +1,8 @@
 """Writes the federation report: the HTML page, report.json (its content) and metrics.csv (every number, long).
 
 metrics.csv columns: scope ("site", "pooled" or "overview"), round, site, key, value — one row per number: each
-site's aggregates for every validated round (a suppressed round is one row with key "status"), the pooled
+site's aggregates for every validated round (a round without numbers: its "status", then "min-report-cases" when
+suppressed or "reason" when the site's validation did not arrive), the pooled
 values per round, and the data overview.
 """
 
@@ -45,9 +46,18 @@ def metrics_csv(records: list[dict], data: dict) -> str:
     for record in sorted(records, key=lambda r: (r["round"], r["site"])):
         if not record["metrics"]:
             writer.writerow(["site", record["round"], record["site"], "status", record.get("status")])
-            writer.writerow(
-                ["site", record["round"], record["site"], "min-report-cases", record.get("min_report_cases")]
-            )
+            if record.get("status", "suppressed") == "suppressed":
+                writer.writerow(
+                    [
+                        "site",
+                        record["round"],
+                        record["site"],
+                        "min-report-cases",
+                        record.get("min_report_cases"),
+                    ]
+                )
+            else:
+                writer.writerow(["site", record["round"], record["site"], "reason", record.get("reason")])
             continue
         for key, value in sorted(record["metrics"].items()):
             writer.writerow(["site", record["round"], record["site"], key, value])

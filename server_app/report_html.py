@@ -15,6 +15,8 @@ margin-top: 1.8em; } h3 { margin-bottom: 0.3em; }
 th, td { border: 1px solid #c8c8c8; padding: 0.3em 0.55em; text-align: right; vertical-align: top; }
 th { background: #eef3f8; } td.site, th.site { text-align: left; font-weight: 600; white-space: nowrap; }
 td.suppressed { text-align: center; color: #8a4b00; background: #fff6e8; font-style: italic; }
+td.absent { text-align: center; color: #8b0000; background: #fdeaea; } td.took-part { text-align: center; }
+td.partly { text-align: center; color: #8a4b00; background: #fff6e8; }
 small { color: #555; } img { max-width: 100%; } .caption { color: #444; font-size: 0.92em; max-width: 60em; }
 code { font-size: 0.9em; background: #f4f4f4; padding: 0 0.2em; } li { margin: 0.2em 0; }
 @media print { body { margin: 0; max-width: none; font-size: 11px; } h2 { break-after: avoid; }
@@ -27,6 +29,7 @@ def render_report(data: dict) -> str:
     run = data["run"]
     sections = [
         _summary(data),
+        _participation(data),
         _site_tables(data),
         _rounds(data),
         _distributions(data),
@@ -66,7 +69,15 @@ def _summary(data: dict) -> str:
     suppressed = [s for s in sites if s["status"] != "reported"]
     pooled = {p["round"]: p for p in data["pooled"]}
     first, last = pooled[run["rounds_evaluated"][0]], pooled[run["last_round"]]
-    items = [
+    items = []
+    if run.get("status") not in (None, "completed"):
+        stopped = run.get("stopped") or {}
+        items.append(
+            f"<b>The run did not complete</b> ({escape(str(run['status']))} after round "
+            f"{escape(str(stopped.get('after_round')))} of {escape(str(run['rounds_planned']))}): "
+            f"{escape(str(stopped.get('reason') or 'its coordinator stopped'))}. It has no final model."
+        )
+    items += [
         (
             f"{len(sites)} sites took part. Reporting validation numbers at their last round: "
             f"{', '.join(_site(s['name']) for s in reported) or 'none'}."
@@ -94,10 +105,56 @@ def _summary(data: dict) -> str:
     best = run.get("best") or {}
     if best.get("round") is not None:
         items.append(
-            f"Best round by pooled mean Dice: {best['round']} ({_num(best.get('dice-mean'))}), "
-            f"saved as <code>{escape(str(best.get('model')))}</code> (chosen on the validation cases)."
+            f"Best round: {best['round']} (pooled mean Dice {_num(best.get('dice-mean'))}), saved as "
+            f"<code>{escape(str(best.get('model')))}</code>, chosen on the validation cases by this rule: "
+            f"{escape(str(best.get('rule') or 'the highest pooled mean Dice'))}."
         )
     return f'<h2 id="summary">Summary</h2><ul>{"".join(f"<li>{item}</li>" for item in items)}</ul>'
+
+
+def _participation(data: dict) -> str:
+    """The site × round grid: who trained and validated in each round, and for the others why not."""
+    grid = data.get("participation") or {}
+    rounds, updated = grid.get("rounds", []), grid.get("model_updated", {})
+    if not rounds:
+        return ""
+    rows = []
+    for site, cells in grid["sites"].items():
+        tds = []
+        for rnd in rounds:
+            cell = cells.get(str(rnd))
+            if cell is None:
+                tds.append('<td class="absent">—</td>')
+                continue
+            phases = [p for p in (cell["train"], cell["evaluate"]) if p and p not in ("ok", "not-asked")]
+            if not phases:
+                tds.append('<td class="took-part">✓</td>')
+            else:
+                css = "absent" if cell["status"] not in ("reported", "suppressed") else "partly"
+                tds.append(
+                    f'<td class="{css}"><small>{escape(cell["reason"] or "; ".join(phases))}</small></td>'
+                )
+        rows.append(f'<tr><td class="site">{_site(site)}</td>{"".join(tds)}</tr>')
+    model = "".join(
+        "<td>—</td>"
+        if str(r) not in updated
+        else (
+            "<td>updated</td>"
+            if updated[str(r)]["updated"]
+            else f"<td><small>kept: {escape(updated[str(r)]['reason'])}</small></td>"
+        )
+        for r in rounds
+    )
+    head = "".join(f"<th>r{r}</th>" for r in rounds)
+    quorum = data["run"].get("min_sites")
+    return (
+        '<h2 id="participation">Participation</h2><p class="caption">Each site in each round: ✓ trained (from '
+        "round 1) and validated; otherwise which phase went wrong and why (offline, timeout, failed, or dropped "
+        "with the check it failed). The global model changes in a round only when at least "
+        f"{escape(str(quorum))} sites (min-sites) sent sound training replies.</p>"
+        f'<table><tr><th class="site">Site</th>{head}</tr>{"".join(rows)}'
+        f'<tr><td class="site">global model</td>{model}</tr></table>'
+    )
 
 
 def _ci_cell(metrics: dict, key: str, digits: int) -> str:
@@ -194,12 +251,19 @@ def _detection_table(data: dict) -> str:
 def _rounds(data: dict) -> str:
     rows = []
     for site, points in data["rounds"].items():
+        by_round = {p["round"]: p for p in points}
         cells = "".join(
-            f"<td>{_num(p['dice-mean'])}</td>" if p["status"] == "reported" else "<td>suppressed</td>"
-            for p in points
+            "<td>—</td>"
+            if r not in by_round
+            else f"<td>{_num(by_round[r]['dice-mean'])}</td>"
+            if by_round[r]["status"] == "reported"
+            else "<td>suppressed</td>"
+            for r in data["run"]["rounds_evaluated"]
         )
         rows.append(f'<tr><td class="site">{_site(site)}</td>{cells}</tr>')
-    pooled = "".join(f"<td>{_num(p.get('dice-mean'))}</td>" for p in data["pooled"])
+    pooled = "".join(
+        f"<td>{_num(p.get('dice-mean'))}</td>" for p in data["pooled"]
+    )  # one per evaluated round
     head = "".join(f"<th>r{r}</th>" for r in data["run"]["rounds_evaluated"])
     return (
         f'<h2 id="rounds">Dice over rounds</h2>'

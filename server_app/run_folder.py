@@ -1,7 +1,11 @@
-"""The run folder: config.json, metrics.jsonl (one object per site per round), summary.json, models/, report.
+"""The run folder: config.json, metrics.jsonl (one object per site per round), rounds.jsonl (one object per
+round), summary.json, models/, state/checkpoint.pt, report.
 
-A metrics.jsonl record: {"round", "site", "status", "min_report_cases", "n_cases", "metrics", "conventions",
-"train"}; a suppressed site's has n_cases null and no metrics.
+A metrics.jsonl record: {"round", "site", "status", "reason", "participation", "min_report_cases", "n_cases",
+"metrics", "conventions", "train"}; status "reported" or "suppressed" when the site's validation arrived (a
+suppressed site's has n_cases null and no metrics), else why not: "offline", "timeout", "failed" or "dropped"
+(server_app.participation). A rounds.jsonl record says who was asked, whose training was used, and whether the
+global model changed (and if not, why).
 
 Every file is written atomically (temp file + rename) or, for metrics.jsonl, appended a whole line at a
 time and fsynced, so an interrupted run leaves readable files.
@@ -18,6 +22,7 @@ from flwr.app import ArrayRecord
 from models.weights import save_checkpoint
 
 METRICS_FILE = "metrics.jsonl"
+ROUNDS_FILE = "rounds.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 REPORTED, SUPPRESSED = "reported", "suppressed"
@@ -48,10 +53,26 @@ def read_json(path: Path) -> dict:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """All records of metrics.jsonl, in the order they were written."""
-    path = run_dir / METRICS_FILE
+    return _read_jsonl(run_dir / METRICS_FILE)
+
+
+def read_rounds(run_dir: Path) -> list[dict]:
+    """All records of rounds.jsonl (absent in runs from before it existed)."""
+    return _read_jsonl(run_dir / ROUNDS_FILE)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a last line cut short (the writer died mid-line) is left out."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines[:-1]]
+    try:
+        records += [json.loads(line) for line in lines[-1:]]
+    except json.JSONDecodeError:
+        if path.read_bytes().endswith(b"\n"):
+            raise
+    return records
 
 
 @dataclass(frozen=True)
@@ -70,10 +91,10 @@ class RunFolder:
         return cls(path)
 
     def append_metrics(self, record: dict) -> None:
-        with open(self.path / METRICS_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        _append_line(self.path / METRICS_FILE, record)
+
+    def append_round(self, record: dict) -> None:
+        _append_line(self.path / ROUNDS_FILE, record)
 
     def save_model(self, name: str, arrays: ArrayRecord, meta: dict[str, object]) -> Path:
         target = self.path / "models" / f"{name}.pt"
@@ -82,6 +103,13 @@ class RunFolder:
 
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.path / SUMMARY_FILE, summary)
+
+
+def _append_line(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _versions() -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The run-wide settings the coordinator needs, read once from `[tool.flwr.app.config]`."""
+"""The run-wide settings the coordinator needs, read once from `[tool.flwr.app.config]`; quorum, deadlines and
+resume are in models.federation_settings."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,10 +8,8 @@ from pathlib import Path
 @dataclass(frozen=True)
 class ServerRunSettings:
     num_rounds: int
-    min_sites: int
     model_preset: str
     seed: int
-    round_timeout_s: float
     run_dir: Path
 
     @classmethod
@@ -20,9 +19,7 @@ class ServerRunSettings:
             raise ValueError("run config `run-dir` is empty: set it to the folder the run's results go to")
         return cls(
             num_rounds=int(run_config["num-server-rounds"]),
-            min_sites=int(run_config["min-sites"]),
             model_preset=str(run_config["model-preset"]),
             seed=int(run_config["seed"]),
-            round_timeout_s=float(run_config["round-timeout-s"]),
             run_dir=Path(run_dir).expanduser().resolve(),
         )

@@ -1,13 +1,19 @@
 """The per-site results table: first and last evaluated round for each site, from metrics.jsonl records.
 
 A site that suppressed its numbers (fewer validation cases than its `min-report-cases`) shows
-"suppressed (n < k)" instead of numbers.
+"suppressed (n < k)" instead of numbers. Records of rounds a site missed (offline, timeout, …) carry no
+validation and are left out here (see server_app.participation for them).
 """
 
 from rich.console import Console
 from rich.table import Table
 
-from server_app.run_folder import SUPPRESSED
+from server_app.run_folder import REPORTED, SUPPRESSED
+
+
+def evaluations(records: list[dict]) -> list[dict]:
+    """The records whose validation arrived: "reported" or "suppressed" (no status: a run from before statuses)."""
+    return [r for r in records if r.get("status", REPORTED) in (REPORTED, SUPPRESSED)]
 
 
 def first_and_last(records: list[dict]) -> dict[str, tuple[dict, dict]]:
@@ -38,6 +44,7 @@ def region_names(records: list[dict]) -> list[str]:
 
 
 def site_table(records: list[dict]) -> Table:
+    records = evaluations(records)
     sites = first_and_last(records)
     regions = region_names(records)
     first_round = min((first["round"] for first, _ in sites.values()), default=0)

@@ -1,190 +1,27 @@
-"""FedAvg weighted by `num-examples` that files every site's results under the site's name.
+"""FedAvg weighted by `num-examples`, over replies the coordinator has already checked.
 
-Unlike Flower's FedAvg, one malformed, non-finite or inconsistent reply does not end the run: it is dropped,
-the site is named in the log, and the round goes on with the others. A site that has fewer validation cases
-than its minimum replies "suppressed" with no metrics: it is filed as suppressed and left out of the pooled
-evaluation (server_app.pooled), which is what FedAvg's reply-consistency check would otherwise trip on.
+The federated loop (server_app.federated_loop) selects the sites, checks every reply against the global model
+and the site's description (server_app.reply_checks), and passes only sound, mutually consistent replies, sorted
+by site: Flower's FedAvg would otherwise end the run on one malformed or inconsistent reply. A site whose
+validation is suppressed (fewer validation cases than its minimum) sends no metrics: it is left out of the pooled
+evaluation (server_app.pooled), which FedAvg's reply-consistency check would otherwise trip on.
 """
 
-import math
-from collections import Counter
 from collections.abc import Iterable
-from logging import WARNING
 
-import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.common.logger import log
-from flwr.serverapp import Grid
+from flwr.app import Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
 from server_app.pooled import pooled_metrics
-from server_app.run_folder import REPORTED, SUPPRESSED, RunFolder
-from server_app.site_directory import SiteDirectory
-
-VALIDATION_RECORD = "validation"
-"""The ConfigRecord of an evaluate reply: status ("reported" or "suppressed"), the site's minimum, conventions."""
+from server_app.reply_checks import SUPPRESSED, validation_status
 
 
 class SiteFedAvg(FedAvg):
-    """FedAvg + per-site records in the run folder; `latest_evaluation` holds the last pooled evaluation."""
+    """FedAvg whose pooled evaluation covers only what pools exactly, over the sites that reported numbers."""
 
-    def __init__(
-        self, *, sites: SiteDirectory, run: RunFolder, model_keys: Iterable[str], **fedavg: object
-    ) -> None:
+    def __init__(self, **fedavg: object) -> None:
         super().__init__(evaluate_metrics_aggr_fn=pooled_metrics, **fedavg)
-        self.sites = sites
-        self.run = run
-        self.model_keys = frozenset(model_keys)
-        self.latest_evaluation: MetricRecord | None = None
-        self._train_metrics: dict[int, dict[str, float]] = {}
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        messages = list(super().configure_train(server_round, arrays, config, grid))
-        self.sites.learn(grid, (m.metadata.dst_node_id for m in messages))
-        return messages
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        messages = list(super().configure_evaluate(server_round, arrays, config, grid))
-        self.sites.learn(grid, (m.metadata.dst_node_id for m in messages))
-        return messages
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        kept = self._consistent(self._keep_sound(replies, self._train_reply_problem))
-        self._train_metrics = {
-            m.metadata.src_node_id: dict(next(iter(m.content.metric_records.values())))
-            for m in kept
-            if not m.has_error()
-        }
-        return super().aggregate_train(server_round, kept)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        reported = []
-        for reply in self._keep_sound(replies, self._evaluate_reply_problem):
-            if reply.has_error():
-                reported.append(reply)
-            elif _status(reply) == SUPPRESSED:
-                self._file_evaluation(server_round, reply, None)
-            else:
-                reported.append(reply)
-        reported = self._consistent(reported)
-        for reply in reported:
-            if not reply.has_error():
-                self._file_evaluation(
-                    server_round, reply, dict(next(iter(reply.content.metric_records.values())))
-                )
-        self.latest_evaluation = super().aggregate_evaluate(server_round, reported)
-        return self.latest_evaluation
-
-    def _file_evaluation(self, server_round: int, reply: Message, metrics: dict | None) -> None:
-        """One metrics.jsonl record; a suppressed site's has no metrics and no case count."""
-        node = reply.metadata.src_node_id
-        validation = dict(reply.content.config_records.get(VALIDATION_RECORD, {}))
-        self.run.append_metrics(
-            {
-                "round": server_round,
-                "site": self.sites.name(node),
-                "status": SUPPRESSED if metrics is None else REPORTED,
-                "min_report_cases": validation.pop("min-report-cases", None),
-                "n_cases": None if metrics is None else int(metrics.pop(self.weighted_by_key)),
-                "metrics": metrics or {},
-                "conventions": {k: v for k, v in validation.items() if k != "status"},
-                "train": self._train_metrics.get(node),
-            }
-        )
-
-    def _keep_sound(self, replies: Iterable[Message], problem_of) -> list[Message]:
-        """Error replies pass through (FedAvg counts and logs them); malformed ones are dropped here."""
-        kept = []
-        for reply in replies:
-            if reply.has_error():
-                if reply.metadata.src_node_id != 1:  # 1: the SuperLink itself reporting an unreachable node
-                    log(
-                        WARNING,
-                        "Site %s failed: %s",
-                        self.sites.name(reply.metadata.src_node_id),
-                        reply.error.reason,
-                    )
-                kept.append(reply)
-                continue
-            problem = problem_of(reply)
-            if problem:
-                log(
-                    WARNING,
-                    "Dropping the reply of site %s: %s",
-                    self.sites.name(reply.metadata.src_node_id),
-                    problem,
-                )
-            else:
-                kept.append(reply)
-        return kept
-
-    def _consistent(self, replies: list[Message]) -> list[Message]:
-        """Keep the replies whose metric names are the most common set; FedAvg would end the run on a mismatch."""
-        key_sets = {
-            id(r): frozenset(next(iter(r.content.metric_records.values())).keys())
-            for r in replies
-            if not r.has_error()
-        }
-        if not key_sets:
-            return replies
-        usual = Counter(key_sets.values()).most_common(1)[0][0]
-        kept = []
-        for reply in replies:
-            keys = key_sets.get(id(reply), usual)
-            if keys == usual:
-                kept.append(reply)
-            else:
-                log(
-                    WARNING,
-                    "Dropping the reply of site %s: its metric names differ from the other sites' (%s)",
-                    self.sites.name(reply.metadata.src_node_id),
-                    ", ".join(sorted(keys ^ usual)[:5]),
-                )
-        return kept
-
-    def _metric_problem(self, reply: Message) -> str | None:
-        records = reply.content.metric_records
-        if len(records) != 1:
-            return f"expected one MetricRecord, got {len(records)}"
-        metrics = next(iter(records.values()))
-        weight = metrics.get(self.weighted_by_key)
-        if not isinstance(weight, int | float) or not weight > 0:
-            return f"`{self.weighted_by_key}` is {weight!r}, expected a positive number"
-        for key, value in metrics.items():
-            if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
-                return f"metric {key!r} is not finite"
-        return None
-
-    def _train_reply_problem(self, reply: Message) -> str | None:
-        records = reply.content.array_records
-        if len(records) != 1:
-            return f"expected one ArrayRecord, got {len(records)}"
-        arrays = next(iter(records.values()))
-        if set(arrays.keys()) != self.model_keys:
-            return "its weights do not match the global model's parameter names (another model preset?)"
-        for name, array in arrays.items():
-            if not np.isfinite(array.numpy()).all():
-                return f"weights of {name!r} are not finite"
-        return self._metric_problem(reply)
-
-    def _evaluate_reply_problem(self, reply: Message) -> str | None:
-        if _status(reply) != SUPPRESSED:
-            return self._metric_problem(reply)
-        if reply.content.metric_records:
-            return "it says its validation is suppressed but carries metrics"
-        minimum = reply.content.config_records[VALIDATION_RECORD].get("min-report-cases")
-        if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
-            return f"suppressed validation with `min-report-cases` {minimum!r}, expected a whole number of at least 1"
-        return None
-
-
-def _status(reply: Message) -> str:
-    """ "suppressed" or "reported"; a reply without the validation record is a plain reported one."""
-    record = reply.content.config_records.get(VALIDATION_RECORD)
-    return str(record.get("status", REPORTED)) if record is not None else REPORTED
+        reported = [r for r in replies if r.has_error() or validation_status(r.content) != SUPPRESSED]
+        return super().aggregate_evaluate(server_round, reported)

@@ -63,6 +63,7 @@ def train(msg: Message, context: Context) -> Message:
         learning_rate=settings.learning_rate,
         batch_size=settings.batch_size,
         device=_device(),
+        seed=settings.seed + server_round,
     )
     log.info("round %d: trained on %d cases, mean loss %.4f", server_round, len(cases.train), loss)
 
