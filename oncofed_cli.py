@@ -5,6 +5,7 @@ import typer
 from data_prep.cli import synth
 from deploy.cli import simulate
 from deploy.kit_commands import coordinator_start, provision_command, run, site_check, site_start
+from deploy.status_cli import coordinator_status
 from server_app.report_command import report
 from site_app.site_report_command import site_report
 
@@ -28,6 +29,7 @@ coordinator = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 coordinator.command("start")(coordinator_start)
+coordinator.command("status")(coordinator_status)
 app.add_typer(coordinator, name="coordinator")
 
 site = typer.Typer(

@@ -156,8 +156,10 @@ def simulate(
     summary = read_json(plan.run_dir / SUMMARY_FILE)
     if summary.get("status") in ("stopped", "failed"):
         stopped = summary.get("stopped") or {}
+        after = stopped.get("after_round")
         raise fail(
-            f"the run {summary['status']} after round {stopped.get('after_round')}: {stopped.get('reason')}; "
+            f"the run {summary['status']} {'before its first round' if after is None else f'after round {after}'}: "
+            f"{stopped.get('reason')}; "
             f"continue it with `oncofed simulate --resume {plan.run_dir}`",
             code=1,
         )

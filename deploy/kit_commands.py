@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from deploy.coordinator import certificate_warnings, start_coordinator
+from deploy.coordinator_link import LinkWatch
 from deploy.kit import CONNECTION, SITE_FILE, KitError, read_coordinator_kit, read_site_kit
 from deploy.preflight import CheckResult, check_kit
-from deploy.processes import sigterm_as_interrupt, tail
+from deploy.processes import follow_log, sigterm_as_interrupt, tail
 from deploy.provision import SpecError, provision, read_spec
 from deploy.site_launcher import SiteStartError, explain_exit, start_supernode, wait_until_connected
 from site_app.check_command import OutputFormat
@@ -197,7 +198,10 @@ def site_start(kit: KitOption) -> None:
                 console.print("  still connecting; Flower keeps trying (see the log)")
             else:
                 console.print(f"  connected to the coordinator as node {node_id}")
-            supernode.popen.wait()
+            watch = LinkWatch(
+                site.settings.coordinator, lambda text: console.print(f"  {text}", highlight=False)
+            )
+            follow_log(supernode, watch.line, poll_s=1.0, offset=offset)
             raise SiteStartError(explain_exit(site, supernode, offset))
         except SiteStartError as error:
             raise fail(f"site stopped: {error}", code=1) from None
@@ -280,9 +284,19 @@ def run(
     summary = read_json(plan.run_dir / SUMMARY_FILE)
     if summary.get("status") in ("stopped", "failed"):
         stopped = summary.get("stopped") or {}
+        after = stopped.get("after_round")
         raise fail(
-            f"the run {summary['status']} after round {stopped.get('after_round')}: {stopped.get('reason')}\n"
+            f"the run {summary['status']} {'before its first round' if after is None else f'after round {after}'}: "
+            f"{stopped.get('reason')}\n"
             f"  run folder: {plan.run_dir} (continue it with `oncofed run --kit {kit} --resume {plan.run_dir}`)",
+            code=1,
+        )
+    if summary.get("status") == "running":
+        done = summary.get("last_round")
+        raise fail(
+            f"the run did not end: the coordinator or the connection to it stopped (flwr run exit code {code}; "
+            f"last completed round: {'none' if done is None else done}). When `oncofed coordinator status --kit "
+            f"{kit}` shows the run interrupted, continue it with `oncofed run --kit {kit} --resume {plan.run_dir}`",
             code=1,
         )
     if code != 0 or summary.get("status") != "completed" or not evaluations(records):

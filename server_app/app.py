@@ -78,6 +78,9 @@ def run_federation(grid: Grid, run_config: dict) -> Outcome:
         )
         last_done = None
     write_summary(loop, Outcome(RUNNING, last_done, arrays), settings.num_rounds, started)
+    loop.after_round = lambda: write_summary(
+        loop, Outcome(RUNNING, loop.last_round, arrays), settings.num_rounds, started
+    )
 
     # The rounds
     try:

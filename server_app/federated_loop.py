@@ -14,6 +14,7 @@ Round 0 is step 1, 2 and 4 for the initial model. The strategy only configures m
 Flower message-API strategy built with ALL_SELECTED can be driven; its state_dict(), if any, is checkpointed.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from logging import INFO, WARNING
@@ -88,6 +89,8 @@ class FederatedLoop:
     """Round → pooled validation over the reporting sites."""
     last_round: int | None = None
     """The last round whose results are complete."""
+    after_round: Callable[[], None] | None = None
+    """Called after each completed round (the ServerApp rewrites summary.json with it)."""
     train_config: ConfigRecord = field(default_factory=ConfigRecord)
     evaluate_config: ConfigRecord = field(default_factory=ConfigRecord)
 
@@ -108,6 +111,8 @@ class FederatedLoop:
                 log(WARNING, "The run stops: %s", reason)
                 return Outcome(STOPPED, self.last_round, arrays, reason)
             self.last_round = server_round
+            if self.after_round is not None:
+                self.after_round()
         self.checkpointer.finish(self.num_rounds, arrays)
         return Outcome(COMPLETED, self.num_rounds, arrays)
 
@@ -124,9 +129,12 @@ class FederatedLoop:
             wait_s=self.settings.wait_for_sites_s,
             expected=self.settings.expected_sites,
         )
-        summary = {"round": server_round, "started_utc": started, "online": sorted(online.values())}
+        selected = self._described(online, ledger, train_too=server_round > 0)
+        names = sorted(
+            self.directory.name(n) if self.directory.knows(n) else label for n, label in online.items()
+        )
+        summary = {"round": server_round, "started_utc": started, "online": names}
         if server_round > 0:
-            selected = self._described(online, ledger, train_too=True)
             arrays, summary["train"] = self._train(server_round, arrays, spec, selected, ledger)
         selected = self._described(self._online(), ledger, train_too=False)
         summary["evaluate"] = self._evaluate(server_round, arrays, selected, ledger)
@@ -141,8 +149,8 @@ class FederatedLoop:
         return arrays
 
     def _online(self) -> dict[int, str]:
-        online = online_sites(self.grid, self.directory)
-        self.presence.update(online.values(), self._everyone(), datetime.now().timestamp())
+        online, identified = online_sites(self.grid, self.directory)
+        self.presence.update(identified, self._everyone() | identified, datetime.now().timestamp())
         return online
 
     def _everyone(self) -> set[str]:

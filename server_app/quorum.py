@@ -62,16 +62,19 @@ class Presence:
         return cls(dict(state.get("last_seen", {})), dict(state.get("offline_since", {})))
 
 
-def online_sites(grid: Grid, directory: SiteDirectory) -> dict[int, str]:
-    """node id → site name of every node online now (registered name, or the name it described, or node-<id>)."""
-    online = {}
+def online_sites(grid: Grid, directory: SiteDirectory) -> tuple[dict[int, str], set[str]]:
+    """node id → site name of every node online now (the name it described, else the name its key was registered
+    under, else node-<id>), and the names among them that identify a site (not a node-<id> placeholder)."""
+    online, identified = {}, set()
     for node in grid.get_nodes():
-        online[node.node_id] = (
-            directory.name(node.node_id)
-            if directory.knows(node.node_id)
-            else node.name or f"node-{node.node_id}"
-        )
-    return online
+        if directory.knows(node.node_id) or node.name:
+            online[node.node_id] = (
+                directory.name(node.node_id) if directory.knows(node.node_id) else node.name
+            )
+            identified.add(online[node.node_id])
+        else:
+            online[node.node_id] = f"node-{node.node_id}"
+    return online, identified
 
 
 def wait_for_quorum(
@@ -92,10 +95,10 @@ def wait_for_quorum(
     started = clock()
     announced: frozenset[str] | None = None
     while True:
-        online = online_sites(grid, directory)
-        everyone = expected | set(directory.names) | set(presence.last_seen)
-        presence.update(online.values(), everyone, wall_clock())
-        offline = sorted(everyone - set(online.values()))
+        online, identified = online_sites(grid, directory)
+        everyone = expected | set(directory.names) | set(presence.last_seen) | identified
+        presence.update(identified, everyone, wall_clock())
+        offline = sorted(everyone - identified)
         if len(online) >= min_sites:
             return online
         waited = clock() - started
