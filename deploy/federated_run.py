@@ -25,7 +25,7 @@ from deploy.flower_env import toml_value
 from deploy.kit import CONNECTION, CoordinatorKit
 from deploy.processes import follow_log, start_process
 from deploy.simulate import app_directory, flower_executable
-from models.federation_settings import INIT_MODEL, OPERATIONAL_KEYS, RESUME, majority
+from models.federation_settings import INIT_MODEL, OPERATIONAL_KEYS, RESUME, FederationSettings, majority
 from models.presets import get_preset
 
 RUN_STARTED = re.compile(r"Successfully started run (\d+)")
@@ -83,7 +83,7 @@ def plan_run(
     run_dir = kit.runs / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     if run_dir.exists():
         raise ValueError(f"run folder {run_dir} already exists; wait a second and submit again")
-    return RunPlan(
+    plan = RunPlan(
         kit=kit,
         run_dir=run_dir,
         run_config={
@@ -97,6 +97,8 @@ def plan_run(
             **extra,
         },
     )
+    FederationSettings.from_run_config(plan.run_config)  # quorum and deadlines checked before submitting
+    return plan
 
 
 def check_init_model(path: Path, preset: str) -> Path:
@@ -150,7 +152,7 @@ def plan_resume(kit: CoordinatorKit, run_dir: Path, rounds: int | None, override
             f"--resume {run_dir}: the run completed all its {planned} rounds; give --rounds N (more) to extend it"
         )
     known = app_config_keys()
-    return RunPlan(
+    plan = RunPlan(
         kit=kit,
         run_dir=run_dir,
         run_config={
@@ -162,6 +164,8 @@ def plan_resume(kit: CoordinatorKit, run_dir: Path, rounds: int | None, override
             INIT_MODEL.key: "",
         },
     )
+    FederationSettings.from_run_config(plan.run_config)
+    return plan
 
 
 def app_config_keys() -> set[str]:

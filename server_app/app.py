@@ -16,7 +16,15 @@ from models.presets import build_model
 from models.weights import to_record
 from server_app.best_model import BestRound
 from server_app.checkpoints import Checkpointer
-from server_app.federated_loop import ALL_SELECTED, COMPLETED, FAILED, RUNNING, FederatedLoop, Outcome
+from server_app.federated_loop import (
+    ALL_SELECTED,
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    STOPPED,
+    FederatedLoop,
+    Outcome,
+)
 from server_app.quorum import Presence
 from server_app.resume import initial_model, resume_run
 from server_app.round_checkpoint import restore_strategy
@@ -85,14 +93,13 @@ def run_federation(grid: Grid, run_config: dict) -> Outcome:
     # The rounds
     try:
         outcome = loop.run_rounds(arrays, last_done)
-    except BaseException as error:
-        last = loop.last_round if loop.last_round is not None else last_done
-        write_summary(
-            loop,
-            Outcome(FAILED, last, arrays, f"{type(error).__name__}: {error}"),
-            settings.num_rounds,
-            started,
-        )
+    except (SystemExit, KeyboardInterrupt):
+        reason = "the ServerApp was stopped (the coordinator shut down, or `flwr stop`)"
+        write_summary(loop, Outcome(STOPPED, loop.last_round, arrays, reason), settings.num_rounds, started)
+        raise
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"
+        write_summary(loop, Outcome(FAILED, loop.last_round, arrays, reason), settings.num_rounds, started)
         raise
     write_summary(loop, outcome, settings.num_rounds, started)
     write_report(run)

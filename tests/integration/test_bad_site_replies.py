@@ -21,6 +21,8 @@ from deploy.processes import start_process
 from deploy.simulate import failure_context, run_simulation
 from server_app.run_folder import read_metrics, read_rounds
 
+pytestmark = pytest.mark.slow  # a five-site simulation: minutes on two cores
+
 REPO = Path(__file__).resolve().parents[2]
 SITES = ["hospital-a", "hospital-b", "hospital-c", "hospital-d", "hospital-e"]
 
