@@ -23,6 +23,8 @@ from deploy.kit import CONNECTION, CoordinatorKit
 from deploy.simulate import flower_executable
 from server_app.run_folder import CONFIG_FILE, SUMMARY_FILE, read_json, read_rounds
 
+ACTIVE = ("pending", "starting", "running")
+"""Flower run statuses of a run not finished."""
 REVOKED = "unregistered"
 """Flower's node status once a key was unregistered (`flwr supernode unregister`): the site is shut out."""
 
@@ -125,6 +127,15 @@ def flower_runs(kit: CoordinatorKit) -> dict[int, dict]:
     return {int(run["run-id"]): run for run in answer.get("runs", [])}
 
 
+def still_running(kit: CoordinatorKit, run_dir: Path) -> int | None:
+    """The Flower run id of the run folder's latest submission if Flower has it pending or running, else None."""
+    run_id = run_id_in(run_dir / "logs" / "flwr-run.log")
+    if run_id is None:
+        return None
+    status = flower_runs(kit).get(run_id, {}).get("status", "")
+    return run_id if status.startswith(ACTIVE) else None
+
+
 def run_states(kit: CoordinatorKit, flower: dict[int, dict]) -> list[RunState]:
     """The kit's run folders, newest first, each with Flower's state of its latest submission and its own."""
     folders = sorted((p for p in kit.runs.iterdir() if p.is_dir()), reverse=True) if kit.runs.is_dir() else []
@@ -141,6 +152,6 @@ def _run_state(folder: Path, flower: dict[int, dict]) -> RunState:
     )
     state = summary.get("status", "unknown")
     note = (summary.get("stopped") or {}).get("reason", "")
-    if state == "running" and not flower_status.startswith(("running", "starting", "pending")):
+    if state == "running" and not flower_status.startswith(ACTIVE):
         state, note = "interrupted", f"the coordinator stopped during the run; resume with --resume {folder}"
     return RunState(folder, run_id, flower_status, state, f"{'—' if last is None else last}/{planned}", note)

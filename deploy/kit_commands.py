@@ -242,6 +242,7 @@ def run(
 ) -> None:
     """Submit a training run to the running coordinator and stream the ServerApp's log until it ends."""
     # torch and the server's modules load here only: the other commands start without them
+    from deploy.coordinator_status import still_running
     from deploy.federated_run import CoordinatorNotRunning, plan_resume, plan_run, run_id_in, submit_run
     from server_app.run_folder import SUMMARY_FILE, read_json, read_metrics
     from server_app.site_table import evaluations, site_table
@@ -252,6 +253,12 @@ def run(
             if preset is not None or init is not None:
                 raise ValueError("--resume continues a run with its own model: leave out --preset and --init")
             plan = plan_resume(coordinator, resume, rounds, run_config)
+            if (run_id := still_running(coordinator, plan.run_dir)) is not None:
+                raise ValueError(
+                    f"--resume {plan.run_dir}: Flower run {run_id} is still writing into it. If its coordinator "
+                    "died, Flower marks it failed about a minute after the restart; to stop it now: "
+                    f"FLWR_HOME={coordinator.flwr_home} flwr stop {run_id} {CONNECTION}"
+                )
         else:
             plan = plan_run(coordinator, 5 if rounds is None else rounds, preset or "small", run_config, init)
     except (KitError, ValueError) as error:

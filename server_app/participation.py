@@ -128,17 +128,20 @@ def _record(server_round: int, name: str, site: SiteRound | None) -> dict:
 def participation_line(server_round: int, records: list[dict], offline_since: dict[str, str]) -> str:
     """ "round 3: 2 of 3 sites; hospital-c offline since 14:02" — what the coordinator's terminal shows.
 
-    From round 1 on a site took part when its training reply was used; in round 0 when its validation arrived."""
+    From round 1 on a site took part when its training reply was used (round 0: when its validation arrived);
+    each other site is named with what kept it out."""
     took_part, notes = 0, []
     for r in records:
-        phase = r["participation"]["train"] if server_round else r["participation"]["evaluate"]
+        phase = r["participation"]["train" if server_round else "evaluate"]
         if phase == OK:
             took_part += 1
-            if r["status"] in ABSENT:
-                notes.append(f"{r['site']} {r['status']} ({r['reason']})")
-        elif r["status"] == OFFLINE and r["site"] in offline_since:
+            if r["status"] in ABSENT:  # trained, but its validation did not arrive
+                notes.append(f"{r['site']} validation {r['participation']['evaluate']}")
+            continue
+        status, _, why = phase.partition(": ")
+        if status == OFFLINE and r["site"] in offline_since:
             notes.append(f"{r['site']} offline since {offline_since[r['site']]}")
         else:
-            notes.append(f"{r['site']} {r['status']} ({r['reason']})")
+            notes.append(f"{r['site']} {status} ({why})" if why else f"{r['site']} {status}")
     line = f"round {server_round}: {took_part} of {len(records)} sites"
     return line + (f"; {'; '.join(notes)}" if notes else "")

@@ -52,28 +52,24 @@ def test_error_replies_become_outcomes(flower_task):
 
 
 def test_the_participation_line_names_who_is_missing_and_since_when():
-    def record(site, status, train="ok", reason=""):
-        return {
-            "site": site,
-            "status": status,
-            "reason": reason,
-            "participation": {"train": train, "evaluate": "ok"},
-        }
+    def record(site, status, train="ok", evaluate="ok"):
+        return {"site": site, "status": status, "participation": {"train": train, "evaluate": evaluate}}
 
     records = [
         record("hospital-a", "reported"),
         record("hospital-b", "reported"),
-        record("hospital-c", "offline", train="offline: not online", reason="train: not online"),
+        record(
+            "hospital-c", "offline", train="offline: not online when the phase started", evaluate="offline: x"
+        ),
     ]
-    assert (
-        participation_line(3, records, {"hospital-c": "14:02"})
-        == "round 3: 2 of 3 sites; hospital-c offline since 14:02"
+    assert participation_line(3, records, {"hospital-c": "14:02"}) == (
+        "round 3: 2 of 3 sites; hospital-c offline since 14:02"
     )
-    records[1] = record(
-        "hospital-b", "reported", train="timeout: no reply within 60 s", reason="train: no reply within 60 s"
-    )
+    records[1] = record("hospital-b", "reported", train="timeout: no reply within 60 s")
+    records[0] = record("hospital-a", "timeout", evaluate="timeout: no reply within 30 s")
     assert participation_line(3, records, {}) == (
-        "round 3: 1 of 3 sites; hospital-b reported (train: no reply within 60 s); hospital-c offline (train: not online)"
+        "round 3: 1 of 3 sites; hospital-a validation timeout: no reply within 30 s; hospital-b timeout (no reply "
+        "within 60 s); hospital-c offline (not online when the phase started)"
     )
 
 
