@@ -159,8 +159,8 @@ def simulate(
         after = stopped.get("after_round")
         raise fail(
             f"the run {summary['status']} {'before its first round' if after is None else f'after round {after}'}: "
-            f"{stopped.get('reason')}; "
-            f"continue it with `oncofed simulate --resume {plan.run_dir}`",
+            f"{stopped.get('reason')}"
+            + ("" if after is None else f"; continue it with `oncofed simulate --resume {plan.run_dir}`"),
             code=1,
         )
     if code != 0 or summary.get("status") != "completed" or not evaluations(read_metrics(plan.run_dir)):

@@ -294,8 +294,12 @@ def run(
         after = stopped.get("after_round")
         raise fail(
             f"the run {summary['status']} {'before its first round' if after is None else f'after round {after}'}: "
-            f"{stopped.get('reason')}\n"
-            f"  run folder: {plan.run_dir} (continue it with `oncofed run --kit {kit} --resume {plan.run_dir}`)",
+            f"{stopped.get('reason')}\n  run folder: {plan.run_dir} ("
+            + (
+                "submit the run again when the sites are online)"
+                if after is None
+                else f"continue it with `oncofed run --kit {kit} --resume {plan.run_dir}`)"
+            ),
             code=1,
         )
     if summary.get("status") == "running":

@@ -8,6 +8,8 @@ last heartbeat, which is what closes the phase it was in.
 """
 
 import json
+import os
+import re
 import subprocess
 import time
 from collections import Counter
@@ -56,8 +58,8 @@ def finish(fed: LoopbackFederation, name: str, timeout_s: float = 1800) -> tuple
 
 
 def words(text: str) -> str:
-    """The streamed log wraps long lines: compare text with whitespace collapsed."""
-    return " ".join(text.split())
+    """The streamed log wraps long lines and tables draw borders: compare text with both collapsed to spaces."""
+    return " ".join(re.sub(r"[\u2500-\u257f]", " ", text).split())
 
 
 def by_round(records: list[dict]) -> dict[int, dict[str, dict]]:
@@ -171,6 +173,7 @@ def test_resume_after_the_coordinator_died_matches_an_uninterrupted_run(federati
     while True:
         status = subprocess.run(
             [ONCOFED, "coordinator", "status", "--kit", str(fed.coordinator_kit)],
+            env={**os.environ, "COLUMNS": "200"},
             capture_output=True,
             text=True,
             timeout=120,
