@@ -196,6 +196,8 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     overrides = logs / "run-config.toml"
     overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()), "utf-8")
+    log_path = logs / "flwr-run.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0  # a resumed run appends to its log
     runner = start_process(
         "flwr run",
         [
@@ -208,10 +210,10 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
             str(overrides),
         ],
         env,
-        logs / "flwr-run.log",
+        log_path,
     )
     try:
-        follow_log(runner, on_line)
+        follow_log(runner, on_line, offset=offset)
         return runner.popen.wait()
     finally:
         runner.stop()

@@ -95,6 +95,7 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
         write_connection(flwr_home, CONNECTION, f"127.0.0.1:{port}")
         overrides = flwr_home / "run-config.toml"
         overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()), "utf-8")
+        offset = (logs / "flwr-run.log").stat().st_size if (logs / "flwr-run.log").exists() else 0  # resumed
         runner = start_process(
             "flwr run",
             [
@@ -112,7 +113,7 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
             logs / "flwr-run.log",
         )
         started.append(runner)
-        follow_log(runner, on_line)
+        follow_log(runner, on_line, offset=offset)
         return runner.popen.wait()
     finally:
         for process in reversed(started):
