@@ -77,14 +77,11 @@ def run_federation(grid: Grid, run_config: dict) -> Outcome:
         arrays, last_done = state.arrays, state.round
         log(INFO, "Resuming the run in %s after round %d", run.path, last_done)
     else:
+        arrays, last_done = fresh, None
+        if federation.init_model is not None:  # checked before a run folder exists
+            arrays = initial_model(federation.init_model, settings.model_preset, fresh)
         run = RunFolder.create(settings.run_dir, run_config)
         loop = FederatedLoop(grid, strategy, federation, run, settings.model_preset, settings.num_rounds)
-        arrays = (
-            fresh
-            if federation.init_model is None
-            else initial_model(federation.init_model, settings.model_preset, fresh)
-        )
-        last_done = None
     write_summary(loop, Outcome(RUNNING, last_done, arrays), settings.num_rounds, started)
     loop.after_round = lambda: write_summary(
         loop, Outcome(RUNNING, loop.last_round, arrays), settings.num_rounds, started
