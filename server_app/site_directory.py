@@ -42,9 +42,9 @@ class SiteDirectory:
         return sorted(set(self._names.values()))
 
     def usable_cases(self, node_id: int) -> int | None:
-        """The usable cases the site described; None if it did not say (then no reply from it is accepted)."""
+        """The usable cases the site described (a described site always said; None for an unknown node)."""
         value = self.overviews.get(self.name(node_id), {}).get(USABLE_CASES_KEY)
-        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        return _count(value)
 
     def describe(self, grid: Grid, node_ids: Iterable[int], timeout_s: float) -> dict[int, PhaseOutcome]:
         """Ask the nodes not yet known who they are; returns the outcome for each node that did not say."""
@@ -59,8 +59,8 @@ class SiteDirectory:
         for node in unknown:
             reply = answers.replies.get(node)
             outcome = answer_outcome(reply, timeout_s)
-            if outcome is None and not isinstance(reply.content.get(SITE_RECORD), ConfigRecord):
-                outcome = PhaseOutcome(DROPPED, "its description has no site record")
+            if outcome is None:
+                outcome = _description_problem(reply.content)
             if outcome is not None:
                 failures[node] = outcome
                 label = registered.get(node, f"node {node}")
@@ -106,3 +106,21 @@ class SiteDirectory:
         directory._names = {int(k): str(v) for k, v in state.get("names", {}).items()}
         directory.overviews = {str(k): dict(v) for k, v in state.get("overviews", {}).items()}
         return directory
+
+
+def _count(value: object) -> int | None:
+    return (
+        int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else None
+    )
+
+
+def _description_problem(content: RecordDict) -> PhaseOutcome | None:
+    """A description names the site and says how many usable cases it has (the bound on its `num-examples`)."""
+    if not isinstance(content.get(SITE_RECORD), ConfigRecord):
+        return PhaseOutcome(DROPPED, "its description has no site record")
+    counts = [record.get(USABLE_CASES_KEY) for record in content.metric_records.values()]
+    if not any(_count(value) is not None for value in counts):
+        return PhaseOutcome(
+            DROPPED, f"its description does not say how many usable cases it has ({USABLE_CASES_KEY})"
+        )
+    return None

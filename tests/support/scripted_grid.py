@@ -68,6 +68,7 @@ class ScriptedSite:
     train: Script | None = None
     """Overrides the default training script."""
     evaluate: Script | None = None
+    describe: Script | None = None
     registered: bool = True
     """Whether Flower knows the site's name (a registered key) or only what it describes."""
     received: list[tuple[str, int | None, Message]] = field(default_factory=list)
@@ -78,7 +79,7 @@ class ScriptedSite:
         config = message.content.config_records.get("config", {})
         self.received.append((kind, config.get("server-round"), message))
         if kind == "query.describe":
-            return described(self.name, self.usable)
+            return self.describe(message) if self.describe else described(self.name, self.usable)
         if kind == "train":
             return self.train(message) if self.train else trained(message, self.offset, self.train_cases)
         if kind == "evaluate":

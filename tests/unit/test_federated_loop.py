@@ -195,6 +195,21 @@ def test_a_site_lost_mid_phase_is_named_not_node_1(tmp_path, flower_task):
     assert "node-1" not in {r["site"] for r in read_metrics(tmp_path / "run")}
 
 
+def test_a_site_that_does_not_say_who_it_is_and_what_it_has_is_left_out_by_its_registered_name(
+    tmp_path, flower_task
+):
+    nameless = RecordDict({"site": ConfigRecord({"site-name": "hospital-c"})})  # no usable case count
+    sites = three_sites(n13={"describe": lambda message: nameless})
+    run_federation(ScriptedGrid(sites), run_config(tmp_path / "run", num_server_rounds=1))
+
+    record = by_round(read_metrics(tmp_path / "run"))[1]["hospital-c"]
+    assert record["status"] == "dropped"
+    assert record["reason"] == (
+        "train: not described (its description does not say how many usable cases it has (n-cases-usable))"
+    )
+    assert not any(kind == "train" for kind, _, _ in sites[13].received)
+
+
 def test_a_silent_site_is_cut_off_at_the_deadline(tmp_path, flower_task):
     sites = three_sites(n13={"train": lambda message: None})
     started = time.monotonic()
