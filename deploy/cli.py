@@ -143,7 +143,7 @@ def simulate(
 
         def on_line(line: str) -> None:
             if match := ROUND_LINE.search(line):
-                done = int(match.group(1)) - 1
+                done = max(int(match.group(1)) - 1, 0)
                 progress.update(task, completed=done, description=f"round {match.group(1)}/{match.group(2)}")
 
         try:

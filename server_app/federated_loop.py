@@ -63,6 +63,8 @@ ALL_SELECTED = {
 
 COMPLETED, STOPPED, FAILED, RUNNING = "completed", "stopped", "failed", "running"
 """summary.json `status` of a run."""
+ROUNDS_FINISHED = "Federated rounds finished"
+"""Logged once the last round is done (before the summary and report): what bench/ times a run's end by."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class FederatedLoop:
             self.last_round = server_round
             if self.after_round is not None:
                 self.after_round()
+        log(INFO, "%s after round %d", ROUNDS_FINISHED, self.num_rounds)
         self.checkpointer.finish(self.num_rounds, arrays)
         return Outcome(COMPLETED, self.num_rounds, arrays)
 
