@@ -29,7 +29,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from monai.networks.nets import UNet
 
-from data_prep.labels import NUM_CLASSES
+from models.labels import NUM_CLASSES
 from models.presets import build_model
 from server_app.federated_loop import ALL_SELECTED
 from server_app.reply_checks import model_spec, train_reply_problem

@@ -30,8 +30,8 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from torch.utils.data import ConcatDataset
 
 from data_prep.dataset import training_dataset
-from data_prep.labels import REGIONS
 from data_prep.synth.federation import write_federation
+from models.labels import REGIONS
 from models.presets import build_model, get_preset
 from models.weights import load_record, to_record
 from server_app.federated_loop import ALL_SELECTED
@@ -64,7 +64,7 @@ def load_sites(data: Path, work: Path, settings: SiteRunSettings) -> list[Site]:
     for folder in site_folders(data):
         paths = SitePaths(name=folder.name, data=folder, work=work / folder.name)
         cases = load_site_cases(
-            paths, settings.pipeline, settings.val_fraction, settings.seed, site_logger(paths.work)
+            paths, settings.pipeline, settings.sim_validation_fraction, site_logger(paths.work)
         )
         sites.append(Site(paths, cases))
     return sites
@@ -187,7 +187,9 @@ def evaluate(
 
 def aggregates(cases: list[CaseEvaluation], seed: int) -> tuple[float, float]:
     """(mean Dice over cases and regions, mean HD95 in mm over regions) via the sites' own aggregation."""
-    values = site_aggregates([c.metrics for c in cases], [c.spacing_mm for c in cases], list(REGIONS), seed)
+    values = site_aggregates(
+        [c.metrics for c in cases], list(REGIONS), seed, min_position_cases=len(cases) + 1
+    )
     return float(values["dice-mean"]), float(np.mean([values[f"hd95-{r}-mean"] for r in REGIONS]))
 
 

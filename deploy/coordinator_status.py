@@ -19,14 +19,30 @@ from cryptography.hazmat.primitives import serialization
 
 from deploy.coordinator import coordinator_env
 from deploy.federated_run import check_coordinator_running, run_id_in
+from deploy.flower_env import flower_executable
 from deploy.kit import CONNECTION, CoordinatorKit
-from deploy.simulate import flower_executable
-from server_app.run_folder import CONFIG_FILE, SUMMARY_FILE, read_json, read_rounds
+from models.run_config import NUM_SERVER_ROUNDS
+from server_app.run_folder import (
+    COMPLETED,
+    CONFIG_FILE,
+    FAILED,
+    RUNNING,
+    STOPPED,
+    SUMMARY_FILE,
+    read_json,
+    read_rounds,
+)
 
 ACTIVE = ("pending", "starting", "running")
 """Flower run statuses of a run not finished."""
 REVOKED = "unregistered"
 """Flower's node status once a key was unregistered (`flwr supernode unregister`): the site is shut out."""
+INTERRUPTED = "interrupted"
+"""A run whose summary says running but that Flower no longer runs: its coordinator died (resumable)."""
+
+SITE_STYLE = {"online": "green", "offline": "yellow", "revoked": "red", "not registered": "red"}
+RUN_STYLE = {COMPLETED: "green", RUNNING: "cyan", STOPPED: "yellow", INTERRUPTED: "yellow", FAILED: "red"}
+"""Colours of `oncofed coordinator status`."""
 
 
 @dataclass(frozen=True)
@@ -148,10 +164,10 @@ def _run_state(folder: Path, flower: dict[int, dict]) -> RunState:
     summary = read_json(folder / SUMMARY_FILE)
     last = max((r["round"] for r in read_rounds(folder)), default=None)
     planned = summary.get(
-        "rounds_planned", read_json(folder / CONFIG_FILE).get("run_config", {}).get("num-server-rounds")
+        "rounds_planned", read_json(folder / CONFIG_FILE).get("run_config", {}).get(NUM_SERVER_ROUNDS.key)
     )
     state = summary.get("status", "unknown")
     note = (summary.get("stopped") or {}).get("reason", "")
-    if state == "running" and not flower_status.startswith(ACTIVE):
-        state, note = "interrupted", f"the coordinator stopped during the run; resume with --resume {folder}"
+    if state == RUNNING and not flower_status.startswith(ACTIVE):
+        state, note = INTERRUPTED, f"the coordinator stopped during the run; resume with --resume {folder}"
     return RunState(folder, run_id, flower_status, state, f"{'—' if last is None else last}/{planned}", note)

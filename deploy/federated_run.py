@@ -7,30 +7,42 @@ the folder's checkpoint, with the run's saved settings.
 """
 
 import datetime as dt
-import json
 import re
 import ssl
-import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
-from flwr.common.config import flatten_dict, parse_config_args
+from flwr.common.config import parse_config_args
 
 from deploy.coordinator import coordinator_env
-from deploy.flower_env import toml_value
+from deploy.flower_env import app_directory, flower_executable, toml_value
 from deploy.kit import CONNECTION, CoordinatorKit
 from deploy.processes import follow_log, start_process
-from deploy.simulate import app_directory, flower_executable
-from models.federation_settings import INIT_MODEL, OPERATIONAL_KEYS, RESUME, FederationSettings, majority
+from models.atomic import atomic_write_text
 from models.presets import get_preset
+from models.run_config import (
+    EXPECTED_SITES,
+    INIT_MODEL,
+    MIN_SITES,
+    MODEL_PRESET,
+    NUM_SERVER_ROUNDS,
+    RESUMABLE_CHANGES,
+    RESUME,
+    RUN_DIR,
+    SETTINGS_BY_KEY,
+    majority,
+)
+from server_app.round_checkpoint import CHECKPOINT_FILE
+from server_app.run_folder import COMPLETED, CONFIG_FILE, SUMMARY_FILE, read_json
+from server_app.run_settings import ServerRunSettings
 
 RUN_STARTED = re.compile(r"Successfully started run (\d+)")
-RESERVED_KEYS = {"num-server-rounds", "model-preset", "run-dir", RESUME.key, INIT_MODEL.key}
-CHECKPOINT = Path("state") / "checkpoint.pt"
+RESERVED_KEYS = {NUM_SERVER_ROUNDS.key, MODEL_PRESET.key, RUN_DIR.key, RESUME.key, INIT_MODEL.key}
+CHECKPOINT = CHECKPOINT_FILE
 """The round checkpoint the ServerApp writes in a run folder (server_app.round_checkpoint)."""
 
 
@@ -45,9 +57,13 @@ class RunPlan:
     run_config: dict[str, bool | int | float | str]
 
 
-def parse_overrides(overrides: str) -> dict[str, bool | int | float | str]:
-    """`key=value` pairs (`local-epochs=1 min-sites=2`) of keys [tool.flwr.app.config] declares, except those
-    with their own option or chosen by the command; ValueError names the bad one."""
+def parse_overrides(
+    overrides: str,
+    reserved: Collection[str] = RESERVED_KEYS,
+    options: str = "--rounds, --preset, --resume and --init",
+) -> dict[str, bool | int | float | str]:
+    """`key=value` pairs (`local-epochs=1 min-sites=2`) of run settings (models.run_config), except the
+    `reserved` ones, which have their own `options` or are chosen by the command; ValueError names the bad one."""
     try:
         extra = parse_config_args([overrides]) if overrides.strip() else {}
     except click.ClickException as error:
@@ -58,11 +74,10 @@ def parse_overrides(overrides: str) -> dict[str, bool | int | float | str]:
         raise ValueError(
             f"--run-config: unknown key {unknown[0]!r}; the run settings are: {', '.join(sorted(known))}"
         )
-    reserved = sorted(set(extra) & RESERVED_KEYS)
-    if reserved:
+    refused = sorted(set(extra) & set(reserved))
+    if refused:
         raise ValueError(
-            f"--run-config sets {', '.join(reserved)}; use --rounds, --preset, --resume and --init, the run "
-            "folder is chosen by the command"
+            f"--run-config sets {', '.join(refused)}; use {options}, the run folder is chosen by the command"
         )
     return extra
 
@@ -75,7 +90,7 @@ def plan_run(
     The quorum `min-sites` defaults to a majority of the kit's sites, and the ServerApp is told every site's name
     so that one that never connects is named. `init_model` starts from a global model an earlier run saved.
     """
-    model = get_preset(preset)
+    get_preset(preset)  # ValueError naming the valid presets
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
     extra = parse_overrides(overrides)
@@ -87,17 +102,16 @@ def plan_run(
         kit=kit,
         run_dir=run_dir,
         run_config={
-            "num-server-rounds": rounds,
-            "model-preset": preset,
-            "patch-size": model.patch_size,
-            "min-sites": majority(len(kit.sites)),
-            "expected-sites": ",".join(kit.sites),
-            "run-dir": str(run_dir),
+            NUM_SERVER_ROUNDS.key: rounds,
+            MODEL_PRESET.key: preset,
+            MIN_SITES.key: majority(len(kit.sites)),
+            EXPECTED_SITES.key: ",".join(kit.sites),
+            RUN_DIR.key: str(run_dir),
             **init,
             **extra,
         },
     )
-    FederationSettings.from_run_config(plan.run_config)  # quorum and deadlines checked before submitting
+    ServerRunSettings.from_run_config(plan.run_config)  # quorum and deadlines checked before submitting
     return plan
 
 
@@ -127,27 +141,27 @@ def plan_resume(kit: CoordinatorKit, run_dir: Path, rounds: int | None, override
     """Continue the run in `run_dir` with its saved settings; only quorum and deadlines (and, with `rounds`, the
     number of rounds) may change. ValueError says why a folder cannot be resumed."""
     run_dir = run_dir.expanduser().resolve()
-    config_file, summary_file = run_dir / "config.json", run_dir / "summary.json"
-    if not config_file.is_file():
-        raise ValueError(f"--resume {run_dir}: not a run folder (no config.json)")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ValueError(f"--resume {run_dir}: not a run folder (no {CONFIG_FILE})")
     if not (run_dir / CHECKPOINT).is_file():
         raise ValueError(
             f"--resume {run_dir}: no round checkpoint ({CHECKPOINT}): the run stopped before its first round "
             "ended; submit a new run instead"
         )
-    saved = json.loads(config_file.read_text(encoding="utf-8")).get("run_config", {})
+    saved = read_json(run_dir / CONFIG_FILE).get("run_config", {})
     extra = parse_overrides(overrides)
-    fixed = sorted(k for k in extra if k not in OPERATIONAL_KEYS)
+    changeable = {setting.key for setting in RESUMABLE_CHANGES}
+    fixed = sorted(k for k in extra if k not in changeable)
     if fixed:
         raise ValueError(
             f"--run-config sets {', '.join(fixed)}: a resumed run keeps its settings; only "
-            f"{', '.join(sorted(OPERATIONAL_KEYS))} may change"
+            f"{', '.join(sorted(changeable))} may change"
         )
-    planned = int(saved.get("num-server-rounds", 0))
+    planned = int(saved.get(NUM_SERVER_ROUNDS.key, 0))
     if rounds is not None and rounds < planned:
         raise ValueError(f"--rounds {rounds} is fewer than the {planned} rounds the run was planned with")
-    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
-    if summary.get("status") == "completed" and (rounds or planned) <= planned:
+    summary = read_json(run_dir / SUMMARY_FILE)
+    if summary.get("status") == COMPLETED and (rounds or planned) <= planned:
         raise ValueError(
             f"--resume {run_dir}: the run completed all its {planned} rounds; give --rounds N (more) to extend it"
         )
@@ -158,20 +172,19 @@ def plan_resume(kit: CoordinatorKit, run_dir: Path, rounds: int | None, override
         run_config={
             **{k: v for k, v in saved.items() if k in known},
             **extra,
-            "num-server-rounds": rounds or planned,
-            "run-dir": str(run_dir),
+            NUM_SERVER_ROUNDS.key: rounds or planned,
+            RUN_DIR.key: str(run_dir),
             RESUME.key: True,
             INIT_MODEL.key: "",
         },
     )
-    FederationSettings.from_run_config(plan.run_config)
+    ServerRunSettings.from_run_config(plan.run_config)
     return plan
 
 
 def app_config_keys() -> set[str]:
-    """The run settings the app declares in pyproject.toml's [tool.flwr.app.config]."""
-    pyproject = tomllib.loads((app_directory() / "pyproject.toml").read_text(encoding="utf-8"))
-    return set(flatten_dict(pyproject["tool"]["flwr"]["app"]["config"]))
+    """The run settings the app declares (models.run_config's registry, equal to pyproject.toml's table)."""
+    return set(SETTINGS_BY_KEY)
 
 
 def check_coordinator_running(kit: CoordinatorKit) -> None:
@@ -195,7 +208,7 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
     logs = plan.run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     overrides = logs / "run-config.toml"
-    overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()), "utf-8")
+    atomic_write_text(overrides, "".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()))
     log_path = logs / "flwr-run.log"
     offset = log_path.stat().st_size if log_path.exists() else 0  # a resumed run appends to its log
     runner = start_process(

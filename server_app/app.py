@@ -5,30 +5,25 @@ run (`resume`, set by `oncofed run --resume`) continues in its run folder after 
 """
 
 import time
-from logging import ERROR, INFO
+from collections.abc import Mapping
+from dataclasses import dataclass
+from logging import ERROR, INFO, WARNING
 
 from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from models.federation_settings import FederationSettings
+from models.model_source import inference_meta
 from models.presets import build_model
 from models.weights import to_record
+from server_app.app_identity import read_app_identity, write_app_identity
 from server_app.best_model import BestRound
 from server_app.checkpoints import Checkpointer
-from server_app.federated_loop import (
-    ALL_SELECTED,
-    COMPLETED,
-    FAILED,
-    RUNNING,
-    STOPPED,
-    FederatedLoop,
-    Outcome,
-)
+from server_app.federated_loop import ALL_SELECTED, FederatedLoop, Outcome
 from server_app.quorum import Presence
 from server_app.resume import initial_model, resume_run
 from server_app.round_checkpoint import restore_strategy
-from server_app.run_folder import RunFolder, read_metrics
+from server_app.run_folder import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder, read_metrics
 from server_app.run_settings import ServerRunSettings
 from server_app.site_directory import SiteDirectory
 from server_app.site_table import evaluations, site_table_text
@@ -38,50 +33,73 @@ from server_app.summary import build_summary
 app = ServerApp()
 
 
+@dataclass(frozen=True)
+class FabIdentity:
+    """The Flower app bundle a run was started with (Flower's Run.fab_id, fab_version, fab_hash)."""
+
+    id: str
+    version: str
+    hash: str
+
+
 class RunStopped(RuntimeError):
     """The run ended before its last round; summary.json says after which round and why."""
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    outcome = run_federation(grid, context.run_config)
+    fab = FabIdentity(grid.run.fab_id, grid.run.fab_version, grid.run.fab_hash)
+    outcome = run_federation(grid, context.run_config, fab)
     if outcome.status != COMPLETED:
         raise RunStopped(outcome.reason)
 
 
-def run_federation(grid: Grid, run_config: dict) -> Outcome:
-    """The whole run on `grid`; returns how it ended (summary.json and the report are written either way)."""
+def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentity | None = None) -> Outcome:
+    """The whole run on `grid`; returns how it ended (summary.json and the report are written either way).
+    `fab`: the app bundle the run was started with, kept as app.json (the model card names it)."""
     # Settings, the strategy (FedAvg weighted by num-examples; quorum and deadlines are the loop's)
     settings = ServerRunSettings.from_run_config(run_config)
-    federation = FederationSettings.from_run_config(run_config)
     strategy = SiteFedAvg(**ALL_SELECTED)
+    meta = inference_meta(
+        settings.spacing_mm, settings.patch_size
+    )  # in every checkpoint: site predict, export
     fresh = to_record(build_model(settings.model_preset, seed=settings.seed))
     started = time.monotonic()
 
     # A new run folder, or the resumed run's folder and checkpoint
-    if federation.resume:
+    if settings.resume:
         run, state = resume_run(settings.run_dir, settings.model_preset, settings.num_rounds)
         restore_strategy(strategy, state.strategy_state)
         loop = FederatedLoop(
             grid,
             strategy,
-            federation,
+            settings,
             run,
             settings.model_preset,
             settings.num_rounds,
             directory=SiteDirectory.from_state(state.sites),
             presence=Presence.from_state(state.presence),
-            checkpointer=Checkpointer(run, settings.model_preset, BestRound.from_state(state.best)),
+            checkpointer=Checkpointer(run, settings.model_preset, meta, BestRound.from_state(state.best)),
             pooled=dict(state.pooled),
         )
         arrays, last_done = state.arrays, state.round
         log(INFO, "Resuming the run in %s after round %d", run.path, last_done)
     else:
         arrays, last_done = fresh, None
-        if federation.init_model is not None:  # checked before a run folder exists
-            arrays = initial_model(federation.init_model, settings.model_preset, fresh)
+        if settings.init_model is not None:  # checked before a run folder exists
+            arrays = initial_model(settings.init_model, settings.model_preset, fresh)
         run = RunFolder.create(settings.run_dir, run_config)
-        loop = FederatedLoop(grid, strategy, federation, run, settings.model_preset, settings.num_rounds)
+        loop = FederatedLoop(
+            grid,
+            strategy,
+            settings,
+            run,
+            settings.model_preset,
+            settings.num_rounds,
+            checkpointer=Checkpointer(run, settings.model_preset, meta),
+        )
+    if fab is not None:
+        keep_app_identity(run, fab)
     write_summary(loop, Outcome(RUNNING, last_done, arrays), settings.num_rounds, started)
     loop.after_round = lambda: write_summary(
         loop, Outcome(RUNNING, loop.last_round, arrays), settings.num_rounds, started
@@ -101,6 +119,14 @@ def run_federation(grid: Grid, run_config: dict) -> Outcome:
     write_summary(loop, outcome, settings.num_rounds, started)
     write_report(run)
     return outcome
+
+
+def keep_app_identity(run: RunFolder, fab: FabIdentity) -> None:
+    """app.json: the FAB that trained the run; a resumed run started with another FAB says so in the log."""
+    recorded = read_app_identity(run.path).get("fab_sha256", "")
+    if recorded and fab.hash and recorded != f"sha256:{fab.hash}":
+        log(WARNING, "The resumed run uses another app bundle than it started with (%s before)", recorded)
+    write_app_identity(run.path, fab.id, fab.version, fab.hash)
 
 
 def write_summary(loop: FederatedLoop, outcome: Outcome, rounds_planned: int, started: float) -> None:

@@ -8,12 +8,14 @@ both sides, so its absence cannot lift a round; a round sharing no reporting sit
 
 from dataclasses import dataclass, field
 
+from models.wire import MEAN_DICE, REPORTED
+
 RULE = (
     "paired on common sites: a round replaces the best round when its case-weighted mean Dice over the sites "
     "that reported validation numbers in both rounds is higher; a site missing from either round is left out "
     "of that comparison on both sides"
 )
-SCORE_KEY = "dice-mean"
+SCORE_KEY = MEAN_DICE
 
 
 def pooled(scores: dict[str, tuple[float, int]], sites: set[str]) -> float:
@@ -27,7 +29,7 @@ def site_scores(records: list[dict]) -> dict[str, tuple[float, int]]:
     return {
         r["site"]: (float(r["metrics"][SCORE_KEY]), int(r["n_cases"]))
         for r in records
-        if r.get("status") == "reported" and SCORE_KEY in r.get("metrics", {}) and r.get("n_cases")
+        if r.get("status") == REPORTED and SCORE_KEY in r.get("metrics", {}) and r.get("n_cases")
     }
 
 

@@ -5,8 +5,9 @@ malformed reply, aggregates whatever arrived and always counts rounds from 1. Ea
   1. waits (up to wait-for-sites-s) until min-sites sites are online, else the run stops naming the offline ones;
   2. asks sites seen for the first time who they are (describe-timeout-s);
   3. train: every online site; the phase closes when all replied or train-timeout-s passed; each reply is
-     checked (server_app.reply_checks); with at least min-sites sound replies the strategy aggregates them, in
-     site-name order so that a run is reproducible; otherwise the global model stays and the reason is recorded;
+     checked (server_app.reply_checks); with at least min-sites sound replies carrying weights the strategy
+     aggregates them, in site-name order so that a run is reproducible; otherwise the global model stays and the
+     reason is recorded (a site whose policy declined or refused the round is filed with its reason);
   4. evaluate: every online site, likewise (evaluate-timeout-s); the pooled evaluation covers the reporting sites;
   5. writes one metrics.jsonl record per site (absent ones included), one rounds.jsonl record, models/latest.pt,
      models/best.pt (server_app.best_model) and then the round checkpoint (server_app.round_checkpoint).
@@ -25,12 +26,11 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from models.federation_settings import FederationSettings
+from models.wire import DROPPED, REPORTED, Record, Training, Validation
 from server_app.best_model import site_scores
 from server_app.checkpoints import Checkpointer
 from server_app.grid_exchange import SelectedNodes, exchange
 from server_app.participation import (
-    DROPPED,
     NOT_ONLINE,
     OK,
     SKIPPED,
@@ -41,15 +41,17 @@ from server_app.participation import (
 )
 from server_app.quorum import Presence, QuorumNotReached, online_sites, wait_for_quorum
 from server_app.reply_checks import (
-    METRICS_RECORD,
     ArraySpec,
     evaluate_reply_problem,
     metric_name_outliers,
     model_spec,
     train_reply_problem,
+    training_status,
+    validation_status,
 )
 from server_app.round_checkpoint import RoundState, save_round_state, strategy_state
-from server_app.run_folder import RunFolder
+from server_app.run_folder import COMPLETED, STOPPED, RunFolder
+from server_app.run_settings import ServerRunSettings
 from server_app.site_directory import SiteDirectory
 
 ALL_SELECTED = {
@@ -61,8 +63,6 @@ ALL_SELECTED = {
 }
 """Strategy arguments under which Flower's sampler returns exactly the sites this loop selected, at once."""
 
-COMPLETED, STOPPED, FAILED, RUNNING = "completed", "stopped", "failed", "running"
-"""summary.json `status` of a run."""
 ROUNDS_FINISHED = "Federated rounds finished"
 """Logged once the last round is done (before the summary and report): what bench/ times a run's end by."""
 
@@ -80,7 +80,7 @@ class Outcome:
 class FederatedLoop:
     grid: Grid
     strategy: Strategy
-    settings: FederationSettings
+    settings: ServerRunSettings
     run: RunFolder
     model_preset: str
     num_rounds: int
@@ -234,9 +234,19 @@ class FederatedLoop:
         )
         for node, outcome in absent.items():
             ledger.site(selected[node]).train = outcome
-        for node, reply in sound.items():
+        for node, reply in list(sound.items()):
             site = ledger.site(selected[node])
-            site.train, site.train_metrics = PhaseOutcome(OK), dict(reply.content[METRICS_RECORD])
+            status = training_status(reply.content)
+            if status is None:
+                site.train, site.train_metrics = OK, dict(reply.content[Record.METRICS])
+                continue
+            reason = str(reply.content[Record.TRAINING].get(Training.REASON, "no reason given"))
+            site.train, site.train_metrics = (
+                PhaseOutcome(status, reason),
+                {"status": status, "reason": reason},
+            )
+            log(WARNING, "Round %d: site %s %s to train: %s", server_round, selected[node], status, reason)
+            del sound[node]
         used = [selected[node] for node in sound]
         record = {"asked": sorted(selected[m.metadata.dst_node_id] for m in messages), "sound": used}
         if len(sound) < self.settings.min_sites:
@@ -275,7 +285,19 @@ class FederatedLoop:
             ledger.site(selected[node]).evaluate = outcome
         for node, reply in sound.items():
             site = ledger.site(selected[node])
-            site.evaluate, site.evaluation = PhaseOutcome(OK), reply
+            status = validation_status(reply.content)
+            reason = str(reply.content[Record.VALIDATION].get(Validation.REASON, ""))
+            site.evaluate = OK if status == REPORTED else PhaseOutcome(status, reason)
+            site.evaluation = reply
+            if status != REPORTED:
+                log(
+                    WARNING,
+                    "Round %d: site %s sent no validation numbers (%s): %s",
+                    server_round,
+                    selected[node],
+                    status,
+                    reason or "no reason given",
+                )
         pooled = self.strategy.aggregate_evaluate(server_round, list(sound.values())) if sound else None
         if pooled is not None:
             self.pooled[server_round] = dict(pooled)

@@ -1,15 +1,18 @@
 """Who took part in a round, and for those who did not, why — one metrics.jsonl record per site per round.
 
-A site's part in a phase (describe, train, evaluate) ends in one outcome:
-  ok         it replied and the reply passed the checks (server_app.reply_checks)
-  offline    not online when the phase started, or Flower reported it unavailable (no heartbeat)
-  timeout    no reply by the phase deadline
-  failed     it replied with an error (the site's log has the details; only the error type is sent)
-  dropped    its reply failed a check; `reason` says which
-  not-asked  the phase did not involve it (round 0 has no training)
-A record's `status` is "reported" or "suppressed" when its validation arrived, else the outcome of the first phase
-that went wrong; `reason` names the first phase that went wrong and why (also when the validation arrived, e.g. a
-training reply that was dropped); `participation` holds each phase's outcome.
+A site's part in a phase (describe, train, evaluate) ends in one outcome (statuses from models.wire):
+  ok                   it replied, the reply passed the checks (server_app.reply_checks) and carries what was asked
+  declined, refused    train: its policy stopped it (too few training cases; a run setting outside its limits)
+  suppressed, refused  evaluate: its policy let no number leave (too few validation cases, …; outside its limits)
+  offline              not online when the phase started, or Flower reported it unavailable (no heartbeat)
+  timeout              no reply by the phase deadline
+  failed               it replied with an error (the site's log has the details; only the error type is sent)
+  dropped              its reply failed a check; `reason` says which
+  not-asked            the phase did not involve it (round 0 has no training)
+A policy outcome is the site's decision and its reply arrived; the last four (models.wire.ABSENT_STATUSES) are a
+missing or unusable reply. A record's `status` is the validation's (reported, suppressed, refused) when its
+evaluate reply arrived, else the absence of the first phase that went wrong; `reason` is the site's own reason for
+sending no numbers, else the first phase that went wrong and why; `participation` holds each phase's outcome.
 """
 
 from dataclasses import dataclass, field
@@ -17,18 +20,20 @@ from dataclasses import dataclass, field
 from flwr.app import Message
 from flwr.common.constant import ErrorCode
 
-from server_app.reply_checks import METRICS_RECORD, VALIDATION_RECORD, WEIGHT_KEY, validation_status
-
-OK, OFFLINE, TIMEOUT, FAILED, DROPPED, NOT_ASKED = (
-    "ok",
-    "offline",
-    "timeout",
-    "failed",
-    "dropped",
-    "not-asked",
+from models.wire import (
+    ABSENT_STATUSES,
+    EVALUATE_STATUSES,
+    FAILED,
+    NOT_ASKED,
+    NUM_EXAMPLES,
+    OFFLINE,
+    REPORTED,
+    TIMEOUT,
+    TOOK_PART,
+    Record,
+    Validation,
 )
-ABSENT = (OFFLINE, TIMEOUT, FAILED, DROPPED)
-"""The record statuses of a site whose validation did not arrive."""
+from server_app.reply_checks import validation_status
 
 EXPIRED = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
 
@@ -44,6 +49,7 @@ class PhaseOutcome:
 
 NOT_ONLINE = PhaseOutcome(OFFLINE, "not online when the phase started")
 SKIPPED = PhaseOutcome(NOT_ASKED)
+OK = PhaseOutcome(TOOK_PART)
 
 
 def answer_outcome(reply: Message | None, timeout_s: float) -> PhaseOutcome | None:
@@ -68,8 +74,9 @@ class SiteRound:
     train: PhaseOutcome = SKIPPED
     evaluate: PhaseOutcome = SKIPPED
     train_metrics: dict | None = None
+    """Its training metrics, or the status and reason of a training its policy declined or refused."""
     evaluation: Message | None = None
-    """Its sound evaluate reply."""
+    """Its sound evaluate reply (reported, suppressed or refused)."""
 
 
 @dataclass
@@ -82,7 +89,7 @@ class RoundLedger:
     def site(self, name: str) -> SiteRound:
         return self.sites.setdefault(name, SiteRound())
 
-    def records(self, all_sites: list[str]) -> list[dict]:
+    def records(self, all_sites: list[str] | set[str]) -> list[dict]:
         """One record per site of the federation (those never seen included, as offline), sorted by site."""
         return [
             _record(self.round, name, self.sites.get(name))
@@ -97,6 +104,7 @@ def _record(server_round: int, name: str, site: SiteRound | None) -> dict:
         "site": name,
         "participation": {"train": site.train.text(), "evaluate": site.evaluate.text()},
         "train": site.train_metrics,
+        "withheld": [],
         "min_report_cases": None,
         "n_cases": None,
         "metrics": {},
@@ -106,38 +114,49 @@ def _record(server_round: int, name: str, site: SiteRound | None) -> dict:
         (
             (phase, outcome)
             for phase, outcome in (("train", site.train), ("evaluate", site.evaluate))
-            if outcome.status in ABSENT
+            if outcome.status in ABSENT_STATUSES
         ),
         None,
     )
-    record["reason"] = f"{wrong[0]}: {wrong[1].reason}" if wrong else ""
+    absence = f"{wrong[0]}: {wrong[1].reason}" if wrong else ""
     if site.evaluation is None:
-        return record | {"status": wrong[1].status if wrong else OFFLINE}
+        return record | {"status": wrong[1].status if wrong else OFFLINE, "reason": absence}
     content = site.evaluation.content
-    validation = dict(content.config_records.get(VALIDATION_RECORD, {}))
-    metrics = dict(content.metric_records.get(METRICS_RECORD, {}))
+    validation = dict(content.config_records.get(Record.VALIDATION, {}))
+    metrics = dict(content.metric_records.get(Record.METRICS, {}))
+    own_reason = validation.pop(Validation.REASON, None)
     return record | {
         "status": validation_status(content),
-        "min_report_cases": validation.pop("min-report-cases", None),
-        "n_cases": int(metrics.pop(WEIGHT_KEY)) if metrics else None,
+        "reason": own_reason or absence,
+        "withheld": list(validation.pop(Validation.WITHHELD, [])),
+        "min_report_cases": validation.pop(Validation.MIN_REPORT_CASES, None),
+        "n_cases": int(metrics.pop(NUM_EXAMPLES)) if metrics else None,
         "metrics": metrics,
-        "conventions": {k: v for k, v in validation.items() if k != "status"},
+        "conventions": {k: v for k, v in validation.items() if k != Validation.STATUS},
     }
 
 
 def participation_line(server_round: int, records: list[dict], offline_since: dict[str, str]) -> str:
     """ "round 3: 2 of 3 sites; hospital-c offline since 14:02" — what the coordinator's terminal shows.
 
-    From round 1 on a site took part when its training reply was used (round 0: when its validation arrived);
-    each other site is named with what kept it out."""
+    From round 1 on a site took part when its training reply was used (round 0: when its validation reply
+    arrived); each other site is named with what kept it out (its own policy, or a missing or dropped reply)."""
     took_part, notes = 0, []
     for r in records:
-        phase = r["participation"]["train" if server_round else "evaluate"]
-        if phase == OK:
-            took_part += 1
-            if r["status"] in ABSENT:  # trained, but its validation did not arrive
-                notes.append(f"{r['site']} validation {r['participation']['evaluate']}")
-            continue
+        if server_round == 0:
+            if r["status"] in EVALUATE_STATUSES:
+                took_part += 1
+                if r["status"] != REPORTED:
+                    notes.append(f"{r['site']} {r['status']} ({r.get('reason') or 'no reason given'})")
+                continue
+            phase = r["participation"]["evaluate"]
+        else:
+            phase = r["participation"]["train"]
+            if phase == TOOK_PART:
+                took_part += 1
+                if r["status"] in ABSENT_STATUSES:  # trained, but its validation did not arrive
+                    notes.append(f"{r['site']} validation {r['participation']['evaluate']}")
+                continue
         status, _, why = phase.partition(": ")
         if status == OFFLINE and r["site"] in offline_since:
             notes.append(f"{r['site']} offline since {offline_since[r['site']]}")

@@ -2,10 +2,10 @@
 
 Every check returns the reason a reply is unusable (a sentence naming the record, array or key) or None. The
 coordinator drops a failing reply, names the site and the reason, and goes on: nothing a site sends can end the
-run or weigh more than the cases it said it has.
-
-The record names below are those site_app sends (site_app/app.py, site_app/disclosure.py); with the wire
-module of issue 14 (models/wire.py) both sides import them from there.
+run or weigh more than the cases it said it has. Record names, keys and statuses are models.wire's, the ones the
+site's ClientApp sends. A reply in which the site's own policy stops a phase (a train reply DECLINED or REFUSED, an
+evaluate reply SUPPRESSED or REFUSED: site_app.disclosure_policy, site_app.site_limits) is sound when it has
+exactly the records that status carries; it is filed with the site's reason, not dropped.
 """
 
 import math
@@ -17,17 +17,18 @@ from typing import TypeVar
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-ARRAYS_RECORD = "arrays"
-"""Train reply: the site's weights (ArrayRecord)."""
-METRICS_RECORD = "metrics"
-"""Train reply: loss and `num-examples`; evaluate reply: the validation aggregates (MetricRecord)."""
-VALIDATION_RECORD = "validation"
-"""Evaluate reply: status ("reported" or "suppressed"), the site's minimum, the metric conventions (ConfigRecord)."""
-WEIGHT_KEY = "num-examples"
-"""Training or validation cases behind a reply; FedAvg weighs by it."""
-USABLE_CASES_KEY = "n-cases-usable"
-"""In the overview a site sends when described (data_prep.inventory.site_aggregate): its usable cases."""
-REPORTED, SUPPRESSED = "reported", "suppressed"
+from models.wire import (
+    EVALUATE_STATUSES,
+    NUM_EXAMPLES,
+    REPORTED,
+    SUPPRESSED,
+    TRAINING_STATUSES,
+    WITHOUT_NUMBERS,
+    Record,
+    Training,
+    Validation,
+    withholdable,
+)
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,20 @@ def model_spec(arrays: ArrayRecord) -> dict[str, ArraySpec]:
 
 
 def validation_status(content: RecordDict) -> str:
-    """ "suppressed" or "reported" (the status of the validation record; a reply without one is "reported")."""
-    record = content.config_records.get(VALIDATION_RECORD)
-    return str(record.get("status", REPORTED)) if record is not None else REPORTED
+    """The status of an evaluate reply's VALIDATION record (models.wire.EVALUATE_STATUSES); a reply without one is
+    reported."""
+    record = content.config_records.get(Record.VALIDATION)
+    return str(record.get(Validation.STATUS, REPORTED)) if record is not None else REPORTED
+
+
+def training_status(content: RecordDict) -> str | None:
+    """The status of a train reply the site's policy stopped (models.wire.TRAINING_STATUSES: a TRAINING record
+    and no weights), else None."""
+    if content.array_records:
+        return None
+    record = content.config_records.get(Record.TRAINING)
+    status = record.get(Training.STATUS) if record is not None else None
+    return str(status) if status in TRAINING_STATUSES else None
 
 
 def _records_problem(content: RecordDict, expected: Mapping[str, type]) -> str | None:
@@ -89,14 +101,14 @@ def arrays_problem(arrays: ArrayRecord, spec: Mapping[str, ArraySpec]) -> str | 
 
 
 def metrics_problem(metrics: MetricRecord, max_examples: int | None) -> str | None:
-    """`num-examples` a whole number from 1 to the site's usable cases; every metric finite."""
-    weight = metrics.get(WEIGHT_KEY)
+    """`num-examples` a whole number from 1 to the most cases the site may have; every metric finite."""
+    weight = metrics.get(NUM_EXAMPLES)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
-        return f"`{WEIGHT_KEY}` is {weight!r}; expected a whole number of cases"
+        return f"`{NUM_EXAMPLES}` is {weight!r}; expected a whole number of cases"
     if weight != int(weight) or weight < 1:
-        return f"`{WEIGHT_KEY}` is {weight!r}; expected a whole number of cases, at least 1"
+        return f"`{NUM_EXAMPLES}` is {weight!r}; expected a whole number of cases, at least 1"
     if max_examples is not None and weight > max_examples:
-        return f"`{WEIGHT_KEY}` is {weight:g}, more than the {max_examples} usable cases the site described"
+        return f"`{NUM_EXAMPLES}` is {weight:g}, more than the {max_examples} usable cases the site described"
     for key, value in metrics.items():
         if not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
             return f"metric {key!r} is not finite"
@@ -106,30 +118,41 @@ def metrics_problem(metrics: MetricRecord, max_examples: int | None) -> str | No
 def train_reply_problem(
     content: RecordDict, spec: Mapping[str, ArraySpec], max_examples: int | None
 ) -> str | None:
-    """A train reply: exactly the site's weights and its training metrics."""
+    """A train reply: exactly the site's weights and its training metrics, or only the TRAINING record of a
+    round the site's policy declined or refused."""
+    status = training_status(content)
+    if status is not None:
+        problem = _records_problem(content, {Record.TRAINING: ConfigRecord})
+        return f"it says it {status} to train but {problem}" if problem else None
     return (
-        _records_problem(content, {ARRAYS_RECORD: ArrayRecord, METRICS_RECORD: MetricRecord})
-        or arrays_problem(content[ARRAYS_RECORD], spec)
-        or metrics_problem(content[METRICS_RECORD], max_examples)
+        _records_problem(content, {Record.ARRAYS: ArrayRecord, Record.METRICS: MetricRecord})
+        or arrays_problem(content[Record.ARRAYS], spec)
+        or metrics_problem(content[Record.METRICS], max_examples)
     )
 
 
 def evaluate_reply_problem(content: RecordDict, max_examples: int | None) -> str | None:
-    """An evaluate reply: the validation record, plus the aggregates unless the site suppressed them."""
+    """An evaluate reply: the VALIDATION record, plus the aggregates when reported (none when suppressed or
+    refused)."""
     status = validation_status(content)
-    if status == SUPPRESSED:
-        problem = _records_problem(content, {VALIDATION_RECORD: ConfigRecord})
+    if status not in EVALUATE_STATUSES:
+        return f"its validation status is {status!r}; expected one of {', '.join(EVALUATE_STATUSES)}"
+    if status in WITHOUT_NUMBERS:
+        problem = _records_problem(content, {Record.VALIDATION: ConfigRecord})
         if problem:
-            return f"it says its validation is suppressed but {problem}"
-        minimum = content[VALIDATION_RECORD].get("min-report-cases")
+            return f"it says its validation is {status} but {problem}"
+        if status != SUPPRESSED:
+            return None  # refused: nothing was validated, so no minimum applies
+        minimum = content[Record.VALIDATION].get(Validation.MIN_REPORT_CASES)
         if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
-            return f"suppressed validation with `min-report-cases` {minimum!r}, expected a whole number of at least 1"
+            return (
+                f"suppressed validation with `{Validation.MIN_REPORT_CASES}` {minimum!r}, expected a whole number"
+                " of at least 1"
+            )
         return None
-    if status != REPORTED:
-        return f"its validation status is {status!r}; expected {REPORTED!r} or {SUPPRESSED!r}"
     return _records_problem(
-        content, {VALIDATION_RECORD: ConfigRecord, METRICS_RECORD: MetricRecord}
-    ) or metrics_problem(content[METRICS_RECORD], max_examples)
+        content, {Record.VALIDATION: ConfigRecord, Record.METRICS: MetricRecord}
+    ) or metrics_problem(content[Record.METRICS], max_examples)
 
 
 K = TypeVar("K", bound=Hashable)
@@ -138,11 +161,12 @@ K = TypeVar("K", bound=Hashable)
 def metric_name_outliers(contents: Mapping[K, RecordDict]) -> dict[K, str]:
     """Replies whose metric names differ from the most common set (FedAvg ends a run on a mismatch), with why.
 
-    Ties go to the set of the first reply, so callers pass replies in a fixed order (by site name)."""
+    Names a site's policy may withhold (models.wire.withholdable: medians below its min-position-cases, …) do
+    not count. Ties go to the set of the first reply, so callers pass replies in a fixed order (by site name)."""
     key_sets = {
-        key: frozenset(content[METRICS_RECORD].keys())
+        key: frozenset(k for k in content[Record.METRICS] if not withholdable(k))
         for key, content in contents.items()
-        if METRICS_RECORD in content
+        if Record.METRICS in content
     }
     if not key_sets:
         return {}

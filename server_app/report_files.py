@@ -1,20 +1,23 @@
-"""Writes the federation report: the HTML page, report.json (its content) and metrics.csv (every number, long).
+"""Writes the federation report: the HTML page, report.json (its content), metrics.csv (every number, long) and
+the model card (model_card.md, linked from the page).
 
 metrics.csv columns: scope ("site", "pooled" or "overview"), round, site, key, value — one row per number: each
 site's aggregates for every validated round (a round without numbers: its "status", then "min-report-cases" when
-suppressed or "reason" when the site's validation did not arrive), the pooled
-values per round, and the data overview.
+its validation reply arrived (suppressed, refused), and "reason": the site's own, or why its reply did not arrive
+or was dropped), the pooled values per round, and the data overview.
 """
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.atomic import atomic_write_json, atomic_write_text
+from models.wire import EVALUATE_STATUSES, SUPPRESSED
+from server_app.model_card import MODEL_CARD_FILE, model_card
 from server_app.report_data import report_data
 from server_app.report_html import render_report
-from server_app.run_folder import read_metrics, write_text_atomic
+from server_app.run_folder import read_metrics
 
 REPORT_FILE = "report.html"
 REPORT_JSON = "report.json"
@@ -33,9 +36,10 @@ def write_report(run_dir: Path, out: Path | None = None) -> ReportFiles:
     data = report_data(run_dir)
     html = out if out is not None else run_dir / REPORT_FILE
     files = ReportFiles(html=html, json=html.parent / REPORT_JSON, csv=html.parent / METRICS_CSV)
-    write_text_atomic(files.json, json.dumps(data, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(files.csv, metrics_csv(read_metrics(run_dir), data))
-    write_text_atomic(files.html, render_report(data))
+    atomic_write_json(files.json, data)
+    atomic_write_text(files.csv, metrics_csv(read_metrics(run_dir), data))
+    atomic_write_text(files.html, render_report(data))
+    atomic_write_text(html.parent / MODEL_CARD_FILE, model_card(run_dir, data))  # report.html links it
     return files
 
 
@@ -46,7 +50,7 @@ def metrics_csv(records: list[dict], data: dict) -> str:
     for record in sorted(records, key=lambda r: (r["round"], r["site"])):
         if not record["metrics"]:
             writer.writerow(["site", record["round"], record["site"], "status", record.get("status")])
-            if record.get("status", "suppressed") == "suppressed":
+            if record.get("status", SUPPRESSED) in EVALUATE_STATUSES:  # its validation reply arrived
                 writer.writerow(
                     [
                         "site",
@@ -56,8 +60,8 @@ def metrics_csv(records: list[dict], data: dict) -> str:
                         record.get("min_report_cases"),
                     ]
                 )
-            else:
-                writer.writerow(["site", record["round"], record["site"], "reason", record.get("reason")])
+            if record.get("reason"):
+                writer.writerow(["site", record["round"], record["site"], "reason", record["reason"]])
             continue
         for key, value in sorted(record["metrics"].items()):
             writer.writerow(["site", record["round"], record["site"], key, value])

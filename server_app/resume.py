@@ -7,13 +7,13 @@ exactly once per site when the run is done.
 """
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord
 
+from models.atomic import atomic_write_json, atomic_write_text
 from models.weights import load_checkpoint
 from server_app.reply_checks import model_spec
 from server_app.round_checkpoint import CheckpointError, RoundState, load_round_state
@@ -23,7 +23,6 @@ from server_app.run_folder import (
     ROUNDS_FILE,
     RunFolder,
     read_json,
-    write_json_atomic,
 )
 
 DISCARDED_FILE = Path("logs") / "discarded-on-resume.jsonl"
@@ -52,7 +51,7 @@ def resume_run(run_dir: Path, model_preset: str, num_rounds: int) -> tuple[RunFo
             "records_discarded": discarded,
         }
     )
-    write_json_atomic(run_dir / CONFIG_FILE, config)
+    atomic_write_json(run_dir / CONFIG_FILE, config)
     return RunFolder(run_dir), state
 
 
@@ -76,21 +75,12 @@ def _cut_after(run_dir: Path, last_round: int) -> int:
             else:
                 kept.append(line)
         if len(kept) != len(lines):
-            write_lines_atomic(path, kept)
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
     if moved:
         (run_dir / DISCARDED_FILE).parent.mkdir(exist_ok=True)
         with open(run_dir / DISCARDED_FILE, "a", encoding="utf-8") as handle:
             handle.writelines(json.dumps(item, sort_keys=True) + "\n" for item in moved)
     return len(moved)
-
-
-def write_lines_atomic(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.resume.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write("".join(line + "\n" for line in lines))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def initial_model(path: Path, model_preset: str, fresh: ArrayRecord) -> ArrayRecord:

@@ -11,8 +11,6 @@ The file loads with `torch.load(weights_only=True)`: tensors, numbers, strings, 
 arrays in a strategy's state are stored as tensors and given back as NumPy arrays.
 """
 
-import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from flwr.app import ArrayRecord
+
+from models.atomic import atomic_path
 
 CHECKPOINT_FILE = Path("state") / "checkpoint.pt"
 FORMAT = 1
@@ -57,17 +57,8 @@ def save_round_state(run_dir: Path, state: RoundState) -> Path:
         "presence": state.presence,
         "pooled": {int(k): dict(v) for k, v in state.pooled.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -1,11 +1,15 @@
 """The run folder: config.json, metrics.jsonl (one object per site per round), rounds.jsonl (one object per
 round), summary.json, models/, state/checkpoint.pt, report.
 
-A metrics.jsonl record: {"round", "site", "status", "reason", "participation", "min_report_cases", "n_cases",
-"metrics", "conventions", "train"}; status "reported" or "suppressed" when the site's validation arrived (a
-suppressed site's has n_cases null and no metrics), else why not: "offline", "timeout", "failed" or "dropped"
-(server_app.participation). A rounds.jsonl record says who was asked, whose training was used, and whether the
-global model changed (and if not, why).
+A metrics.jsonl record: {"round", "site", "status", "reason", "participation", "withheld", "min_report_cases",
+"n_cases", "metrics", "conventions", "train"}, one per site of the federation per round (server_app.participation).
+`status` is the site's validation status (models.wire.EVALUATE_STATUSES) when its evaluate reply arrived — a
+suppressed or refused site's record has n_cases null, no metrics and the site's reason — else why it did not:
+models.wire.ABSENT_STATUSES (offline, timeout, failed, dropped) with `reason` naming the phase and what happened.
+"participation" holds each phase's outcome; "withheld" lists what the site's disclosure policy left out of a
+reported round (e.g. medians below its min-position-cases); "train" holds the site's training metrics, or its
+status (models.wire.TRAINING_STATUSES) and reason when it declined or refused to train. A rounds.jsonl record says
+who was asked, whose training was used, and whether the global model changed (and if not, why).
 
 Every file is written atomically (temp file + rename) or, for metrics.jsonl, appended a whole line at a
 time and fsynced, so an interrupted run leaves readable files.
@@ -13,37 +17,23 @@ time and fsynced, so an interrupted run leaves readable files.
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from flwr.app import ArrayRecord
 
+from models.atomic import atomic_write_json
 from models.weights import save_checkpoint
 
 METRICS_FILE = "metrics.jsonl"
 ROUNDS_FILE = "rounds.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
-REPORTED, SUPPRESSED = "reported", "suppressed"
-"""The `status` of a metrics.jsonl record: the site sent aggregates, or had too few cases to send any."""
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temp file in the same folder, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: object) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+RUNNING, COMPLETED, STOPPED, FAILED = "running", "completed", "stopped", "failed"
+"""summary.json `status` of a run: its ServerApp is at work, finished all rounds, stopped early (no quorum, or
+the coordinator shut down; resumable), or ended on an error."""
+RUN_STATUSES = (RUNNING, COMPLETED, STOPPED, FAILED)
 
 
 def read_json(path: Path) -> dict:
@@ -87,7 +77,7 @@ class RunFolder:
                 f"{path} already holds a run ({METRICS_FILE} exists); choose another run folder"
             )
         path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path / CONFIG_FILE, {"run_config": dict(run_config), "software": _versions()})
+        atomic_write_json(path / CONFIG_FILE, {"run_config": dict(run_config), "software": _versions()})
         return cls(path)
 
     def append_metrics(self, record: dict) -> None:
@@ -102,7 +92,7 @@ class RunFolder:
         return target
 
     def write_summary(self, summary: dict) -> None:
-        write_json_atomic(self.path / SUMMARY_FILE, summary)
+        atomic_write_json(self.path / SUMMARY_FILE, summary)
 
 
 def _append_line(path: Path, record: dict) -> None:

@@ -4,12 +4,14 @@ participation, best round, models.
 `status` is "running" while the ServerApp works, then "completed", or "stopped"/"failed" with `stopped` saying
 after which round and why (such a run has no models/final.pt; `oncofed run --resume RUN_DIR` continues it).
 `weighted_mean` per round is the pooled evaluation over the sites that reported (server_app.pooled); a site whose
-last round was suppressed has status "suppressed" and no metrics.
+last validation arrived without numbers has that status ("suppressed", "refused") and no metrics;
+`rounds_missed` lists, per site, the rounds its validation did not arrive (models.wire.ABSENT_STATUSES).
 """
 
+from models.wire import ABSENT_STATUSES, REPORTED
 from server_app.best_model import RULE, BestRound
-from server_app.participation import ABSENT
-from server_app.run_folder import REPORTED
+from server_app.checkpoints import SELECTION_METRIC
+from server_app.run_folder import COMPLETED, RUNNING
 from server_app.site_table import evaluations, first_and_last
 
 
@@ -39,13 +41,11 @@ def build_summary(
     }
     missed: dict[str, list[int]] = {}
     for record in records:
-        if record.get("status") in ABSENT:
+        if record.get("status") in ABSENT_STATUSES:
             missed.setdefault(record["site"], []).append(record["round"])
     return {
         "status": status,
-        "stopped": None
-        if status in ("running", "completed")
-        else {"after_round": last_round, "reason": reason},
+        "stopped": None if status in (RUNNING, COMPLETED) else {"after_round": last_round, "reason": reason},
         "rounds_planned": rounds_planned,
         "last_round": last_round,
         "rounds_evaluated": sorted({r["round"] for r in evaluations(records)}),
@@ -55,12 +55,12 @@ def build_summary(
         "weighted_mean": {str(rnd): dict(metrics) for rnd, metrics in sorted(pooled.items())},
         "best": {
             "round": best.round,
-            "dice-mean": best.score,
+            SELECTION_METRIC: best.score,
             "sites": sorted(best.scores),
             "rule": RULE,
             "model": "models/best.pt" if best.round is not None else None,
         },
         "latest_model": "models/latest.pt" if last_round is not None else None,
-        "final_model": "models/final.pt" if status == "completed" else None,
+        "final_model": "models/final.pt" if status == COMPLETED else None,
         "wall_time_s": round(wall_time_s, 1),
     }

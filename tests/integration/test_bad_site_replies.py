@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from data_prep.synth.federation import write_federation
-from deploy.cli import plan_simulation
 from deploy.flower_env import toml_value
 from deploy.processes import start_process
 from deploy.simulate import failure_context, run_simulation
+from deploy.simulation_plan import plan_simulation
 from server_app.run_folder import read_metrics, read_rounds
 
 pytestmark = pytest.mark.slow  # a five-site simulation: minutes on two cores
@@ -59,7 +59,13 @@ def run(tmp_path_factory) -> tuple[Path, str, bool]:
     root = tmp_path_factory.mktemp("bad-replies")
     write_federation(root / "data", n_sites=len(SITES), seed=4, preset="tiny")
     plan = plan_simulation(root / "data", root / "run", rounds=1, preset="tiny", seed=2)
-    run_config = {**plan.run_config, "min-sites": 1, "local-epochs": 1, "train-timeout-s": 1200.0}
+    run_config = {
+        **plan.run_config,
+        "min-sites": 1,
+        "local-epochs": 1,
+        "train-timeout-s": 1200.0,
+        "sim-min-train-cases": 1,  # tiny sites train on three to five cases: all of them train (and misbehave)
+    }
     plan = plan.__class__(
         app_dir=misbehaving_app(root / "app", run_config),
         run_dir=plan.run_dir,

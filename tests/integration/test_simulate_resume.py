@@ -16,7 +16,7 @@ from data_prep.synth.federation import write_federation
 from deploy.processes import processes_with_env, start_process
 from models.weights import load_checkpoint
 from server_app.round_checkpoint import CHECKPOINT_FILE, load_round_state
-from server_app.run_folder import read_metrics
+from server_app.run_folder import read_metrics, read_rounds
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,8 @@ def simulate(*args: str) -> subprocess.CompletedProcess:
 def test_a_stopped_simulation_resumes_to_the_uninterrupted_model(tmp_path):
     write_federation(tmp_path / "data", n_sites=2, seed=3, preset="tiny")
     common = ["--data", str(tmp_path / "data"), "--rounds", "2", "--preset", "tiny", "--seed", "1"]
+    # both tiny sites train (they have three to five training cases): the model changes in every round
+    common += ["--run-config", "sim-min-train-cases=1 local-epochs=1"]
     reference = simulate(*common, "--out", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
 
@@ -61,6 +63,7 @@ def test_a_stopped_simulation_resumes_to_the_uninterrupted_model(tmp_path):
     sites = ["hospital-a", "hospital-b"]
     pairs = Counter((r["round"], r["site"]) for r in read_metrics(run_dir))
     assert pairs == Counter({(rnd, site): 1 for rnd in range(3) for site in sites})
+    assert [r["train"]["aggregated"] for r in read_rounds(run_dir)[1:]] == [True, True]  # the model moved
     final, meta = load_checkpoint(run_dir / "models" / "final.pt")
     expected, _ = load_checkpoint(tmp_path / "reference" / "models" / "final.pt")
     assert meta["round"] == 2

@@ -41,13 +41,14 @@ def write_spec(path: Path, federation: str, sites: list[str], port: int) -> Path
 
 
 def fill_site_toml(kit_dir: Path, data: Path, work: Path) -> None:
-    """What hospital IT does: the data and work folders, a free runtime port (sites share this host), and a
-    minimum of one validation case (tiny sites have one or two)."""
+    """What hospital IT does: the data and work folders, a free runtime port (sites share this host), and
+    minimums of one case (tiny sites validate on one or two cases and train on three to five)."""
     values = {
         "data-path": json.dumps(str(data)),
         "work-path": json.dumps(str(work)),
         "runtime-port": str(free_port()),
         "min-report-cases": "1",
+        "min-train-cases": "1",
     }
     site_toml = kit_dir / "site.toml"
     lines = []

@@ -1,5 +1,6 @@
-"""The coordinator's FedAvg: weighted by num-examples, pooled evaluation over what pools exactly, suppressed sites
-left out (reply checks are server_app.reply_checks, tested in test_reply_checks.py)."""
+"""The coordinator's FedAvg: weighted by num-examples, pooled evaluation over what pools exactly, sites whose own
+policy sends no numbers left out (reply checks are server_app.reply_checks, tested in test_reply_checks.py; how
+the loop files a site's declined, refused or suppressed reply: test_federated_loop.py)."""
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from models.presets import build_model
 from models.weights import load_record, to_record
 from server_app.federated_loop import ALL_SELECTED
 from server_app.strategy import SiteFedAvg
+from site_app.disclosure import refused_evaluation
 
 
 def reply_from(node_id: int, arrays: ArrayRecord, metrics: dict) -> Message:
@@ -95,3 +97,26 @@ def test_a_suppressed_site_is_left_out_of_the_pooled_evaluation(strategy):
 
 def test_a_round_where_every_site_is_suppressed_has_no_pooled_evaluation(strategy):
     assert strategy.aggregate_evaluate(1, [suppressed(11), suppressed(12, minimum=10)]) is None
+
+
+def test_a_refused_evaluation_is_left_out_of_the_pooled_evaluation(strategy):
+    reason = "run setting patch-size = 512 is above this site's limit limits.patch-size-max = 160"
+    refused = reply_to(12, "evaluate", refused_evaluation(reason))
+    pooled = strategy.aggregate_evaluate(2, [reported(11, SITE), refused])
+    assert pooled["dice-mean"] == 0.5 and pooled["n-cases"] == 4
+
+
+def reply_to(node_id: int, kind: str, content: RecordDict) -> Message:
+    return Message(content, reply_to=Message(RecordDict(), dst_node_id=node_id, message_type=kind))
+
+
+def test_sites_whose_policy_withholds_different_statistics_pool_only_what_all_sent(strategy):
+    """One site has medians (n >= its min-position-cases) and n-skipped, another neither: only what both sent is
+    pooled (no partial n-skipped sum), and each reply keeps its own numbers for the site's own record."""
+    larger = {**SITE, "n-cases": 12, "num-examples": 12, "dice-wt-q1": 0.5, "dice-wt-q3": 0.7, "n-skipped": 0}
+    smaller = {k: v for k, v in SITE.items() if k != "dice-wt-median"}
+    replies = [reported(11, larger), reported(12, smaller)]
+    pooled = strategy.aggregate_evaluate(3, replies)
+    assert pooled["n-cases"] == 16 and "n-skipped" not in pooled
+    assert pooled["dice-wt-mean"] == pytest.approx(0.6)
+    assert dict(replies[0].content["metrics"]) == larger and dict(replies[1].content["metrics"]) == smaller

@@ -18,10 +18,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.common.config import flatten_dict
 from scripted_grid import ScriptedGrid, ScriptedSite, trained
 
-from models.weights import load_checkpoint
+from models.presets import build_model
+from models.weights import load_checkpoint, to_record
 from server_app.app import run_federation
 from server_app.round_checkpoint import CheckpointError
 from server_app.run_folder import read_metrics, read_rounds
+from site_app.disclosure import refused_evaluation
+from site_app.disclosure_policy import DisclosurePolicy
+from site_app.policy_replies import declined_training, refused_training
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS = flatten_dict(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
@@ -60,11 +64,8 @@ def model(run_dir: Path, name: str) -> dict[str, torch.Tensor]:
 
 
 def initial(tmp_path: Path) -> dict[str, torch.Tensor]:
-    """The initial model of the tiny preset at seed 0, as round 0 saved it."""
-    run_dir = tmp_path / "initial"
-    if not run_dir.exists():
-        run_federation(ScriptedGrid(three_sites()), run_config(run_dir, num_server_rounds=0))
-    return model(run_dir, "final")
+    """The initial model of the tiny preset at seed 0 (what every run here starts from)."""
+    return to_record(build_model("tiny", seed=0)).to_torch_state_dict()
 
 
 def shifted(state: dict[str, torch.Tensor], by: float) -> dict[str, torch.Tensor]:
@@ -205,7 +206,8 @@ def test_a_site_that_does_not_say_who_it_is_and_what_it_has_is_left_out_by_its_r
     record = by_round(read_metrics(tmp_path / "run"))[1]["hospital-c"]
     assert record["status"] == "dropped"
     assert record["reason"] == (
-        "train: not described (its description does not say how many usable cases it has (n-cases-usable))"
+        "train: not described (its description bounds its cases by neither `n-cases-usable` nor"
+        " `min-report-cases`)"
     )
     assert not any(kind == "train" for kind, _, _ in sites[13].received)
 
@@ -400,3 +402,110 @@ def test_the_best_model_is_not_the_round_where_the_weakest_site_failed(tmp_path,
     # pooled over whoever reported, round 2 (0.585) would beat round 1 (0.467); paired on a and b it does not
     assert summary["best"]["round"] == 1 and summary["best"]["rule"].startswith("paired on common sites")
     assert load_checkpoint(tmp_path / "run" / "models" / "best.pt")[1]["round"] == 1
+
+
+# A site's own policy (site_app.disclosure_policy, site_app.site_limits) is not a dropped reply: its declined or
+# refused training and its suppressed or refused validation arrive, are filed with its reason, and never count
+# towards the quorum of training replies.
+
+
+def test_a_site_that_declines_or_refuses_is_filed_with_its_reason_not_dropped(tmp_path, flower_task):
+    policy = DisclosurePolicy.from_node_config({})
+    limit = "run setting spacing-mm = 0.1 is outside this site's limits"
+    sites = three_sites(
+        n12={"train": lambda message: declined_training("n < 5", policy)},
+        n13={
+            "train": lambda message: refused_training(limit),
+            "evaluate": lambda m: refused_evaluation(limit),
+        },
+    )
+    run_federation(ScriptedGrid(sites), run_config(tmp_path / "run", num_server_rounds=1, min_sites=1))
+
+    round_1 = by_round(read_metrics(tmp_path / "run"))[1]
+    assert round_1["hospital-b"]["participation"] == {"train": "declined: n < 5", "evaluate": "ok"}
+    assert round_1["hospital-b"]["train"] == {"status": "declined", "reason": "n < 5"}
+    assert round_1["hospital-b"]["status"] == "reported"
+    refused = round_1["hospital-c"]
+    assert refused["participation"] == {"train": f"refused: {limit}", "evaluate": f"refused: {limit}"}
+    assert (refused["status"], refused["reason"], refused["metrics"], refused["n_cases"]) == (
+        "refused",
+        limit,
+        {},
+        None,
+    )
+    assert read_rounds(tmp_path / "run")[1]["train"]["sound"] == ["hospital-a"]
+    assert_same(model(tmp_path / "run", "final"), shifted(initial(tmp_path), 0.1))  # hospital-a's alone
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["rounds_missed"] == {} and summary["sites"]["hospital-c"]["status"] == "refused"
+
+
+def test_policy_replies_do_not_make_a_quorum(tmp_path, flower_task):
+    policy = DisclosurePolicy.from_node_config({})
+    declines = {"train": lambda message: declined_training("n < 5", policy)}
+    sites = three_sites(n12=declines, n13=declines)
+    run_federation(ScriptedGrid(sites), run_config(tmp_path / "run", num_server_rounds=1))
+
+    assert (
+        read_rounds(tmp_path / "run")[1]["train"]["reason"]
+        == "1 sound training reply, fewer than min-sites 2"
+    )
+    assert_same(model(tmp_path / "run", "final"), initial(tmp_path), atol=0)
+
+
+def test_sites_whose_policy_withholds_statistics_keep_their_own_numbers(tmp_path, flower_task):
+    def reply(extra: dict, n: int):
+        metrics = {"dice-mean": 0.5, "dice-wt-mean": 0.5, "n-cases": n, "num-examples": n, **extra}
+        return lambda message: RecordDict(
+            {
+                "validation": ConfigRecord(
+                    {"status": "reported", "min-report-cases": 1, "withheld": ["median"]}
+                ),
+                "metrics": MetricRecord(metrics),
+            }
+        )
+
+    sites = three_sites(
+        n11={"evaluate": reply({"dice-wt-median": 0.55, "n-skipped": 0}, 10), "usable": 12},
+        n12={"evaluate": reply({}, 2)},
+        n13={"evaluate": reply({}, 2)},
+    )
+    run_federation(ScriptedGrid(sites), run_config(tmp_path / "run", num_server_rounds=1))
+
+    round_1 = by_round(read_metrics(tmp_path / "run"))[1]
+    assert round_1["hospital-a"]["metrics"]["dice-wt-median"] == 0.55  # its own record keeps it
+    assert round_1["hospital-b"]["withheld"] == ["median"]
+    assert {r["participation"]["evaluate"] for r in round_1.values()} == {"ok"}  # not a differing reply
+    pooled = json.loads((tmp_path / "run" / "summary.json").read_text())["weighted_mean"]["1"]
+    assert "n-skipped" not in pooled and pooled["n-cases"] == 14
+
+
+def test_a_site_that_withholds_its_case_count_is_bounded_by_its_minimum(tmp_path, flower_task):
+    """Its policy withholds a usable count between 1 and its min-report-cases - 1 (R8): it may claim at most
+    min-report-cases - 1 training cases."""
+
+    def withheld(message):
+        return RecordDict(
+            {
+                "site": ConfigRecord({"site-name": "hospital-c", "min-report-cases": 5}),
+                "overview": MetricRecord({"n-cases-excluded": 0}),
+            }
+        )
+
+    sites = three_sites(n13={"describe": withheld, "train": lambda m: trained(m, 0.3, 5)})
+    sites[12].train = lambda m: trained(m, 0.2, 4)
+    sites[12].describe = lambda m: RecordDict(
+        {
+            "site": ConfigRecord({"site-name": "hospital-b", "min-report-cases": 5}),
+            "overview": MetricRecord({"n-cases-excluded": 0}),
+        }
+    )
+    run_federation(ScriptedGrid(sites), run_config(tmp_path / "run", num_server_rounds=1))
+
+    participation = {
+        s: r["participation"]["train"] for s, r in by_round(read_metrics(tmp_path / "run"))[1].items()
+    }
+    assert participation == {
+        "hospital-a": "ok",
+        "hospital-b": "ok",
+        "hospital-c": "dropped: `num-examples` is 5, more than the 4 usable cases the site described",
+    }

@@ -6,11 +6,13 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import Error, Message, RecordDict
 from flwr.common.config import flatten_dict
 from flwr.common.constant import ErrorCode
 from scripted_grid import ScriptedGrid, ScriptedSite, trained
 
+from models.labels import evaluation_regions
+from models.run_config import defaults
 from server_app.app import run_federation
 from server_app.participation import (
     NOT_ONLINE,
@@ -21,7 +23,8 @@ from server_app.participation import (
     participation_line,
 )
 from site_app.disclosure import ValidationPolicy, evaluation_content
-from site_app.metrics import case_metrics, evaluation_regions
+from site_app.metrics import case_metrics
+from site_app.run_settings import SiteRunSettings
 from site_app.validation import CaseEvaluation
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,10 +89,10 @@ def real_validation(n_cases: int, seed: int) -> RecordDict:
         metrics = case_metrics(prediction, truth, spacing, evaluation_regions("brats"))
         results.append(CaseEvaluation(f"case-{index}", spacing, metrics, np.zeros(1), truth, prediction))
     node_config = {"data-path": "/d", "work-path": "/w", "site-name": "x", "min-report-cases": 1}
-    context = Context(
-        run_id=1, node_id=2, node_config=node_config, state=RecordDict(), run_config={"seed": 3}
+    settings = SiteRunSettings.from_run_config({**defaults(), "seed": 3})
+    return evaluation_content(
+        results, 0, ValidationPolicy.for_site(settings, node_config), bootstrap_seed=seed
     )
-    return evaluation_content(results, 0, ValidationPolicy.from_context(context))
 
 
 def test_the_report_shows_who_took_part_in_each_round(tmp_path, flower_task):

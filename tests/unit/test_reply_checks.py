@@ -12,6 +12,9 @@ from server_app.reply_checks import (
     model_spec,
     train_reply_problem,
 )
+from site_app.disclosure import refused_evaluation
+from site_app.disclosure_policy import DisclosurePolicy
+from site_app.policy_replies import declined_training, refused_training
 
 GLOBAL = to_record(build_model("tiny", seed=0))
 SPEC = model_spec(GLOBAL)
@@ -132,3 +135,29 @@ def test_any_other_dtype_is_refused():
     assert (
         train_reply_problem(train_reply(ints), SPEC, 10) == f"weights {FIRST!r} are int32 instead of float32"
     )
+
+
+def test_a_sites_policy_replies_are_sound_with_exactly_their_records():
+    policy = DisclosurePolicy.from_node_config({})
+    assert train_reply_problem(declined_training("n < 5", policy), SPEC, 10) is None
+    assert train_reply_problem(refused_training("spacing-mm outside limits"), SPEC, 10) is None
+    assert evaluate_reply_problem(refused_evaluation("patch-size above limit"), 10) is None
+    smuggled = declined_training("n < 5", policy)
+    smuggled["metrics"] = MetricRecord({"train-loss": 0.3})
+    assert train_reply_problem(smuggled, SPEC, 10).startswith("it says it declined to train but its records")
+    leaky = refused_evaluation("x")
+    leaky["metrics"] = MetricRecord({"dice-mean": 0.7, "num-examples": 4})
+    assert evaluate_reply_problem(leaky, 10).startswith("it says its validation is refused but its records")
+    assert "expected one of reported, suppressed, refused" in evaluate_reply_problem(
+        RecordDict({"validation": validation("partial")}), 10
+    )
+
+
+def test_statistics_a_sites_policy_may_withhold_do_not_make_its_reply_differ():
+    full = MetricRecord({"dice-wt-mean": 0.5, "dice-wt-median": 0.5, "n-skipped": 0, "num-examples": 12})
+    small = MetricRecord({"dice-wt-mean": 0.5, "num-examples": 2})
+    odd = MetricRecord({"dice-wt-mean": 0.5, "dice-xx-mean": 0.3, "num-examples": 2})
+    contents = {name: RecordDict({"metrics": m}) for name, m in (("a", full), ("b", small), ("c", odd))}
+    assert metric_name_outliers(contents) == {
+        "c": "its metric names differ from the other sites' (dice-xx-mean)"
+    }

@@ -88,7 +88,7 @@ def test_a_completed_run_is_resumed_only_to_extend_it(kit):
 
 
 def test_a_simulation_resumes_with_its_saved_settings(tmp_path):
-    from deploy.cli import plan_resumed_simulation
+    from deploy.simulation_plan import plan_resumed_simulation
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -103,7 +103,7 @@ def test_a_simulation_resumes_with_its_saved_settings(tmp_path):
     (run_dir / CHECKPOINT).parent.mkdir()
     (run_dir / CHECKPOINT).write_bytes(b"checkpoint")
     plan = plan_resumed_simulation(run_dir)
-    assert plan.n_sites == 2 and plan.run_config == {**config, "resume": True}
+    assert plan.n_sites == 2 and plan.run_config == {**config, "resume": True, "init-model": ""}
     (run_dir / "summary.json").write_text(json.dumps({"status": "completed"}))
     with pytest.raises(ValueError, match="completed all its rounds"):
         plan_resumed_simulation(run_dir)
