@@ -1,5 +1,6 @@
 """`oncofed simulate --resume RUN_DIR`: a simulation stopped after round 1 of 2 (Ctrl-C) continues in its folder
-with round 2 only, and ends with the model an uninterrupted simulation with the same seed ends with."""
+with round 2 only, and ends with the model an uninterrupted simulation with the same seed (and the same site
+secrets, which choose each site's validation split) ends with."""
 
 import json
 import os
@@ -11,6 +12,7 @@ from collections import Counter
 import pytest
 import torch
 from loopback_federation import ONCOFED
+from synthetic_site import fix_site_secret
 
 from data_prep.synth.federation import write_federation
 from deploy.processes import processes_with_env, start_process
@@ -19,6 +21,8 @@ from server_app.round_checkpoint import CHECKPOINT_FILE, load_round_state
 from server_app.run_folder import read_metrics, read_rounds
 
 pytestmark = pytest.mark.slow
+
+SITES = ["hospital-a", "hospital-b"]
 
 
 def simulate(*args: str) -> subprocess.CompletedProcess:
@@ -32,6 +36,9 @@ def test_a_stopped_simulation_resumes_to_the_uninterrupted_model(tmp_path):
     common = ["--data", str(tmp_path / "data"), "--rounds", "2", "--preset", "tiny", "--seed", "1"]
     # both tiny sites train (they have three to five training cases): the model changes in every round
     common += ["--run-config", "sim-min-train-cases=1 local-epochs=1"]
+    for run in ("reference", "stopped"):  # the same site secrets: the same validation split in both runs
+        for index, site in enumerate(SITES):
+            fix_site_secret(tmp_path / run / "sites" / site, 21 + index)
     reference = simulate(*common, "--out", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
 
@@ -60,9 +67,8 @@ def test_a_stopped_simulation_resumes_to_the_uninterrupted_model(tmp_path):
     resumed = simulate("--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "(resumed)" in resumed.stdout
-    sites = ["hospital-a", "hospital-b"]
     pairs = Counter((r["round"], r["site"]) for r in read_metrics(run_dir))
-    assert pairs == Counter({(rnd, site): 1 for rnd in range(3) for site in sites})
+    assert pairs == Counter({(rnd, site): 1 for rnd in range(3) for site in SITES})
     assert [r["train"]["aggregated"] for r in read_rounds(run_dir)[1:]] == [True, True]  # the model moved
     final, meta = load_checkpoint(run_dir / "models" / "final.pt")
     expected, _ = load_checkpoint(tmp_path / "reference" / "models" / "final.pt")
