@@ -198,11 +198,71 @@ def test_three_sites_two_rounds(deployment):
     assert (run_dirs[0] / "summary.json").is_file() and (run_dirs[0] / "models" / "final.pt").is_file()
     for site in deployment.sites:
         assert site in output  # the per-site table
+    # issue 11: the default quorum is a majority of the kit's sites; one participation line per round
+    words = " ".join(output.split())
+    assert "quorum 2 of 3 sites" in words
+    for server_round in (0, 1, 2):
+        assert f"round {server_round}: 3 of 3 sites" in words
+    summary = json.loads((run_dirs[0] / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds_missed"] == {}
+    assert (run_dirs[0] / "state" / "checkpoint.pt").is_file() and (
+        run_dirs[0] / "models" / "latest.pt"
+    ).is_file()
 
     # privacy: the coordinator's logs name sites, never cases or files
     coordinator_logs = output + (deployment.kits / "coordinator" / "logs" / "superlink.log").read_text()
     for site in deployment.sites:
         assert f"{site}-00" not in coordinator_logs
+
+
+def test_coordinator_status_names_every_site_and_the_run(deployment):
+    """`oncofed coordinator status`: sites by name (Flower itself lists node ids only) and the run's state."""
+    result = subprocess.run(
+        command("coordinator", "status", "--kit", str(deployment.kits / "coordinator")),
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    table = " ".join(result.stdout.replace("│", " ").replace("┃", " ").split())
+    for site in deployment.sites:
+        assert f"{site} online now" in table, result.stdout
+    (run_dir,) = (deployment.kits / "coordinator" / "runs").iterdir()
+    assert f"{run_dir.name} completed 2/2" in table, result.stdout
+
+
+def test_a_run_is_continued_from_its_checkpoint(deployment):
+    """`oncofed run --resume RUN_DIR --rounds 3`: a new Flower run continues the completed 2-round run with round
+    3 only, in the same folder; every round appears once per site."""
+    (run_dir,) = (deployment.kits / "coordinator" / "runs").iterdir()
+    run_log = deployment.root / "logs" / "resume.out"
+    runner = start_command(
+        "run --resume",
+        run_log,
+        "run",
+        "--kit",
+        str(deployment.kits / "coordinator"),
+        "--resume",
+        str(run_dir),
+        "--rounds",
+        "3",
+    )
+    try:
+        code = runner.popen.wait(timeout=420)
+    finally:
+        runner.stop()
+    output = run_log.read_text(errors="replace")
+    assert code == 0, output[-4000:]
+    assert "Resuming 3 rounds" in output and "[ROUND 3/3]" in output and "[ROUND 2/3]" not in output
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sorted((r["round"], r["site"]) for r in records) == [
+        (rnd, site) for rnd in range(4) for site in deployment.sites
+    ]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["resumed"][0]["after_round"] == 2
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
 
 def test_registering_the_sites_again_is_fine(deployment):
