@@ -34,8 +34,7 @@ from data_prep.synth.federation import write_federation
 from models.labels import REGIONS
 from models.presets import build_model, get_preset
 from models.weights import load_record, to_record
-from server_app.run_folder import RunFolder
-from server_app.site_directory import SiteDirectory
+from server_app.federated_loop import ALL_SELECTED
 from server_app.strategy import SiteFedAvg
 from site_app.aggregates import site_aggregates
 from site_app.run_settings import SiteRunSettings
@@ -118,19 +117,12 @@ def local(site: Site, settings: SiteRunSettings, epochs: int, device: torch.devi
 
 
 def federated(
-    sites: list[Site], settings: SiteRunSettings, rounds: int, device: torch.device, run_dir: Path
+    sites: list[Site], settings: SiteRunSettings, rounds: int, device: torch.device
 ) -> torch.nn.Module:
     """Rounds of local training from the global model (as site_app.app.train does) and SiteFedAvg aggregation."""
     model = initial_model(settings)
     arrays: ArrayRecord = to_record(model)
-    strategy = SiteFedAvg(
-        sites=SiteDirectory(),
-        run=RunFolder.create(run_dir, {}),
-        model_keys=arrays.keys(),
-        min_train_nodes=len(sites),
-        min_evaluate_nodes=len(sites),
-        min_available_nodes=len(sites),
-    )
+    strategy = SiteFedAvg(**ALL_SELECTED)
     with coordinator_identity():
         for server_round in range(1, rounds + 1):
             replies = []
@@ -157,13 +149,13 @@ def federated(
 
 
 def train_arms(
-    sites: list[Site], settings: SiteRunSettings, rounds: int, device: torch.device, run_dir: Path
+    sites: list[Site], settings: SiteRunSettings, rounds: int, device: torch.device
 ) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
     """Every arm's model, and the seconds each arm took."""
     epochs = rounds * settings.local_epochs
     arms = {
         "centralized": lambda: {"centralized": centralized(sites, settings, epochs, device)},
-        "federated": lambda: {"federated": federated(sites, settings, rounds, device, run_dir)},
+        "federated": lambda: {"federated": federated(sites, settings, rounds, device)},
         "local (all sites)": lambda: {
             f"local {s.paths.name}": local(s, settings, epochs, device) for s in sites
         },
@@ -248,7 +240,7 @@ def main() -> None:
     write_federation(out / "data", n_sites=N_SITES, seed=DATA_SEED, preset=args.preset)
     sites = load_sites(out / "data", out / "work", settings)
 
-    models, timings = train_arms(sites, settings, rounds, device, out / "federated-run")
+    models, timings = train_arms(sites, settings, rounds, device)
     clock = time.monotonic()
     results = {name: evaluate(model, sites, settings, device) for name, model in models.items()}
     timings["evaluation"] = time.monotonic() - clock

@@ -7,6 +7,8 @@ FAB's hash (deploy/release_fab.py): what reaches the sites is exactly those byte
 
 The run folder (metrics.jsonl, summary.json, models/, refusals.jsonl) is written by the ServerApp on the
 coordinator host, in the kit's runs/<time>/; the command's own `flwr run` log goes to runs/<time>/logs/flwr-run.log.
+A run whose coordinator died is continued in its own folder (`plan_resume`): a new Flower run of the same release
+that starts after the round of the folder's checkpoint, with the run's saved settings.
 """
 
 import datetime as dt
@@ -16,7 +18,7 @@ import ssl
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +33,25 @@ from deploy.release_fab import FabError, FabInfo, read_fab, unpack_for_submissio
 from deploy.revocation import active_sites
 from models.atomic import atomic_write_text
 from models.presets import get_preset
+from models.run_config import (
+    EXPECTED_SITES,
+    INIT_MODEL,
+    MIN_SITES,
+    MODEL_PRESET,
+    NUM_SERVER_ROUNDS,
+    RESUMABLE_CHANGES,
+    RESUME,
+    RUN_DIR,
+    majority,
+)
+from server_app.round_checkpoint import CHECKPOINT_FILE
+from server_app.run_folder import COMPLETED, CONFIG_FILE, SUMMARY_FILE, read_json
+from server_app.run_settings import ServerRunSettings
 
 RUN_STARTED = re.compile(r"Successfully started run (\d+)")
-RESERVED_KEYS = {"num-server-rounds", "model-preset", "run-dir"}
+RESERVED_KEYS = {NUM_SERVER_ROUNDS.key, MODEL_PRESET.key, RUN_DIR.key, RESUME.key, INIT_MODEL.key}
+CHECKPOINT = CHECKPOINT_FILE
+"""The round checkpoint the ServerApp writes in a run folder (server_app.round_checkpoint)."""
 
 
 class CoordinatorNotRunning(RuntimeError):
@@ -50,15 +68,100 @@ class RunPlan:
     app: FabInfo
 
 
+def parse_overrides(
+    overrides: str,
+    known: Collection[str],
+    reserved: Collection[str] = RESERVED_KEYS,
+    options: str = "--rounds, --preset, --resume and --init",
+) -> dict[str, bool | int | float | str]:
+    """`key=value` pairs (`local-epochs=1 min-sites=2`) of the `known` run settings (the submitted app's
+    [tool.flwr.app.config]), except the `reserved` ones, which have their own `options` or are chosen by the
+    command; ValueError names the bad one."""
+    try:
+        extra = parse_config_args([overrides]) if overrides.strip() else {}
+    except click.ClickException as error:
+        raise ValueError(f"--run-config {overrides!r}: {error.message}") from None
+    unknown = sorted(set(extra) - set(known))
+    if unknown:
+        raise ValueError(
+            f"--run-config: unknown key {unknown[0]!r}; the run settings are: {', '.join(sorted(known))}"
+        )
+    refused = sorted(set(extra) & set(reserved))
+    if refused:
+        raise ValueError(
+            f"--run-config sets {', '.join(refused)}; use {options}, the run folder is chosen by the command"
+        )
+    return extra
+
+
 def plan_run(
-    kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "", fab: Path | None = None
+    kit: CoordinatorKit,
+    rounds: int,
+    preset: str,
+    overrides: str = "",
+    init_model: Path | None = None,
+    fab: Path | None = None,
 ) -> RunPlan:
     """Check the inputs and choose a new run folder; ValueError names the bad value.
 
-    `overrides` are more run-config values as `key=value` pairs (`local-epochs=1 min-sites=2`): any key of the
-    app's [tool.flwr.app.config] except those with their own option or chosen here. `fab`: a new release to
-    submit instead of the kit's.
+    The quorum `min-sites` defaults to a majority of the kit's sites not revoked, and the ServerApp is told
+    their names so that one that never connects is named. `init_model` starts from a global model an earlier run
+    saved. `fab`: a new release to submit instead of the kit's.
     """
+    fab, app = release_to_submit(kit, fab)
+    get_preset(preset)  # ValueError naming the valid presets
+    if rounds < 1:
+        raise ValueError(f"--rounds must be at least 1, got {rounds}")
+    extra = parse_overrides(overrides, app.config_keys)
+    sites = active_sites(kit)
+    init = {} if init_model is None else {INIT_MODEL.key: str(check_init_model(init_model, preset))}
+    run_dir = kit.runs / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if run_dir.exists():
+        raise ValueError(f"run folder {run_dir} already exists; wait a second and submit again")
+    plan = RunPlan(
+        kit=kit,
+        run_dir=run_dir,
+        run_config={
+            NUM_SERVER_ROUNDS.key: rounds,
+            MODEL_PRESET.key: preset,
+            MIN_SITES.key: majority(len(sites)),
+            EXPECTED_SITES.key: ",".join(sites),
+            RUN_DIR.key: str(run_dir),
+            **init,
+            **extra,
+        },
+        fab=fab,
+        app=app,
+    )
+    ServerRunSettings.from_run_config(plan.run_config)  # quorum and deadlines checked before submitting
+    return plan
+
+
+def check_init_model(path: Path, preset: str) -> Path:
+    """A models/*.pt file of an earlier run, of the same model preset (the ServerApp checks its arrays)."""
+    from models.weights import load_checkpoint
+
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"--init {path}: no such file")
+    try:
+        _, meta = load_checkpoint(path)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ValueError(
+            f"--init {path} is not a model saved by an OncoFed run ({type(error).__name__}); give a "
+            "RUN_DIR/models/*.pt file"
+        ) from None
+    if meta.get("model_preset") != preset:
+        raise ValueError(
+            f"--init {path} is a {meta.get('model_preset')!r} model, but this run uses --preset {preset}; "
+            f"give --preset {meta.get('model_preset')}"
+        )
+    return path
+
+
+def release_to_submit(kit: CoordinatorKit, fab: Path | None) -> tuple[Path, FabInfo]:
+    """The FAB to submit (`fab`, else the kit's release) and what it holds; ValueError when it is unreadable or
+    the kit's release no longer has the hash the kit recorded for it."""
     fab = (fab or kit.release).resolve()
     try:
         _, app = read_fab(fab)
@@ -69,41 +172,58 @@ def plan_run(
             f"{fab} has sha256 {app.sha256}, but the kit records {kit.release_sha256} for its release: the file was "
             "changed; restore it, or submit a new release with --fab"
         )
-    get_preset(preset)  # ValueError naming the valid presets
-    if rounds < 1:
-        raise ValueError(f"--rounds must be at least 1, got {rounds}")
-    try:
-        extra = parse_config_args([overrides]) if overrides.strip() else {}
-    except click.ClickException as error:
-        raise ValueError(f"--run-config {overrides!r}: {error.message}") from None
+    return fab, app
+
+
+def plan_resume(
+    kit: CoordinatorKit, run_dir: Path, rounds: int | None, overrides: str = "", fab: Path | None = None
+) -> RunPlan:
+    """Continue the run in `run_dir` with its saved settings; only quorum and deadlines (and, with `rounds`, the
+    number of rounds) may change. `fab` as for plan_run (the ServerApp warns when the resumed run's app differs
+    from the one it started with). ValueError says why a folder cannot be resumed."""
+    fab, app = release_to_submit(kit, fab)
+    run_dir = run_dir.expanduser().resolve()
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ValueError(f"--resume {run_dir}: not a run folder (no {CONFIG_FILE})")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise ValueError(
+            f"--resume {run_dir}: no round checkpoint ({CHECKPOINT}): the run stopped before its first round "
+            "ended; submit a new run instead"
+        )
+    saved = read_json(run_dir / CONFIG_FILE).get("run_config", {})
+    extra = parse_overrides(overrides, app.config_keys)
+    changeable = {setting.key for setting in RESUMABLE_CHANGES}
+    fixed = sorted(k for k in extra if k not in changeable)
+    if fixed:
+        raise ValueError(
+            f"--run-config sets {', '.join(fixed)}: a resumed run keeps its settings; only "
+            f"{', '.join(sorted(changeable))} may change"
+        )
+    planned = int(saved.get(NUM_SERVER_ROUNDS.key, 0))
+    if rounds is not None and rounds < planned:
+        raise ValueError(f"--rounds {rounds} is fewer than the {planned} rounds the run was planned with")
+    summary = read_json(run_dir / SUMMARY_FILE)
+    if summary.get("status") == COMPLETED and (rounds or planned) <= planned:
+        raise ValueError(
+            f"--resume {run_dir}: the run completed all its {planned} rounds; give --rounds N (more) to extend it"
+        )
     known = set(app.config_keys)
-    unknown = sorted(set(extra) - known)
-    if unknown:
-        raise ValueError(
-            f"--run-config: unknown key {unknown[0]!r}; the run settings are: {', '.join(sorted(known))}"
-        )
-    reserved = sorted(set(extra) & RESERVED_KEYS)
-    if reserved:
-        raise ValueError(
-            f"--run-config sets {', '.join(reserved)}; use --rounds and --preset, the run folder is "
-            "chosen by the command"
-        )
-    run_dir = kit.runs / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    if run_dir.exists():
-        raise ValueError(f"run folder {run_dir} already exists; wait a second and submit again")
-    return RunPlan(
+    plan = RunPlan(
         kit=kit,
         run_dir=run_dir,
         run_config={
-            "num-server-rounds": rounds,
-            "model-preset": preset,
-            "min-sites": len(active_sites(kit)),
-            "run-dir": str(run_dir),
+            **{k: v for k, v in saved.items() if k in known},
             **extra,
+            NUM_SERVER_ROUNDS.key: rounds or planned,
+            RUN_DIR.key: str(run_dir),
+            RESUME.key: True,
+            INIT_MODEL.key: "",
         },
         fab=fab,
         app=app,
     )
+    ServerRunSettings.from_run_config(plan.run_config)
+    return plan
 
 
 def check_coordinator_running(kit: CoordinatorKit) -> None:
@@ -125,7 +245,7 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
     check_coordinator_running(plan.kit)
     env = coordinator_env(plan.kit)
     logs = plan.run_dir / "logs"
-    logs.mkdir(parents=True)
+    logs.mkdir(parents=True, exist_ok=True)
     overrides = logs / "run-config.toml"
     atomic_write_text(overrides, "".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()))
     app_folder = Path(
@@ -159,6 +279,6 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
 
 
 def run_id_in(log_path: Path) -> int | None:
-    """The id Flower gave the run, from the `flwr run` log (for `flwr stop`/`flwr log`)."""
-    match = RUN_STARTED.search(log_path.read_text(errors="replace")) if log_path.is_file() else None
-    return int(match.group(1)) if match else None
+    """The id Flower gave the run's latest submission, from the `flwr run` log (for `flwr stop`/`flwr log`)."""
+    found = RUN_STARTED.findall(log_path.read_text(errors="replace")) if log_path.is_file() else []
+    return int(found[-1]) if found else None

@@ -149,12 +149,14 @@ def site_start(kit: SiteKitOption) -> None:
 
     A Flower SuperNode (outbound HTTPS only, with the site's own key from site.toml) and the site's gate, the
     only process that launches apps here, and only those approved in `approved-apps.toml`. In the foreground
-    until Ctrl-C or SIGTERM. Exit 5 (refused) when the coordinator does not accept this site's key (not
-    registered, or revoked).
+    until Ctrl-C or SIGTERM. Says when the coordinator is lost and when it answers again (Flower keeps
+    retrying). Exit 5 (refused) when the coordinator does not accept this site's key (not registered, or
+    revoked).
     """
     from rich.console import Console
     from rich.text import Text
 
+    from deploy.coordinator_link import LinkWatch
     from deploy.kit import read_site_kit
     from deploy.preflight import check_kit
     from deploy.processes import sigterm_as_interrupt
@@ -188,7 +190,11 @@ def site_start(kit: SiteKitOption) -> None:
                 console.print("  still connecting; Flower keeps trying (see the log)")
             else:
                 console.print(f"  connected to the coordinator as node {node_id}")
-            raise wait_for_exit(site, running, connected=node_id is not None)
+            # Follow the SuperNode's log until it exits: losing and regaining the coordinator is said here
+            watch = LinkWatch(
+                site.settings.coordinator, lambda text: console.print(f"  {text}", markup=False)
+            )
+            raise wait_for_exit(site, running, connected=node_id is not None, on_line=watch.line)
         except SiteStartError as error:
             refused = error.problem in ("key-refused", "unregistered")
             raise fail(f"site stopped: {error}", ExitCode.REFUSED if refused else ExitCode.FAILED) from None

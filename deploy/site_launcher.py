@@ -254,10 +254,26 @@ def connect(
     return site, node_id
 
 
-def wait_for_exit(kit: SiteKit, site: RunningSite, connected: bool) -> SiteStartError:
-    """Block until the SuperNode or the gate exits; the reason, explained."""
-    while site.supernode.popen.poll() is None and site.gate.popen.poll() is None:
-        time.sleep(0.5)
+def wait_for_exit(
+    kit: SiteKit, site: RunningSite, connected: bool, on_line: Callable[[str], None] | None = None
+) -> SiteStartError:
+    """Block until the SuperNode or the gate exits, handing each new line of the SuperNode's log (from where this
+    start's output begins) to `on_line` meanwhile; the reason it stopped, explained."""
+
+    def running() -> bool:
+        return site.supernode.popen.poll() is None and site.gate.popen.poll() is None
+
+    with open(site.supernode.log_path, encoding="utf-8", errors="replace") as log:
+        log.seek(site.offset)
+        while running():
+            line = log.readline()
+            if line and on_line is not None:
+                on_line(line.rstrip("\n"))
+            elif not line:
+                time.sleep(0.5)
+        for rest in log:
+            if on_line is not None:
+                on_line(rest.rstrip("\n"))
     return explain_exit(kit, site, connected=connected)
 
 

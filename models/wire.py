@@ -11,7 +11,8 @@ by name, see Record):
                                  when the status is "reported", METRICS (aggregates in the key grammar below,
                                  num-examples)
     query.describe  instruction  empty
-                    reply        SITE {site-name} + OVERVIEW (aggregate overview of the site's data)
+                    reply        SITE {site-name, min-report-cases} + OVERVIEW (aggregate overview of the
+                                 site's data)
 
 A deployed site's gate answers any instruction of a run whose app the site has not approved with an error reply
 instead (Error code APP_NOT_APPROVED_CODE, reason refusal_reason(site, fab_hash)); no code of the app ran.
@@ -63,7 +64,7 @@ class Record:
     TRAINING = "training"
     """ConfigRecord of a train reply that carries no weights: status DECLINED or REFUSED (Training)."""
     SITE = "site"
-    """ConfigRecord of a describe reply: SITE_NAME."""
+    """ConfigRecord of a describe reply: SITE_NAME and SITE_MIN_REPORT_CASES."""
     OVERVIEW = "overview"
     """MetricRecord of a describe reply: the site's data overview (Overview)."""
 
@@ -79,6 +80,10 @@ TRAIN_LOSS = "train-loss"
 
 SITE_NAME = "site-name"
 """In a describe reply's SITE record: the name the site's results are filed under."""
+
+SITE_MIN_REPORT_CASES = "min-report-cases"
+"""In a describe reply's SITE record: the site's min-report-cases k. Its OVERVIEW withholds a case count between 1
+and k - 1 (site_app.disclosure_policy, R8); the coordinator then bounds the site's `num-examples` by k - 1."""
 
 
 # Statuses of a reply ----------------------------------------------------------------------------------------
@@ -100,6 +105,27 @@ WITHOUT_NUMBERS = (SUPPRESSED, REFUSED)
 """Evaluate statuses whose reply carries no METRICS record."""
 TRAINING_STATUSES = (DECLINED, REFUSED)
 """The statuses of a train reply's TRAINING record (a train reply with weights has none)."""
+
+
+# What the coordinator files when a site's reply did not arrive or was unusable (server_app.participation) ------
+# These never cross the wire from a site: the coordinator writes them into metrics.jsonl, next to the statuses
+# above, so that every site has one record per round.
+
+OFFLINE = "offline"
+"""Not online when the phase started, or lost during it (Flower's "node unavailable": no heartbeat)."""
+TIMEOUT = "timeout"
+"""No reply by the phase's deadline (train-timeout-s, evaluate-timeout-s, describe-timeout-s)."""
+FAILED = "failed"
+"""The site replied with an error (only the error's type leaves a site: site_app.privacy)."""
+DROPPED = "dropped"
+"""The reply failed the coordinator's checks (server_app.reply_checks); the reason names the check."""
+ABSENT_STATUSES = (OFFLINE, TIMEOUT, FAILED, DROPPED)
+"""Statuses of a site's round in which its validation reply did not arrive or was dropped: not a policy decision
+of the site (SUPPRESSED, REFUSED, DECLINED), but a missing or unusable reply."""
+TOOK_PART = "ok"
+"""A phase's outcome when the site's reply arrived, passed the checks and carries what was asked."""
+NOT_ASKED = "not-asked"
+"""A phase's outcome when the phase did not involve the site (round 0 has no training)."""
 
 
 class Validation:

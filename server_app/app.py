@@ -1,96 +1,163 @@
-"""The coordinator's ServerApp: wires settings, sites, strategy and run folder; the logic lives elsewhere."""
+"""The coordinator's ServerApp: wires settings, run folder, strategy and the federated loop; the logic lives elsewhere.
+
+A new run starts from a fresh model of the preset (or from `init-model`) and validates it in round 0; a resumed
+run (`resume`, set by `oncofed run --resume`) continues in its run folder after the round of its checkpoint.
+"""
 
 import time
-from logging import ERROR, INFO
+from collections.abc import Mapping
+from dataclasses import dataclass
+from logging import ERROR, INFO, WARNING
 
-from flwr.app import ConfigRecord, Context
+from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from models.model_source import inference_meta
 from models.presets import build_model
 from models.weights import to_record
-from server_app.app_identity import write_app_identity
+from server_app.app_identity import read_app_identity, write_app_identity
+from server_app.best_model import BestRound
 from server_app.checkpoints import Checkpointer
-from server_app.run_folder import RunFolder, read_metrics
+from server_app.federated_loop import ALL_SELECTED, FederatedLoop, Outcome
+from server_app.quorum import Presence
+from server_app.resume import initial_model, resume_run
+from server_app.round_checkpoint import restore_strategy
+from server_app.run_folder import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder, read_metrics
 from server_app.run_settings import ServerRunSettings
 from server_app.site_directory import SiteDirectory
-from server_app.site_table import site_table_text
+from server_app.site_table import evaluations, site_table_text
 from server_app.strategy import SiteFedAvg
 from server_app.summary import build_summary
 
 app = ServerApp()
 
 
+@dataclass(frozen=True)
+class FabIdentity:
+    """The Flower app bundle a run was started with (Flower's Run.fab_id, fab_version, fab_hash)."""
+
+    id: str
+    version: str
+    hash: str
+
+
+class RunStopped(RuntimeError):
+    """The run ended before its last round; summary.json says after which round and why."""
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    # Settings, run folder and the initial global model
-    settings = ServerRunSettings.from_run_config(context.run_config)
-    run = RunFolder.create(settings.run_dir, context.run_config)
-    write_app_identity(run.path, grid.run.fab_id, grid.run.fab_version, grid.run.fab_hash)
-    initial = to_record(build_model(settings.model_preset, seed=settings.seed))
+    fab = FabIdentity(grid.run.fab_id, grid.run.fab_version, grid.run.fab_hash)
+    outcome = run_federation(grid, context.run_config, fab)
+    if outcome.status != COMPLETED:
+        raise RunStopped(outcome.reason)
+
+
+def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentity | None = None) -> Outcome:
+    """The whole run on `grid`; returns how it ended (summary.json and the report are written either way).
+    `fab`: the app bundle the run was started with, kept as app.json (the model card names it)."""
+    # Settings, the strategy (FedAvg weighted by num-examples; quorum and deadlines are the loop's)
+    settings = ServerRunSettings.from_run_config(run_config)
+    strategy = SiteFedAvg(**ALL_SELECTED)
+    meta = inference_meta(
+        settings.spacing_mm, settings.patch_size
+    )  # in every checkpoint: site predict, export
+    fresh = to_record(build_model(settings.model_preset, seed=settings.seed))
     started = time.monotonic()
 
-    # Strategy: FedAvg weighted by num-examples, results filed per site
-    sites = SiteDirectory(timeout_s=settings.round_timeout_s, on_refusal=run.append_refusal)
-    strategy = SiteFedAvg(
-        sites=sites,
-        run=run,
-        model_keys=initial.keys(),
-        min_train_nodes=settings.min_sites,
-        min_evaluate_nodes=settings.min_sites,
-        min_available_nodes=settings.min_sites,
-    )
-    checkpointer = Checkpointer(
-        run, settings.model_preset, inference_meta(settings.spacing_mm, settings.patch_size)
-    )
-
-    # Round 0: every site validates the initial model, so each site's starting point is on record
-    replies = list(
-        grid.send_and_receive(
-            strategy.configure_evaluate(0, initial, ConfigRecord(), grid), timeout=settings.round_timeout_s
+    # A new run folder, or the resumed run's folder and checkpoint
+    if settings.resume:
+        run, state = resume_run(settings.run_dir, settings.model_preset, settings.num_rounds)
+        restore_strategy(strategy, state.strategy_state)
+        loop = FederatedLoop(
+            grid,
+            strategy,
+            settings,
+            run,
+            settings.model_preset,
+            settings.num_rounds,
+            directory=SiteDirectory.from_state(state.sites, on_refusal=run.append_refusal),
+            presence=Presence.from_state(state.presence),
+            checkpointer=Checkpointer(run, settings.model_preset, meta, BestRound.from_state(state.best)),
+            pooled=dict(state.pooled),
         )
-    )
-    strategy.aggregate_evaluate(0, replies)
-    if replies and {r.metadata.src_node_id for r in replies} <= sites.refused:
-        log(
-            ERROR,
-            "Every site refused this app (not approved by the site): %s. Nothing to train; the run ends. "
-            "Sites approve an app with `oncofed site approve`.",
-            ", ".join(sorted(sites.name(node) for node in sites.refused)),
+        arrays, last_done = state.arrays, state.round
+        log(INFO, "Resuming the run in %s after round %d", run.path, last_done)
+    else:
+        arrays, last_done = fresh, None
+        if settings.init_model is not None:  # checked before a run folder exists
+            arrays = initial_model(settings.init_model, settings.model_preset, fresh)
+        run = RunFolder.create(settings.run_dir, run_config)
+        loop = FederatedLoop(
+            grid,
+            strategy,
+            settings,
+            run,
+            settings.model_preset,
+            settings.num_rounds,
+            directory=SiteDirectory(on_refusal=run.append_refusal),
+            checkpointer=Checkpointer(run, settings.model_preset, meta),
         )
-        return
-    weighted = {0: strategy.latest_evaluation} if strategy.latest_evaluation else {}
-
-    def after_round(server_round: int, arrays):  # Strategy.start's evaluate_fn
-        checkpointer(server_round, arrays, strategy.latest_evaluation)
-        if server_round and strategy.latest_evaluation:
-            weighted[server_round] = strategy.latest_evaluation
-
-    strategy.start(
-        grid=grid,
-        initial_arrays=initial,
-        num_rounds=settings.num_rounds,
-        timeout=settings.round_timeout_s,
-        train_config=ConfigRecord(),
-        evaluate_config=ConfigRecord(),
-        evaluate_fn=after_round,
+    if fab is not None:
+        keep_app_identity(run, fab)
+    write_summary(loop, Outcome(RUNNING, last_done, arrays), settings.num_rounds, started)
+    loop.after_round = lambda: write_summary(
+        loop, Outcome(RUNNING, loop.last_round, arrays), settings.num_rounds, started
     )
 
-    # Summary and the per-site table
-    records = read_metrics(run.path)
-    run.write_summary(
-        build_summary(
-            records, weighted, checkpointer, sites.overviews, settings.num_rounds, time.monotonic() - started
-        )
-    )
-    log(INFO, "Run folder: %s\n%s", run.path, site_table_text(records))
-
-    # The report comes last and imports its plotting here: a report problem never costs the saved results
+    # The rounds
     try:
-        from server_app.report_files import write_report
+        outcome = loop.run_rounds(arrays, last_done)
+    except (SystemExit, KeyboardInterrupt):
+        reason = "the ServerApp was stopped (the coordinator shut down, or `flwr stop`)"
+        write_summary(loop, Outcome(STOPPED, loop.last_round, arrays, reason), settings.num_rounds, started)
+        raise
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"
+        write_summary(loop, Outcome(FAILED, loop.last_round, arrays, reason), settings.num_rounds, started)
+        raise
+    write_summary(loop, outcome, settings.num_rounds, started)
+    write_report(run)
+    return outcome
 
-        log(INFO, "Report: %s", write_report(run.path).html)
+
+def keep_app_identity(run: RunFolder, fab: FabIdentity) -> None:
+    """app.json: the FAB that trained the run; a resumed run started with another FAB says so in the log."""
+    recorded = read_app_identity(run.path).get("fab_sha256", "")
+    if recorded and fab.hash and recorded != f"sha256:{fab.hash}":
+        log(WARNING, "The resumed run uses another app bundle than it started with (%s before)", recorded)
+    write_app_identity(run.path, fab.id, fab.version, fab.hash)
+
+
+def write_summary(loop: FederatedLoop, outcome: Outcome, rounds_planned: int, started: float) -> None:
+    loop.run.write_summary(
+        build_summary(
+            read_metrics(loop.run.path),
+            loop.pooled,
+            loop.checkpointer.best,
+            loop.directory.overviews,
+            rounds_planned,
+            time.monotonic() - started,
+            status=outcome.status,
+            last_round=outcome.last_round,
+            reason=outcome.reason,
+        )
+    )
+
+
+def write_report(run: RunFolder) -> None:
+    """The per-site table and the report come last, the report's plotting imported here: a problem with either
+    never costs the saved results."""
+    records = read_metrics(run.path)
+    if not evaluations(records):
+        log(INFO, "Run folder: %s (no report: no site's validation arrived)", run.path)
+        return
+    try:
+        from server_app.report_files import write_report as write_files
+
+        log(INFO, "Run folder: %s\n%s", run.path, site_table_text(records))
+        log(INFO, "Report: %s", write_files(run.path).html)
     except Exception as error:  # noqa: BLE001 - the report can be rebuilt from the run folder
         log(
             ERROR,

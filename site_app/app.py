@@ -15,7 +15,16 @@ from flwr.clientapp import ClientApp
 from data_prep.dataset import training_dataset
 from models.presets import build_model
 from models.weights import load_record, to_record
-from models.wire import DESCRIBE, NUM_EXAMPLES, SERVER_ROUND, SITE_NAME, TRAIN_LOSS, Record, Validation
+from models.wire import (
+    DESCRIBE,
+    NUM_EXAMPLES,
+    SERVER_ROUND,
+    SITE_MIN_REPORT_CASES,
+    SITE_NAME,
+    TRAIN_LOSS,
+    Record,
+    Validation,
+)
 from site_app.disclosure import ValidationPolicy, evaluation_content, refused_evaluation, suppressed_content
 from site_app.disclosure_policy import DisclosurePolicy, bootstrap_seed, model_digest
 from site_app.policy_replies import declined_training, note_run_split_ignored, refusal, refused_training
@@ -44,7 +53,8 @@ def describe(msg: Message, context: Context) -> Message:
     site = resolve_site(context, settings)
     k = DisclosurePolicy.for_site(context.node_config, settings).min_report_cases
     overview = MetricRecord(site_overview(site, k, site_logger(site.work)))
-    content = RecordDict({Record.SITE: ConfigRecord({SITE_NAME: site.name}), Record.OVERVIEW: overview})
+    identity = ConfigRecord({SITE_NAME: site.name, SITE_MIN_REPORT_CASES: k})  # k: bounds a withheld count
+    content = RecordDict({Record.SITE: identity, Record.OVERVIEW: overview})
     return Message(content, reply_to=msg)
 
 
@@ -91,6 +101,7 @@ def train(msg: Message, context: Context) -> Message:
         learning_rate=settings.learning_rate,
         batch_size=settings.batch_size,
         device=_device(),
+        seed=settings.seed + server_round,
     )
     log.info(
         "round %d: trained on %d cases (%s), mean loss %.4f", server_round, len(chosen), usable.reason, loss

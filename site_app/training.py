@@ -15,10 +15,15 @@ def train_epochs(
     learning_rate: float,
     batch_size: int,
     device: torch.device,
+    seed: int | None = None,
 ) -> float:
-    """Train in place; returns the mean loss over all steps (a finite float, or raises)."""
+    """Train in place; returns the mean loss over all steps (a finite float, or raises).
+
+    With `seed` the batch order depends on it alone, not on the process's random state: a round trains the same
+    in a fresh process (deployment), a reused one (simulation) and a resumed run."""
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=0
+        dataset, batch_size=batch_size, shuffle=True, num_workers=0, generator=generator
     )  # workers crash in Ray actors
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)

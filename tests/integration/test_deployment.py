@@ -41,6 +41,7 @@ from federation_kits import (
 
 from data_prep.synth.federation import write_federation
 from deploy import certificates as certs
+from deploy.coordinator import register_sites
 from deploy.federated_run import CoordinatorNotRunning, check_coordinator_running, plan_run
 from deploy.flower_env import app_directory, flower_env, write_connection
 from deploy.kit import read_coordinator_kit, read_site_kit
@@ -200,6 +201,16 @@ def test_two_sites_train_with_the_release(deployment):
         assert site in output  # the per-site table
         gate_log = (deployment.root / "work" / site / "logs" / "gate.log").read_text()
         assert f"app sha256 {kit.release_sha256} is approved; launching it" in gate_log
+    # issue 11: the quorum is a majority of the kit's sites (here set: 2); one participation line per round
+    words = " ".join(output.split())
+    assert "quorum 2 of 2 sites" in words
+    for server_round in (0, 1, 2):
+        assert f"round {server_round}: 2 of 2 sites" in words
+    summary = json.loads((run_dirs[0] / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds_missed"] == {}
+    assert (run_dirs[0] / "state" / "checkpoint.pt").is_file() and (
+        run_dirs[0] / "models" / "latest.pt"
+    ).is_file()
 
     # privacy: the coordinator's logs name sites, never cases or files
     coordinator_logs = output + (kit.logs / "superlink.log").read_text()
@@ -235,7 +246,7 @@ def test_changed_app_is_refused_at_every_site(deployment, tmp_path):
     assert all(r["fab_sha256"] == fab_hash and r["reason"].startswith(APP_NOT_APPROVED) for r in refusals)
     assert not (run_dir / "metrics.jsonl").exists()
     server_log = (run_dir / "logs" / "flwr-run.log").read_text()
-    assert "Every site refused this app" in server_log  # the run ended on the refusals, not on a timeout
+    assert "every site online refused this app" in server_log  # the run ended on the refusals, not a timeout
     for site in deployment.sites:
         assert f"Site {site} refused the app" in server_log
         assert f"site {site} refused the app: {APP_NOT_APPROVED}" in output
@@ -378,6 +389,50 @@ def test_no_private_key_of_a_site_at_the_coordinator(deployment):
         assert private_key_files(deployment.kits / "sites" / site) == []
         assert registered[site] == certs.load_site_private_key(deployment.keys[site].private).public_key()
     assert not any(path.name == "ca.key" for path in deployment.kits.rglob("*"))
+
+
+def test_coordinator_status_names_every_site_and_the_run(deployment):
+    """`oncofed coordinator status`: sites by name (Flower itself lists node ids only) and the run's state."""
+    result = run_oncofed(
+        "coordinator",
+        "status",
+        "--kit",
+        str(deployment.coordinator_kit),
+        timeout=180,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    table = " ".join(result.stdout.replace("│", " ").replace("┃", " ").split())
+    for site in deployment.sites:
+        assert f"{site} online now" in table, result.stdout
+    run_dir = min((deployment.coordinator_kit / "runs").iterdir())  # the first run: 2 rounds of training
+    assert f"{run_dir.name} completed 2/2" in table, result.stdout
+
+
+@pytest.mark.slow
+def test_a_run_is_continued_from_its_checkpoint(deployment):
+    """`oncofed run --resume RUN_DIR --rounds 3`: a new Flower run continues the completed 2-round run with round
+    3 only, in the same folder; every round appears once per site."""
+    run_dir = min((deployment.coordinator_kit / "runs").iterdir())  # the first run: 2 rounds of training
+    code, output = run_command(deployment, "resume-run", "--resume", str(run_dir), "--rounds", "3")
+    assert code == 0, output[-4000:]
+    assert "Resuming 3 rounds" in output and "[ROUND 3/3]" in output and "[ROUND 2/3]" not in output
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sorted((r["round"], r["site"]) for r in records) == [
+        (rnd, site) for rnd in range(4) for site in deployment.sites
+    ]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["resumed"][0]["after_round"] == 2
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
+def test_registering_the_sites_again_is_fine(deployment):
+    """`coordinator start` after a restart finds the keys registered in its database: not an error."""
+    kit = read_coordinator_kit(deployment.coordinator_kit)
+    registrations = register_sites(kit)
+    assert [(r.site, r.outcome) for r in registrations] == [
+        (site, "already registered") for site in deployment.sites
+    ]
 
 
 def test_site_check_passes_on_a_connected_site(deployment):
