@@ -21,7 +21,7 @@ def kit(tmp_path_factory):
     (root / "spec.toml").write_text(
         f'federation = "plan"\nsites = {json.dumps(SITES)}\n\n[coordinator]\naddresses = ["localhost"]\nport = 9\n'
     )
-    provision(read_spec(root / "spec.toml"), root / "kits")
+    provision(read_spec(root / "spec.toml"), root / "kits", generate_site_keys=True)
     return read_coordinator_kit(root / "kits" / "coordinator")
 
 
