@@ -252,13 +252,12 @@ def run(
     from deploy.release_fab import FabError
     from server_app.run_folder import (
         COMPLETED,
-        FAILED,
         RUNNING,
-        STOPPED,
         SUMMARY_FILE,
         read_json,
         read_metrics,
         read_refusals,
+        stop_explanation,
     )
     from server_app.site_table import evaluations, site_table
 
@@ -316,15 +315,10 @@ def run(
         )
     summary = read_json(plan.run_dir / SUMMARY_FILE)
     resume_hint = f"continue it with `oncofed run --kit {kit} --resume {plan.run_dir}`"
-    if summary.get("status") in (STOPPED, FAILED):
-        stopped = summary.get("stopped") or {}
-        after = stopped.get("after_round")
-        raise fail(
-            f"the run {summary['status']} {'before its first round' if after is None else f'after round {after}'}: "
-            f"{stopped.get('reason')}\n  run folder: {plan.run_dir} ("
-            + ("submit the run again when the sites are online)" if after is None else f"{resume_hint})"),
-            ExitCode.FAILED,
-        )
+    if (stop := stop_explanation(summary)) is not None:
+        what, after = stop
+        hint = "submit the run again when the sites are online" if after is None else resume_hint
+        raise fail(f"{what}\n  run folder: {plan.run_dir} ({hint})", ExitCode.FAILED)
     if summary.get("status") == RUNNING:
         done = summary.get("last_round")
         raise fail(

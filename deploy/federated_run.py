@@ -139,23 +139,10 @@ def plan_run(
 
 def check_init_model(path: Path, preset: str) -> Path:
     """A models/*.pt file of an earlier run, of the same model preset (the ServerApp checks its arrays)."""
-    from models.weights import load_checkpoint
+    from models.weights import load_saved_model
 
     path = path.expanduser().resolve()
-    if not path.is_file():
-        raise ValueError(f"--init {path}: no such file")
-    try:
-        _, meta = load_checkpoint(path)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ValueError(
-            f"--init {path} is not a model saved by an OncoFed run ({type(error).__name__}); give a "
-            "RUN_DIR/models/*.pt file"
-        ) from None
-    if meta.get("model_preset") != preset:
-        raise ValueError(
-            f"--init {path} is a {meta.get('model_preset')!r} model, but this run uses --preset {preset}; "
-            f"give --preset {meta.get('model_preset')}"
-        )
+    load_saved_model(path, preset, "--init")
     return path
 
 

@@ -64,7 +64,7 @@ def simulate(
     from deploy.processes import sigterm_as_interrupt
     from deploy.simulate import ROUND_LINE, failure_context, run_simulation
     from deploy.simulation_plan import NotEnoughCases, plan_resumed_simulation, plan_simulation
-    from server_app.run_folder import COMPLETED, FAILED, STOPPED, SUMMARY_FILE, read_json, read_metrics
+    from server_app.run_folder import COMPLETED, SUMMARY_FILE, read_json, read_metrics, stop_explanation
     from server_app.site_table import evaluations, site_table
 
     if resume is not None and (data is not None or out is not None or run_config):
@@ -119,15 +119,10 @@ def simulate(
             progress.update(task, completed=rounds, description="done")
 
     summary = read_json(plan.run_dir / SUMMARY_FILE)
-    if summary.get("status") in (STOPPED, FAILED):
-        stopped = summary.get("stopped") or {}
-        after = stopped.get("after_round")
-        raise fail(
-            f"the run {summary['status']} {'before its first round' if after is None else f'after round {after}'}: "
-            f"{stopped.get('reason')}"
-            + ("" if after is None else f"; continue it with `oncofed simulate --resume {plan.run_dir}`"),
-            ExitCode.FAILED,
-        )
+    if (stop := stop_explanation(summary)) is not None:
+        what, after = stop
+        hint = "" if after is None else f"; continue it with `oncofed simulate --resume {plan.run_dir}`"
+        raise fail(what + hint, ExitCode.FAILED)
     if code != 0 or summary.get("status") != COMPLETED or not evaluations(read_metrics(plan.run_dir)):
         raise fail(
             f"the run did not finish (flwr run exit code {code}); Flower's logs are in "

@@ -42,3 +42,26 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, obje
     """Read a checkpoint written by save_checkpoint, without unpickling arbitrary objects."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     return payload["state_dict"], payload["meta"]
+
+
+def load_saved_model(
+    path: Path, model_preset: str, option: str
+) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """A global model an earlier run saved (RUN_DIR/models/*.pt) to start a new run from, checked to be a readable
+    OncoFed checkpoint of `model_preset`; ValueError names `option` (the flag or setting that gave `path`), the
+    file and the fix."""
+    if not path.is_file():
+        raise ValueError(f"{option} {path}: no such file; give a RUN_DIR/models/*.pt file of an earlier run")
+    try:
+        state, meta = load_checkpoint(path)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ValueError(
+            f"{option} {path} is not a model saved by an OncoFed run ({type(error).__name__}); give a "
+            "RUN_DIR/models/*.pt file"
+        ) from None
+    if meta.get("model_preset") != model_preset:
+        raise ValueError(
+            f"{option} {path} is a {meta.get('model_preset')!r} model, but this run uses --preset {model_preset}; "
+            f"give --preset {meta.get('model_preset')}"
+        )
+    return state, meta

@@ -70,35 +70,26 @@ def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentit
     if settings.resume:
         run, state = resume_run(settings.run_dir, settings.model_preset, settings.num_rounds)
         restore_strategy(strategy, state.strategy_state)
-        loop = FederatedLoop(
-            grid,
-            strategy,
-            settings,
-            run,
-            settings.model_preset,
-            settings.num_rounds,
-            directory=SiteDirectory.from_state(state.sites, on_refusal=run.append_refusal),
-            presence=Presence.from_state(state.presence),
-            checkpointer=Checkpointer(run, settings.model_preset, meta, BestRound.from_state(state.best)),
-            pooled=dict(state.pooled),
-        )
         arrays, last_done = state.arrays, state.round
+        loop_state = {
+            "directory": SiteDirectory.from_state(state.sites, on_refusal=run.append_refusal),
+            "presence": Presence.from_state(state.presence),
+            "checkpointer": Checkpointer(run, settings.model_preset, meta, BestRound.from_state(state.best)),
+            "pooled": dict(state.pooled),
+        }
         log(INFO, "Resuming the run in %s after round %d", run.path, last_done)
     else:
         arrays, last_done = fresh, None
         if settings.init_model is not None:  # checked before a run folder exists
             arrays = initial_model(settings.init_model, settings.model_preset, fresh)
         run = RunFolder.create(settings.run_dir, run_config)
-        loop = FederatedLoop(
-            grid,
-            strategy,
-            settings,
-            run,
-            settings.model_preset,
-            settings.num_rounds,
-            directory=SiteDirectory(on_refusal=run.append_refusal),
-            checkpointer=Checkpointer(run, settings.model_preset, meta),
-        )
+        loop_state = {
+            "directory": SiteDirectory(on_refusal=run.append_refusal),
+            "checkpointer": Checkpointer(run, settings.model_preset, meta),
+        }
+    loop = FederatedLoop(
+        grid, strategy, settings, run, settings.model_preset, settings.num_rounds, **loop_state
+    )
     if fab is not None:
         keep_app_identity(run, fab)
     write_summary(loop, Outcome(RUNNING, last_done, arrays), settings.num_rounds, started)

@@ -14,7 +14,7 @@ import torch
 from flwr.app import ArrayRecord
 
 from models.atomic import atomic_write_json, atomic_write_text
-from models.weights import load_checkpoint
+from models.weights import load_saved_model
 from server_app.reply_checks import model_spec
 from server_app.round_checkpoint import CheckpointError, RoundState, load_round_state
 from server_app.run_folder import (
@@ -85,19 +85,10 @@ def _cut_after(run_dir: Path, last_round: int) -> int:
 
 def initial_model(path: Path, model_preset: str, fresh: ArrayRecord) -> ArrayRecord:
     """A saved global model (final.pt, best.pt, latest.pt) as the start of a new run: same preset, same arrays."""
-    if not path.is_file():
-        raise CheckpointError(f"init-model {path} does not exist")
     try:
-        state, meta = load_checkpoint(path)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise CheckpointError(
-            f"init-model {path} cannot be read as an OncoFed model ({type(error).__name__}); give a models/*.pt "
-            "file of an earlier run"
-        ) from None
-    if meta.get("model_preset") != model_preset:
-        raise CheckpointError(
-            f"init-model {path} is a {meta.get('model_preset')!r} model; this run uses {model_preset!r}"
-        )
+        state, _ = load_saved_model(path, model_preset, "init-model")
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
     expected = model_spec(fresh)
     arrays = ArrayRecord(
         {name: state[name].to(getattr(torch, spec.dtype)) for name, spec in expected.items() if name in state}

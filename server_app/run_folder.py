@@ -20,6 +20,7 @@ time and fsynced, so an interrupted run leaves readable files.
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,3 +129,15 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
     return {name: version(name) for name in ("oncofed", "flwr", "torch", "monai", "numpy")}
+
+
+def stop_explanation(summary: Mapping[str, object]) -> tuple[str, int | None] | None:
+    """For a summary.json of a run that stopped early or failed: what happened, in one sentence, and the last
+    round whose results are complete (None: not even round 0, so there is nothing to resume); None for a run
+    that completed or is still running."""
+    if summary.get("status") not in (STOPPED, FAILED):
+        return None
+    stopped = summary.get("stopped") or {}
+    after = stopped.get("after_round")
+    when = "before its first round" if after is None else f"after round {after}"
+    return f"the run {summary['status']} {when}: {stopped.get('reason')}", after

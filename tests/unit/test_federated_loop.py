@@ -365,7 +365,7 @@ def test_a_new_run_can_start_from_a_saved_global_model(tmp_path, flower_task):
     assert_same(
         first_message.content["arrays"].to_torch_state_dict(), model(tmp_path / "first", "final"), atol=0
     )
-    with pytest.raises(CheckpointError, match="is a 'tiny' model; this run uses 'small'"):
+    with pytest.raises(CheckpointError, match="is a 'tiny' model, but this run uses --preset small"):
         run_federation(
             ScriptedGrid(three_sites()),
             run_config(tmp_path / "third", init_model=str(saved), model_preset="small"),
