@@ -32,9 +32,20 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def plan_simulation(data: Path, out: Path, rounds: int, preset: str, seed: int) -> SimulationPlan:
-    """Check every input before a process starts; each problem is one clear sentence (ValueError/SiteDataError)."""
+SIMULATION_KEYS = {"seed", "patch-size", "min-sites", "sim-data", "sim-work"}
+"""Run settings `simulate` chooses itself (from --seed, --preset and the data folder)."""
+
+
+def plan_simulation(
+    data: Path, out: Path, rounds: int, preset: str, seed: int, overrides: str = ""
+) -> SimulationPlan:
+    """Check every input before a process starts; each problem is one clear sentence (ValueError/SiteDataError).
+
+    `overrides`: more run settings as `key=value` pairs (--run-config), e.g. 'strategy="fedprox" local-norm=true'."""
+    from deploy.federated_run import RESERVED_KEYS, run_config_overrides
+
     model = get_preset(preset)
+    extra = run_config_overrides(overrides, RESERVED_KEYS | SIMULATION_KEYS)
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
     sites = site_folders(data)
@@ -63,6 +74,7 @@ def plan_simulation(data: Path, out: Path, rounds: int, preset: str, seed: int) 
             "run-dir": str(out.resolve()),
             "sim-data": str(data.resolve()),
             "sim-work": str((out / "sites").resolve()),
+            **extra,
         },
     )
 
@@ -79,10 +91,17 @@ def simulate(
     seed: Annotated[
         int, typer.Option(help="Seed for the initial model, the data split and augmentation.")
     ] = 0,
+    run_config: Annotated[
+        str,
+        typer.Option(
+            "--run-config",
+            help="More run settings as key=value pairs, e.g. 'strategy=\"fedprox\" local-baseline=true'.",
+        ),
+    ] = "",
 ) -> None:
     """Run the federation on this machine in Flower's Simulation Engine and print the per-site results."""
     try:
-        plan = plan_simulation(data, out, rounds, preset, seed)
+        plan = plan_simulation(data, out, rounds, preset, seed, run_config)
     except (ValueError, SiteDataError, FileNotFoundError) as error:
         raise fail(str(error)) from None
 

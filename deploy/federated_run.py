@@ -48,22 +48,7 @@ def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "")
     model = get_preset(preset)
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
-    try:
-        extra = parse_config_args([overrides]) if overrides.strip() else {}
-    except click.ClickException as error:
-        raise ValueError(f"--run-config {overrides!r}: {error.message}") from None
-    known = app_config_keys()
-    unknown = sorted(set(extra) - known)
-    if unknown:
-        raise ValueError(
-            f"--run-config: unknown key {unknown[0]!r}; the run settings are: {', '.join(sorted(known))}"
-        )
-    reserved = sorted(set(extra) & RESERVED_KEYS)
-    if reserved:
-        raise ValueError(
-            f"--run-config sets {', '.join(reserved)}; use --rounds and --preset, the run folder is "
-            "chosen by the command"
-        )
+    extra = run_config_overrides(overrides)
     run_dir = kit.runs / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     if run_dir.exists():
         raise ValueError(f"run folder {run_dir} already exists; wait a second and submit again")
@@ -79,6 +64,27 @@ def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "")
             **extra,
         },
     )
+
+
+def run_config_overrides(overrides: str, reserved_keys: set[str] = RESERVED_KEYS) -> dict[str, object]:
+    """`key=value` pairs of --run-config (TOML values), checked: known keys only, none of `reserved_keys`."""
+    try:
+        extra = parse_config_args([overrides]) if overrides.strip() else {}
+    except click.ClickException as error:
+        raise ValueError(f"--run-config {overrides!r}: {error.message}") from None
+    known = app_config_keys()
+    unknown = sorted(set(extra) - known)
+    if unknown:
+        raise ValueError(
+            f"--run-config: unknown key {unknown[0]!r}; the run settings are: {', '.join(sorted(known))}"
+        )
+    reserved = sorted(set(extra) & reserved_keys)
+    if reserved:
+        raise ValueError(
+            f"--run-config sets {', '.join(reserved)}; use the command's own options (--rounds, --preset, "
+            "--seed), the run folder is chosen by the command"
+        )
+    return extra
 
 
 def app_config_keys() -> set[str]:

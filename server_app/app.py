@@ -3,34 +3,48 @@
 import time
 from logging import ERROR, INFO
 
-from flwr.app import ConfigRecord, Context
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
+from monai.utils import set_determinism
 
+from models.federation_settings import FederationSettings
+from models.norm_layers import shared_state_names
 from models.presets import build_model
+from models.transport import as_sent
 from models.weights import to_record
 from server_app.checkpoints import Checkpointer
 from server_app.run_folder import RunFolder, read_metrics
 from server_app.run_settings import ServerRunSettings
 from server_app.site_directory import SiteDirectory
 from server_app.site_table import site_table_text
-from server_app.strategy import SiteFedAvg
+from server_app.strategies import build_strategy
 from server_app.summary import build_summary
+from server_app.traffic import MeteredGrid, TrafficLedger
 
 app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    # Settings, run folder and the initial global model
+    # Settings, run folder and the initial global model (without the norm layers when they stay at the sites)
     settings = ServerRunSettings.from_run_config(context.run_config)
+    federation = FederationSettings.from_run_config(context.run_config)
+    set_determinism(seed=settings.seed)  # DP noise is drawn from numpy's global generator
     run = RunFolder.create(settings.run_dir, context.run_config)
-    initial = to_record(build_model(settings.model_preset, seed=settings.seed))
+    model = build_model(settings.model_preset, seed=settings.seed)
+    full_initial = to_record(model)
+    shared = shared_state_names(model, federation.local_norm)
+    initial = ArrayRecord({name: full_initial[name] for name in shared})
     started = time.monotonic()
+    traffic = TrafficLedger()
+    grid = MeteredGrid(grid, traffic)
 
-    # Strategy: FedAvg weighted by num-examples, results filed per site
+    # Strategy (run config `strategy`), results filed per site
     sites = SiteDirectory(timeout_s=settings.round_timeout_s)
-    strategy = SiteFedAvg(
+    strategies = build_strategy(
+        federation,
+        settings.min_sites,
         sites=sites,
         run=run,
         model_keys=initial.keys(),
@@ -38,7 +52,15 @@ def main(grid: Grid, context: Context) -> None:
         min_evaluate_nodes=settings.min_sites,
         min_available_nodes=settings.min_sites,
     )
+    strategy = strategies.run
+    strategies.sites.record_extras = lambda rnd, node: {
+        "bytes": traffic.site_round(rnd, node),
+        "privacy": strategies.privacy(rnd),
+    }
     checkpointer = Checkpointer(run, settings.model_preset)
+
+    def latest_evaluation() -> MetricRecord | None:
+        return strategies.sites.latest_evaluation
 
     # Round 0: every site validates the initial model, so each site's starting point is on record
     strategy.aggregate_evaluate(
@@ -47,12 +69,15 @@ def main(grid: Grid, context: Context) -> None:
             strategy.configure_evaluate(0, initial, ConfigRecord(), grid), timeout=settings.round_timeout_s
         ),
     )
-    weighted = {0: strategy.latest_evaluation} if strategy.latest_evaluation else {}
+    weighted = {0: latest_evaluation()} if latest_evaluation() else {}
 
     def after_round(server_round: int, arrays):  # Strategy.start's evaluate_fn
-        checkpointer(server_round, arrays, strategy.latest_evaluation)
-        if server_round and strategy.latest_evaluation:
-            weighted[server_round] = strategy.latest_evaluation
+        # The model saved is the one the sites validated (in the transport precision), and whole: with
+        # local-norm its norm layers are the initial ones (each site validated its own)
+        validated = as_sent(arrays, federation.transport_dtype)
+        checkpointer(server_round, ArrayRecord({**full_initial, **validated}), latest_evaluation())
+        if server_round and latest_evaluation():
+            weighted[server_round] = latest_evaluation()
 
     strategy.start(
         grid=grid,

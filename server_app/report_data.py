@@ -9,6 +9,7 @@ from pathlib import Path
 
 from models.presets import build_model, get_preset
 from server_app.pooled import pool
+from server_app.report_training import training_data
 from server_app.run_folder import CONFIG_FILE, SUMMARY_FILE, read_json, read_metrics
 from server_app.site_table import first_and_last, is_suppressed, region_names, suppressed_text
 
@@ -33,6 +34,7 @@ REGION_TITLES = {
 
 TRAINING_KEYS = (
     "num-server-rounds",
+    "strategy",
     "local-epochs",
     "learning-rate",
     "batch-size",
@@ -43,6 +45,10 @@ TRAINING_KEYS = (
     "model-preset",
     "min-sites",
     "seed",
+    "local-norm",
+    "local-baseline",
+    "transport-dtype",
+    "min-lesion-mm3",
 )
 
 SMALL_N = 10
@@ -63,6 +69,8 @@ def report_data(run_dir: Path) -> dict:
     conventions = next((r["conventions"] for r in records if r.get("conventions")), {})
     rounds = sorted({r["round"] for r in records})
     sites = [_site_row(site, last_record) for site, (_, last_record) in last.items()]
+    pooled = [_pooled_round(rnd, [r for r in records if r["round"] == rnd]) for rnd in rounds]
+    training = training_data(records, run_config, pooled)
     return {
         "run": {
             "folder": run_dir.resolve().name,
@@ -81,13 +89,14 @@ def report_data(run_dir: Path) -> dict:
             site: [_round_point(r) for r in sorted(rs, key=lambda r: r["round"])]
             for site, rs in _by_site(records).items()
         },
-        "pooled": [_pooled_round(rnd, [r for r in records if r["round"] == rnd]) for rnd in rounds],
+        "pooled": pooled,
+        "training": training,
         "data_overview": [
             _overview(site, last_record, summary.get("site_overview", {}).get(site, {}))
             for site, (_, last_record) in last.items()
         ],
-        "methods": _methods(records, conventions, run_config, config.get("software", {})),
-        "limitations": _limitations(sites, run_config, summary),
+        "methods": _methods(records, conventions, run_config, config.get("software", {}), training),
+        "limitations": _limitations(sites, run_config, summary, training),
     }
 
 
@@ -167,7 +176,9 @@ def _overview(site: str, record: dict, described: dict) -> dict:
     }
 
 
-def _methods(records: list[dict], conventions: dict, run_config: dict, software: dict) -> dict:
+def _methods(
+    records: list[dict], conventions: dict, run_config: dict, software: dict, training: dict
+) -> dict:
     differing = sorted(
         {
             r["site"]
@@ -181,7 +192,7 @@ def _methods(records: list[dict], conventions: dict, run_config: dict, software:
         spec = get_preset(preset)
         model = {
             "preset": preset,
-            "architecture": "MONAI UNet, 3D, instance norm",
+            "architecture": "MONAI UNet, 3D, affine instance norm",
             "channels": list(spec.channels),
             "strides": list(spec.strides),
             "residual_units": spec.num_res_units,
@@ -195,7 +206,7 @@ def _methods(records: list[dict], conventions: dict, run_config: dict, software:
         },
         "model": model,
         "training": {key: run_config[key] for key in TRAINING_KEYS if key in run_config},
-        "aggregation": "FedAvg, weighted by each site's number of training cases (`num-examples`)",
+        "aggregation": training["strategy"]["text"],
         "coordinator_software": software,
     }
 
@@ -205,7 +216,7 @@ def _comparable(conventions: dict) -> dict:
     return {k: v for k, v in conventions.items() if k != "software"}
 
 
-def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str]:
+def _limitations(sites: list[dict], run_config: dict, summary: dict, training: dict) -> list[str]:
     notes = []
     suppressed = [s["name"] for s in sites if s["status"] == "suppressed"]
     reported = [s for s in sites if s["status"] == "reported"]
@@ -238,8 +249,16 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str
             "can resolve, so sites are not directly comparable on them."
         ),
         "The numbers are computed by the sites; the coordinator cannot check them against any image.",
-        "This run has no local-only baseline, so it does not show whether federation helped each site.",
     ]
+    if training["baseline"]["enabled"]:
+        notes.append(
+            "Local-only baselines were trained with the same per-round budget as the federation; the comparison "
+            "is on each site's own validation cases, which also chose models/best.pt."
+        )
+    else:
+        notes.append(
+            "This run has no local-only baseline, so it does not show whether federation helped each site."
+        )
     if run_config.get("sim-data"):
         notes.append("This was a simulation: every site ran on one machine, on data the operator holds.")
     if not summary:

@@ -8,15 +8,14 @@ evaluation (server_app.pooled), which is what FedAvg's reply-consistency check w
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from logging import WARNING
 
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
 
+from server_app.aggregation import FastMean
 from server_app.pooled import pooled_metrics
 from server_app.run_folder import REPORTED, SUPPRESSED, RunFolder
 from server_app.site_directory import SiteDirectory
@@ -25,8 +24,9 @@ VALIDATION_RECORD = "validation"
 """The ConfigRecord of an evaluate reply: status ("reported" or "suppressed"), the site's minimum, conventions."""
 
 
-class SiteFedAvg(FedAvg):
-    """FedAvg + per-site records in the run folder; `latest_evaluation` holds the last pooled evaluation."""
+class SiteFedAvg(FastMean):
+    """FedAvg (with the fast weighted mean) + per-site records in the run folder; `latest_evaluation` holds the
+    last pooled evaluation."""
 
     def __init__(
         self, *, sites: SiteDirectory, run: RunFolder, model_keys: Iterable[str], **fedavg: object
@@ -37,6 +37,8 @@ class SiteFedAvg(FedAvg):
         self.model_keys = frozenset(model_keys)
         self.latest_evaluation: MetricRecord | None = None
         self._train_metrics: dict[int, dict[str, float]] = {}
+        self.record_extras: Callable[[int, int], dict] | None = None
+        """(round, node id) → more fields for that site's metrics.jsonl record (bytes sent, privacy spent)."""
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -62,6 +64,14 @@ class SiteFedAvg(FedAvg):
             if not m.has_error()
         }
         return super().aggregate_train(server_round, kept)
+
+    def screen_train_replies(self, replies: Iterable[Message]) -> list[Message]:
+        """The train replies fit to aggregate: no error, well formed, consistent (others are logged and dropped)."""
+        return [
+            r
+            for r in self._consistent(self._keep_sound(replies, self._train_reply_problem))
+            if not r.has_error()
+        ]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         reported = []
@@ -95,6 +105,7 @@ class SiteFedAvg(FedAvg):
                 "metrics": metrics or {},
                 "conventions": {k: v for k, v in validation.items() if k != "status"},
                 "train": self._train_metrics.get(node),
+                **(self.record_extras(server_round, node) if self.record_extras else {}),
             }
         )
 
@@ -114,15 +125,16 @@ class SiteFedAvg(FedAvg):
                 continue
             problem = problem_of(reply)
             if problem:
-                log(
-                    WARNING,
-                    "Dropping the reply of site %s: %s",
-                    self.sites.name(reply.metadata.src_node_id),
-                    problem,
-                )
+                self.reject_reply(reply, problem)
             else:
                 kept.append(reply)
         return kept
+
+    def reject_reply(self, reply: Message, problem: str) -> None:
+        """Log a reply that is left out, naming its site."""
+        log(
+            WARNING, "Dropping the reply of site %s: %s", self.sites.name(reply.metadata.src_node_id), problem
+        )
 
     def _consistent(self, replies: list[Message]) -> list[Message]:
         """Keep the replies whose metric names are the most common set; FedAvg would end the run on a mismatch."""
@@ -168,9 +180,7 @@ class SiteFedAvg(FedAvg):
         arrays = next(iter(records.values()))
         if set(arrays.keys()) != self.model_keys:
             return "its weights do not match the global model's parameter names (another model preset?)"
-        for name, array in arrays.items():
-            if not np.isfinite(array.numpy()).all():
-                return f"weights of {name!r} are not finite"
+        # Non-finite weights are found by the weighted mean itself (server_app.aggregation), in the same pass.
         return self._metric_problem(reply)
 
     def _evaluate_reply_problem(self, reply: Message) -> str | None:

@@ -1,4 +1,5 @@
-"""The site's ClientApp: Flower glue only. Each handler loads, calls a plain function, and replies.
+"""The site's ClientApp: Flower glue only. Each handler loads, calls a plain function (site_app.federated_round),
+and replies.
 
 Replies carry weights and aggregates only: `num-examples` is the number of training cases (train) or
 validation cases (evaluate); per-case values, case ids and file names stay in the site's work folder. Below the
@@ -9,18 +10,15 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from data_prep.dataset import training_dataset
-from models.presets import build_model
-from models.weights import load_record, to_record
-from site_app.disclosure import ValidationPolicy, evaluation_content
+from models.federation_settings import FederationSettings
+from site_app.disclosure import ValidationPolicy
+from site_app.federated_round import SiteRound, evaluate_round, train_round
 from site_app.privacy import keep_details_local
 from site_app.run_settings import SiteRunSettings
-from site_app.site_config import resolve_site
+from site_app.run_state import run_state_dir
+from site_app.site_config import SitePaths, resolve_site
 from site_app.site_data import load_site_cases, site_overview
 from site_app.site_log import site_logger
-from site_app.training import train_epochs
-from site_app.validation import validate_cases
-from site_app.work_records import keep_validation
 
 app = ClientApp(mods=[keep_details_local])
 
@@ -39,69 +37,37 @@ def describe(msg: Message, context: Context) -> Message:
     )
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    # Load the site, the settings and the global model
-    site = resolve_site(context)
+def _site_round(context: Context, site: SitePaths) -> SiteRound:
+    """The site, its settings and cases, and its state folder for this run."""
     settings = SiteRunSettings.from_run_config(context.run_config)
     log = site_logger(site.work)
-    server_round = int(msg.content["config"]["server-round"])
-    model = build_model(settings.model_preset)
-    load_record(model, msg.content["arrays"])
-
-    # Load the data
-    cases = load_site_cases(site, settings.pipeline, settings.val_fraction, settings.seed, log)
-    dataset = training_dataset(
-        cases.train, settings.pipeline, site.work / "cache", seed=settings.seed + server_round
-    )
-
-    # Train
-    loss = train_epochs(
-        model,
-        dataset,
-        epochs=settings.local_epochs,
-        learning_rate=settings.learning_rate,
-        batch_size=settings.batch_size,
+    return SiteRound(
+        site=site,
+        settings=settings,
+        federation=FederationSettings.from_run_config(context.run_config),
+        cases=load_site_cases(site, settings.pipeline, settings.val_fraction, settings.seed, log),
+        state_dir=run_state_dir(site.work, context.run_config, context.run_id),
         device=_device(),
+        log=log,
     )
-    log.info("round %d: trained on %d cases, mean loss %.4f", server_round, len(cases.train), loss)
 
-    # Reply with weights and aggregates
-    metrics = MetricRecord({"train-loss": loss, "num-examples": len(cases.train)})
-    return Message(RecordDict({"arrays": to_record(model), "metrics": metrics}), reply_to=msg)
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    work = _site_round(context, resolve_site(context))
+    config = msg.content["config"]
+    server_round = int(config["server-round"])
+    mu = config.get("proximal-mu")  # sent by the coordinator's FedProx only
+    proximal_mu = float(mu) if isinstance(mu, int | float) and not isinstance(mu, bool) else None
+    arrays, metrics = train_round(work, server_round, msg.content["arrays"], proximal_mu)
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    # Load the site, the settings and the global model
-    site = resolve_site(context)
-    settings = SiteRunSettings.from_run_config(context.run_config)
+    work = _site_round(context, resolve_site(context))
     policy = ValidationPolicy.from_context(context)
-    log = site_logger(site.work)
     server_round = int(msg.content["config"]["server-round"])
-    model = build_model(settings.model_preset)
-    load_record(model, msg.content["arrays"])
-
-    # Load the data
-    cases = load_site_cases(site, settings.pipeline, settings.val_fraction, settings.seed, log)
-
-    # Validate: per-case values stay here, in the work folder
-    results, n_failed = validate_cases(model, cases.val, settings.pipeline, policy.regions, _device(), log)
-    if not results:
-        raise ValueError(
-            f"none of the {len(cases.val)} validation cases could be validated (see the site log)"
-        )
-    keep_validation(
-        site, context.run_config, server_round, msg.content["arrays"], settings.model_preset, results
-    )
-    content = evaluation_content(results, cases.n_skipped + n_failed, policy)
-    log.info(
-        "round %d: validated %d cases (%s, minimum %d)",
-        server_round,
-        len(results),
-        content["validation"]["status"],
-        policy.min_report_cases,
-    )
-
-    # Reply with aggregates only, or with none below the site's minimum
+    # Aggregates only, or none below the site's minimum; per-case values stay in the work folder
+    content = evaluate_round(work, server_round, msg.content["arrays"], policy, dict(context.run_config))
     return Message(content, reply_to=msg)

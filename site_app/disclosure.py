@@ -16,6 +16,7 @@ from importlib.metadata import version
 from flwr.app import ConfigRecord, Context, MetricRecord, RecordDict
 
 from site_app.aggregates import BOOTSTRAP_RESAMPLES, CI_LEVEL, site_aggregates
+from site_app.local_baseline import baseline_aggregates
 from site_app.metrics import (
     COUNTS,
     HD95_PENALTY_MM,
@@ -81,14 +82,22 @@ def conventions(policy: ValidationPolicy) -> dict[str, str | int | float | list[
 
 
 def evaluation_content(
-    results: Sequence[CaseEvaluation], n_skipped: int, policy: ValidationPolicy
+    results: Sequence[CaseEvaluation],
+    n_skipped: int,
+    policy: ValidationPolicy,
+    baseline: Sequence[CaseEvaluation] | None = None,
 ) -> RecordDict:
-    """The evaluate reply's content: aggregates when the site has at least its minimum of cases, else none."""
+    """The evaluate reply's content: aggregates when the site has at least its minimum of cases, else none.
+
+    `baseline`: the local-only model's results on the same cases (run config `local-baseline`); its aggregates
+    and those of the paired difference are added under the same rule (site_app.local_baseline)."""
     validation = {**conventions(policy), "min-report-cases": policy.min_report_cases}
     if len(results) < policy.min_report_cases:
         return RecordDict({"validation": ConfigRecord({**validation, "status": SUPPRESSED})})
     aggregates = site_aggregates(
         [r.metrics for r in results], [r.spacing_mm for r in results], list(policy.regions), policy.seed
     )
+    if baseline is not None:
+        aggregates.update(baseline_aggregates(results, baseline, list(policy.regions), policy.seed))
     metrics = MetricRecord({**aggregates, "n-skipped": n_skipped, "num-examples": len(results)})
     return RecordDict({"validation": ConfigRecord({**validation, "status": REPORTED}), "metrics": metrics})

@@ -42,6 +42,7 @@ class CapturedRun:
 
 
 _RUN: CapturedRun | None = None
+_OPTION_RUNS: dict[str, CapturedRun] = {}
 
 
 def captured_run(tmp_path_factory) -> CapturedRun:
@@ -49,6 +50,14 @@ def captured_run(tmp_path_factory) -> CapturedRun:
     if _RUN is None:
         _RUN = _run(tmp_path_factory.mktemp("captured-run"))
     return _RUN
+
+
+def option_run(tmp_path_factory, name: str, overrides: dict, rounds: int = 1) -> CapturedRun:
+    """The same federation and settings as captured_run with more run settings (`overrides`), run once per
+    session under `name`; the same data (seed 3), so runs differ only by their settings."""
+    if name not in _OPTION_RUNS:
+        _OPTION_RUNS[name] = _run(tmp_path_factory.mktemp(f"option-run-{name}"), overrides, rounds)
+    return _OPTION_RUNS[name]
 
 
 def _capture_app(folder: Path, run_config: dict) -> Path:
@@ -78,16 +87,17 @@ def _capture_app(folder: Path, run_config: dict) -> Path:
     return folder
 
 
-def _run(root: Path) -> CapturedRun:
+def _run(root: Path, overrides: dict | None = None, rounds: int = 1) -> CapturedRun:
     data, run_dir, capture = root / "data", root / "run", root / "captured"
     write_federation(data, n_sites=len(SITES), seed=3, preset="tiny")
-    plan = plan_simulation(data, run_dir, rounds=1, preset="tiny", seed=1)
+    plan = plan_simulation(data, run_dir, rounds=rounds, preset="tiny", seed=1)
     run_config = {
         **plan.run_config,
         "val-fraction": 0.8,
         "sim-min-report-cases": MIN_REPORT_CASES,
         "eval-regions": "brats",
         "capture-dir": str(capture),
+        **(overrides or {}),
     }
     plan = dataclasses.replace(plan, app_dir=_capture_app(root / "app", run_config), run_config=run_config)
     lines: list[str] = []
