@@ -1,8 +1,8 @@
 """Aggregation: the coordinator's weighted mean of N site updates, against a plain copy of the same bytes.
 
 For the default model and a 19 M-parameter UNet, N ∈ {4, 16, 64} train replies (ArrayRecords, as they arrive
-from the sites) are averaged by the coordinator's SiteFedAvg.aggregate_train (reply checks + Flower's FedAvg)
-and by Flower's FedAvg alone. The baseline is numpy copying the same array payloads in this process.
+from the sites) are averaged by the coordinator's SiteFedAvg.aggregate_train (reply checks + the weighted mean of
+server_app.aggregation) and by Flower's FedAvg alone. The baseline is numpy copying the same array payloads in this process.
 With --device cuda, a torch weighted mean of the same updates held on the GPU is set against a GPU copy.
 """
 
@@ -236,8 +236,10 @@ def main() -> None:
             f" copy); median of {repeats} timed repeat(s) after a warm-up; MB in = the N updates' ArrayRecord bytes."
         ),
         (
-            "SiteFedAvg = server_app.strategy (reply checks, finiteness of every array, then Flower's FedAvg);"
-            " FedAvg = flwr.serverapp.strategy.FedAvg.aggregate_train alone (numpy, one thread)."
+            "SiteFedAvg = server_app.strategy (reply checks, then server_app.aggregation's weighted mean: each array"
+            " read in place from the message bytes, one fused BLAS saxpy pass per update into a float32"
+            " accumulator, finiteness checked on the result); FedAvg ="
+            " flwr.serverapp.strategy.FedAvg.aggregate_train alone (numpy, one thread)."
         ),
         (
             f"Headline ratios: N={max(site_counts)} updates (the largest configuration, where aggregation time matters);"

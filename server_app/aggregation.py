@@ -2,27 +2,28 @@
 
 Flower's FedAvg deserializes every array of every reply (`Array.numpy()`: a copy), multiplies it into a new
 array and sums the results (more copies), in float64. Here each reply's array is read in place from its message
-bytes (a view after the .npy header, no copy) and added once into a float32 accumulator allocated once per
-round (`acc += w·x`, one fused pass per update, torch's multi-threaded `add_`). float16 updates (transport-dtype
-float16) are read as they came and accumulated in float32.
+bytes (a view after the .npy header, no copy) and added once into a float32 accumulator allocated once per array
+(`acc += w·x`: BLAS saxpy, one fused pass per update). float16 updates (transport-dtype float16) are read as they
+came and accumulated in float32.
 
-Finiteness is checked once, on the result: with positive weights the mean is finite exactly when every update
-is (an overflow to infinity is refused too). Only when it is not are the updates searched for the culprits.
+Finiteness is checked once, on the result (its sum): with positive weights the mean is finite exactly when every
+update is (an overflow to infinity is refused too). Only when it is not are the updates searched for the culprits.
 """
 
 import io
-import warnings
+import math
 from collections.abc import Sequence
 from logging import WARNING
 
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp.strategy import FedAvg
+from scipy.linalg.blas import saxpy
+from threadpoolctl import threadpool_limits
 
-_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}
-"""The parsed .npy header of each distinct header prefix: (dtype, shape, offset of the data)."""
+_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int, int]] = {}
+"""The parsed .npy header of each distinct header: (dtype, shape, element count, offset of the data)."""
 
 
 def array_view(array: Array) -> np.ndarray:
@@ -45,18 +46,17 @@ def array_view(array: Array) -> np.ndarray:
         shape, fortran, dtype = read_header(stream)
         if fortran or dtype.hasobject:
             return array.numpy()
-        parsed = (dtype, tuple(shape), offset)
+        parsed = (dtype, tuple(shape), math.prod(shape), offset)
         if len(_HEADERS) < 100_000:
             _HEADERS[header] = parsed
-    dtype, shape, offset = parsed
-    count = int(np.prod(shape, dtype=np.int64))
+    dtype, shape, count, offset = parsed
     return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
 
 
-def _tensor(values: np.ndarray) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # read-only buffer: we only ever read it
-        return torch.from_numpy(values)
+def _is_finite(values: np.ndarray) -> bool:
+    """True when every element is finite: one read of the array (x·x, BLAS), no allocation unlike
+    isfinite().all(); an overflow (|x| ≳ 1e19) counts as not finite, which weights never reach."""
+    return math.isfinite(float(np.dot(values, values)))
 
 
 class NonFiniteUpdate(ValueError):
@@ -65,6 +65,16 @@ class NonFiniteUpdate(ValueError):
     def __init__(self, bad: dict[int, str]) -> None:
         super().__init__(f"non-finite weights in update(s) {sorted(bad)}")
         self.bad = bad
+
+
+def _accumulate(acc: np.ndarray, values: np.ndarray, share: float) -> None:
+    """acc += share · values, in place. float32 updates: BLAS saxpy, one fused pass reading the update where it
+    lies; float16 updates: converted on the way; others (integers) into a float64 accumulator."""
+    flat = values.reshape(-1)
+    if acc.dtype == np.float32 and flat.dtype == np.float32:
+        saxpy(flat, acc, a=share)
+    else:
+        np.add(acc, np.multiply(flat, acc.dtype.type(share), dtype=acc.dtype), out=acc)
 
 
 def weighted_mean(records: Sequence[ArrayRecord], weights: Sequence[float]) -> ArrayRecord:
@@ -79,26 +89,34 @@ def weighted_mean(records: Sequence[ArrayRecord], weights: Sequence[float]) -> A
     shares = [float(w) / total for w in weights]
     mean: dict[str, Array] = {}
     finite = True
-    for name in records[0]:
-        first = array_view(records[0][name])
-        is_float = first.dtype.kind == "f"
-        acc = torch.empty(first.shape, dtype=torch.float32 if is_float else torch.float64)
-        for index, (record, share) in enumerate(zip(records, shares, strict=True)):
-            values = _tensor(array_view(record[name]) if index else first)
-            if values.shape != acc.shape:
-                raise ValueError(f"array {name!r} has shape {tuple(values.shape)} in update {index}")
-            if index == 0:
-                torch.mul(values, share, out=acc)
-            else:
-                acc.add_(values, alpha=share)
-        if is_float:
-            finite = finite and bool(torch.isfinite(acc).all())
-            mean[name] = Array(acc.numpy())
-        else:
-            mean[name] = Array(np.rint(acc.numpy()).astype(first.dtype))
+    # One thread: the mean is bound by memory bandwidth, and BLAS threads only add wake-up costs per array
+    with threadpool_limits(limits=1, user_api="blas"):
+        finite = _accumulate_all(records, shares, mean)
     if not finite:
         raise NonFiniteUpdate(_non_finite(records))
     return ArrayRecord(mean)
+
+
+def _accumulate_all(records: Sequence[ArrayRecord], shares: list[float], mean: dict[str, Array]) -> bool:
+    """Fill `mean` array by array; returns whether every float array of the mean is finite."""
+    finite = True
+    for name in records[0]:
+        first = array_view(records[0][name])
+        is_float = first.dtype.kind == "f"
+        acc = np.multiply(first.reshape(-1), shares[0], dtype=np.float32 if is_float else np.float64)
+        for index in range(1, len(records)):
+            values = array_view(records[index][name])
+            if values.shape != first.shape:
+                raise ValueError(
+                    f"array {name!r} has shape {values.shape} in update {index}, not {first.shape}"
+                )
+            _accumulate(acc, values, shares[index])
+        if is_float:
+            finite = finite and _is_finite(acc)
+            mean[name] = Array(acc.reshape(first.shape))
+        else:
+            mean[name] = Array(np.rint(acc).astype(first.dtype).reshape(first.shape))
+    return finite
 
 
 def _non_finite(records: Sequence[ArrayRecord]) -> dict[int, str]:

@@ -100,7 +100,13 @@ def validate(
     work: SiteRound, model: torch.nn.Module, policy: ValidationPolicy
 ) -> tuple[list[CaseEvaluation], int]:
     results, n_failed = validate_cases(
-        model, work.cases.val, work.settings.pipeline, policy.regions, work.device, work.log
+        model,
+        work.cases.val,
+        work.settings.pipeline,
+        policy.regions,
+        work.device,
+        work.log,
+        work.federation.min_lesion_mm3,
     )
     if not results:
         raise ValueError(

@@ -139,3 +139,17 @@ def test_the_verdict_says_helped_worse_or_no_evidence():
 def test_sharp_drops_of_the_pooled_dice_are_found():
     pooled = [{"round": r, "dice-mean": d} for r, d in enumerate([0.1, 0.4, 0.05, 0.3, 0.28, 0.2])]
     assert [d["round"] for d in sharp_drops(pooled)] == [2, 5]
+
+
+def test_post_processing_removes_isolated_specks_below_the_volume_and_keeps_tumors_whole():
+    from site_app.postprocess import remove_small_lesions
+
+    prediction = np.zeros((20, 20, 20), dtype=np.int64)
+    prediction[2:10, 2:10, 2:10] = 2  # a tumor of 512 voxels …
+    prediction[5:7, 5:7, 5:7] = 3  # … with a small enhancing core inside
+    prediction[15, 15, 15] = 3  # an isolated speck of 1 voxel
+    prediction[15:17, 2:4, 2:4] = 1  # 8 voxels
+    cleaned = remove_small_lesions(prediction, (2.0, 2.0, 2.0), min_mm3=64.0 + 1)  # 8 voxels = 64 mm³
+    assert cleaned[15, 15, 15] == 0 and not cleaned[15:17, 2:4, 2:4].any()
+    assert np.array_equal(cleaned[:12, :12, :12], prediction[:12, :12, :12])
+    assert remove_small_lesions(prediction, (2.0, 2.0, 2.0), 0.0) is prediction
