@@ -22,6 +22,7 @@ from deploy.flower_env import toml_value
 from deploy.kit import CONNECTION, CoordinatorKit
 from deploy.processes import follow_log, start_process
 from deploy.simulate import app_directory, flower_executable
+from models.federation_settings import FederationSettings
 from models.presets import get_preset
 
 RUN_STARTED = re.compile(r"Successfully started run (\d+)")
@@ -84,6 +85,12 @@ def run_config_overrides(overrides: str, reserved_keys: set[str] = RESERVED_KEYS
             f"--run-config sets {', '.join(reserved)}; use the command's own options (--rounds, --preset, "
             "--seed), the run folder is chosen by the command"
         )
+    try:
+        FederationSettings.from_run_config(
+            extra
+        )  # strategy, local-norm, transport, DP, …: checked here already
+    except ValueError as error:
+        raise ValueError(f"--run-config: {error}") from None
     return extra
 
 

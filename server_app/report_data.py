@@ -250,6 +250,17 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict, training: d
         ),
         "The numbers are computed by the sites; the coordinator cannot check them against any image.",
     ]
+    if training["strategy"]["local_norm"]:
+        notes.append(
+            "With site-local normalization each site validated its own personalized model; models/best.pt and "
+            "final.pt hold the shared weights with the initial norm layers, and each site's own norm layers exist "
+            "only at that site."
+        )
+    if training["privacy"]["enabled"]:
+        notes.append(
+            "ε covers the model weights the coordinator released each round (site-level, add-or-remove-one); the "
+            "validation aggregates the sites send are not covered by it."
+        )
     if training["baseline"]["enabled"]:
         notes.append(
             "Local-only baselines were trained with the same per-round budget as the federation; the comparison "

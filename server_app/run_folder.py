@@ -1,7 +1,8 @@
 """The run folder: config.json, metrics.jsonl (one object per site per round), summary.json, models/, report.
 
 A metrics.jsonl record: {"round", "site", "status", "min_report_cases", "n_cases", "metrics", "conventions",
-"train"}; a suppressed site's has n_cases null and no metrics.
+"train", "bytes", "privacy"}; a suppressed site's has n_cases null and no metrics. "bytes": the site's messages of
+the round per direction (server_app.traffic); "privacy": ε and δ spent so far with central DP, else null.
 
 Every file is written atomically (temp file + rename) or, for metrics.jsonl, appended a whole line at a
 time and fsynced, so an interrupted run leaves readable files.
