@@ -141,6 +141,8 @@ class FastMean(FedAvg):
     """
 
     uniform_weights = False
+    latest_mean: ArrayRecord | None = None
+    """The last plain weighted mean (a server optimizer's input), for arrays the optimizer must not touch."""
 
     def aggregate_train(
         self, server_round: int, replies: Sequence[Message] | object
@@ -163,6 +165,7 @@ class FastMean(FedAvg):
                     self.reject_reply(valid[index], f"weights of {name!r} are not finite")
                 valid = [m for i, m in enumerate(valid) if i not in error.bad]
                 continue
+            self.latest_mean = arrays
             return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         return None, None
 

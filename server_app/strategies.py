@@ -89,7 +89,20 @@ class Transport(SiteFedAvg):
 
 
 class OptimizerState(Transport):
-    """state_dict of FedOpt (FedAdam, FedYogi): the first and second moments, one tensor per array."""
+    """FedOpt (FedAdam, FedYogi) on float arrays only, and its state_dict: the first and second moments.
+
+    Flower's FedOpt steps every array; an integer array (a counter such as BatchNorm's `num_batches_tracked`) is
+    instead given the plain weighted mean."""
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is not None and self.latest_mean is not None:
+            for name, array in self.latest_mean.items():
+                if np.dtype(array.dtype).kind != "f":
+                    arrays[name] = array
+        return arrays, metrics
 
     def state_dict(self) -> dict[str, object]:
         state: dict[str, object] = {"strategy": self.name}

@@ -160,3 +160,16 @@ def test_float16_transport_halves_the_bytes_and_round_trips_to_what_the_site_tra
     huge = ArrayRecord({"w": Array(np.array([1e6], np.float32))})
     with pytest.raises(ValueError, match="float16's range"):
         encode(huge, "float16")
+
+
+def test_the_server_optimizer_steps_float_arrays_only(tmp_path, flower_task):
+    def record(weight: float, count: int) -> ArrayRecord:
+        return ArrayRecord(
+            {"w": Array(np.full(3, weight, np.float32)), "count": Array(np.array([count], np.int64))}
+        )
+
+    adam = SiteFedAdam(**site_kwargs(tmp_path, ["w", "count"]), eta=0.5)
+    replies = [reply_from(11, record(1.0, 10), 1), reply_from(12, record(3.0, 20), 1)]
+    arrays = adam_round(adam, record(0.0, 0), replies, 1)
+    assert arrays["count"].numpy().tolist() == [15] and arrays["count"].numpy().dtype == np.int64
+    assert not np.allclose(arrays["w"].numpy(), 2.0)  # the optimizer's step, not the mean
