@@ -47,6 +47,8 @@ OPTIMIZER_STATE = ("m_t", "v_t")
 class Transport(SiteFedAvg):
     """Weights travel in `transport_dtype`; the strategy works on exactly the values the sites received."""
 
+    name = "fedavg"
+    """The run config's `strategy` value this class implements."""
     transport_dtype: str = "float32"
 
     def configure_train(
@@ -84,8 +86,6 @@ class Transport(SiteFedAvg):
             raise ValueError(
                 f"the saved strategy state is for {state.get('strategy')!r}, this run uses {self.name!r}"
             )
-
-    name = "fedavg"
 
 
 class OptimizerState(Transport):
