@@ -32,10 +32,10 @@ test-slow: install
 
 # Benchmarks: each script prints RATIO lines and appends to bench/RESULTS.md (see bench/README.md).
 bench: install
-	for script in quality pipeline overhead aggregation scale; do $(BIN)/python bench/$$script.py || exit 1; done
+	for script in quality pipeline overhead aggregation scale cli_start; do $(BIN)/python bench/$$script.py || exit 1; done
 
 bench-quick: install
-	for script in quality pipeline overhead aggregation scale; do $(BIN)/python bench/$$script.py --quick || exit 1; done
+	for script in quality pipeline overhead aggregation scale cli_start; do $(BIN)/python bench/$$script.py --quick || exit 1; done
 
 lint: install
 	$(BIN)/ruff format --check .

@@ -32,7 +32,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from monai.networks.nets import UNet
 
-from data_prep.labels import NUM_CLASSES
+from models.labels import NUM_CLASSES
 from models.presets import build_model
 from server_app.run_folder import RunFolder
 from server_app.site_directory import SiteDirectory

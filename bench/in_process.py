@@ -13,6 +13,7 @@ from pathlib import Path
 from common import coordinator_identity
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid
+from flwr.supercore.run import Run
 
 from server_app.app import main as server_main
 from site_app.app import app as site_app
@@ -23,7 +24,7 @@ class InProcessGrid(Grid):
 
     def __init__(self, contexts: dict[int, Context]) -> None:
         self.contexts = contexts
-        self._run = None
+        self._run = Run.create_empty(run_id=1)  # no FAB: the run folder's app.json records empty strings
         self._replies: dict[str, Message] = {}
 
     def set_run(self, run) -> None:

@@ -32,8 +32,7 @@ from common import (
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from data_prep.synth.federation import write_federation
-from deploy.cli import plan_simulation
-from deploy.flower_env import flower_env, toml_value, write_connection
+from deploy.flower_env import app_directory, flower_env, flower_executable, toml_value, write_connection
 from deploy.processes import (
     StartedProcess,
     free_port,
@@ -42,7 +41,8 @@ from deploy.processes import (
     stop_tree,
     wait_for_health,
 )
-from deploy.simulate import SimulationPlan, app_directory, failure_context, flower_executable, run_simulation
+from deploy.simulate import SimulationPlan, failure_context, run_simulation
+from deploy.simulation_plan import plan_simulation
 from models.presets import build_model
 from models.weights import to_record
 from site_app.app import app as client_app
@@ -55,8 +55,14 @@ RUN_TIMEOUT_S = 1800.0
 
 
 def node_config(data: Path, work: Path) -> dict[str, str | int]:
-    """A SuperNode's node config; every site reports its metrics however few validation cases it has."""
-    return {"site-name": data.name, "data-path": str(data), "work-path": str(work), "min-report-cases": 1}
+    """A SuperNode's node config; every site reports its metrics and trains however few cases it has."""
+    return {
+        "site-name": data.name,
+        "data-path": str(data),
+        "work-path": str(work),
+        "min-report-cases": 1,
+        "min-train-cases": 1,
+    }
 
 
 def handle(

@@ -1,9 +1,12 @@
 """Pipeline: cases/s to load and preprocess from NIfTI, from DICOM series and from the cache; epoch time with and
-without the cache.
+without the cache; prediction (oncofed site predict) against validation, per case.
 
 Cases come from the synthetic federation (hospital-b exports DICOM CT series + DICOM-SEG, the other sites NIfTI,
 each with its own orientation and spacing). The pipeline is the sites' own: data_prep.transforms.preprocess,
 data_prep.dataset.usable_items (fills the cache), validation_dataset (reads it), training_dataset + train_epochs.
+Prediction is site_app.predict_run.predict_folder (read, predict, map back, write the NIfTI and, for DICOM, the
+DICOM-SEG); validation is site_app.validation.evaluate_case (read image and label, predict, map back, metrics),
+with the same model on the same cases.
 """
 
 import itertools
@@ -25,17 +28,23 @@ from common import (
     synchronize,
     torch_device,
 )
+from flwr.app import ArrayRecord
 from monai.data import Dataset
 
 from data_prep.dataset import training_dataset, usable_items, validation_dataset
-from data_prep.discovery import CaseFiles, discover_cases
+from data_prep.discovery import CaseFiles, Discovery, discover_cases
 from data_prep.ingest_settings import IngestSettings
 from data_prep.synth.federation import write_federation
 from data_prep.transforms import PipelineSettings, case_item, preprocess, training
+from models.model_source import inference_meta, load_model_source
 from models.presets import build_model, get_preset
+from models.weights import save_checkpoint
+from site_app.metrics import evaluation_regions
+from site_app.predict_run import predict_folder
 from site_app.run_settings import SiteRunSettings
 from site_app.site_config import site_folders
 from site_app.training import train_epochs
+from site_app.validation import evaluate_case
 
 T = TypeVar("T")
 N_SITES = 4
@@ -70,8 +79,8 @@ def format_rows(
     fmt: str, cases: list[CaseFiles], settings: PipelineSettings, ingest: IngestSettings, cache: Path
 ) -> tuple[list[list[object]], list[dict[str, object]]]:
     """Cache key, load+preprocess without cache, first pass filling the cache, read from the cache; the items."""
-    t_key, items = timed(lambda: [case_item(c, settings, ingest) for c in cases])
-    pipeline = preprocess(settings)
+    t_key, items = timed(lambda: [case_item(c, settings.preprocessing, ingest) for c in cases])
+    pipeline = preprocess(settings.preprocessing)
     t_plain, _ = timed(lambda: [pipeline(item) for item in items])
     t_fill, (usable, skipped) = timed(lambda: usable_items(cases, settings, cache, ingest))
     if skipped:
@@ -134,6 +143,41 @@ def epoch_rows(
     ]
 
 
+def prediction_rows(
+    cases: Sequence[CaseFiles], settings: SiteRunSettings, out: Path, device: torch.device
+) -> list[list[object]]:
+    """Seconds per case: `site predict`'s work (files written) and validation's, same model, same cases."""
+    checkpoint = out / "predict-model.pt"
+    model = build_model(settings.model_preset, seed=settings.seed)
+    meta = {
+        "model_preset": settings.model_preset,
+        "round": 0,
+        **inference_meta(settings.pipeline.spacing_mm, settings.pipeline.patch_size),
+    }
+    save_checkpoint(ArrayRecord(model.state_dict()), checkpoint, meta)
+    source = load_model_source(checkpoint)
+    ingest = IngestSettings()
+    t_predict, run = timed(
+        lambda: predict_folder(
+            source, Discovery(cases=list(cases)), out / "data", out / "predictions", ingest, device=device
+        )
+    )
+    if len(run.written) != len(cases):
+        raise RuntimeError(f"{len(cases) - len(run.written)} case(s) not predicted: {run.studies}")
+    items = [case_item(c, settings.pipeline, ingest) for c in cases]
+    regions = evaluation_regions("brats")
+    model = source.build()
+    synchronize(device)
+    t_validate, _ = timed(
+        lambda: [evaluate_case(model, item, settings.pipeline, regions, device) for item in items]
+    )
+    n = len(cases)
+    return [
+        ["site predict (NIfTI + DICOM-SEG + predictions.json)", n, t_predict / n, n / t_predict],
+        ["validation (evaluate_case: prediction + metrics)", n, t_validate / n, n / t_validate],
+    ]
+
+
 def main() -> None:
     options = parser(__doc__, preset="bench", device=True)
     options.add_argument(
@@ -148,9 +192,8 @@ def main() -> None:
     out = out_folder(args.out, "pipeline")
     per_format = args.cases or (3 if args.quick else 12)
     model_preset = args.model or ("tiny" if args.quick else "small")
-    settings = SiteRunSettings.from_run_config(
-        run_config(model_preset=model_preset, patch_size=get_preset(model_preset).patch_size)
-    )
+    config = run_config(model_preset=model_preset, patch_size=get_preset(model_preset).patch_size)
+    settings = SiteRunSettings.from_run_config(config)
     cache = out / "cache"
     cache.mkdir(exist_ok=True)
 
@@ -162,6 +205,7 @@ def main() -> None:
         stages += rows
         items += usable
     epochs = epoch_rows(items, settings, cache, device)
+    predictions = prediction_rows([c for fmt in cases.values() for c in fmt], settings, out, device)
 
     notes = [
         f"Data: `oncofed synth --preset {args.preset} --sites {N_SITES} --seed {DATA_SEED}`; "
@@ -172,13 +216,18 @@ def main() -> None:
             " over without (below 1: the cache helps)."
         ),
     ]
-    ratios = {"cached_over_uncached": epochs[1][3], "cached_over_uncached_data": epochs[0][3]}
+    ratios = {
+        "cached_over_uncached": epochs[1][3],
+        "cached_over_uncached_data": epochs[0][3],
+        "predict_over_validate": predictions[0][2] / predictions[1][2],
+    }
     report(
         "pipeline",
         args.results,
         [
             markdown_table(["stage", "format", "cases", "s/case", "cases/s"], stages),
             markdown_table(["epoch", "no cache s", "cache s", "cache/no cache"], epochs),
+            markdown_table(["per case", "cases", "s/case", "cases/s"], predictions),
         ],
         ratios,
         notes,

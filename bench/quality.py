@@ -35,11 +35,11 @@ from in_process import run_federation
 from torch.utils.data import ConcatDataset
 
 from data_prep.dataset import training_dataset
-from data_prep.labels import REGIONS
 from data_prep.synth.federation import write_federation
-from models.baseline_keys import LOCAL_PREFIX, baseline_key
+from models.labels import REGIONS
 from models.presets import build_model, get_preset
 from models.weights import load_checkpoint
+from models.wire import LOCAL_ONLY_PREFIX, baseline_key
 from site_app.aggregates import site_aggregates
 from site_app.local_baseline import MODEL_FILE
 from site_app.run_settings import SiteRunSettings
@@ -127,7 +127,7 @@ def load_sites(data: Path, work: Path, settings: SiteRunSettings) -> list[Site]:
     for folder in site_folders(data):
         paths = SitePaths(name=folder.name, data=folder, work=work / folder.name)
         cases = load_site_cases(
-            paths, settings.pipeline, settings.val_fraction, settings.seed, site_logger(paths.work)
+            paths, settings.pipeline, settings.sim_validation_fraction, site_logger(paths.work)
         )
         sites.append(Site(paths, cases))
     return sites
@@ -168,9 +168,9 @@ def run_arm(
     last = max(r["round"] for r in records)
     final = {r["site"]: r for r in records if r["round"] == last}
     local = {
-        site: r["metrics"][baseline_key(LOCAL_PREFIX, "dice", None, "mean")]
+        site: r["metrics"][baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean")]
         for site, r in final.items()
-        if baseline_key(LOCAL_PREFIX, "dice", None, "mean") in r["metrics"]
+        if baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean") in r["metrics"]
     }
     per_round: dict[int, int] = {}
     for record in records:
@@ -239,7 +239,9 @@ def evaluate(
 
 def aggregates(cases: list[CaseEvaluation], seed: int) -> tuple[float, float, int]:
     """(mean Dice over cases and regions, mean HD95 in mm over regions, false lesions) via the sites' aggregation."""
-    values = site_aggregates([c.metrics for c in cases], [c.spacing_mm for c in cases], list(REGIONS), seed)
+    values = site_aggregates(
+        [c.metrics for c in cases], list(REGIONS), seed, min_position_cases=len(cases) + 1
+    )
     return (
         float(values["dice-mean"]),
         float(np.mean([values[f"hd95-{r}-mean"] for r in REGIONS])),

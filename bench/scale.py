@@ -15,9 +15,9 @@ from common import RoundClock, RunMemory, markdown_table, out_folder, parse, par
 
 from data_prep.synth.federation import write_federation
 from data_prep.synth.profiles import MAX_SITES
-from deploy.cli import plan_simulation
 from deploy.processes import sigterm_as_interrupt
 from deploy.simulate import failure_context, run_simulation
+from deploy.simulation_plan import plan_simulation
 
 DATA_SEED = 0
 BASELINE_SITES = 4

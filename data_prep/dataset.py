@@ -6,7 +6,6 @@ new entry, and an entry that cannot be loaded (truncated, corrupt) is deleted an
 """
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,18 +14,18 @@ from monai.data import Dataset, PersistentDataset
 from monai.data.utils import json_hashing
 from monai.transforms import Compose
 from monai.utils import convert_to_tensor
-from sklearn.model_selection import train_test_split
 
 from data_prep.discovery import CaseFiles
 from data_prep.ingest_settings import DEFAULT_INGEST, IngestSettings
 from data_prep.transforms import PipelineSettings, case_item, preprocess, training
+from models.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 
 class SiteCache(PersistentDataset):
     """MONAI's PersistentDataset with two changes: any unreadable entry is rebuilt (MONAI re-raises most load
-    errors), and entries are written to a temporary file in the cache folder itself, then renamed (MONAI writes in
+    errors), and entries are written atomically in the cache folder itself (models.atomic; MONAI writes in
     the system temp folder and moves, which is a copy, not atomic, when that is another file system).
 
     Keys hash the item as sorted JSON: MONAI's default pickle hash depends on which equal strings are the same
@@ -52,23 +51,10 @@ class SiteCache(PersistentDataset):
                 )
                 entry.unlink(missing_ok=True)
         transformed = self._pre_transform(dict(item_transformed))
-        tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
         # plain tensors, as MONAI stores them: loadable with weights_only=True (MetaTensor metadata is not)
-        torch.save(convert_to_tensor(transformed, convert_numeric=False, track_meta=self.track_meta), tmp)
-        os.replace(tmp, entry)
+        with atomic_path(entry) as tmp:
+            torch.save(convert_to_tensor(transformed, convert_numeric=False, track_meta=self.track_meta), tmp)
         return transformed
-
-
-def split_cases(
-    cases: Sequence[CaseFiles], val_fraction: float, seed: int
-) -> tuple[list[CaseFiles], list[CaseFiles]]:
-    """Deterministic train/validation split: same cases and seed give the same split on every round."""
-    ordered = sorted(cases, key=lambda c: c.case_id)
-    if len(ordered) < 2:
-        raise ValueError(f"a site needs at least 2 usable cases to train and validate, found {len(ordered)}")
-    n_val = min(len(ordered) - 1, max(1, round(len(ordered) * val_fraction)))
-    train, val = train_test_split(ordered, test_size=n_val, random_state=seed, shuffle=True)
-    return sorted(train, key=lambda c: c.case_id), sorted(val, key=lambda c: c.case_id)
 
 
 def usable_items(
@@ -85,10 +71,10 @@ def usable_items(
     items, skipped = [], []
     for case in cases:
         try:
-            items.append(case_item(case, settings, ingest))
+            items.append(case_item(case, settings.preprocessing, ingest))
         except OSError as e:
             skipped.append((case.case_id, f"cannot read {e.filename}: {e.strerror}"))
-    cached = SiteCache(items, transform=preprocess(settings), cache_dir=cache_dir)
+    cached = SiteCache(items, transform=preprocess(settings.preprocessing), cache_dir=cache_dir)
     usable = []
     for index, item in enumerate(items):
         try:
@@ -112,4 +98,4 @@ def validation_dataset(
     items: list[dict[str, object]], settings: PipelineSettings, cache_dir: Path
 ) -> Dataset:
     """Whole preprocessed volumes, from the cache."""
-    return SiteCache(items, transform=preprocess(settings), cache_dir=cache_dir)
+    return SiteCache(items, transform=preprocess(settings.preprocessing), cache_dir=cache_dir)

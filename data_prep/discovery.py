@@ -16,6 +16,9 @@ Layouts of ``<site>/`` (files are only read, never written); both may appear in 
 
 Anything else (a folder that is not organised this way) is described by a manifest instead: see manifest.py.
 Hidden files and folders (name starting with ".") are ignored.
+
+Prediction (``require_label=False``) finds studies the same way but needs no label: an image in imagesTr/ without
+one is a case, and a DICOM study's image series is chosen by the same rules, a labelled series first.
 """
 
 from collections import defaultdict
@@ -36,13 +39,14 @@ NIFTI_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
 
 @dataclass(frozen=True)
 class CaseFiles:
-    """The files of one case: one NIfTI image or the files of one DICOM series; the label file."""
+    """The files of one case: one NIfTI image or the files of one DICOM series; the label file (None: a study
+    found for prediction without a label)."""
 
     case_id: str
     image: tuple[Path, ...]
-    label: Path
+    label: Path | None
     image_format: Literal["nifti", "dicom"]
-    label_format: Literal["nifti", "seg", "rtstruct"]
+    label_format: Literal["nifti", "seg", "rtstruct"] | None
     modality: str | None = None
     """DICOM Modality of the image series; None for NIfTI."""
 
@@ -66,8 +70,13 @@ class Discovery:
     """case id -> remarks that do not exclude it (e.g. which of several series was chosen)."""
 
 
-def discover(site_dir: Path, settings: IngestSettings = DEFAULT_INGEST) -> Discovery:
-    """Scan ``site_dir`` (both layouts). Raises SiteDataError if it is missing or not a folder."""
+def discover(
+    site_dir: Path, settings: IngestSettings = DEFAULT_INGEST, *, require_label: bool = True
+) -> Discovery:
+    """Scan ``site_dir`` (both layouts); ``require_label=False`` keeps studies without a label (prediction).
+
+    Raises SiteDataError if it is missing or not a folder.
+    """
     site_dir = checked_site_dir(site_dir)
     nifti_layout = (site_dir / "imagesTr").is_dir()
     files, problems = walk_files(
@@ -75,8 +84,8 @@ def discover(site_dir: Path, settings: IngestSettings = DEFAULT_INGEST) -> Disco
     )
     found = Discovery(ignored=problems)
     if nifti_layout:
-        _nifti_cases(site_dir, found)
-    _dicom_cases(site_dir, index_dicom_files(files), settings, found)
+        _nifti_cases(site_dir, found, require_label)
+    _dicom_cases(site_dir, index_dicom_files(files), settings, found, require_label)
     found.cases.sort(key=lambda c: c.case_id)
     found.excluded.sort(key=lambda e: e.case_id)
     return found
@@ -111,7 +120,7 @@ def nifti_case_id(path: Path) -> str | None:
     )
 
 
-def _nifti_cases(site_dir: Path, found: Discovery) -> None:
+def _nifti_cases(site_dir: Path, found: Discovery, require_label: bool) -> None:
     images_dir, labels_dir = site_dir / "imagesTr", site_dir / "labelsTr"
     images, image_problems = walk_files(images_dir)
     labels, label_problems = walk_files(labels_dir) if labels_dir.is_dir() else ([], [])
@@ -128,6 +137,8 @@ def _nifti_cases(site_dir: Path, found: Discovery) -> None:
                     " (expected imagesTr/<case_id>.nii.gz); not used",
                 )
             )
+        elif case_id not in by_id and not require_label:
+            found.cases.append(CaseFiles(case_id, (image,), None, "nifti", None))
         elif case_id not in by_id:
             found.excluded.append(
                 Exclusion(case_id, f"{image} has no label: expected {labels_dir}/{case_id}.nii.gz")
@@ -148,7 +159,9 @@ class _Study:
     labels: list[LabelObject] = field(default_factory=list)
 
 
-def _dicom_cases(site_dir: Path, index: DicomIndex, settings: IngestSettings, found: Discovery) -> None:
+def _dicom_cases(
+    site_dir: Path, index: DicomIndex, settings: IngestSettings, found: Discovery, require_label: bool
+) -> None:
     found.ignored.extend(index.ignored)
     studies: dict[str, _Study] = defaultdict(_Study)
     for series in sorted(index.series.values(), key=lambda s: s.files[0]):  # scan order: stable messages
@@ -168,20 +181,32 @@ def _dicom_cases(site_dir: Path, index: DicomIndex, settings: IngestSettings, fo
     )
     for uid, study in studies.items():
         case_id = case_ids[uid]
-        outcome = _choose(study, settings)
+        outcome = _choose(study, settings, require_label)
         if isinstance(outcome, str):
             found.excluded.append(Exclusion(case_id, outcome))
             continue
         series, label, notes = outcome
         found.cases.append(
-            CaseFiles(case_id, tuple(sorted(series.files)), label.path, "dicom", label.kind, series.modality)
+            CaseFiles(
+                case_id,
+                tuple(sorted(series.files)),
+                label.path if label else None,
+                "dicom",
+                label.kind if label else None,
+                series.modality,
+            )
         )
         if notes:
             found.notes[case_id] = notes
 
 
-def _choose(study: _Study, settings: IngestSettings) -> tuple[ImageSeries, LabelObject, list[str]] | str:
-    """The study's image series and label by the site's rules, or the reason there is none."""
+def _choose(
+    study: _Study, settings: IngestSettings, require_label: bool = True
+) -> tuple[ImageSeries, LabelObject | None, list[str]] | str:
+    """The study's image series and label by the site's rules, or the reason there is none.
+
+    Without ``require_label`` a study needs no label: among the matching series a labelled one is still preferred.
+    """
     modalities = "/".join(settings.modalities)
     if not study.series:
         label = study.labels[0]
@@ -201,23 +226,25 @@ def _choose(study: _Study, settings: IngestSettings) -> tuple[ImageSeries, Label
             f"{_folder(candidates[0])}: no series description matches {settings.series_description!r},"
             f" found {_describe(candidates)} (series-description in site.toml)"
         )
-    if not study.labels:
+    if not study.labels and require_label:
         return (
             f"{_folder(matching[0])}: no label: no DICOM-SEG or RTSTRUCT references the image series"
             f" {_describe(matching)}"
         )
     labelled = [s for s in matching if any(s.series_uid in label.referenced_series for label in study.labels)]
-    if not labelled:
+    if not labelled and require_label:
         return (
             f"{', '.join(str(label.path) for label in study.labels)}: label(s) reference none of the image"
             f" series chosen by the site's rules ({_describe(matching)})"
         )
-    chosen = max(labelled, key=lambda s: (s.n_frames, s.series_uid))  # the largest; UID breaks ties stably
+    chosen = max(
+        labelled or matching, key=lambda s: (s.n_frames, s.series_uid)
+    )  # the largest; UID: stable ties
     labels = sorted(
         (label for label in study.labels if chosen.series_uid in label.referenced_series),
         key=lambda label: label.path,
     )
-    if len(labels) > 1:
+    if len(labels) > 1 and require_label:
         return (
             f"{_folder(chosen)}: {len(labels)} labels reference the image series {_describe([chosen])}:"
             f" {', '.join(str(label.path) for label in labels)}; keep one, or name the label in a manifest"
@@ -225,7 +252,7 @@ def _choose(study: _Study, settings: IngestSettings) -> tuple[ImageSeries, Label
     notes = []
     if len(study.series) > 1:
         notes.append(f"{len(study.series)} image series in the study; chose {_describe([chosen])}")
-    return chosen, labels[0], notes
+    return chosen, (labels[0] if len(labels) == 1 else None), notes
 
 
 def _describe(series: list[ImageSeries]) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from data_prep.labels import LABEL_NAMES
+from models.labels import LABEL_NAMES
 
 DEFAULT_MODALITIES = ("CT", "MR")
 """DICOM Modality values of series that may be a case's image."""

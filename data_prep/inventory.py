@@ -25,6 +25,8 @@ from data_prep.discovery import CaseFiles, Discovery
 from data_prep.errors import CaseError
 from data_prep.ingest_settings import IngestSettings
 from data_prep.loading import load_case
+from models.atomic import atomic_write_json
+from models.wire import Overview
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +195,9 @@ def inspect_case(case: CaseFiles, data_dir: Path, settings: IngestSettings) -> C
 
 
 def write_inventory(inventory: Inventory, work: Path) -> Path:
-    """Write ``<work>/inventory.json`` atomically (temporary file in the same folder, then rename)."""
-    work.mkdir(parents=True, exist_ok=True)
+    """Write ``<work>/inventory.json`` atomically (models.atomic), keeping the inventory's own key order."""
     target = work / INVENTORY_FILE
-    tmp = work / f".{INVENTORY_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(inventory.to_json(), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_json(target, inventory.to_json(), indent=1, sort_keys=False)
     return target
 
 
@@ -219,31 +218,15 @@ def read_inventory(work: Path) -> Inventory | None:
         return None
 
 
-def site_aggregate(inventory: Inventory) -> dict[str, int | float]:
-    """What may leave the site about its data: case counts and the ranges of spacing and size; flat, numeric.
-
-    Keys (kebab-case): n-cases-usable, n-cases-excluded and, with at least one usable case, spacing-min-mm,
-    spacing-max-mm (over all axes of all usable cases, native resolution), size-min-vox, size-max-vox.
-    """
+def site_aggregate(inventory: Inventory) -> dict[str, int]:
+    """The site's case counts (models.wire.Overview): the only numbers about its data that may leave it, and
+    only as site_app.disclosure_policy.released_overview lets them (no spacing or size ranges: they are the
+    values of single cases)."""
     summary = inventory.summary()
-    aggregate: dict[str, int | float] = {
-        "n-cases-usable": int(summary["n_usable"]),
-        "n-cases-excluded": int(summary["n_excluded"]),
+    return {
+        Overview.N_CASES_USABLE: int(summary["n_usable"]),
+        Overview.N_CASES_EXCLUDED: int(summary["n_excluded"]),
     }
-    if summary["spacing_mm_range"]:
-        (spacing_min, spacing_max), (size_min, size_max) = (
-            summary["spacing_mm_range"],
-            summary["size_vox_range"],
-        )
-        aggregate.update(
-            {
-                "spacing-min-mm": float(spacing_min),
-                "spacing-max-mm": float(spacing_max),
-                "size-min-vox": int(size_min),
-                "size-max-vox": int(size_max),
-            }
-        )
-    return aggregate
 
 
 def _relative(text: str, data_dir: Path) -> str:

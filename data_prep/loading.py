@@ -9,24 +9,23 @@ from data_prep.dicom_series import DicomSeries, read_dicom_series
 from data_prep.discovery import CaseFiles
 from data_prep.errors import CaseError
 from data_prep.ingest_settings import DEFAULT_INGEST, IngestSettings
-from data_prep.labels import LABEL_NAMES
 from data_prep.nifti import read_nifti
 from data_prep.rtstruct import read_rtstruct
-from data_prep.volume import Volume, check_same_grid
+from data_prep.volume import Volume, on_grid_of
+from models.labels import LABEL_NAMES
 
 
 def load_case(case: CaseFiles, settings: IngestSettings = DEFAULT_INGEST) -> tuple[Volume, Volume]:
     """Read ``(image, label)``: float32 image and uint8 label map (values 0-3) on the same grid (RAS affine).
 
-    Raises CaseError, naming the file(s), when a file is unreadable or too large, the two grids differ, or the
-    label is empty or holds values outside the label convention.
+    A label on the image's grid in another axis order is re-indexed onto it (volume.on_grid_of). Raises CaseError,
+    naming the file(s), when a file is unreadable or too large, the two grids differ, or the label is empty or holds
+    values outside the label convention.
     """
-    series: DicomSeries | None = None
-    if case.image_format == "nifti":
-        image, image_source = read_nifti(case.image[0], settings.max_voxels), case.image[0]
-    else:
-        series = read_dicom_series(case.image, settings.max_voxels)
-        image, image_source = series.volume, series.folder
+    image, series = load_image(case, settings)
+    image_source = case.image[0] if series is None else series.folder
+    if case.label is None:
+        raise CaseError(f"{image_source}: no label for case {case.case_id}")
     if case.label_format == "nifti":
         label = read_nifti(case.label, settings.max_voxels)
     elif series is None:
@@ -38,8 +37,19 @@ def load_case(case: CaseFiles, settings: IngestSettings = DEFAULT_INGEST) -> tup
         label = read_dicom_seg(case.label, series, settings.seg_segments)
     else:
         label = read_rtstruct(case.label, series, settings.rtstruct_rois)
-    check_same_grid(image, label, image_source, case.label)
+    label = on_grid_of(label, image, case.label, image_source)
     return image, _label_map(label, case.label)
+
+
+def load_image(
+    case: CaseFiles, settings: IngestSettings = DEFAULT_INGEST
+) -> tuple[Volume, DicomSeries | None]:
+    """The case's image (float32, RAS affine) and, for DICOM, the series it was read from (its instances, for a
+    DICOM-SEG that references them). Raises CaseError naming the file or series folder."""
+    if case.image_format == "nifti":
+        return read_nifti(case.image[0], settings.max_voxels), None
+    series = read_dicom_series(case.image, settings.max_voxels)
+    return series.volume, series
 
 
 def _label_map(label: Volume, path: Path) -> Volume:

@@ -4,6 +4,7 @@ Columns ``case_id,image,label`` (a header row; more columns are ignored), paths 
 ``image`` is a NIfTI file, a DICOM file (a single-file series: enhanced multi-frame) or a folder holding one DICOM
 image series; ``label`` a NIfTI label map, a DICOM-SEG or an RTSTRUCT file. A row that cannot be a case is
 excluded with its reason; a manifest that cannot be read at all is a SiteDataError (a usage error).
+For prediction (``require_label=False``) the label column may be absent or a cell empty.
 """
 
 import csv
@@ -21,10 +22,12 @@ from data_prep.ingest_settings import DEFAULT_INGEST, IngestSettings
 COLUMNS = ("case_id", "image", "label")
 
 
-def read_manifest(manifest: Path, site_dir: Path, settings: IngestSettings = DEFAULT_INGEST) -> Discovery:
+def read_manifest(
+    manifest: Path, site_dir: Path, settings: IngestSettings = DEFAULT_INGEST, *, require_label: bool = True
+) -> Discovery:
     """The cases a manifest lists. Raises SiteDataError for a missing or malformed manifest or data folder."""
     site_dir = checked_site_dir(site_dir)
-    rows = _rows(Path(manifest))
+    rows = _rows(Path(manifest), COLUMNS if require_label else COLUMNS[:2])
     found = Discovery()
     first_row: dict[str, int] = {}
     for line, row in rows:
@@ -45,7 +48,10 @@ def read_manifest(manifest: Path, site_dir: Path, settings: IngestSettings = DEF
         first_row[case_id] = line
         try:
             image_files, image_format, modality = _image(site_dir, row.get("image") or "", where, settings)
-            label, label_format = _label(site_dir, row.get("label") or "", where)
+            unlabelled = not require_label and not (row.get("label") or "").strip()
+            label, label_format = (
+                (None, None) if unlabelled else _label(site_dir, row.get("label") or "", where)
+            )
         except CaseError as e:
             found.excluded.append(Exclusion(case_id, str(e)))
             continue
@@ -54,15 +60,15 @@ def read_manifest(manifest: Path, site_dir: Path, settings: IngestSettings = DEF
     return found
 
 
-def _rows(manifest: Path) -> list[tuple[int, dict[str, str]]]:
+def _rows(manifest: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     try:
         with manifest.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
                 raise SiteDataError(
                     f"manifest {manifest}: missing column(s) {', '.join(missing)}; the first line"
-                    f" must name the columns {','.join(COLUMNS)} (found {reader.fieldnames})"
+                    f" must name the columns {','.join(columns)} (found {reader.fieldnames})"
                 )
             return [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as e:

@@ -1,4 +1,5 @@
-"""Read one NIfTI file (.nii or .nii.gz, NIfTI-1 or -2) into a Volume, checking its header before its voxels.
+"""Read one NIfTI file (.nii or .nii.gz, NIfTI-1 or -2) into a Volume, checking its header before its voxels;
+write a label map.
 
 nibabel's ``img.affine`` maps voxel index to RAS mm (sform if set, else qform), so it is kept as stored; the array
 keeps the stored axis order. One 3-D volume per file: a trailing axis of length 1 (x, y, z, 1) is dropped, a real
@@ -14,6 +15,7 @@ import numpy as np
 from data_prep.errors import CaseError
 from data_prep.ingest_settings import DEFAULT_MAX_VOXELS
 from data_prep.volume import Volume, check_voxel_limit, checked_affine
+from models.atomic import atomic_path
 
 
 def read_nifti(path: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:
@@ -73,3 +75,16 @@ def _load_header(path: Path) -> nib.Nifti1Image:
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise CaseError(f"{path}: is a {type(img).__name__}, not a NIfTI image")
     return img
+
+
+def write_label_nifti(path: Path, label: Volume) -> None:
+    """Write a uint8 label map with its affine as sform and qform (code "scanner", mm), atomically.
+
+    ``path`` ends in .nii.gz (compressed) or .nii. The sform holds the affine in float32, as NIfTI stores it.
+    """
+    img = nib.Nifti1Image(np.asarray(label.array, dtype=np.uint8), label.affine)
+    img.header.set_sform(label.affine, code="scanner")
+    img.header.set_qform(label.affine, code="scanner")
+    img.header.set_xyzt_units(xyz="mm")
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)

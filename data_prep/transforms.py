@@ -2,12 +2,17 @@
 
 Every item is a dict with "image" and "label" (filled by LoadCased from the case's files). After the
 prefix both are channel-first MetaTensors (1, X, Y, Z) in RAS orientation at `spacing_mm` isotropic,
-cropped to the head; the image is z-scored over the head.
+cropped to the head; the image is z-scored over the head. The prefix is built from PreprocessSettings only, and
+its cache key hashes every field of it: a setting that changes the cached output is a field there.
 """
 
+import dataclasses
 import hashlib
+import json
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from functools import cache, partial
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -30,37 +35,75 @@ from monai.transforms import (
 
 from data_prep.discovery import CaseFiles
 from data_prep.ingest_settings import IngestSettings
+from data_prep.intensity import ZScoreOverHeadd, head_mask
 from data_prep.loading import load_case
 
-HEAD_FRACTION = 0.1
-"""A voxel belongs to the head when above 10 % of the robust (1st–99th percentile) intensity range."""
+PREPROCESS_LIBRARIES = ("monai", "torch")
+"""Their versions are part of every cache key too: an upgrade may change what the same settings produce."""
 
 
-def head_mask(image: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """Foreground (head) mask: robust to scanner scale/offset and to background noise."""
-    values = (
-        image.flatten().float()
-        if isinstance(image, torch.Tensor)
-        else torch.as_tensor(image).flatten().float()
-    )
-    lo, hi = torch.quantile(values[:: max(1, values.numel() // 200_000)], torch.tensor([0.01, 0.99]))
-    return image > lo + HEAD_FRACTION * (hi - lo)
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """Every setting of the deterministic, cached prefix (see preprocess), which is built from these fields only.
+
+    `cache_key` hashes all fields, so a setting that changes the prefix's output belongs here and is covered
+    without anyone bumping a version by hand. Spacing and padding come from the run config; the rest are the
+    project's fixed choices, named so they are part of the key.
+    """
+
+    spacing_mm: float
+    """Isotropic voxel size after resampling (mm)."""
+    pad_to: int
+    """Each axis is padded to at least this many voxels (the training patch size)."""
+    orientation: str = "RAS"
+    """Axis codes of the resampled grid (voxel axes point to Right, Anterior, Superior)."""
+    image_interpolation: str = "bilinear"
+    label_interpolation: str = "nearest"
+    head_fraction: float = 0.1
+    """A voxel belongs to the head when above this fraction of the robust intensity range (head_quantiles)."""
+    head_quantiles: tuple[float, float] = (0.01, 0.99)
+    """The robust intensity range: these quantiles of the volume."""
+    head_quantile_samples: int = 200_000
+    """The quantiles are taken over about this many evenly strided voxels (exact quantiles are slow)."""
+    crop_margin_voxels: int = 2
+    """Voxels kept around the head's bounding box when cropping."""
+    crop_allow_smaller: bool = True
+    """A margin reaching past the volume's edge is cut at the edge (True) or padded out (False)."""
+    pad_mode: str = "constant"
+    """How padding to pad_to is filled (constant: zeros, the head's mean after the z-score)."""
+    image_dtype: str = "float32"
+    label_dtype: str = "uint8"
+
+    def __post_init__(self) -> None:
+        if not self.spacing_mm > 0:
+            raise ValueError(f"spacing must be positive, got {self.spacing_mm} mm")
+        if self.pad_to < 1:
+            raise ValueError(f"pad_to must be at least 1 voxel, got {self.pad_to}")
+        if not 0 < self.head_fraction < 1:
+            raise ValueError(f"head_fraction must be between 0 and 1, got {self.head_fraction}")
+        low, high = self.head_quantiles
+        if not 0 <= low < high <= 1:
+            raise ValueError(f"head_quantiles must be 0 <= low < high <= 1, got {self.head_quantiles}")
+
+    @property
+    def cache_key(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of every field."""
+        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def zscore_over_head(image: torch.Tensor) -> torch.Tensor:
-    """Z-score with mean and SD taken over the head only, so air does not dilute the statistics."""
-    mask = head_mask(image)
-    inside = image[mask].float()
-    if inside.numel() < 2:
-        raise ValueError("image has no foreground above the background level (constant or empty volume)")
-    std = inside.std()
-    if not torch.isfinite(std) or std == 0:
-        raise ValueError("image intensities are constant or not finite over the head")
-    return (image - inside.mean()) / std
+def intensity_arguments(settings: PreprocessSettings) -> dict[str, object]:
+    """The head-mask parameters of data_prep.intensity's functions, from ``settings``."""
+    return {
+        "fraction": settings.head_fraction,
+        "quantiles": settings.head_quantiles,
+        "samples": settings.head_quantile_samples,
+    }
 
 
-def case_item(case: CaseFiles, settings: "PipelineSettings", ingest: IngestSettings) -> dict[str, object]:
-    """A picklable dataset item; its hash (the cache key) covers the files' contents and every setting.
+def case_item(case: CaseFiles, settings: PreprocessSettings, ingest: IngestSettings) -> dict[str, object]:
+    """A picklable dataset item; its hash (the cache key) covers the files' contents, every reading and
+    preprocessing setting and the versions of the libraries that preprocess.
 
     Hashing reads each file once (about 1 GB/s); a changed file gets a new key, an untouched one keeps its entry
     whatever its modification time. Raises OSError when a file cannot be read (the caller skips the case).
@@ -75,7 +118,14 @@ def case_item(case: CaseFiles, settings: "PipelineSettings", ingest: IngestSetti
         "content": [file_digest(f) for f in (*case.image, case.label)],
         "ingest": ingest.as_dict(),
         "preprocess": settings.cache_key,
+        "software": dict(library_versions()),
     }
+
+
+@cache
+def library_versions() -> tuple[tuple[str, str], ...]:
+    """(name, version) of each of PREPROCESS_LIBRARIES."""
+    return tuple((name, version(name)) for name in PREPROCESS_LIBRARIES)
 
 
 def file_digest(path: Path) -> str:
@@ -110,43 +160,73 @@ class LoadCased(MapTransform):
         return d
 
 
-class ZScoreOverHeadd(MapTransform):
-    """Dictionary wrapper of zscore_over_head."""
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = zscore_over_head(d[key])
-        return d
-
-
 @dataclass(frozen=True)
 class PipelineSettings:
-    """Preprocessing settings from the run config; `cache_key` ties cached volumes to them."""
+    """The data pipeline's settings from the run config: the cached prefix's and the training tail's."""
 
     spacing_mm: float
     patch_size: int
     samples_per_case: int
 
     @property
-    def cache_key(self) -> str:
-        return f"v2-spacing={self.spacing_mm}-pad={self.patch_size}"
+    def preprocessing(self) -> PreprocessSettings:
+        """The cached prefix's settings (samples_per_case only shapes the random tail, never the cache)."""
+        return PreprocessSettings(spacing_mm=float(self.spacing_mm), pad_to=int(self.patch_size))
 
 
-def preprocess(settings: PipelineSettings) -> Compose:
-    """Deterministic prefix: load → RAS → isotropic spacing → crop to head → z-score → pad to a patch."""
-    keys = ("image", "label")
-    return Compose(
-        [
-            LoadCased(),
-            Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-            Spacingd(keys=keys, pixdim=(settings.spacing_mm,) * 3, mode=("bilinear", "nearest")),
-            CropForegroundd(keys=keys, source_key="image", select_fn=head_mask, margin=2, allow_smaller=True),
-            ZScoreOverHeadd(keys="image"),
-            SpatialPadd(keys=keys, spatial_size=(settings.patch_size,) * 3, mode="constant"),
-            EnsureTyped(keys="label", dtype=torch.uint8),
-        ]
-    )
+INTERPOLATION_FIELDS = {"image": "image_interpolation", "label": "label_interpolation"}
+DTYPE_FIELDS = {"image": "image_dtype", "label": "label_dtype"}
+"""The PreprocessSettings field holding each key's resampling mode and final dtype."""
+
+
+def preprocessing_steps(
+    settings: PreprocessSettings, keys: tuple[str, ...] = ("image", "label")
+) -> list[tuple[type[MapTransform], dict[str, object]]]:
+    """The deterministic prefix after loading, as (transform class, arguments), every argument from ``settings``:
+    orientation → isotropic spacing → crop to the head → z-score → pad to a patch → dtypes. ``preprocess`` and
+    ``image_preprocess`` build it, and ``oncofed export`` writes the same steps into a MONAI bundle's inference
+    config, so every path preprocesses alike."""
+    intensity = intensity_arguments(settings)
+    return [
+        (
+            Orientationd,
+            {"keys": keys, "axcodes": settings.orientation, "labels": (("L", "R"), ("P", "A"), ("I", "S"))},
+        ),
+        (
+            Spacingd,
+            {
+                "keys": keys,
+                "pixdim": (settings.spacing_mm,) * 3,
+                "mode": tuple(getattr(settings, INTERPOLATION_FIELDS[k]) for k in keys),
+            },
+        ),
+        (
+            CropForegroundd,
+            {
+                "keys": keys,
+                "source_key": "image",
+                "select_fn": partial(head_mask, **intensity),
+                "margin": settings.crop_margin_voxels,
+                "allow_smaller": settings.crop_allow_smaller,
+            },
+        ),
+        (ZScoreOverHeadd, {"keys": "image", **intensity}),
+        (SpatialPadd, {"keys": keys, "spatial_size": (settings.pad_to,) * 3, "mode": settings.pad_mode}),
+        *(
+            (EnsureTyped, {"keys": key, "dtype": getattr(torch, getattr(settings, DTYPE_FIELDS[key]))})
+            for key in keys
+        ),
+    ]
+
+
+def preprocess(settings: PreprocessSettings) -> Compose:
+    """Deterministic prefix: load → orientation → isotropic spacing → crop to head → z-score → pad to a patch."""
+    return Compose([LoadCased(), *(step(**arguments) for step, arguments in preprocessing_steps(settings))])
+
+
+def image_preprocess(settings: PreprocessSettings) -> Compose:
+    """The same prefix for an image alone (prediction), applied to {"image": MetaTensor (1, X, Y, Z)} already read."""
+    return Compose([step(**arguments) for step, arguments in preprocessing_steps(settings, ("image",))])
 
 
 def training(settings: PipelineSettings, seed: int) -> Compose:
@@ -154,7 +234,7 @@ def training(settings: PipelineSettings, seed: int) -> Compose:
     keys = ("image", "label")
     pipeline = Compose(
         [
-            *preprocess(settings).transforms,
+            *preprocess(settings.preprocessing).transforms,
             RandCropByPosNegLabeld(
                 keys=keys,
                 label_key="label",

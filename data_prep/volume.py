@@ -20,8 +20,8 @@ MIN_SPACING_MM = 1e-3
 """Smallest voxel edge accepted, in mm; anything shorter means a singular (degenerate) affine."""
 
 GRID_TOLERANCE_MM = 1e-2
-"""Largest difference, in mm, between the affines of two volumes that are said to share a grid (exporters round
-positions to a few decimals; a hundredth of a millimetre is far below any voxel)."""
+"""Largest distance, in mm, between corresponding voxel centres of two volumes said to share a grid (exporters
+round positions to a few decimals; a hundredth of a millimetre is far below any voxel)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,19 +99,50 @@ def checked_affine(affine: np.ndarray, source: Path | str) -> np.ndarray:
     return affine
 
 
-def check_same_grid(a: Volume, b: Volume, a_source: Path | str, b_source: Path | str) -> None:
-    """Raise CaseError naming both sources unless ``a`` and ``b`` have the same shape and affine."""
-    if a.array.shape != b.array.shape:
-        raise CaseError(
-            f"{a_source} has shape {a.array.shape} but {b_source} has shape {b.array.shape}; an image"
-            " and its label must share one grid"
+def on_grid_of(
+    moving: Volume, reference: Volume, moving_source: Path | str, reference_source: Path | str
+) -> Volume:
+    """``moving`` re-indexed onto ``reference``'s grid: the one rule for "these two volumes share a grid".
+
+    Two grids share their voxel centres when one is the other with its axes permuted and/or reversed (a label saved
+    in RAS order for a series stored LPS, a prediction written back onto a PSR-stored image): the voxels are then
+    re-indexed, never interpolated, and the result carries ``reference``'s affine. Every voxel centre must agree
+    within GRID_TOLERANCE_MM; an affine map's largest difference over a box lies at a corner, so the 8 corners
+    are checked. Raises CaseError naming both sources when the grids differ in size, spacing, origin or rotation.
+    """
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(moving.affine), nib.orientations.io_orientation(reference.affine)
+    )
+    array = nib.orientations.apply_orientation(moving.array, transform)
+    affine = moving.affine @ nib.orientations.inv_ornt_aff(transform, moving.array.shape)
+    if array.shape != reference.array.shape:
+        reordered = (
+            f" ({array.shape} in the axis order of {reference_source})"
+            if array.shape != moving.array.shape
+            else ""
         )
-    if not np.allclose(a.affine, b.affine, rtol=0, atol=GRID_TOLERANCE_MM):
         raise CaseError(
-            f"{a_source} and {b_source} lie on different grids: affines {a.affine.round(4).tolist()}"
-            f" vs {b.affine.round(4).tolist()} (tolerance {GRID_TOLERANCE_MM} mm); the label must be saved on the"
-            " image's grid"
+            f"{reference_source} has shape {reference.array.shape} but {moving_source} has shape"
+            f" {moving.array.shape}{reordered}; an image and its label must share one grid"
         )
+    corners = np.array(
+        [
+            [i, j, k, 1]
+            for i in (0, array.shape[0] - 1)
+            for j in (0, array.shape[1] - 1)
+            for k in (0, array.shape[2] - 1)
+        ],
+        dtype=np.float64,
+    ).T
+    deviation = float(np.linalg.norm((affine - reference.affine)[:3] @ corners, axis=0).max())
+    if deviation > GRID_TOLERANCE_MM:
+        raise CaseError(
+            f"{reference_source} and {moving_source} lie on different grids: voxel centres differ by up to"
+            f" {deviation:.4g} mm (tolerance {GRID_TOLERANCE_MM} mm, in any axis order); affines"
+            f" {reference.affine.round(4).tolist()} vs {moving.affine.round(4).tolist()}; the label must be saved"
+            " on the image's grid"
+        )
+    return Volume(array=np.ascontiguousarray(array), affine=reference.affine)
 
 
 def voxel_centres_mm(shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:

@@ -11,8 +11,6 @@ import base64
 import datetime as dt
 import hashlib
 import ipaddress
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -30,20 +28,9 @@ class KeyFileError(ValueError):
     """A key or certificate file holds something other than what it should; the message names the file."""
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write through a temp file created with `mode` (0600 for private keys) in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+PRIVATE_KEY_MODE = 0o600
+"""Private keys are written with models.atomic.atomic_write_bytes(..., mode=PRIVATE_KEY_MODE): the temp file
+has this mode before the key is written, so the key is never readable by other users."""
 
 
 def new_private_key() -> ec.EllipticCurvePrivateKey:

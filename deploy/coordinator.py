@@ -14,10 +14,9 @@ from typing import Literal
 from flwr.supercore.error import ApiErrorCode
 
 from deploy import certificates as certs
-from deploy.flower_env import flower_env, write_connection
+from deploy.flower_env import flower_env, flower_executable, write_connection
 from deploy.kit import CONNECTION, CoordinatorKit, KitError
 from deploy.processes import StartedProcess, start_process, wait_for_health
-from deploy.simulate import flower_executable
 
 ALREADY_REGISTERED = f"[code: {int(ApiErrorCode.PUBLIC_KEY_ALREADY_IN_USE)}]"
 

@@ -10,7 +10,7 @@ import ssl
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +18,12 @@ import click
 from flwr.common.config import flatten_dict, parse_config_args
 
 from deploy.coordinator import coordinator_env
-from deploy.flower_env import toml_value
+from deploy.flower_env import app_directory, flower_executable, toml_value
 from deploy.kit import CONNECTION, CoordinatorKit
 from deploy.processes import follow_log, start_process
-from deploy.simulate import app_directory, flower_executable
-from models.federation_settings import FederationSettings
+from models.atomic import atomic_write_text
 from models.presets import get_preset
+from models.run_config import RUN_DIR, defaults
 
 RUN_STARTED = re.compile(r"Successfully started run (\d+)")
 RESERVED_KEYS = {"num-server-rounds", "model-preset", "run-dir"}
@@ -46,7 +46,7 @@ def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "")
     `overrides` are more run-config values as `key=value` pairs (`local-epochs=1 min-sites=2`): any key of
     [tool.flwr.app.config] except those with their own option or chosen here.
     """
-    model = get_preset(preset)
+    get_preset(preset)  # ValueError naming the valid presets
     if rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {rounds}")
     extra = run_config_overrides(overrides)
@@ -59,7 +59,6 @@ def plan_run(kit: CoordinatorKit, rounds: int, preset: str, overrides: str = "")
         run_config={
             "num-server-rounds": rounds,
             "model-preset": preset,
-            "patch-size": model.patch_size,
             "min-sites": len(kit.sites),
             "run-dir": str(run_dir),
             **extra,
@@ -86,12 +85,22 @@ def run_config_overrides(overrides: str, reserved_keys: set[str] = RESERVED_KEYS
             "--seed), the run folder is chosen by the command"
         )
     try:
-        FederationSettings.from_run_config(
-            extra
-        )  # strategy, local-norm, transport, DP, …: checked here already
+        check_run_settings(extra)
     except ValueError as error:
         raise ValueError(f"--run-config: {error}") from None
     return extra
+
+
+def check_run_settings(overrides: Mapping[str, object]) -> None:
+    """Read the run settings with these overrides as each side will (types, ranges, choices and combinations,
+    e.g. central DP only with fedavg or fedprox): a bad value is refused here, before a process starts, with the
+    setting named (models.run_config.RunConfigError)."""
+    from server_app.run_settings import ServerRunSettings
+    from site_app.run_settings import SiteRunSettings
+
+    run_config = {**defaults(), RUN_DIR.key: "/checking", **overrides}
+    ServerRunSettings.from_run_config(run_config)
+    SiteRunSettings.from_run_config(run_config)
 
 
 def app_config_keys() -> set[str]:
@@ -121,7 +130,7 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
     logs = plan.run_dir / "logs"
     logs.mkdir(parents=True)
     overrides = logs / "run-config.toml"
-    overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()), "utf-8")
+    atomic_write_text(overrides, "".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()))
     runner = start_process(
         "flwr run",
         [

@@ -1,9 +1,13 @@
-"""The environment every Flower process we start runs with: our own FLWR_HOME, nothing phoned home,
-nothing installed at run time (otherwise the SuperLink `uv sync`s torch with CUDA from the index)."""
+"""Where Flower's commands and our Flower app are, and the environment every Flower process we start runs with:
+our own FLWR_HOME, nothing phoned home, nothing installed at run time (otherwise the SuperLink `uv sync`s torch
+with CUDA from the index)."""
 
 import os
+import shutil
 import sys
 from pathlib import Path
+
+from models.atomic import atomic_write_text
 
 QUIET_FLOWER = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -11,6 +15,28 @@ QUIET_FLOWER = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "PYTHONUNBUFFERED": "1",
 }
+
+
+def flower_executable(name: str) -> str:
+    """The Flower command installed beside this Python (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        raise FileNotFoundError(
+            f"`{name}` not found; install the project (`make install`) into this environment"
+        )
+    return found
+
+
+def app_directory() -> Path:
+    """The Flower app (the folder with pyproject.toml's [tool.flwr.app]): this source tree."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        raise FileNotFoundError(
+            f"no pyproject.toml in {root}: OncoFed submits its Flower app from a source checkout "
+            "installed with `pip install -e .`"
+        )
+    return root
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
@@ -44,4 +70,4 @@ def write_connection(flwr_home: Path, name: str, address: str, root_certificates
         lines.append("insecure = true")
     else:
         lines.append(f"root-certificates = {toml_value(str(root_certificates.resolve()))}")
-    (flwr_home / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(flwr_home / "config.toml", "\n".join(lines) + "\n")

@@ -2,7 +2,8 @@
 
 A kit is a folder with `kit.toml` (written by provisioning; never edited) and, for a site, `site.toml` (the
 hospital fills in its paths). Reading a kit checks that every file is there and parseable, and names the file
-and the fix when one is not.
+and the fix when one is not. site.toml's schema (its top-level keys and its [series]/[labels]/[limits] tables)
+belongs to site_app.site_settings, its one parser; this module adds the checks only a kit can make.
 
     coordinator/                          sites/<site>/
       kit.toml                              kit.toml
@@ -17,8 +18,13 @@ and the fix when one is not.
 """
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from data_prep.ingest_settings import IngestSettings
+from models.wire import POLICY_KEYS, NodeConfig, limit_key
+from site_app.site_settings import COORDINATOR, RUNTIME_PORT, SiteSettingsError, read_site_file
 
 KIT_FILE = "kit.toml"
 SITE_FILE = "site.toml"
@@ -164,6 +170,24 @@ class SiteKitSettings:
     """This site's own disclosure minimum (read by the ClientApp from the node config; the coordinator cannot
     lower it)."""
     runtime_port: int
+    ingest: IngestSettings
+    """How the site's export is read: site.toml's [series], [labels] and [limits] (defaults when absent)."""
+    policy: Mapping[str, int | float]
+    """The site's other disclosure settings it sets (min-position-cases, min-train-cases, validation-fraction;
+    absent keys take the ClientApp's defaults, site_app.disclosure_policy)."""
+    limits: Mapping[str, int | float]
+    """The site's limits on run settings it sets (site.toml's [limits], site_app.site_limits)."""
+
+    def node_config(self) -> dict[str, str | int | float]:
+        """What the site's SuperNode passes to the ClientApp as `context.node_config` (models.wire.NodeConfig)."""
+        return {
+            NodeConfig.SITE_NAME: self.site_name,
+            NodeConfig.DATA_PATH: str(self.data_path),
+            NodeConfig.WORK_PATH: str(self.work_path),
+            NodeConfig.MIN_REPORT_CASES: self.min_report_cases,
+            **self.policy,
+            **{limit_key(key): value for key, value in self.limits.items()},
+        }
 
     @property
     def coordinator_host(self) -> str:
@@ -206,45 +230,57 @@ class SiteKit:
 
 
 def read_kit_settings(path: Path, site_name: str) -> SiteKitSettings:
-    """site.toml, with placeholders, wrong types and a changed site name each named."""
-    table = read_toml(path, "the site settings file; copy it back from the kit you received")
-    for key in ("data-path", "work-path", "coordinator"):
-        value = table.get(key)
+    """site.toml, parsed by its one parser (site_app.site_settings), with the kit's own checks on top:
+    placeholders, a changed site name, the coordinator's address form, absolute paths and the port's range (the
+    parser checks the disclosure settings and limits as the ClientApp will)."""
+    if not path.is_file():
+        raise KitError(f"{path} is missing: the site settings file; copy it back from the kit you received")
+    try:
+        site_file = read_site_file(path, kit=True)
+    except SiteSettingsError as error:
+        raise KitError(str(error)) from None
+    table = site_file.top_level
+    for key in (NodeConfig.DATA_PATH, NodeConfig.WORK_PATH, COORDINATOR):
+        value = table[key]
         if isinstance(value, str) and value.startswith(PLACEHOLDER):
             raise KitError(f"{path}: `{key}` still holds the placeholder {value!r}; set it ({_HINTS[key]})")
     settings = SiteKitSettings(
-        site_name=_field(table, "site-name", str, path),
-        coordinator=_field(table, "coordinator", str, path),
-        data_path=Path(_field(table, "data-path", str, path)).expanduser(),
-        work_path=Path(_field(table, "work-path", str, path)).expanduser(),
-        min_report_cases=_field(table, "min-report-cases", int, path),
-        runtime_port=_field(table, "runtime-port", int, path),
+        site_name=str(table[NodeConfig.SITE_NAME]),
+        coordinator=str(table[COORDINATOR]),
+        data_path=Path(str(table[NodeConfig.DATA_PATH])).expanduser(),
+        work_path=Path(str(table[NodeConfig.WORK_PATH])).expanduser(),
+        min_report_cases=int(table[NodeConfig.MIN_REPORT_CASES]),
+        runtime_port=int(table[RUNTIME_PORT]),
+        ingest=site_file.ingest,
+        policy={k: table[k] for k in POLICY_KEYS if k in table and k != NodeConfig.MIN_REPORT_CASES},
+        limits=dict(site_file.limits),
     )
     if settings.site_name != site_name:
         raise KitError(
-            f"{path}: `site-name` is {settings.site_name!r} but this kit was made for {site_name!r}; "
+            f"{path}: `{NodeConfig.SITE_NAME}` is {settings.site_name!r} but this kit was made for {site_name!r}; "
             f"set it back to {site_name!r} (the coordinator knows the site by that name)"
         )
     host, sep, port = settings.coordinator.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise KitError(
-            f"{path}: `coordinator` is {settings.coordinator!r}, expected host:port "
+            f"{path}: `{COORDINATOR}` is {settings.coordinator!r}, expected host:port "
             "(e.g. fl.example.org:8000)"
         )
-    for key, folder in (("data-path", settings.data_path), ("work-path", settings.work_path)):
+    for key, folder in (
+        (NodeConfig.DATA_PATH, settings.data_path),
+        (NodeConfig.WORK_PATH, settings.work_path),
+    ):
         if not folder.is_absolute():
             raise KitError(f"{path}: `{key}` is {str(folder)!r}, expected an absolute path")
-    if settings.min_report_cases < 1:
-        raise KitError(f"{path}: `min-report-cases` is {settings.min_report_cases}, expected at least 1")
     if not 1 <= settings.runtime_port <= 65535:
-        raise KitError(f"{path}: `runtime-port` is {settings.runtime_port}, expected a TCP port (1-65535)")
+        raise KitError(f"{path}: `{RUNTIME_PORT}` is {settings.runtime_port}, expected a TCP port (1-65535)")
     return settings
 
 
 _HINTS = {
-    "data-path": "the folder holding this hospital's studies; it is only read",
-    "work-path": "a folder the site may write to: cache, logs; not inside data-path",
-    "coordinator": "host:port of the coordinator, from the coordinator's operator",
+    NodeConfig.DATA_PATH: "the folder holding this hospital's studies; it is only read",
+    NodeConfig.WORK_PATH: "a folder the site may write to: cache, logs; not inside data-path",
+    COORDINATOR: "host:port of the coordinator, from the coordinator's operator",
 }
 
 

@@ -7,10 +7,17 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from deploy.certificates import write_atomic
 from deploy.flower_env import toml_value
 from deploy.kit import CONNECTION, DEFAULT_RUNTIME_PORT, SITE_FILE
 from deploy.site_package import TORCH_CPU_INDEX
+from models.atomic import atomic_write_bytes
+from models.wire import (
+    DEFAULT_MIN_POSITION_CASES,
+    DEFAULT_MIN_REPORT_CASES,
+    DEFAULT_MIN_TRAIN_CASES,
+    DEFAULT_VALIDATION_FRACTION,
+)
+from site_app.site_limits import DEFAULT_LIMITS
 
 TEMPLATES = Path(__file__).parent / "templates"
 INSTALL_ROOT = "/opt/oncofed"
@@ -51,7 +58,7 @@ class Release:
 
 def write_kit_files(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
-        write_atomic(root / name, text.encode("utf-8"), 0o755 if name.endswith(".sh") else 0o644)
+        atomic_write_bytes(root / name, text.encode("utf-8"), mode=0o755 if name.endswith(".sh") else 0o644)
 
 
 def coordinator_files(release: Release, federation: str, port: int, names: list[str]) -> dict[str, str]:
@@ -82,6 +89,10 @@ def site_files(
         "names": ", ".join(names),
         "key_fingerprint": key_fingerprint,
         "role": "site",
+        "min_report_cases": DEFAULT_MIN_REPORT_CASES,
+        "min_position_cases": DEFAULT_MIN_POSITION_CASES,
+        "min_train_cases": DEFAULT_MIN_TRAIN_CASES,
+        "validation_fraction": DEFAULT_VALIDATION_FRACTION,
     }
     return {
         SITE_FILE: render(
@@ -90,6 +101,7 @@ def site_files(
             site_toml=toml_value(site),
             coordinator_toml=toml_value(coordinator),
             runtime_port=DEFAULT_RUNTIME_PORT,
+            limit_defaults=", ".join(f"{key} = {toml_value(value)}" for key, value in DEFAULT_LIMITS.items()),
         ),
         "start.sh": render("site-start.sh", **values),
         "oncofed-site.service": render("site.service", **values),

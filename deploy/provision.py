@@ -31,6 +31,7 @@ from deploy.flower_env import write_connection
 from deploy.kit import CONNECTION, KIT_FILE, CoordinatorKit, KitError, read_toml
 from deploy.kit_files import Release, coordinator_files, site_files, write_kit_files
 from deploy.site_package import build_wheel, requirements_text
+from models.atomic import atomic_write_bytes
 
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 """Federation and site names: they become file, unit and container names."""
@@ -176,10 +177,10 @@ def provision(spec: FederationSpec, out: Path) -> ProvisionReport:
         flwr_version=flwr_version,
     )
     write_kit_files(root, coordinator_files(release, spec.federation, spec.port, spec.server_names))
-    certs.write_atomic(root / "requirements.txt", requirements_text(release.wheel).encode())
+    atomic_write_bytes(root / "requirements.txt", requirements_text(release.wheel).encode())
     kit.flwr_home.mkdir(parents=True, exist_ok=True)
     write_connection(kit.flwr_home, CONNECTION, kit.local_address, kit.ca_certificate)
-    certs.write_atomic(root / KIT_FILE, (MANIFEST_HEADER + tomli_w.dumps(kit.as_manifest())).encode())
+    atomic_write_bytes(root / KIT_FILE, (MANIFEST_HEADER + tomli_w.dumps(kit.as_manifest())).encode())
     return report
 
 
@@ -230,8 +231,8 @@ def _ca(root: Path, federation: str, report: ProvisionReport) -> tuple[EllipticC
             "it from a backup (re-creating it would invalidate every site kit)"
         )
     key, certificate = certs.make_ca(federation)
-    certs.write_atomic(key_path, certs.private_key_pem(key), 0o600)
-    certs.write_atomic(certificate_path, certs.certificate_pem(certificate))
+    atomic_write_bytes(key_path, certs.private_key_pem(key), mode=certs.PRIVATE_KEY_MODE)
+    atomic_write_bytes(certificate_path, certs.certificate_pem(certificate))
     report.ca = "created"
     return key, certificate
 
@@ -256,8 +257,8 @@ def _server_certificate(
         else:
             return
     key, certificate = certs.make_server_certificate(ca_key, ca_certificate, names)
-    certs.write_atomic(key_path, certs.private_key_pem(key), 0o600)
-    certs.write_atomic(certificate_path, certs.certificate_pem(certificate))
+    atomic_write_bytes(key_path, certs.private_key_pem(key), mode=certs.PRIVATE_KEY_MODE)
+    atomic_write_bytes(certificate_path, certs.certificate_pem(certificate))
     report.server_certificate = reason
 
 
@@ -278,7 +279,7 @@ def _keep_site(root: Path, kit_dir: Path, site: str) -> None:
                 f"{coordinator_copy} and {public} are both missing: site {site!r} cannot be registered; "
                 f"delete {kit_dir} and re-run provision to give it a new kit"
             )
-        shutil.copy2(public, coordinator_copy)
+        atomic_write_bytes(coordinator_copy, public.read_bytes())
     expected = read_toml(kit_dir / KIT_FILE, "").get("key-fingerprint")
     try:
         found = certs.key_fingerprint(certs.load_site_public_key(coordinator_copy))
@@ -301,12 +302,12 @@ def _new_site(
         key = certs.new_private_key()
         private, public = certs.site_key_openssh(key)
         fingerprint = certs.key_fingerprint(key.public_key())
-        certs.write_atomic(staging / "keys" / "site.key", private, 0o600)
-        certs.write_atomic(staging / "keys" / "site.pub", public)
-        certs.write_atomic(staging / "certs" / "ca.crt", certs.certificate_pem(ca_certificate))
+        atomic_write_bytes(staging / "keys" / "site.key", private, mode=certs.PRIVATE_KEY_MODE)
+        atomic_write_bytes(staging / "keys" / "site.pub", public)
+        atomic_write_bytes(staging / "certs" / "ca.crt", certs.certificate_pem(ca_certificate))
         (staging / "packages").mkdir()
         shutil.copy2(release.wheel, staging / "packages" / release.wheel.name)
-        certs.write_atomic(staging / "requirements.txt", requirements_text(release.wheel).encode())
+        atomic_write_bytes(staging / "requirements.txt", requirements_text(release.wheel).encode())
         write_kit_files(
             staging,
             site_files(
@@ -320,8 +321,8 @@ def _new_site(
             "flwr-version": release.flwr_version,
             "key-fingerprint": fingerprint,
         }
-        certs.write_atomic(staging / KIT_FILE, (MANIFEST_HEADER + tomli_w.dumps(manifest)).encode())
-        certs.write_atomic(root / "site-keys" / f"{site}.pub", public)
+        atomic_write_bytes(staging / KIT_FILE, (MANIFEST_HEADER + tomli_w.dumps(manifest)).encode())
+        atomic_write_bytes(root / "site-keys" / f"{site}.pub", public)
         staging.rename(kit_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -6,13 +6,11 @@ the app, stream its log, and stop every process we started — on success, error
 """
 
 import re
-import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.flower_env import flower_env, toml_value, write_connection
+from deploy.flower_env import flower_env, flower_executable, toml_value, write_connection
 from deploy.processes import (
     StartedProcess,
     follow_log,
@@ -23,6 +21,7 @@ from deploy.processes import (
     tail,
     wait_for_health,
 )
+from models.atomic import atomic_write_text
 
 CONNECTION = "oncofed-sim"
 ROUND_LINE = re.compile(r"\[ROUND (\d+)/(\d+)\]")
@@ -30,34 +29,13 @@ ROUND_LINE = re.compile(r"\[ROUND (\d+)/(\d+)\]")
 
 @dataclass(frozen=True)
 class SimulationPlan:
-    """Everything `flwr run` needs, checked before any process starts."""
+    """Everything `flwr run` needs, checked before any process starts (deploy/simulation_plan.py)."""
 
     app_dir: Path
     run_dir: Path
     n_sites: int
     run_config: dict[str, bool | int | float | str]
-
-
-def flower_executable(name: str) -> str:
-    """The Flower command installed beside this Python (the venv's), else the one on PATH."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if not found:
-        raise FileNotFoundError(
-            f"`{name}` not found; install the project (`make install`) into this environment"
-        )
-    return found
-
-
-def app_directory() -> Path:
-    """The Flower app (the folder with pyproject.toml's [tool.flwr.app]): this source tree."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "pyproject.toml").is_file():
-        raise FileNotFoundError(
-            f"no pyproject.toml in {root}: `oncofed simulate` runs from a source checkout "
-            "installed with `pip install -e .`"
-        )
-    return root
+    """Overrides of [tool.flwr.app.config]; the settings it leaves out keep the app's defaults."""
 
 
 def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
@@ -89,7 +67,7 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
         wait_for_health(superlink, f"http://127.0.0.1:{port}/health")
         write_connection(flwr_home, CONNECTION, f"127.0.0.1:{port}")
         overrides = flwr_home / "run-config.toml"
-        overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()), "utf-8")
+        atomic_write_text(overrides, "".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()))
         runner = start_process(
             "flwr run",
             [

@@ -1,6 +1,7 @@
 """Start a site from its kit: a `flower-supernode` that connects out to the coordinator over TLS with the site's key.
 
-The node config (`site-name`, `data-path`, `work-path`, `min-report-cases`, read by the ClientApp) goes to
+The node config (models.wire.NodeConfig: site-name, data-path, work-path, the site's disclosure settings and
+its limits on run settings, from site.toml) goes to
 Flower as a TOML file, so paths with spaces or quotes need no shell quoting. Flower's own state, logs and
 config live in the site's work folder; nothing is written into the kit or the data folder.
 """
@@ -9,11 +10,11 @@ import re
 import time
 from pathlib import Path
 
-from deploy import certificates as certs
 from deploy.flower_env import flower_env, toml_value
 from deploy.kit import SiteKit
 from deploy.processes import StartedProcess, start_process, tail
 from deploy.simulate import flower_executable
+from models.atomic import atomic_write_bytes
 
 CONNECTED = re.compile(r"SuperNode ID: (\d+)")
 CONNECT_WAIT_S = 60.0
@@ -26,13 +27,8 @@ class SiteStartError(RuntimeError):
 def write_node_config(kit: SiteKit) -> Path:
     """The node config file the ClientApp's `context.node_config` is read from."""
     path = kit.flwr_home / "node-config.toml"
-    values = {
-        "site-name": kit.site_name,
-        "data-path": str(kit.settings.data_path),
-        "work-path": str(kit.settings.work_path),
-        "min-report-cases": kit.settings.min_report_cases,
-    }
-    certs.write_atomic(
+    values = kit.settings.node_config()
+    atomic_write_bytes(
         path, "".join(f"{key} = {toml_value(value)}\n" for key, value in values.items()).encode()
     )
     return path

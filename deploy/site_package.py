@@ -15,7 +15,8 @@ from email.parser import Parser
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from deploy.simulate import app_directory
+from deploy.flower_env import app_directory
+from models.atomic import atomic_path
 
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
@@ -56,7 +57,8 @@ def build_wheel(dest: Path) -> Path:
             raise RuntimeError(f"building the oncofed wheel from {source} failed:\n{result.stderr[-2000:]}")
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / wheels[0].name
-        shutil.move(wheels[0], target)
+        with atomic_path(target) as partial:  # an interrupted copy never passes for a built wheel
+            shutil.copyfile(wheels[0], partial)
     return target
 
 

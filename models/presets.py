@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 from monai.networks.nets import UNet
 
-from data_prep.labels import NUM_CLASSES
+from models.labels import NUM_CLASSES
 
 
 @dataclass(frozen=True)
@@ -40,21 +40,41 @@ def get_preset(name: str) -> ModelPreset:
         ) from None
 
 
+def patch_size(preset: str, configured: int) -> int:
+    """The training and inference patch edge (voxels): the run setting `patch-size` when positive, else (0) the
+    preset's own."""
+    if configured < 0:
+        raise ValueError(
+            f"run setting `patch-size` is {configured}; use 0 for the model preset's, or a positive edge"
+        )
+    return configured or get_preset(preset).patch_size
+
+
+NETWORK = "monai.networks.nets.UNet"
+"""The network class every preset builds (its import path, as MONAI bundle configs name it)."""
+
+
+def network_arguments(preset: str) -> dict[str, object]:
+    """Keyword arguments of NETWORK for ``preset``: plain values, so a bundle config can hold them as they are."""
+    spec = get_preset(preset)
+    return {
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": NUM_CLASSES,
+        "channels": list(spec.channels),
+        "strides": list(spec.strides),
+        "num_res_units": spec.num_res_units,
+        "norm": ["instance", {"affine": True}],
+    }
+
+
 def build_model(preset: str, seed: int | None = None) -> torch.nn.Module:
     """A 3D UNet mapping (B, 1, X, Y, Z) intensities to (B, NUM_CLASSES, X, Y, Z) logits.
 
     Affine instance normalisation (a learned per-channel scale and shift, no running statistics): weights
     are all there is to aggregate, and with `local-norm` the norm layers' scale and shift stay at each site.
     """
-    spec = get_preset(preset)
+    arguments = network_arguments(preset)
     if seed is not None:
         torch.manual_seed(seed)
-    return UNet(
-        spatial_dims=3,
-        in_channels=1,
-        out_channels=NUM_CLASSES,
-        channels=spec.channels,
-        strides=spec.strides,
-        num_res_units=spec.num_res_units,
-        norm=("instance", {"affine": True}),
-    )
+    return UNet(**arguments)

@@ -1,12 +1,12 @@
 """Weights travel by parameter name between a torch module, Flower's ArrayRecord and checkpoints."""
 
-import os
-import tempfile
 from collections.abc import Collection
 from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord
+
+from models.atomic import atomic_path
 
 
 def to_record(model: torch.nn.Module) -> ArrayRecord:
@@ -35,20 +35,13 @@ def load_record(model: torch.nn.Module, record: ArrayRecord, keep: Collection[st
 
 
 def save_checkpoint(record: ArrayRecord, path: Path, meta: dict[str, object]) -> None:
-    """Write {'state_dict', 'meta'} atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write {'state_dict', 'meta'} atomically (models.atomic: temp file in the same folder, then rename)."""
     state = {
         name: tensor.float() if tensor.is_floating_point() else tensor
         for name, tensor in record.to_torch_state_dict().items()
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"state_dict": state, "meta": meta}, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, "meta": meta}, tmp)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:

@@ -8,11 +8,13 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from monai.utils import set_determinism
 
-from models.federation_settings import FederationSettings
+from models.model_source import checkpoint_norm_meta, inference_meta
 from models.norm_layers import shared_state_names
 from models.presets import build_model
 from models.transport import as_sent
 from models.weights import to_record
+from models.wire import RUN_KEY
+from server_app.app_identity import write_app_identity
 from server_app.checkpoints import Checkpointer
 from server_app.run_folder import RunFolder, read_metrics
 from server_app.run_settings import ServerRunSettings
@@ -29,9 +31,10 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     # Settings, run folder and the initial global model (without the norm layers when they stay at the sites)
     settings = ServerRunSettings.from_run_config(context.run_config)
-    federation = FederationSettings.from_run_config(context.run_config)
+    federation = settings.strategy
     set_determinism(seed=settings.seed)  # DP noise is drawn from numpy's global generator
     run = RunFolder.create(settings.run_dir, context.run_config)
+    write_app_identity(run.path, grid.run.fab_id, grid.run.fab_version, grid.run.fab_hash)
     model = build_model(settings.model_preset, seed=settings.seed)
     full_initial = to_record(model)
     shared = shared_state_names(model, federation.local_norm)
@@ -57,16 +60,24 @@ def main(grid: Grid, context: Context) -> None:
         "bytes": traffic.site_round(rnd, node),
         "privacy": strategies.privacy(rnd),
     }
-    checkpointer = Checkpointer(run, settings.model_preset)
+    checkpointer = Checkpointer(
+        run,
+        settings.model_preset,
+        {
+            **inference_meta(settings.spacing_mm, settings.patch_size),
+            **checkpoint_norm_meta(federation.local_norm),
+        },
+    )
 
     def latest_evaluation() -> MetricRecord | None:
         return strategies.sites.latest_evaluation
 
     # Round 0: every site validates the initial model, so each site's starting point is on record
+    config = ConfigRecord({RUN_KEY: run.key})  # every instruction names the run (the sites' run state)
     strategy.aggregate_evaluate(
         0,
         grid.send_and_receive(
-            strategy.configure_evaluate(0, initial, ConfigRecord(), grid), timeout=settings.round_timeout_s
+            strategy.configure_evaluate(0, initial, config, grid), timeout=settings.round_timeout_s
         ),
     )
     weighted = {0: latest_evaluation()} if latest_evaluation() else {}
@@ -76,6 +87,7 @@ def main(grid: Grid, context: Context) -> None:
         # local-norm its norm layers are the initial ones (each site validated its own)
         validated = as_sent(arrays, federation.transport_dtype)
         checkpointer(server_round, ArrayRecord({**full_initial, **validated}), latest_evaluation())
+        run.save_strategy_state(strategy.state_dict())  # FedAdam/FedYogi moments, the DP ledger
         if server_round and latest_evaluation():
             weighted[server_round] = latest_evaluation()
 
@@ -84,8 +96,8 @@ def main(grid: Grid, context: Context) -> None:
         initial_arrays=initial,
         num_rounds=settings.num_rounds,
         timeout=settings.round_timeout_s,
-        train_config=ConfigRecord(),
-        evaluate_config=ConfigRecord(),
+        train_config=ConfigRecord({RUN_KEY: run.key}),  # FedAvg writes the round into each, FedProx μ
+        evaluate_config=ConfigRecord({RUN_KEY: run.key}),
         evaluate_fn=after_round,
     )
 

@@ -1,27 +1,28 @@
 """The federation's evaluation over the reporting sites, from their aggregates alone.
 
-Only what can be pooled exactly: each "-mean" weighted by the site's number of cases (which is the mean over all
-their cases), and counts summed. Medians, quartiles, CIs and ranges cannot be pooled from aggregates and are
-left out rather than approximated.
+Only what can be pooled exactly: each mean (models.wire.is_pooled_mean) weighted by the site's number of cases
+(which is the mean over all their cases), and each count (models.wire.is_count) summed. Medians, quartiles, CIs
+and ranges cannot be pooled from aggregates and are left out rather than approximated. Which key is which comes
+from the wire contract's key grammar, so a metric or count the sites add is pooled without a change here.
 """
 
 from collections.abc import Mapping, Sequence
 
 from flwr.app import MetricRecord, RecordDict
 
-COUNT_PREFIXES = ("n-cases", "n-skipped", "empty-", "lesions-")
+from models.wire import is_count, is_pooled_mean
 
 
 def pool(site_metrics: Sequence[Mapping[str, float]], n_cases: Sequence[float]) -> dict[str, float | int]:
-    """Case-weighted means of the "-mean" keys and sums of the counts, over sites with the same keys."""
+    """Case-weighted means of the means and sums of the counts, over sites with the same keys."""
     total = float(sum(n_cases))
     pooled: dict[str, float | int] = {}
     for key in site_metrics[0]:
-        if key.endswith("-mean"):
+        if is_pooled_mean(key):
             pooled[key] = (
                 sum(float(m[key]) * float(n) for m, n in zip(site_metrics, n_cases, strict=True)) / total
             )
-        elif key.startswith(COUNT_PREFIXES):
+        elif is_count(key):
             pooled[key] = int(sum(m[key] for m in site_metrics))
     return pooled
 

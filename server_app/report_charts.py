@@ -1,7 +1,8 @@
 """The report's charts, drawn from report_data's dict into PNG bytes (inlined as base64, so no file or URL).
 
 Distributions are drawn from each site's aggregates only (no per-case value reaches the coordinator): a box
-from q1 to q3, a line at the median, a diamond at the mean and a bar for the 95 % CI of the mean.
+from q1 to q3 and a line at the median (when the site sent them), a diamond at the mean and a bar for the 95 %
+CI of the mean.
 """
 
 import io
@@ -10,6 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt
+
+from models.wire import MEAN_DICE, MEAN_DICE_CI_HIGH, MEAN_DICE_CI_LOW, REPORTED, STATS, stat_key
 
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 """Okabe–Ito colours: distinguishable with the common colour-vision deficiencies and in greyscale print."""
@@ -26,24 +29,24 @@ def dice_over_rounds(data: dict) -> bytes:
     """Mean Dice per site per round with its 95 % CI band; the pooled mean dashed; suppressed rounds are gaps."""
     figure, axes = plt.subplots(figsize=(7.5, 3.6))
     for index, (site, points) in enumerate(data["rounds"].items()):
-        shown = [p for p in points if p["status"] == "reported"]
+        shown = [p for p in points if p["status"] == REPORTED]
         colour = PALETTE[index % len(PALETTE)]
         label = site if shown else f"{site} (suppressed)"
         rounds = [p["round"] for p in shown]
-        axes.plot(rounds, [p["dice-mean"] for p in shown], marker="o", color=colour, label=label)
-        if shown and shown[0]["dice-mean-ci-low"] is not None:
+        axes.plot(rounds, [p[MEAN_DICE] for p in shown], marker="o", color=colour, label=label)
+        if shown and shown[0][MEAN_DICE_CI_LOW] is not None:
             axes.fill_between(
                 rounds,
-                [p["dice-mean-ci-low"] for p in shown],
-                [p["dice-mean-ci-high"] for p in shown],
+                [p[MEAN_DICE_CI_LOW] for p in shown],
+                [p[MEAN_DICE_CI_HIGH] for p in shown],
                 color=colour,
                 alpha=0.15,
                 linewidth=0,
             )
-    pooled = [p for p in data["pooled"] if "dice-mean" in p]
+    pooled = [p for p in data["pooled"] if MEAN_DICE in p]
     axes.plot(
         [p["round"] for p in pooled],
-        [p["dice-mean"] for p in pooled],
+        [p[MEAN_DICE] for p in pooled],
         "k--",
         label="pooled (reporting sites)",
     )
@@ -95,11 +98,11 @@ def distributions(data: dict, metric: dict) -> bytes:
     for panel, region in zip(panels[0], regions, strict=True):
         for index, site in enumerate(sites):
             colour = PALETTE[index % len(PALETTE)]
-            if site["status"] != "reported":
+            if site["status"] != REPORTED:
                 panel.text(
                     index,
                     0.5,
-                    "suppressed",
+                    site["status"],
                     rotation=90,
                     ha="center",
                     va="center",
@@ -108,21 +111,19 @@ def distributions(data: dict, metric: dict) -> bytes:
                     transform=panel.get_xaxis_transform(),
                 )
                 continue
-            stats = {
-                s: site["metrics"][f"{metric['name']}-{region['name']}-{s}"]
-                for s in ("mean", "median", "q1", "q3", "ci-low", "ci-high")
-            }
-            panel.add_patch(
-                plt.Rectangle(
-                    (index - 0.3, stats["q1"]),
-                    0.6,
-                    stats["q3"] - stats["q1"],
-                    facecolor=colour,
-                    alpha=0.25,
-                    edgecolor=colour,
+            stats = {s: site["metrics"].get(stat_key(metric["name"], region["name"], s)) for s in STATS}
+            if stats["median"] is not None:  # position statistics: only from a site's min-position-cases on
+                panel.add_patch(
+                    plt.Rectangle(
+                        (index - 0.3, stats["q1"]),
+                        0.6,
+                        stats["q3"] - stats["q1"],
+                        facecolor=colour,
+                        alpha=0.25,
+                        edgecolor=colour,
+                    )
                 )
-            )
-            panel.plot([index - 0.3, index + 0.3], [stats["median"]] * 2, color=colour, linewidth=2)
+                panel.plot([index - 0.3, index + 0.3], [stats["median"]] * 2, color=colour, linewidth=2)
             panel.errorbar(
                 index,
                 stats["mean"],

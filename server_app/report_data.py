@@ -7,7 +7,30 @@ Sources: config.json (run config, coordinator software), metrics.jsonl (per site
 from datetime import UTC, datetime
 from pathlib import Path
 
-from models.presets import build_model, get_preset
+from models.labels import REGION_TITLES
+from models.presets import build_model, get_preset, patch_size
+from models.run_config import (
+    LOCAL_BASELINE,
+    MIN_LESION_MM3,
+    MODEL_PRESET,
+    NUM_SERVER_ROUNDS,
+    PATCH_SIZE,
+    SIM_DATA,
+    TRAINING_SETTINGS,
+)
+from models.wire import (
+    MEAN_DICE,
+    MEAN_DICE_CI_HIGH,
+    MEAN_DICE_CI_LOW,
+    N_SKIPPED,
+    NUM_EXAMPLES,
+    POLICY_CONVENTIONS,
+    POSITION_STATS,
+    REPORTED,
+    SUPPRESSED,
+    Overview,
+    Validation,
+)
 from server_app.pooled import pool
 from server_app.report_training import training_data
 from server_app.run_folder import CONFIG_FILE, SUMMARY_FILE, read_json, read_metrics
@@ -21,35 +44,11 @@ METRIC_TITLES = {
     "sensitivity": ("Sensitivity", "", "higher"),
     "precision": ("Precision", "", "higher"),
 }
-"""metric → (title, unit, which direction is better); a metric the sites send but not listed here shows its key."""
+"""models.wire metric → (title, unit, which direction is better); a metric not listed here shows its name."""
 
-REGION_TITLES = {
-    "wt": "whole tumor",
-    "tc": "tumor core",
-    "et": "enhancing tumor",
-    "label1": "necrotic core",
-    "label2": "edema",
-    "label3": "enhancing tumor",
-}
-
-TRAINING_KEYS = (
-    "num-server-rounds",
-    "strategy",
-    "local-epochs",
-    "learning-rate",
-    "batch-size",
-    "patch-size",
-    "samples-per-case",
-    "spacing-mm",
-    "val-fraction",
-    "model-preset",
-    "min-sites",
-    "seed",
-    "local-norm",
-    "local-baseline",
-    "transport-dtype",
-    "min-lesion-mm3",
-)
+REPORT_SETTINGS = (*TRAINING_SETTINGS, LOCAL_BASELINE, MIN_LESION_MM3)
+"""The run settings the methods section lists (models.run_config): how the model was trained, and the sites'
+local-only baseline and validation post-processing."""
 
 SMALL_N = 10
 """Below this many cases a percentile-bootstrap interval is known to be too narrow."""
@@ -75,15 +74,15 @@ def report_data(run_dir: Path) -> dict:
         "run": {
             "folder": run_dir.resolve().name,
             "generated_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "simulation": bool(run_config.get("sim-data")),
-            "rounds_planned": summary.get("rounds_planned", run_config.get("num-server-rounds")),
+            "simulation": bool(run_config.get(SIM_DATA.key)),
+            "rounds_planned": summary.get("rounds_planned", run_config.get(NUM_SERVER_ROUNDS.key)),
             "rounds_evaluated": rounds,
             "last_round": rounds[-1],
             "best": summary.get("best"),
             "wall_time_s": summary.get("wall_time_s"),
         },
         "regions": _regions(region_names(records), conventions),
-        "metrics": [_metric(name) for name in conventions.get("metrics", ["dice", "hd95"])],
+        "metrics": [_metric(name) for name in conventions.get(Validation.METRICS, ["dice", "hd95"])],
         "sites": sites,
         "rounds": {
             site: [_round_point(r) for r in sorted(rs, key=lambda r: r["round"])]
@@ -101,7 +100,7 @@ def report_data(run_dir: Path) -> dict:
 
 
 def _regions(names: list[str], conventions: dict) -> list[dict]:
-    labels = conventions.get("region-labels") or [""] * len(names)
+    labels = conventions.get(Validation.REGION_LABELS) or [""] * len(names)
     return [
         {"name": name, "labels": label, "title": REGION_TITLES.get(name, name)}
         for name, label in zip(names, labels, strict=True)
@@ -120,13 +119,19 @@ def _by_site(records: list[dict]) -> dict[str, list[dict]]:
     return dict(sorted(by_site.items()))
 
 
+def _status(record: dict) -> str:
+    """REPORTED, or the status under which a site sent no numbers (SUPPRESSED, REFUSED; models.wire)."""
+    return str(record.get("status", SUPPRESSED)) if is_suppressed(record) else REPORTED
+
+
 def _site_row(site: str, record: dict) -> dict:
     suppressed = is_suppressed(record)
     return {
         "name": site,
         "round": record["round"],
-        "status": "suppressed" if suppressed else "reported",
+        "status": _status(record),
         "note": suppressed_text(record) if suppressed else "",
+        "withheld": list(record.get("withheld") or []),
         "min_report_cases": record.get("min_report_cases"),
         "n_cases": record["n_cases"],
         "metrics": record["metrics"],
@@ -137,10 +142,10 @@ def _round_point(record: dict) -> dict:
     metrics = record["metrics"]
     return {
         "round": record["round"],
-        "status": "suppressed" if is_suppressed(record) else "reported",
-        "dice-mean": metrics.get("dice-mean"),
-        "dice-mean-ci-low": metrics.get("dice-mean-ci-low"),
-        "dice-mean-ci-high": metrics.get("dice-mean-ci-high"),
+        "status": _status(record),
+        MEAN_DICE: metrics.get(MEAN_DICE),
+        MEAN_DICE_CI_LOW: metrics.get(MEAN_DICE_CI_LOW),
+        MEAN_DICE_CI_HIGH: metrics.get(MEAN_DICE_CI_HIGH),
         "n_cases": record["n_cases"],
     }
 
@@ -160,17 +165,17 @@ def _pooled_round(server_round: int, records: list[dict]) -> dict:
 
 
 def _overview(site: str, record: dict, described: dict) -> dict:
-    """Validation counts and voxel edges from the last evaluation; the rest from the site's description (describe)."""
+    """Validation counts from the last evaluation; the rest from the site's description (describe). Counts a
+    site's policy withheld (between 1 and k − 1) and voxel-spacing ranges (single-case values) are not sent."""
     metrics = record["metrics"]
     train = record.get("train") or {}
     return {
         "site": site,
-        "total_cases": described.get("n-cases", described.get("n-cases-usable")),
-        "training_cases": train.get("num-examples"),
+        "total_cases": described.get(Overview.N_CASES_USABLE),
+        "training_cases": train.get(NUM_EXAMPLES),
+        "training_note": f"{train['status']} ({train.get('reason', '')})" if "status" in train else "",
         "validation_cases": record["n_cases"],
-        "skipped_cases": metrics.get("n-skipped"),
-        "spacing_min_mm": metrics.get("spacing-min-mm"),
-        "spacing_max_mm": metrics.get("spacing-max-mm"),
+        "skipped_cases": metrics.get(N_SKIPPED),
         "note": suppressed_text(record) if is_suppressed(record) else "",
         "described": described,
     }
@@ -186,7 +191,7 @@ def _methods(
             if r.get("conventions") and _comparable(r["conventions"]) != _comparable(conventions)
         }
     )
-    preset = str(run_config.get("model-preset", ""))
+    preset = str(run_config.get(MODEL_PRESET.key, ""))
     model = {}
     if preset:
         spec = get_preset(preset)
@@ -202,28 +207,44 @@ def _methods(
         "conventions": conventions,
         "sites_with_other_conventions": differing,
         "site_software": {
-            r["site"]: r["conventions"].get("software", []) for r in records if r.get("conventions")
+            r["site"]: r["conventions"].get(Validation.SOFTWARE, []) for r in records if r.get("conventions")
         },
         "model": model,
-        "training": {key: run_config[key] for key in TRAINING_KEYS if key in run_config},
+        "training": _training(run_config),
         "aggregation": training["strategy"]["text"],
         "coordinator_software": software,
     }
 
 
+def _training(run_config: dict) -> dict:
+    """The training settings of the run; a patch size of 0 (the model preset's) shown as the edge used."""
+    training = {s.key: run_config[s.key] for s in REPORT_SETTINGS if s.key in run_config}
+    preset = str(run_config.get(MODEL_PRESET.key, ""))
+    if training.get(PATCH_SIZE.key) == 0 and preset:
+        training[PATCH_SIZE.key] = f"{patch_size(preset, 0)} (the model preset's)"
+    return training
+
+
 def _comparable(conventions: dict) -> dict:
-    """Conventions without the software versions, which may differ without changing a metric."""
-    return {k: v for k, v in conventions.items() if k != "software"}
+    """Conventions without the software versions and the site's disclosure settings, which may differ without
+    changing a metric."""
+    return {k: v for k, v in conventions.items() if k != Validation.SOFTWARE and k not in POLICY_CONVENTIONS}
 
 
 def _limitations(sites: list[dict], run_config: dict, summary: dict, training: dict) -> list[str]:
     notes = []
-    suppressed = [s["name"] for s in sites if s["status"] == "suppressed"]
-    reported = [s for s in sites if s["status"] == "reported"]
+    suppressed = [f"{s['name']} ({s['note']})" for s in sites if s["status"] != REPORTED]
+    reported = [s for s in sites if s["status"] == REPORTED]
     if suppressed:
         notes.append(
-            f"{', '.join(suppressed)} had fewer validation cases than their own minimum and sent no "
-            "validation numbers; pooled results cover only the reporting sites."
+            f"{', '.join(suppressed)} sent no validation numbers at their last round under their own "
+            "disclosure policy or limits; pooled results cover only the reporting sites."
+        )
+    withheld = [s["name"] for s in reported if any(w.split()[0] in POSITION_STATS for w in s["withheld"])]
+    if withheld:
+        notes.append(
+            f"Medians and quartiles are withheld at {', '.join(withheld)}: a site sends position statistics only "
+            "from its own min-position-cases on (default 10); means and CIs are shown."
         )
     small = [f"{s['name']} (n = {s['n_cases']})" for s in reported if s["n_cases"] < SMALL_N]
     if small:
@@ -237,12 +258,13 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict, training: d
             "scanners or training runs; pooled means have no interval (medians and CIs cannot be pooled exactly)."
         ),
         (
-            "Means of HD95 are dominated by cases with an empty mask (penalty distance); read the medians and the "
-            "empty-mask counts alongside them."
+            "Means of HD95 are dominated by cases with an empty mask (penalty distance); read the medians (where a "
+            "site sends them) and the empty-mask counts alongside them."
         ),
         (
-            "Validation cases are a fixed random split of each site's own data, not an external test set; "
-            "models/best.pt was chosen on these same cases, so its numbers are optimistic."
+            "Validation cases are a fixed random split each site made of its own data (no run setting chooses "
+            "them), not an external test set; models/best.pt was chosen on these same cases, so its numbers are "
+            "optimistic."
         ),
         (
             "HD95 and surface Dice are measured on each site's native grid: coarser voxels limit the distances a site "
@@ -254,7 +276,8 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict, training: d
         notes.append(
             "With site-local normalization each site validated its own personalized model; models/best.pt and "
             "final.pt hold the shared weights with the initial norm layers, and each site's own norm layers exist "
-            "only at that site."
+            "only at that site. `site predict` and `oncofed export` refuse these two files; at a site, "
+            "WORK/models/global-latest.pt is the last model it validated, with its own norm layers."
         )
     if training["privacy"]["enabled"]:
         notes.append(
@@ -270,7 +293,7 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict, training: d
         notes.append(
             "This run has no local-only baseline, so it does not show whether federation helped each site."
         )
-    if run_config.get("sim-data"):
+    if run_config.get(SIM_DATA.key):
         notes.append("This was a simulation: every site ran on one machine, on data the operator holds.")
     if not summary:
         notes.append(

@@ -1,4 +1,5 @@
-"""Writes the federation report: the HTML page, report.json (its content) and metrics.csv (every number, long).
+"""Writes the federation report: the HTML page, report.json (its content), metrics.csv (every number, long) and
+the model card (model_card.md, linked from the page).
 
 metrics.csv columns: scope ("site", "pooled" or "overview"), round, site, key, value — one row per number: each
 site's aggregates for every validated round (a suppressed round is one row with key "status"), the pooled
@@ -7,13 +8,14 @@ values per round, and the data overview.
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.atomic import atomic_write_json, atomic_write_text
+from server_app.model_card import MODEL_CARD_FILE, model_card
 from server_app.report_data import report_data
 from server_app.report_html import render_report
-from server_app.run_folder import read_metrics, write_text_atomic
+from server_app.run_folder import read_metrics
 
 REPORT_FILE = "report.html"
 REPORT_JSON = "report.json"
@@ -32,9 +34,10 @@ def write_report(run_dir: Path, out: Path | None = None) -> ReportFiles:
     data = report_data(run_dir)
     html = out if out is not None else run_dir / REPORT_FILE
     files = ReportFiles(html=html, json=html.parent / REPORT_JSON, csv=html.parent / METRICS_CSV)
-    write_text_atomic(files.json, json.dumps(data, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(files.csv, metrics_csv(read_metrics(run_dir), data))
-    write_text_atomic(files.html, render_report(data))
+    atomic_write_json(files.json, data)
+    atomic_write_text(files.csv, metrics_csv(read_metrics(run_dir), data))
+    atomic_write_text(files.html, render_report(data))
+    atomic_write_text(html.parent / MODEL_CARD_FILE, model_card(run_dir, data))  # report.html links it
     return files
 
 
@@ -48,6 +51,8 @@ def metrics_csv(records: list[dict], data: dict) -> str:
             writer.writerow(
                 ["site", record["round"], record["site"], "min-report-cases", record.get("min_report_cases")]
             )
+            if record.get("reason"):
+                writer.writerow(["site", record["round"], record["site"], "reason", record["reason"]])
             continue
         for key, value in sorted(record["metrics"].items()):
             writer.writerow(["site", record["round"], record["site"], key, value])

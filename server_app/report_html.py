@@ -4,7 +4,23 @@ no script and no external resource."""
 import base64
 from html import escape
 
+from models.wire import (
+    DEFAULT_MIN_POSITION_CASES,
+    DEFAULT_MIN_REPORT_CASES,
+    DEFAULT_MIN_TRAIN_CASES,
+    MEAN_DICE,
+    MEAN_DICE_CI_HIGH,
+    MEAN_DICE_CI_LOW,
+    N_CASES,
+    REPORTED,
+    STATS,
+    NodeConfig,
+    Validation,
+    region_key,
+    stat_key,
+)
 from server_app import report_charts
+from server_app.model_card import MODEL_CARD_FILE
 
 STYLE = """
 body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; color: #1a1a1a; margin: 2em auto;
@@ -15,6 +31,7 @@ margin-top: 1.8em; } h3 { margin-bottom: 0.3em; }
 th, td { border: 1px solid #c8c8c8; padding: 0.3em 0.55em; text-align: right; vertical-align: top; }
 th { background: #eef3f8; } td.site, th.site { text-align: left; font-weight: 600; white-space: nowrap; }
 td.suppressed { text-align: center; color: #8a4b00; background: #fff6e8; font-style: italic; }
+.withheld { color: #8a4b00; font-style: italic; }
 small { color: #555; } img { max-width: 100%; } .caption { color: #444; font-size: 0.92em; max-width: 60em; }
 code { font-size: 0.9em; background: #f4f4f4; padding: 0 0.2em; } li { margin: 0.2em 0; }
 @media print { body { margin: 0; max-width: none; font-size: 11px; } h2 { break-after: avoid; }
@@ -40,7 +57,9 @@ def render_report(data: dict) -> str:
         f"<title>OncoFed federation report: {escape(run['folder'])}</title><style>{STYLE}</style></head><body>"
         f'<h1>Federation validation report</h1><p class="meta">Run <code>{escape(run["folder"])}</code> · '
         f"generated {escape(run['generated_utc'])} · rounds validated: "
-        f"{escape(', '.join(str(r) for r in run['rounds_evaluated']))}</p>{''.join(sections)}</body></html>\n"
+        f"{escape(', '.join(str(r) for r in run['rounds_evaluated']))} · "
+        f'<a href="{MODEL_CARD_FILE}">model card</a> (intended use, data, hashes)</p>'
+        f"{''.join(sections)}</body></html>\n"
     )
 
 
@@ -62,8 +81,8 @@ def _image(png: bytes, alt: str) -> str:
 
 def _summary(data: dict) -> str:
     run, sites = data["run"], data["sites"]
-    reported = [s for s in sites if s["status"] == "reported"]
-    suppressed = [s for s in sites if s["status"] != "reported"]
+    reported = [s for s in sites if s["status"] == REPORTED]
+    suppressed = [s for s in sites if s["status"] != REPORTED]
     pooled = {p["round"]: p for p in data["pooled"]}
     first, last = pooled[run["rounds_evaluated"][0]], pooled[run["last_round"]]
     items = [
@@ -74,27 +93,27 @@ def _summary(data: dict) -> str:
     ]
     if suppressed:
         items.append(
-            "Not reporting (fewer validation cases than their own minimum): "
+            "Not reporting (their own disclosure policy or limits let no number leave): "
             + ", ".join(f"{_site(s['name'])}: {escape(s['note'])}" for s in suppressed)
             + "."
         )
-    if "dice-mean" in last:
+    if MEAN_DICE in last:
         items.append(
-            f"Global model at round {run['last_round']}: pooled mean Dice <b>{_num(last['dice-mean'])}</b> "
-            f"over {last['n-cases']} validation cases at {_plural(len(last['sites']), 'reporting site')} "
-            f"(round {first['round']}: {_num(first.get('dice-mean'))})."
+            f"Global model at round {run['last_round']}: pooled mean Dice <b>{_num(last[MEAN_DICE])}</b> "
+            f"over {last[N_CASES]} validation cases at {_plural(len(last['sites']), 'reporting site')} "
+            f"(round {first['round']}: {_num(first.get(MEAN_DICE))})."
         )
     if len(reported) > 1:
-        worst = min(reported, key=lambda s: s["metrics"]["dice-mean"])
+        worst = min(reported, key=lambda s: s["metrics"][MEAN_DICE])
         items.append(
-            f"Lowest site: {_site(worst['name'])}, mean Dice {_num(worst['metrics']['dice-mean'])} "
-            f"[95 % CI {_num(worst['metrics'].get('dice-mean-ci-low'))}, "
-            f"{_num(worst['metrics'].get('dice-mean-ci-high'))}], n = {worst['n_cases']}."
+            f"Lowest site: {_site(worst['name'])}, mean Dice {_num(worst['metrics'][MEAN_DICE])} "
+            f"[95 % CI {_num(worst['metrics'].get(MEAN_DICE_CI_LOW))}, "
+            f"{_num(worst['metrics'].get(MEAN_DICE_CI_HIGH))}], n = {worst['n_cases']}."
         )
     best = run.get("best") or {}
     if best.get("round") is not None:
         items.append(
-            f"Best round by pooled mean Dice: {best['round']} ({_num(best.get('dice-mean'))}), "
+            f"Best round by pooled mean Dice: {best['round']} ({_num(best.get(MEAN_DICE))}), "
             f"saved as <code>{escape(str(best.get('model')))}</code> (chosen on the validation cases)."
         )
     items += _training_summary(data["training"])
@@ -135,11 +154,17 @@ def _megabytes(n_bytes: int) -> str:
     return f"{n_bytes / 1e6:.2f} MB"
 
 
-def _ci_cell(metrics: dict, key: str, digits: int) -> str:
+def _ci_cell(metrics: dict, metric: str, region: str, digits: int) -> str:
+    """Mean [CI]; median (IQR) when the site sent them, else a mark that its policy withheld them."""
+    stat = {s: metrics.get(stat_key(metric, region, s)) for s in STATS}
+    position = (
+        f"median {_num(stat['median'], digits)} (IQR {_num(stat['q1'], digits)}–{_num(stat['q3'], digits)})"
+        if stat["median"] is not None
+        else '<span class="withheld">median, IQR withheld</span>'
+    )
     return (
-        f"{_num(metrics[f'{key}-mean'], digits)} <small>[{_num(metrics[f'{key}-ci-low'], digits)}, "
-        f"{_num(metrics[f'{key}-ci-high'], digits)}]</small><br><small>median {_num(metrics[f'{key}-median'], digits)}"
-        f" (IQR {_num(metrics[f'{key}-q1'], digits)}–{_num(metrics[f'{key}-q3'], digits)})</small>"
+        f"{_num(stat['mean'], digits)} <small>[{_num(stat['ci-low'], digits)}, "
+        f"{_num(stat['ci-high'], digits)}]</small><br><small>{position}</small>"
     )
 
 
@@ -149,23 +174,29 @@ def _site_tables(data: dict) -> str:
     head = "".join(f"<th>Dice {escape(r['name'].upper())}</th>" for r in regions)
     rows = []
     for site in sites:
-        if site["status"] != "reported":
+        if site["status"] != REPORTED:
             rows.append(
                 f'<tr><td class="site">{_site(site["name"])}</td>'
                 f'<td class="suppressed" colspan="{len(regions) + 2}">{escape(site["note"])}</td></tr>'
             )
             continue
         m = site["metrics"]
-        cells = "".join(f"<td>{_ci_cell(m, 'dice-' + r['name'], 3)}</td>" for r in regions)
+        cells = "".join(f"<td>{_ci_cell(m, 'dice', r['name'], 3)}</td>" for r in regions)
+        withheld = (
+            f'<br><small class="withheld">withheld: {escape(", ".join(site["withheld"]))}</small>'
+            if site.get("withheld")
+            else ""
+        )
         rows.append(
-            f'<tr><td class="site">{_site(site["name"])}</td><td>{site["n_cases"]}</td>'
-            f"<td>{_num(m['dice-mean'])} <small>[{_num(m.get('dice-mean-ci-low'))}, "
-            f"{_num(m.get('dice-mean-ci-high'))}]</small></td>{cells}</tr>"
+            f'<tr><td class="site">{_site(site["name"])}{withheld}</td><td>{site["n_cases"]}</td>'
+            f"<td>{_num(m[MEAN_DICE])} <small>[{_num(m.get(MEAN_DICE_CI_LOW))}, "
+            f"{_num(m.get(MEAN_DICE_CI_HIGH))}]</small></td>{cells}</tr>"
         )
     main = (
         f'<h2 id="sites">Per-site results</h2><p class="caption">Each site\'s last validated round (round '
         f"{last_round} unless noted), over its own validation cases: mean [95 % CI of the mean], median (IQR). "
-        f"Sites with fewer validation cases than their own minimum send no numbers.</p>"
+        f"Each site's disclosure policy decides what it sends: no numbers below its minimum of cases, medians "
+        f"and quartiles only from its own higher minimum (marked <i>withheld</i> otherwise); see Methods.</p>"
         f'<table><tr><th class="site">Site</th><th>Cases</th><th>Mean Dice over regions</th>{head}</tr>'
         f"{''.join(rows)}</table>"
     )
@@ -177,14 +208,14 @@ def _site_tables(data: dict) -> str:
         )
         rows = []
         for site in sites:
-            if site["status"] != "reported":
+            if site["status"] != REPORTED:
                 rows.append(
                     f'<tr><td class="site">{_site(site["name"])}</td><td class="suppressed" '
                     f'colspan="{len(metrics)}">{escape(site["note"])}</td></tr>'
                 )
                 continue
             cells = "".join(
-                f"<td>{_ci_cell(site['metrics'], m['name'] + '-' + region['name'], _digits(m['name']))}</td>"
+                f"<td>{_ci_cell(site['metrics'], m['name'], region['name'], _digits(m['name']))}</td>"
                 for m in metrics
             )
             rows.append(f'<tr><td class="site">{_site(site["name"])}</td>{cells}</tr>')
@@ -201,19 +232,29 @@ def _detection_table(data: dict) -> str:
     for site in data["sites"]:
         for index, region in enumerate(data["regions"]):
             name = _site(site["name"]) if index == 0 else ""
-            if site["status"] != "reported":
+            if site["status"] != REPORTED:
                 if index == 0:
                     rows.append(
                         f'<tr><td class="site">{name}</td><td class="suppressed" colspan="7">'
                         f"{escape(site['note'])}</td></tr>"
                     )
                 continue
-            m, r = site["metrics"], region["name"]
-            found, missed, false = m[f"lesions-tp-{r}"], m[f"lesions-fn-{r}"], m[f"lesions-fp-{r}"]
+            r = region["name"]
+            both, pred, truth, found, missed, false = (
+                site["metrics"][region_key(count, r)]
+                for count in (
+                    "empty-both",
+                    "empty-pred",
+                    "empty-truth",
+                    "lesions-tp",
+                    "lesions-fn",
+                    "lesions-fp",
+                )
+            )
             rate = _num(found / (found + missed)) if found + missed else "—"
             rows.append(
-                f'<tr><td class="site">{name}</td><td>{escape(r.upper())}</td><td>{m[f"empty-both-{r}"]}</td>'
-                f"<td>{m[f'empty-pred-{r}']}</td><td>{m[f'empty-truth-{r}']}</td>"
+                f'<tr><td class="site">{name}</td><td>{escape(r.upper())}</td><td>{both}</td>'
+                f"<td>{pred}</td><td>{truth}</td>"
                 f"<td>{found} / {found + missed}</td><td>{rate}</td><td>{false}</td></tr>"
             )
     return (
@@ -230,11 +271,11 @@ def _rounds(data: dict) -> str:
     rows = []
     for site, points in data["rounds"].items():
         cells = "".join(
-            f"<td>{_num(p['dice-mean'])}</td>" if p["status"] == "reported" else "<td>suppressed</td>"
+            f"<td>{_num(p[MEAN_DICE])}</td>" if p["status"] == REPORTED else f"<td>{escape(p['status'])}</td>"
             for p in points
         )
         rows.append(f'<tr><td class="site">{_site(site)}</td>{cells}</tr>')
-    pooled = "".join(f"<td>{_num(p.get('dice-mean'))}</td>" for p in data["pooled"])
+    pooled = "".join(f"<td>{_num(p.get(MEAN_DICE))}</td>" for p in data["pooled"])
     head = "".join(f"<th>r{r}</th>" for r in data["run"]["rounds_evaluated"])
     return (
         f'<h2 id="rounds">Dice over rounds</h2>'
@@ -261,9 +302,9 @@ def _distributions(data: dict) -> str:
     )
     return (
         '<h2 id="distributions">Per-site metric distributions</h2><p class="caption">At each site\'s last '
-        "round: box from the first to the third quartile, line at the median, diamond at the mean with its "
-        "95 % CI. Drawn from the sites' aggregates; no per-case value leaves a site, so there are no "
-        f"whiskers to the extremes.</p>{figures}"
+        "round: box from the first to the third quartile and line at the median (only where a site sends "
+        "them), diamond at the mean with its 95 % CI. Drawn from the sites' aggregates; no per-case value "
+        f"leaves a site, so there are no whiskers to the extremes.</p>{figures}"
     )
 
 
@@ -309,24 +350,22 @@ def _baseline(data: dict) -> str:
 def _overview(data: dict) -> str:
     rows = []
     for row in data["data_overview"]:
-        spacing = (
-            "—"
-            if row["spacing_min_mm"] is None
-            else f"{row['spacing_min_mm']:.2f}–{row['spacing_max_mm']:.2f}"
-        )
         validation = escape(row["note"]) if row["note"] else row["validation_cases"]
+        training = escape(row["training_note"]) if row.get("training_note") else _count(row["training_cases"])
         described = " · ".join(f"{escape(k)} {_plain(v)}" for k, v in sorted(row["described"].items())) or "—"
         rows.append(
             f'<tr><td class="site">{_site(row["site"])}</td><td>{_count(row["total_cases"])}</td>'
-            f"<td>{_count(row['training_cases'])}</td><td>{validation}</td>"
-            f"<td>{_count(row['skipped_cases'])}</td><td>{spacing}</td><td><small>{described}</small></td></tr>"
+            f"<td>{training}</td><td>{validation}</td>"
+            f"<td>{_count(row['skipped_cases'])}</td><td><small>{described}</small></td></tr>"
         )
     return (
         '<h2 id="data">Data overview</h2><p class="caption">Counts each site sent: cases from its '
-        "description (sent once per run), training cases from its last training round, validation cases and "
-        "their voxel edges (mm, native resolution) from its last validation.</p><table><tr>"
+        "description (sent once per run), training cases from its last training round, validation cases "
+        "from its last validation. Under the sites' disclosure policy a count between 1 and a site's minimum is "
+        "not sent (—), and no voxel-spacing or image-size range is sent (a range is two single cases' values)."
+        "</p><table><tr>"
         '<th class="site">Site</th><th>Cases</th><th>Training</th><th>Validation</th><th>Skipped</th>'
-        f"<th>Voxel edges (mm)</th><th>Site description</th></tr>{''.join(rows)}</table>"
+        f"<th>Site description</th></tr>{''.join(rows)}</table>"
     )
 
 
@@ -353,7 +392,7 @@ def _methods(data: dict) -> str:
         f"<li><b>{escape(r['name'].upper())}</b> ({escape(r['title'])}): labels {escape(r['labels'])}</li>"
         for r in data["regions"]
     )
-    settings = "".join(f"<li><code>{escape(s)}</code></li>" for s in conventions.get("settings", []))
+    settings = "".join(f"<li><code>{escape(s)}</code></li>" for s in conventions.get(Validation.SETTINGS, []))
     training = "".join(
         f'<tr><td class="site">{escape(k)}</td><td>{escape(str(v))}</td></tr>'
         for k, v in methods["training"].items()
@@ -379,28 +418,32 @@ def _methods(data: dict) -> str:
     )
     return f"""<h2 id="methods">Methods</h2>
 <h3>Validation</h3><p>After every round (round 0: the initial model) each site runs the global model on its own
-held-out validation cases (a fixed, seeded split of its cases) by sliding-window inference at the run's spacing,
+held-out validation cases (a split the site made once of its own cases and reuses in every run; no run setting
+chooses them) by sliding-window inference at the run's spacing,
 maps the prediction back onto each case's stored grid (inverse of the preprocessing, nearest neighbour) and measures
 it there, in millimetres of the case's own voxel spacing. Regions:</p><ul>{regions}</ul>
 <h3>Metric definitions</h3><ul>
 <li><b>Dice</b> = 2|P∩T| / (|P| + |T|) for prediction P and label T.</li>
 <li><b>HD95</b> (mm): the larger of the two directed 95th percentiles of distances between surface voxels
 (MONAI's definition; other tools pool both directions and give different values).</li>
-<li><b>Surface Dice</b> at a tolerance of {_num(conventions.get("nsd-tolerance-mm"), 1)} mm: the share of both
+<li><b>Surface Dice</b> at a tolerance of {_num(conventions.get(Validation.NSD_TOLERANCE_MM), 1)} mm: the share of both
 surfaces lying within the tolerance of the other surface.</li>
 <li><b>Absolute volume difference</b> (mL): |vol(P) − vol(T)|.</li>
 <li><b>Sensitivity</b> = |P∩T| / |T|; <b>precision</b> = |P∩T| / |P|.</li>
 <li><b>Lesion detection</b>: connected components (26-connectivity); a label lesion is found when a predicted voxel
 overlaps it; a predicted lesion overlapping no label voxel is a false lesion; no minimum lesion size.</li></ul>
 <h3>Empty masks</h3><p>Both empty: Dice, surface Dice, sensitivity and precision 1, HD95 0. Exactly one empty: those
-0 and HD95 = {_num(conventions.get("hd95-penalty-mm"), 2)} mm (the BraTS penalty, the diagonal of a 240 × 240 × 155 mm
-volume). The number of such cases is reported separately for each site and region.</p>
-<h3>Uncertainty and aggregation</h3><p>Per site: n, mean, median, quartiles (linear interpolation) and a
-{_percent(conventions.get("ci-level"))} percentile-bootstrap confidence interval of the mean
-({conventions.get("bootstrap-resamples", "—")} resamples of the cases, seed {conventions.get("bootstrap-seed", "—")},
-the same resamples for every metric). Pooled values are means over all cases of the reporting sites (site means
-weighted by their case counts). A site sends nothing about its validation cases when it has fewer than its own
-minimum (<code>min-report-cases</code>, set by the site; default 5).</p>
+0 and HD95 = {_num(conventions.get(Validation.HD95_PENALTY_MM), 2)} mm, a BraTS-style penalty (the diagonal of a
+240 × 240 × 155 mm volume); the official BraTS evaluation packages use 373 or 374 mm, so HD95 means that include
+such cases differ slightly from challenge tables. The number of such cases is reported separately for each site
+and region.</p>
+<h3>Uncertainty and aggregation</h3><p>Per site: n, mean and a {_percent(conventions.get(Validation.CI_LEVEL))}
+percentile-bootstrap confidence interval of the mean ({conventions.get(Validation.BOOTSTRAP_RESAMPLES, "—")}
+resamples of the cases, the same resamples for every metric, seeded from a secret the site keeps, so the
+coordinator cannot replay them); median and quartiles as Harrell–Davis estimates (a weighted mean of all order
+statistics) from a site's <code>{Validation.MIN_POSITION_CASES}</code> on. Pooled values are means over all cases
+of the reporting sites (site means weighted by their case counts).</p>
+{_disclosure(conventions)}
 <h3>Exact settings used by the sites</h3><ul>{settings}</ul>{differing}
 <h3>Model and training</h3><p>{model_text} {escape(methods["aggregation"])}.</p>{_training_methods(data["training"])}
 <table><tr><th class="site">Run setting</th><th>Value</th></tr>{training}</table>
@@ -421,8 +464,9 @@ def _training_methods(training: dict) -> str:
     ]
     if strategy["min_lesion_mm3"] > 0:
         parts.append(
-            f"Post-processing at validation: connected components (26-connectivity) of each predicted label smaller "
-            f"than {strategy['min_lesion_mm3']:g} mm³ were removed (MONAI RemoveSmallObjects) before measuring."
+            "Post-processing at validation: connected components (26-connectivity) of the predicted tumor (labels "
+            f"1–3 together) smaller than {strategy['min_lesion_mm3']:g} mm³ were set to background before measuring "
+            "(scipy.ndimage, as for lesion counting). <code>site predict</code> does not post-process."
         )
     if privacy["enabled"]:
         epsilons = ", ".join(f"r{e['round']} {e['epsilon']:.2f}" for e in privacy["epsilon"]) or "—"
@@ -434,6 +478,29 @@ def _training_methods(training: dict) -> str:
             f"amplification), cumulative after each round: {epsilons}."
         )
     return "<p>" + " ".join(parts) + "</p>"
+
+
+def _disclosure(conventions: dict) -> str:
+    """The disclosure policy the sites applied (site_app/disclosure_policy.py), as their conventions state it."""
+    decimals = ", ".join(escape(str(d)) for d in conventions.get(Validation.RELEASE_DECIMALS, [])) or "—"
+    policy = escape(str(conventions.get(Validation.DISCLOSURE_POLICY, "site_app/disclosure_policy.py")))
+    return f"""<h3>Disclosure control at the sites</h3><p>Every number in this report was released by a site under
+its own disclosure policy (<code>{policy}</code>), which follows statistical disclosure control practice for outputs
+leaving a trusted environment (DataSHIELD, ACRO/SACRO, Eurostat RDC guidelines). Thresholds are each site's own
+settings; the coordinator cannot lower them.</p><ul>
+<li>Threshold: no number about fewer than <code>{NodeConfig.MIN_REPORT_CASES}</code> validation cases (default
+{DEFAULT_MIN_REPORT_CASES}); no weights from fewer than <code>{NodeConfig.MIN_TRAIN_CASES}</code> training cases
+(default {DEFAULT_MIN_TRAIN_CASES}).</li>
+<li>No minimum, maximum or other single-case value (hence no voxel-spacing ranges); median and quartiles only from
+<code>{NodeConfig.MIN_POSITION_CASES}</code> cases on (default {DEFAULT_MIN_POSITION_CASES}; ACRO's threshold for
+position statistics), as Harrell–Davis estimates, never one case's value.</li>
+<li>Rounding (decimal places per metric): {decimals}.</li>
+<li>Differencing: {escape(str(conventions.get(Validation.VALIDATION_SET, "—")))}.</li>
+<li>Local-only baseline (run setting <code>local-baseline</code>): only the means and CIs of the local-only model
+and of the paired difference global − local-only, over the same released validation cases, rounded alike; the
+local-only model itself never leaves the site.</li>
+<li>Run settings outside a site's limits (spacing, patch size, samples per case, batch size, local epochs, resampled
+volume size) are refused by the site.</li></ul>"""
 
 
 def _limitations(data: dict) -> str:

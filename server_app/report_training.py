@@ -5,8 +5,9 @@ pooled Dice between rounds.
 
 import itertools
 
-from models.baseline_keys import GAIN_PREFIX, LOCAL_PREFIX, baseline_key
-from models.federation_settings import FederationSettings
+from models.run_config import LOCAL_BASELINE, MIN_LESION_MM3
+from models.wire import GAIN_PREFIX, LOCAL_ONLY_PREFIX, MEAN_DICE, baseline_key
+from server_app.run_settings import StrategySettings
 from server_app.site_table import is_suppressed
 
 SHARP_DROP = 0.05
@@ -24,18 +25,20 @@ STRATEGY_TEXT = {
 
 
 def training_data(records: list[dict], run_config: dict, pooled: list[dict]) -> dict:
-    """{"strategy", "baseline", "traffic", "privacy", "drops"} for report_data."""
-    settings = FederationSettings.from_run_config(run_config)
+    """{"strategy", "baseline", "traffic", "privacy", "drops"} for report_data. The run config is the one the
+    coordinator recorded (config.json): the strategy's settings and, for the methods, the sites' `local-baseline`
+    and `min-lesion-mm3` as the run set them."""
+    settings = StrategySettings.from_run_config(run_config)
     return {
-        "strategy": _strategy(settings),
-        "baseline": _baseline(records, settings.local_baseline),
+        "strategy": {**_strategy(settings), "min_lesion_mm3": MIN_LESION_MM3.read(run_config)},
+        "baseline": _baseline(records, LOCAL_BASELINE.read(run_config)),
         "traffic": _traffic(records, settings.transport_dtype),
         "privacy": _privacy(records, settings),
         "drops": sharp_drops(pooled),
     }
 
 
-def _strategy(settings: FederationSettings) -> dict:
+def _strategy(settings: StrategySettings) -> dict:
     text = STRATEGY_TEXT[settings.strategy].format(**vars(settings))
     if settings.local_norm:
         text += (
@@ -47,7 +50,6 @@ def _strategy(settings: FederationSettings) -> dict:
         "text": text,
         "local_norm": settings.local_norm,
         "transport_dtype": settings.transport_dtype,
-        "min_lesion_mm3": settings.min_lesion_mm3,
     }
 
 
@@ -57,18 +59,18 @@ def _baseline(records: list[dict], enabled: bool) -> dict:
     for record in sorted(records, key=lambda r: (r["site"], r["round"])):
         site = sites.setdefault(record["site"], {"name": record["site"], "rounds": [], "verdict": None})
         metrics = record["metrics"]
-        if is_suppressed(record) or baseline_key(LOCAL_PREFIX, "dice", None, "mean") not in metrics:
+        if is_suppressed(record) or baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean") not in metrics:
             site["status"] = "suppressed" if is_suppressed(record) else "missing"
             continue
         site["status"] = "reported"
         site["rounds"].append(
             {
                 "round": record["round"],
-                "global": metrics["dice-mean"],
-                "local": metrics[baseline_key(LOCAL_PREFIX, "dice", None, "mean")],
+                "global": metrics[MEAN_DICE],
+                "local": metrics[baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean")],
                 "local_ci": [
-                    metrics[baseline_key(LOCAL_PREFIX, "dice", None, "ci-low")],
-                    metrics[baseline_key(LOCAL_PREFIX, "dice", None, "ci-high")],
+                    metrics[baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "ci-low")],
+                    metrics[baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "ci-high")],
                 ],
                 "gain": metrics[baseline_key(GAIN_PREFIX, "dice", None, "mean")],
                 "gain_ci": [
@@ -106,7 +108,7 @@ def _traffic(records: list[dict], dtype: str) -> dict:
     return {"dtype": dtype, "per_round": [{"round": r, "bytes": b} for r, b in sorted(per_round.items())]}
 
 
-def _privacy(records: list[dict], settings: FederationSettings) -> dict:
+def _privacy(records: list[dict], settings: StrategySettings) -> dict:
     """Central DP settings and ε after each round (from the accountant, filed with every site's record)."""
     epsilons = {r["round"]: r["privacy"]["epsilon"] for r in records if r.get("privacy")}
     return {
@@ -120,9 +122,9 @@ def _privacy(records: list[dict], settings: FederationSettings) -> dict:
 
 def sharp_drops(pooled: list[dict]) -> list[dict]:
     """Rounds whose pooled mean Dice fell by more than SHARP_DROP from the round before."""
-    shown = [p for p in pooled if p.get("dice-mean") is not None]
+    shown = [p for p in pooled if p.get(MEAN_DICE) is not None]
     return [
-        {"round": after["round"], "from": before["dice-mean"], "to": after["dice-mean"]}
+        {"round": after["round"], "from": before[MEAN_DICE], "to": after[MEAN_DICE]}
         for before, after in itertools.pairwise(shown)
-        if before["dice-mean"] - after["dice-mean"] > SHARP_DROP
+        if before[MEAN_DICE] - after[MEAN_DICE] > SHARP_DROP
     ]

@@ -1,45 +1,34 @@
 """The run folder: config.json, metrics.jsonl (one object per site per round), summary.json, models/, report.
 
-A metrics.jsonl record: {"round", "site", "status", "min_report_cases", "n_cases", "metrics", "conventions",
-"train", "bytes", "privacy"}; a suppressed site's has n_cases null and no metrics. "bytes": the site's messages of
-the round per direction (server_app.traffic); "privacy": ε and δ spent so far with central DP, else null.
+A metrics.jsonl record: {"round", "site", "status", "reason", "withheld", "min_report_cases", "n_cases",
+"metrics", "conventions", "train", "bytes", "privacy"}; `status` is one of models.wire.EVALUATE_STATUSES: a
+suppressed or refused site's record has n_cases null, no metrics and the site's reason; "withheld" lists what the
+site's disclosure policy left out of a reported round (e.g. medians below its min-position-cases); "train" holds
+the site's training metrics, or its status (models.wire.TRAINING_STATUSES) and reason when it declined or refused
+to train; "bytes": the site's messages of the round per direction (server_app.traffic); "privacy": ε and δ spent
+so far with central DP, else null.
 
 Every file is written atomically (temp file + rename) or, for metrics.jsonl, appended a whole line at a
 time and fsynced, so an interrupted run leaves readable files.
 """
 
+import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from flwr.app import ArrayRecord
 
+from models.atomic import atomic_path, atomic_write_json
 from models.weights import save_checkpoint
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
-REPORTED, SUPPRESSED = "reported", "suppressed"
-"""The `status` of a metrics.jsonl record: the site sent aggregates, or had too few cases to send any."""
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temp file in the same folder, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: object) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+STRATEGY_STATE_FILE = Path("state") / "strategy.pt"
+"""Not under models/: it holds no model (the model card and `export` read models/*.pt)."""
 
 
 def read_json(path: Path) -> dict:
@@ -67,7 +56,7 @@ class RunFolder:
                 f"{path} already holds a run ({METRICS_FILE} exists); choose another run folder"
             )
         path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path / CONFIG_FILE, {"run_config": dict(run_config), "software": _versions()})
+        atomic_write_json(path / CONFIG_FILE, {"run_config": dict(run_config), "software": _versions()})
         return cls(path)
 
     def append_metrics(self, record: dict) -> None:
@@ -81,8 +70,22 @@ class RunFolder:
         save_checkpoint(arrays, target, meta)
         return target
 
+    def save_strategy_state(self, state: dict[str, object]) -> Path:
+        """The strategy's state after a round (server optimizer moments, privacy ledger), beside the round's
+        checkpoint, for a resumed run (server_app.strategies: `load_state_dict`); torch.load(weights_only=True)."""
+        target = self.path / STRATEGY_STATE_FILE
+        with atomic_path(target) as tmp:
+            torch.save(state, tmp)
+        return target
+
     def write_summary(self, summary: dict) -> None:
-        write_json_atomic(self.path / SUMMARY_FILE, summary)
+        atomic_write_json(self.path / SUMMARY_FILE, summary)
+
+    @property
+    def key(self) -> str:
+        """The run key the sites file their run state under (models.wire.RUN_KEY): the first 16 hex digits of
+        the SHA-256 of this folder's absolute path, so a resumed run in the same folder has the same key."""
+        return hashlib.sha256(str(self.path.resolve()).encode("utf-8")).hexdigest()[:16]
 
 
 def _versions() -> dict[str, str]:

@@ -1,13 +1,25 @@
 """The per-site results table: first and last evaluated round for each site, from metrics.jsonl records.
 
-A site that suppressed its numbers (fewer validation cases than its `min-report-cases`) shows
-"suppressed (n < k)" instead of numbers.
+A site that sent no numbers shows why instead: "suppressed (n < k)" (fewer validation cases than its
+`min-report-cases`), "suppressed (<the site's reason>)" (another rule of its disclosure policy) or
+"refused (<setting and limit>)" (a run setting outside the site's limits); a median the site's policy withheld
+(fewer cases than its `min-position-cases`) shows "withheld". The region columns are the regions the sites
+evaluated (their conventions, else their metric keys): whatever `eval-regions` the run used.
 """
 
 from rich.console import Console
 from rich.table import Table
 
-from server_app.run_folder import SUPPRESSED
+from models.wire import (
+    MEAN_DICE,
+    MEAN_DICE_CI_HIGH,
+    MEAN_DICE_CI_LOW,
+    REPORTED,
+    SUPPRESSED,
+    Validation,
+    regions_in,
+    stat_key,
+)
 
 
 def first_and_last(records: list[dict]) -> dict[str, tuple[dict, dict]]:
@@ -22,19 +34,23 @@ def first_and_last(records: list[dict]) -> dict[str, tuple[dict, dict]]:
 
 
 def is_suppressed(record: dict) -> bool:
-    return record.get("status") == SUPPRESSED
+    """The site sent no validation numbers for this round (suppressed or refused)."""
+    return record.get("status", REPORTED) != REPORTED
 
 
 def suppressed_text(record: dict) -> str:
-    return f"suppressed (n < {record.get('min_report_cases')})"
+    """Why a site sent no numbers, in its own words ("n < 5", the setting and limit it refused)."""
+    reason = record.get("reason") or f"n < {record.get('min_report_cases')}"
+    return f"{record.get('status', SUPPRESSED)} ({reason})"
 
 
 def region_names(records: list[dict]) -> list[str]:
-    """The evaluation regions the sites reported (from their conventions), in their order."""
-    return next(
-        (list(r["conventions"]["regions"]) for r in records if r.get("conventions", {}).get("regions")),
-        ["wt", "tc", "et"],
-    )
+    """The evaluation regions the sites used: from their conventions, else from the metric keys they reported."""
+    for record in records:
+        regions = (record.get("conventions") or {}).get(Validation.REGIONS)
+        if regions:
+            return list(regions)
+    return regions_in(key for record in records for key in record.get("metrics") or {})
 
 
 def site_table(records: list[dict]) -> Table:
@@ -52,11 +68,17 @@ def site_table(records: list[dict]) -> Table:
     table.add_column(f"Dice r{last_round} [95 % CI]", justify="right")
     for region in regions:
         table.add_column(region.upper(), justify="right")
-    table.add_column(f"HD95 {regions[0].upper()} mm", justify="right")
+    hd95_key = stat_key("hd95", regions[0], "median") if regions else None
+    if hd95_key:
+        table.add_column(f"HD95 {regions[0].upper()} mm", justify="right")
     for site, (first, last) in sites.items():
         if is_suppressed(last):
             table.add_row(
-                site, "—", _dice(first, first_round), suppressed_text(last), *[""] * (len(regions) + 1)
+                site,
+                "—",
+                _dice(first, first_round),
+                suppressed_text(last),
+                *[""] * (len(regions) + bool(hd95_key)),
             )
             continue
         metrics = last["metrics"]
@@ -66,18 +88,22 @@ def site_table(records: list[dict]) -> Table:
             _dice(first, first_round),
             _dice(last, last_round)
             + (
-                f" [{metrics['dice-mean-ci-low']:.3f}, {metrics['dice-mean-ci-high']:.3f}]"
-                if "dice-mean-ci-low" in metrics
+                f" [{metrics[MEAN_DICE_CI_LOW]:.3f}, {metrics[MEAN_DICE_CI_HIGH]:.3f}]"
+                if MEAN_DICE_CI_LOW in metrics
                 else ""
             ),
-            *(f"{metrics[f'dice-{region}-mean']:.3f}" for region in regions),
-            f"{metrics[f'hd95-{regions[0]}-median']:.1f}" if f"hd95-{regions[0]}-median" in metrics else "",
+            *(_number(metrics, stat_key("dice", region, "mean"), 3) for region in regions),
+            *([_number(metrics, hd95_key, 1, missing="withheld")] if hd95_key else []),
         )
     return table
 
 
+def _number(metrics: dict, key: str, digits: int, missing: str = "") -> str:
+    return f"{metrics[key]:.{digits}f}" if key in metrics else missing
+
+
 def _dice(record: dict, expected_round: int) -> str:
-    text = suppressed_text(record) if is_suppressed(record) else f"{record['metrics']['dice-mean']:.3f}"
+    text = suppressed_text(record) if is_suppressed(record) else f"{record['metrics'][MEAN_DICE]:.3f}"
     return text if record["round"] == expected_round else f"{text} (r{record['round']})"
 
 

@@ -35,9 +35,9 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from models.federation_settings import FederationSettings
 from models.transport import as_sent, decode, encode
 from server_app.aggregation import FastMean
+from server_app.run_settings import SERVER_OPTIMIZERS, StrategySettings
 from server_app.strategy import SiteFedAvg
 
 OPTIMIZER_STATE = ("m_t", "v_t")
@@ -155,7 +155,7 @@ class SiteDpFixedClipping(DifferentialPrivacyServerSideFixedClipping):
     sensitivity is C/m, so the event's multiplier is z·m/n (= z when every site replied).
     """
 
-    def __init__(self, inner: Transport, settings: FederationSettings, n_sites: int) -> None:
+    def __init__(self, inner: Transport, settings: StrategySettings, n_sites: int) -> None:
         from flwr.serverapp import RdpAccountant  # needs flwr[dp] (dp-accounting)
 
         super().__init__(inner, settings.dp_noise_multiplier, settings.dp_clipping_norm, n_sites)
@@ -186,7 +186,8 @@ class SiteDpFixedClipping(DifferentialPrivacyServerSideFixedClipping):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        sound = self.inner.screen_train_replies(list(replies))
+        screened = self.inner.screen_train_replies(server_round, replies)
+        sound = [r for r in screened if not r.has_error()]  # Flower's DP wrapper skips a round with any error
         for reply in sound:
             for name, record in list(reply.content.array_records.items()):
                 reply.content[name] = decode(record)
@@ -241,25 +242,20 @@ class RunStrategy:
         return self.run.privacy(server_round) if isinstance(self.run, SiteDpFixedClipping) else None
 
 
-def build_strategy(settings: FederationSettings, n_sites: int, **site_fedavg: object) -> RunStrategy:
-    """The strategy the run config asks for; `site_fedavg` are SiteFedAvg's and FedAvg's keyword arguments."""
+def build_strategy(settings: StrategySettings, n_sites: int, **site_fedavg: object) -> RunStrategy:
+    """The strategy the run config asks for (its settings checked by StrategySettings, e.g. central DP only around
+    fedavg or fedprox); `site_fedavg` are SiteFedAvg's and FedAvg's keyword arguments."""
     cls = STRATEGY_CLASSES[settings.strategy]
     extra: dict[str, object] = {}
     if settings.strategy == "fedprox":
         extra = {"proximal_mu": settings.proximal_mu}
-    elif settings.strategy in ("fedadam", "fedyogi"):
+    elif settings.strategy in SERVER_OPTIMIZERS:
         extra = {
             "eta": settings.server_lr,
             "beta_1": settings.beta1,
             "beta_2": settings.beta2,
             "tau": settings.tau,
         }
-    if settings.dp and settings.strategy not in ("fedavg", "fedprox"):
-        raise ValueError(
-            f"central DP with strategy {settings.strategy!r}: Flower's fixed-clipping wrapper adds its noise to"
-            " what the strategy returns, which is a calibrated Gaussian mechanism only for a plain mean of the"
-            " clipped updates; use strategy fedavg or fedprox with dp-noise-multiplier > 0"
-        )
     inner = cls(**site_fedavg, **extra)
     inner.transport_dtype = settings.transport_dtype
     if not settings.dp:

@@ -6,8 +6,8 @@ whose last round was suppressed has status "suppressed" and no metrics.
 
 from flwr.app import MetricRecord
 
+from models.wire import REPORTED
 from server_app.checkpoints import SELECTION_METRIC, Checkpointer
-from server_app.run_folder import REPORTED
 from server_app.site_table import first_and_last
 
 

@@ -12,6 +12,7 @@ from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from models.transport import message_bytes
+from models.wire import SERVER_ROUND, Record
 
 DIRECTIONS = ("train-down", "train-up", "evaluate-down", "evaluate-up")
 """down: coordinator → site; up: site → coordinator."""
@@ -39,8 +40,8 @@ def _kind(message_type: str) -> str | None:
 
 
 def _round(content: RecordDict) -> int | None:
-    config = content.config_records.get("config")
-    value = config.get("server-round") if config is not None else None
+    config = content.config_records.get(Record.CONFIG)
+    value = config.get(SERVER_ROUND) if config is not None else None
     return int(value) if isinstance(value, int) else None
 
 

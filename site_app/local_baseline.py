@@ -1,12 +1,14 @@
-"""The local-only baseline (run config `local-baseline`): did joining the federation help this site?
+"""The local-only baseline (run setting `local-baseline`): did joining the federation help this site?
 
 Beside the federated model, the site trains a model on its own training cases only: it starts from the same
-initial weights as the federation (the global model of round 0/1), gets the same budget every round (the same
+initial weights as the federation (the global model of round 1), gets the same budget every round (the same
 epochs over the same cases, the same training code) and never leaves the site: it lives in the run's state
 folder (site_app.run_state). At every validation both models are measured on the same validation cases, and only
-aggregates are sent, computed by the same code as every other statistic the site sends (site_app.aggregates):
-per region the local-only model's mean with its CI, and the paired difference global − local-only with a paired
-bootstrap CI (the per-case differences resampled with the same case indices).
+aggregates are sent, computed by the same code as every other statistic the site sends (site_app.aggregates)
+under the site's disclosure policy (site_app.disclosure_policy): only over the cases of a released set (R1, R6),
+only means and percentile-bootstrap CIs (no order statistic, R2/R3), with the same secret-seeded resamples as the
+global model's statistics (R4: the paired difference global − local-only resamples the same cases), rounded
+alike (R5). Keys: models.wire.baseline_key.
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -17,9 +19,19 @@ from pathlib import Path
 import torch
 from flwr.app import ArrayRecord
 
-from models.baseline_keys import BASELINE_METRICS, BASELINE_STATS, GAIN_PREFIX, LOCAL_PREFIX, baseline_key
 from models.presets import build_model
 from models.weights import load_record
+from models.wire import (
+    BASELINE_METRICS,
+    BASELINE_STATS,
+    GAIN_PREFIX,
+    LOCAL_ONLY_PREFIX,
+    MEAN_DICE,
+    MEAN_DICE_CI_HIGH,
+    MEAN_DICE_CI_LOW,
+    baseline_key,
+    stat_key,
+)
 from site_app.aggregates import site_aggregates
 from site_app.run_state import load_state, save_state
 from site_app.validation import CaseEvaluation
@@ -96,32 +108,34 @@ def baseline_aggregates(
     global_results: Sequence[CaseEvaluation],
     local_results: Sequence[CaseEvaluation],
     regions: Sequence[str],
-    seed: int,
+    bootstrap_seed: int,
 ) -> dict[str, float]:
-    """local-… and gain-… keys (models.baseline_keys) over the validation cases both models were measured on."""
+    """local-… and gain-… keys (models.wire.baseline_key) over the released validation cases `global_results`.
+
+    `local_results` must cover exactly those cases: a baseline over a set one case smaller would let the
+    difference of two releases reveal that case (disclosure policy R6), so a mismatch raises ValueError."""
     local_by_case = {r.case_id: r for r in local_results}
-    pairs = [(g, local_by_case[g.case_id]) for g in global_results if g.case_id in local_by_case]
-    if not pairs:
-        raise ValueError("no validation case was measured with both the global and the local-only model")
-    spacings = [g.spacing_mm for g, _ in pairs]
-    local = site_aggregates([loc.metrics for _, loc in pairs], spacings, list(regions), seed)
+    if set(local_by_case) != {g.case_id for g in global_results}:
+        raise ValueError("the local-only model was not validated on exactly the released validation cases")
+    pairs = [(g, local_by_case[g.case_id]) for g in global_results]
+    no_position = len(pairs) + 1  # means and CIs only
+    local = site_aggregates([loc.metrics for _, loc in pairs], list(regions), bootstrap_seed, no_position)
     gain = site_aggregates(
-        [_difference(g.metrics, loc.metrics) for g, loc in pairs], spacings, list(regions), seed
+        [_difference(g.metrics, loc.metrics) for g, loc in pairs], list(regions), bootstrap_seed, no_position
     )
     values: dict[str, float] = {}
-    for prefix, aggregates in ((LOCAL_PREFIX, local), (GAIN_PREFIX, gain)):
+    for prefix, aggregates in ((LOCAL_ONLY_PREFIX, local), (GAIN_PREFIX, gain)):
         for metric in BASELINE_METRICS:
             for region in regions:
                 for stat in BASELINE_STATS:
                     values[baseline_key(prefix, metric, region, stat)] = float(
-                        aggregates[f"{metric}-{region}-{stat}"]
+                        aggregates[stat_key(metric, region, stat)]
                     )
-        values[baseline_key(prefix, "dice", None, "mean")] = float(aggregates["dice-mean"])
-        for stat in ("ci-low", "ci-high"):
-            values[baseline_key(prefix, "dice", None, stat)] = float(aggregates[f"dice-mean-{stat}"])
+        for stat, key in (("mean", MEAN_DICE), ("ci-low", MEAN_DICE_CI_LOW), ("ci-high", MEAN_DICE_CI_HIGH)):
+            values[baseline_key(prefix, "dice", None, stat)] = float(aggregates[key])
     return values
 
 
 def _difference(global_metrics: Mapping[str, float], local_metrics: Mapping[str, float]) -> dict[str, float]:
-    """Per-case global − local-only of every metric (counts too: they are summed, then not sent)."""
+    """Per-case global − local-only of every metric (counts too: site_aggregates sums them; they are not sent)."""
     return {key: float(global_metrics[key]) - float(local_metrics[key]) for key in global_metrics}

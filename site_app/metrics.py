@@ -1,7 +1,8 @@
 """Per-case segmentation metrics on a case's native grid, with its voxel spacing; they stay at the site.
 
-Regions come from the run config's `eval-regions`: "brats" (wt = 1∪2∪3, tc = 1∪3, et = 3) or "per-class" (one
-region per label value). Per case and region, with P the predicted and T the true mask:
+Regions come from the run setting `eval-regions` (models.labels): "brats" (wt = 1∪2∪3, tc = 1∪3, et = 3) or
+"per-class" (one region per label value). Keys are models.wire's f"{metric}-{region}" for every metric in
+wire.METRICS and count in wire.COUNTS. Per case and region, with P the predicted and T the true mask:
 
 - dice = 2|P∩T| / (|P| + |T|)                       (MONAI compute_dice)
 - hd95 = max of the two directed 95th percentiles of surface-voxel distances, mm (MONAI compute_hausdorff_distance)
@@ -26,22 +27,17 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 from scipy import ndimage
 
-from data_prep.labels import BACKGROUND, LABEL_NAMES, REGIONS
+from models.wire import region_key
 
 # MONAI 1.6 warns about its own internal call on every HD95; it says nothing about our use.
 warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
 
 HD95_PENALTY_MM = 373.13
-"""HD95 when exactly one mask is empty: the BraTS convention (diagonal of a 240×240×155 mm volume)."""
+"""HD95 when exactly one mask is empty: a BraTS-style penalty, the diagonal of a 240×240×155 mm volume. The
+official BraTS evaluation packages use 373 or 374 mm, so means including such cases differ slightly from theirs."""
 
 NSD_TOLERANCE_MM = 2.0
 """Surface Dice tolerance τ: a surface voxel counts as right when the other surface is within 2 mm."""
-
-METRICS = ("dice", "hd95", "nsd", "avd", "sensitivity", "precision")
-"""Per-case values summarised with mean, median, IQR and a CI; keys are f"{metric}-{region}"."""
-
-COUNTS = ("empty-both", "empty-pred", "empty-truth", "lesions-tp", "lesions-fp", "lesions-fn")
-"""Per-case counts that are summed over cases; keys are f"{count}-{region}"."""
 
 DICE_SETTINGS = MappingProxyType({"include_background": True, "ignore_empty": False})
 HD95_SETTINGS = MappingProxyType(
@@ -58,23 +54,6 @@ NSD_SETTINGS = MappingProxyType(
 LESION_CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 """26-connectivity: voxels touching by a face, an edge or a corner belong to the same lesion."""
 
-REGION_SETS: Mapping[str, Mapping[str, tuple[int, ...]]] = MappingProxyType(
-    {
-        "brats": REGIONS,
-        "per-class": MappingProxyType(
-            {f"label{value}": (value,) for value in LABEL_NAMES if value != BACKGROUND}
-        ),
-    }
-)
-
-
-def evaluation_regions(name: str) -> Mapping[str, tuple[int, ...]]:
-    """The regions of the run config's `eval-regions`; an unknown name lists the valid ones."""
-    try:
-        return REGION_SETS[name]
-    except KeyError:
-        raise ValueError(f"unknown eval-regions {name!r}; choose one of: {', '.join(REGION_SETS)}") from None
-
 
 def metric_settings() -> dict[str, str]:
     """The exact MONAI calls and conventions, as text for the reports."""
@@ -85,7 +64,7 @@ def metric_settings() -> dict[str, str]:
         "lesions": "scipy.ndimage.label, 26-connectivity; a lesion is found when it overlaps the other mask by"
         " at least one voxel; no minimum lesion size",
         "empty-masks": f"both empty: dice, nsd, sensitivity, precision 1 and hd95 0; exactly one empty: 0 and"
-        f" hd95 {HD95_PENALTY_MM} mm",
+        f" hd95 {HD95_PENALTY_MM} mm (BraTS-style penalty)",
         "grid": "native grid of each case (prediction resampled back with nearest neighbour), native spacing",
     }
 
@@ -108,8 +87,8 @@ def case_metrics(
         pred, true = np.isin(prediction, values), np.isin(truth, values)
         result.update(
             {
-                f"{key}-{region}": value
-                for key, value in _region_metrics(pred, true, spacing_mm, voxel_ml).items()
+                region_key(name, region): value
+                for name, value in _region_metrics(pred, true, spacing_mm, voxel_ml).items()
             }
         )
     return result

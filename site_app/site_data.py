@@ -1,21 +1,25 @@
 """A site's usable cases, split into training and validation, with failures logged locally.
 
-The site inventory (``<work>/inventory.json``, written by ``oncofed site check``) decides which cases are used:
-only those that passed. Without one (or with one for another data folder) the site builds it before its first
-round, with the settings of the previous inventory or the defaults. A case that fails later (file changed or
-vanished) is skipped with its reason in the site log and the round goes on.
+The split is the site's own (site_app.validation_split): made once, stored in the work folder, reused by every
+run; the coordinator's run config does not change it. The site inventory (``<work>/inventory.json``, written by
+``oncofed site check``) decides which cases are used: only those that passed. Without one (or with one for
+another data folder) the site builds it before its first round, with the settings of the previous inventory or
+the defaults. A case that fails later (file changed or vanished) is skipped with its reason in the site log and
+the round goes on.
 """
 
 from dataclasses import dataclass
 from logging import Logger
 from pathlib import Path
 
-from data_prep.dataset import split_cases, usable_items
+from data_prep.dataset import usable_items
 from data_prep.discovery import discover
 from data_prep.ingest_settings import IngestSettings
 from data_prep.inventory import Inventory, build_inventory, read_inventory, site_aggregate, write_inventory
 from data_prep.transforms import PipelineSettings
+from site_app.disclosure_policy import released_overview
 from site_app.site_config import SitePaths
+from site_app.validation_split import SiteSplit, site_split
 
 
 @dataclass(frozen=True)
@@ -42,18 +46,30 @@ def site_inventory(site: SitePaths, log: Logger) -> Inventory:
     return inventory
 
 
-def site_overview(site: SitePaths, log: Logger) -> dict[str, int | float]:
-    """The aggregate that may leave the site once per run: case counts, spacing and size ranges (no ids)."""
-    return site_aggregate(site_inventory(site, log))
+def site_overview(site: SitePaths, k: int, log: Logger) -> dict[str, int]:
+    """The aggregate that may leave the site once per run: case counts, each 0 or at least k; no ranges
+    (disclosure policy R2, R8)."""
+    return released_overview(site_aggregate(site_inventory(site, log)), k)
+
+
+def split_inventory(
+    site: SitePaths, validation_fraction: float | None, log: Logger
+) -> tuple[Inventory, SiteSplit]:
+    """The inventory and the site's own split of its usable cases (nothing preprocessed yet)."""
+    inventory = site_inventory(site, log)
+    ids = [case.case_id for case in inventory.usable_cases()]
+    return inventory, site_split(site.work, ids, validation_fraction, log)
 
 
 def load_site_cases(
-    site: SitePaths, settings: PipelineSettings, val_fraction: float, seed: int, log: Logger
+    site: SitePaths, settings: PipelineSettings, validation_fraction: float | None, log: Logger
 ) -> SiteCases:
-    """Usable cases of the inventory, split (on all of them, so a case failing later never reshuffles the split),
+    """Usable cases of the inventory, split by the site's own split (a case failing later never reshuffles it),
     preprocessed through the cache; cases failing now are skipped with a logged reason."""
-    inventory = site_inventory(site, log)
-    train_cases, val_cases = split_cases(inventory.usable_cases(), val_fraction=val_fraction, seed=seed)
+    inventory, split = split_inventory(site, validation_fraction, log)
+    by_id = {case.case_id: case for case in inventory.usable_cases()}
+    train_cases = [by_id[case] for case in split.training]
+    val_cases = [by_id[case] for case in split.validation]
     cache = site.work / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     train, skipped_train = usable_items(train_cases, settings, cache, inventory.settings)

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import torch
 
+from models.atomic import atomic_write_text
 from models.presets import build_model
 from models.weights import load_checkpoint
-from site_app.metrics import COUNTS, METRICS, evaluation_regions, metric_settings
+from models.wire import COUNTS, METRICS, region_key
+from site_app.metrics import metric_settings
 from site_app.overlays import overlay_png
-from site_app.run_settings import SiteRunSettings
 from site_app.site_data import load_site_cases
 from site_app.site_log import site_logger
 from site_app.validation import CaseEvaluation, evaluate_case
-from site_app.work_records import LATEST_MODEL, read_validation_context, write_text_atomic
+from site_app.work_records import LATEST_MODEL, read_validation_context
 
 REPORT_FOLDER = Path("reports")
 DIGITS = {"hd95": 1, "avd": 2}
@@ -71,17 +72,15 @@ def write_site_report(
     """Validate the site's validation cases with the model and write the report into <work>/reports."""
     work = work.resolve()
     context = read_validation_context(work)
-    settings = SiteRunSettings.from_run_config(context.run_config)
-    regions = evaluation_regions(str(context.run_config.get("eval-regions", "brats")))
+    settings = context.settings
+    regions = settings.regions
     model_file = model_path if model_path is not None else work / LATEST_MODEL
     if not model_file.is_file():
         raise FileNotFoundError(f"model checkpoint {model_file} does not exist")
     state, meta = load_checkpoint(model_file)
     model = build_model(str(meta["model_preset"]))
     model.load_state_dict(state)
-    cases = load_site_cases(
-        context.site, settings.pipeline, settings.val_fraction, settings.seed, site_logger(work)
-    )
+    cases = load_site_cases(context.site, settings.pipeline, None, site_logger(work))  # the site's own split
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
@@ -105,7 +104,7 @@ def write_site_report(
         n_cases=len(rows),
         n_failed=sum(row.evaluation is None for row in rows),
     )
-    write_text_atomic(files.csv, per_case_csv(ordered, regions))
+    atomic_write_text(files.csv, per_case_csv(ordered, regions))
     header = {
         "site": context.site.name,
         "model": str(model_file),
@@ -113,12 +112,12 @@ def write_site_report(
         "settings of round": str(context.server_round),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    write_text_atomic(files.html, render_site_report(ordered, regions, header))
+    atomic_write_text(files.html, render_site_report(ordered, regions, header))
     return files
 
 
 def per_case_csv(rows: list[CaseRow], regions: Mapping[str, tuple[int, ...]]) -> str:
-    keys = [f"{m}-{r}" for m in (*METRICS, *COUNTS) for r in regions]
+    keys = [region_key(m, r) for m in (*METRICS, *COUNTS) for r in regions]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["rank", "case_id", "mean_dice", *keys, "spacing_mm", "problem"])
@@ -152,7 +151,9 @@ code { font-size: 0.9em; } @media print { .case-figure { break-inside: avoid; } 
 
 
 def _region_cell(metrics: Mapping[str, float], region: str) -> str:
-    values = " · ".join(f"{name} {metrics[f'{name}-{region}']:.{DIGITS.get(name, 3)}f}" for name in METRICS)
+    values = " · ".join(
+        f"{name} {metrics[region_key(name, region)]:.{DIGITS.get(name, 3)}f}" for name in METRICS
+    )
     found, labelled = (
         metrics[f"lesions-tp-{region}"],
         metrics[f"lesions-tp-{region}"] + metrics[f"lesions-fn-{region}"],

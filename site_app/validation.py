@@ -34,6 +34,10 @@ class CaseEvaluation:
     prediction: np.ndarray
 
 
+SLIDING_WINDOW = {"sw_batch_size": 2, "overlap": 0.25, "mode": "gaussian"}
+"""sliding_window_inference settings besides the window (the training patch): validation, prediction, bundles."""
+
+
 @torch.no_grad()
 def predict(
     model: torch.nn.Module, image: torch.Tensor, patch_size: int, device: torch.device
@@ -41,12 +45,7 @@ def predict(
     """(1, X, Y, Z) image → (X, Y, Z) label map (argmax over classes)."""
     model.to(device).eval()
     logits = sliding_window_inference(
-        image[None].to(device),
-        roi_size=(patch_size,) * 3,
-        sw_batch_size=2,
-        predictor=model,
-        overlap=0.25,
-        mode="gaussian",
+        image[None].to(device), roi_size=(patch_size,) * 3, predictor=model, **SLIDING_WINDOW
     )
     return logits.argmax(dim=1)[0].cpu()
 
@@ -67,7 +66,7 @@ def on_native_grid(prediction: torch.Tensor, label: MetaTensor, pipeline: Compos
 
 def after_loading(settings: PipelineSettings) -> Compose:
     """The preprocessing without its loader: applied to a case already read, so it is read once."""
-    return Compose([t for t in preprocess(settings).transforms if not isinstance(t, LoadCased)])
+    return Compose([t for t in preprocess(settings.preprocessing).transforms if not isinstance(t, LoadCased)])
 
 
 def evaluate_case(

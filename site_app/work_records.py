@@ -1,20 +1,23 @@
 """What the site keeps of each validation in its own work folder, for the site-local report; never sent.
 
-<work>/validation/context.json   the site's paths, the run config and the round of the last validation
+<work>/validation/context.json   the site's paths, its run settings (as used) and the round of the last validation
 <work>/validation/per-case.jsonl one line per case per round: {"round", "case_id", "spacing_mm", "metrics"}
-<work>/models/global-latest.pt   the last global model the site validated ({"state_dict", "meta"})
+<work>/models/global-latest.pt   the last global model the site validated ({"state_dict", "meta"}); with the run
+                                 setting `local-norm`, with this site's own norm layers (meta norm_layers "site")
 """
 
 import json
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from flwr.app import ArrayRecord
 
+from models.atomic import atomic_write_json
+from models.model_source import checkpoint_norm_meta, inference_meta
 from models.weights import save_checkpoint
+from site_app.run_settings import SiteRunSettings
 from site_app.site_config import SitePaths
 from site_app.validation import CaseEvaluation
 
@@ -23,38 +26,37 @@ PER_CASE_FILE = Path("validation") / "per-case.jsonl"
 LATEST_MODEL = Path("models") / "global-latest.pt"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temp file in the same folder, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass(frozen=True)
 class ValidationContext:
     """Enough to validate again later, from the work folder alone: where the site is and how it validated."""
 
     site: SitePaths
     run_config: dict[str, object]
+    """The run settings the site validated with (SiteRunSettings.as_run_config)."""
     server_round: int
+
+    @property
+    def settings(self) -> SiteRunSettings:
+        return SiteRunSettings.from_run_config(self.run_config)
 
 
 def keep_validation(
     site: SitePaths,
-    run_config: Mapping[str, object],
+    settings: SiteRunSettings,
     server_round: int,
     arrays: ArrayRecord,
-    model_preset: str,
     results: Sequence[CaseEvaluation],
 ) -> None:
-    """Record one validation in the work folder: the model, the per-case metrics and how to redo it."""
-    save_checkpoint(arrays, site.work / LATEST_MODEL, {"model_preset": model_preset, "round": server_round})
+    """Record one validation in the work folder: the model as validated here (`arrays`: under local-norm with this
+    site's norm layers), the per-case metrics and how to redo it."""
+    pipeline = settings.pipeline
+    meta = {
+        "model_preset": settings.model_preset,
+        "round": server_round,
+        **inference_meta(pipeline.spacing_mm, pipeline.patch_size),
+        **checkpoint_norm_meta(settings.local_norm, site=True),
+    }
+    save_checkpoint(arrays, site.work / LATEST_MODEL, meta)
     lines = "".join(
         json.dumps(
             {
@@ -76,10 +78,10 @@ def keep_validation(
         os.fsync(handle.fileno())
     context = {
         "site": {"name": site.name, "data": str(site.data), "work": str(site.work)},
-        "run_config": dict(run_config),
+        "run_config": settings.as_run_config(),
         "round": server_round,
     }
-    write_text_atomic(site.work / CONTEXT_FILE, json.dumps(context, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(site.work / CONTEXT_FILE, context)
 
 
 def read_validation_context(work: Path) -> ValidationContext:

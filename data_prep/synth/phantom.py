@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
-from data_prep.labels import BACKGROUND, EDEMA, ENHANCING, NECROTIC_CORE
 from data_prep.synth.profiles import SiteProfile
 from data_prep.volume import voxel_centres_mm
+from models.labels import BACKGROUND, EDEMA, ENHANCING, NECROTIC_CORE
 
 BRAIN_FRACTION = 0.88
 """Brain = inside this fraction of the head ellipsoid; the shell outside it, up to 1, is skull and scalp."""

@@ -7,7 +7,6 @@ with k reversed (same voxels in the world). UIDs are derived from the seed, so o
 """
 
 import datetime
-import os
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -17,13 +16,14 @@ import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sr.codedict import codes
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
 from data_prep.dicom_series import LPS_TO_RAS
-from data_prep.labels import EDEMA, ENHANCING, LABEL_NAMES, NECROTIC_CORE
+from data_prep.segment_codes import ANATOMIC_REGION, SEGMENT_CATEGORY, SEGMENT_TYPES
 from data_prep.volume import Volume, checked_affine
+from models.atomic import atomic_path
+from models.labels import LABEL_NAMES
 
 RESCALE_SLOPE = 0.25
 """CT modality value = stored int16 * RESCALE_SLOPE + RESCALE_INTERCEPT; a non-unit slope exercises readers."""
@@ -35,9 +35,6 @@ STORABLE_RANGE = (
     np.iinfo(np.int16).max * RESCALE_SLOPE + RESCALE_INTERCEPT,
 )
 """Modality values representable in signed 16-bit storage; values outside are clipped."""
-
-SEGMENT_TYPES = {NECROTIC_CORE: codes.SCT.Necrosis, EDEMA: codes.SCT.Edema, ENHANCING: codes.SCT.Neoplasm}
-"""SNOMED CT property type of each label; segment number == label value."""
 
 MANUFACTURER = "OncoFed synthetic"
 
@@ -51,11 +48,9 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     img.header.set_sform(affine, code="scanner")
     img.header.set_qform(affine, code="scanner")
     img.header.set_xyzt_units(xyz="mm")
-    path = Path(path)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"  # nibabel compresses by the name's suffix
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")  # hidden: never taken for a case
-    nib.save(img, tmp)
-    os.replace(tmp, path)
+    # the temp name is hidden (never taken for a case) and ends like ``path``: nibabel compresses by the suffix
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
 
 
 def write_dicom_series(folder: Path, image: Volume, *, case_id: str, seed: int) -> list[Dataset]:
@@ -82,6 +77,7 @@ def write_dicom_series(folder: Path, image: Volume, *, case_id: str, seed: int) 
         "PatientBirthDate": "",
         "PatientSex": "O",
         "PatientIdentityRemoved": "YES",
+        "DeidentificationMethod": "synthetic phantom, no patient data",  # required when identity is removed
         "StudyInstanceUID": uid("study"),
         "StudyDate": study_date,
         "StudyTime": "093000",
@@ -151,10 +147,10 @@ def write_dicom_seg(
         hd.seg.SegmentDescription(
             segment_number=value,
             segment_label=LABEL_NAMES[value],
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_category=SEGMENT_CATEGORY,
             segmented_property_type=code,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-            anatomic_regions=[codes.SCT.Brain],
+            anatomic_regions=[ANATOMIC_REGION],
         )
         for value, code in sorted(SEGMENT_TYPES.items())
     ]

@@ -24,6 +24,7 @@ HEADLINES = {
     "overhead": {"round_over_compute_sim", "round_over_compute_deploy", "clientapp_start_share_deploy"},
     "aggregation": {"aggregation_over_memcpy", "fedavg_over_memcpy"},
     "scale": {"scale_round_per_site_over_baseline", "scale_memory_over_baseline"},
+    "cli_start": {"cli_help_over_typer_import"},
 }
 HAS_DATA = {"quality", "pipeline", "overhead", "scale"}
 

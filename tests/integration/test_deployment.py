@@ -34,22 +34,18 @@ from deploy.preflight import check_kit
 from deploy.processes import StartedProcess, free_port, processes_with_env, start_process, stop_tree, tail
 from deploy.provision import provision, read_spec
 from deploy.site_launcher import SiteStartError, start_supernode, wait_until_connected, write_node_config
+from models.exit_codes import ExitCode
 
 FEDERATION = "oncofed-loopback"
 
 
-def command(function: str, *args: str) -> list[str]:
-    """A command line running one of deploy/kit_commands.py's typer commands, as `oncofed` will."""
-    code = (
-        f"import typer; from deploy.kit_commands import {function}; "
-        "app = typer.Typer(pretty_exceptions_show_locals=False, add_completion=False); "
-        f"app.command()({function}); app()"
-    )
-    return [sys.executable, "-c", code, *args]
+def command(*args: str) -> list[str]:
+    """An `oncofed` command line, run by this Python as an operator runs it."""
+    return [sys.executable, "-m", "oncofed_cli", *args]
 
 
-def start_command(name: str, function: str, log: Path, *args: str) -> StartedProcess:
-    return start_process(name, command(function, *args), dict(os.environ), log)
+def start_command(name: str, log: Path, *args: str) -> StartedProcess:
+    return start_process(name, command(*args), dict(os.environ), log)
 
 
 def wait_for_line(process: StartedProcess, text: str, timeout_s: float = 90.0) -> None:
@@ -80,6 +76,8 @@ def fill_site_toml(kit_dir: Path, data: Path, work: Path) -> None:
             line = f"runtime-port = {free_port()}"
         elif line.startswith("min-report-cases ="):
             line = "min-report-cases = 1"  # tiny sites validate on one or two cases
+        elif line.startswith("min-train-cases ="):
+            line = "min-train-cases = 1"  # and train on three to five
         lines.append(line)
     site_toml.write_text("\n".join(lines) + "\n")
 
@@ -139,8 +137,9 @@ def deployment(tmp_path_factory) -> Deployment:
     try:
         coordinator = start_command(
             "coordinator start",
-            "coordinator_start",
             root / "logs" / "coordinator.out",
+            "coordinator",
+            "start",
             "--kit",
             str(kits / "coordinator"),
         )
@@ -149,8 +148,9 @@ def deployment(tmp_path_factory) -> Deployment:
         for site in sites:
             process = start_command(
                 f"site start {site}",
-                "site_start",
                 root / "logs" / f"{site}.out",
+                "site",
+                "start",
                 "--kit",
                 str(kits / "sites" / site),
             )
@@ -168,8 +168,8 @@ def test_three_sites_two_rounds(deployment):
     run_log = deployment.root / "logs" / "run.out"
     runner = start_command(
         "run",
-        "run",
         run_log,
+        "run",
         "--kit",
         str(deployment.kits / "coordinator"),
         "--rounds",
@@ -244,14 +244,14 @@ def test_unregistered_key_is_refused(deployment, tmp_path):
     new_kit = kits / "sites" / "hospital-x"
     fill_site_toml(new_kit, deployment.data / deployment.sites[0], tmp_path / "work-x")
     process = start_command(
-        "site start hospital-x", "site_start", tmp_path / "site-x.out", "--kit", str(new_kit)
+        "site start hospital-x", tmp_path / "site-x.out", "site", "start", "--kit", str(new_kit)
     )
     try:
         code = process.popen.wait(timeout=90)
     finally:
         process.stop()
     output = (tmp_path / "site-x.out").read_text()
-    assert code == 1, output
+    assert code == ExitCode.FAILED, output
     assert "refused this site's key" in output and "not registered" in output
     assert processes_with_env("FLWR_HOME", str((tmp_path / "work-x" / "flower-home").resolve())) == []
 
@@ -266,9 +266,13 @@ def test_wrong_ca_fails_with_a_clear_message(deployment, tmp_path):
     (kit_dir / "certs" / "ca.crt").write_bytes(certs.certificate_pem(other_ca))
 
     result = subprocess.run(
-        command("site_start", "--kit", str(kit_dir)), capture_output=True, text=True, timeout=120, check=False
+        command("site", "start", "--kit", str(kit_dir)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.BAD_INPUT
     assert (
         "not signed by this kit's CA" in result.stderr and str(kit_dir / "certs" / "ca.crt") in result.stderr
     )
@@ -332,8 +336,9 @@ def test_trusted_entities_refuse_locally_built_apps(tmp_path):
     try:
         coordinator = start_command(
             "coordinator start",
-            "coordinator_start",
             tmp_path / "coordinator.out",
+            "coordinator",
+            "start",
             "--kit",
             str(tmp_path / "kits" / "coordinator"),
         )
@@ -362,8 +367,8 @@ def test_trusted_entities_refuse_locally_built_apps(tmp_path):
         started.append(supernode)
         runner = start_command(
             "run",
-            "run",
             tmp_path / "run.out",
+            "run",
             "--kit",
             str(tmp_path / "kits" / "coordinator"),
             "--rounds",
@@ -372,7 +377,7 @@ def test_trusted_entities_refuse_locally_built_apps(tmp_path):
             "tiny",
         )
         started.append(runner)
-        assert runner.popen.wait(timeout=600) == 1
+        assert runner.popen.wait(timeout=600) == ExitCode.FAILED
     finally:
         stop_all(started, [tmp_path / "kits" / "coordinator" / "flwr-home", kit.flwr_home])
     assert "no site sent results" in (tmp_path / "run.out").read_text()

@@ -15,14 +15,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from deploy import certificates as certs
-from deploy.kit_commands import site_check
 from deploy.preflight import check_coordinator, check_kit
 from deploy.processes import free_port
 from deploy.provision import provision, read_spec
+from models.atomic import atomic_write_bytes
+from models.exit_codes import ExitCode
+from oncofed_cli import app
 
 
 class _Health(BaseHTTPRequestHandler):
@@ -42,8 +43,8 @@ class _QuietServer(ThreadingHTTPServer):
 @contextmanager
 def tls_server(tmp_path: Path, key, certificate) -> Iterator[int]:
     """An HTTPS server on 127.0.0.1 presenting `certificate`; yields its port."""
-    certs.write_atomic(tmp_path / "srv.crt", certs.certificate_pem(certificate))
-    certs.write_atomic(tmp_path / "srv.key", certs.private_key_pem(key), 0o600)
+    atomic_write_bytes(tmp_path / "srv.crt", certs.certificate_pem(certificate))
+    atomic_write_bytes(tmp_path / "srv.key", certs.private_key_pem(key), mode=certs.PRIVATE_KEY_MODE)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "srv.crt", tmp_path / "srv.key")
     server = _QuietServer(("127.0.0.1", 0), _Health)
@@ -168,7 +169,7 @@ def test_timeout(kit):
 
 def test_key_that_is_not_the_registered_one(kit):
     private, _ = certs.site_key_openssh(certs.new_private_key())
-    certs.write_atomic(kit / "keys" / "site.key", private, 0o600)
+    atomic_write_bytes(kit / "keys" / "site.key", private, mode=certs.PRIVATE_KEY_MODE)
     result = by_check(check_kit(kit, timeout_s=1))["site key"]
     registered = tomllib.loads((kit / "kit.toml").read_text())["key-fingerprint"]
     assert result.problem == "key-mismatch" and registered in result.message
@@ -189,7 +190,7 @@ def test_flwr_version_other_than_the_kits(kit):
 
 def test_ca_expiring_soon_is_a_warning(kit):
     _, short_ca = certs.make_ca("pf", days=12)
-    certs.write_atomic(kit / "certs" / "ca.crt", certs.certificate_pem(short_ca))
+    atomic_write_bytes(kit / "certs" / "ca.crt", certs.certificate_pem(short_ca))
     result = by_check(check_kit(kit, timeout_s=1))["CA certificate"]
     assert (result.status, result.problem) == ("warning", "expiring-certificate")
 
@@ -208,10 +209,8 @@ def test_placeholder_left_in_site_toml(federation):
     assert "`data-path` still holds the placeholder" in results[0].message
 
 
-def test_site_check_command_exits_1_and_shows_each_problem(kit):
+def test_site_check_command_is_bad_input_and_shows_each_problem(kit):
     set_site_toml(kit, coordinator=f"127.0.0.1:{free_port()}")
-    app = typer.Typer(pretty_exceptions_show_locals=False)
-    app.command()(site_check)
-    result = CliRunner().invoke(app, ["--kit", str(kit)], env={"COLUMNS": "200"})
-    assert result.exit_code == 1
+    result = CliRunner().invoke(app, ["site", "check", "--kit", str(kit)], env={"COLUMNS": "200"})
+    assert result.exit_code == ExitCode.BAD_INPUT
     assert "connection refused" in result.output and "flwr version" in result.output

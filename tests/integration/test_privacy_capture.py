@@ -1,6 +1,6 @@
 """Privacy of a real run: every Message each site sends (captured at its ClientApp), and every file the
 coordinator keeps, hold no case id, file name, DICOM identifier or per-case value; a site below its minimum
-sends no number about its cases."""
+sends no number about its cases, and a site below its min-train-cases no weights."""
 
 import json
 import re
@@ -9,10 +9,11 @@ from collections import Counter
 
 import pydicom
 import pytest
+from flwr.app import Message
 from tiny_capture_run import MIN_REPORT_CASES, REPORTING, SITES, SUPPRESSED, captured_run
 
-from site_app.aggregates import STATS
-from site_app.metrics import COUNTS, METRICS
+from models.wire import COUNTS, METRICS, STATS
+from site_app.metrics import HD95_PENALTY_MM
 
 DICOM_IDENTIFIERS = (
     "PatientID",
@@ -26,7 +27,7 @@ DICOM_IDENTIFIERS = (
 )
 AGGREGATE_KEY = re.compile(
     rf"({'|'.join(METRICS)})-(wt|tc|et)-({'|'.join(STATS)})|({'|'.join(COUNTS)})-(wt|tc|et)"
-    r"|dice-mean(-ci-low|-ci-high)?|spacing-(min|max)-mm|n-cases|n-skipped|num-examples"
+    r"|dice-mean(-ci-low|-ci-high)?|n-cases|n-skipped|num-examples"
 )
 RATIO_METRICS = ("dice", "nsd", "sensitivity", "precision")
 
@@ -101,7 +102,7 @@ def test_only_aggregates_travel(run):
             if message.metadata.message_type == "evaluate" and site == REPORTING:
                 (metrics,) = message.content.metric_records.values()
                 assert [k for k in metrics if not AGGREGATE_KEY.fullmatch(k)] == []
-                assert metrics["n-cases"] >= MIN_REPORT_CASES
+                assert metrics["n-cases"] == MIN_REPORT_CASES  # 20 % of 26, the site's own split
 
 
 def test_the_reporting_sites_extreme_cases_never_leave(run):
@@ -134,3 +135,72 @@ def test_a_site_below_its_minimum_sends_none_of_its_numbers(run):
     assert [v for v in own if struct.pack("<d", v) in sent] == []
     kept = (run.run_dir / "metrics.jsonl").read_text() + (run.run_dir / "report.json").read_text()
     assert [v for v in own if repr(v) in kept] == []
+
+
+def test_a_site_below_its_min_train_cases_sends_no_weights(run):
+    (train,) = [m for _, m in run.messages(SUPPRESSED) if m.metadata.message_type == "train"]
+    assert not train.content.array_records and not train.content.metric_records
+    assert dict(train.content.config_records["training"]) == {
+        "status": "declined",
+        "reason": "n < 5",
+        "min-train-cases": 5,
+    }
+    (trained,) = [m for _, m in run.messages(REPORTING) if m.metadata.message_type == "train"]
+    assert next(iter(trained.content.metric_records.values()))["num-examples"] == 21
+    records = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {r["train"]["status"] for r in records if r["site"] == SUPPRESSED and r["train"]} == {"declined"}
+    log = (run.work(REPORTING) / "logs" / "site.log").read_text()
+    assert "the run's seed (1) is not used to choose validation cases" in log
+
+
+def numbers(value: object, skip: tuple[str, ...] = ()) -> list[float]:
+    """Every number in a JSON value, leaving out the parts named in `skip` (keys, at any depth)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [n for k, v in value.items() if k not in skip for n in numbers(v, skip)]
+    return [n for item in value for n in numbers(item, skip)]
+
+
+def sent_numbers(message: Message) -> list[float]:
+    records = [*message.content.metric_records.values(), *message.content.config_records.values()]
+    return numbers([dict(record) for record in records])
+
+
+def test_no_number_the_sites_sent_or_the_coordinator_kept_is_a_case_value(run):
+    """(d) Every per-case metric value and voxel edge the sites keep (validation/per-case.jsonl), against every
+    number in every reply (weights aside), in metrics.jsonl and in report.json. Allowed: 0, 1 and the empty-mask
+    penalty (shared by many cases by definition); the per-case lesion and empty-mask counts (small whole numbers)
+    are not compared with case counts and sums. report.json's run facts and the coordinator's own run config
+    (timings, model size, spacing-mm) are the coordinator's numbers, not the sites'."""
+    own = set()
+    for site in SITES:
+        for case in per_case(run, site):
+            own |= {float(v) for k, v in case["metrics"].items() if k.rsplit("-", 1)[0] in METRICS}
+            own |= {float(s) for s in case["spacing_mm"]}
+    own -= {0.0, 1.0, HD95_PENALTY_MM}
+    assert len(own) > 100
+    found = {
+        f"{site} {name}": sent_numbers(message) for site in SITES for name, message in run.messages(site)
+    }
+    found["metrics.jsonl"] = numbers(
+        [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    )
+    report = json.loads((run.run_dir / "report.json").read_text())
+    found["report.json"] = numbers(report, skip=("run", "training", "model"))
+    assert all(found.values()) and len(found["report.json"]) > 50
+    assert [(where, v) for where, values in found.items() for v in values if v in own] == []
+
+
+def test_position_statistics_are_withheld_below_min_position_cases(run):
+    for _, message in run.messages(REPORTING):
+        if message.metadata.message_type == "evaluate":
+            (metrics,) = message.content.metric_records.values()
+            assert not [k for k in metrics if k.endswith(("-median", "-q1", "-q3"))]
+            assert list(message.content.config_records["validation"]["withheld"]) == [
+                "median (n < 10)",
+                "q1 (n < 10)",
+                "q3 (n < 10)",
+            ]

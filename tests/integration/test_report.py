@@ -10,12 +10,12 @@ import subprocess
 
 import numpy as np
 import pytest
-import typer
 from PIL import Image
 from tiny_capture_run import MIN_REPORT_CASES, REPORTING, SITES, SUPPRESSED, captured_run
 from typer.testing import CliRunner
 
-from server_app.report_command import report
+from models.exit_codes import ExitCode
+from oncofed_cli import app
 from server_app.report_data import report_data
 from server_app.report_html import render_report
 from server_app.run_folder import RunFolder
@@ -23,13 +23,6 @@ from server_app.run_folder import RunFolder
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TESSERACT = shutil.which("tesseract")
-
-
-def cli() -> typer.Typer:
-    """`report` alone (typer runs a single command without its name), as `oncofed report` will run it."""
-    app = typer.Typer(pretty_exceptions_show_locals=False)
-    app.command("report")(report)
-    return app
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +53,21 @@ def test_the_run_wrote_its_report(run):
         assert f'id="{section}"' in html
 
 
+def test_the_report_marks_what_the_sites_policy_withheld(run):
+    """Means with CIs for the reporting site; medians and quartiles marked withheld (n < 10); the suppressed
+    site's and the declined training's reasons; the policy and the BraTS-style penalty in the methods."""
+    html = (run.run_dir / "report.html").read_text()
+    data = json.loads((run.run_dir / "report.json").read_text())
+    shown = next(s for s in data["sites"] if s["name"] == REPORTING)
+    assert shown["withheld"] == ["median (n < 10)", "q1 (n < 10)", "q3 (n < 10)"]
+    assert "withheld: median (n &lt; 10), q1 (n &lt; 10), q3 (n &lt; 10)" in html
+    assert html.count("median, IQR withheld") >= 3 * 7  # every region and metric cell of the reporting site
+    overview = next(row for row in data["data_overview"] if row["site"] == SUPPRESSED)
+    assert overview["training_note"] == "declined (n < 5)" and "declined (n &lt; 5)" in html
+    assert "Disclosure control at the sites" in html and "BraTS-style penalty" in html
+    assert "373 or 374 mm" in html and "seed 1" not in html
+
+
 def test_the_html_is_self_contained(run):
     html = (run.run_dir / "report.html").read_text()
     assert "http://" not in html and "https://" not in html
@@ -78,10 +86,14 @@ def test_report_numbers_are_the_sites_aggregates(run):
     assert f"{last['metrics']['dice-wt-mean']:.3f} <small>[{last['metrics']['dice-wt-ci-low']:.3f}, " in html
     rows = list(csv.DictReader(io.StringIO((run.run_dir / "metrics.csv").read_text())))
     by_key = {(r["round"], r["site"], r["key"]): r["value"] for r in rows if r["scope"] == "site"}
-    assert float(by_key[(str(last["round"]), REPORTING, "hd95-et-q3")]) == last["metrics"]["hd95-et-q3"]
+    assert (
+        float(by_key[(str(last["round"]), REPORTING, "hd95-et-ci-high")])
+        == last["metrics"]["hd95-et-ci-high"]
+    )
     assert {r["key"] for r in rows if r["site"] == SUPPRESSED and r["scope"] == "site"} == {
         "status",
         "min-report-cases",
+        "reason",
     }
     pooled = next(p for p in data["pooled"] if p["round"] == last["round"])
     assert pooled["dice-mean"] == pytest.approx(last["metrics"]["dice-mean"])  # one reporting site
@@ -124,7 +136,7 @@ def test_the_report_renders_in_headless_chromium_showing_every_site(run, tmp_pat
 
 def test_report_command_rebuilds_the_report_elsewhere(run, tmp_path):
     out = tmp_path / "copy" / "federation.html"
-    result = runner.invoke(cli(), [str(run.run_dir), "--out", str(out)])
+    result = runner.invoke(app, ["report", str(run.run_dir), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file() and (out.parent / "report.json").is_file() and (out.parent / "metrics.csv").is_file()
     assert (
@@ -134,8 +146,8 @@ def test_report_command_rebuilds_the_report_elsewhere(run, tmp_path):
 
 
 def test_report_command_on_a_folder_without_a_run_is_one_error_line(tmp_path):
-    result = runner.invoke(cli(), [str(tmp_path)])
-    assert result.exit_code == 2
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == ExitCode.NO_USABLE_DATA
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "no validation results" in lines[0], result.output
 

@@ -9,14 +9,15 @@ from typer.testing import CliRunner
 
 from data_prep.synth.federation import write_federation
 from deploy.processes import processes_with_env
+from models.exit_codes import ExitCode
 from oncofed_cli import app
 
 runner = CliRunner()
 
 
-def one_error_line(result) -> str:
+def one_error_line(result, code: ExitCode) -> str:
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code != 0
+    assert result.exit_code == code, result.output
     assert len(lines) == 1, result.output
     return lines[0]
 
@@ -25,14 +26,14 @@ def test_missing_data_folder(tmp_path):
     result = runner.invoke(
         app, ["simulate", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]
     )
-    line = one_error_line(result)
+    line = one_error_line(result, ExitCode.BAD_INPUT)
     assert "nowhere" in line and "does not exist" in line
 
 
 def test_empty_site(tmp_path):
     (tmp_path / "fed" / "hospital-a").mkdir(parents=True)
     result = runner.invoke(app, ["simulate", "--data", str(tmp_path / "fed"), "--out", str(tmp_path / "run")])
-    line = one_error_line(result)
+    line = one_error_line(result, ExitCode.NO_USABLE_DATA)
     assert "hospital-a" in line and "no cases" in line
 
 
@@ -40,7 +41,7 @@ def test_unknown_preset(tmp_path):
     result = runner.invoke(
         app, ["simulate", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--preset", "huge"]
     )
-    line = one_error_line(result)
+    line = one_error_line(result, ExitCode.BAD_INPUT)
     assert "huge" in line and "tiny" in line
 
 
@@ -69,7 +70,7 @@ def test_two_round_tiny_federation(tiny_federation, tmp_path):
             "1",
         ],
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == ExitCode.OK, result.output
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     sites = sorted(p.name for p in tiny_federation.iterdir())
@@ -81,6 +82,10 @@ def test_two_round_tiny_federation(tiny_federation, tmp_path):
     assert set(summary["sites"]) == set(sites)
     assert (run_dir / "models" / "final.pt").is_file() and (run_dir / "models" / "best.pt").is_file()
     assert all((run_dir / name).is_file() for name in ("report.html", "report.json", "metrics.csv"))
+    card = (run_dir / "model_card.md").read_text()
+    assert all(f"| {site} |" in card for site in sites) and "This was a simulation" in card
+    assert 'href="model_card.md"' in (run_dir / "report.html").read_text()
+    assert json.loads((run_dir / "app.json").read_text())["fab_sha256"] in card
     for site in sites:
         assert site in result.output  # the per-site table
     assert processes_with_env("FLWR_HOME", str((run_dir / "flwr-home").resolve())) == []

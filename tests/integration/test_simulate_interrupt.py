@@ -10,6 +10,7 @@ import pytest
 
 from data_prep.synth.federation import write_federation
 from deploy.processes import processes_with_env, stop_tree
+from models.exit_codes import ExitCode
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -32,7 +33,7 @@ def test_interrupt_stops_everything(tmp_path, signum):
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # generous: a loaded 2-core machine starts Flower slowly
         while not (run_dir / "metrics.jsonl").exists():  # the federation is running: round 0 was filed
             assert process.poll() is None, process.stderr.read().decode()
             assert time.monotonic() < deadline, "the run did not start"
@@ -40,7 +41,7 @@ def test_interrupt_stops_everything(tmp_path, signum):
         assert processes_with_env("FLWR_HOME", flwr_home), "expected running Flower processes"
         process.send_signal(signum)
         process.wait(timeout=60)
-        assert process.returncode != 0
+        assert process.returncode == ExitCode.INTERRUPTED, process.stderr.read().decode()
         assert processes_with_env("FLWR_HOME", flwr_home) == []
     finally:
         stop_tree(process.pid, grace_s=1.0)

@@ -12,6 +12,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.common.serde import message_to_proto
 
+from models.wire import SERVER_ROUND, NodeConfig, Record
 from site_app.app import app as site_app
 
 _count = itertools.count()
@@ -22,10 +23,10 @@ class CapturingClientApp(ClientApp):
         reply = site_app(message=message, context=context)
         folder = Path(str(context.run_config["capture-dir"]))
         folder.mkdir(parents=True, exist_ok=True)
-        config = message.content.config_records.get("config", {})
+        config = message.content.config_records.get(Record.CONFIG, {})
         name = (
-            f"{context.node_config['partition-id']}-{message.metadata.message_type}"
-            f"-r{config.get('server-round', 'na')}-{next(_count)}-{message.metadata.message_id[:8]}.bin"
+            f"{context.node_config[NodeConfig.PARTITION_ID]}-{message.metadata.message_type}"
+            f"-r{config.get(SERVER_ROUND, 'na')}-{next(_count)}-{message.metadata.message_id[:8]}.bin"
         )
         (folder / name).write_bytes(message_to_proto(reply).SerializeToString())
         return reply

@@ -1,9 +1,12 @@
 """One real tiny federation run, shared by the privacy, report and site-report tests (run once per session).
 
-Two synthetic sites (hospital-a: NIfTI, hospital-b: DICOM + DICOM-SEG), one round, through the project's own
-launcher (deploy.simulate.run_simulation) with the site's ClientApp wrapped so that every Message a site sends
-is captured (capturing_clientapp.py). val-fraction 0.8 and a minimum of 5 validation cases make hospital-a
-report (5 cases) and hospital-b suppress its numbers (4 cases).
+Two synthetic sites with demo-like case counts on the tiny grid (hospital-a: 26 NIfTI cases, hospital-b: 5 DICOM
++ DICOM-SEG cases), one round, through the project's own launcher (deploy.simulate.run_simulation) with the
+site's ClientApp wrapped so that every Message a site sends is captured (capturing_clientapp.py). The sites keep
+the default disclosure policy (minimum of 5 validation and 5 training cases, their own split with 20 % for
+validation; no run setting chooses it and the run's seed is not used): hospital-a reports on 5 validation
+cases and trains on 21; hospital-b has 1 validation and 4 training cases, so it suppresses its numbers and
+declines to train. Each site's work folder gets a fixed secret before the run, so the run is repeatable.
 """
 
 import dataclasses
@@ -14,16 +17,20 @@ from pathlib import Path
 
 from flwr.common.serde import message_from_proto
 from flwr.proto.message_pb2 import Message as ProtoMessage
+from synthetic_site import add_nifti_cases, fix_site_secret
 
 from data_prep.synth.federation import write_federation
-from deploy.cli import plan_simulation
 from deploy.flower_env import toml_value
 from deploy.simulate import failure_context, run_simulation
+from deploy.simulation_plan import plan_simulation
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("hospital-a", "hospital-b")
 REPORTING, SUPPRESSED = "hospital-a", "hospital-b"
 MIN_REPORT_CASES = 5
+REPORTING_CASES = 26
+"""hospital-a: 6 tiny cases from `synth`, 20 more from the same generator (20 % of 26 = 5 validation cases)."""
+DATA_SEED = 3
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ def captured_run(tmp_path_factory) -> CapturedRun:
 
 def option_run(tmp_path_factory, name: str, overrides: dict, rounds: int = 1) -> CapturedRun:
     """The same federation and settings as captured_run with more run settings (`overrides`), run once per
-    session under `name`; the same data (seed 3), so runs differ only by their settings."""
+    session under `name`; the same data (DATA_SEED) and site secrets, so runs differ only by their settings."""
     if name not in _OPTION_RUNS:
         _OPTION_RUNS[name] = _run(tmp_path_factory.mktemp(f"option-run-{name}"), overrides, rounds)
     return _OPTION_RUNS[name]
@@ -89,16 +96,20 @@ def _capture_app(folder: Path, run_config: dict) -> Path:
 
 def _run(root: Path, overrides: dict | None = None, rounds: int = 1) -> CapturedRun:
     data, run_dir, capture = root / "data", root / "run", root / "captured"
-    write_federation(data, n_sites=len(SITES), seed=3, preset="tiny")
+    write_federation(data, n_sites=len(SITES), seed=DATA_SEED, preset="tiny")
+    add_nifti_cases(data / REPORTING, 6, REPORTING_CASES - 6, seed=DATA_SEED, name=REPORTING)
     plan = plan_simulation(data, run_dir, rounds=rounds, preset="tiny", seed=1)
     run_config = {
         **plan.run_config,
-        "val-fraction": 0.8,
+        "local-epochs": 1,
+        "samples-per-case": 1,
         "sim-min-report-cases": MIN_REPORT_CASES,
         "eval-regions": "brats",
         "capture-dir": str(capture),
         **(overrides or {}),
     }
+    for index, site in enumerate(SITES):
+        fix_site_secret(run_dir / "sites" / site, 11 + index)
     plan = dataclasses.replace(plan, app_dir=_capture_app(root / "app", run_config), run_config=run_config)
     lines: list[str] = []
     code = run_simulation(plan, lines.append)

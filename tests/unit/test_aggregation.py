@@ -1,4 +1,5 @@
-"""The coordinator's FedAvg: weighted by num-examples, robust to one bad site, and to suppressed sites."""
+"""The coordinator's FedAvg: weighted by num-examples, robust to one bad site, and to sites whose own policy
+suppresses their numbers, declines to train or refuses the run."""
 
 import json
 import logging
@@ -13,6 +14,9 @@ from models.weights import load_record, to_record
 from server_app.run_folder import RunFolder
 from server_app.site_directory import SiteDirectory
 from server_app.strategy import SiteFedAvg
+from site_app.disclosure import refused_evaluation
+from site_app.disclosure_policy import DisclosurePolicy
+from site_app.policy_replies import declined_training, refused_training
 
 
 def reply_from(node_id: int, arrays: ArrayRecord, metrics: dict) -> Message:
@@ -177,3 +181,70 @@ def test_a_reply_with_other_metric_names_is_dropped_not_fatal(strategy, tmp_path
     assert pooled["dice-mean"] == pytest.approx(0.5)
     assert sorted(r["site"] for r in filed(tmp_path)) == ["node-11", "node-12"]
     assert any("node-13" in r.getMessage() and "metric names" in r.getMessage() for r in caplog.records)
+
+
+def test_a_reply_with_a_status_outside_the_contract_is_dropped(strategy, tmp_path, caplog):
+    odd = evaluate_reply(12, {"validation": ConfigRecord({"status": "partial", "min-report-cases": 5})})
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        strategy.aggregate_evaluate(1, [reported(11, SITE), odd])
+    assert [r["site"] for r in filed(tmp_path)] == ["node-11"]
+    assert any("node-12" in r.getMessage() and "'partial'" in r.getMessage() for r in caplog.records)
+
+
+# A site's policy replies (site_app.policy_replies, site_app.disclosure): no weights or no numbers, never fatal
+
+
+def test_sites_that_decline_or_refuse_to_train_are_left_out_and_the_round_goes_on(strategy, caplog):
+    policy = DisclosurePolicy.from_node_config({})
+    good = build_model("tiny", seed=1)
+    replies = [
+        reply_from(11, to_record(good), {"train-loss": 0.5, "num-examples": 6}),
+        reply_to(12, "train", declined_training("n < 5", policy)),
+        reply_to(13, "train", refused_training("run setting spacing-mm = 0.1 is outside this site's limits")),
+    ]
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        arrays, metrics = strategy.aggregate_train(1, replies)
+    for name, value in good.state_dict().items():
+        np.testing.assert_allclose(arrays[name].numpy(), value.numpy(), atol=1e-7)
+    assert metrics["train-loss"] == pytest.approx(0.5)  # the training site alone
+    messages = [r.getMessage() for r in caplog.records]
+    assert "Site node-12 declined to train in round 1: n < 5" in messages
+    assert any(
+        m.startswith("Site node-13 refused to train in round 1: run setting spacing-mm = 0.1")
+        for m in messages
+    )
+    assert strategy._train_metrics[12] == {"status": "declined", "reason": "n < 5"}
+
+
+def test_a_round_where_every_site_declines_keeps_the_global_model(strategy):
+    policy = DisclosurePolicy.from_node_config({})
+    replies = [reply_to(node, "train", declined_training("n < 5", policy)) for node in (11, 12)]
+    assert strategy.aggregate_train(1, replies) == (None, None)  # Strategy.start keeps the current arrays
+
+
+def test_a_refused_evaluation_is_filed_with_its_reason(strategy, tmp_path):
+    reason = "run setting patch-size = 512 is above this site's limit limits.patch-size-max = 160"
+    pooled = strategy.aggregate_evaluate(
+        2, [reported(11, SITE), reply_to(12, "evaluate", refused_evaluation(reason))]
+    )
+    assert pooled["dice-mean"] == 0.5
+    by_site = {r["site"]: r for r in filed(tmp_path)}
+    assert by_site["node-12"]["status"] == "refused" and by_site["node-12"]["reason"] == reason
+    assert by_site["node-12"]["metrics"] == {} and by_site["node-12"]["n_cases"] is None
+
+
+def reply_to(node_id: int, kind: str, content: RecordDict) -> Message:
+    return Message(content, reply_to=Message(RecordDict(), dst_node_id=node_id, message_type=kind))
+
+
+def test_sites_whose_policy_withholds_different_statistics_are_all_filed_and_pooled(strategy, tmp_path):
+    """One site has medians (n >= its min-position-cases) and n-skipped, another neither: both are filed with
+    their own numbers; only what both sent is pooled (no partial n-skipped sum)."""
+    larger = {**SITE, "n-cases": 12, "num-examples": 12, "dice-wt-q1": 0.5, "dice-wt-q3": 0.7, "n-skipped": 0}
+    smaller = {k: v for k, v in SITE.items() if k != "dice-wt-median"}
+    pooled = strategy.aggregate_evaluate(3, [reported(11, larger), reported(12, smaller)])
+    by_site = {r["site"]: r for r in filed(tmp_path)}
+    assert by_site["node-11"]["metrics"] == {k: v for k, v in larger.items() if k != "num-examples"}
+    assert by_site["node-12"]["metrics"] == {k: v for k, v in smaller.items() if k != "num-examples"}
+    assert pooled["n-cases"] == 16 and "n-skipped" not in pooled
+    assert pooled["dice-wt-mean"] == pytest.approx(0.6)

@@ -31,9 +31,10 @@ def test_nifti_layout(federation):
     site = federation[0]
     before = snapshot(site)
     cases = discover_cases(site)
-    assert [c.case_id for c in cases] == [f"hospital-a-{i:03d}" for i in range(1, 7)]
-    assert all(c.image_format == "nifti" and len(c.image) == 1 for c in cases)
-    assert cases[0].label == site / "labelsTr" / "hospital-a-001.nii.gz"
+    images = sorted((site / "imagesTr").iterdir())  # case id = image file name without .nii.gz, in order
+    assert [c.case_id for c in cases] == [p.name.removesuffix(".nii.gz") for p in images] and len(cases) == 6
+    assert all(c.image_format == "nifti" and c.image == (p,) for c, p in zip(cases, images))
+    assert all(c.label == site / "labelsTr" / p.name for c, p in zip(cases, images))
     image, label = load_case(cases[0])
     assert image.array.dtype == np.float32 and label.array.dtype == np.uint8
     assert image.array.shape == label.array.shape and set(np.unique(label.array)) <= {0, 1, 2, 3}
@@ -44,7 +45,8 @@ def test_dicom_layout(federation):
     site = federation[1]
     before = snapshot(site)
     cases = discover_cases(site)
-    assert [c.case_id for c in cases] == [f"hospital-b-{i:03d}" for i in range(1, 6)]
+    folders = sorted(p.name for p in site.iterdir() if p.is_dir())  # case id = the case folder's name
+    assert [c.case_id for c in cases] == folders and len(cases) == 5
     case = cases[0]
     assert case.image_format == "dicom" and pydicom.dcmread(case.label).Modality == "SEG"
     assert all(pydicom.dcmread(p, stop_before_pixels=True).Modality == "CT" for p in case.image)
@@ -95,13 +97,12 @@ def test_nifti_image_without_label_is_excluded_with_its_reason(tmp_path):
 def test_dicom_case_without_seg_is_excluded_with_its_reason(federation, tmp_path):
     site = tmp_path / "site"
     shutil.copytree(federation[1], site)
-    case_dir = site / "hospital-b-002"
-    for path in case_dir.iterdir():
-        if pydicom.dcmread(path, stop_before_pixels=True).Modality == "SEG":
-            path.unlink()
+    cases = discover_cases(site)
+    victim = cases[1]
+    victim.label.unlink()  # the case's DICOM-SEG
     found = discover(site)
-    assert "hospital-b-002" not in [c.case_id for c in found.cases] and len(found.cases) == 4
-    assert [e.case_id for e in found.excluded] == ["hospital-b-002"]
+    assert [c.case_id for c in found.cases] == [c.case_id for c in cases if c != victim]
+    assert [e.case_id for e in found.excluded] == [victim.case_id]
     assert (
         "no label: no DICOM-SEG or RTSTRUCT references the image series CT 'Head phantom'"
         in found.excluded[0].reason

@@ -8,19 +8,15 @@ import pytest
 import torch
 from scipy import ndimage
 from scipy.spatial.distance import cdist
+from scipy.stats.mstats import hdquantiles
 
 from data_prep.synth.federation import write_federation
 from data_prep.transforms import LoadCased, PipelineSettings
+from models.labels import evaluation_regions
 from models.presets import build_model
-from site_app.aggregates import STATS, bootstrap_indices, describe, site_aggregates
-from site_app.metrics import (
-    COUNTS,
-    HD95_PENALTY_MM,
-    METRICS,
-    NSD_TOLERANCE_MM,
-    case_metrics,
-    evaluation_regions,
-)
+from models.wire import COUNTS, METRICS, STATS
+from site_app.aggregates import bootstrap_indices, describe, position_estimates, site_aggregates
+from site_app.metrics import HD95_PENALTY_MM, NSD_TOLERANCE_MM, case_metrics
 from site_app.site_config import SitePaths
 from site_app.site_data import load_site_cases
 from site_app.validation import after_loading, evaluate_case, on_native_grid
@@ -219,46 +215,58 @@ def synthetic_cases(n: int, seed: int = 0) -> list[dict[str, float]]:
 
 
 def test_aggregates_are_the_documented_statistics():
-    cases = synthetic_cases(7)
-    aggregates = site_aggregates(cases, [(1.0, 1.0, 3.0)] * 6 + [(0.5, 0.5, 1.0)], list(BRATS), seed=4)
+    """Mean and CI always; Harrell-Davis median and quartiles from min_position_cases on; rounded (policy R3-R5)."""
+    cases = synthetic_cases(12)
+    aggregates = site_aggregates(cases, list(BRATS), seed=4, min_position_cases=10)
     values = np.array([c["hd95-tc"] for c in cases])
-    assert aggregates["hd95-tc-mean"] == pytest.approx(values.mean())
-    assert aggregates["hd95-tc-median"] == pytest.approx(np.median(values))
-    assert (aggregates["hd95-tc-q1"], aggregates["hd95-tc-q3"]) == pytest.approx(
-        np.percentile(values, [25, 75])
+    assert aggregates["hd95-tc-mean"] == round(values.mean(), 1)
+    q1, median, q3 = np.asarray(hdquantiles(values, prob=[0.25, 0.5, 0.75]))
+    assert (aggregates["hd95-tc-q1"], aggregates["hd95-tc-median"], aggregates["hd95-tc-q3"]) == (
+        round(q1, 1),
+        round(median, 1),
+        round(q3, 1),
     )
+    dice = np.array([c["dice-et"] for c in cases])
+    assert aggregates["dice-et-mean"] == round(dice.mean(), 3)
     assert aggregates["lesions-fp-et"] == sum(c["lesions-fp-et"] for c in cases)
-    assert aggregates["n-cases"] == 7
-    assert (aggregates["spacing-min-mm"], aggregates["spacing-max-mm"]) == (0.5, 3.0)
-    assert aggregates["dice-mean"] == pytest.approx(np.mean([c[f"dice-{r}"] for c in cases for r in BRATS]))
+    assert aggregates["n-cases"] == 12
+    assert aggregates["dice-mean"] == round(np.mean([c[f"dice-{r}"] for c in cases for r in BRATS]), 3)
     assert set(aggregates) == (
         {f"{m}-{r}-{s}" for m in METRICS for r in BRATS for s in STATS}
         | {f"{c}-{r}" for c in COUNTS for r in BRATS}
-        | {
-            "n-cases",
-            "dice-mean",
-            "dice-mean-ci-low",
-            "dice-mean-ci-high",
-            "spacing-min-mm",
-            "spacing-max-mm",
-        }
+        | {"n-cases", "dice-mean", "dice-mean-ci-low", "dice-mean-ci-high"}
     )
     assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in aggregates.values())
+
+
+def test_below_min_position_cases_only_means_and_cis_are_computed():
+    aggregates = site_aggregates(synthetic_cases(9), list(BRATS), seed=4, min_position_cases=10)
+    assert {k.rsplit("-", 1)[-1] for k in aggregates if k.startswith("dice-wt-")} == {"mean", "low", "high"}
+    assert not [k for k in aggregates if k.endswith(("-median", "-q1", "-q3"))]
+
+
+def test_position_estimates_are_never_a_single_case():
+    """numpy's linear quartiles of 5 or 13 values are order statistics; Harrell-Davis estimates are not."""
+    for n in (5, 9, 13, 17):
+        values = np.random.default_rng(n).uniform(0, 1, n)
+        assert set(np.percentile(values, [25, 50, 75])) <= set(values)  # what the site used to send
+        assert not set(position_estimates(values).values()) & set(values)
 
 
 def test_bootstrap_ci_is_seeded_and_covers_the_mean_like_theory_says():
     values = np.random.default_rng(1).normal(0.7, 0.1, 80)
     resamples = bootstrap_indices(len(values), seed=9)
-    first, again = describe(values, resamples), describe(values, bootstrap_indices(len(values), seed=9))
+    first = describe(values, resamples, with_position=False)
+    again = describe(values, bootstrap_indices(len(values), seed=9), with_position=False)
     assert first == again
-    assert first != describe(values, bootstrap_indices(len(values), seed=10))
+    assert first != describe(values, bootstrap_indices(len(values), seed=10), with_position=False)
     half_width = 1.96 * values.std(ddof=1) / np.sqrt(len(values))  # normal approximation
     assert first["ci-low"] < values.mean() < first["ci-high"]
     assert (first["ci-high"] - first["ci-low"]) / 2 == pytest.approx(half_width, rel=0.15)
 
 
 def test_bootstrap_ci_of_identical_values_is_that_value():
-    ci = describe(np.full(6, 0.42), bootstrap_indices(6, seed=0))
+    ci = describe(np.full(6, 0.42), bootstrap_indices(6, seed=0), with_position=False)
     assert ci["ci-low"] == pytest.approx(0.42) and ci["ci-high"] == pytest.approx(0.42)
 
 
@@ -273,7 +281,7 @@ def dicom_site_items(tmp_path_factory):
     root = tmp_path_factory.mktemp("native")
     write_federation(root / "data", n_sites=2, seed=5, preset="tiny")
     site = SitePaths(name="hospital-b", data=root / "data" / "hospital-b", work=root / "work")
-    return load_site_cases(site, PIPELINE, val_fraction=0.5, seed=0, log=logging.getLogger("test")).val
+    return load_site_cases(site, PIPELINE, validation_fraction=0.5, log=logging.getLogger("test")).val
 
 
 def test_a_prediction_maps_back_onto_the_stored_grid(dicom_site_items):

@@ -5,47 +5,53 @@ import re
 
 import numpy as np
 import pytest
-from flwr.app import Context, RecordDict
+from flwr.app import RecordDict
 
-from site_app.aggregates import STATS
-from site_app.disclosure import (
-    DEFAULT_MIN_REPORT_CASES,
-    SIMULATION_MIN_REPORT_CASES,
-    ValidationPolicy,
-    evaluation_content,
-    min_report_cases,
-)
-from site_app.metrics import COUNTS, METRICS, case_metrics, evaluation_regions
+from models.labels import evaluation_regions
+from models.run_config import SIM_MIN_REPORT_CASES, defaults
+from models.wire import COUNTS, DEFAULT_MIN_REPORT_CASES, METRICS, STATS
+from site_app.disclosure import ValidationPolicy, evaluation_content
+from site_app.metrics import case_metrics
+from site_app.run_settings import SiteRunSettings
 from site_app.validation import CaseEvaluation
 
 DEPLOYED = {"data-path": "/data/site", "work-path": "/work/site", "site-name": "hospital-x"}
 SIMULATED = {"partition-id": 0, "num-partitions": 2}
 AGGREGATE_KEY = re.compile(
     rf"({'|'.join(METRICS)})-(wt|tc|et)-({'|'.join(STATS)})|({'|'.join(COUNTS)})-(wt|tc|et)"
-    r"|dice-mean(-ci-low|-ci-high)?|spacing-(min|max)-mm|n-cases|n-skipped|num-examples"
+    r"|dice-mean(-ci-low|-ci-high)?|n-cases|n-skipped|num-examples"
 )
 
 
+def site_minimum(node_config: dict, run_config: dict) -> int:
+    """The minimum a site applies, read the way its ClientApp reads it: run config -> settings -> policy."""
+    settings = SiteRunSettings.from_run_config({**defaults(), **run_config})
+    return ValidationPolicy.for_site(settings, node_config).min_report_cases
+
+
 def test_a_deployed_site_sets_its_own_minimum():
-    assert min_report_cases(DEPLOYED, {}) == DEFAULT_MIN_REPORT_CASES == 5
-    assert min_report_cases({**DEPLOYED, "min-report-cases": 12}, {}) == 12
+    assert site_minimum(DEPLOYED, {}) == DEFAULT_MIN_REPORT_CASES == 5
+    assert site_minimum({**DEPLOYED, "min-report-cases": 12}, {}) == 12
 
 
 def test_the_coordinators_run_config_cannot_lower_a_deployed_sites_minimum():
+    # The attack: a coordinator sets the simulation minimum (and a look-alike key) to 1 in the run config.
     lowering = {"sim-min-report-cases": 1, "min-report-cases": 1}
-    assert min_report_cases(DEPLOYED, lowering) == DEFAULT_MIN_REPORT_CASES
-    assert min_report_cases({**DEPLOYED, "min-report-cases": 8}, lowering) == 8
+    assert site_minimum(DEPLOYED, lowering) == DEFAULT_MIN_REPORT_CASES
+    assert site_minimum({**DEPLOYED, "min-report-cases": 8}, lowering) == 8
 
 
 def test_a_simulation_takes_its_minimum_from_the_run_config():
-    assert min_report_cases(SIMULATED, {}) == SIMULATION_MIN_REPORT_CASES
-    assert min_report_cases(SIMULATED, {"sim-min-report-cases": 3}) == 3
+    assert site_minimum(SIMULATED, {}) == SIM_MIN_REPORT_CASES.default == 1
+    assert site_minimum(SIMULATED, {"sim-min-report-cases": 3}) == 3
 
 
 @pytest.mark.parametrize("value", [0, -2, "5", 2.5, True])
 def test_a_minimum_that_is_not_a_whole_number_of_at_least_one_is_refused(value):
-    with pytest.raises(ValueError, match="min-report-cases"):
-        min_report_cases({**DEPLOYED, "min-report-cases": value}, {})
+    with pytest.raises(ValueError, match="node config `min-report-cases`"):
+        site_minimum({**DEPLOYED, "min-report-cases": value}, {})
+    with pytest.raises(ValueError, match="sim-min-report-cases"):
+        site_minimum(SIMULATED, {"sim-min-report-cases": value})
 
 
 def cases(n: int) -> list[CaseEvaluation]:
@@ -71,14 +77,8 @@ def cases(n: int) -> list[CaseEvaluation]:
 
 
 def policy(minimum: int) -> ValidationPolicy:
-    context = Context(
-        run_id=1,
-        node_id=2,
-        node_config={**DEPLOYED, "min-report-cases": minimum},
-        state=RecordDict(),
-        run_config={"seed": 3},
-    )
-    return ValidationPolicy.from_context(context)
+    settings = SiteRunSettings.from_run_config({**defaults(), "seed": 3})
+    return ValidationPolicy.for_site(settings, {**DEPLOYED, "min-report-cases": minimum})
 
 
 def numbers_in(content: RecordDict) -> list[float]:
@@ -92,12 +92,13 @@ def numbers_in(content: RecordDict) -> list[float]:
 
 
 def test_below_the_minimum_no_number_about_the_cases_leaves():
-    content = evaluation_content(cases(4), n_skipped=1, policy=policy(5))
+    content = evaluation_content(cases(4), n_skipped=1, policy=policy(5), bootstrap_seed=11)
     assert not content.metric_records
     validation = content.config_records["validation"]
     assert validation["status"] == "suppressed" and validation["min-report-cases"] == 5
+    assert validation["reason"] == "n < 5"
     # Every number left is a convention every site shares (tolerance, penalty, bootstrap settings) or the minimum.
-    conventions = evaluation_content(cases(7), n_skipped=0, policy=policy(5)).config_records["validation"]
+    conventions = evaluation_content(cases(7), 0, policy(5), bootstrap_seed=11).config_records["validation"]
     shared = {k: v for k, v in conventions.items() if isinstance(v, int | float) and k != "status"}
     assert {k: v for k, v in validation.items() if isinstance(v, int | float)} == shared
     assert numbers_in(content) == list(shared.values())
@@ -105,7 +106,7 @@ def test_below_the_minimum_no_number_about_the_cases_leaves():
 
 def test_at_the_minimum_only_aggregates_leave():
     results = cases(5)
-    content = evaluation_content(results, n_skipped=0, policy=policy(5))
+    content = evaluation_content(results, n_skipped=0, policy=policy(5), bootstrap_seed=11)
     assert content.config_records["validation"]["status"] == "reported"
     (metrics,) = content.metric_records.values()
     assert metrics["num-examples"] == 5 and metrics["n-cases"] == 5

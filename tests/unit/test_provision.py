@@ -6,15 +6,16 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import typer
 from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.supercore.primitives.asymmetric import uses_nist_ec_curve
 from typer.testing import CliRunner
 
 from deploy import certificates as certs
 from deploy.kit import KitError, read_coordinator_kit, read_site_kit
-from deploy.kit_commands import provision_command
 from deploy.provision import SpecError, provision, read_spec
+from models.atomic import atomic_write_bytes
+from models.exit_codes import ExitCode
+from oncofed_cli import app
 
 SITES = ["hospital-a", "hospital-b", "hospital-c"]
 
@@ -117,8 +118,8 @@ def test_rerun_renews_an_expiring_server_certificate(provisioned, tmp_path):
     key, expiring = certs.make_server_certificate(
         ca_key, ca, ["fl.example.org", "10.0.0.5", "127.0.0.1"], days=10
     )
-    certs.write_atomic(coordinator / "server.crt", certs.certificate_pem(expiring))
-    certs.write_atomic(coordinator / "server.key", certs.private_key_pem(key), 0o600)
+    atomic_write_bytes(coordinator / "server.crt", certs.certificate_pem(expiring))
+    atomic_write_bytes(coordinator / "server.key", certs.private_key_pem(key), mode=certs.PRIVATE_KEY_MODE)
     sites_before = snapshot(out / "sites")
 
     report = provision(read_spec(write(tmp_path / "spec.toml", spec_text(SITES))), out)
@@ -165,18 +166,22 @@ def test_another_federation_or_port_in_the_output_is_refused(provisioned, tmp_pa
 
 
 def test_provision_command(tmp_path):
-    app = typer.Typer(pretty_exceptions_show_locals=False)
-    app.command()(provision_command)
     runner = CliRunner()
     result = runner.invoke(
-        app, [str(write(tmp_path / "spec.toml", spec_text(["site-1"]))), "--out", str(tmp_path / "out")]
+        app,
+        [
+            "provision",
+            str(write(tmp_path / "spec.toml", spec_text(["site-1"]))),
+            "--out",
+            str(tmp_path / "out"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "new site kit" in result.output and "site-1" in result.output
     assert (tmp_path / "out" / "sites" / "site-1" / "kit.toml").is_file()
 
-    result = runner.invoke(app, [str(tmp_path / "missing.toml"), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2
+    result = runner.invoke(app, ["provision", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == ExitCode.BAD_INPUT
     assert "missing.toml is missing" in result.output
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from data_prep.synth.federation import write_federation
-from deploy.cli import plan_simulation
+from deploy.simulation_plan import plan_simulation
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,14 @@ def test_run_config_overrides_reach_the_run_config(data, tmp_path):
         ("strategie=1", "unknown key 'strategie'"),
         ("seed=3", "sets seed; use the command's own options"),
         ('sim-data="/tmp/x"', "sets sim-data"),
-        ('strategy="fedsgd"', "--run-config: run config `strategy` is 'fedsgd'; choose one of"),
-        ("dp-clipping-norm=0", "`dp-clipping-norm` must be above 0"),
+        ('strategy="fedsgd"', "--run-config: run setting `strategy` is 'fedsgd', expected one of"),
+        ("dp-clipping-norm=0", "`dp-clipping-norm` is 0.0, expected a number above 0"),
+        (
+            'strategy="fedyogi" dp-noise-multiplier=0.5',
+            "`dp-noise-multiplier` is 0.5, expected 0 with strategy",
+        ),
+        ("local-baseline=1", "`local-baseline` is 1, expected true or false"),
+        ("min-lesion-mm3=-5.0", "`min-lesion-mm3` is -5.0, expected at least 0"),
     ],
 )
 def test_bad_overrides_are_one_clear_error(data, tmp_path, overrides, message):

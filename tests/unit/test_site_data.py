@@ -30,27 +30,29 @@ def test_excluded_cases_are_not_used_and_a_case_failing_later_is_skipped(tmp_pat
     images[0].write_bytes(images[0].read_bytes()[:200])  # truncated export
     log = site_logger(site.work)
 
-    cases = load_site_cases(site, SETTINGS, 0.2, 0, log)  # no inventory yet: the site builds one
+    cases = load_site_cases(site, SETTINGS, 0.2, log)  # no inventory yet: the site builds one
     inventory = read_inventory(site.work)
     assert [c.case_id for c in inventory.cases if c.status == "excluded"] == ["hospital-a-001"]
     assert cases.n_skipped == 0 and len(cases.train) + len(cases.val) == len(images) - 1
 
-    images[1].unlink()  # a file vanishes after the check
-    cases = load_site_cases(site, SETTINGS, 0.2, 0, log)
+    # a training case's file vanishes after the check (the split is the site's own, random per site secret)
+    vanished = str(cases.train[0]["case_id"])
+    (site.data / "imagesTr" / f"{vanished}.nii.gz").unlink()
+    cases = load_site_cases(site, SETTINGS, 0.2, log)
     assert cases.n_skipped == 1 and len(cases.train) + len(cases.val) == len(images) - 2
     text = (site.work / "logs" / "site.log").read_text()
     assert "case hospital-a-001 excluded: imagesTr/hospital-a-001.nii.gz: cannot read" in text
-    assert "case hospital-a-002 skipped: cannot read" in text and "No such file or directory" in text
+    assert f"case {vanished} skipped: cannot read" in text and "No such file or directory" in text
 
 
 def test_the_cache_follows_file_contents_not_times(tmp_path):
     site = nifti_site(tmp_path, seed=6)
     log = site_logger(site.work)
-    load_site_cases(site, SETTINGS, 0.2, 0, log)
+    load_site_cases(site, SETTINGS, 0.2, log)
     cached = {entry: entry.stat().st_mtime_ns for entry in (site.work / "cache").iterdir()}
     label = min((site.data / "labelsTr").iterdir())
     label.write_bytes(label.read_bytes())  # same bytes, new modification time
-    load_site_cases(site, SETTINGS, 0.2, 0, log)
+    load_site_cases(site, SETTINGS, 0.2, log)
     assert {
         entry: entry.stat().st_mtime_ns for entry in (site.work / "cache").iterdir()
     } == cached  # all reused
@@ -61,35 +63,31 @@ def test_the_cache_follows_file_contents_not_times(tmp_path):
         image, np.asarray(np.random.default_rng(0).normal(size=(30, 30, 30)), np.float32), np.eye(4) * 3
     )
     write_nifti(label, np.pad(np.ones((4, 4, 4), np.uint8), 13), np.eye(4) * 3)  # same grid, new contents
-    load_site_cases(site, SETTINGS, 0.2, 0, log)
+    load_site_cases(site, SETTINGS, 0.2, log)
     assert len(set((site.work / "cache").iterdir()) - set(cached)) == 1
 
 
 def test_a_corrupt_cache_entry_is_rebuilt(tmp_path):
     site = nifti_site(tmp_path, seed=7)
     log = site_logger(site.work)
-    load_site_cases(site, SETTINGS, 0.2, 0, log)
+    load_site_cases(site, SETTINGS, 0.2, log)
     entries = sorted((site.work / "cache").iterdir())
     sizes = {e: e.stat().st_size for e in entries}
     entries[0].write_bytes(entries[0].read_bytes()[:100])  # a half-written file
     entries[1].write_bytes(b"garbage")
-    cases = load_site_cases(site, SETTINGS, 0.2, 0, log)
+    cases = load_site_cases(site, SETTINGS, 0.2, log)
     assert cases.n_skipped == 0
     assert {e: e.stat().st_size for e in sorted((site.work / "cache").iterdir())} == sizes
     assert (site.work / "logs" / "site.log").read_text().count("cannot be loaded") == 2
 
 
 def test_site_overview_is_an_aggregate_without_identifiers(tmp_path):
+    """Counts only, each 0 or at least k (policy R8); no spacing or size range: a range is two cases' values (R2)."""
     site = nifti_site(tmp_path, seed=8)
     (site.data / "imagesTr" / "hospital-a-003.nii.gz").write_bytes(b"")
-    overview = site_overview(site, site_logger(site.work))
-    assert overview == {
-        "n-cases-usable": 5,
-        "n-cases-excluded": 1,
-        "spacing-min-mm": 2.5,
-        "spacing-max-mm": 2.5,
-        "size-min-vox": 28,
-        "size-max-vox": 37,
-    }
-    assert all(isinstance(v, int | float) for v in overview.values())
+    overview = site_overview(site, 5, site_logger(site.work))
+    assert overview == {"n-cases-usable": 5}  # 1 excluded case: between 1 and k - 1, withheld
+    assert site_overview(site, 1, site_logger(site.work)) == {"n-cases-usable": 5, "n-cases-excluded": 1}
+    assert site_overview(site, 6, site_logger(site.work)) == {}
+    assert all(isinstance(v, int) for v in overview.values())
     assert "hospital" not in json.dumps(overview)

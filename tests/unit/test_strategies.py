@@ -1,22 +1,31 @@
 """The coordinator's strategies: the fast weighted mean equals Flower's, FedAdam's state survives a save/load,
-the run settings are declared once, and weights travel in the transport dtype."""
+a bad strategy setting is refused naming it, central DP is calibrated and accounted, and weights travel in the
+transport dtype."""
 
 import io
-import tomllib
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import (
+    GaussianPrivacyEvent,
+    NeighboringRelation,
+    PrivacyConfig,
+    RdpAccountant,
+    SamplingMethod,
+)
 from flwr.serverapp.strategy import FedAvg
 
-from models.federation_settings import SETTINGS, FederationSettings
 from models.presets import build_model
+from models.run_config import RunConfigError, defaults
 from models.transport import as_sent, decode, encode, message_bytes
 from models.weights import to_record
 from server_app.aggregation import array_view, weighted_mean
 from server_app.run_folder import RunFolder
+from server_app.run_settings import StrategySettings
 from server_app.site_directory import SiteDirectory
 from server_app.strategies import SiteFedAdam, SiteFedYogi, build_strategy
 
@@ -111,32 +120,30 @@ def test_a_saved_state_of_another_strategy_is_refused(tmp_path):
         yogi.load_state_dict(adam.state_dict())
 
 
-def test_central_dp_is_refused_with_a_server_optimizer(tmp_path):
-    settings = FederationSettings.from_run_config({"strategy": "fedadam", "dp-noise-multiplier": 1.0})
-    with pytest.raises(ValueError, match="fedavg or fedprox"):
-        build_strategy(settings, 2, **site_kwargs(tmp_path, ["w"]))
-
-
-def test_every_setting_is_declared_in_pyproject_with_its_default():
-    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    for setting in SETTINGS:
-        assert config[setting.key] == setting.default, setting.key
-        assert setting.owner in ("coordinator", "site", "shared", "simulation") and setting.doc
+def test_central_dp_is_refused_with_a_server_optimizer_naming_the_setting():
+    config = {**defaults(), "strategy": "fedadam", "dp-noise-multiplier": 1.0}
+    with pytest.raises(
+        RunConfigError, match="`dp-noise-multiplier` is 1.0, expected 0 with strategy 'fedadam'"
+    ):
+        StrategySettings.from_run_config(config)
+    assert StrategySettings.from_run_config({**config, "strategy": "fedprox"}).dp
 
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("strategy", "fedsgd", "choose one of: fedavg, fedprox, fedadam, fedyogi"),
-        ("transport-dtype", "int8", "float32, float16"),
-        ("local-norm", "yes", "true or false"),
-        ("beta2", 1.0, r"in \[0, 1\)"),
-        ("proximal-mu", -0.1, "at least 0"),
+        ("strategy", "fedsgd", "`strategy` is 'fedsgd', expected one of fedavg, fedprox, fedadam, fedyogi"),
+        ("transport-dtype", "int8", "`transport-dtype` is 'int8', expected one of float32, float16"),
+        ("local-norm", "yes", "`local-norm` is 'yes', expected true or false"),
+        ("beta2", 1.0, "`beta2` is 1.0, expected a number in [0, 1)"),
+        ("proximal-mu", -0.1, "`proximal-mu` is -0.1, expected at least 0"),
+        ("server-lr", 0, "`server-lr` is 0.0, expected a number above 0"),
+        ("dp-delta", 1, "`dp-delta` is 1.0, expected a number in (0, 1)"),
     ],
 )
-def test_a_bad_setting_names_the_key_and_what_it_accepts(key, value, message):
-    with pytest.raises(ValueError, match=f"`{key}`.*{message}"):
-        FederationSettings.from_run_config({key: value})
+def test_a_bad_strategy_setting_names_the_key_and_what_it_accepts(key, value, message):
+    with pytest.raises(RunConfigError, match=re.escape(message)):
+        StrategySettings.from_run_config({**defaults(), key: value})
 
 
 def test_float16_transport_halves_the_bytes_and_round_trips_to_what_the_site_trains(flower_task):
@@ -173,3 +180,41 @@ def test_the_server_optimizer_steps_float_arrays_only(tmp_path, flower_task):
     arrays = adam_round(adam, record(0.0, 0), replies, 1)
     assert arrays["count"].numpy().tolist() == [15] and arrays["count"].numpy().dtype == np.int64
     assert not np.allclose(arrays["w"].numpy(), 2.0)  # the optimizer's step, not the mean
+
+
+def test_central_dp_clips_each_update_adds_calibrated_noise_and_accounts_epsilon_per_round(
+    tmp_path, flower_task
+):
+    settings = StrategySettings.from_run_config(
+        {**defaults(), "dp-noise-multiplier": 0.8, "dp-clipping-norm": 0.1}
+    )
+    start = to_record(build_model("tiny", seed=0))
+    strategies = build_strategy(settings, 2, **site_kwargs(tmp_path, start.keys()))
+    accountant = RdpAccountant(
+        PrivacyConfig(
+            target_delta=settings.dp_delta,
+            population_size=2,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION,
+        )
+    )
+    flat_start = np.concatenate([a.numpy().ravel() for a in start.values()])
+    epsilons, expected = [], []
+    for server_round in (1, 2):
+        updates = [to_record(build_model("tiny", seed=s)) for s in (server_round, 10 + server_round)]
+        strategies.run.current_arrays = start  # what configure_train records
+        replies = [reply_from(11 + i, r, n) for i, (r, n) in enumerate(zip(updates, (3, 9), strict=True))]
+        arrays, _ = strategies.run.aggregate_train(server_round, replies)
+        clipped = []
+        for update in updates:  # each site's update clipped to the norm; equal weights, not 3 : 9
+            delta = np.concatenate([update[k].numpy().ravel() for k in start]) - flat_start
+            clipped.append(delta * min(1.0, settings.dp_clipping_norm / np.linalg.norm(delta)))
+        noise = np.concatenate([arrays[k].numpy().ravel() for k in start]) - flat_start
+        noise -= np.mean(clipped, axis=0)
+        sigma = settings.dp_noise_multiplier * settings.dp_clipping_norm / 2
+        assert abs(noise.mean()) < 0.05 * sigma and noise.std() == pytest.approx(sigma, rel=0.05)
+        epsilons.append(strategies.privacy(server_round)["epsilon"])
+        accountant.compose(GaussianPrivacyEvent(settings.dp_noise_multiplier, 2, 2))
+        expected.append(accountant.get_privacy_spent().epsilon)
+    assert epsilons == pytest.approx(expected, rel=1e-12) and epsilons[0] < epsilons[1]
+    assert strategies.privacy(1)["delta"] == settings.dp_delta

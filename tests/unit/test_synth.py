@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from data_prep.cli import app
 from data_prep.discovery import discover_cases
 from data_prep.loading import load_case
 from data_prep.synth.federation import make_case, write_federation
 from data_prep.synth.phantom import sampling_grid
 from data_prep.synth.profiles import site_profiles
 from data_prep.synth.writers import RESCALE_SLOPE
+from models.exit_codes import ExitCode
+from oncofed_cli import app
 
 
 def read_all(sites):
@@ -33,6 +34,17 @@ def test_same_seed_gives_identical_voxels(written):
     for (_, image, label), (_, image_again, label_again) in zip(first, again):
         np.testing.assert_array_equal(image, image_again)
         np.testing.assert_array_equal(label, label_again)
+
+
+def test_case_ids_are_unique_stable_per_seed_and_what_discovery_finds(written):
+    """What synth promises about case ids, whatever their format: unique across the federation, the same for
+    the same seed, and discovery finds exactly the cases synth generated."""
+    first, again, _ = written
+    ids = [c[0] for c in first]
+    assert len(set(ids)) == len(ids) == sum(p.n_cases for p in site_profiles("tiny", 2, 0))
+    assert [c[0] for c in again] == ids
+    profiles = site_profiles("tiny", 2, 0)
+    assert set(ids) == {make_case(p, index, 0).case_id for p in profiles for index in range(p.n_cases)}
 
 
 def test_different_seed_gives_different_cases(written):
@@ -103,9 +115,9 @@ def test_cli_writes_the_sites_and_prints_their_folders(tmp_path):
         (["--seed", "-1"], "error: --seed must be >= 0, got -1"),
     ],
 )
-def test_cli_bad_input_gives_one_clear_line_and_a_non_zero_exit(tmp_path, args, message):
+def test_cli_bad_input_gives_one_clear_line_and_bad_input(tmp_path, args, message):
     result = runner.invoke(app, ["synth", "--out", str(tmp_path), *args])
-    assert result.exit_code != 0
+    assert result.exit_code == ExitCode.BAD_INPUT
     assert result.stderr.strip().splitlines() == [message]
     assert result.stdout == "" and not any(tmp_path.iterdir())
 
@@ -114,5 +126,5 @@ def test_cli_existing_output_gives_one_line(tmp_path):
     (tmp_path / "hospital-a").mkdir()
     (tmp_path / "hospital-a" / "x").write_text("")
     result = runner.invoke(app, ["synth", "--out", str(tmp_path)])
-    assert result.exit_code != 0
+    assert result.exit_code == ExitCode.BAD_INPUT
     assert len(result.stderr.strip().splitlines()) == 1 and "already exists" in result.stderr

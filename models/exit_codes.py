@@ -1,0 +1,52 @@
+"""The exit codes of every `oncofed` command, and the one way a command fails with one.
+
+Scripts that drive OncoFed (cron, systemd units, hospital IT's checks) branch on these, so each code means
+one thing in every command. README.md's "Exit codes" table documents the same codes (tests/unit/test_cli.py
+compares them). Only typer is imported here: every command module imports this at `oncofed` start-up.
+"""
+
+from enum import IntEnum, unique
+
+import typer
+
+
+@unique
+class ExitCode(IntEnum):
+    """What a command's exit status means."""
+
+    OK = 0
+    """The command did what it was asked."""
+    FAILED = 1
+    """The run or a process it started failed (a Flower process exited, a run did not finish, the coordinator
+    did not answer); the message says where the logs are."""
+    USAGE = 2
+    """Click's own usage errors: an unknown option, a missing or malformed argument, options that do not go
+    together. Click prints the usage line with it."""
+    BAD_INPUT = 3
+    """A named file, setting, spec or kit is wrong (missing, unreadable, invalid); the message names it and
+    the fix. Nothing was started."""
+    NO_USABLE_DATA = 4
+    """The inputs are readable but hold nothing to work on: no usable case, no validated round. No result was
+    written (`site check` still writes its inventory, which says why each case was excluded)."""
+    REFUSED = 5
+    """Refused by policy: an app the site has not approved, a revoked site, settings outside its limits."""
+    INTERRUPTED = 130
+    """Ctrl-C or SIGTERM stopped a job before it was done (128 + SIGINT, as shells report it); every process
+    the command started was stopped. A foreground service (`coordinator start`, `site start`) stopped this way
+    exits OK: that is how systemd and Docker stop it."""
+
+
+def fail(message: str, code: ExitCode) -> typer.Exit:
+    """Print `error: <message>` on stderr and return the exit to raise (`raise fail(…) from None`).
+
+    The message is printed as it is (never read as rich markup: file names and TOML tables hold brackets).
+    """
+    if code is ExitCode.OK:
+        raise ValueError("fail() is for a non-zero exit")
+    from rich.console import Console  # the error path only: `oncofed --help` does not pay for it
+    from rich.text import Text
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        Text.assemble(("error:", "bold red"), " ", message)
+    )
+    return typer.Exit(int(code))

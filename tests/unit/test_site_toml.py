@@ -1,0 +1,92 @@
+"""site.toml has one schema and one parser (site_app.site_settings): the kit's template holds exactly its
+top-level keys, the launcher's node config is what the ClientApp reads, and a kit's tables are checked by the same
+parser that `site check` uses."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from deploy.kit import KitError, read_kit_settings
+from deploy.kit_files import Release, site_files
+from models.run_config import defaults
+from models.wire import DEFAULT_MIN_REPORT_CASES, DEPLOYED_NODE_CONFIG
+from site_app.disclosure_policy import DisclosurePolicy
+from site_app.run_settings import SiteRunSettings
+from site_app.site_config import site_paths
+from site_app.site_settings import OPTIONAL_IN_A_KIT, TOP_LEVEL, read_site_settings
+
+SITE = "hospital-a"
+
+
+def kit_site_toml(tmp_path: Path, **replace: str) -> Path:
+    """The site.toml a kit ships, with its placeholders filled in (and any line replaced: key -> new line)."""
+    release = Release(wheel=Path("oncofed-0.1.0-py3-none-any.whl"), flwr_version="1.42.0")
+    text = site_files(release, "fed", SITE, "fl.example.org:8443", ["fl.example.org"], "SHA256:x")[
+        "site.toml"
+    ]
+    (tmp_path / "data").mkdir(exist_ok=True)
+    filled = {
+        "data-path": f'data-path = "{tmp_path / "data"}"',
+        "work-path": f'work-path = "{tmp_path / "work"}"',
+    }
+    lines = []
+    for line in text.splitlines():
+        key = line.split(" =", 1)[0]
+        lines.append({**filled, **replace}.get(key, line))
+    path = tmp_path / "site.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_the_kit_template_holds_exactly_the_schemas_top_level_keys(tmp_path):
+    values = tomllib.loads(kit_site_toml(tmp_path).read_text())
+    assert list(values) == list(TOP_LEVEL)
+    assert values["min-report-cases"] == DEFAULT_MIN_REPORT_CASES
+
+
+def test_the_launchers_node_config_is_what_the_clientapp_reads(tmp_path):
+    settings = read_kit_settings(kit_site_toml(tmp_path), SITE)
+    node_config = settings.node_config()
+    assert tuple(node_config) == DEPLOYED_NODE_CONFIG
+    run_settings = SiteRunSettings.from_run_config(defaults())
+    site = site_paths(node_config, run_settings)
+    assert (site.name, site.data, site.work) == (SITE, tmp_path / "data", tmp_path / "work")
+    assert DisclosurePolicy.for_site(node_config, run_settings) == DisclosurePolicy.from_node_config({})
+
+
+def test_a_kit_may_leave_out_the_optional_disclosure_settings(tmp_path):
+    """They take the site's defaults, in the launcher's node config as in the ClientApp."""
+    optional = {key: "" for key in OPTIONAL_IN_A_KIT}
+    settings = read_kit_settings(kit_site_toml(tmp_path, **optional), SITE)
+    assert not set(settings.node_config()) & OPTIONAL_IN_A_KIT
+    assert DisclosurePolicy.from_node_config(settings.node_config()) == DisclosurePolicy.from_node_config({})
+
+
+def test_a_kits_tables_are_read_by_the_one_parser(tmp_path):
+    path = kit_site_toml(tmp_path)
+    path.write_text(path.read_text() + "[limits]\nmax-voxels = 1000\n")
+    assert read_kit_settings(path, SITE).ingest.max_voxels == 1000 == read_site_settings(path).max_voxels
+    path.write_text(path.read_text() + "[series]\nmodality = ['CT']\n")
+    with pytest.raises(KitError, match=r"unknown key\(s\) modality in \[series\]"):
+        read_kit_settings(path, SITE)
+
+
+def test_a_kit_needs_every_top_level_key_and_names_a_missing_one(tmp_path):
+    path = kit_site_toml(tmp_path, **{"runtime-port": ""})
+    with pytest.raises(KitError, match="`runtime-port` is missing"):
+        read_kit_settings(path, SITE)
+    assert read_site_settings(path).max_voxels > 0  # outside a kit (site check --config) it is optional
+
+
+def test_a_top_level_key_of_the_wrong_type_is_named(tmp_path):
+    path = kit_site_toml(tmp_path, **{"min-report-cases": 'min-report-cases = "5"'})
+    with pytest.raises(KitError, match="`min-report-cases` is '5', expected a whole number"):
+        read_kit_settings(path, SITE)
+
+
+def test_an_unknown_top_level_key_is_refused(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text("site-nmae = 'x'\n")
+    with pytest.raises(ValueError, match="unknown key or section 'site-nmae'"):
+        read_site_settings(path)
