@@ -199,6 +199,8 @@ def local_only_models(
         found = sorted(
             (work / site.paths.name / RUNS_FOLDER).glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime
         )
+        if not found:
+            raise RuntimeError(f"{site.paths.name} kept no local-only model in {run.run_dir}; did it train?")
         saved = load_state(found[-1])
         model = build_model(preset)
         model.load_state_dict(saved["state_dict"])
@@ -291,7 +293,11 @@ def main() -> None:
         "model_preset": args.model,
         "patch_size": args.patch_size or get_preset(args.model).patch_size,
         "num_server_rounds": rounds,
+        # The simulated sites are the benchmark's own synthetic data: every arm trains on every training case and
+        # validates on every validation case, so the disclosure thresholds are set to 1 (a deployed site's own
+        # min-train-cases would make the small bench sites decline to train)
         "sim_min_report_cases": 1,
+        "sim_min_train_cases": 1,
     }
     if args.local_epochs or args.quick:
         overrides["local_epochs"] = args.local_epochs or 1
