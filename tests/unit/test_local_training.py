@@ -28,7 +28,7 @@ def trained(seed: int, proximal_mu: float | None, data: Dataset) -> dict[str, to
     train_epochs(
         model,
         data,
-        epochs=2,
+        epochs=1,
         learning_rate=0.01,
         batch_size=2,
         device=torch.device("cpu"),
