@@ -8,7 +8,7 @@ fraction of a second (bench/cli_start.py measures it). Exit codes: models/exit_c
 import typer
 
 from data_prep import cli as data_prep_commands
-from deploy import coordinator_cli, export_cli, simulate_cli, site_cli
+from deploy import approval_cli, coordinator_cli, export_cli, simulate_cli, site_cli
 from server_app import cli as server_app_commands
 from site_app import cli as site_app_commands
 
@@ -29,9 +29,12 @@ app.add_typer(coordinator_cli.app)  # provision, coordinator start, run
 app.add_typer(server_app_commands.app)  # report
 app.add_typer(export_cli.app)  # export
 
+coordinator_cli.coordinator.add_typer(approval_cli.coordinator_app)  # coordinator revoke
+
 site = typer.Typer(help="Commands run at a hospital site.", no_args_is_help=True)
 site.add_typer(site_cli.app)  # check, start
 site.add_typer(site_app_commands.app)  # report, predict
+site.add_typer(approval_cli.app)  # keygen, approve, apps, revoke-app
 app.add_typer(site, name="site")
 
 if __name__ == "__main__":

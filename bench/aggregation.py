@@ -1,26 +1,24 @@
 """Aggregation: the coordinator's weighted mean of N site updates, against a plain copy of the same bytes.
 
 For the default model and a 19 M-parameter UNet, N ∈ {4, 16, 64} train replies (ArrayRecords, as they arrive
-from the sites) are averaged by the coordinator's SiteFedAvg.aggregate_train (reply checks + the weighted mean of
-server_app.aggregation) and by Flower's FedAvg alone. The baseline is numpy copying the same array payloads in this process.
+from the sites) are checked and averaged as the coordinator does (server_app.reply_checks, then SiteFedAvg with
+server_app.aggregation's weighted mean)
+and by Flower's FedAvg alone. The baseline is numpy copying the same array payloads in this process.
 With --device cuda, a torch weighted mean of the same updates held on the GPU is set against a GPU copy.
 """
 
 import dataclasses
 import logging
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from common import (
     coordinator_identity,
     markdown_table,
-    out_folder,
     parse,
     parser,
     report,
@@ -34,8 +32,8 @@ from monai.networks.nets import UNet
 
 from models.labels import NUM_CLASSES
 from models.presets import build_model
-from server_app.run_folder import RunFolder
-from server_app.site_directory import SiteDirectory
+from server_app.federated_loop import ALL_SELECTED
+from server_app.reply_checks import model_spec, train_reply_problem
 from server_app.strategy import SiteFedAvg
 
 LARGE_CHANNELS = (32, 64, 128, 256, 512)
@@ -155,19 +153,19 @@ def measure(
     name: str,
     model: torch.nn.Module,
     replies: list[Message],
-    run_dir: Path,
     repeats: int,
     device: torch.device,
 ) -> Measurement:
     """Time the coordinator's aggregation, Flower's, and copies of the same bytes, for these replies."""
     n_sites = len(replies)
     nodes = {"min_train_nodes": n_sites, "min_evaluate_nodes": n_sites, "min_available_nodes": n_sites}
-    strategy = SiteFedAvg(
-        sites=SiteDirectory(),
-        run=RunFolder.create(run_dir, {}),
-        model_keys=model.state_dict().keys(),
-        **nodes,
-    )
+    strategy = SiteFedAvg(**ALL_SELECTED)
+    spec = model_spec(ArrayRecord(model.state_dict()))
+
+    def checked_mean() -> None:
+        assert not any(train_reply_problem(r.content, spec, None) for r in replies)
+        strategy.aggregate_train(1, replies)
+
     fedavg = FedAvg(**nodes)
     buffers = payloads(replies)
     target = np.empty(max(len(b) for b in buffers), dtype=np.uint8)
@@ -177,7 +175,7 @@ def measure(
         n_sites=n_sites,
         n_bytes=sum(r.content["arrays"].count_bytes() for r in replies),
         copy=median_time(lambda: numpy_copy(buffers, target), repeats),
-        site_fedavg=median_time(lambda: strategy.aggregate_train(1, replies), repeats),
+        site_fedavg=median_time(checked_mean, repeats),
         fedavg=median_time(lambda: fedavg.aggregate_train(1, replies), repeats),
     )
     if device.type != "cuda":
@@ -198,7 +196,6 @@ def main() -> None:
     args = parse(options)
     started = time.monotonic()
     device = torch_device(args.device)
-    out = out_folder(args.out, "aggregation")
     logging.getLogger("flwr").setLevel(logging.WARNING)
     repeats = args.repeats or (1 if args.quick else 3)
     site_counts = (4, 16) if args.quick else (4, 16, 64)
@@ -206,13 +203,10 @@ def main() -> None:
     models = {default_preset: build_model(default_preset, seed=0), LARGE_NAME: large_model()}
 
     measured: list[Measurement] = []
-    with coordinator_identity(), tempfile.TemporaryDirectory(dir=out) as scratch:
+    with coordinator_identity():
         for name, model in models.items():
             replies = site_replies(model, max(site_counts))
-            measured += [
-                measure(name, model, replies[:n], Path(scratch) / f"{name}-{n}", repeats, device)
-                for n in site_counts
-            ]
+            measured += [measure(name, model, replies[:n], repeats, device) for n in site_counts]
             del replies
 
     headers = [
@@ -236,10 +230,11 @@ def main() -> None:
             f" copy); median of {repeats} timed repeat(s) after a warm-up; MB in = the N updates' ArrayRecord bytes."
         ),
         (
-            "SiteFedAvg = server_app.strategy (reply checks, then server_app.aggregation's weighted mean: each array"
-            " read in place from the message bytes, one fused BLAS saxpy pass per update into a float32"
-            " accumulator, finiteness checked on the result); FedAvg ="
-            " flwr.serverapp.strategy.FedAvg.aggregate_train alone (numpy, one thread)."
+            "SiteFedAvg = the coordinator's path: server_app.reply_checks on every reply (record names, array names,"
+            " dtypes, shapes, finiteness), then server_app.strategy.SiteFedAvg: server_app.aggregation's weighted"
+            " mean (each array read in place from the message bytes, one fused BLAS saxpy pass per update into a"
+            " float32 accumulator, finiteness checked on the result);"
+            " FedAvg = flwr.serverapp.strategy.FedAvg.aggregate_train alone (numpy, one thread)."
         ),
         (
             f"Headline ratios: N={max(site_counts)} updates (the largest configuration, where aggregation time matters);"

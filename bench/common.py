@@ -22,6 +22,7 @@ from torch.utils.data import Dataset as TorchDataset
 from data_prep.synth.profiles import PRESETS
 from deploy.processes import StartedProcess, follow_log, process_tree
 from deploy.simulate import ROUND_LINE
+from server_app.federated_loop import ROUNDS_FINISHED
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -245,9 +246,10 @@ def follow(
 
 
 class RoundClock:
-    """Times a run's rounds from its streamed ServerApp log: "[ROUND n/N]" lines, then Flower's closing line."""
+    """Times a run's training rounds from its streamed ServerApp log: "[ROUND n/N]" lines (n ≥ 1; round 0 only
+    validates the initial model), then the loop's closing line."""
 
-    END = "Strategy execution finished"
+    END = ROUNDS_FINISHED
 
     def __init__(self) -> None:
         self.starts: dict[int, float] = {}
@@ -255,7 +257,7 @@ class RoundClock:
 
     def on_line(self, line: str) -> None:
         now = time.monotonic()
-        if match := ROUND_LINE.search(line):
+        if (match := ROUND_LINE.search(line)) and int(match.group(1)) > 0:
             self.starts[int(match.group(1))] = now
         elif self.END in line:
             self.end = now

@@ -1,8 +1,9 @@
 """The federation's keys and certificates, made with the `cryptography` package (no openssl shelling out).
 
 - a CA (EC P-384, self-signed) whose private key never leaves the coordinator kit;
-- the SuperLink's TLS certificate, signed by the CA, with the coordinator's names plus 127.0.0.1 as SANs
-  (SuperExec reaches the SuperLink's Runtime API on loopback);
+- the SuperLink's TLS certificate, signed by the CA, with the coordinator's names plus 127.0.0.1 and localhost as
+  SANs (SuperExec and `flwr` reach the SuperLink on loopback; the proxy in front of it verifies it as
+  `localhost`, since nginx checks upstream names against DNS SANs only);
 - one EC P-384 key pair per site in OpenSSH format: Flower's SuperNode authentication accepts only NIST EC
   keys (Ed25519 is refused) and reads them with `load_ssh_private_key`.
 """
@@ -11,6 +12,7 @@ import base64
 import datetime as dt
 import hashlib
 import ipaddress
+import os
 from pathlib import Path
 
 from cryptography import x509
@@ -110,9 +112,12 @@ def _san(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+
+
 def server_names(addresses: list[str]) -> list[str]:
     """The SANs a SuperLink certificate needs: the coordinator's public names plus loopback, each once."""
-    return list(dict.fromkeys([*addresses, "127.0.0.1"]))
+    return list(dict.fromkeys([*addresses, *LOOPBACK_NAMES]))
 
 
 def make_server_certificate(
@@ -187,6 +192,8 @@ def load_site_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     """A site's OpenSSH private key; anything else raises KeyFileError naming the file and what was found."""
     try:
         key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+    except OSError as error:
+        raise KeyFileError(_unreadable(path, error)) from None
     except (ValueError, TypeError) as error:
         raise KeyFileError(f"{path} is not an unencrypted OpenSSH private key ({error})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -196,12 +203,33 @@ def load_site_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 def load_site_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     try:
-        key = serialization.load_ssh_public_key(path.read_bytes())
+        data = path.read_bytes()
+    except OSError as error:
+        raise KeyFileError(_unreadable(path, error)) from None
+    if b"PRIVATE KEY" in data:
+        raise KeyFileError(
+            f"{path} holds a PRIVATE key: a site sends only its public key (the .pub file `oncofed site keygen` "
+            "wrote); the private key must never leave the hospital"
+        )
+    try:
+        key = serialization.load_ssh_public_key(data)
     except (ValueError, TypeError) as error:
         raise KeyFileError(f"{path} is not an OpenSSH public key ({error})") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise KeyFileError(f"{path} holds a {type(key).__name__}; Flower needs an EC (P-384) key")
     return key
+
+
+def _unreadable(path: Path, error: OSError) -> str:
+    """Why a key file cannot be read, with the user who tried (containers run as a fixed uid)."""
+    if isinstance(error, PermissionError):
+        return (
+            f"{path} cannot be read by this user (uid {os.getuid()}): make the file owned by the user the site "
+            f"runs as (`chown {os.getuid()} {path}`) and keep it private (`chmod 600 {path}`)"
+        )
+    if isinstance(error, FileNotFoundError):
+        return f"{path} does not exist"
+    return f"{path} cannot be read ({error.strerror or error})"
 
 
 def key_fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:

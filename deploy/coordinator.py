@@ -1,30 +1,23 @@
-"""Start the coordinator from its kit: a TLS SuperLink that admits only registered SuperNodes.
+"""Start the coordinator from its kit: a TLS SuperLink on 127.0.0.1 that admits only registered SuperNodes,
+behind the proxy (deploy/proxy.py) that is the only thing sites reach.
 
 `flower-superlink` runs with the kit's certificate, `--enable-supernode-auth`, a persistent database in the
-kit's state folder and runtime dependency installation off; then every site key in the kit is registered with
-`flwr supernode register` (a key registered at an earlier start is fine: node ids stay tied to their keys).
+kit's state folder and runtime dependency installation off, bound to 127.0.0.1; then nginx starts on the public
+port, every site key in the kit except the revoked ones is registered (a key registered at an earlier start is
+fine: node ids stay tied to their keys), and a revoked key still registered is unregistered. Only the CA's
+certificate is needed, never its key.
 """
 
-import json
 import ssl
-import subprocess
 from dataclasses import dataclass
-from typing import Literal
-
-from flwr.supercore.error import ApiErrorCode
 
 from deploy import certificates as certs
 from deploy.flower_env import flower_env, flower_executable, write_connection
 from deploy.kit import CONNECTION, CoordinatorKit, KitError
 from deploy.processes import StartedProcess, start_process, wait_for_health
-
-ALREADY_REGISTERED = f"[code: {int(ApiErrorCode.PUBLIC_KEY_ALREADY_IN_USE)}]"
-
-
-@dataclass(frozen=True)
-class Registration:
-    site: str
-    outcome: Literal["registered", "already registered"]
+from deploy.proxy import start_proxy
+from deploy.revocation import active_sites, read_revocations
+from deploy.site_registry import Registration, site_registry
 
 
 def certificate_warnings(kit: CoordinatorKit) -> list[str]:
@@ -76,9 +69,9 @@ def start_superlink(kit: CoordinatorKit, env: dict[str, str]) -> StartedProcess:
             "--database",
             str(kit.database),
             "--host",
-            kit.bind_host,
+            "127.0.0.1",
             "--port",
-            str(kit.port),
+            str(kit.superlink_port),
             "--disable-runtime-dependency-installation",
         ],
         env,
@@ -96,50 +89,44 @@ def start_superlink(kit: CoordinatorKit, env: dict[str, str]) -> StartedProcess:
     return superlink
 
 
-def register_sites(kit: CoordinatorKit, env: dict[str, str]) -> list[Registration]:
-    """Register every site's public key; raise RuntimeError naming the site and Flower's answer on failure."""
-    registrations = []
-    for site in kit.sites:
-        result = subprocess.run(
-            [
-                flower_executable("flwr"),
-                "supernode",
-                "register",
-                str(kit.site_public_key(site)),
-                CONNECTION,
-                "--name",
-                site,
-                "--format",
-                "json",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        try:
-            answer = json.loads(result.stdout)
-        except json.JSONDecodeError:
-            answer = {"success": False, "error-message": (result.stdout + result.stderr).strip()[-1000:]}
-        if answer.get("success"):
-            registrations.append(Registration(site, "registered"))
-        elif ALREADY_REGISTERED in str(answer.get("error-message", "")):
-            registrations.append(Registration(site, "already registered"))
-        else:
-            raise RuntimeError(
-                f"registering site {site!r} ({kit.site_public_key(site)}) failed: "
-                f"{answer.get('error-message')}"
-            )
-    return registrations
+def register_sites(kit: CoordinatorKit) -> list[Registration]:
+    """Register every site that is not revoked; raise RegistryError naming the site and Flower's answer."""
+    with site_registry(kit) as registry:
+        return [registry.register(site) for site in active_sites(kit)]
 
 
-def start_coordinator(kit: CoordinatorKit) -> tuple[StartedProcess, list[Registration]]:
-    """The running SuperLink with every site registered; nothing is left running if a step fails."""
+def unregister_revoked(kit: CoordinatorKit) -> list[str]:
+    """Unregister revoked sites whose key is still registered (revoked while the coordinator was stopped)."""
+    with site_registry(kit) as registry:
+        return [site for site in read_revocations(kit) if registry.unregister(site)]
+
+
+@dataclass
+class RunningCoordinator:
+    superlink: StartedProcess
+    proxy: StartedProcess
+    registrations: list[Registration]
+    unregistered: list[str]
+    """Revoked sites found registered and unregistered at this start."""
+
+    def stop(self) -> None:
+        self.proxy.stop()
+        self.superlink.stop()
+
+
+def start_coordinator(kit: CoordinatorKit) -> RunningCoordinator:
+    """The running SuperLink and proxy with every active site registered; nothing is left running if a step fails."""
     env = coordinator_env(kit)
     superlink = start_superlink(kit, env)
     try:
-        return superlink, register_sites(kit, env)
+        proxy = start_proxy(kit, env)
     except BaseException:
+        superlink.stop()
+        raise
+    try:
+        unregistered = unregister_revoked(kit)
+        return RunningCoordinator(superlink, proxy, register_sites(kit), unregistered)
+    except BaseException:
+        proxy.stop()
         superlink.stop()
         raise

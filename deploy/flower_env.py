@@ -33,8 +33,8 @@ def app_directory() -> Path:
     root = Path(__file__).resolve().parents[1]
     if not (root / "pyproject.toml").is_file():
         raise FileNotFoundError(
-            f"no pyproject.toml in {root}: OncoFed submits its Flower app from a source checkout "
-            "installed with `pip install -e .`"
+            f"no pyproject.toml in {root}: OncoFed builds its Flower app (simulate, provision) from a source "
+            "checkout installed with `pip install -e .`; `oncofed run` needs only the kit's release app"
         )
     return root
 

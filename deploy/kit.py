@@ -1,20 +1,27 @@
 """What a kit holds and where: the coordinator kit and the site kits `oncofed provision` writes.
 
 A kit is a folder with `kit.toml` (written by provisioning; never edited) and, for a site, `site.toml` (the
-hospital fills in its paths). Reading a kit checks that every file is there and parseable, and names the file
-and the fix when one is not. site.toml's schema (its top-level keys and its [series]/[labels]/[limits] tables)
-belongs to site_app.site_settings, its one parser; this module adds the checks only a kit can make.
+hospital fills in its paths and its key) and `approved-apps.toml` (the site's allow-list of apps). Reading a kit
+checks that every file is there and parseable, and names the file and the fix when one is not. site.toml's schema
+(its top-level keys and its [series]/[labels]/[limits] tables) belongs to site_app.site_settings, its one parser;
+this module adds the checks only a kit can make.
 
-    coordinator/                          sites/<site>/
-      kit.toml                              kit.toml
-      certs/ca.crt ca.key server.crt        site.toml              (edit: data-path, work-path)
-            server.key                      certs/ca.crt
-      site-keys/<site>.pub                  keys/site.key site.pub
-      flwr-home/config.toml                 packages/oncofed-*.whl requirements.txt
-      packages/ requirements.txt            start.sh oncofed-site.service compose.yaml Dockerfile README.md
+    coordinator/                               sites/<site>/
+      kit.toml                                   kit.toml
+      certs/ca.crt server.crt server.key         site.toml    (edit: data-path, work-path, private-key)
+      site-keys/<site>.pub                       approved-apps.toml (the release, pre-approved)
+      revoked-sites.toml (once one is revoked)   certs/ca.crt
+      release/<app>.fab                          release/<app>.fab
+      proxy/nginx.conf                           packages/oncofed-*.whl requirements.txt
+      flwr-home/config.toml                      start.sh oncofed-site.service compose.yaml Dockerfile README.md
+      packages/ requirements.txt                 (keys/site.key only in a test federation: --generate-site-keys)
       start.sh oncofed-coordinator.service
       compose.yaml Dockerfile README.md
-      state/ logs/ runs/                  (created when it runs)
+      state/ logs/ runs/  (created when it runs)
+    ca/ca.key ca.crt   (--ca: the CA, kept offline; needed only to issue or renew the SuperLink certificate)
+
+No site's private key is in any of them: each hospital makes its own pair (`oncofed site keygen`) and sends only
+the public half.
 """
 
 import tomllib
@@ -24,7 +31,7 @@ from pathlib import Path
 
 from data_prep.ingest_settings import IngestSettings
 from models.wire import POLICY_KEYS, NodeConfig, limit_key
-from site_app.site_settings import COORDINATOR, RUNTIME_PORT, SiteSettingsError, read_site_file
+from site_app.site_settings import COORDINATOR, PRIVATE_KEY, RUNTIME_PORT, SiteSettingsError, read_site_file
 
 KIT_FILE = "kit.toml"
 SITE_FILE = "site.toml"
@@ -33,6 +40,8 @@ CONNECTION = "oncofed"
 PLACEHOLDER = "CHANGE-ME"
 """site.toml values starting with this must be replaced before the site starts."""
 DEFAULT_RUNTIME_PORT = 9094
+REVOKED_FILE = "revoked-sites.toml"
+APPROVED_APPS_FILE = "approved-apps.toml"
 
 
 class KitError(ValueError):
@@ -68,19 +77,34 @@ class CoordinatorKit:
     root: Path
     federation: str
     port: int
+    """The public port: the proxy (nginx, TLS), the only one sites reach."""
+    superlink_port: int
+    """The SuperLink's own port, on 127.0.0.1 only: `flwr`, `oncofed run` and the proxy use it."""
     bind_host: str
+    """The interface the proxy listens on."""
     addresses: list[str]
     """The names and addresses sites use to reach the coordinator (the SuperLink certificate's SANs)."""
     sites: list[str]
     flwr_version: str
+    release_fab: str
+    """The release FAB, relative to the kit: what `oncofed run` submits and every site kit pre-approves."""
+    release_sha256: str
 
     @property
     def ca_certificate(self) -> Path:
         return self.root / "certs" / "ca.crt"
 
     @property
-    def ca_key(self) -> Path:
-        return self.root / "certs" / "ca.key"
+    def release(self) -> Path:
+        return self.root / self.release_fab
+
+    @property
+    def revoked_file(self) -> Path:
+        return self.root / REVOKED_FILE
+
+    @property
+    def proxy_folder(self) -> Path:
+        return self.root / "proxy"
 
     @property
     def server_certificate(self) -> Path:
@@ -111,9 +135,14 @@ class CoordinatorKit:
 
     @property
     def local_address(self) -> str:
-        """Where tools on the coordinator host reach the SuperLink (127.0.0.1 is always in the certificate)."""
-        host = "127.0.0.1" if self.bind_host in ("0.0.0.0", "::", "127.0.0.1") else self.bind_host
-        return f"{host}:{self.port}"
+        """Where tools on the coordinator host reach the SuperLink itself (127.0.0.1 is in its certificate)."""
+        return f"127.0.0.1:{self.superlink_port}"
+
+    @property
+    def public_local_address(self) -> str:
+        """The proxy, as reached from this host: what a site sees, for checks."""
+        host = "127.0.0.1" if self.bind_host in ("0.0.0.0", "::") else self.bind_host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     def as_manifest(self) -> dict:
         return {
@@ -121,9 +150,12 @@ class CoordinatorKit:
             "federation": self.federation,
             "flwr-version": self.flwr_version,
             "port": self.port,
+            "superlink-port": self.superlink_port,
             "bind-host": self.bind_host,
             "addresses": self.addresses,
             "sites": self.sites,
+            "release-fab": self.release_fab,
+            "release-sha256": self.release_sha256,
         }
 
 
@@ -136,16 +168,19 @@ def read_coordinator_kit(root: Path) -> CoordinatorKit:
         root=root.resolve(),
         federation=_field(manifest, "federation", str, path),
         port=_field(manifest, "port", int, path),
+        superlink_port=_field(manifest, "superlink-port", int, path),
         bind_host=_field(manifest, "bind-host", str, path),
         addresses=list(_field(manifest, "addresses", list, path)),
         sites=list(_field(manifest, "sites", list, path)),
         flwr_version=_field(manifest, "flwr-version", str, path),
+        release_fab=_field(manifest, "release-fab", str, path),
+        release_sha256=_field(manifest, "release-sha256", str, path),
     )
     needed = [
         kit.ca_certificate,
-        kit.ca_key,
         kit.server_certificate,
         kit.server_key,
+        kit.release,
         *(kit.site_public_key(site) for site in kit.sites),
     ]
     for file in needed:
@@ -170,6 +205,10 @@ class SiteKitSettings:
     """This site's own disclosure minimum (read by the ClientApp from the node config; the coordinator cannot
     lower it)."""
     runtime_port: int
+    private_key: Path
+    """The site's own private key (made at the hospital, never sent); absolute, or relative to the kit."""
+    settings_file: Path
+    """The site.toml these settings were read from: the ClientApp reads its [series], [labels] and [limits]."""
     ingest: IngestSettings
     """How the site's export is read: site.toml's [series], [labels] and [limits] (defaults when absent)."""
     policy: Mapping[str, int | float]
@@ -184,6 +223,7 @@ class SiteKitSettings:
             NodeConfig.SITE_NAME: self.site_name,
             NodeConfig.DATA_PATH: str(self.data_path),
             NodeConfig.WORK_PATH: str(self.work_path),
+            NodeConfig.SITE_CONFIG: str(self.settings_file),
             NodeConfig.MIN_REPORT_CASES: self.min_report_cases,
             **self.policy,
             **{limit_key(key): value for key, value in self.limits.items()},
@@ -205,8 +245,10 @@ class SiteKit:
     site_name: str
     flwr_version: str
     key_fingerprint: str
-    """Fingerprint of the public key the coordinator registered for this site."""
+    """Fingerprint of the public key this kit was made for (the one the coordinator was given for this site)."""
     settings: SiteKitSettings
+    test_key: bool = False
+    """The coordinator generated this site's key (`provision --generate-site-keys`): test federations only."""
 
     @property
     def ca_certificate(self) -> Path:
@@ -214,11 +256,16 @@ class SiteKit:
 
     @property
     def private_key(self) -> Path:
-        return self.root / "keys" / "site.key"
+        key = self.settings.private_key
+        return key if key.is_absolute() else self.root / key
 
     @property
-    def public_key(self) -> Path:
-        return self.root / "keys" / "site.pub"
+    def allow_list(self) -> Path:
+        return self.root / APPROVED_APPS_FILE
+
+    @property
+    def site_settings_file(self) -> Path:
+        return self.root / SITE_FILE
 
     @property
     def flwr_home(self) -> Path:
@@ -240,7 +287,7 @@ def read_kit_settings(path: Path, site_name: str) -> SiteKitSettings:
     except SiteSettingsError as error:
         raise KitError(str(error)) from None
     table = site_file.top_level
-    for key in (NodeConfig.DATA_PATH, NodeConfig.WORK_PATH, COORDINATOR):
+    for key in (NodeConfig.DATA_PATH, NodeConfig.WORK_PATH, COORDINATOR, PRIVATE_KEY):
         value = table[key]
         if isinstance(value, str) and value.startswith(PLACEHOLDER):
             raise KitError(f"{path}: `{key}` still holds the placeholder {value!r}; set it ({_HINTS[key]})")
@@ -251,6 +298,8 @@ def read_kit_settings(path: Path, site_name: str) -> SiteKitSettings:
         work_path=Path(str(table[NodeConfig.WORK_PATH])).expanduser(),
         min_report_cases=int(table[NodeConfig.MIN_REPORT_CASES]),
         runtime_port=int(table[RUNTIME_PORT]),
+        private_key=Path(str(table[PRIVATE_KEY])).expanduser(),
+        settings_file=path.resolve(),
         ingest=site_file.ingest,
         policy={k: table[k] for k in POLICY_KEYS if k in table and k != NodeConfig.MIN_REPORT_CASES},
         limits=dict(site_file.limits),
@@ -281,6 +330,7 @@ _HINTS = {
     NodeConfig.DATA_PATH: "the folder holding this hospital's studies; it is only read",
     NodeConfig.WORK_PATH: "a folder the site may write to: cache, logs; not inside data-path",
     COORDINATOR: "host:port of the coordinator, from the coordinator's operator",
+    PRIVATE_KEY: "the site.key this hospital made with `oncofed site keygen`; it never leaves this host",
 }
 
 
@@ -299,8 +349,10 @@ def read_site_kit(root: Path) -> SiteKit:
         flwr_version=_field(manifest, "flwr-version", str, path),
         key_fingerprint=_field(manifest, "key-fingerprint", str, path),
         settings=read_kit_settings(root / SITE_FILE, site_name),
+        test_key=bool(manifest.get("test-key", False)),
     )
-    for file in (kit.ca_certificate, kit.private_key):
-        if not file.is_file():
-            raise KitError(f"{file} is missing from the site kit; ask the coordinator for the kit again")
+    if not kit.ca_certificate.is_file():
+        raise KitError(
+            f"{kit.ca_certificate} is missing from the site kit; ask the coordinator for the kit again"
+        )
     return kit

@@ -8,7 +8,16 @@ from importlib.metadata import version
 from pathlib import Path
 
 from deploy.flower_env import toml_value
-from deploy.kit import CONNECTION, DEFAULT_RUNTIME_PORT, SITE_FILE
+from deploy.kit import (
+    APPROVED_APPS_FILE,
+    CONNECTION,
+    DEFAULT_RUNTIME_PORT,
+    PLACEHOLDER,
+    REVOKED_FILE,
+    SITE_FILE,
+    CoordinatorKit,
+)
+from deploy.release_fab import RELEASE_DIR, FabInfo
 from deploy.site_package import TORCH_CPU_INDEX
 from models.atomic import atomic_write_bytes
 from models.wire import (
@@ -61,13 +70,31 @@ def write_kit_files(root: Path, files: dict[str, str]) -> None:
         atomic_write_bytes(root / name, text.encode("utf-8"), mode=0o755 if name.endswith(".sh") else 0o644)
 
 
-def coordinator_files(release: Release, federation: str, port: int, names: list[str]) -> dict[str, str]:
+SITE_UID = 10001
+"""The uid the kits' images run as (Dockerfile `useradd --uid`); compose files default to it."""
+TEST_KEY_NOTE = (
+    "**Test federation:** the coordinator generated this site's key pair (`oncofed provision "
+    "--generate-site-keys`) and it is in this kit (`@@{key}`). Anyone who had this kit can act as the site: "
+    "never use such a kit with real data."
+)
+
+
+def coordinator_files(release: Release, kit: CoordinatorKit) -> dict[str, str]:
     values = {
-        **release.values(federation),
-        "port": port,
-        "names": ", ".join(names),
+        **release.values(kit.federation),
+        "port": kit.port,
+        "superlink_port": kit.superlink_port,
+        "names": ", ".join(kit.addresses),
         "connection": CONNECTION,
         "role": "coordinator",
+        "release_fab": kit.release_fab,
+        "release_sha256": kit.release_sha256,
+        "revoked_file": REVOKED_FILE,
+        "uid": SITE_UID,
+        "system_install": (
+            "# nginx: `oncofed coordinator start` runs it as the public face of the SuperLink (see proxy/nginx.conf).\n"
+            "RUN apt-get update && apt-get install -y --no-install-recommends nginx-light && rm -rf /var/lib/apt/lists/*"
+        ),
     }
     return {
         "start.sh": render("coordinator-start.sh", **values),
@@ -80,8 +107,16 @@ def coordinator_files(release: Release, federation: str, port: int, names: list[
 
 
 def site_files(
-    release: Release, federation: str, site: str, coordinator: str, names: list[str], key_fingerprint: str
+    release: Release,
+    federation: str,
+    site: str,
+    coordinator: str,
+    names: list[str],
+    key_fingerprint: str,
+    fab: FabInfo,
+    test_key: str | None = None,
 ) -> dict[str, str]:
+    """`test_key`: where a generated test key is in the kit (--generate-site-keys), else None."""
     values = {
         **release.values(federation),
         "site": site,
@@ -89,11 +124,20 @@ def site_files(
         "names": ", ".join(names),
         "key_fingerprint": key_fingerprint,
         "role": "site",
+        "release_file": f"{RELEASE_DIR}/{fab.file_name}",
+        "release_sha256": fab.sha256,
+        "approved_apps": APPROVED_APPS_FILE,
+        "uid": SITE_UID,
+        "system_install": "",
+        "test_key_note": TEST_KEY_NOTE.replace("@@{key}", test_key) if test_key else "",
         "min_report_cases": DEFAULT_MIN_REPORT_CASES,
         "min_position_cases": DEFAULT_MIN_POSITION_CASES,
         "min_train_cases": DEFAULT_MIN_TRAIN_CASES,
         "validation_fraction": DEFAULT_VALIDATION_FRACTION,
     }
+    private_key = (
+        test_key or f"{PLACEHOLDER}: absolute path of this site's site.key (made with `oncofed site keygen`)"
+    )
     return {
         SITE_FILE: render(
             "site.toml",
@@ -101,6 +145,7 @@ def site_files(
             site_toml=toml_value(site),
             coordinator_toml=toml_value(coordinator),
             runtime_port=DEFAULT_RUNTIME_PORT,
+            private_key_toml=toml_value(private_key),
             limit_defaults=", ".join(f"{key} = {toml_value(value)}" for key, value in DEFAULT_LIMITS.items()),
         ),
         "start.sh": render("site-start.sh", **values),

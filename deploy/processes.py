@@ -172,11 +172,14 @@ def follow_log(
     on_line: Callable[[str], None],
     poll_s: float = 0.2,
     timeout_s: float | None = None,
+    offset: int = 0,
 ) -> None:
-    """Hand each line of the process's log (from its start) to `on_line` until the process exits; past
-    `timeout_s` (if given) raise TimeoutError, leaving the process to the caller to stop."""
+    """Hand each line of the process's log (from byte `offset`: where this process's output starts in a log that
+    earlier runs appended to) to `on_line` until the process exits; past `timeout_s` (if given) raise
+    TimeoutError, leaving the process to the caller to stop."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with open(process.log_path, encoding="utf-8", errors="replace") as log:
+        log.seek(offset)
         while True:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(

@@ -2,10 +2,13 @@
 
 We start our own `flower-superlink --simulation` on a free port (rather than letting `flwr run` start its
 detached one on a fixed port, which it never stops), point a connection in our FLWR_HOME at it, submit
-the app, stream its log, and stop every process we started — on success, error or Ctrl-C.
+the app, stream its log, and stop every process we started — on success, error or Ctrl-C. Each launch marks the
+environment of what it starts with its own id (LAUNCH_ENV), which every descendant inherits, so clean-up finds
+Ray's processes re-parented away from our tree, and never touches another launch's, even one sharing FLWR_HOME.
 """
 
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from deploy.processes import (
 from models.atomic import atomic_write_text
 
 CONNECTION = "oncofed-sim"
+LAUNCH_ENV = "ONCOFED_LAUNCH_ID"
 ROUND_LINE = re.compile(r"\[ROUND (\d+)/(\d+)\]")
 
 
@@ -42,7 +46,8 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
     """Run the federation; returns `flwr run`'s exit code. Every process started here is stopped here."""
     flwr_home = plan.run_dir / "flwr-home"
     logs = plan.run_dir / "logs"
-    env = flower_env(flwr_home)
+    launch = uuid.uuid4().hex
+    env = {**flower_env(flwr_home), LAUNCH_ENV: launch}
     port = free_port()
     started: list[StartedProcess] = []
     try:
@@ -68,6 +73,7 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
         write_connection(flwr_home, CONNECTION, f"127.0.0.1:{port}")
         overrides = flwr_home / "run-config.toml"
         atomic_write_text(overrides, "".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()))
+        offset = (logs / "flwr-run.log").stat().st_size if (logs / "flwr-run.log").exists() else 0  # resumed
         runner = start_process(
             "flwr run",
             [
@@ -85,14 +91,14 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
             logs / "flwr-run.log",
         )
         started.append(runner)
-        follow_log(runner, on_line)
+        follow_log(runner, on_line, offset=offset)
         return runner.popen.wait()
     finally:
         for process in reversed(started):
             process.stop()
-        # Ray's processes outlive flwr-simulation and are re-parented away from our tree; they still carry our
-        # FLWR_HOME, which no other run uses.
-        for pid in processes_with_env("FLWR_HOME", env["FLWR_HOME"]):
+        # Ray's processes outlive flwr-simulation and are re-parented away from our tree; they still carry this
+        # launch's id, which no other process has.
+        for pid in processes_with_env(LAUNCH_ENV, launch):
             stop_tree(pid)
 
 

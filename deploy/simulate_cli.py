@@ -8,6 +8,7 @@ never when `oncofed` starts.
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from models.exit_codes import ExitCode, fail
@@ -18,11 +19,11 @@ app = typer.Typer()
 @app.command("simulate", no_args_is_help=True)
 def simulate(
     data: Annotated[
-        Path, typer.Option(help="Folder with one sub-folder per site (e.g. from `oncofed synth`).")
-    ],
+        Path | None, typer.Option(help="Folder with one sub-folder per site (e.g. from `oncofed synth`).")
+    ] = None,
     out: Annotated[
-        Path, typer.Option(help="Run folder to create: metrics.jsonl, summary.json, models/, logs/.")
-    ],
+        Path | None, typer.Option(help="Run folder to create: metrics.jsonl, summary.json, models/, logs/.")
+    ] = None,
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 5,
     preset: Annotated[str, typer.Option(help="Model preset: tiny | small | large.")] = "small",
     seed: Annotated[
@@ -32,14 +33,23 @@ def simulate(
         str,
         typer.Option(
             "--run-config",
-            help="More run settings as key=value pairs, e.g. 'strategy=\"fedprox\" local-baseline=true'.",
+            help="More run settings as 'key=value' pairs, e.g. 'local-epochs=1 sim-min-train-cases=1' or "
+            "'strategy=\"fedprox\" local-baseline=true' "
+            "(keys of [tool.flwr.app.config]).",
         ),
     ] = "",
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume", help="Continue this simulation's run folder after its last completed round."
+        ),
+    ] = None,
 ) -> None:
     """Run the federation on this machine and print the per-site results.
 
     Runs in Flower's Simulation Engine, with its own SuperLink on a free loopback port; every Flower process
-    it starts is stopped when the run ends, fails or is interrupted.
+    it starts is stopped when the run ends, fails or is interrupted. The quorum (`min-sites`) is a majority
+    of the sites; `--resume RUN_DIR` continues a run that stopped, after its last completed round.
     """
     from rich.console import Console
     from rich.progress import (
@@ -54,20 +64,33 @@ def simulate(
     from data_prep.errors import SiteDataError
     from deploy.processes import sigterm_as_interrupt
     from deploy.simulate import ROUND_LINE, failure_context, run_simulation
-    from deploy.simulation_plan import NotEnoughCases, plan_simulation
-    from server_app.run_folder import SUMMARY_FILE, read_metrics
-    from server_app.site_table import site_table
+    from deploy.simulation_plan import NotEnoughCases, plan_resumed_simulation, plan_simulation
+    from server_app.run_folder import COMPLETED, FAILED, STOPPED, SUMMARY_FILE, read_json, read_metrics
+    from server_app.site_table import evaluations, site_table
 
+    if resume is not None and (data is not None or out is not None or run_config):
+        raise click.UsageError(
+            "--resume continues a run folder with its own data and settings: leave out --data, --out and"
+            " --run-config"
+        )
+    if resume is None and (data is None or out is None):
+        raise click.UsageError("give --data and --out (or --resume RUN_DIR)")
     try:
-        plan = plan_simulation(data, out, rounds, preset, seed, run_config)
+        if resume is not None:
+            plan = plan_resumed_simulation(resume)
+        else:
+            plan = plan_simulation(data, out, rounds, preset, seed, run_config)
     except NotEnoughCases as error:
         raise fail(str(error), ExitCode.NO_USABLE_DATA) from None
     except (ValueError, SiteDataError, FileNotFoundError) as error:
         raise fail(str(error), ExitCode.BAD_INPUT) from None
 
+    rounds = int(plan.run_config["num-server-rounds"])
     console = Console()
     console.print(
-        f"Federation of {plan.n_sites} sites from {data}; run folder {plan.run_dir}", highlight=False
+        f"Federation of {plan.n_sites} sites from {plan.run_config['sim-data']}; run folder {plan.run_dir}"
+        + (" (resumed)" if resume is not None else ""),
+        highlight=False,
     )
     columns = (
         SpinnerColumn(),
@@ -81,7 +104,7 @@ def simulate(
 
         def on_line(line: str) -> None:
             if match := ROUND_LINE.search(line):
-                done = int(match.group(1)) - 1
+                done = max(int(match.group(1)) - 1, 0)
                 progress.update(task, completed=done, description=f"round {match.group(1)}/{match.group(2)}")
 
         try:
@@ -96,7 +119,17 @@ def simulate(
         if code == 0:
             progress.update(task, completed=rounds, description="done")
 
-    if code != 0 or not (plan.run_dir / SUMMARY_FILE).is_file():
+    summary = read_json(plan.run_dir / SUMMARY_FILE)
+    if summary.get("status") in (STOPPED, FAILED):
+        stopped = summary.get("stopped") or {}
+        after = stopped.get("after_round")
+        raise fail(
+            f"the run {summary['status']} {'before its first round' if after is None else f'after round {after}'}: "
+            f"{stopped.get('reason')}"
+            + ("" if after is None else f"; continue it with `oncofed simulate --resume {plan.run_dir}`"),
+            ExitCode.FAILED,
+        )
+    if code != 0 or summary.get("status") != COMPLETED or not evaluations(read_metrics(plan.run_dir)):
         raise fail(
             f"the run did not finish (flwr run exit code {code}); Flower's logs are in "
             f"{plan.run_dir / 'logs'}\n{failure_context(plan.run_dir)}",

@@ -1,8 +1,9 @@
-"""A site's commands that need its kit: `oncofed site start` and `oncofed site check`.
+"""A site's commands that need its kit: `oncofed site start` and `oncofed site check` (the site's approvals and
+key: deploy/approval_cli.py).
 
 `site check` joins the kit's pre-flight (deploy/preflight.py) with the data check (site_app/data_check.py);
-`site start` runs the SuperNode in the foreground (what systemd and Docker expect): Ctrl-C or SIGTERM stops
-it, with its children, and exits OK. `oncofed_cli` puts these in the `site` group beside site_app's commands.
+`site start` runs the SuperNode and the site's gate in the foreground (what systemd and Docker expect): Ctrl-C
+or SIGTERM stops them, with their children, and exits OK. `oncofed_cli` puts these in the `site` group beside site_app's commands.
 The kit, TLS and data modules load when a command runs, never when `oncofed` starts.
 """
 
@@ -146,15 +147,20 @@ def print_checks(results: list["CheckResult"], out: "Console") -> None:
 def site_start(kit: SiteKitOption) -> None:
     """Check the kit, then connect this site to the coordinator.
 
-    A Flower SuperNode, outbound HTTPS only; in the foreground until Ctrl-C or SIGTERM.
+    A Flower SuperNode (outbound HTTPS only, with the site's own key from site.toml) and the site's gate, the
+    only process that launches apps here, and only those approved in `approved-apps.toml`. In the foreground
+    until Ctrl-C or SIGTERM. Says when the coordinator is lost and when it answers again (Flower keeps
+    retrying). Exit 5 (refused) when the coordinator does not accept this site's key (not registered, or
+    revoked).
     """
     from rich.console import Console
     from rich.text import Text
 
+    from deploy.coordinator_link import LinkWatch
     from deploy.kit import read_site_kit
     from deploy.preflight import check_kit
     from deploy.processes import sigterm_as_interrupt
-    from deploy.site_launcher import SiteStartError, explain_exit, start_supernode, wait_until_connected
+    from deploy.site_launcher import SiteStartError, connect, record_session, wait_for_exit
 
     console, errors = (
         Console(highlight=False, soft_wrap=True),
@@ -169,25 +175,32 @@ def site_start(kit: SiteKitOption) -> None:
         raise fail(f"site not started: {fatal[0].message}", ExitCode.BAD_INPUT)
     site = read_site_kit(kit)
     with sigterm_as_interrupt():
-        supernode, offset = start_supernode(site)
+        console.print(
+            f"Site {site.site_name!r} (federation {site.federation!r}) connecting to {site.settings.coordinator}\n"
+            f"  logs: {site.logs / 'supernode.log'} (Flower), {site.logs / 'gate.log'} (apps run or refused), "
+            f"{site.logs / 'site.log'} (training, validation)\n"
+            f"  runs only apps approved in {site.allow_list} (`oncofed site apps --kit {site.root}`)\n"
+            f"  stop: Ctrl-C, or kill {os.getpid()} (systemd: systemctl stop oncofed-site)",
+            markup=False,
+        )
+        running = None
         try:
-            console.print(
-                f"Site {site.site_name!r} (federation {site.federation!r}): flower-supernode (pid "
-                f"{supernode.pid}) connecting to {site.settings.coordinator}\n"
-                f"  logs: {supernode.log_path} (Flower), {site.logs / 'site.log'} (training, validation)\n"
-                f"  stop: Ctrl-C, or kill {os.getpid()} (systemd: systemctl stop oncofed-site)",
-                markup=False,
-            )
-            node_id = wait_until_connected(site, supernode, offset)
+            running, node_id = connect(site, lambda line: console.print(line, markup=False))
             if node_id is None:
                 console.print("  still connecting; Flower keeps trying (see the log)")
             else:
                 console.print(f"  connected to the coordinator as node {node_id}")
-            supernode.popen.wait()
-            raise SiteStartError(explain_exit(site, supernode, offset))
+            # Follow the SuperNode's log until it exits: losing and regaining the coordinator is said here
+            watch = LinkWatch(
+                site.settings.coordinator, lambda text: console.print(f"  {text}", markup=False)
+            )
+            raise wait_for_exit(site, running, connected=node_id is not None, on_line=watch.line)
         except SiteStartError as error:
-            raise fail(f"site stopped: {error}", ExitCode.FAILED) from None
+            refused = error.problem in ("key-refused", "unregistered")
+            raise fail(f"site stopped: {error}", ExitCode.REFUSED if refused else ExitCode.FAILED) from None
         except KeyboardInterrupt:
             console.print("Stopping the site.")
         finally:
-            supernode.stop()
+            if running is not None:
+                running.stop()
+                record_session(site, "stopped")

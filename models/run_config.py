@@ -129,9 +129,72 @@ TRANSPORT_DTYPE = RunSetting(
 NUM_SERVER_ROUNDS = RunSetting(
     "num-server-rounds", Owner.COORDINATOR, int, 5, "rounds of training after validating the initial model", 1
 )
-MIN_SITES = RunSetting("min-sites", Owner.COORDINATOR, int, 2, "sites that must take part in every round", 1)
-ROUND_TIMEOUT_S = RunSetting(
-    "round-timeout-s", Owner.COORDINATOR, float, 7200.0, "how long a round waits for the sites' replies, s", 1
+MIN_SITES = RunSetting(
+    "min-sites",
+    Owner.COORDINATOR,
+    int,
+    2,
+    "the quorum: sites online to start a round, and sound training replies to change the global model"
+    " (`oncofed run` and `simulate` default it to a majority of the sites)",
+    1,
+)
+# Deadlines are for real hospitals on CPUs: a train phase of a 3D UNet can take tens of minutes, and a site's
+# server may reboot for a patch window. Tests set them to seconds.
+WAIT_FOR_SITES_S = RunSetting(
+    "wait-for-sites-s",
+    Owner.COORDINATOR,
+    float,
+    1800.0,
+    "how long, before each round, to wait for min-sites sites to be online; then the run stops naming the"
+    " offline sites (continue it with --resume), s",
+    0.1,
+)
+DESCRIBE_TIMEOUT_S = RunSetting(
+    "describe-timeout-s",
+    Owner.COORDINATOR,
+    float,
+    300.0,
+    "how long a newly seen site has to describe itself (its first answer may build its data inventory), s",
+    0.1,
+)
+TRAIN_TIMEOUT_S = RunSetting(
+    "train-timeout-s",
+    Owner.COORDINATOR,
+    float,
+    3600.0,
+    "deadline of a round's training phase: it closes when every selected site replied or this passed, s",
+    0.1,
+)
+EVALUATE_TIMEOUT_S = RunSetting(
+    "evaluate-timeout-s",
+    Owner.COORDINATOR,
+    float,
+    1800.0,
+    "deadline of a round's validation phase (same rule as train-timeout-s), s",
+    0.1,
+)
+EXPECTED_SITES = RunSetting(
+    "expected-sites",
+    Owner.COORDINATOR,
+    str,
+    "",
+    "comma-separated names of the federation's sites, so that one that never connects is named offline; set"
+    " by `oncofed run` (the kit's sites) and `simulate` (the site folders); empty: only sites seen are named",
+)
+RESUME = RunSetting(
+    "resume",
+    Owner.COORDINATOR,
+    bool,
+    False,
+    "continue the run in run-dir after the round of its checkpoint; set by `--resume`, never by hand",
+)
+INIT_MODEL = RunSetting(
+    "init-model",
+    Owner.COORDINATOR,
+    str,
+    "",
+    "a global model saved by an earlier run (models/final.pt, best.pt or latest.pt) of the same model preset"
+    " to start from instead of a fresh one; set by `oncofed run --init`",
 )
 RUN_DIR = RunSetting(
     "run-dir",
@@ -267,7 +330,13 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     TRANSPORT_DTYPE,
     NUM_SERVER_ROUNDS,
     MIN_SITES,
-    ROUND_TIMEOUT_S,
+    WAIT_FOR_SITES_S,
+    DESCRIBE_TIMEOUT_S,
+    TRAIN_TIMEOUT_S,
+    EVALUATE_TIMEOUT_S,
+    EXPECTED_SITES,
+    RESUME,
+    INIT_MODEL,
     RUN_DIR,
     STRATEGY,
     PROXIMAL_MU,
@@ -332,3 +401,19 @@ TRAINING_SETTINGS: tuple[RunSetting, ...] = (
 )
 """The settings that describe how a model was trained: the report's methods, the model card and an exported
 bundle's training summary all list these."""
+
+
+RESUMABLE_CHANGES: tuple[RunSetting, ...] = (
+    MIN_SITES,
+    WAIT_FOR_SITES_S,
+    DESCRIBE_TIMEOUT_S,
+    TRAIN_TIMEOUT_S,
+    EVALUATE_TIMEOUT_S,
+)
+"""The settings a resumed run may change: they decide when rounds run, not what a round computes."""
+
+
+def majority(n_sites: int) -> int:
+    """The default min-sites of `oncofed run` and `simulate`: more than half of the sites (1 of 1, 2 of 2 or 3,
+    3 of 4 or 5)."""
+    return n_sites // 2 + 1

@@ -15,7 +15,11 @@ by name, see Record):
 ARRAYS travel in the run's `transport-dtype` (float16 or float32; models.transport) and, with `local-norm`,
 without the normalization layers (models.norm_layers), in both directions.
     query.describe  instruction  empty
-                    reply        SITE {site-name} + OVERVIEW (aggregate overview of the site's data)
+                    reply        SITE {site-name, min-report-cases} + OVERVIEW (aggregate overview of the
+                                 site's data)
+
+A deployed site's gate answers any instruction of a run whose app the site has not approved with an error reply
+instead (Error code APP_NOT_APPROVED_CODE, reason refusal_reason(site, fab_hash)); no code of the app ran.
 
 Metric key grammar (kebab-case, like Flower's own `num-examples`), with a region from models.labels:
 
@@ -32,6 +36,7 @@ The coordinator pools exactly what pools from aggregates: every "-mean" (case-we
 (summed), recognised by this grammar, so a metric or count added here is pooled without touching the coordinator.
 """
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -63,7 +68,7 @@ class Record:
     TRAINING = "training"
     """ConfigRecord of a train reply that carries no weights: status DECLINED or REFUSED (Training)."""
     SITE = "site"
-    """ConfigRecord of a describe reply: SITE_NAME."""
+    """ConfigRecord of a describe reply: SITE_NAME and SITE_MIN_REPORT_CASES."""
     OVERVIEW = "overview"
     """MetricRecord of a describe reply: the site's data overview (Overview)."""
 
@@ -90,6 +95,9 @@ RUN_KEY_PATTERN = r"[0-9a-f]{16}"
 PROXIMAL_MU = "proximal-mu"
 """In a train instruction's CONFIG with strategy fedprox (set by Flower's FedProx): the weight μ of the proximal
 term the site adds to its loss."""
+SITE_MIN_REPORT_CASES = "min-report-cases"
+"""In a describe reply's SITE record: the site's min-report-cases k. Its OVERVIEW withholds a case count between 1
+and k - 1 (site_app.disclosure_policy, R8); the coordinator then bounds the site's `num-examples` by k - 1."""
 
 
 # Statuses of a reply ----------------------------------------------------------------------------------------
@@ -111,6 +119,27 @@ WITHOUT_NUMBERS = (SUPPRESSED, REFUSED)
 """Evaluate statuses whose reply carries no METRICS record."""
 TRAINING_STATUSES = (DECLINED, REFUSED)
 """The statuses of a train reply's TRAINING record (a train reply with weights has none)."""
+
+
+# What the coordinator files when a site's reply did not arrive or was unusable (server_app.participation) ------
+# These never cross the wire from a site: the coordinator writes them into metrics.jsonl, next to the statuses
+# above, so that every site has one record per round.
+
+OFFLINE = "offline"
+"""Not online when the phase started, or lost during it (Flower's "node unavailable": no heartbeat)."""
+TIMEOUT = "timeout"
+"""No reply by the phase's deadline (train-timeout-s, evaluate-timeout-s, describe-timeout-s)."""
+FAILED = "failed"
+"""The site replied with an error (only the error's type leaves a site: site_app.privacy)."""
+DROPPED = "dropped"
+"""The reply failed the coordinator's checks (server_app.reply_checks); the reason names the check."""
+ABSENT_STATUSES = (OFFLINE, TIMEOUT, FAILED, DROPPED)
+"""Statuses of a site's round in which its validation reply did not arrive or was dropped: not a policy decision
+of the site (SUPPRESSED, REFUSED, DECLINED), but a missing or unusable reply."""
+TOOK_PART = "ok"
+"""A phase's outcome when the site's reply arrived, passed the checks and carries what was asked."""
+NOT_ASKED = "not-asked"
+"""A phase's outcome when the phase did not involve the site (round 0 has no training)."""
 
 
 class Validation:
@@ -310,7 +339,7 @@ def regions_in(keys: Iterable[str]) -> list[str]:
 
 class NodeConfig:
     """Keys of `context.node_config`. A deployed site's SuperNode is given the site's keys (from its site.toml:
-    the first four always, the other policy keys and limits when the site sets them); a simulated one gets
+    the first five always, the other policy keys and limits when the site sets them); a simulated one gets
     Flower's partition keys instead, and its policy from the run config's "sim-" settings (models.run_config)."""
 
     SITE_NAME = SITE_NAME
@@ -318,6 +347,9 @@ class NodeConfig:
     """The site's data folder; only read."""
     WORK_PATH = "work-path"
     """A folder the site owns: cache, inventory, logs, site-local reports; not inside DATA_PATH."""
+    SITE_CONFIG = "site-config"
+    """Absolute path of the site's site.toml: the ClientApp builds its inventory with its [series], [labels] and
+    [limits] (site_app.site_settings), and rebuilds it when they change."""
     MIN_REPORT_CASES = "min-report-cases"
     """The fewest validation cases for which the site sends any metric (DEFAULT_MIN_REPORT_CASES)."""
     MIN_POSITION_CASES = "min-position-cases"
@@ -342,7 +374,13 @@ POLICY_KEYS = (
 )
 """The site's disclosure settings (site_app.disclosure_policy); the coordinator's run config cannot set them."""
 
-DEPLOYED_NODE_CONFIG = (NodeConfig.SITE_NAME, NodeConfig.DATA_PATH, NodeConfig.WORK_PATH, *POLICY_KEYS)
+DEPLOYED_NODE_CONFIG = (
+    NodeConfig.SITE_NAME,
+    NodeConfig.DATA_PATH,
+    NodeConfig.WORK_PATH,
+    NodeConfig.SITE_CONFIG,
+    *POLICY_KEYS,
+)
 """What a deployed site's launcher writes into its node config from a kit's site.toml as shipped (a site.toml
 without the optional policy keys leaves them out; each limit the site sets adds "limits.<key>")."""
 
@@ -370,3 +408,43 @@ DEFAULT_MIN_TRAIN_CASES = 5
 DEFAULT_VALIDATION_FRACTION = 0.2
 """A deployed site's other disclosure settings when its node config does not set them (a simulated site's
 come from the "sim-" run settings, whose defaults are these but for sim-min-report-cases)."""
+
+
+# A site's code-approval gate (issue 9: deploy/executor_gate.py) -------------------------------------------
+# A site runs a ClientApp only when the FAB's SHA-256 is on its own allow-list. Its gate answers any other task
+# with an error reply (Flower's Error record) instead of launching it; the coordinator (server_app) parses the
+# reply and files the refusal under the site's name.
+
+APP_NOT_APPROVED_CODE = 7
+"""Error code of a refusal reply: Flower's ErrorCode.INVALID_FAB (the SuperNode's own "FAB could not be
+verified" reply uses it too)."""
+
+APP_NOT_APPROVED = "app not approved by the site"
+"""The fixed start of every refusal reason: what the coordinator's log and run folder say."""
+
+_REFUSAL = re.compile(
+    rf"^{re.escape(APP_NOT_APPROVED)}: site (?P<site>[a-z0-9][a-z0-9-]*) refused FAB sha256 "
+    r"(?P<fab_hash>[0-9a-f]{64})"
+)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One site's refusal of one app: the site's name as it states it, and the SHA-256 of the refused FAB."""
+
+    site: str
+    fab_hash: str
+
+
+def refusal_reason(site: str, fab_hash: str) -> str:
+    """The Error reason a site's gate sends (no path, no case: only its name and the app's hash)."""
+    return (
+        f"{APP_NOT_APPROVED}: site {site} refused FAB sha256 {fab_hash} (the site approves an app with "
+        "`oncofed site approve`)"
+    )
+
+
+def parse_refusal(code: int, reason: str) -> Refusal | None:
+    """The refusal in an error reply, or None when the error is something else."""
+    match = _REFUSAL.match(reason) if code == APP_NOT_APPROVED_CODE else None
+    return Refusal(match["site"], match["fab_hash"]) if match else None

@@ -1,9 +1,19 @@
-"""The coordinator's ServerApp: wires settings, sites, strategy and run folder; the logic lives elsewhere."""
+"""The coordinator's ServerApp: wires settings, run folder, strategy and the federated loop; the logic lives elsewhere.
+
+A new run starts from a fresh model of the preset (or from `init-model`) and validates it in round 0; a resumed
+run (`resume`, set by `oncofed run --resume`) continues in its run folder after the round of its checkpoint, with
+the same run key (models.wire.RUN_KEY: the sites' run state) and the strategy's saved state.
+
+The strategy is the run config's (server_app.strategies: fedavg, fedprox, fedadam, fedyogi, central DP around
+the first two); weights travel in `transport-dtype`, and with `local-norm` without the normalization layers.
+"""
 
 import time
-from logging import ERROR, INFO
+from collections.abc import Mapping
+from dataclasses import dataclass
+from logging import ERROR, INFO, WARNING
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from monai.utils import set_determinism
@@ -14,107 +24,183 @@ from models.presets import build_model
 from models.transport import as_sent
 from models.weights import to_record
 from models.wire import RUN_KEY
-from server_app.app_identity import write_app_identity
+from server_app.app_identity import read_app_identity, write_app_identity
+from server_app.best_model import BestRound
 from server_app.checkpoints import Checkpointer
-from server_app.run_folder import RunFolder, read_metrics
+from server_app.federated_loop import ALL_SELECTED, FederatedLoop, Outcome
+from server_app.quorum import Presence
+from server_app.resume import initial_model, resume_run
+from server_app.round_checkpoint import restore_strategy
+from server_app.run_folder import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder, read_metrics
 from server_app.run_settings import ServerRunSettings
 from server_app.site_directory import SiteDirectory
-from server_app.site_table import site_table_text
-from server_app.strategies import build_strategy
+from server_app.site_table import evaluations, site_table_text
+from server_app.strategies import RunStrategy, build_strategy
 from server_app.summary import build_summary
 from server_app.traffic import MeteredGrid, TrafficLedger
 
 app = ServerApp()
 
 
+@dataclass(frozen=True)
+class FabIdentity:
+    """The Flower app bundle a run was started with (Flower's Run.fab_id, fab_version, fab_hash)."""
+
+    id: str
+    version: str
+    hash: str
+
+
+class RunStopped(RuntimeError):
+    """The run ended before its last round; summary.json says after which round and why."""
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    # Settings, run folder and the initial global model (without the norm layers when they stay at the sites)
-    settings = ServerRunSettings.from_run_config(context.run_config)
+    fab = FabIdentity(grid.run.fab_id, grid.run.fab_version, grid.run.fab_hash)
+    outcome = run_federation(grid, context.run_config, fab)
+    if outcome.status != COMPLETED:
+        raise RunStopped(outcome.reason)
+
+
+def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentity | None = None) -> Outcome:
+    """The whole run on `grid`; returns how it ended (summary.json and the report are written either way).
+    `fab`: the app bundle the run was started with, kept as app.json (the model card names it)."""
+    # Settings, the strategy (run config `strategy`; quorum, deadlines and reply checks are the loop's)
+    settings = ServerRunSettings.from_run_config(run_config)
     federation = settings.strategy
     set_determinism(seed=settings.seed)  # DP noise is drawn from numpy's global generator
-    run = RunFolder.create(settings.run_dir, context.run_config)
-    write_app_identity(run.path, grid.run.fab_id, grid.run.fab_version, grid.run.fab_hash)
+    # central DP's n: the federation's sites (its noise σ = z·C/n), the quorum when the sites are not named
+    n_sites = len(settings.expected_sites) or settings.min_sites
+    strategies = build_strategy(federation, n_sites, **ALL_SELECTED)
+    strategy = strategies.run
+    meta = {  # in every checkpoint: site predict, export
+        **inference_meta(settings.spacing_mm, settings.patch_size),
+        **checkpoint_norm_meta(federation.local_norm),
+    }
     model = build_model(settings.model_preset, seed=settings.seed)
     full_initial = to_record(model)
-    shared = shared_state_names(model, federation.local_norm)
-    initial = ArrayRecord({name: full_initial[name] for name in shared})
+    shared = shared_state_names(model, federation.local_norm)  # without the norm layers with local-norm
+    fresh = ArrayRecord({name: full_initial[name] for name in shared})
     started = time.monotonic()
     traffic = TrafficLedger()
     grid = MeteredGrid(grid, traffic)
 
-    # Strategy (run config `strategy`), results filed per site
-    sites = SiteDirectory(timeout_s=settings.round_timeout_s)
-    strategies = build_strategy(
-        federation,
-        settings.min_sites,
-        sites=sites,
-        run=run,
-        model_keys=initial.keys(),
-        min_train_nodes=settings.min_sites,
-        min_evaluate_nodes=settings.min_sites,
-        min_available_nodes=settings.min_sites,
+    # A new run folder, or the resumed run's folder and checkpoint
+    if settings.resume:
+        run, state = resume_run(settings.run_dir, settings.model_preset, settings.num_rounds)
+        restore_strategy(strategy, state.strategy_state)
+        loop = FederatedLoop(
+            grid,
+            strategy,
+            settings,
+            run,
+            settings.model_preset,
+            settings.num_rounds,
+            directory=SiteDirectory.from_state(state.sites, on_refusal=run.append_refusal),
+            presence=Presence.from_state(state.presence),
+            checkpointer=Checkpointer(run, settings.model_preset, meta, BestRound.from_state(state.best)),
+            pooled=dict(state.pooled),
+        )
+        arrays, last_done = state.arrays, state.round
+        log(INFO, "Resuming the run in %s after round %d", run.path, last_done)
+    else:
+        arrays, last_done = fresh, None
+        if settings.init_model is not None:  # checked before a run folder exists
+            full_initial = initial_model(settings.init_model, settings.model_preset, full_initial)
+            arrays = ArrayRecord({name: full_initial[name] for name in shared})
+        run = RunFolder.create(settings.run_dir, run_config)
+        loop = FederatedLoop(
+            grid,
+            strategy,
+            settings,
+            run,
+            settings.model_preset,
+            settings.num_rounds,
+            directory=SiteDirectory(on_refusal=run.append_refusal),
+            checkpointer=Checkpointer(run, settings.model_preset, meta),
+        )
+    if fab is not None:
+        keep_app_identity(run, fab)
+    wire_up(loop, strategies, traffic, full_initial, federation.transport_dtype)
+    write_summary(loop, Outcome(RUNNING, last_done, arrays), settings.num_rounds, started)
+    loop.after_round = lambda: write_summary(
+        loop, Outcome(RUNNING, loop.last_round, arrays), settings.num_rounds, started
     )
-    strategy = strategies.run
-    strategies.sites.record_extras = lambda rnd, node: {
-        "bytes": traffic.site_round(rnd, node),
+
+    # The rounds
+    try:
+        outcome = loop.run_rounds(arrays, last_done)
+    except (SystemExit, KeyboardInterrupt):
+        reason = "the ServerApp was stopped (the coordinator shut down, or `flwr stop`)"
+        write_summary(loop, Outcome(STOPPED, loop.last_round, arrays, reason), settings.num_rounds, started)
+        raise
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"
+        write_summary(loop, Outcome(FAILED, loop.last_round, arrays, reason), settings.num_rounds, started)
+        raise
+    write_summary(loop, outcome, settings.num_rounds, started)
+    write_report(run)
+    return outcome
+
+
+def wire_up(
+    loop: FederatedLoop,
+    strategies: RunStrategy,
+    traffic: TrafficLedger,
+    full_initial: ArrayRecord,
+    transport_dtype: str,
+) -> None:
+    """Issue 13's parts of a round: the run key in every instruction, replies checked in the transport dtype,
+    bytes and privacy spent in each site's record, and the model saved whole, as the sites validated it."""
+    config = {RUN_KEY: loop.run.key}  # the same for a resumed run (same folder): the sites' run state
+    loop.train_config = ConfigRecord(dict(config))  # FedAvg adds the round, FedProx μ
+    loop.evaluate_config = ConfigRecord(dict(config))
+    loop.transport_dtype = transport_dtype
+    loop.record_extras = lambda rnd, site: {
+        "bytes": traffic.site_round_of(rnd, loop.directory.nodes_of(site)),
         "privacy": strategies.privacy(rnd),
     }
-    checkpointer = Checkpointer(
-        run,
-        settings.model_preset,
-        {
-            **inference_meta(settings.spacing_mm, settings.patch_size),
-            **checkpoint_norm_meta(federation.local_norm),
-        },
-    )
+    # With local-norm the saved model's norm layers are the initial ones (each site validated its own)
+    loop.saved_model = lambda arrays: ArrayRecord({**full_initial, **as_sent(arrays, transport_dtype)})
 
-    def latest_evaluation() -> MetricRecord | None:
-        return strategies.sites.latest_evaluation
 
-    # Round 0: every site validates the initial model, so each site's starting point is on record
-    config = ConfigRecord({RUN_KEY: run.key})  # every instruction names the run (the sites' run state)
-    strategy.aggregate_evaluate(
-        0,
-        grid.send_and_receive(
-            strategy.configure_evaluate(0, initial, config, grid), timeout=settings.round_timeout_s
-        ),
-    )
-    weighted = {0: latest_evaluation()} if latest_evaluation() else {}
+def keep_app_identity(run: RunFolder, fab: FabIdentity) -> None:
+    """app.json: the FAB that trained the run; a resumed run started with another FAB says so in the log."""
+    recorded = read_app_identity(run.path).get("fab_sha256", "")
+    if recorded and fab.hash and recorded != f"sha256:{fab.hash}":
+        log(WARNING, "The resumed run uses another app bundle than it started with (%s before)", recorded)
+    write_app_identity(run.path, fab.id, fab.version, fab.hash)
 
-    def after_round(server_round: int, arrays):  # Strategy.start's evaluate_fn
-        # The model saved is the one the sites validated (in the transport precision), and whole: with
-        # local-norm its norm layers are the initial ones (each site validated its own)
-        validated = as_sent(arrays, federation.transport_dtype)
-        checkpointer(server_round, ArrayRecord({**full_initial, **validated}), latest_evaluation())
-        run.save_strategy_state(strategy.state_dict())  # FedAdam/FedYogi moments, the DP ledger
-        if server_round and latest_evaluation():
-            weighted[server_round] = latest_evaluation()
 
-    strategy.start(
-        grid=grid,
-        initial_arrays=initial,
-        num_rounds=settings.num_rounds,
-        timeout=settings.round_timeout_s,
-        train_config=ConfigRecord({RUN_KEY: run.key}),  # FedAvg writes the round into each, FedProx μ
-        evaluate_config=ConfigRecord({RUN_KEY: run.key}),
-        evaluate_fn=after_round,
-    )
-
-    # Summary and the per-site table
-    records = read_metrics(run.path)
-    run.write_summary(
+def write_summary(loop: FederatedLoop, outcome: Outcome, rounds_planned: int, started: float) -> None:
+    loop.run.write_summary(
         build_summary(
-            records, weighted, checkpointer, sites.overviews, settings.num_rounds, time.monotonic() - started
+            read_metrics(loop.run.path),
+            loop.pooled,
+            loop.checkpointer.best,
+            loop.directory.overviews,
+            rounds_planned,
+            time.monotonic() - started,
+            status=outcome.status,
+            last_round=outcome.last_round,
+            reason=outcome.reason,
         )
     )
-    log(INFO, "Run folder: %s\n%s", run.path, site_table_text(records))
 
-    # The report comes last and imports its plotting here: a report problem never costs the saved results
+
+def write_report(run: RunFolder) -> None:
+    """The per-site table and the report come last, the report's plotting imported here: a problem with either
+    never costs the saved results."""
+    records = read_metrics(run.path)
+    if not evaluations(records):
+        log(INFO, "Run folder: %s (no report: no site's validation arrived)", run.path)
+        return
     try:
-        from server_app.report_files import write_report
+        from server_app.report_files import write_report as write_files
 
-        log(INFO, "Report: %s", write_report(run.path).html)
+        log(INFO, "Run folder: %s\n%s", run.path, site_table_text(records))
+        log(INFO, "Report: %s", write_files(run.path).html)
     except Exception as error:  # noqa: BLE001 - the report can be rebuilt from the run folder
         log(
             ERROR,

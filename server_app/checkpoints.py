@@ -1,29 +1,46 @@
-"""Keeps the final and the best global model (by example-weighted mean Dice over the sites)."""
+"""The global models a run keeps in models/: latest.pt after every round, best.pt (server_app.best_model's rule),
+and final.pt only when the run completed all its rounds — a run that stopped early has no final.pt."""
 
-from flwr.app import ArrayRecord, MetricRecord
+from flwr.app import ArrayRecord
 
 from models.wire import MEAN_DICE
+from server_app.best_model import RULE, BestRound
 from server_app.run_folder import RunFolder
 
+LATEST, BEST, FINAL = "latest", "best", "final"
 SELECTION_METRIC = MEAN_DICE
-"""The pooled evaluation's key the best model is chosen by."""
+"""The validation metric the best model is chosen by (server_app.best_model)."""
 
 
 class Checkpointer:
-    """Used as the strategy's `evaluate_fn`: called after each round's federated evaluation."""
+    """Called after each round with that round's global model and its per-site validation scores."""
 
-    def __init__(self, run: RunFolder, model_preset: str, meta: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        run: RunFolder,
+        model_preset: str,
+        meta: dict[str, object] | None = None,
+        best: BestRound | None = None,
+    ) -> None:
         self.run = run
         self.model_preset = model_preset
         self.meta = dict(meta or {})
         """Further checkpoint meta, e.g. the preprocessing (models.model_source.inference_meta)."""
-        self.best_round: int | None = None
-        self.best_score = float("-inf")
+        self.best = best or BestRound()
 
-    def __call__(self, server_round: int, arrays: ArrayRecord, evaluation: MetricRecord | None) -> None:
-        meta = {**self.meta, "round": server_round, "model_preset": self.model_preset}
-        self.run.save_model("final", arrays, meta)
-        score = float(evaluation[SELECTION_METRIC]) if evaluation and SELECTION_METRIC in evaluation else None
-        if score is not None and score > self.best_score:
-            self.best_round, self.best_score = server_round, score
-            self.run.save_model("best", arrays, {**meta, SELECTION_METRIC: score})
+    def _meta(self, server_round: int) -> dict[str, object]:
+        return {**self.meta, "round": server_round, "model_preset": self.model_preset}
+
+    def __call__(self, server_round: int, arrays: ArrayRecord, scores: dict[str, tuple[float, int]]) -> None:
+        meta = self._meta(server_round)
+        self.run.save_model(LATEST, arrays, meta)
+        if self.best.consider(server_round, scores):
+            self.run.save_model(
+                BEST,
+                arrays,
+                {**meta, SELECTION_METRIC: self.best.score, "sites": sorted(scores), "rule": RULE},
+            )
+
+    def finish(self, server_round: int, arrays: ArrayRecord) -> None:
+        """The run completed: its last global model becomes final.pt."""
+        self.run.save_model(FINAL, arrays, self._meta(server_round))

@@ -76,8 +76,9 @@ def _model(run_dir: Path, data: dict) -> str:
             ),
             f"- Output: a label map on the input's grid: {LABELS} (BraTS convention).",
             (
-                f"- Best round by pooled mean Dice: {best.get('round', '—')} (`models/best.pt`, chosen on the"
-                " validation cases); last round: `models/final.pt`."
+                f"- Best round: {best.get('round', '—')} (`models/best.pt`, chosen on the validation cases by"
+                f" this rule: {best.get('rule') or 'the highest pooled mean Dice'}); last round: `models/final.pt`"
+                " (a run that stopped early has only `models/latest.pt`)."
             ),
             _use(training),
             "",

@@ -1,7 +1,8 @@
 """Everything the federation report shows, as one JSON-ready dict built from the run folder alone.
 
-Sources: config.json (run config, coordinator software), metrics.jsonl (per site per round: aggregates or
-"suppressed"), summary.json (site overviews, best round; absent when a run was interrupted).
+Sources: config.json (run config, coordinator software), metrics.jsonl (per site per round: aggregates,
+"suppressed"/"refused", or why the site's validation did not arrive), rounds.jsonl (whether each round changed the global
+model), summary.json (run status, site overviews, best round; absent when a run was interrupted).
 """
 
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from models.presets import build_model, get_preset, patch_size
 from models.run_config import (
     LOCAL_BASELINE,
     MIN_LESION_MM3,
+    MIN_SITES,
     MODEL_PRESET,
     NUM_SERVER_ROUNDS,
     PATCH_SIZE,
@@ -33,8 +35,16 @@ from models.wire import (
 )
 from server_app.pooled import pool
 from server_app.report_training import training_data
-from server_app.run_folder import CONFIG_FILE, SUMMARY_FILE, read_json, read_metrics
-from server_app.site_table import first_and_last, is_suppressed, region_names, suppressed_text
+from server_app.run_folder import (
+    COMPLETED,
+    CONFIG_FILE,
+    RUNNING,
+    SUMMARY_FILE,
+    read_json,
+    read_metrics,
+    read_rounds,
+)
+from server_app.site_table import evaluations, first_and_last, is_suppressed, region_names, suppressed_text
 
 METRIC_TITLES = {
     "dice": ("Dice", "", "higher"),
@@ -56,7 +66,8 @@ SMALL_N = 10
 
 def report_data(run_dir: Path) -> dict:
     """The report's content; raises FileNotFoundError when the folder holds no evaluated round."""
-    records = read_metrics(run_dir)
+    all_records = read_metrics(run_dir)
+    records = evaluations(all_records)
     if not records:
         raise FileNotFoundError(
             f"{run_dir} holds no validation results (no metrics.jsonl records): "
@@ -80,7 +91,11 @@ def report_data(run_dir: Path) -> dict:
             "last_round": rounds[-1],
             "best": summary.get("best"),
             "wall_time_s": summary.get("wall_time_s"),
+            "status": summary.get("status", "interrupted"),
+            "stopped": summary.get("stopped"),
+            "min_sites": run_config.get(MIN_SITES.key),
         },
+        "participation": participation(all_records, read_rounds(run_dir)),
         "regions": _regions(region_names(records), conventions),
         "metrics": [_metric(name) for name in conventions.get(Validation.METRICS, ["dice", "hd95"])],
         "sites": sites,
@@ -96,6 +111,27 @@ def report_data(run_dir: Path) -> dict:
         ],
         "methods": _methods(records, conventions, run_config, config.get("software", {}), training),
         "limitations": _limitations(sites, run_config, summary, training),
+    }
+
+
+def participation(records: list[dict], rounds: list[dict]) -> dict:
+    """The site × round grid: each cell the site's outcome per phase; each round whether the model changed."""
+    grid: dict[str, dict[str, dict]] = {}
+    for record in records:
+        grid.setdefault(record["site"], {})[str(record["round"])] = {
+            "status": record.get("status", REPORTED),
+            "reason": record.get("reason", ""),
+            "train": record.get("participation", {}).get("train", ""),
+            "evaluate": record.get("participation", {}).get("evaluate", ""),
+        }
+    return {
+        "rounds": sorted({r["round"] for r in records}),
+        "sites": dict(sorted(grid.items())),
+        "model_updated": {
+            str(r["round"]): {"updated": r["train"]["aggregated"], "reason": r["train"]["reason"]}
+            for r in rounds
+            if "train" in r
+        },
     }
 
 
@@ -295,8 +331,21 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict, training: d
         )
     if run_config.get(SIM_DATA.key):
         notes.append("This was a simulation: every site ran on one machine, on data the operator holds.")
-    if not summary:
+    if not summary or summary.get("status") == RUNNING:
         notes.append(
-            "The run did not finish (no summary.json): the report shows the rounds that were validated."
+            "The run did not finish (its coordinator stopped): the report shows the rounds that were validated."
+        )
+    elif summary.get("status") != COMPLETED:
+        stopped = summary.get("stopped") or {}
+        notes.append(
+            f"The run {summary['status']} after round {stopped.get('after_round')} of "
+            f"{summary.get('rounds_planned')}: {stopped.get('reason')}. It has no final model."
+        )
+    missed = summary.get("rounds_missed") or {}
+    if missed:
+        notes.append(
+            "Some sites missed rounds (see Participation): "
+            + "; ".join(f"{site}: round {', '.join(map(str, rounds))}" for site, rounds in missed.items())
+            + ". Pooled values of those rounds cover the other sites only."
         )
     return notes

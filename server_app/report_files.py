@@ -2,8 +2,9 @@
 the model card (model_card.md, linked from the page).
 
 metrics.csv columns: scope ("site", "pooled" or "overview"), round, site, key, value — one row per number: each
-site's aggregates for every validated round (a suppressed round is one row with key "status"), the pooled
-values per round, and the data overview.
+site's aggregates for every validated round (a round without numbers: its "status", then "min-report-cases" when
+its validation reply arrived (suppressed, refused), and "reason": the site's own, or why its reply did not arrive
+or was dropped), the pooled values per round, and the data overview.
 """
 
 import csv
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.atomic import atomic_write_json, atomic_write_text
+from models.wire import EVALUATE_STATUSES, SUPPRESSED
 from server_app.model_card import MODEL_CARD_FILE, model_card
 from server_app.report_data import report_data
 from server_app.report_html import render_report
@@ -48,9 +50,16 @@ def metrics_csv(records: list[dict], data: dict) -> str:
     for record in sorted(records, key=lambda r: (r["round"], r["site"])):
         if not record["metrics"]:
             writer.writerow(["site", record["round"], record["site"], "status", record.get("status")])
-            writer.writerow(
-                ["site", record["round"], record["site"], "min-report-cases", record.get("min_report_cases")]
-            )
+            if record.get("status", SUPPRESSED) in EVALUATE_STATUSES:  # its validation reply arrived
+                writer.writerow(
+                    [
+                        "site",
+                        record["round"],
+                        record["site"],
+                        "min-report-cases",
+                        record.get("min_report_cases"),
+                    ]
+                )
             if record.get("reason"):
                 writer.writerow(["site", record["round"], record["site"], "reason", record["reason"]])
             continue

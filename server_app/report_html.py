@@ -8,12 +8,15 @@ from models.wire import (
     DEFAULT_MIN_POSITION_CASES,
     DEFAULT_MIN_REPORT_CASES,
     DEFAULT_MIN_TRAIN_CASES,
+    EVALUATE_STATUSES,
     MEAN_DICE,
     MEAN_DICE_CI_HIGH,
     MEAN_DICE_CI_LOW,
     N_CASES,
+    NOT_ASKED,
     REPORTED,
     STATS,
+    TOOK_PART,
     NodeConfig,
     Validation,
     region_key,
@@ -21,6 +24,7 @@ from models.wire import (
 )
 from server_app import report_charts
 from server_app.model_card import MODEL_CARD_FILE
+from server_app.run_folder import COMPLETED
 
 STYLE = """
 body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; color: #1a1a1a; margin: 2em auto;
@@ -31,6 +35,8 @@ margin-top: 1.8em; } h3 { margin-bottom: 0.3em; }
 th, td { border: 1px solid #c8c8c8; padding: 0.3em 0.55em; text-align: right; vertical-align: top; }
 th { background: #eef3f8; } td.site, th.site { text-align: left; font-weight: 600; white-space: nowrap; }
 td.suppressed { text-align: center; color: #8a4b00; background: #fff6e8; font-style: italic; }
+td.absent { text-align: center; color: #8b0000; background: #fdeaea; } td.took-part { text-align: center; }
+td.partly { text-align: center; color: #8a4b00; background: #fff6e8; }
 .withheld { color: #8a4b00; font-style: italic; }
 small { color: #555; } img { max-width: 100%; } .caption { color: #444; font-size: 0.92em; max-width: 60em; }
 code { font-size: 0.9em; background: #f4f4f4; padding: 0 0.2em; } li { margin: 0.2em 0; }
@@ -44,6 +50,7 @@ def render_report(data: dict) -> str:
     run = data["run"]
     sections = [
         _summary(data),
+        _participation(data),
         _site_tables(data),
         _rounds(data),
         _distributions(data),
@@ -85,7 +92,15 @@ def _summary(data: dict) -> str:
     suppressed = [s for s in sites if s["status"] != REPORTED]
     pooled = {p["round"]: p for p in data["pooled"]}
     first, last = pooled[run["rounds_evaluated"][0]], pooled[run["last_round"]]
-    items = [
+    items = []
+    if run.get("status") not in (None, COMPLETED):
+        stopped = run.get("stopped") or {}
+        items.append(
+            f"<b>The run did not complete</b> ({escape(str(run['status']))} after round "
+            f"{escape(str(stopped.get('after_round')))} of {escape(str(run['rounds_planned']))}): "
+            f"{escape(str(stopped.get('reason') or 'its coordinator stopped'))}. It has no final model."
+        )
+    items += [
         (
             f"{len(sites)} sites took part. Reporting validation numbers at their last round: "
             f"{', '.join(_site(s['name']) for s in reported) or 'none'}."
@@ -113,8 +128,9 @@ def _summary(data: dict) -> str:
     best = run.get("best") or {}
     if best.get("round") is not None:
         items.append(
-            f"Best round by pooled mean Dice: {best['round']} ({_num(best.get(MEAN_DICE))}), "
-            f"saved as <code>{escape(str(best.get('model')))}</code> (chosen on the validation cases)."
+            f"Best round: {best['round']} (mean Dice {_num(best.get(MEAN_DICE))} over the sites that reported in"
+            f" it), saved as <code>{escape(str(best.get('model')))}</code>, chosen on the validation cases by this"
+            f" rule: {escape(str(best.get('rule') or 'the highest pooled mean Dice'))}."
         )
     items += _training_summary(data["training"])
     return f'<h2 id="summary">Summary</h2><ul>{"".join(f"<li>{item}</li>" for item in items)}</ul>'
@@ -152,6 +168,59 @@ def _training_summary(training: dict) -> list[str]:
 
 def _megabytes(n_bytes: int) -> str:
     return f"{n_bytes / 1e6:.2f} MB"
+
+
+def _participation(data: dict) -> str:
+    """The site × round grid: who trained and validated in each round, and for the others why not."""
+    grid = data.get("participation") or {}
+    rounds, updated = grid.get("rounds", []), grid.get("model_updated", {})
+    if not rounds:
+        return ""
+    rows = []
+    for site, cells in grid["sites"].items():
+        tds = []
+        for rnd in rounds:
+            cell = cells.get(str(rnd))
+            if cell is None:
+                tds.append('<td class="absent">—</td>')
+                continue
+            phases = [
+                f"{name} {text}"
+                for name, text in (("train", cell["train"]), ("evaluate", cell["evaluate"]))
+                if text and text not in (TOOK_PART, NOT_ASKED)
+            ]
+            if not phases:
+                tds.append('<td class="took-part">✓</td>')
+            elif (
+                cell["status"] in EVALUATE_STATUSES
+            ):  # its validation arrived; its policy held something back
+                tds.append(f'<td class="partly"><small>{escape("; ".join(phases))}</small></td>')
+            else:
+                text = f"{cell['status']} ({cell['reason']})" if cell["reason"] else "; ".join(phases)
+                tds.append(f'<td class="absent"><small>{escape(text)}</small></td>')
+        rows.append(f'<tr><td class="site">{_site(site)}</td>{"".join(tds)}</tr>')
+    model = "".join(
+        "<td>—</td>"
+        if str(r) not in updated
+        else (
+            "<td>updated</td>"
+            if updated[str(r)]["updated"]
+            else f"<td><small>kept: {escape(updated[str(r)]['reason'])}</small></td>"
+        )
+        for r in rounds
+    )
+    head = "".join(f"<th>r{r}</th>" for r in rounds)
+    quorum = data["run"].get("min_sites")
+    return (
+        '<h2 id="participation">Participation</h2><p class="caption">Each site in each round: ✓ trained (from '
+        "round 1) and reported its validation; otherwise what happened in each phase: the site's own policy "
+        "(declined or refused training, suppressed or refused validation; amber) or a reply that did not arrive "
+        "or was unusable (offline, timeout, failed, or dropped with the check it failed; red). The global model "
+        "changes in a round only when at least "
+        f"{escape(str(quorum))} sites (min-sites) sent sound training replies.</p>"
+        f'<table><tr><th class="site">Site</th>{head}</tr>{"".join(rows)}'
+        f'<tr><td class="site">global model</td>{model}</tr></table>'
+    )
 
 
 def _ci_cell(metrics: dict, metric: str, region: str, digits: int) -> str:
@@ -270,12 +339,17 @@ def _detection_table(data: dict) -> str:
 def _rounds(data: dict) -> str:
     rows = []
     for site, points in data["rounds"].items():
+        by_round = {p["round"]: p for p in points}
         cells = "".join(
-            f"<td>{_num(p[MEAN_DICE])}</td>" if p["status"] == REPORTED else f"<td>{escape(p['status'])}</td>"
-            for p in points
+            "<td>—</td>"
+            if r not in by_round
+            else f"<td>{_num(by_round[r][MEAN_DICE])}</td>"
+            if by_round[r]["status"] == REPORTED
+            else f"<td>{escape(by_round[r]['status'])}</td>"
+            for r in data["run"]["rounds_evaluated"]
         )
         rows.append(f'<tr><td class="site">{_site(site)}</td>{cells}</tr>')
-    pooled = "".join(f"<td>{_num(p.get(MEAN_DICE))}</td>" for p in data["pooled"])
+    pooled = "".join(f"<td>{_num(p.get(MEAN_DICE))}</td>" for p in data["pooled"])  # one per evaluated round
     head = "".join(f"<th>r{r}</th>" for r in data["run"]["rounds_evaluated"])
     return (
         f'<h2 id="rounds">Dice over rounds</h2>'

@@ -1,12 +1,20 @@
-"""The run folder: config.json, metrics.jsonl (one object per site per round), summary.json, models/, report.
+"""The run folder: config.json, metrics.jsonl (one object per site per round), rounds.jsonl (one object per
+round), summary.json, models/, state/checkpoint.pt, report.
 
-A metrics.jsonl record: {"round", "site", "status", "reason", "withheld", "min_report_cases", "n_cases",
-"metrics", "conventions", "train", "bytes", "privacy"}; `status` is one of models.wire.EVALUATE_STATUSES: a
-suppressed or refused site's record has n_cases null, no metrics and the site's reason; "withheld" lists what the
-site's disclosure policy left out of a reported round (e.g. medians below its min-position-cases); "train" holds
-the site's training metrics, or its status (models.wire.TRAINING_STATUSES) and reason when it declined or refused
-to train; "bytes": the site's messages of the round per direction (server_app.traffic); "privacy": ε and δ spent
-so far with central DP, else null.
+A metrics.jsonl record: {"round", "site", "status", "reason", "participation", "withheld", "min_report_cases",
+"n_cases", "metrics", "conventions", "train"}, one per site of the federation per round (server_app.participation).
+`status` is the site's validation status (models.wire.EVALUATE_STATUSES) when its evaluate reply arrived — a
+suppressed or refused site's record has n_cases null, no metrics and the site's reason — else why it did not:
+models.wire.ABSENT_STATUSES (offline, timeout, failed, dropped) with `reason` naming the phase and what happened.
+"participation" holds each phase's outcome; "withheld" lists what the site's disclosure policy left out of a
+reported round (e.g. medians below its min-position-cases); "train" holds the site's training metrics, or its
+status (models.wire.TRAINING_STATUSES) and reason when it declined or refused to train; "bytes": the site's
+messages of the round per direction (server_app.traffic); "privacy": ε and δ spent so far with central DP, else
+null. A rounds.jsonl record says
+who was asked, whose training was used, and whether the global model changed (and if not, why).
+
+refusals.jsonl: one record per message a site refused because it has not approved the run's app
+(models/wire.py): {"round", "message_type", "site", "node_id", "fab_sha256", "reason"}; absent when none did.
 
 Every file is written atomically (temp file + rename) or, for metrics.jsonl, appended a whole line at a
 time and fsynced, so an interrupted run leaves readable files.
@@ -18,17 +26,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from flwr.app import ArrayRecord
 
-from models.atomic import atomic_path, atomic_write_json
+from models.atomic import atomic_write_json
 from models.weights import save_checkpoint
 
 METRICS_FILE = "metrics.jsonl"
+ROUNDS_FILE = "rounds.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
-STRATEGY_STATE_FILE = Path("state") / "strategy.pt"
-"""Not under models/: it holds no model (the model card and `export` read models/*.pt)."""
+REFUSALS_FILE = "refusals.jsonl"
+
+RUNNING, COMPLETED, STOPPED, FAILED = "running", "completed", "stopped", "failed"
+"""summary.json `status` of a run: its ServerApp is at work, finished all rounds, stopped early (no quorum, or
+the coordinator shut down; resumable), or ended on an error."""
+RUN_STATUSES = (RUNNING, COMPLETED, STOPPED, FAILED)
 
 
 def read_json(path: Path) -> dict:
@@ -38,10 +50,41 @@ def read_json(path: Path) -> dict:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """All records of metrics.jsonl, in the order they were written."""
-    path = run_dir / METRICS_FILE
+    return _read_jsonl(run_dir / METRICS_FILE)
+
+
+def read_rounds(run_dir: Path) -> list[dict]:
+    """All records of rounds.jsonl (absent in runs from before it existed)."""
+    return _read_jsonl(run_dir / ROUNDS_FILE)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a last line cut short (the writer died mid-line) is left out."""
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines[:-1]]
+    try:
+        records += [json.loads(line) for line in lines[-1:]]
+    except json.JSONDecodeError:
+        if path.read_bytes().endswith(b"\n"):
+            raise
+    return records
+
+
+def read_refusals(run_dir: Path) -> list[dict]:
+    """All records of refusals.jsonl (sites that have not approved the run's app), in order."""
+    path = run_dir / REFUSALS_FILE
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _append_line(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 @dataclass(frozen=True)
@@ -60,22 +103,17 @@ class RunFolder:
         return cls(path)
 
     def append_metrics(self, record: dict) -> None:
-        with open(self.path / METRICS_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        _append_line(self.path / METRICS_FILE, record)
+
+    def append_refusal(self, record: dict) -> None:
+        _append_line(self.path / REFUSALS_FILE, record)
+
+    def append_round(self, record: dict) -> None:
+        _append_line(self.path / ROUNDS_FILE, record)
 
     def save_model(self, name: str, arrays: ArrayRecord, meta: dict[str, object]) -> Path:
         target = self.path / "models" / f"{name}.pt"
         save_checkpoint(arrays, target, meta)
-        return target
-
-    def save_strategy_state(self, state: dict[str, object]) -> Path:
-        """The strategy's state after a round (server optimizer moments, privacy ledger), beside the round's
-        checkpoint, for a resumed run (server_app.strategies: `load_state_dict`); torch.load(weights_only=True)."""
-        target = self.path / STRATEGY_STATE_FILE
-        with atomic_path(target) as tmp:
-            torch.save(state, tmp)
         return target
 
     def write_summary(self, summary: dict) -> None:
@@ -86,6 +124,13 @@ class RunFolder:
         """The run key the sites file their run state under (models.wire.RUN_KEY): the first 16 hex digits of
         the SHA-256 of this folder's absolute path, so a resumed run in the same folder has the same key."""
         return hashlib.sha256(str(self.path.resolve()).encode("utf-8")).hexdigest()[:16]
+
+
+def _append_line(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _versions() -> dict[str, str]:

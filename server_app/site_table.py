@@ -4,13 +4,16 @@ A site that sent no numbers shows why instead: "suppressed (n < k)" (fewer valid
 `min-report-cases`), "suppressed (<the site's reason>)" (another rule of its disclosure policy) or
 "refused (<setting and limit>)" (a run setting outside the site's limits); a median the site's policy withheld
 (fewer cases than its `min-position-cases`) shows "withheld". The region columns are the regions the sites
-evaluated (their conventions, else their metric keys): whatever `eval-regions` the run used.
+evaluated (their conventions, else their metric keys): whatever `eval-regions` the run used. Records of rounds a
+site missed (offline, timeout, failed, dropped) carry no validation and are left out here (the report's
+participation grid shows them: server_app.participation).
 """
 
 from rich.console import Console
 from rich.table import Table
 
 from models.wire import (
+    EVALUATE_STATUSES,
     MEAN_DICE,
     MEAN_DICE_CI_HIGH,
     MEAN_DICE_CI_LOW,
@@ -20,6 +23,12 @@ from models.wire import (
     regions_in,
     stat_key,
 )
+
+
+def evaluations(records: list[dict]) -> list[dict]:
+    """The records whose validation reply arrived (models.wire.EVALUATE_STATUSES; no status: a run from before
+    statuses): not those of a site that was offline, timed out, failed or was dropped that round."""
+    return [r for r in records if r.get("status", REPORTED) in EVALUATE_STATUSES]
 
 
 def first_and_last(records: list[dict]) -> dict[str, tuple[dict, dict]]:
@@ -54,6 +63,7 @@ def region_names(records: list[dict]) -> list[str]:
 
 
 def site_table(records: list[dict]) -> Table:
+    records = evaluations(records)
     sites = first_and_last(records)
     regions = region_names(records)
     first_round = min((first["round"] for first, _ in sites.values()), default=0)

@@ -4,12 +4,13 @@ Every strategy is one class composed from, in method-resolution order:
 
     Transport   weights leave in the run's transport dtype (float16 or float32) and come back decoded;
                 the arrays the strategy itself keeps (FedOpt's current weights) are exactly those the sites got
-    SiteFedAvg  reply checks and per-site records in the run folder (server_app.strategy)
+    SiteFedAvg  FedAvg by `num-examples`, pooled evaluation over the reporting sites (server_app.strategy)
     Flower      FedProx (sends `proximal-mu`), FedAdam or FedYogi (server optimizer on the averaged update)
     FastMean    the weighted mean itself (server_app.aggregation), in place of Flower's array aggregation
     FedAvg
 
-`fedavg` is Transport + SiteFedAvg + FastMean. With central DP (`dp-noise-multiplier` > 0) the strategy is
+`fedavg` is Transport + SiteFedAvg + FastMean. The federated loop (server_app.federated_loop) drives the strategy:
+it checks every reply (in the transport dtype) before the strategy sees it and files the per-site records. With central DP (`dp-noise-multiplier` > 0) the strategy is
 wrapped by Flower's DifferentialPrivacyServerSideFixedClipping (`SiteDpFixedClipping` below), and ε is tracked
 with Flower's RDP accountant.
 
@@ -115,9 +116,6 @@ class OptimizerState(Transport):
         super().load_state_dict(state)
         for key in OPTIMIZER_STATE:
             moments = state.get(key) or {}
-            unknown = sorted(set(moments) - self.model_keys)  # type: ignore[arg-type]
-            if unknown:
-                raise ValueError(f"the saved {key} holds arrays this model does not have: {unknown[:3]}")
             setattr(self, key, {k: v.numpy().copy() for k, v in moments.items()} or None)  # type: ignore[union-attr]
 
 
@@ -148,8 +146,8 @@ STRATEGY_CLASSES: dict[str, type[Transport]] = {
 class SiteDpFixedClipping(DifferentialPrivacyServerSideFixedClipping):
     """Flower's central DP (server-side fixed clipping) around a Transport strategy, with ε accounted.
 
-    Replies are first checked and decoded by the inner strategy (a malformed reply is dropped, never clipped);
-    the inner mean weighs every site equally (a weighted mean would give one site more than C/n of influence,
+    Replies arrive checked by the federated loop (a malformed reply is dropped there, never clipped) and are
+    decoded here before clipping; the inner mean weighs every site equally (a weighted mean would give one site more than C/n of influence,
     which the noise is not calibrated for). After each release the accountant composes a Gaussian event with
     the noise multiplier the release actually had: σ = z·C/n was added to the mean of m clipped updates, whose
     sensitivity is C/m, so the event's multiplier is z·m/n (= z when every site replied).
@@ -172,10 +170,6 @@ class SiteDpFixedClipping(DifferentialPrivacyServerSideFixedClipping):
         )
         self.epsilon_by_round: dict[int, float] = {}
 
-    @property
-    def latest_evaluation(self) -> MetricRecord | None:
-        return self.inner.latest_evaluation
-
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
@@ -186,8 +180,7 @@ class SiteDpFixedClipping(DifferentialPrivacyServerSideFixedClipping):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        screened = self.inner.screen_train_replies(server_round, replies)
-        sound = [r for r in screened if not r.has_error()]  # Flower's DP wrapper skips a round with any error
+        sound = [r for r in replies if not r.has_error()]  # Flower's DP wrapper skips a round with any error
         for reply in sound:
             for name, record in list(reply.content.array_records.items()):
                 reply.content[name] = decode(record)

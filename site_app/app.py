@@ -26,6 +26,7 @@ from models.wire import (
     PROXIMAL_MU,
     RUN_KEY,
     SERVER_ROUND,
+    SITE_MIN_REPORT_CASES,
     SITE_NAME,
     TRAIN_LOSS,
     Record,
@@ -86,7 +87,8 @@ def describe(msg: Message, context: Context) -> Message:
     site = resolve_site(context, settings)
     k = DisclosurePolicy.for_site(context.node_config, settings).min_report_cases
     overview = MetricRecord(site_overview(site, k, site_logger(site.work)))
-    content = RecordDict({Record.SITE: ConfigRecord({SITE_NAME: site.name}), Record.OVERVIEW: overview})
+    identity = ConfigRecord({SITE_NAME: site.name, SITE_MIN_REPORT_CASES: k})  # k: bounds a withheld count
+    content = RecordDict({Record.SITE: identity, Record.OVERVIEW: overview})
     return Message(content, reply_to=msg)
 
 

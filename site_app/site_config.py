@@ -22,10 +22,12 @@ class SitePaths:
     name: str
     data: Path
     work: Path
+    settings_file: Path | None = None
+    """The site's site.toml ([series], [labels], [limits]); None in simulation (defaults)."""
 
 
 def resolve_site(context: Context, settings: "SiteRunSettings | None" = None) -> SitePaths:
-    """Deployment: node config `site-name`, `data-path`, `work-path`.
+    """Deployment: node config `site-name`, `data-path`, `work-path`, `site-config` (site.toml).
 
     Simulation: `partition-id` indexes the sorted site folders under the run setting `sim-data`; the site's
     name is its folder's name and its work folder is `sim-work`/<name>. `settings`: the run's, when the caller
@@ -48,7 +50,10 @@ def site_paths(node: Mapping[str, object], settings: "SiteRunSettings | None") -
             raise SiteDataError(
                 f"site {name!r}: node config has no `{NodeConfig.WORK_PATH}` (a folder the site may write to)"
             )
-        paths = SitePaths(name=name, data=data, work=work)
+        settings_file = str(node.get(NodeConfig.SITE_CONFIG) or "")
+        paths = SitePaths(
+            name=name, data=data, work=work, settings_file=Path(settings_file) if settings_file else None
+        )
     elif NodeConfig.PARTITION_ID in node:
         paths = _simulated_site(
             int(node[NodeConfig.PARTITION_ID]), int(node[NodeConfig.NUM_PARTITIONS]), settings

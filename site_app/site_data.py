@@ -2,10 +2,12 @@
 
 The split is the site's own (site_app.validation_split): made once, stored in the work folder, reused by every
 run; the coordinator's run config does not change it. The site inventory (``<work>/inventory.json``, written by
-``oncofed site check``) decides which cases are used: only those that passed. Without one (or with one for
-another data folder) the site builds it before its first round, with the settings of the previous inventory or
-the defaults. A case that fails later (file changed or vanished) is skipped with its reason in the site log and
-the round goes on.
+``oncofed site check``) decides which cases are used: only those that passed. It is keyed by the data folder and
+the ingest settings: in deployment the settings are site.toml's [series], [labels] and [limits] (node config
+`site-config`), and an inventory built for another data folder or other settings (site.toml edited after
+`site check`, or check skipped) is rebuilt before the round, with the reason in the site log. In simulation there
+is no site.toml: the previous inventory's settings or the defaults. A case that fails later (file changed or
+vanished) is skipped with its reason in the site log and the round goes on.
 """
 
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from data_prep.inventory import Inventory, build_inventory, read_inventory, site
 from data_prep.transforms import PipelineSettings
 from site_app.disclosure_policy import released_overview
 from site_app.site_config import SitePaths
+from site_app.site_settings import read_site_settings
 from site_app.validation_split import SiteSplit, site_split
 
 
@@ -32,12 +35,20 @@ class SiteCases:
 
 
 def site_inventory(site: SitePaths, log: Logger) -> Inventory:
-    """The site's inventory from its work folder, built and written there when missing or for another folder."""
+    """The site's inventory from its work folder; built and written there when missing, for another folder, or
+    for other settings than site.toml's."""
     inventory = read_inventory(site.work)
-    if inventory is not None and Path(inventory.data).resolve() == site.data.resolve():
+    wanted = read_site_settings(site.settings_file) if site.settings_file is not None else None
+    if inventory is None:
+        reason = f"no inventory.json in {site.work}"
+    elif Path(inventory.data).resolve() != site.data.resolve():
+        reason = f"the inventory in {site.work} is of {inventory.data}"
+    elif wanted is not None and inventory.settings.as_dict() != wanted.as_dict():
+        reason = f"{site.settings_file}'s [series], [labels] or [limits] differ from the inventory's"
+    else:
         return inventory
-    settings = inventory.settings if inventory is not None else IngestSettings()
-    log.info("building the site inventory of %s (no inventory.json for it in %s)", site.data, site.work)
+    settings = wanted or (inventory.settings if inventory is not None else IngestSettings())
+    log.info("building the site inventory of %s (%s)", site.data, reason)
     inventory = build_inventory(discover(site.data, settings), site.data, settings)
     write_inventory(inventory, site.work)
     for case in inventory.cases:

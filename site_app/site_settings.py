@@ -3,7 +3,8 @@
 A site kit's site.toml holds top-level keys, read by the site's launcher (deploy.kit): the node-config keys the
 ClientApp gets (models.wire.NodeConfig: site-name, data-path, work-path and the site's disclosure settings
 min-report-cases, min-position-cases, min-train-cases, validation-fraction; site_app.disclosure_policy),
-`coordinator` (host:port of the SuperLink) and `runtime-port`. Any site.toml (also one given to
+`coordinator` (host:port of the SuperLink), `private-key` (the site's own key, for its SuperNode) and
+`runtime-port`. Any site.toml (also one given to
 `oncofed site check --config`) may hold tables on how the export is read and on the run settings the site
 accepts; every key in them is optional::
 
@@ -44,6 +45,9 @@ COORDINATOR = "coordinator"
 """Top-level key: host:port of the coordinator's SuperLink."""
 RUNTIME_PORT = "runtime-port"
 """Top-level key: the local port on which the site's SuperNode serves its ClientApps."""
+PRIVATE_KEY = "private-key"
+"""Top-level key: the site's own private key (made at the hospital with `oncofed site keygen`, never sent);
+absolute, or relative to the kit. The launcher gives it to the SuperNode; the ClientApp never reads it."""
 
 TOP_LEVEL: Mapping[str, type] = MappingProxyType(
     {
@@ -51,6 +55,7 @@ TOP_LEVEL: Mapping[str, type] = MappingProxyType(
         COORDINATOR: str,
         NodeConfig.DATA_PATH: str,
         NodeConfig.WORK_PATH: str,
+        PRIVATE_KEY: str,
         NodeConfig.MIN_REPORT_CASES: int,
         NodeConfig.MIN_POSITION_CASES: int,
         NodeConfig.MIN_TRAIN_CASES: int,

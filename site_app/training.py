@@ -37,16 +37,18 @@ def train_epochs(
     learning_rate: float,
     batch_size: int,
     device: torch.device,
-    seed: int = 0,
+    seed: int | None = None,
     proximal_mu: float | None = None,
 ) -> float:
     """Train in place; returns the mean loss over all steps (a finite float, or raises).
 
-    `seed` fixes the order of the patches (and, through MONAI's DataLoader, the random transforms)."""
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(  # workers crash in Ray actors
+    With `seed` the batch order depends on it alone, not on the process's random state: a round trains the same
+    in a fresh process (deployment), a reused one (simulation) and a resumed run (site_app.federated_round seeds
+    it from the run seed, the round and the site). With `proximal_mu` (FedProx) the loss adds μ/2·‖w − w₀‖²."""
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=0, generator=generator
-    )
+    )  # workers crash in Ray actors
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,17 +1,20 @@
-"""A real deployment on loopback, from provisioned kits: a TLS SuperLink with SuperNode authentication, three
-SuperNodes (each with its own work folder and runtime port) and a 2-round run on a tiny synthetic federation.
+"""A real deployment on loopback, from provisioned kits, driven by `oncofed` commands in their own processes.
 
-Every Flower process is started through our commands (`coordinator start`, `site start`, `run`), each in its own
-process, exactly as an operator runs them; the fixture stops them all, also when a test fails, and checks that
-nothing with one of our FLWR_HOMEs is left (no orphaned SuperExec).
+Two hospitals make their own key pairs; the coordinator provisions from the public halves, its CA folder is then
+moved out of reach (offline), and `coordinator start` runs the SuperLink on 127.0.0.1 behind nginx on the public
+port. Each site runs its SuperNode with the site's code-approval gate. The tests train with the release app, show
+that a changed app is refused at both sites before its code runs, that members cannot reach the Control API
+through the public port while the sites train through it, that no site's private key exists at the coordinator,
+and that an added site is registered and a revoked one refused without restarting the coordinator. The fixture
+stops every process, also when a test fails, and checks that nothing with one of our FLWR_HOMEs is left.
 """
 
 import http.client
 import json
 import os
 import shutil
-import signal
 import ssl
+import stat
 import subprocess
 import sys
 import time
@@ -21,73 +24,39 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from federation_kits import (
+    fill_site_toml,
+    listening_addresses,
+    make_site_keys,
+    private_key_files,
+    run_oncofed,
+    start_oncofed,
+    stop_all,
+    wait_for_line,
+    write_spec,
+)
 
 from data_prep.synth.federation import write_federation
 from deploy import certificates as certs
-from deploy.coordinator import coordinator_env, register_sites
+from deploy.coordinator import register_sites
 from deploy.federated_run import CoordinatorNotRunning, check_coordinator_running, plan_run
-from deploy.flower_env import flower_env
+from deploy.flower_env import app_directory, flower_env, write_connection
 from deploy.kit import read_coordinator_kit, read_site_kit
 from deploy.preflight import check_kit
-from deploy.processes import StartedProcess, free_port, processes_with_env, start_process, stop_tree, tail
+from deploy.processes import StartedProcess, free_port, process_tree, processes_with_env, start_process
 from deploy.provision import provision, read_spec
-from deploy.site_launcher import SiteStartError, start_supernode, wait_until_connected, write_node_config
+from deploy.release_fab import build_fab, sha256_hex, unpack_for_submission
+from deploy.site_keys import generate_site_keys
+from deploy.site_launcher import HEARTBEAT_WINDOW_S, SiteStartError, start_site, wait_until_connected
 from models.exit_codes import ExitCode
+from models.wire import APP_NOT_APPROVED
+from server_app.run_folder import read_refusals
 
 FEDERATION = "oncofed-loopback"
-
-
-def command(*args: str) -> list[str]:
-    """An `oncofed` command line, run by this Python as an operator runs it."""
-    return [sys.executable, "-m", "oncofed_cli", *args]
-
-
-def start_command(name: str, log: Path, *args: str) -> StartedProcess:
-    return start_process(name, command(*args), dict(os.environ), log)
-
-
-def wait_for_line(process: StartedProcess, text: str, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if text in process.log_path.read_text(errors="replace"):
-            return
-        if process.popen.poll() is not None:
-            pytest.fail(
-                f"{process.name} exited with {process.popen.returncode}:\n{tail(process.log_path, 40)}"
-            )
-        time.sleep(0.3)
-    pytest.fail(
-        f"{process.name} did not print {text!r} within {timeout_s:.0f} s:\n{tail(process.log_path, 40)}"
-    )
-
-
-def fill_site_toml(kit_dir: Path, data: Path, work: Path) -> None:
-    """What hospital IT does: replace the placeholders (and pick a free runtime port: sites share this host)."""
-    site_toml = kit_dir / "site.toml"
-    lines = []
-    for line in site_toml.read_text().splitlines():
-        if line.startswith("data-path ="):
-            line = f'data-path = "{data}"'
-        elif line.startswith("work-path ="):
-            line = f'work-path = "{work}"'
-        elif line.startswith("runtime-port ="):
-            line = f"runtime-port = {free_port()}"
-        elif line.startswith("min-report-cases ="):
-            line = "min-report-cases = 1"  # tiny sites validate on one or two cases
-        elif line.startswith("min-train-cases ="):
-            line = "min-train-cases = 1"  # and train on three to five
-        lines.append(line)
-    site_toml.write_text("\n".join(lines) + "\n")
-
-
-def write_spec(path: Path, sites: list[str], port: int) -> Path:
-    path.write_text(
-        f'federation = "{FEDERATION}"\nsites = {json.dumps(sites)}\n\n'
-        f'[coordinator]\naddresses = ["localhost"]\nport = {port}\nbind-host = "127.0.0.1"\n'
-    )
-    return path
+RUN_TIMEOUT_S = 600
 
 
 @dataclass
@@ -97,37 +66,59 @@ class Deployment:
     kits: Path
     sites: list[str]
     port: int
+    keys: dict
+    coordinator: StartedProcess
     flwr_homes: list[Path]
+    started: list[StartedProcess]
 
+    @property
+    def coordinator_kit(self) -> Path:
+        return self.kits / "coordinator"
 
-def stop_all(started: list[StartedProcess], flwr_homes: list[Path]) -> list[int]:
-    """SIGTERM each command alone first (its own handler must stop its Flower tree), then stop any tree left;
-    returns the pids that survived their command (there should be none)."""
-    for process in reversed(started):
-        if process.popen.poll() is None:
-            process.popen.send_signal(signal.SIGTERM)
-    for process in reversed(started):
-        try:
-            process.popen.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.stop()
-    orphans = [pid for home in flwr_homes for pid in processes_with_env("FLWR_HOME", str(home.resolve()))]
-    for pid in orphans:
-        stop_tree(pid, grace_s=2)
-    return orphans
+    def start_site(self, site: str, kit_dir: Path) -> StartedProcess:
+        process = start_oncofed(
+            f"site start {site}", self.root / "logs" / f"{site}.out", "site", "start", "--kit", str(kit_dir)
+        )
+        self.started.append(process)
+        return process
+
+    def add_site(self, site: str, data_site: str) -> tuple[Path, Path]:
+        """A hospital joins: it makes its key pair, the coordinator adds it with `provision --add-site` while
+        running; returns (kit, private key). The site reads another site's data (only read) into its own work."""
+        pair = make_site_keys(self.root / "hospital-keys", [site])[site]
+        result = run_oncofed(
+            "provision",
+            str(self.root / "spec.toml"),
+            "--out",
+            str(self.kits),
+            "--add-site",
+            site,
+            "--public-key",
+            str(pair.public),
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"{site}: registered on the running coordinator" in result.stdout, result.stdout
+        kit_dir = self.kits / "sites" / site
+        fill_site_toml(kit_dir, self.data / data_site, self.root / "work" / site, pair.private)
+        self.flwr_homes.append(self.root / "work" / site / "flower-home")
+        return kit_dir, pair.private
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory) -> Deployment:
     root = tmp_path_factory.mktemp("deployment")
     data = root / "data"
-    write_federation(data, n_sites=3, seed=5, preset="tiny")
+    write_federation(data, n_sites=2, seed=5, preset="tiny")
     sites = sorted(folder.name for folder in data.iterdir())
+    keys = make_site_keys(root / "hospital-keys", sites)
     port = free_port()
+    write_spec(root / "spec.toml", FEDERATION, sites, port, {s: keys[s].public for s in sites})
     kits = root / "kits"
-    provision(read_spec(write_spec(root / "spec.toml", sites, port)), kits)
+    result = run_oncofed("provision", str(root / "spec.toml"), "--out", str(kits), "--ca", str(root / "ca"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (root / "ca").rename(root / "ca-offline")  # the CA goes offline: nothing at run time may need it
     for site in sites:
-        fill_site_toml(kits / "sites" / site, data / site, root / "work" / site)
+        fill_site_toml(kits / "sites" / site, data / site, root / "work" / site, keys[site].private)
     flwr_homes = [
         kits / "coordinator" / "flwr-home",
         *(root / "work" / site / "flower-home" for site in sites),
@@ -135,7 +126,7 @@ def deployment(tmp_path_factory) -> Deployment:
 
     started: list[StartedProcess] = []
     try:
-        coordinator = start_command(
+        coordinator = start_oncofed(
             "coordinator start",
             root / "logs" / "coordinator.out",
             "coordinator",
@@ -144,71 +135,301 @@ def deployment(tmp_path_factory) -> Deployment:
             str(kits / "coordinator"),
         )
         started.append(coordinator)
-        wait_for_line(coordinator, "submit a run:")
+        wait_for_line(coordinator, "submit a run")
+        deployment = Deployment(root, data, kits, sites, port, keys, coordinator, flwr_homes, started)
         for site in sites:
-            process = start_command(
-                f"site start {site}",
-                root / "logs" / f"{site}.out",
-                "site",
-                "start",
-                "--kit",
-                str(kits / "sites" / site),
-            )
-            started.append(process)
+            deployment.start_site(site, kits / "sites" / site)
         for process in started[1:]:
             wait_for_line(process, "connected to the coordinator as node")
-        yield Deployment(root=root, data=data, kits=kits, sites=sites, port=port, flwr_homes=flwr_homes)
+        yield deployment
     finally:
         orphans = stop_all(started, flwr_homes)
     assert orphans == [], f"processes outlived the command that started them: {orphans}"
 
 
-def test_three_sites_two_rounds(deployment):
-    """`oncofed run` against the kit's SuperLink: all three sites' metrics for rounds 0-2 reach the run folder."""
-    run_log = deployment.root / "logs" / "run.out"
-    runner = start_command(
-        "run",
-        run_log,
-        "run",
-        "--kit",
-        str(deployment.kits / "coordinator"),
-        "--rounds",
-        "2",
-        "--preset",
-        "tiny",
-        "--run-config",
-        "local-epochs=1",
-    )
+def run_command(deployment: Deployment, name: str, *args: str) -> tuple[int, str]:
+    """`oncofed run …` against the fixture's coordinator; (exit code, its output)."""
+    log = deployment.root / "logs" / f"{name}.out"
+    runner = start_oncofed(name, log, "run", "--kit", str(deployment.coordinator_kit), *args)
     try:
-        code = runner.popen.wait(timeout=420)
+        code = runner.popen.wait(timeout=RUN_TIMEOUT_S)
     finally:
         runner.stop()
-    output = run_log.read_text(errors="replace")
-    assert code == 0, output[-4000:]
+    return code, log.read_text(errors="replace")
 
-    run_dirs = list((deployment.kits / "coordinator" / "runs").iterdir())
-    assert len(run_dirs) == 1
+
+def changed_app_fab(tmp_path: Path, marker: Path) -> Path:
+    """The release's source with one line changed: importing the ClientApp creates `marker`. Built as Flower
+    builds FABs (the coordinator would use `flwr build`)."""
+    source = app_directory()
+    app = tmp_path / "changed-app"
+    app.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(source / name, app / name)
+    for package in ("models", "site_app", "server_app", "data_prep"):
+        shutil.copytree(source / package, app / package, ignore=shutil.ignore_patterns("__pycache__"))
+    client = app / "site_app" / "app.py"
+    line = "app = ClientApp(mods=[keep_details_local])"
+    assert client.read_text().count(line) == 1
+    client.write_text(
+        client.read_text().replace(line, f"{line}; __import__('pathlib').Path({str(marker)!r}).touch()")
+    )
+    fab = tmp_path / "changed.fab"
+    fab.write_bytes(build_fab(app))
+    return fab
+
+
+def test_two_sites_train_with_the_release(deployment):
+    """`oncofed run --kit` submits the kit's release FAB (pre-approved at both sites): every site's metrics for
+    rounds 0-2 reach the run folder, through the public port."""
+    kit = read_coordinator_kit(deployment.coordinator_kit)
+    code, output = run_command(
+        deployment, "run", "--rounds", "2", "--preset", "tiny", "--run-config", "local-epochs=1 min-sites=2"
+    )
+    assert code == 0, output[-4000:]
+    assert f"sha256 {kit.release_sha256}" in output
+
+    run_dirs = sorted(kit.runs.iterdir())
     records = [json.loads(line) for line in (run_dirs[0] / "metrics.jsonl").read_text().splitlines()]
     assert sorted((r["round"], r["site"]) for r in records) == [
         (rnd, site) for rnd in (0, 1, 2) for site in deployment.sites
     ]
-    assert all(
-        r.get("status", "reported") == "reported" and 0 <= r["metrics"]["dice-mean"] <= 1 for r in records
-    )
+    assert all(r["status"] == "reported" and 0 <= r["metrics"]["dice-mean"] <= 1 for r in records)
     assert (run_dirs[0] / "summary.json").is_file() and (run_dirs[0] / "models" / "final.pt").is_file()
+    assert read_refusals(run_dirs[0]) == []
     for site in deployment.sites:
         assert site in output  # the per-site table
+        gate_log = (deployment.root / "work" / site / "logs" / "gate.log").read_text()
+        assert f"app sha256 {kit.release_sha256} is approved; launching it" in gate_log
+    # issue 11: the quorum is a majority of the kit's sites (here set: 2); one participation line per round
+    words = " ".join(output.split())
+    assert "quorum 2 of 2 sites" in words
+    for server_round in (0, 1, 2):
+        assert f"round {server_round}: 2 of 2 sites" in words
+    summary = json.loads((run_dirs[0] / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds_missed"] == {}
+    assert (run_dirs[0] / "state" / "checkpoint.pt").is_file() and (
+        run_dirs[0] / "models" / "latest.pt"
+    ).is_file()
 
     # privacy: the coordinator's logs name sites, never cases or files
-    coordinator_logs = output + (deployment.kits / "coordinator" / "logs" / "superlink.log").read_text()
+    coordinator_logs = output + (kit.logs / "superlink.log").read_text()
     for site in deployment.sites:
         assert f"{site}-00" not in coordinator_logs
 
 
+def test_changed_app_is_refused_at_every_site(deployment, tmp_path):
+    """The release with one line changed, submitted with `run --fab`: both gates refuse it before any of its code
+    is imported (its marker file never appears), the coordinator names both sites and the reason in its log and
+    run folder, and the run ends at once instead of waiting for replies."""
+    marker = tmp_path / "changed-app-ran"
+    fab = changed_app_fab(tmp_path, marker)
+    fab_hash = sha256_hex(fab.read_bytes())
+    code, output = run_command(  # a run that waited for replies would end only after round-timeout-s (2 h)
+        deployment,
+        "refused-run",
+        "--rounds",
+        "3",
+        "--preset",
+        "tiny",
+        "--fab",
+        str(fab),
+        "--run-config",
+        "min-sites=2",
+    )
+    assert code == ExitCode.REFUSED, output[-4000:]
+    assert not marker.exists()
+
+    run_dir = max(read_coordinator_kit(deployment.coordinator_kit).runs.iterdir())
+    refusals = read_refusals(run_dir)
+    assert {r["site"] for r in refusals} == set(deployment.sites)
+    assert all(r["fab_sha256"] == fab_hash and r["reason"].startswith(APP_NOT_APPROVED) for r in refusals)
+    assert not (run_dir / "metrics.jsonl").exists()
+    server_log = (run_dir / "logs" / "flwr-run.log").read_text()
+    assert "every site online refused this app" in server_log  # the run ended on the refusals, not a timeout
+    for site in deployment.sites:
+        assert f"Site {site} refused the app" in server_log
+        assert f"site {site} refused the app: {APP_NOT_APPROVED}" in output
+        gate_log = (deployment.root / "work" / site / "logs" / "gate.log").read_text()
+        assert f"refused app sha256 {fab_hash}" in gate_log
+
+
+def test_superlink_listens_on_loopback_only(deployment):
+    """Checked from the processes' own sockets: the SuperLink (and everything it started) listens on 127.0.0.1
+    only; the public port belongs to nginx."""
+    kit = read_coordinator_kit(deployment.coordinator_kit)
+    tree = [pid for pid, _ in process_tree(deployment.coordinator.pid)]
+    superlink = [pid for pid in tree if "flower-superlink" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(superlink) == 1
+    superlink_sockets = {a for pid, _ in process_tree(superlink[0]) for a in listening_addresses(pid)}
+    assert ("127.0.0.1", kit.superlink_port) in superlink_sockets
+    assert {address for address, _ in superlink_sockets} == {"127.0.0.1"}
+    assert all(port != kit.port for _, port in superlink_sockets)
+    nginx = [pid for pid in tree if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"nginx: master")]
+    assert ("127.0.0.1", kit.port) in listening_addresses(nginx[0])
+
+
+def test_members_cannot_reach_the_control_api(deployment, tmp_path):
+    """With a site kit's CA and the public address, `flwr ls`, `flwr run` and raw Control/Runtime API requests
+    are refused, while the same `flwr ls` on the coordinator host over loopback works."""
+    site_kit = deployment.kits / "sites" / deployment.sites[0]
+    member_home = tmp_path / "member-flwr-home"
+    member_home.mkdir()
+    write_connection(member_home, "public", f"localhost:{deployment.port}", site_kit / "certs" / "ca.crt")
+    env = flower_env(member_home)
+    flwr = str(Path(sys.executable).parent / "flwr")
+    listing = subprocess.run(
+        [flwr, "ls", "public"], env=env, capture_output=True, text=True, check=False, timeout=120
+    )
+    assert listing.returncode != 0, listing.stdout
+    release = (
+        tmp_path / "release-app"
+    )  # even the federation's own release: the Control API is closed to members
+    unpack_for_submission(read_coordinator_kit(deployment.coordinator_kit).release, release)
+    submission = subprocess.run(
+        [flwr, "run", str(release), "public"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
+    assert submission.returncode != 0 and "Successfully started run" not in submission.stdout
+    public_key = deployment.keys[deployment.sites[0]].public
+    registration = subprocess.run(
+        [flwr, "supernode", "register", str(public_key), "public"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert registration.returncode != 0
+    access_log = (deployment.coordinator_kit / "logs" / "proxy-access.log").read_text()
+    for path in ("/v1/control/list-runs", "/v1/control/start-run", "/v1/control/register-node"):
+        assert f'"POST {path} HTTP/1.1" 403' in access_log, path
+
+    context = ssl.create_default_context(cafile=str(site_kit / "certs" / "ca.crt"))
+    for method, path in [
+        ("POST", "/v1/control/list-runs"),
+        ("POST", "/v1/control/start-run"),
+        ("POST", "/v1/runtime/acquire-task"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("POST", "/v1/fleet/%2e%2e/control/list-runs"),
+        ("POST", "/v1/fleet/pull-messages/../../control/list-runs"),
+        ("GET", "/v1/fleet/pull-messages"),
+    ]:
+        request = urllib.request.Request(
+            f"https://localhost:{deployment.port}{path}",
+            data=b"" if method == "POST" else None,
+            method=method,
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10, context=context)
+        assert refused.value.code == 403, (method, path)
+    with urllib.request.urlopen(
+        f"https://localhost:{deployment.port}/health", timeout=10, context=context
+    ) as ok:
+        assert ok.status == 200
+
+    kit = read_coordinator_kit(deployment.coordinator_kit)
+    local = subprocess.run(
+        [flwr, "ls", "oncofed"],
+        env=flower_env(kit.flwr_home),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert local.returncode == 0, local.stdout + local.stderr
+
+
+def test_proxy_passes_weight_sized_bodies(deployment):
+    """A 12 MiB Fleet request (over two of Flower's 5 MiB array chunks) reaches the SuperLink, which reads and
+    answers it itself (a JSON error: the bytes are no valid signed protobuf); only bodies above the proxy's limit
+    are refused by nginx (413)."""
+    context = ssl.create_default_context(cafile=str(deployment.coordinator_kit / "certs" / "ca.crt"))
+
+    def post(size: int) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            f"https://localhost:{deployment.port}/v1/fleet/push-object",
+            data=b"\0" * size,
+            method="POST",
+            headers={"Content-Type": "application/protobuf"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60, context=context) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    status, body = post(12 * 1024 * 1024)
+    assert status in (400, 401) and "detail" in json.loads(body), body[:300]  # Flower's answer, not nginx's
+    status, body = post(80 * 1024 * 1024)
+    assert status == 413 and b"nginx" in body
+
+
+def test_no_private_key_of_a_site_at_the_coordinator(deployment):
+    """The provisioning output (kits and the CA folder) holds private keys of the CA and the SuperLink only:
+    no file there is a site's private key, and no site kit holds any private key."""
+    registered = {
+        site: certs.load_site_public_key(deployment.coordinator_kit / "site-keys" / f"{site}.pub")
+        for site in deployment.sites
+    }
+    found = private_key_files(deployment.kits) + private_key_files(deployment.root / "ca-offline")
+    assert {p.relative_to(deployment.root) for p in found} == {
+        Path("kits/coordinator/certs/server.key"),
+        Path("ca-offline/ca.key"),
+    }
+    for path in found:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        assert key.public_key() not in registered.values(), path
+    for site in deployment.sites:
+        assert private_key_files(deployment.kits / "sites" / site) == []
+        assert registered[site] == certs.load_site_private_key(deployment.keys[site].private).public_key()
+    assert not any(path.name == "ca.key" for path in deployment.kits.rglob("*"))
+
+
+def test_coordinator_status_names_every_site_and_the_run(deployment):
+    """`oncofed coordinator status`: sites by name (Flower itself lists node ids only) and the run's state."""
+    result = run_oncofed(
+        "coordinator",
+        "status",
+        "--kit",
+        str(deployment.coordinator_kit),
+        timeout=180,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == ExitCode.OK, result.stdout + result.stderr
+    table = " ".join(result.stdout.replace("│", " ").replace("┃", " ").split())
+    for site in deployment.sites:
+        assert f"{site} online now" in table, result.stdout
+    run_dir = min((deployment.coordinator_kit / "runs").iterdir())  # the first run: 2 rounds of training
+    assert f"{run_dir.name} completed 2/2" in table, result.stdout
+
+
+@pytest.mark.slow
+def test_a_run_is_continued_from_its_checkpoint(deployment):
+    """`oncofed run --resume RUN_DIR --rounds 3`: a new Flower run continues the completed 2-round run with round
+    3 only, in the same folder; every round appears once per site."""
+    run_dir = min((deployment.coordinator_kit / "runs").iterdir())  # the first run: 2 rounds of training
+    code, output = run_command(deployment, "resume-run", "--resume", str(run_dir), "--rounds", "3")
+    assert code == 0, output[-4000:]
+    assert "Resuming 3 rounds" in output and "[ROUND 3/3]" in output and "[ROUND 2/3]" not in output
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sorted((r["round"], r["site"]) for r in records) == [
+        (rnd, site) for rnd in range(4) for site in deployment.sites
+    ]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["resumed"][0]["after_round"] == 2
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
 def test_registering_the_sites_again_is_fine(deployment):
     """`coordinator start` after a restart finds the keys registered in its database: not an error."""
-    kit = read_coordinator_kit(deployment.kits / "coordinator")
-    registrations = register_sites(kit, coordinator_env(kit))
+    kit = read_coordinator_kit(deployment.coordinator_kit)
+    registrations = register_sites(kit)
     assert [(r.site, r.outcome) for r in registrations] == [
         (site, "already registered") for site in deployment.sites
     ]
@@ -218,94 +439,160 @@ def test_site_check_passes_on_a_connected_site(deployment):
     results = check_kit(deployment.kits / "sites" / deployment.sites[0])
     assert [r.problem for r in results if r.status == "error"] == [], results
     assert any(r.check == "coordinator" and r.status == "ok" for r in results)
+    (key,) = [r for r in results if r.check == "site key"]
+    assert "the kit's key" in key.message and "registered" not in key.message
 
 
-def test_unregistered_key_is_refused(deployment, tmp_path):
-    """A site added to the spec later gets a complete kit, but its key is not registered at the running
-    coordinator: Flower refuses it, and `site start` says so. Provisioning leaves the existing kits as they were."""
-    kits = tmp_path / "kits"
-    shutil.copytree(deployment.kits, kits, ignore=shutil.ignore_patterns("state", "logs", "runs"))
-    report = provision(
-        read_spec(write_spec(tmp_path / "spec.toml", [*deployment.sites, "hospital-x"], deployment.port)),
-        kits,
+README_SUBSTITUTIONS = """The README's steps run as written, with these substitutions only: the install root
+(/opt/oncofed, which a test cannot write) becomes a temporary folder; `<this kit>` is the kit the coordinator sent;
+the Python environment lines (venv + pip, minutes of downloads) become a link to this test's environment, whose
+pins test_kit_files checks against the kit's requirements.txt; the editor is a script that sets site.toml the way
+the README's comment says (plus a free runtime port: several sites share this host)."""
+
+
+@pytest.mark.slow
+def test_readme_steps_connect_a_site(deployment, tmp_path):
+    """A hospital makes its key pair, the coordinator adds it while running, and hospital IT follows the kit's
+    README to the letter: the site connects without the coordinator restarting."""
+    home = tmp_path / "opt-oncofed"
+    home.mkdir()
+    # before the kit: `oncofed site keygen --out /opt/oncofed/keys`, as the README says; only site.pub is sent
+    pair = generate_site_keys(home / "keys", comment="hospital-readme")
+    result = run_oncofed(
+        "provision",
+        str(deployment.root / "spec.toml"),
+        "--out",
+        str(deployment.kits),
+        "--add-site",
+        "hospital-readme",
+        "--public-key",
+        str(pair.public),
     )
-    assert report.created == ["hospital-x"] and report.kept == deployment.sites
-    for site in deployment.sites:
-        for file in (deployment.kits / "sites" / site).rglob("*"):
-            if file.is_file():
-                assert (
-                    file.read_bytes()
-                    == (
-                        kits / "sites" / site / file.relative_to(deployment.kits / "sites" / site)
-                    ).read_bytes()
-                ), file
-    assert read_coordinator_kit(kits / "coordinator").sites == [*deployment.sites, "hospital-x"]
-
-    new_kit = kits / "sites" / "hospital-x"
-    fill_site_toml(new_kit, deployment.data / deployment.sites[0], tmp_path / "work-x")
-    process = start_command(
-        "site start hospital-x", tmp_path / "site-x.out", "site", "start", "--kit", str(new_kit)
+    assert (
+        result.returncode == 0 and "hospital-readme: registered on the running coordinator" in result.stdout
     )
+    kit_dir = deployment.kits / "sites" / "hospital-readme"
+    readme = (kit_dir / "README.md").read_text()
+    block = readme.split("## Connect the site", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+
+    lines = []
+    for line in block.splitlines():
+        if line.startswith("ONCOFED_HOME=/opt/oncofed"):
+            line = f"ONCOFED_HOME={home}"
+        elif "python3.11 -m venv" in line:
+            line = f"ln -s {Path(sys.executable).parents[1]} $ONCOFED_HOME/venv"
+        elif "/pip install" in line:
+            for needed in ("$KIT/requirements.txt", "$KIT/packages/"):
+                assert needed not in line or (kit_dir / needed.removeprefix("$KIT/")).exists()
+            continue
+        lines.append(line.replace("<this kit>", str(kit_dir)))
+    script = tmp_path / "readme-steps.sh"
+    script.write_text("set -eu\n" + "\n".join(lines) + "\n")
+    editor = tmp_path / "editor"
+    editor.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, re\n"
+        "path = sys.argv[1]\n"
+        "text = open(path).read()\n"
+        f"values = {{'data-path': {str(deployment.data / deployment.sites[0])!r}, 'work-path': {str(home / 'work')!r},\n"
+        f"          'private-key': {str(home / 'keys' / 'site.key')!r}}}\n"
+        "for key, value in values.items():\n"
+        "    text = re.sub(rf'^{key} = .*$', f'{key} = \"{value}\"', text, flags=re.M)\n"
+        f"text = re.sub(r'^runtime-port = .*$', 'runtime-port = {free_port()}', text, flags=re.M)\n"
+        "text = re.sub(r'^min-report-cases = .*$', 'min-report-cases = 1', text, flags=re.M)\n"
+        "text = re.sub(r'^min-train-cases = .*$', 'min-train-cases = 1', text, flags=re.M)\n"
+        "open(path, 'w').write(text)\n"
+    )
+    editor.chmod(editor.stat().st_mode | stat.S_IXUSR)
+
+    deployment.flwr_homes.append(home / "work" / "flower-home")
+    steps = start_process(
+        "README steps", ["bash", str(script)], {**os.environ, "EDITOR": str(editor)}, tmp_path / "steps.out"
+    )
+    deployment.started.append(steps)
     try:
-        code = process.popen.wait(timeout=90)
+        wait_for_line(steps, "connected to the coordinator as node", timeout_s=240)
     finally:
-        process.stop()
-    output = (tmp_path / "site-x.out").read_text()
-    assert code == ExitCode.FAILED, output
-    assert "refused this site's key" in output and "not registered" in output
-    assert processes_with_env("FLWR_HOME", str((tmp_path / "work-x" / "flower-home").resolve())) == []
+        steps.stop()
+    output = (tmp_path / "steps.out").read_text()
+    assert "the kit's key" in output  # `site check` ran and passed before `site start`
+    assert deployment.coordinator.popen.poll() is None  # no coordinator restart was needed
+
+
+def test_revoked_site_is_refused_within_a_heartbeat(deployment):
+    """`coordinator revoke` on the running coordinator: the connected site is refused at its next heartbeat and
+    its `site start` exits saying so; started again, it is refused at once. The other sites stay connected."""
+    kit_dir, _ = deployment.add_site("hospital-revoked", deployment.sites[1])
+    site = deployment.start_site("hospital-revoked", kit_dir)
+    wait_for_line(site, "connected to the coordinator as node")
+
+    revoked_at = time.monotonic()
+    result = run_oncofed(
+        "coordinator", "revoke", "--kit", str(deployment.coordinator_kit), "--site", "hospital-revoked"
+    )
+    assert result.returncode == 0 and "Unregistered node" in result.stdout, result.stdout + result.stderr
+    assert site.popen.wait(timeout=HEARTBEAT_WINDOW_S + 30) == ExitCode.REFUSED
+    assert time.monotonic() - revoked_at < HEARTBEAT_WINDOW_S + 30
+    assert "stopped accepting this site" in site.log_path.read_text()
+
+    again = run_oncofed("site", "start", "--kit", str(kit_dir), timeout=180)
+    assert again.returncode == ExitCode.REFUSED
+    assert "refused this site's key" in again.stderr
+    assert "hospital-revoked" in (deployment.coordinator_kit / "revoked-sites.toml").read_text()
+    for other in deployment.started[1 : 1 + len(deployment.sites)]:
+        assert other.popen.poll() is None
 
 
 def test_wrong_ca_fails_with_a_clear_message(deployment, tmp_path):
     """A kit whose CA is not the coordinator's: the pre-flight names it before Flower starts, and a SuperNode
     started anyway is refused by TLS, with the same explanation."""
+    site = deployment.sites[0]
     kit_dir = tmp_path / "kit"
-    shutil.copytree(deployment.kits / "sites" / deployment.sites[0], kit_dir)
-    fill_site_toml(kit_dir, deployment.data / deployment.sites[0], tmp_path / "work")
+    shutil.copytree(deployment.kits / "sites" / site, kit_dir)
+    fill_site_toml(kit_dir, deployment.data / site, tmp_path / "work", deployment.keys[site].private)
     _, other_ca = certs.make_ca("another-federation")
     (kit_dir / "certs" / "ca.crt").write_bytes(certs.certificate_pem(other_ca))
 
-    result = subprocess.run(
-        command("site", "start", "--kit", str(kit_dir)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_oncofed("site", "start", "--kit", str(kit_dir), timeout=120)
     assert result.returncode == ExitCode.BAD_INPUT
     assert (
         "not signed by this kit's CA" in result.stderr and str(kit_dir / "certs" / "ca.crt") in result.stderr
     )
 
     kit = read_site_kit(kit_dir)
-    supernode, offset = start_supernode(kit)
+    running = start_site(kit)
     try:
         with pytest.raises(SiteStartError, match="not signed by this kit's CA"):
-            wait_until_connected(kit, supernode, offset, timeout_s=60)
+            wait_until_connected(kit, running, timeout_s=60)
     finally:
-        supernode.stop()
+        running.stop()
     assert processes_with_env("FLWR_HOME", str(kit.flwr_home.resolve())) == []
 
 
 def test_plain_http_gets_no_service(deployment):
-    """The SuperLink speaks only TLS: a plain-HTTP request gets no HTTP answer at all; the same over TLS does."""
-    with pytest.raises((http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError)):
-        urllib.request.urlopen(f"http://127.0.0.1:{deployment.port}/health", timeout=10)
-    with pytest.raises((http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError)):
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{deployment.port}/v1/fleet/create-node", data=b"", method="POST"
-        )
-        urllib.request.urlopen(request, timeout=10)
-    context = ssl.create_default_context(cafile=str(deployment.kits / "coordinator" / "certs" / "ca.crt"))
+    """The public port speaks only TLS: plain HTTP gets no service; the same over TLS does."""
+    for path, data in (("/health", None), ("/v1/fleet/create-node", b"")):
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{deployment.port}{path}", data=data, timeout=10)
+    context = ssl.create_default_context(cafile=str(deployment.coordinator_kit / "certs" / "ca.crt"))
     with urllib.request.urlopen(
         f"https://127.0.0.1:{deployment.port}/health", timeout=10, context=context
     ) as answer:
         assert answer.status == 200
 
 
-def test_run_settings_are_checked_before_submitting(tmp_path):
-    provision(read_spec(write_spec(tmp_path / "spec.toml", ["site-1"], free_port())), tmp_path / "kits")
+def test_run_settings_are_checked_before_submitting(tmp_path, monkeypatch):
+    write_spec(tmp_path / "spec.toml", "settings", ["site-1", "site-2"], free_port())
+    provision(read_spec(tmp_path / "spec.toml"), tmp_path / "kits", generate_site_keys=True)
     kit = read_coordinator_kit(tmp_path / "kits" / "coordinator")
+
+    def no_source_tree():
+        raise FileNotFoundError("installed from a wheel: no source tree")
+
+    monkeypatch.setattr("deploy.flower_env.app_directory", no_source_tree)  # `oncofed run` needs only the kit
+    plan = plan_run(kit, 3, "tiny")
+    assert plan.run_config["min-sites"] == 2 and plan.app.sha256 == kit.release_sha256
+    assert unpack_for_submission(plan.fab, tmp_path / "submitted").sha256 == kit.release_sha256
     plan = plan_run(kit, 3, "tiny", "local-epochs=1 min-sites=1")
     assert plan.run_config["local-epochs"] == 1 and plan.run_config["min-sites"] == 1
     assert plan.run_config["num-server-rounds"] == 3 and plan.run_dir.parent == kit.runs
@@ -315,26 +602,144 @@ def test_run_settings_are_checked_before_submitting(tmp_path):
         plan_run(kit, 3, "tiny", 'run-dir="/tmp/x"')
     with pytest.raises(ValueError, match="unknown model preset 'huge'"):
         plan_run(kit, 3, "huge")
+    with pytest.raises(ValueError, match="not a Flower app bundle"):
+        plan_run(kit, 3, "tiny", fab=tmp_path / "spec.toml")
     with pytest.raises(CoordinatorNotRunning, match="oncofed coordinator start --kit"):
         check_coordinator_running(kit)
 
 
 @pytest.mark.slow
+def test_changed_app_runs_once_both_sites_approve(deployment, tmp_path):
+    """The whole approval cycle: the changed app is refused at both sites; each site reviews and approves it with
+    `oncofed site approve`; the same FAB then trains at both sites, and its changed line ran there."""
+    marker = tmp_path / "changed-app-ran"
+    fab = changed_app_fab(tmp_path, marker)
+    code, output = run_command(
+        deployment,
+        "before-approval",
+        "--rounds",
+        "1",
+        "--preset",
+        "tiny",
+        "--fab",
+        str(fab),
+        "--run-config",
+        "min-sites=2",
+    )
+    assert code == ExitCode.REFUSED and not marker.exists(), output[-3000:]
+
+    for site in deployment.sites:
+        declined = run_oncofed(
+            "site", "approve", "--kit", str(deployment.kits / "sites" / site), "--fab", str(fab), stdin="n\n"
+        )
+        assert declined.returncode == ExitCode.REFUSED
+        approved = run_oncofed(
+            "site", "approve", "--kit", str(deployment.kits / "sites" / site), "--fab", str(fab), "--yes"
+        )
+        assert approved.returncode == 0 and sha256_hex(fab.read_bytes()) in approved.stdout, approved.stderr
+
+    code, output = (
+        run_command(  # the `small` model: one of its arrays (1.7 MiB) is over nginx's default 1 MiB
+            deployment,
+            "after-approval",
+            "--rounds",
+            "1",
+            "--preset",
+            "small",
+            "--fab",
+            str(fab),
+            "--run-config",
+            "local-epochs=1 min-sites=2 patch-size=32 samples-per-case=1",
+        )
+    )
+    assert code == 0, output[-4000:]
+    assert marker.exists()
+    run_dir = max(read_coordinator_kit(deployment.coordinator_kit).runs.iterdir())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {r["site"] for r in records} == set(deployment.sites) and read_refusals(run_dir) == []
+    uploads = [  # authenticated weight uploads through the proxy, larger than nginx's default body limit
+        line
+        for line in (deployment.coordinator_kit / "logs" / "proxy-access.log").read_text().splitlines()
+        if '"POST /v1/fleet/push-object HTTP/1.1" 200' in line
+        and int(line.split("request_bytes=")[1].split()[0]) > 2**20
+    ]
+    assert len(uploads) >= len(deployment.sites)
+
+
+@pytest.mark.slow
+def test_restarts_and_revocation_across_coordinator_restarts(tmp_path):
+    """A site killed without signing off and started again within Flower's heartbeat window is told so and
+    connects after the window; a revoked site stays refused after the coordinator restarts, also with a fresh
+    database."""
+    write_federation(tmp_path / "data", n_sites=1, seed=3, preset="tiny")
+    (site,) = [folder.name for folder in (tmp_path / "data").iterdir()]
+    keys = make_site_keys(tmp_path / "hospital-keys", [site])
+    write_spec(tmp_path / "spec.toml", "restarts", [site], free_port(), {site: keys[site].public})
+    kits = tmp_path / "kits"
+    assert run_oncofed("provision", str(tmp_path / "spec.toml"), "--out", str(kits)).returncode == 0
+    shutil.rmtree(tmp_path / "kits" / "ca")  # not needed at run time
+    kit_dir = kits / "sites" / site
+    fill_site_toml(kit_dir, tmp_path / "data" / site, tmp_path / "work", keys[site].private)
+    homes = [kits / "coordinator" / "flwr-home", tmp_path / "work" / "flower-home"]
+
+    def start(name: str, *args: str) -> StartedProcess:
+        process = start_oncofed(name, tmp_path / f"{name}.out", *args)
+        started.append(process)
+        return process
+
+    started: list[StartedProcess] = []
+    try:
+        coordinator = start("coordinator", "coordinator", "start", "--kit", str(kits / "coordinator"))
+        wait_for_line(coordinator, "submit a run")
+        first = start("site-1", "site", "start", "--kit", str(kit_dir))
+        wait_for_line(first, "connected to the coordinator as node")
+        for pid, _ in reversed(process_tree(first.pid)):  # a power cut: nobody signs off
+            os.kill(pid, 9)
+        first.popen.wait(timeout=10)
+
+        second = start("site-2", "site", "start", "--kit", str(kit_dir))
+        wait_for_line(second, "restart within Flower's heartbeat window", timeout_s=120)
+        wait_for_line(second, "connected to the coordinator as node", timeout_s=HEARTBEAT_WINDOW_S + 120)
+
+        revoke = run_oncofed("coordinator", "revoke", "--kit", str(kits / "coordinator"), "--site", site)
+        assert revoke.returncode == 0, revoke.stderr
+        assert second.popen.wait(timeout=HEARTBEAT_WINDOW_S + 30) == ExitCode.REFUSED
+
+        for fresh_database in (False, True):
+            coordinator.popen.terminate()
+            assert coordinator.popen.wait(timeout=60) == 0
+            if fresh_database:
+                shutil.rmtree(kits / "coordinator" / "state")
+            coordinator = start(
+                f"coordinator-{fresh_database}", "coordinator", "start", "--kit", str(kits / "coordinator")
+            )
+            wait_for_line(coordinator, "submit a run")
+            refused = run_oncofed("site", "start", "--kit", str(kit_dir), timeout=180)
+            assert refused.returncode == ExitCode.REFUSED and "refused this site's key" in refused.stderr, (
+                refused.stderr
+            )
+    finally:
+        orphans = stop_all(started, homes)
+    assert orphans == []
+
+
+@pytest.mark.slow
 def test_trusted_entities_refuse_locally_built_apps(tmp_path):
-    """Why the kits claim no app signing: Flower 1.42 verifies signatures only for apps the SuperLink fetched from
-    Flower Hub, so a SuperNode given `--trusted-entities` refuses every app submitted from a local folder.
-    A tripwire: when this fails, Flower can verify local apps and sites can be restricted to signed ones."""
+    """Why the sites approve apps by hash themselves: Flower 1.42 verifies signatures only for apps the SuperLink
+    fetched from Flower Hub, so a SuperNode given `--trusted-entities` refuses every app submitted from a local
+    folder. A tripwire: when this fails, Flower can verify local apps and sites could also require signed ones."""
     write_federation(tmp_path / "data", n_sites=1, seed=2, preset="tiny")
     (site,) = [folder.name for folder in (tmp_path / "data").iterdir()]
-    provision(read_spec(write_spec(tmp_path / "spec.toml", [site], free_port())), tmp_path / "kits")
-    fill_site_toml(tmp_path / "kits" / "sites" / site, tmp_path / "data" / site, tmp_path / "work")
+    write_spec(tmp_path / "spec.toml", "trusted", [site], free_port())
+    provision(read_spec(tmp_path / "spec.toml"), tmp_path / "kits", generate_site_keys=True)
+    fill_site_toml(tmp_path / "kits" / "sites" / site, tmp_path / "data" / site, tmp_path / "work", None)
     kit = read_site_kit(tmp_path / "kits" / "sites" / site)
     publisher = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
     (tmp_path / "trusted.yaml").write_text(f"fpk_oncofed: '{publisher.decode()}'\n")
 
     started: list[StartedProcess] = []
     try:
-        coordinator = start_command(
+        coordinator = start_oncofed(
             "coordinator start",
             tmp_path / "coordinator.out",
             "coordinator",
@@ -343,7 +748,7 @@ def test_trusted_entities_refuse_locally_built_apps(tmp_path):
             str(tmp_path / "kits" / "coordinator"),
         )
         started.append(coordinator)
-        wait_for_line(coordinator, "submit a run:")
+        wait_for_line(coordinator, "submit a run")
         supernode = start_process(
             "flower-supernode",
             [
@@ -354,8 +759,6 @@ def test_trusted_entities_refuse_locally_built_apps(tmp_path):
                 kit.settings.coordinator,
                 "--auth-supernode-private-key",
                 str(kit.private_key),
-                "--node-config",
-                str(write_node_config(kit)),
                 "--port",
                 str(kit.settings.runtime_port),
                 "--trusted-entities",
@@ -365,7 +768,7 @@ def test_trusted_entities_refuse_locally_built_apps(tmp_path):
             tmp_path / "sn.log",
         )
         started.append(supernode)
-        runner = start_command(
+        runner = start_oncofed(
             "run",
             tmp_path / "run.out",
             "run",

@@ -65,14 +65,16 @@ def federation(tmp_path_factory) -> Path:
     (root / "spec.toml").write_text(
         'federation = "pf"\nsites = ["hospital-a"]\n\n[coordinator]\naddresses = ["localhost"]\nport = 8000\n'
     )
-    provision(read_spec(root / "spec.toml"), root / "out")
+    provision(
+        read_spec(root / "spec.toml"), root / "out", generate_site_keys=True
+    )  # the kit holds a test key
     return root / "out"
 
 
 @pytest.fixture
 def ca(federation):
-    cert_dir = federation / "coordinator" / "certs"
-    return certs.load_private_key_pem(cert_dir / "ca.key"), certs.load_certificate(cert_dir / "ca.crt")
+    ca_dir = federation / "ca"
+    return certs.load_private_key_pem(ca_dir / "ca.key"), certs.load_certificate(ca_dir / "ca.crt")
 
 
 @pytest.fixture
@@ -113,6 +115,7 @@ def test_all_checks_pass_against_the_coordinator_certificate(kit, federation, tm
     assert {
         "kit files",
         "site key",
+        "approved apps",
         "CA certificate",
         "flwr version",
         "data folder",
@@ -167,18 +170,43 @@ def test_timeout(kit):
     assert result.problem == "timeout" and "within 1 s" in result.message
 
 
-def test_key_that_is_not_the_registered_one(kit):
+def test_key_that_is_not_the_kits(kit):
     private, _ = certs.site_key_openssh(certs.new_private_key())
     atomic_write_bytes(kit / "keys" / "site.key", private, mode=certs.PRIVATE_KEY_MODE)
     result = by_check(check_kit(kit, timeout_s=1))["site key"]
-    registered = tomllib.loads((kit / "kit.toml").read_text())["key-fingerprint"]
-    assert result.problem == "key-mismatch" and registered in result.message
+    expected = tomllib.loads((kit / "kit.toml").read_text())["key-fingerprint"]
+    assert (
+        result.problem == "key-mismatch"
+        and expected in result.message
+        and "not the kit's key" in result.message
+    )
+
+
+def test_missing_or_unparsable_key_is_named(kit, tmp_path):
+    set_site_toml(kit, **{"private-key": str(tmp_path / "nowhere.key")})
+    result = by_check(check_kit(kit, timeout_s=1))["site key"]
+    assert result.problem == "key-missing" and "site.toml private-key" in result.message
+    (tmp_path / "garbage.key").write_text("not a key")
+    set_site_toml(kit, **{"private-key": str(tmp_path / "garbage.key")})
+    result = by_check(check_kit(kit, timeout_s=1))["site key"]
+    assert result.problem == "key-invalid" and "not an unencrypted OpenSSH private key" in result.message
 
 
 def test_readable_private_key_is_a_warning(kit):
     (kit / "keys" / "site.key").chmod(0o644)
     result = by_check(check_kit(kit, timeout_s=1))["site key"]
     assert (result.status, result.problem) == ("warning", "key-permissions") and "chmod 600" in result.message
+
+
+def test_approved_apps(kit):
+    release = tomllib.loads((kit / "kit.toml").read_text())["release-sha256"]
+    result = by_check(check_kit(kit, timeout_s=1))["approved apps"]
+    assert result.status == "ok" and release[:12] in result.message
+    (kit / "approved-apps.toml").write_text("")
+    result = by_check(check_kit(kit, timeout_s=1))["approved apps"]
+    assert result.problem == "no-app-approved" and "refuses every run" in result.message
+    (kit / "approved-apps.toml").write_text("[[app]\n")
+    assert by_check(check_kit(kit, timeout_s=1))["approved apps"].problem == "allow-list-invalid"
 
 
 def test_flwr_version_other_than_the_kits(kit):

@@ -2,7 +2,8 @@
 
 Runs (tiny_capture_run: the same 2-site federation and settings, every site reply captured; one session each).
 Under the sites' default disclosure policy hospital-a trains and reports; hospital-b has too few cases, so it
-declines to train (no weights) and suppresses its validation in every run.
+declines to train (no weights) and suppresses its validation in every run; the runs that must change the global
+model set the quorum to that one training site (QUORUM: min-sites 1; the coordinator's default is a majority).
 
 Default tier, one run of one round:
 - combined: local-norm, local-baseline, float16 transport, central DP, post-processing → norm layers and the
@@ -43,7 +44,10 @@ from site_app.local_baseline import MODEL_FILE
 from site_app.local_norm import NORM_FILE
 from site_app.run_state import RUNS_FOLDER
 
+QUORUM = {"min-sites": 1}
+"""hospital-a alone: its sound training reply is enough to change the global model."""
 COMBINED = {
+    **QUORUM,
     "local-norm": True,
     "local-baseline": True,
     "transport-dtype": "float16",
@@ -100,11 +104,14 @@ def test_the_same_command_and_seed_give_the_same_metrics_and_weights(tmp_path_fa
 
 
 @pytest.mark.slow
-def test_fedprox_with_mu_zero_gives_the_weights_of_fedavg_bit_for_bit(tmp_path_factory, base):
-    prox = option_run(tmp_path_factory, "fedprox", {"strategy": "fedprox", "proximal-mu": 0.0})
+def test_fedprox_with_mu_zero_gives_the_weights_of_fedavg_bit_for_bit(tmp_path_factory):
+    fedavg = option_run(tmp_path_factory, "fedavg", QUORUM)
+    prox = option_run(tmp_path_factory, "fedprox", {**QUORUM, "strategy": "fedprox", "proximal-mu": 0.0})
     config = json.loads((prox.run_dir / "config.json").read_text())["run_config"]
     assert config["strategy"] == "fedprox" and config["proximal-mu"] == 0.0
-    a, b = final_weights(base), final_weights(prox)
+    a, b = final_weights(fedavg), final_weights(prox)
+    initial = build_model("tiny", seed=1).state_dict()
+    assert any(not torch.equal(a[k], initial[k]) for k in a)  # the global model did change
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "FedProx" in (prox.run_dir / "report.html").read_text()
 

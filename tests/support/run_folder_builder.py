@@ -14,8 +14,8 @@ from model_checkpoints import SOME_EDEMA, biased_checkpoint
 from models.labels import evaluation_regions
 from models.wire import N_SKIPPED, NUM_EXAMPLES, REPORTED, SUPPRESSED, Overview
 from server_app.app_identity import write_app_identity
-from server_app.checkpoints import Checkpointer
-from server_app.run_folder import RunFolder, read_metrics
+from server_app.best_model import BestRound
+from server_app.run_folder import COMPLETED, RunFolder, read_metrics
 from server_app.summary import build_summary
 from site_app.aggregates import site_aggregates
 from site_app.disclosure import ValidationPolicy, conventions
@@ -101,7 +101,10 @@ def fake_run(run_dir: Path, rounds: int = 1) -> Path:
     }
     for name in ("final", "best"):
         biased_checkpoint(run_dir / "models" / f"{name}.pt", SOME_EDEMA, spacing_mm=4.0, patch_size=16)
-    checkpointer = Checkpointer(run, "tiny")
-    checkpointer.best_round, checkpointer.best_score = rounds, 0.5
-    run.write_summary(build_summary(read_metrics(run_dir), {}, checkpointer, overview, rounds, 1.0))
+    best = BestRound(round=rounds, scores={REPORTING_SITE: (0.5, 6)}, compared_on=[REPORTING_SITE])
+    run.write_summary(
+        build_summary(
+            read_metrics(run_dir), {}, best, overview, rounds, 1.0, status=COMPLETED, last_round=rounds
+        )
+    )
     return run_dir

@@ -22,8 +22,8 @@ runner = CliRunner()
     ("args", "listed"),
     [
         ([], ["synth", "simulate", "provision", "run", "coordinator", "report", "export", "site"]),
-        (["site"], ["check", "start", "report", "predict"]),
-        (["coordinator"], ["start"]),
+        (["site"], ["check", "start", "report", "predict", "keygen", "approve", "apps", "revoke-app"]),
+        (["coordinator"], ["start", "status", "revoke"]),
     ],
 )
 def test_each_group_lists_its_commands(args, listed):
@@ -44,10 +44,16 @@ def test_each_group_lists_its_commands(args, listed):
         ["report"],
         ["export"],
         ["coordinator", "start"],
+        ["coordinator", "revoke"],
+        ["coordinator", "status"],
         ["site", "check"],
         ["site", "start"],
         ["site", "report"],
         ["site", "predict"],
+        ["site", "keygen"],
+        ["site", "approve"],
+        ["site", "apps"],
+        ["site", "revoke-app"],
     ],
 )
 def test_each_command_has_help(command):
@@ -129,6 +135,9 @@ def one_error(result, code: ExitCode) -> str:
         (["site", "report", "--work", "{tmp}/nowhere"], "nowhere"),
         (["site", "check", "--data", "{tmp}/nowhere", "--work", "{tmp}/work"], "nowhere"),
         (["coordinator", "start", "--kit", "{tmp}"], str(Path("{tmp}"))),
+        (["coordinator", "status", "--kit", "{tmp}"], str(Path("{tmp}"))),
+        (["simulate", "--resume", "{tmp}"], "not the run folder of a simulation"),
+        (["simulate", "--data", "{tmp}", "--out", "{tmp}/run", "--run-config", "seed=4"], "--seed"),
     ],
 )
 def test_a_bad_input_is_bad_input(tmp_path, args, named):
@@ -166,6 +175,9 @@ def test_a_folder_without_a_validated_round_is_no_usable_data_for_report(tmp_pat
         ["synth", "--out", "x", "--bogus"],
         ["site", "check", "--format", "xml", "--data", "x", "--work", "y"],
         ["site", "check", "--data", "x"],  # neither --kit nor --data with --work
+        ["simulate", "--resume", "x", "--out", "y"],  # a resumed run keeps its folder and data
+        ["simulate", "--rounds", "2"],  # neither --data with --out nor --resume
+        ["run", "--kit", "x", "--resume", "y", "--preset", "tiny"],  # a resumed run keeps its model
         ["nonsense"],
     ],
 )

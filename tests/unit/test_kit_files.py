@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from deploy.provision import provision, read_spec
+from deploy.site_keys import generate_site_keys
 
 PINNED = re.compile(r"^[A-Za-z0-9._-]+(\[[A-Za-z0-9,._-]+\])?==[0-9][A-Za-z0-9.+!-]*$")
 
@@ -18,9 +19,10 @@ PINNED = re.compile(r"^[A-Za-z0-9._-]+(\[[A-Za-z0-9,._-]+\])?==[0-9][A-Za-z0-9.+
 @pytest.fixture(scope="module")
 def kits(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("kit-files")
+    generate_site_keys(root / "hospital-a-keys")
     (root / "spec.toml").write_text(
-        'federation = "files"\nsites = ["hospital-a"]\n\n'
-        '[coordinator]\naddresses = ["fl.example.org"]\nport = 8443\n'
+        'federation = "files"\n\n[coordinator]\naddresses = ["fl.example.org"]\nport = 8443\n\n'
+        '[sites.hospital-a]\npublic-key = "hospital-a-keys/site.pub"\n'
     )
     provision(read_spec(root / "spec.toml"), root / "out")
     return root / "out"
@@ -72,8 +74,12 @@ def test_compose_file(kits, which):
             assert re.fullmatch(r"\$\{ONCOFED_[A-Z_]+:\?[^}]+\}", source), volume
         else:
             assert (kit / source).exists(), volume
+    assert re.fullmatch(r"\$\{ONCOFED_UID:-10001\}:\$\{ONCOFED_GID:-10001\}", service["user"])
     if which == 1:
         assert "ports" not in service  # a site only connects out
+        assert any(v.startswith("${ONCOFED_KEY_DIR:?") and v.endswith(":ro") for v in service["volumes"])
+    else:
+        assert service["ports"] == ["8443:8443"]  # the proxy only: the SuperLink stays on 127.0.0.1
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["coordinator", "site"])
@@ -94,8 +100,10 @@ def test_dockerfile(kits, which):
                 if word.startswith(("-", "http", "/opt/oncofed/")):
                     continue
                 assert PINNED.match(word), f"unpinned: {word}"
-    for secret in ("keys/site.key", "certs/ca.key", "certs/server.key"):
+    for secret in ("keys/site.key", "certs/server.key", "state/superlink.db", "revoked-sites.toml"):
         assert not dockerignore_allows(kit, secret)
+    installs_nginx = any(i == "RUN" and "nginx-light" in a for i, a in instructions)
+    assert installs_nginx == (which == 0)  # `coordinator start` runs nginx in the container
     requirements = [
         line
         for line in (kit / "requirements.txt").read_text().splitlines()
@@ -132,4 +140,9 @@ def test_readmes_name_the_kit(kits):
     assert "hospital-a" in site_readme and "oncofed site check --kit" in site_readme
     assert "@@{" not in site_readme
     assert "fl.example.org:8443" in site_readme
-    assert "@@{" not in (kits / "coordinator" / "README.md").read_text()
+    assert "oncofed site approve" in site_readme and "approved-apps.toml" in site_readme
+    assert "Test federation" not in site_readme
+    coordinator_readme = (kits / "coordinator" / "README.md").read_text()
+    assert "@@{" not in coordinator_readme
+    for step in ("--add-site NAME --public-key FILE", "oncofed coordinator revoke", "--fab FILE", "offline"):
+        assert step in coordinator_readme

@@ -128,8 +128,8 @@ def test_a_whole_number_is_accepted_where_a_number_is_expected():
 def test_the_coordinator_refuses_an_empty_run_folder_and_a_bad_timeout():
     with pytest.raises(ValueError, match="run-dir"):
         ServerRunSettings.from_run_config(defaults())
-    with pytest.raises(RunConfigError, match="round-timeout-s"):
-        ServerRunSettings.from_run_config({**defaults(), "run-dir": "/tmp/r", "round-timeout-s": 0})
+    with pytest.raises(RunConfigError, match="train-timeout-s"):
+        ServerRunSettings.from_run_config({**defaults(), "run-dir": "/tmp/r", "train-timeout-s": 0})
 
 
 def test_what_the_site_records_of_a_validation_reads_back_to_the_same_settings():

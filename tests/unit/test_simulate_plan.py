@@ -25,7 +25,7 @@ def test_run_config_overrides_reach_the_run_config(data, tmp_path):
     ("overrides", "message"),
     [
         ("strategie=1", "unknown key 'strategie'"),
-        ("seed=3", "sets seed; use the command's own options"),
+        ("seed=3", "sets seed; use --rounds, --preset, --seed"),
         ('sim-data="/tmp/x"', "sets sim-data"),
         ('strategy="fedsgd"', "--run-config: run setting `strategy` is 'fedsgd', expected one of"),
         ("dp-clipping-norm=0", "`dp-clipping-norm` is 0.0, expected a number above 0"),

@@ -91,3 +91,48 @@ def test_site_overview_is_an_aggregate_without_identifiers(tmp_path):
     assert site_overview(site, 6, site_logger(site.work)) == {}
     assert all(isinstance(v, int) for v in overview.values())
     assert "hospital" not in json.dumps(overview)
+
+
+def test_the_inventory_follows_site_toml(tmp_path):
+    """Deployment: the ClientApp reads site.toml (node config `site-config`); an inventory built with other
+    [series]/[labels]/[limits] (site check skipped, or site.toml edited after it) is rebuilt with site.toml's."""
+    from flwr.app import Context, RecordDict
+
+    from models.wire import NodeConfig
+    from site_app.site_config import resolve_site
+    from site_app.site_data import site_inventory
+
+    plain = nifti_site(tmp_path, seed=7)
+    site_toml = tmp_path / "site.toml"
+    site_toml.write_text('site-name = "hospital-a"\nprivate-key = "/k"\n\n[limits]\nmax-voxels = 1000\n')
+    context = Context(
+        run_id=1,
+        node_id=1,
+        node_config={
+            "site-name": "hospital-a",
+            "data-path": str(plain.data),
+            "work-path": str(plain.work),
+            NodeConfig.SITE_CONFIG: str(site_toml),
+        },
+        state=RecordDict(),
+        run_config={},
+    )
+    site = resolve_site(context)
+    assert site.settings_file == site_toml
+    log = site_logger(site.work)
+
+    inventory = site_inventory(
+        SitePaths(site.name, site.data, site.work), log
+    )  # as without site.toml: defaults
+    assert inventory.usable and inventory.settings.max_voxels != 1000
+
+    inventory = site_inventory(site, log)  # site.toml's limit: every tiny volume is above 1000 voxels
+    assert inventory.settings.max_voxels == 1000 and not inventory.usable
+    assert read_inventory(site.work).settings.max_voxels == 1000
+    assert "differ from the inventory's" in (site.work / "logs" / "site.log").read_text()
+
+    site_toml.write_text('site-name = "hospital-a"\n')  # the limit removed again
+    assert site_inventory(site, log).usable
+    builds = (site.work / "logs" / "site.log").read_text().count("building the site inventory")
+    site_inventory(site, log)  # unchanged settings: reused, not rebuilt
+    assert (site.work / "logs" / "site.log").read_text().count("building the site inventory") == builds == 3

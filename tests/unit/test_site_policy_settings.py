@@ -128,7 +128,8 @@ def site_toml(tmp_path, extra: str) -> object:
     path = tmp_path / "site.toml"
     path.write_text(
         'site-name = "hospital-a"\ncoordinator = "fl.example.org:8000"\ndata-path = "/data/a"\n'
-        'work-path = "/work/a"\nmin-report-cases = 5\nruntime-port = 9094\n' + extra
+        'work-path = "/work/a"\nprivate-key = "/keys/site.key"\nmin-report-cases = 5\nruntime-port = 9094\n'
+        + extra
     )
     return path
 

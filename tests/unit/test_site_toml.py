@@ -9,6 +9,7 @@ import pytest
 
 from deploy.kit import KitError, read_kit_settings
 from deploy.kit_files import Release, site_files
+from deploy.release_fab import FabInfo
 from models.run_config import defaults
 from models.wire import DEFAULT_MIN_REPORT_CASES, DEPLOYED_NODE_CONFIG
 from site_app.disclosure_policy import DisclosurePolicy
@@ -22,13 +23,15 @@ SITE = "hospital-a"
 def kit_site_toml(tmp_path: Path, **replace: str) -> Path:
     """The site.toml a kit ships, with its placeholders filled in (and any line replaced: key -> new line)."""
     release = Release(wheel=Path("oncofed-0.1.0-py3-none-any.whl"), flwr_version="1.42.0")
-    text = site_files(release, "fed", SITE, "fl.example.org:8443", ["fl.example.org"], "SHA256:x")[
+    fab = FabInfo("0" * 64, "oncofed", "oncofed", "0.1.0", (), frozenset())
+    text = site_files(release, "fed", SITE, "fl.example.org:8443", ["fl.example.org"], "SHA256:x", fab)[
         "site.toml"
     ]
     (tmp_path / "data").mkdir(exist_ok=True)
     filled = {
         "data-path": f'data-path = "{tmp_path / "data"}"',
         "work-path": f'work-path = "{tmp_path / "work"}"',
+        "private-key": f'private-key = "{tmp_path / "keys" / "site.key"}"',
     }
     lines = []
     for line in text.splitlines():
@@ -46,12 +49,16 @@ def test_the_kit_template_holds_exactly_the_schemas_top_level_keys(tmp_path):
 
 
 def test_the_launchers_node_config_is_what_the_clientapp_reads(tmp_path):
-    settings = read_kit_settings(kit_site_toml(tmp_path), SITE)
+    path = kit_site_toml(tmp_path)
+    settings = read_kit_settings(path, SITE)
     node_config = settings.node_config()
     assert tuple(node_config) == DEPLOYED_NODE_CONFIG
     run_settings = SiteRunSettings.from_run_config(defaults())
     site = site_paths(node_config, run_settings)
     assert (site.name, site.data, site.work) == (SITE, tmp_path / "data", tmp_path / "work")
+    assert site.settings_file == path.resolve()  # the ClientApp reads its [series], [labels], [limits]
+    assert settings.private_key == tmp_path / "keys" / "site.key"
+    assert "private-key" not in node_config  # the key is the SuperNode's, never the ClientApp's
     assert DisclosurePolicy.for_site(node_config, run_settings) == DisclosurePolicy.from_node_config({})
 
 

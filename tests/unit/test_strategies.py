@@ -24,9 +24,7 @@ from models.run_config import RunConfigError, defaults
 from models.transport import as_sent, decode, encode, message_bytes
 from models.weights import to_record
 from server_app.aggregation import array_view, weighted_mean
-from server_app.run_folder import RunFolder
 from server_app.run_settings import StrategySettings
-from server_app.site_directory import SiteDirectory
 from server_app.strategies import SiteFedAdam, SiteFedYogi, build_strategy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,10 +37,8 @@ def reply_from(node_id: int, arrays: ArrayRecord, n_examples: int) -> Message:
 
 
 def site_kwargs(tmp_path: Path, keys) -> dict:
+    """Strategy arguments (the federated loop checks the replies and files the records, not the strategy)."""
     return {
-        "sites": SiteDirectory(),
-        "run": RunFolder.create(tmp_path, {}),
-        "model_keys": keys,
         "min_train_nodes": 2,
         "min_evaluate_nodes": 2,
         "min_available_nodes": 2,

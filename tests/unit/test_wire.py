@@ -32,6 +32,7 @@ def test_the_coordinators_describe_query_reaches_the_sites_handler_and_is_unders
     name, overview = site_description(reply.content)
     assert name == "hospital-q"
     assert overview[wire.Overview.N_CASES_USABLE] > 0
+    assert reply.content[wire.Record.SITE][wire.SITE_MIN_REPORT_CASES] == wire.DEFAULT_MIN_REPORT_CASES
     assert set(overview) <= {v for k, v in vars(wire.Overview).items() if k.isupper()}
 
 
