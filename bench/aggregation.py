@@ -1,7 +1,8 @@
 """Aggregation: the coordinator's weighted mean of N site updates, against a plain copy of the same bytes.
 
 For the default model and a 19 M-parameter UNet, N ∈ {4, 16, 64} train replies (ArrayRecords, as they arrive
-from the sites) are checked and averaged as the coordinator does (server_app.reply_checks, then SiteFedAvg)
+from the sites) are checked and averaged as the coordinator does (server_app.reply_checks, then SiteFedAvg with
+server_app.aggregation's weighted mean)
 and by Flower's FedAvg alone. The baseline is numpy copying the same array payloads in this process.
 With --device cuda, a torch weighted mean of the same updates held on the GPU is set against a GPU copy.
 """
@@ -230,7 +231,9 @@ def main() -> None:
         ),
         (
             "SiteFedAvg = the coordinator's path: server_app.reply_checks on every reply (record names, array names,"
-            " dtypes, shapes, finiteness), then server_app.strategy.SiteFedAvg (Flower's FedAvg);"
+            " dtypes, shapes, finiteness), then server_app.strategy.SiteFedAvg: server_app.aggregation's weighted"
+            " mean (each array read in place from the message bytes, one fused BLAS saxpy pass per update into a"
+            " float32 accumulator, finiteness checked on the result);"
             " FedAvg = flwr.serverapp.strategy.FedAvg.aggregate_train alone (numpy, one thread)."
         ),
         (

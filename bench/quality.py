@@ -1,13 +1,19 @@
-"""Quality: federated (FedAvg) vs centralized vs each site alone, with the same budget of epochs over the data.
+"""Quality: federated strategies vs centralized vs each site alone, with the same budget of epochs over the data.
 
 A fixed-seed 4-site non-IID synthetic federation. Every arm starts from the same initial model and sees every
-training case rounds × local-epochs times: (a) centralized on the pooled training cases, (b) each site alone,
-(c) federated: per round each site trains local-epochs epochs from the global model, then the coordinator's
-SiteFedAvg (server_app.strategy, the project's only strategy) averages the replies. Every model is evaluated on
-every site's validation cases. Training and evaluation are the sites' own functions, run in this process.
+training case rounds × local-epochs times: (a) centralized on the pooled training cases, (b) each site alone
+(the sites' own local-only baselines, run config `local-baseline`, trained inside the fedavg run with the same
+per-round budget), (c) federated: every strategy (fedavg, fedprox, fedadam, fedyogi) with and without
+`local-norm`, plus fedavg again with the same seed (repeatability), with float16 transport, and with central DP.
+Federated runs are the real ServerApp and ClientApps in this process (bench/in_process.py), so their per-round
+validation, bytes and ε are those a real run records. Every model is evaluated on every site's validation cases
+(a local-norm run: each site's personalized model on its own cases).
 """
 
+import itertools
+import json
 import logging
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -17,7 +23,6 @@ import numpy as np
 import torch
 from common import (
     ImageLabelPatches,
-    coordinator_identity,
     markdown_table,
     out_folder,
     parse,
@@ -26,18 +31,19 @@ from common import (
     run_config,
     torch_device,
 )
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from in_process import run_federation
 from torch.utils.data import ConcatDataset
 
 from data_prep.dataset import training_dataset
 from data_prep.synth.federation import write_federation
 from models.labels import REGIONS
 from models.presets import build_model, get_preset
-from models.weights import load_record, to_record
-from server_app.federated_loop import ALL_SELECTED
-from server_app.strategy import SiteFedAvg
+from models.weights import load_checkpoint
+from models.wire import LOCAL_ONLY_PREFIX, baseline_key
 from site_app.aggregates import site_aggregates
+from site_app.local_baseline import MODEL_FILE
 from site_app.run_settings import SiteRunSettings
+from site_app.run_state import RUNS_FOLDER, load_state
 from site_app.site_config import SitePaths, site_folders
 from site_app.site_data import SiteCases, load_site_cases
 from site_app.site_log import site_logger
@@ -46,6 +52,11 @@ from site_app.validation import CaseEvaluation, validate_cases
 
 N_SITES = 4
 DATA_SEED = 0
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+POSTPROCESS_MM3 = 100.0
+"""Post-processing measured on the best federated model: predicted tumor components below this volume removed."""
+DP_NOISE, DP_CLIP = 0.5, 0.5
+"""Central DP arm: noise multiplier and clipping norm (ε at δ = the run config's dp-delta is printed)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,58 @@ class Site:
     @property
     def cache(self) -> Path:
         return self.paths.work / "cache"
+
+
+@dataclass(frozen=True)
+class FederatedArm:
+    name: str
+    overrides: dict[str, object]
+
+
+@dataclass
+class FederatedResult:
+    """One federated run: pooled and per-site mean Dice per round (from its run folder), bytes, ε, seconds."""
+
+    arm: FederatedArm
+    run_dir: Path
+    pooled: dict[int, float]
+    sites: dict[str, float]
+    """site → mean Dice of the last round's model on its own validation cases."""
+    local: dict[str, float]
+    """site → its local-only baseline's mean Dice on its own cases (fedavg arm only)."""
+    bytes_per_round: float
+    epsilon: float | None
+    seconds: float
+
+    @property
+    def final(self) -> float:
+        return self.pooled[max(self.pooled)]
+
+    def max_drop(self, after: int = 2) -> float:
+        """Largest fall of the pooled Dice from one round to the next, counting rounds after `after`."""
+        rounds = sorted(self.pooled)
+        falls = [self.pooled[a] - self.pooled[b] for a, b in itertools.pairwise(rounds) if b > after]
+        return max([0.0, *falls])
+
+
+def federated_arms(quick: bool) -> list[FederatedArm]:
+    arms = []
+    for strategy in STRATEGIES:
+        for local_norm in (False, True):
+            name = strategy + (" + local-norm" if local_norm else "")
+            overrides: dict[str, object] = {"strategy": strategy, "local-norm": local_norm}
+            if strategy == "fedavg" and not local_norm:
+                overrides["local-baseline"] = True
+            arms.append(FederatedArm(name, overrides))
+    arms += [
+        FederatedArm("fedavg (rerun)", {"strategy": "fedavg", "local-baseline": True}),
+        FederatedArm("fedavg float16", {"strategy": "fedavg", "transport-dtype": "float16"}),
+        FederatedArm(
+            "fedavg DP",
+            {"strategy": "fedavg", "dp-noise-multiplier": DP_NOISE, "dp-clipping-norm": DP_CLIP},
+        ),
+    ]
+    return arms
 
 
 def load_sites(data: Path, work: Path, settings: SiteRunSettings) -> list[Site]:
@@ -70,114 +133,105 @@ def load_sites(data: Path, work: Path, settings: SiteRunSettings) -> list[Site]:
     return sites
 
 
-def initial_model(settings: SiteRunSettings) -> torch.nn.Module:
-    """The coordinator's initial global model (same preset and seed as server_app.app)."""
-    return build_model(settings.model_preset, seed=settings.seed)
-
-
-def train(
-    model: torch.nn.Module, dataset, epochs: int, settings: SiteRunSettings, device: torch.device
-) -> float:
-    return train_epochs(
-        model,
-        dataset,
-        epochs=epochs,
-        learning_rate=settings.learning_rate,
-        batch_size=settings.batch_size,
-        device=device,
-    )
-
-
 def centralized(
     sites: list[Site], settings: SiteRunSettings, epochs: int, device: torch.device
 ) -> torch.nn.Module:
-    """One model on the pooled training cases of every site."""
-    model = initial_model(settings)
+    """One model on the pooled training cases of every site (same initial model as the federation's)."""
+    model = build_model(settings.model_preset, seed=settings.seed)
     pooled = ConcatDataset(
         [
             ImageLabelPatches(training_dataset(s.cases.train, settings.pipeline, s.cache, seed=settings.seed))
             for s in sites
         ]
     )
-    train(model, pooled, epochs, settings, device)
-    return model
-
-
-def local(site: Site, settings: SiteRunSettings, epochs: int, device: torch.device) -> torch.nn.Module:
-    """One model on one site's training cases only."""
-    model = initial_model(settings)
-    train(
+    train_epochs(
         model,
-        training_dataset(site.cases.train, settings.pipeline, site.cache, seed=settings.seed),
-        epochs,
-        settings,
-        device,
+        pooled,
+        epochs=epochs,
+        learning_rate=settings.learning_rate,
+        batch_size=settings.batch_size,
+        device=device,
+        seed=settings.seed,
     )
     return model
 
 
-def federated(
-    sites: list[Site], settings: SiteRunSettings, rounds: int, device: torch.device
-) -> torch.nn.Module:
-    """Rounds of local training from the global model (as site_app.app.train does) and SiteFedAvg aggregation."""
-    model = initial_model(settings)
-    arrays: ArrayRecord = to_record(model)
-    strategy = SiteFedAvg(**ALL_SELECTED)
-    with coordinator_identity():
-        for server_round in range(1, rounds + 1):
-            replies = []
-            for node_id, site in enumerate(sites, start=101):
-                site_model = build_model(settings.model_preset)
-                load_record(site_model, arrays)
-                dataset = training_dataset(
-                    site.cases.train, settings.pipeline, site.cache, seed=settings.seed + server_round
-                )
-                loss = train(site_model, dataset, settings.local_epochs, settings, device)
-                request = Message(RecordDict(), dst_node_id=node_id, message_type="train")
-                metrics = MetricRecord({"train-loss": loss, "num-examples": len(site.cases.train)})
-                replies.append(
-                    Message(
-                        RecordDict({"arrays": to_record(site_model), "metrics": metrics}), reply_to=request
-                    )
-                )
-            aggregated, _ = strategy.aggregate_train(server_round, replies)
-            if aggregated is None:
-                raise RuntimeError(f"round {server_round}: no site update could be aggregated")
-            arrays = aggregated
-    load_record(model, arrays)
+def run_arm(
+    arm: FederatedArm, config: dict[str, object], data: Path, work: Path, out: Path, seed: int
+) -> FederatedResult:
+    clock = time.monotonic()
+    run_dir = out / "runs" / f"{arm.name.replace(' ', '_').replace('+', 'and')}-seed{seed}"
+    run_federation(data, run_dir, work, {**config, **arm.overrides, "seed": seed}, N_SITES)
+    seconds = time.monotonic() - clock
+    summary = json.loads((run_dir / "summary.json").read_text())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = max(r["round"] for r in records)
+    final = {r["site"]: r for r in records if r["round"] == last}
+    local = {
+        site: r["metrics"][baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean")]
+        for site, r in final.items()
+        if baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean") in r["metrics"]
+    }
+    per_round: dict[int, int] = {}
+    for record in records:
+        if record["round"]:
+            per_round[record["round"]] = per_round.get(record["round"], 0) + sum(record["bytes"].values())
+    epsilons = [r["privacy"]["epsilon"] for r in records if r.get("privacy")]
+    print(f"{arm.name} (seed {seed}): {seconds:.0f} s", file=sys.stderr, flush=True)
+    return FederatedResult(
+        arm=arm,
+        run_dir=run_dir,
+        pooled={int(k): float(v["dice-mean"]) for k, v in summary["weighted_mean"].items()},
+        sites={site: r["metrics"]["dice-mean"] for site, r in final.items()},
+        local=local,
+        bytes_per_round=float(np.mean(list(per_round.values()))),
+        epsilon=max(epsilons) if epsilons else None,
+        seconds=seconds,
+    )
+
+
+def local_only_models(
+    run: FederatedResult, work: Path, sites: list[Site], preset: str
+) -> dict[str, torch.nn.Module]:
+    """The local-only baselines the sites trained during `run` (from their work folders)."""
+    models = {}
+    for site in sites:
+        found = sorted(
+            (work / site.paths.name / RUNS_FOLDER).glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime
+        )
+        if not found:
+            raise RuntimeError(f"{site.paths.name} kept no local-only model in {run.run_dir}; did it train?")
+        saved = load_state(found[-1])
+        model = build_model(preset)
+        model.load_state_dict(saved["state_dict"])
+        models[f"local {site.paths.name}"] = model
+    return models
+
+
+def global_model(run: FederatedResult, preset: str) -> torch.nn.Module:
+    model = build_model(preset)
+    model.load_state_dict(load_checkpoint(run.run_dir / "models" / "final.pt")[0])
     return model
 
 
-def train_arms(
-    sites: list[Site], settings: SiteRunSettings, rounds: int, device: torch.device
-) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
-    """Every arm's model, and the seconds each arm took."""
-    epochs = rounds * settings.local_epochs
-    arms = {
-        "centralized": lambda: {"centralized": centralized(sites, settings, epochs, device)},
-        "federated": lambda: {"federated": federated(sites, settings, rounds, device)},
-        "local (all sites)": lambda: {
-            f"local {s.paths.name}": local(s, settings, epochs, device) for s in sites
-        },
-    }
-    models: dict[str, torch.nn.Module] = {}
-    timings = {}
-    for arm, train_arm in arms.items():
-        clock = time.monotonic()
-        models.update(train_arm())
-        timings[arm] = time.monotonic() - clock
-        print(f"{arm}: trained in {timings[arm]:.0f} s", file=sys.stderr, flush=True)
-    return models, timings
-
-
 def evaluate(
-    model: torch.nn.Module, sites: list[Site], settings: SiteRunSettings, device: torch.device
+    model: torch.nn.Module,
+    sites: list[Site],
+    settings: SiteRunSettings,
+    device: torch.device,
+    min_lesion_mm3: float = 0.0,
 ) -> dict[str, list[CaseEvaluation]]:
     """Site name → the model's per-case results on that site's validation cases."""
     results = {}
     for site in sites:
         cases, failed = validate_cases(
-            model, site.cases.val, settings.pipeline, REGIONS, device, site_logger(site.paths.work)
+            model,
+            site.cases.val,
+            settings.pipeline,
+            REGIONS,
+            device,
+            site_logger(site.paths.work),
+            min_lesion_mm3,
         )
         if failed:
             raise RuntimeError(f"{failed} validation case(s) of {site.paths.name} failed; see its site log")
@@ -185,12 +239,16 @@ def evaluate(
     return results
 
 
-def aggregates(cases: list[CaseEvaluation], seed: int) -> tuple[float, float]:
-    """(mean Dice over cases and regions, mean HD95 in mm over regions) via the sites' own aggregation."""
+def aggregates(cases: list[CaseEvaluation], seed: int) -> tuple[float, float, int]:
+    """(mean Dice over cases and regions, mean HD95 in mm over regions, false lesions) via the sites' aggregation."""
     values = site_aggregates(
         [c.metrics for c in cases], list(REGIONS), seed, min_position_cases=len(cases) + 1
     )
-    return float(values["dice-mean"]), float(np.mean([values[f"hd95-{r}-mean"] for r in REGIONS]))
+    return (
+        float(values["dice-mean"]),
+        float(np.mean([values[f"hd95-{r}-mean"] for r in REGIONS])),
+        int(sum(values[f"lesions-fp-{r}"] for r in REGIONS)),
+    )
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -198,6 +256,12 @@ def ratio(numerator: float, denominator: float) -> float:
     if denominator == 0:
         return 1.0 if numerator == 0 else float("inf")
     return numerator / denominator
+
+
+def mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.4f}" + (
+        f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+    )
 
 
 def main() -> None:
@@ -209,14 +273,14 @@ def main() -> None:
         "--rounds", type=int, default=None, help="federated rounds (default 5; 2 with --quick)"
     )
     options.add_argument(
-        "--local-epochs",
-        type=int,
-        default=None,
-        help="epochs per round (default: the app's local-epochs; 1 with --quick)",
+        "--local-epochs", type=int, default=None, help="epochs per round (default: the app's; 1 with --quick)"
     )
     options.add_argument("--learning-rate", type=float, default=None, help="default: the app's learning-rate")
     options.add_argument(
         "--patch-size", type=int, default=None, help="default: the model preset's patch size"
+    )
+    options.add_argument(
+        "--seeds", type=int, default=1, help="seeds for centralized, local and the two best federated arms"
     )
     args = parse(options)
     started = time.monotonic()
@@ -224,75 +288,162 @@ def main() -> None:
     out = out_folder(args.out, "quality")
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
-    model_preset = args.model
     rounds = args.rounds or (2 if args.quick else 5)
-    overrides = {
-        "model_preset": model_preset,
-        "patch_size": args.patch_size or get_preset(model_preset).patch_size,
+    overrides: dict[str, object] = {
+        "model_preset": args.model,
+        "patch_size": args.patch_size or get_preset(args.model).patch_size,
+        "num_server_rounds": rounds,
+        # The simulated sites are the benchmark's own synthetic data: every arm trains on every training case and
+        # validates on every validation case, so the disclosure thresholds are set to 1 (a deployed site's own
+        # min-train-cases would make the small bench sites decline to train)
+        "sim_min_report_cases": 1,
+        "sim_min_train_cases": 1,
     }
     if args.local_epochs or args.quick:
         overrides["local_epochs"] = args.local_epochs or 1
     if args.learning_rate:
         overrides["learning_rate"] = args.learning_rate
-    settings = SiteRunSettings.from_run_config(run_config(**overrides))
+    config = run_config(**overrides)
+    settings = SiteRunSettings.from_run_config(config)
     epochs = rounds * settings.local_epochs
+    if device.type == "cuda":
+        print(
+            "note: federated arms run on whatever device the sites pick (cuda when torch sees one)",
+            file=sys.stderr,
+        )
 
-    write_federation(out / "data", n_sites=N_SITES, seed=DATA_SEED, preset=args.preset)
-    sites = load_sites(out / "data", out / "work", settings)
-
-    models, timings = train_arms(sites, settings, rounds, device)
-    clock = time.monotonic()
-    results = {name: evaluate(model, sites, settings, device) for name, model in models.items()}
-    timings["evaluation"] = time.monotonic() - clock
-
+    data, work = out / "data", out / "work"
+    write_federation(data, n_sites=N_SITES, seed=DATA_SEED, preset=args.preset)
+    sites = load_sites(data, work, settings)
     names = [s.paths.name for s in sites]
+
+    # Federated arms, seed 0: every configuration
+    base_seed = settings.seed
+    runs = {arm.name: run_arm(arm, config, data, work, out, base_seed) for arm in federated_arms(args.quick)}
+    configs = [r for name, r in runs.items() if name in {a.name for a in federated_arms(args.quick)[:8]}]
+    ranked = sorted(configs, key=lambda r: r.final, reverse=True)
+    best = ranked[0]
+
+    # Centralized and local-only: every model on every site's validation cases
+    clock = time.monotonic()
+    models = {"centralized": centralized(sites, settings, epochs, device)}
+    central_seconds = time.monotonic() - clock
+    models[f"federated {best.arm.name} (global)"] = global_model(best, settings.model_preset)
+    # (a local-norm arm's global model carries the initial norm layers: the sites' own are not at the coordinator)
+    models.update(local_only_models(runs["fedavg"], work, sites, settings.model_preset))
+    results = {name: evaluate(model, sites, settings, device) for name, model in models.items()}
+    best_name = f"federated {best.arm.name} (global)"
+    processed = f"{best_name} + post-processing (≥ {POSTPROCESS_MM3:g} mm³)"
+    results[processed] = evaluate(models[best_name], sites, settings, device, POSTPROCESS_MM3)
+    models[processed] = models[best_name]
     scores = {
-        model: {site: aggregates(cases, settings.seed) for site, cases in by_site.items()}
-        for model, by_site in results.items()
+        m: {s: aggregates(c, settings.seed) for s, c in by_site.items()} for m, by_site in results.items()
     }
     pooled = {
-        model: aggregates([c for cases in by_site.values() for c in cases], settings.seed)
-        for model, by_site in results.items()
+        m: aggregates([c for cases in by_site.values() for c in cases], settings.seed)
+        for m, by_site in results.items()
     }
-    dice = markdown_table(
+
+    # More seeds for centralized, local-only and the two best federated configurations (mean ± sd)
+    repeats: dict[str, list[float]] = {
+        "centralized": [pooled["centralized"][0]],
+        f"federated {ranked[0].arm.name}": [ranked[0].final],
+        f"federated {ranked[1].arm.name}": [ranked[1].final],
+        "local-only (mean over sites)": [statistics.mean(runs["fedavg"].local.values())],
+    }
+    for seed in range(base_seed + 1, base_seed + args.seeds):
+        seeded = SiteRunSettings.from_run_config({**config, "seed": seed})
+        model = centralized(sites, seeded, epochs, device)
+        repeats["centralized"].append(
+            aggregates([c for cs in evaluate(model, sites, seeded, device).values() for c in cs], seed)[0]
+        )
+        for top in ranked[:2]:
+            rerun = run_arm(top.arm, config, data, work, out, seed)
+            repeats[f"federated {top.arm.name}"].append(rerun.final)
+            if rerun.local:
+                repeats["local-only (mean over sites)"].append(statistics.mean(rerun.local.values()))
+
+    # Tables
+    cross = markdown_table(
         ["mean Dice", *names, "pooled"],
         [[m, *(scores[m][s][0] for s in names), pooled[m][0]] for m in models],
     )
     hd95 = markdown_table(
-        ["mean HD95 (mm)", *names, "pooled"],
-        [[m, *(scores[m][s][1] for s in names), pooled[m][1]] for m in models],
+        ["mean HD95 (mm) / false lesions", *names, "pooled"],
+        [
+            [m, *(f"{scores[m][s][1]:.3g} / {scores[m][s][2]}" for s in names), f"{pooled[m][1]:.3g}"]
+            for m in models
+        ],
+    )
+    all_rounds = sorted({r for run in runs.values() for r in run.pooled})
+    federated = markdown_table(
+        ["federated arm", *(f"r{r}" for r in all_rounds), *names, "max drop after r2", "MB/round", "ε", "s"],
+        [
+            [
+                run.arm.name,
+                *(run.pooled.get(r, float("nan")) for r in all_rounds),
+                *(run.sites.get(s, float("nan")) for s in names),
+                run.max_drop(),
+                run.bytes_per_round / 1e6,
+                "—" if run.epsilon is None else f"{run.epsilon:.3g}",
+                f"{run.seconds:.0f}",
+            ]
+            for run in runs.values()
+        ],
+    )
+    seeds_table = markdown_table(
+        ["pooled mean Dice", f"seeds {base_seed}…{base_seed + args.seeds - 1}"],
+        [[k, mean_sd(v)] for k, v in repeats.items()],
     )
 
-    fed_over_local = {s: ratio(scores["federated"][s][0], scores[f"local {s}"][s][0]) for s in names}
-    central_over_local = {s: ratio(scores["centralized"][s][0], scores[f"local {s}"][s][0]) for s in names}
+    fedavg, local = runs["fedavg"], runs["fedavg"].local
+    fed_over_local = {s: ratio(best.sites[s], local[s]) for s in names}
+    dp_run = runs["fedavg DP"]
     notes = [
         (
-            f"Tables: mean Dice over the BraTS regions (wt, tc, et), then mean HD95 (mm) over them; each model on each "
-            f"site's validation cases; pooled = all {sum(len(s.cases.val) for s in sites)} validation cases."
+            "Pooled = every validation case of every site (a local-norm arm: each site's personalized model on its own"
+            f" cases); {sum(len(s.cases.val) for s in sites)} validation cases. Federated Dice per round from the runs'"
+            " own validation (summary.json); the cross-site tables evaluate saved models on every site."
         ),
         f"Data: `oncofed synth --preset {args.preset} --sites {N_SITES} --seed {DATA_SEED}`; train/validation cases: "
         + ", ".join(f"{s.paths.name} {len(s.cases.train)}/{len(s.cases.val)}" for s in sites)
         + ".",
         (
             f"Budget: {epochs} epochs over every training case in every arm (federated: {rounds} rounds × "
-            f"{settings.local_epochs} local epochs); model {settings.model_preset}, learning rate "
-            f"{settings.learning_rate}, batch {settings.batch_size}, patch {settings.pipeline.patch_size}, "
-            f"{settings.pipeline.samples_per_case} patches per case per epoch, spacing {settings.pipeline.spacing_mm} mm, "
-            f"device {device}."
+            f"{settings.local_epochs} local epochs; local-only: the same per round inside the fedavg run); model "
+            f"{settings.model_preset}, learning rate {settings.learning_rate}, batch {settings.batch_size}, patch "
+            f"{settings.pipeline.patch_size}, {settings.pipeline.samples_per_case} patches per case per epoch, spacing "
+            f"{settings.pipeline.spacing_mm} mm, centralized on {device}."
         ),
-        "Strategy: SiteFedAvg (FedAvg weighted by training cases), the only strategy the project offers.",
-        "federated/local Dice on each site's own cases: "
+        f"Best federated configuration (last-round pooled Dice): {best.arm.name}; per site over local-only: "
         + ", ".join(f"{s} {v:.3f}" for s, v in fed_over_local.items())
-        + "; centralized/local: "
-        + ", ".join(f"{s} {v:.3f}" for s, v in central_over_local.items())
         + ".",
-        "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + ".",
+        (
+            f"DP arm: noise multiplier {DP_NOISE}, clipping norm {DP_CLIP}, ε = {dp_run.epsilon:.3g} at δ = "
+            f"{config['dp-delta']} after {rounds} rounds (Flower's RDP accountant)."
+        ),
+        (
+            f"Post-processing row: the best federated global model again with predicted tumor components below "
+            f"{POSTPROCESS_MM3:g} mm³ removed (run config min-lesion-mm3; site_app.postprocess): compare its HD95 and"
+            " false lesions with the row above."
+        ),
+        f"Time (s): centralized {central_seconds:.0f}, federated arms "
+        + ", ".join(f"{r.arm.name} {r.seconds:.0f}" for r in runs.values())
+        + f"; total {time.monotonic() - started:.0f}.",
     ]
     ratios = {
-        "fed_over_central": ratio(pooled["federated"][0], pooled["centralized"][0]),
+        "fed_over_central": ratio(
+            statistics.mean(repeats[f"federated {best.arm.name}"]), statistics.mean(repeats["centralized"])
+        ),
         "fed_over_local_min": min(fed_over_local.values()),
+        "rerun_dice_delta": abs(fedavg.final - runs["fedavg (rerun)"].final),
+        "max_round_drop": fedavg.max_drop(),
+        "max_round_drop_all_arms": max(r.max_drop() for r in configs),
+        "fp16_bytes_over_fp32": runs["fedavg float16"].bytes_per_round / fedavg.bytes_per_round,
+        "fp16_dice_delta": runs["fedavg float16"].final - fedavg.final,
+        "dp_dice_delta": dp_run.final - fedavg.final,
     }
-    report("quality", args.results, [dice, hd95], ratios, notes, started)
+    report("quality", args.results, [federated, cross, hd95, seeds_table], ratios, notes, started)
 
 
 if __name__ == "__main__":

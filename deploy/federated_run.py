@@ -18,7 +18,7 @@ import ssl
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from models.run_config import (
     RESUMABLE_CHANGES,
     RESUME,
     RUN_DIR,
+    defaults,
     majority,
 )
 from server_app.round_checkpoint import CHECKPOINT_FILE
@@ -91,7 +92,22 @@ def parse_overrides(
         raise ValueError(
             f"--run-config sets {', '.join(refused)}; use {options}, the run folder is chosen by the command"
         )
+    try:
+        check_run_settings(extra)
+    except ValueError as error:
+        raise ValueError(f"--run-config: {error}") from None
     return extra
+
+
+def check_run_settings(overrides: Mapping[str, object]) -> None:
+    """Read the run settings with these overrides as each side will (types, ranges, choices and combinations,
+    e.g. central DP only with fedavg or fedprox): a bad value is refused here, before a process starts, with the
+    setting named (models.run_config.RunConfigError)."""
+    from site_app.run_settings import SiteRunSettings
+
+    run_config = {**defaults(), RUN_DIR.key: "/checking", **overrides}
+    ServerRunSettings.from_run_config(run_config)
+    SiteRunSettings.from_run_config(run_config)
 
 
 def plan_run(

@@ -33,7 +33,8 @@ def simulate(
         str,
         typer.Option(
             "--run-config",
-            help="More run settings as 'key=value' pairs, e.g. 'local-epochs=1 sim-min-train-cases=1' "
+            help="More run settings as 'key=value' pairs, e.g. 'local-epochs=1 sim-min-train-cases=1' or "
+            "'strategy=\"fedprox\" local-baseline=true' "
             "(keys of [tool.flwr.app.config]).",
         ),
     ] = "",

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 from models.model_hash import weights_sha256
+from models.norm_layers import norm_state_names
 from models.presets import build_model, get_preset, patch_size
 from models.run_config import MODEL_PRESET, PATCH_SIZE, SPACING_MM, RunConfigError
 
@@ -22,6 +23,14 @@ META_PRESET = "model_preset"
 META_SPACING_MM = "spacing_mm"
 META_PATCH_SIZE = "patch_size"
 """Checkpoint meta keys (snake_case, as save_checkpoint's callers write them)."""
+META_NORM_LAYERS = "norm_layers"
+"""Whose normalization layers a checkpoint holds (run setting `local-norm`); absent: the shared ones."""
+NORM_INITIAL = "initial"
+"""The coordinator's checkpoint of a local-norm run: shared weights with the initial (identity) norm layers,
+a model no site validated; each site's own norm layers never left it."""
+NORM_SITE = "site"
+"""A site's personalized model of a local-norm run (WORK/models/global-latest.pt): the shared weights with that
+site's own norm layers, as the site validated it."""
 
 BUNDLE_METADATA = Path("configs") / "metadata.json"
 BUNDLE_INFERENCE = Path("configs") / "inference.json"
@@ -68,6 +77,13 @@ def inference_meta(spacing_mm: float, patch_edge: int) -> dict[str, object]:
     return {META_SPACING_MM: float(spacing_mm), META_PATCH_SIZE: int(patch_edge)}
 
 
+def checkpoint_norm_meta(local_norm: bool, site: bool = False) -> dict[str, object]:
+    """The meta entry saying whose norm layers a checkpoint holds: none without local-norm."""
+    if not local_norm:
+        return {}
+    return {META_NORM_LAYERS: NORM_SITE if site else NORM_INITIAL}
+
+
 def load_model_source(path: Path) -> ModelSource:
     """Read a checkpoint file or a bundle folder. Raises ModelSourceError naming ``path`` and the problem."""
     path = Path(path)
@@ -84,6 +100,13 @@ def load_model_source(path: Path) -> ModelSource:
         ) from e
     if META_SPACING_MM not in meta or META_PATCH_SIZE not in meta:
         meta.update(_run_config_beside(path))
+    if meta.get(META_NORM_LAYERS) == NORM_INITIAL:
+        raise ModelSourceError(
+            f"model {path} comes from a run with site-local normalization (run setting `local-norm`): its norm"
+            " layers are the initial ones and each site's own never left that site, so no site validated this"
+            " model. At a site, use the model it validated with its own norm layers, WORK/models/global-latest.pt"
+            " in the site's work folder (`site predict --model WORK/models/global-latest.pt`)"
+        )
     return _source(path, "checkpoint", state, meta)
 
 
@@ -115,6 +138,7 @@ def _source(path: Path, kind: str, state: object, meta: dict[str, object]) -> Mo
     preset = str(meta[META_PRESET])
     try:
         get_preset(preset)
+        state = _with_identity_norm(dict(state), preset)
         source = ModelSource(
             path=path,
             kind=kind,  # type: ignore[arg-type]
@@ -129,6 +153,18 @@ def _source(path: Path, kind: str, state: object, meta: dict[str, object]) -> Mo
     except (ValueError, RuntimeError, TypeError) as e:
         raise ModelSourceError(f"model {path}: {e}") from e
     return source
+
+
+def _with_identity_norm(state: dict[str, torch.Tensor], preset: str) -> dict[str, torch.Tensor]:
+    """A model saved before the presets' instance norms became affine lacks their scale and shift: scale 1 and
+    shift 0 compute exactly what those layers computed, so they are filled in. Any other gap is left for the
+    network to refuse."""
+    model = build_model(preset)
+    expected = model.state_dict()
+    missing = set(expected) - set(state)
+    if missing and missing <= norm_state_names(model):
+        return {**state, **{name: expected[name] for name in missing}}
+    return state
 
 
 def _run_config_beside(checkpoint: Path) -> dict[str, object]:

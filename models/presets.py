@@ -64,15 +64,15 @@ def network_arguments(preset: str) -> dict[str, object]:
         "channels": list(spec.channels),
         "strides": list(spec.strides),
         "num_res_units": spec.num_res_units,
-        "norm": "instance",
+        "norm": ["instance", {"affine": True}],
     }
 
 
 def build_model(preset: str, seed: int | None = None) -> torch.nn.Module:
     """A 3D UNet mapping (B, 1, X, Y, Z) intensities to (B, NUM_CLASSES, X, Y, Z) logits.
 
-    Instance normalisation keeps no running statistics, so averaging weights across sites is all
-    there is to aggregate.
+    Affine instance normalisation (a learned per-channel scale and shift, no running statistics): weights
+    are all there is to aggregate, and with `local-norm` the norm layers' scale and shift stay at each site.
     """
     arguments = network_arguments(preset)
     if seed is not None:

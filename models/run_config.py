@@ -72,6 +72,11 @@ class RunSetting(Generic[T]):
             )
         return value
 
+    def refuse(self, value: object, expected: str) -> "RunConfigError":
+        """The error for a value this setting's own checks pass but a further rule refuses (a range bound other
+        than `minimum`, or a combination with another setting): names the key, the value and what is expected."""
+        return RunConfigError(f"run setting `{self.key}` is {value!r}, expected {expected} ({self.doc})")
+
 
 _KIND = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 
@@ -99,6 +104,25 @@ PATCH_SIZE = RunSetting(
 )
 SPACING_MM = RunSetting(
     "spacing-mm", Owner.SHARED, float, 2.0, "isotropic voxel edge every site resamples to, mm", 0
+)
+# Which weights travel, and how: the coordinator builds the shared model and decodes replies with them, the sites
+# keep their norm layers and encode their replies with them.
+LOCAL_NORM = RunSetting(
+    "local-norm",
+    Owner.SHARED,
+    bool,
+    False,
+    "site-local normalization (FedBN-style): the norm layers' scale and shift stay at each site, are neither"
+    " sent nor averaged, and each site validates its personalized model",
+)
+TRANSPORT_DTYPES = ("float32", "float16")
+TRANSPORT_DTYPE = RunSetting(
+    "transport-dtype",
+    Owner.SHARED,
+    str,
+    "float32",
+    "precision of the weights in messages, both ways; training and aggregation stay in float32",
+    choices=TRANSPORT_DTYPES,
 )
 
 # coordinator
@@ -179,6 +203,57 @@ RUN_DIR = RunSetting(
     "",
     "absolute path of the run folder the ServerApp writes; set by the launcher",
 )
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+STRATEGY = RunSetting(
+    "strategy",
+    Owner.COORDINATOR,
+    str,
+    "fedavg",
+    "how the sites' weights become the next global model: fedavg (mean weighted by training cases), fedprox"
+    " (the same mean; the sites add a proximal term), fedadam / fedyogi (a server optimizer on the averaged"
+    " update)",
+    choices=STRATEGIES,
+)
+PROXIMAL_MU = RunSetting(
+    "proximal-mu",
+    Owner.COORDINATOR,
+    float,
+    0.01,
+    "fedprox: weight μ of the proximal term μ/2·‖w − w_global‖² the sites add to their loss; the coordinator"
+    " sends it in each train instruction's config (models.wire.PROXIMAL_MU)",
+    0,
+)
+SERVER_LR = RunSetting(
+    "server-lr", Owner.COORDINATOR, float, 0.01, "fedadam/fedyogi: server learning rate η", 0
+)
+BETA1 = RunSetting("beta1", Owner.COORDINATOR, float, 0.9, "fedadam/fedyogi: decay of the first moment", 0)
+BETA2 = RunSetting("beta2", Owner.COORDINATOR, float, 0.99, "fedadam/fedyogi: decay of the second moment", 0)
+TAU = RunSetting("tau", Owner.COORDINATOR, float, 0.001, "fedadam/fedyogi: adaptivity τ added to √v", 0)
+DP_NOISE_MULTIPLIER = RunSetting(
+    "dp-noise-multiplier",
+    Owner.COORDINATOR,
+    float,
+    0.0,
+    "central differential privacy when > 0: Gaussian noise σ = multiplier × clipping norm / number of sites on"
+    " the mean of the clipped updates (Flower's server-side fixed clipping); 0: off",
+    0,
+)
+DP_CLIPPING_NORM = RunSetting(
+    "dp-clipping-norm",
+    Owner.COORDINATOR,
+    float,
+    1.0,
+    "central DP: L2 norm every site's update (its weights minus the global weights) is clipped to",
+    0,
+)
+DP_DELTA = RunSetting(
+    "dp-delta",
+    Owner.COORDINATOR,
+    float,
+    1e-5,
+    "central DP: the δ at which ε is reported (Flower's RDP accountant, site-level add-or-remove-one)",
+    0,
+)
 
 # site
 LOCAL_EPOCHS = RunSetting("local-epochs", Owner.SITE, int, 2, "epochs each site trains per round", 1)
@@ -189,6 +264,23 @@ SAMPLES_PER_CASE = RunSetting(
 )
 EVAL_REGIONS = RunSetting(
     "eval-regions", Owner.SITE, str, "brats", "brats (wt, tc, et) | per-class (one region per label)"
+)
+LOCAL_BASELINE = RunSetting(
+    "local-baseline",
+    Owner.SITE,
+    bool,
+    False,
+    "each site also trains a local-only model (same initial weights, same per-round budget) that stays in its"
+    " work folder, and reports aggregates of it and of the paired difference global − local-only",
+)
+MIN_LESION_MM3 = RunSetting(
+    "min-lesion-mm3",
+    Owner.SITE,
+    float,
+    0.0,
+    "validation post-processing: predicted tumor components (26-connectivity) smaller than this volume, mm³,"
+    " are removed before measuring; 0 keeps every component",
+    0,
 )
 
 # simulation
@@ -234,6 +326,8 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     SEED,
     PATCH_SIZE,
     SPACING_MM,
+    LOCAL_NORM,
+    TRANSPORT_DTYPE,
     NUM_SERVER_ROUNDS,
     MIN_SITES,
     WAIT_FOR_SITES_S,
@@ -244,11 +338,22 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     RESUME,
     INIT_MODEL,
     RUN_DIR,
+    STRATEGY,
+    PROXIMAL_MU,
+    SERVER_LR,
+    BETA1,
+    BETA2,
+    TAU,
+    DP_NOISE_MULTIPLIER,
+    DP_CLIPPING_NORM,
+    DP_DELTA,
     LOCAL_EPOCHS,
     LEARNING_RATE,
     BATCH_SIZE,
     SAMPLES_PER_CASE,
     EVAL_REGIONS,
+    LOCAL_BASELINE,
+    MIN_LESION_MM3,
     SIM_MIN_REPORT_CASES,
     SIM_MIN_POSITION_CASES,
     SIM_MIN_TRAIN_CASES,
@@ -282,6 +387,17 @@ TRAINING_SETTINGS: tuple[RunSetting, ...] = (
     MODEL_PRESET,
     MIN_SITES,
     SEED,
+    STRATEGY,
+    PROXIMAL_MU,
+    SERVER_LR,
+    BETA1,
+    BETA2,
+    TAU,
+    LOCAL_NORM,
+    TRANSPORT_DTYPE,
+    DP_NOISE_MULTIPLIER,
+    DP_CLIPPING_NORM,
+    DP_DELTA,
 )
 """The settings that describe how a model was trained: the report's methods, the model card and an exported
 bundle's training summary all list these."""

@@ -1,5 +1,6 @@
 """Weights travel by parameter name between a torch module, Flower's ArrayRecord and checkpoints."""
 
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -13,10 +14,15 @@ def to_record(model: torch.nn.Module) -> ArrayRecord:
     return ArrayRecord(model.state_dict())
 
 
-def load_record(model: torch.nn.Module, record: ArrayRecord) -> None:
-    """Load weights by name; a missing or unexpected name is an error naming it (never a silent zip)."""
+def load_record(model: torch.nn.Module, record: ArrayRecord, keep: Collection[str] = ()) -> None:
+    """Load weights by name; a missing or unexpected name is an error naming it (never a silent zip).
+
+    Names in `keep` may be absent from the record: those keep the model's own values (site-local norm layers).
+    float16 arrays (transport-dtype float16) are cast to the model's float32.
+    """
     state = record.to_torch_state_dict()
     expected = model.state_dict()
+    state.update({name: expected[name] for name in keep if name not in state and name in expected})
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:

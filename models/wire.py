@@ -3,13 +3,17 @@
 Both sides import these names; a string spelled here is spelled nowhere else. The messages (content records
 by name, see Record):
 
-    train           instruction  ARRAYS (global model) + CONFIG {server-round}
+    train           instruction  ARRAYS (global model) + CONFIG {server-round, run-key[, proximal-mu]}
                     reply        ARRAYS (the site's weights) + METRICS {train-loss, num-examples}, or, when
                                  the site's policy stops it, only TRAINING {status declined|refused, reason}
-    evaluate        instruction  ARRAYS (global model) + CONFIG {server-round}
+    evaluate        instruction  ARRAYS (global model) + CONFIG {server-round, run-key}
                     reply        VALIDATION {status, min-report-cases, reason, withheld, conventions} and, only
                                  when the status is "reported", METRICS (aggregates in the key grammar below,
+                                 with the local-only baseline's keys when the run has `local-baseline`,
                                  num-examples)
+
+ARRAYS travel in the run's `transport-dtype` (float16 or float32; models.transport) and, with `local-norm`,
+without the normalization layers (models.norm_layers), in both directions.
     query.describe  instruction  empty
                     reply        SITE {site-name, min-report-cases} + OVERVIEW (aggregate overview of the
                                  site's data)
@@ -26,7 +30,7 @@ Metric key grammar (kebab-case, like Flower's own `num-examples`), with a region
     n-cases, n-skipped          the site's validated and skipped cases
 
 No minimum, maximum or other single-case value is sent (site_app.disclosure_policy, R2); median and quartiles
-(POSITION_STATS) and n-skipped may be withheld by a site's policy (`withholdable`).
+(POSITION_STATS), n-skipped and the local-only baseline's keys may be withheld by a site (`withholdable`).
 
 The coordinator pools exactly what pools from aggregates: every "-mean" (case-weighted) and every count
 (summed), recognised by this grammar, so a metric or count added here is pooled without touching the coordinator.
@@ -81,6 +85,16 @@ TRAIN_LOSS = "train-loss"
 SITE_NAME = "site-name"
 """In a describe reply's SITE record: the name the site's results are filed under."""
 
+RUN_KEY = "run-key"
+"""In every train and evaluate instruction's CONFIG: which run this is, the same for every round and for a resumed
+run (the coordinator derives it from its run folder). A site keeps its run state (local-norm layers, local-only
+baseline model) under <work>/runs/<run key>/ (site_app.run_state)."""
+RUN_KEY_PATTERN = r"[0-9a-f]{16}"
+"""A run key: 16 lowercase hex digits (the start of a SHA-256), safe as a folder name."""
+
+PROXIMAL_MU = "proximal-mu"
+"""In a train instruction's CONFIG with strategy fedprox (set by Flower's FedProx): the weight μ of the proximal
+term the site adds to its loss."""
 SITE_MIN_REPORT_CASES = "min-report-cases"
 """In a describe reply's SITE record: the site's min-report-cases k. Its OVERVIEW withholds a case count between 1
 and k - 1 (site_app.disclosure_policy, R8); the coordinator then bounds the site's `num-examples` by k - 1."""
@@ -221,6 +235,29 @@ MEAN_DICE_CI_LOW = "dice-mean-ci-low"
 MEAN_DICE_CI_HIGH = "dice-mean-ci-high"
 
 
+# The local-only baseline (run setting `local-baseline`): more keys of a reported evaluate reply, never pooled.
+# Per region r and metric m in BASELINE_METRICS, for the site's local-only model
+#     local-{m}-{r}-mean, local-{m}-{r}-ci-low, local-{m}-{r}-ci-high
+# and for the paired difference global − local-only on the same validation cases (paired bootstrap CI)
+#     gain-{m}-{r}-mean, gain-{m}-{r}-ci-low, gain-{m}-{r}-ci-high
+# plus the same three statistics of the mean Dice over regions: local-dice-mean…, gain-dice-mean…
+# A positive Dice gain (a negative HD95 gain) means the federation's model did better on the site's cases.
+
+LOCAL_ONLY_PREFIX = "local-"
+GAIN_PREFIX = "gain-"
+BASELINE_METRICS = ("dice", "hd95")
+BASELINE_STATS = ("mean", "ci-low", "ci-high")
+"""Only means and their CIs: no position statistic, no count (the counts are those of the global model's reply)."""
+
+
+def baseline_key(prefix: str, metric: str, region: str | None, stat: str) -> str:
+    """baseline_key(GAIN_PREFIX, "dice", "wt", "ci-low") → "gain-dice-wt-ci-low"; region None: the mean over
+    regions, named like the site's own "dice-mean" / "dice-mean-ci-low" → "gain-dice-mean-ci-low"."""
+    if region:
+        return f"{prefix}{stat_key(metric, region, stat)}"
+    return f"{prefix}{metric}-mean" if stat == "mean" else f"{prefix}{metric}-mean-{stat}"
+
+
 @dataclass(frozen=True)
 class MetricKey:
     """A parsed region key: `stat` is None for a per-case value or a count."""
@@ -279,8 +316,9 @@ def count_keys(regions: Iterable[str]) -> list[str]:
 
 def withholdable(key: str) -> bool:
     """Whether a site's disclosure policy may leave this key out of an otherwise reported evaluate reply: a
-    position stat (below min-position-cases) or n-skipped (between 1 and min-report-cases - 1)."""
-    if key == N_SKIPPED:
+    position stat (below min-position-cases), n-skipped (between 1 and min-report-cases - 1), or a local-only
+    baseline key (a site with no local-only model yet)."""
+    if key == N_SKIPPED or key.startswith((LOCAL_ONLY_PREFIX, GAIN_PREFIX)):
         return True
     parsed = parse_key(key)
     return parsed is not None and parsed.stat in POSITION_STATS

@@ -1,7 +1,11 @@
 """The coordinator's ServerApp: wires settings, run folder, strategy and the federated loop; the logic lives elsewhere.
 
 A new run starts from a fresh model of the preset (or from `init-model`) and validates it in round 0; a resumed
-run (`resume`, set by `oncofed run --resume`) continues in its run folder after the round of its checkpoint.
+run (`resume`, set by `oncofed run --resume`) continues in its run folder after the round of its checkpoint, with
+the same run key (models.wire.RUN_KEY: the sites' run state) and the strategy's saved state.
+
+The strategy is the run config's (server_app.strategies: fedavg, fedprox, fedadam, fedyogi, central DP around
+the first two); weights travel in `transport-dtype`, and with `local-norm` without the normalization layers.
 """
 
 import time
@@ -9,13 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from logging import ERROR, INFO, WARNING
 
-from flwr.app import Context
+from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
+from monai.utils import set_determinism
 
-from models.model_source import inference_meta
+from models.model_source import checkpoint_norm_meta, inference_meta
+from models.norm_layers import shared_state_names
 from models.presets import build_model
+from models.transport import as_sent
 from models.weights import to_record
+from models.wire import RUN_KEY
 from server_app.app_identity import read_app_identity, write_app_identity
 from server_app.best_model import BestRound
 from server_app.checkpoints import Checkpointer
@@ -27,8 +35,9 @@ from server_app.run_folder import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder
 from server_app.run_settings import ServerRunSettings
 from server_app.site_directory import SiteDirectory
 from server_app.site_table import evaluations, site_table_text
-from server_app.strategy import SiteFedAvg
+from server_app.strategies import RunStrategy, build_strategy
 from server_app.summary import build_summary
+from server_app.traffic import MeteredGrid, TrafficLedger
 
 app = ServerApp()
 
@@ -57,14 +66,25 @@ def main(grid: Grid, context: Context) -> None:
 def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentity | None = None) -> Outcome:
     """The whole run on `grid`; returns how it ended (summary.json and the report are written either way).
     `fab`: the app bundle the run was started with, kept as app.json (the model card names it)."""
-    # Settings, the strategy (FedAvg weighted by num-examples; quorum and deadlines are the loop's)
+    # Settings, the strategy (run config `strategy`; quorum, deadlines and reply checks are the loop's)
     settings = ServerRunSettings.from_run_config(run_config)
-    strategy = SiteFedAvg(**ALL_SELECTED)
-    meta = inference_meta(
-        settings.spacing_mm, settings.patch_size
-    )  # in every checkpoint: site predict, export
-    fresh = to_record(build_model(settings.model_preset, seed=settings.seed))
+    federation = settings.strategy
+    set_determinism(seed=settings.seed)  # DP noise is drawn from numpy's global generator
+    # central DP's n: the federation's sites (its noise σ = z·C/n), the quorum when the sites are not named
+    n_sites = len(settings.expected_sites) or settings.min_sites
+    strategies = build_strategy(federation, n_sites, **ALL_SELECTED)
+    strategy = strategies.run
+    meta = {  # in every checkpoint: site predict, export
+        **inference_meta(settings.spacing_mm, settings.patch_size),
+        **checkpoint_norm_meta(federation.local_norm),
+    }
+    model = build_model(settings.model_preset, seed=settings.seed)
+    full_initial = to_record(model)
+    shared = shared_state_names(model, federation.local_norm)  # without the norm layers with local-norm
+    fresh = ArrayRecord({name: full_initial[name] for name in shared})
     started = time.monotonic()
+    traffic = TrafficLedger()
+    grid = MeteredGrid(grid, traffic)
 
     # A new run folder, or the resumed run's folder and checkpoint
     if settings.resume:
@@ -81,7 +101,8 @@ def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentit
     else:
         arrays, last_done = fresh, None
         if settings.init_model is not None:  # checked before a run folder exists
-            arrays = initial_model(settings.init_model, settings.model_preset, fresh)
+            full_initial = initial_model(settings.init_model, settings.model_preset, full_initial)
+            arrays = ArrayRecord({name: full_initial[name] for name in shared})
         run = RunFolder.create(settings.run_dir, run_config)
         loop_state = {
             "directory": SiteDirectory(on_refusal=run.append_refusal),
@@ -92,6 +113,7 @@ def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentit
     )
     if fab is not None:
         keep_app_identity(run, fab)
+    wire_up(loop, strategies, traffic, full_initial, federation.transport_dtype)
     write_summary(loop, Outcome(RUNNING, last_done, arrays), settings.num_rounds, started)
     loop.after_round = lambda: write_summary(
         loop, Outcome(RUNNING, loop.last_round, arrays), settings.num_rounds, started
@@ -111,6 +133,27 @@ def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentit
     write_summary(loop, outcome, settings.num_rounds, started)
     write_report(run)
     return outcome
+
+
+def wire_up(
+    loop: FederatedLoop,
+    strategies: RunStrategy,
+    traffic: TrafficLedger,
+    full_initial: ArrayRecord,
+    transport_dtype: str,
+) -> None:
+    """Issue 13's parts of a round: the run key in every instruction, replies checked in the transport dtype,
+    bytes and privacy spent in each site's record, and the model saved whole, as the sites validated it."""
+    config = {RUN_KEY: loop.run.key}  # the same for a resumed run (same folder): the sites' run state
+    loop.train_config = ConfigRecord(dict(config))  # FedAvg adds the round, FedProx μ
+    loop.evaluate_config = ConfigRecord(dict(config))
+    loop.transport_dtype = transport_dtype
+    loop.record_extras = lambda rnd, site: {
+        "bytes": traffic.site_round_of(rnd, loop.directory.nodes_of(site)),
+        "privacy": strategies.privacy(rnd),
+    }
+    # With local-norm the saved model's norm layers are the initial ones (each site validated its own)
+    loop.saved_model = lambda arrays: ArrayRecord({**full_initial, **as_sent(arrays, transport_dtype)})
 
 
 def keep_app_identity(run: RunFolder, fab: FabIdentity) -> None:

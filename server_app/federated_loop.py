@@ -11,7 +11,9 @@ malformed reply, aggregates whatever arrived and always counts rounds from 1. Ea
   4. evaluate: every online site, likewise (evaluate-timeout-s); the pooled evaluation covers the reporting sites;
   5. writes one metrics.jsonl record per site (absent ones included), one rounds.jsonl record, models/latest.pt,
      models/best.pt (server_app.best_model) and then the round checkpoint (server_app.round_checkpoint).
-Round 0 is step 1, 2 and 4 for the initial model. The strategy only configures messages and aggregates, so any
+Round 0 is step 1, 2 and 4 for the initial model. Weights travel in the run's transport dtype (models.transport):
+training replies are checked against the global model's names and shapes with its float arrays in that dtype, and
+the strategy (server_app.strategies.Transport) decodes them. The strategy only configures messages and aggregates, so any
 Flower message-API strategy built with ALL_SELECTED can be driven; its state_dict(), if any, is checkpointed.
 """
 
@@ -43,6 +45,7 @@ from server_app.quorum import Presence, QuorumNotReached, online_sites, wait_for
 from server_app.reply_checks import (
     ArraySpec,
     evaluate_reply_problem,
+    in_transport_dtype,
     metric_name_outliers,
     model_spec,
     train_reply_problem,
@@ -105,6 +108,12 @@ class FederatedLoop:
     """Called after each completed round (the ServerApp rewrites summary.json with it)."""
     train_config: ConfigRecord = field(default_factory=ConfigRecord)
     evaluate_config: ConfigRecord = field(default_factory=ConfigRecord)
+    transport_dtype: str = "float32"
+    """The dtype float weights travel in (run config `transport-dtype`): what a sound training reply holds."""
+    record_extras: Callable[[int, str], dict] | None = None
+    """(round, site name) → more fields for that site's metrics.jsonl record (bytes on the wire, privacy spent)."""
+    saved_model: Callable[[ArrayRecord], ArrayRecord] | None = None
+    """The global model as saved in models/ (e.g. whole, in the precision the sites got); default: as it is."""
 
     def __post_init__(self) -> None:
         if self.checkpointer is None:
@@ -129,7 +138,7 @@ class FederatedLoop:
             if self.after_round is not None:
                 self.after_round()
         log(INFO, "%s after round %d", ROUNDS_FINISHED, self.num_rounds)
-        self.checkpointer.finish(self.num_rounds, arrays)
+        self.checkpointer.finish(self.num_rounds, self._saved(arrays))
         return Outcome(COMPLETED, self.num_rounds, arrays)
 
     def round(self, server_round: int, arrays: ArrayRecord, spec: dict[str, ArraySpec]) -> ArrayRecord:
@@ -159,12 +168,17 @@ class FederatedLoop:
 
         records = ledger.records(self._everyone())
         for record in records:
+            if self.record_extras is not None:
+                record.update(self.record_extras(server_round, record["site"]))
             self.run.append_metrics(record)
         self.run.append_round({**summary, "ended_utc": _now()})
-        self.checkpointer(server_round, arrays, site_scores(records))
+        self.checkpointer(server_round, self._saved(arrays), site_scores(records))
         save_round_state(self.run.path, self.state(server_round, arrays))
         log(INFO, "%s", participation_line(server_round, records, self.presence.offline_since_text()))
         return arrays
+
+    def _saved(self, arrays: ArrayRecord) -> ArrayRecord:
+        return arrays if self.saved_model is None else self.saved_model(arrays)
 
     def _online(self) -> dict[int, str]:
         online, identified = online_sites(self.grid, self.directory)
@@ -240,12 +254,15 @@ class FederatedLoop:
             if selected
             else []
         )
+        sent_spec = in_transport_dtype(spec, self.transport_dtype)
         sound, absent = self._collect(
             server_round,
             "train",
             messages,
             self.settings.train_timeout_s,
-            lambda node, reply: train_reply_problem(reply.content, spec, self.directory.usable_cases(node)),
+            lambda node, reply: train_reply_problem(
+                reply.content, sent_spec, self.directory.usable_cases(node)
+            ),
         )
         for node, outcome in absent.items():
             ledger.site(selected[node]).train = outcome

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from models.model_hash import weights_sha256
+from models.run_config import LOCAL_NORM
 from models.wire import Overview
 from server_app.app_identity import read_app_identity
 from server_app.report_data import TRAINING_SETTINGS
@@ -79,13 +80,23 @@ def _model(run_dir: Path, data: dict) -> str:
                 f" this rule: {best.get('rule') or 'the highest pooled mean Dice'}); last round: `models/final.pt`"
                 " (a run that stopped early has only `models/latest.pt`)."
             ),
-            "- Use it with `oncofed site predict --model RUN/models/final.pt` or `oncofed export`.",
+            _use(training),
             "",
             "| checkpoint | round | weights SHA-256 |",
             "|---|---|---|",
             *rows,
         ]
     )
+
+
+def _use(training: dict) -> str:
+    if training.get(LOCAL_NORM.key) is True:
+        return (
+            "- Site-local normalization (`local-norm`): each site kept its own norm layers, so `models/*.pt` hold"
+            " the initial ones, a model no site validated; `site predict` and `oncofed export` refuse them. Each"
+            " site uses the model it validated with its own norm layers, `WORK/models/global-latest.pt`."
+        )
+    return "- Use it with `oncofed site predict --model RUN/models/final.pt` or `oncofed export`."
 
 
 INTENDED_USE = """## Intended use

@@ -42,6 +42,15 @@ def model_spec(arrays: ArrayRecord) -> dict[str, ArraySpec]:
     return {name: ArraySpec(str(array.dtype), tuple(array.shape)) for name, array in arrays.items()}
 
 
+def in_transport_dtype(spec: dict[str, ArraySpec], transport_dtype: str) -> dict[str, ArraySpec]:
+    """The spec of the weights as they travel (models.transport.encode): float arrays in `transport_dtype`
+    (run config `transport-dtype`), the others unchanged. A float16 run's training replies hold float16."""
+    return {
+        name: ArraySpec(transport_dtype, expected.shape) if np.dtype(expected.dtype).kind == "f" else expected
+        for name, expected in spec.items()
+    }
+
+
 def validation_status(content: RecordDict) -> str:
     """The status of an evaluate reply's VALIDATION record (models.wire.EVALUATE_STATUSES); a reply without one is
     reported."""

@@ -57,6 +57,37 @@ def dice_over_rounds(data: dict) -> bytes:
     return _png(figure)
 
 
+def baseline_curves(data: dict) -> bytes:
+    """One panel per site: the global model's and the local-only model's mean Dice over rounds (CI of the latter)."""
+    sites = [s for s in data["training"]["baseline"]["sites"] if s["rounds"]]
+    figure, panels = plt.subplots(
+        1, len(sites), figsize=(2.7 * len(sites) + 0.8, 2.8), sharey=True, squeeze=False
+    )
+    for panel, site in zip(panels[0], sites, strict=True):
+        rounds = [p["round"] for p in site["rounds"]]
+        panel.plot(
+            rounds, [p["global"] for p in site["rounds"]], marker="o", color=PALETTE[0], label="global"
+        )
+        panel.plot(
+            rounds, [p["local"] for p in site["rounds"]], marker="s", color=PALETTE[1], label="local-only"
+        )
+        panel.fill_between(
+            rounds,
+            [p["local_ci"][0] for p in site["rounds"]],
+            [p["local_ci"][1] for p in site["rounds"]],
+            color=PALETTE[1],
+            alpha=0.15,
+            linewidth=0,
+        )
+        panel.set_title(site["name"], fontsize=9)
+        panel.set_xticks(rounds)
+        panel.set(xlabel="round", ylim=(0, 1))
+        panel.grid(alpha=0.3)
+    panels[0][0].set_ylabel("mean Dice over regions")
+    panels[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return _png(figure)
+
+
 def distributions(data: dict, metric: dict) -> bytes:
     """One panel per region: each site's quartile box, median, mean and CI of the mean at its last round."""
     regions = data["regions"]

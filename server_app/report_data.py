@@ -11,6 +11,8 @@ from pathlib import Path
 from models.labels import REGION_TITLES
 from models.presets import build_model, get_preset, patch_size
 from models.run_config import (
+    LOCAL_BASELINE,
+    MIN_LESION_MM3,
     MIN_SITES,
     MODEL_PRESET,
     NUM_SERVER_ROUNDS,
@@ -25,12 +27,14 @@ from models.wire import (
     N_SKIPPED,
     NUM_EXAMPLES,
     POLICY_CONVENTIONS,
+    POSITION_STATS,
     REPORTED,
     SUPPRESSED,
     Overview,
     Validation,
 )
 from server_app.pooled import pool
+from server_app.report_training import training_data
 from server_app.run_folder import (
     COMPLETED,
     CONFIG_FILE,
@@ -52,7 +56,9 @@ METRIC_TITLES = {
 }
 """models.wire metric → (title, unit, which direction is better); a metric not listed here shows its name."""
 
-"""The run settings the methods section lists (models.run_config)."""
+REPORT_SETTINGS = (*TRAINING_SETTINGS, LOCAL_BASELINE, MIN_LESION_MM3)
+"""The run settings the methods section lists (models.run_config): how the model was trained, and the sites'
+local-only baseline and validation post-processing."""
 
 SMALL_N = 10
 """Below this many cases a percentile-bootstrap interval is known to be too narrow."""
@@ -73,6 +79,8 @@ def report_data(run_dir: Path) -> dict:
     conventions = next((r["conventions"] for r in records if r.get("conventions")), {})
     rounds = sorted({r["round"] for r in records})
     sites = [_site_row(site, last_record) for site, (_, last_record) in last.items()]
+    pooled = [_pooled_round(rnd, [r for r in records if r["round"] == rnd]) for rnd in rounds]
+    training = training_data(records, run_config, pooled)
     return {
         "run": {
             "folder": run_dir.resolve().name,
@@ -95,13 +103,14 @@ def report_data(run_dir: Path) -> dict:
             site: [_round_point(r) for r in sorted(rs, key=lambda r: r["round"])]
             for site, rs in _by_site(records).items()
         },
-        "pooled": [_pooled_round(rnd, [r for r in records if r["round"] == rnd]) for rnd in rounds],
+        "pooled": pooled,
+        "training": training,
         "data_overview": [
             _overview(site, last_record, summary.get("site_overview", {}).get(site, {}))
             for site, (_, last_record) in last.items()
         ],
-        "methods": _methods(records, conventions, run_config, config.get("software", {})),
-        "limitations": _limitations(sites, run_config, summary),
+        "methods": _methods(records, conventions, run_config, config.get("software", {}), training),
+        "limitations": _limitations(sites, run_config, summary, training),
     }
 
 
@@ -208,7 +217,9 @@ def _overview(site: str, record: dict, described: dict) -> dict:
     }
 
 
-def _methods(records: list[dict], conventions: dict, run_config: dict, software: dict) -> dict:
+def _methods(
+    records: list[dict], conventions: dict, run_config: dict, software: dict, training: dict
+) -> dict:
     differing = sorted(
         {
             r["site"]
@@ -222,7 +233,7 @@ def _methods(records: list[dict], conventions: dict, run_config: dict, software:
         spec = get_preset(preset)
         model = {
             "preset": preset,
-            "architecture": "MONAI UNet, 3D, instance norm",
+            "architecture": "MONAI UNet, 3D, affine instance norm",
             "channels": list(spec.channels),
             "strides": list(spec.strides),
             "residual_units": spec.num_res_units,
@@ -236,14 +247,14 @@ def _methods(records: list[dict], conventions: dict, run_config: dict, software:
         },
         "model": model,
         "training": _training(run_config),
-        "aggregation": "FedAvg, weighted by each site's number of training cases (`num-examples`)",
+        "aggregation": training["strategy"]["text"],
         "coordinator_software": software,
     }
 
 
 def _training(run_config: dict) -> dict:
     """The training settings of the run; a patch size of 0 (the model preset's) shown as the edge used."""
-    training = {s.key: run_config[s.key] for s in TRAINING_SETTINGS if s.key in run_config}
+    training = {s.key: run_config[s.key] for s in REPORT_SETTINGS if s.key in run_config}
     preset = str(run_config.get(MODEL_PRESET.key, ""))
     if training.get(PATCH_SIZE.key) == 0 and preset:
         training[PATCH_SIZE.key] = f"{patch_size(preset, 0)} (the model preset's)"
@@ -256,7 +267,7 @@ def _comparable(conventions: dict) -> dict:
     return {k: v for k, v in conventions.items() if k != Validation.SOFTWARE and k not in POLICY_CONVENTIONS}
 
 
-def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str]:
+def _limitations(sites: list[dict], run_config: dict, summary: dict, training: dict) -> list[str]:
     notes = []
     suppressed = [f"{s['name']} ({s['note']})" for s in sites if s["status"] != REPORTED]
     reported = [s for s in sites if s["status"] == REPORTED]
@@ -265,7 +276,7 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str
             f"{', '.join(suppressed)} sent no validation numbers at their last round under their own "
             "disclosure policy or limits; pooled results cover only the reporting sites."
         )
-    withheld = [s["name"] for s in reported if s["withheld"]]
+    withheld = [s["name"] for s in reported if any(w.split()[0] in POSITION_STATS for w in s["withheld"])]
     if withheld:
         notes.append(
             f"Medians and quartiles are withheld at {', '.join(withheld)}: a site sends position statistics only "
@@ -296,8 +307,28 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict) -> list[str
             "can resolve, so sites are not directly comparable on them."
         ),
         "The numbers are computed by the sites; the coordinator cannot check them against any image.",
-        "This run has no local-only baseline, so it does not show whether federation helped each site.",
     ]
+    if training["strategy"]["local_norm"]:
+        notes.append(
+            "With site-local normalization each site validated its own personalized model; models/best.pt and "
+            "final.pt hold the shared weights with the initial norm layers, and each site's own norm layers exist "
+            "only at that site. `site predict` and `oncofed export` refuse these two files; at a site, "
+            "WORK/models/global-latest.pt is the last model it validated, with its own norm layers."
+        )
+    if training["privacy"]["enabled"]:
+        notes.append(
+            "ε covers the model weights the coordinator released each round (site-level, add-or-remove-one); the "
+            "validation aggregates the sites send are not covered by it."
+        )
+    if training["baseline"]["enabled"]:
+        notes.append(
+            "Local-only baselines were trained with the same per-round budget as the federation; the comparison "
+            "is on each site's own validation cases, which also chose models/best.pt."
+        )
+    else:
+        notes.append(
+            "This run has no local-only baseline, so it does not show whether federation helped each site."
+        )
     if run_config.get(SIM_DATA.key):
         notes.append("This was a simulation: every site ran on one machine, on data the operator holds.")
     if not summary or summary.get("status") == RUNNING:

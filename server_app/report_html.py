@@ -54,7 +54,7 @@ def render_report(data: dict) -> str:
         _site_tables(data),
         _rounds(data),
         _distributions(data),
-        _baseline(),
+        _baseline(data),
         _overview(data),
         _methods(data),
         _limitations(data),
@@ -132,7 +132,42 @@ def _summary(data: dict) -> str:
             f" it), saved as <code>{escape(str(best.get('model')))}</code>, chosen on the validation cases by this"
             f" rule: {escape(str(best.get('rule') or 'the highest pooled mean Dice'))}."
         )
+    items += _training_summary(data["training"])
     return f'<h2 id="summary">Summary</h2><ul>{"".join(f"<li>{item}</li>" for item in items)}</ul>'
+
+
+def _training_summary(training: dict) -> list[str]:
+    """Strategy, sharp drops, baseline verdicts, bytes and privacy, one line each."""
+    items = [f"Training: {escape(training['strategy']['text'])}."]
+    for drop in training["drops"]:
+        items.append(
+            f"<b>Unstable round {drop['round']}</b>: pooled mean Dice fell from {_num(drop['from'])} to "
+            f"{_num(drop['to'])}."
+        )
+    items += [
+        f"Local-only baseline: {escape(site['verdict'])}."
+        for site in training["baseline"]["sites"]
+        if site["verdict"]
+    ]
+    traffic = training["traffic"]["per_round"]
+    if traffic:
+        items.append(
+            f"Weights travelled as {escape(training['traffic']['dtype'])}: {_megabytes(traffic[-1]['bytes'])} moved "
+            f"in round {traffic[-1]['round']} (all sites, both directions, measured on the messages)."
+        )
+    privacy = training["privacy"]
+    if privacy["enabled"] and privacy["epsilon"]:
+        last = privacy["epsilon"][-1]
+        items.append(
+            f"Central differential privacy: ε = {last['epsilon']:.2f} at δ = {privacy['delta']:g} after round "
+            f"{last['round']} (site-level, noise multiplier {privacy['noise_multiplier']:g}, clipping norm "
+            f"{privacy['clipping_norm']:g})."
+        )
+    return items
+
+
+def _megabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.2f} MB"
 
 
 def _participation(data: dict) -> str:
@@ -321,9 +356,17 @@ def _rounds(data: dict) -> str:
         f"{_image(report_charts.dice_over_rounds(data), 'Mean Dice per site over rounds')}"
         '<p class="caption">Mean Dice over regions per site after each round (round 0: the initial model), '
         "shaded: 95 % CI of the mean; dashed: pooled over the reporting sites.</p>"
+        f"{_drops(data['training']['drops'])}"
         f'<table><tr><th class="site">Site</th>{head}</tr>{"".join(rows)}'
         f'<tr><td class="site">pooled</td>{pooled}</tr></table>'
     )
+
+
+def _drops(drops: list[dict]) -> str:
+    if not drops:
+        return ""
+    listed = "; ".join(f"round {d['round']}: {_num(d['from'])} → {_num(d['to'])}" for d in drops)
+    return f'<p class="caption"><b>Sharp drops of the pooled mean Dice (more than 0.05):</b> {listed}.</p>'
 
 
 def _distributions(data: dict) -> str:
@@ -339,11 +382,42 @@ def _distributions(data: dict) -> str:
     )
 
 
-def _baseline() -> str:
+def _baseline(data: dict) -> str:
+    baseline = data["training"]["baseline"]
+    head = '<h2 id="baseline">Global model vs local-only baselines</h2>'
+    if not baseline["enabled"]:
+        return (
+            f"{head}<p>This run has no local-only baseline (a model trained at each site on its own data alone; "
+            "run config <code>local-baseline = true</code>), so this report cannot say whether federation "
+            "helped a given site.</p>"
+        )
+    verdicts = "".join(
+        f"<li>{escape(site['verdict'])}</li>"
+        if site["verdict"]
+        else f"<li>{_site(site['name'])}: {escape(site.get('status', 'no numbers'))}, no comparison</li>"
+        for site in baseline["sites"]
+    )
+    rows = []
+    for site in baseline["sites"]:
+        for point in site["rounds"]:
+            rows.append(
+                f'<tr><td class="site">{_site(site["name"])}</td><td>{point["round"]}</td>'
+                f"<td>{_num(point['global'])}</td><td>{_num(point['local'])} <small>[{_num(point['local_ci'][0])}, "
+                f"{_num(point['local_ci'][1])}]</small></td><td>{point['gain']:+.3f} <small>"
+                f"[{point['gain_ci'][0]:+.3f}, {point['gain_ci'][1]:+.3f}]</small></td></tr>"
+            )
+    chart = (
+        _image(report_charts.baseline_curves(data), "Global and local-only mean Dice per site over rounds")
+        if any(site["rounds"] for site in baseline["sites"])
+        else ""
+    )
     return (
-        '<h2 id="baseline">Global model vs local-only baselines</h2><p>This run has no local-only baseline '
-        "(a model trained at each site on its own data alone), so this report cannot say whether federation "
-        "helped a given site.</p>"
+        f'{head}<p class="caption">Each site also trained a local-only model on its own training cases (same '
+        "initial weights, same training per round; it never left the site) and validated both models on the same "
+        "cases. Difference = global − local-only mean Dice over regions, with a paired bootstrap 95 % CI computed "
+        f"at the site. A site below its minimum number of cases sends none of these.</p><ul>{verdicts}</ul>{chart}"
+        '<table><tr><th class="site">Site</th><th>Round</th><th>Global</th><th>Local-only [95 % CI]</th>'
+        f"<th>Difference [95 % CI]</th></tr>{''.join(rows)}</table>"
     )
 
 
@@ -445,9 +519,39 @@ statistics) from a site's <code>{Validation.MIN_POSITION_CASES}</code> on. Poole
 of the reporting sites (site means weighted by their case counts).</p>
 {_disclosure(conventions)}
 <h3>Exact settings used by the sites</h3><ul>{settings}</ul>{differing}
-<h3>Model and training</h3><p>{model_text} {escape(methods["aggregation"])}.</p>
+<h3>Model and training</h3><p>{model_text} {escape(methods["aggregation"])}.</p>{_training_methods(data["training"])}
 <table><tr><th class="site">Run setting</th><th>Value</th></tr>{training}</table>
 <h3>Software</h3><p>Coordinator: {coordinator}.</p><ul>{sites}</ul>"""
+
+
+def _training_methods(training: dict) -> str:
+    strategy, privacy = training["strategy"], training["privacy"]
+    parts = [
+        (
+            "Every random draw of a round at a site (patch order and sampling, augmentation) is seeded from the run "
+            "seed, the round and the site, so a run repeats exactly on a CPU."
+        ),
+        (
+            f"Weights travelled as {escape(strategy['transport_dtype'])} in both directions; training and aggregation "
+            "ran in float32. Bytes per round are measured on the messages the coordinator sent and received."
+        ),
+    ]
+    if strategy["min_lesion_mm3"] > 0:
+        parts.append(
+            "Post-processing at validation: connected components (26-connectivity) of the predicted tumor (labels "
+            f"1–3 together) smaller than {strategy['min_lesion_mm3']:g} mm³ were set to background before measuring "
+            "(scipy.ndimage, as for lesion counting). <code>site predict</code> does not post-process."
+        )
+    if privacy["enabled"]:
+        epsilons = ", ".join(f"r{e['round']} {e['epsilon']:.2f}" for e in privacy["epsilon"]) or "—"
+        parts.append(
+            "Central differential privacy (Flower's server-side fixed clipping): each site's update is clipped to "
+            f"L2 norm {privacy['clipping_norm']:g}, the sites' clipped updates are averaged with equal weights and "
+            f"Gaussian noise of σ = {privacy['noise_multiplier']:g} × clipping norm / number of sites is added. ε at "
+            f"δ = {privacy['delta']:g} from Flower's RDP accountant (site-level, add-or-remove-one, no sampling "
+            f"amplification), cumulative after each round: {epsilons}."
+        )
+    return "<p>" + " ".join(parts) + "</p>"
 
 
 def _disclosure(conventions: dict) -> str:
@@ -466,6 +570,9 @@ settings; the coordinator cannot lower them.</p><ul>
 position statistics), as Harrell–Davis estimates, never one case's value.</li>
 <li>Rounding (decimal places per metric): {decimals}.</li>
 <li>Differencing: {escape(str(conventions.get(Validation.VALIDATION_SET, "—")))}.</li>
+<li>Local-only baseline (run setting <code>local-baseline</code>): only the means and CIs of the local-only model
+and of the paired difference global − local-only, over the same released validation cases, rounded alike; the
+local-only model itself never leaves the site.</li>
 <li>Run settings outside a site's limits (spacing, patch size, samples per case, batch size, local epochs, resampled
 volume size) are refused by the site.</li></ul>"""
 

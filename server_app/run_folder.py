@@ -8,7 +8,9 @@ suppressed or refused site's record has n_cases null, no metrics and the site's 
 models.wire.ABSENT_STATUSES (offline, timeout, failed, dropped) with `reason` naming the phase and what happened.
 "participation" holds each phase's outcome; "withheld" lists what the site's disclosure policy left out of a
 reported round (e.g. medians below its min-position-cases); "train" holds the site's training metrics, or its
-status (models.wire.TRAINING_STATUSES) and reason when it declined or refused to train. A rounds.jsonl record says
+status (models.wire.TRAINING_STATUSES) and reason when it declined or refused to train; "bytes": the site's
+messages of the round per direction (server_app.traffic); "privacy": ε and δ spent so far with central DP, else
+null. A rounds.jsonl record says
 who was asked, whose training was used, and whether the global model changed (and if not, why).
 
 refusals.jsonl: one record per message a site refused because it has not approved the run's app
@@ -18,6 +20,7 @@ Every file is written atomically (temp file + rename) or, for metrics.jsonl, app
 time and fsynced, so an interrupted run leaves readable files.
 """
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -116,6 +119,12 @@ class RunFolder:
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.path / SUMMARY_FILE, summary)
+
+    @property
+    def key(self) -> str:
+        """The run key the sites file their run state under (models.wire.RUN_KEY): the first 16 hex digits of
+        the SHA-256 of this folder's absolute path, so a resumed run in the same folder has the same key."""
+        return hashlib.sha256(str(self.path.resolve()).encode("utf-8")).hexdigest()[:16]
 
 
 def _append_line(path: Path, record: dict) -> None:

@@ -89,6 +89,10 @@ class SiteDirectory:
     def names(self) -> list[str]:
         return sorted(set(self._names.values()))
 
+    def nodes_of(self, site: str) -> list[int]:
+        """Every node id filed under `site` (a site that reconnected has had more than one)."""
+        return [node for node, name in {**self._refused_names, **self._names}.items() if name == site]
+
     def usable_cases(self, node_id: int) -> int | None:
         """The most cases the site can have: the usable cases it described, or, when its policy withheld that
         count, its min-report-cases - 1; None for a node that did not describe itself."""

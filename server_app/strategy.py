@@ -1,4 +1,5 @@
-"""FedAvg weighted by `num-examples`, over replies the coordinator has already checked.
+"""FedAvg weighted by `num-examples` (server_app.aggregation's fast weighted mean), over replies the coordinator
+has already checked.
 
 The federated loop (server_app.federated_loop) selects the sites, checks every reply against the global model
 and the site's description (server_app.reply_checks), and passes only sound, mutually consistent replies, sorted
@@ -12,15 +13,16 @@ policy withheld (a median below its min-position-cases) is not pooled from the o
 from collections.abc import Iterable
 
 from flwr.app import Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedAvg
 
 from models.wire import NUM_EXAMPLES, WITHOUT_NUMBERS, Record
+from server_app.aggregation import FastMean
 from server_app.pooled import pooled_metrics
 from server_app.reply_checks import validation_status
 
 
-class SiteFedAvg(FedAvg):
-    """FedAvg whose pooled evaluation covers only what pools exactly, over the sites that reported numbers."""
+class SiteFedAvg(FastMean):
+    """FedAvg whose pooled evaluation covers only what pools exactly, over the sites that reported numbers; the
+    strategies of server_app.strategies (FedProx, FedAdam, FedYogi, transport, central DP) build on it."""
 
     def __init__(self, **fedavg: object) -> None:
         super().__init__(

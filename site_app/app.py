@@ -6,18 +6,25 @@ stay in the site's work folder. What may leave is set by the disclosure policy (
 below the site's `min-report-cases` an evaluate reply carries no number about its cases at all, below
 `min-train-cases` a train reply carries no weights, and a run outside the site's limits (site_app.site_limits) is
 refused before any case is loaded. Every run setting is read once per message into SiteRunSettings.
+
+Issue 13's options act in site_app.federated_round: with `local-norm` the site's own norm layers are put into each
+incoming model and never sent; with `local-baseline` a local-only model trains on the same cases and stays in the
+work folder (<work>/runs/<run key>/), and only its aggregates leave, through the same disclosure policy; weights
+travel in the run's `transport-dtype`; with FedProx the instruction carries μ.
 """
+
+from logging import Logger
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from data_prep.dataset import training_dataset
-from models.presets import build_model
-from models.weights import load_record, to_record
+from models.weights import to_record
 from models.wire import (
     DESCRIBE,
     NUM_EXAMPLES,
+    PROXIMAL_MU,
+    RUN_KEY,
     SERVER_ROUND,
     SITE_MIN_REPORT_CASES,
     SITE_NAME,
@@ -25,16 +32,23 @@ from models.wire import (
     Record,
     Validation,
 )
-from site_app.disclosure import ValidationPolicy, evaluation_content, refused_evaluation, suppressed_content
+from site_app.disclosure import (
+    LocalOnly,
+    ValidationPolicy,
+    evaluation_content,
+    refused_evaluation,
+    suppressed_content,
+)
 from site_app.disclosure_policy import DisclosurePolicy, bootstrap_seed, model_digest
+from site_app.federated_round import SiteRound, train_round, validate_local_only
 from site_app.policy_replies import declined_training, note_run_split_ignored, refusal, refused_training
 from site_app.privacy import keep_details_local
 from site_app.run_settings import SiteRunSettings
-from site_app.site_config import resolve_site
+from site_app.run_state import run_state_dir
+from site_app.site_config import SitePaths, resolve_site
 from site_app.site_data import load_site_cases, site_overview, split_inventory
 from site_app.site_log import site_logger
 from site_app.site_secret import site_secret
-from site_app.training import train_epochs
 from site_app.validation import validate_cases
 from site_app.validation_split import TRAINING, VALIDATION, record_released, released_set
 from site_app.work_records import keep_validation
@@ -44,6 +58,26 @@ app = ClientApp(mods=[keep_details_local])
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _site_round(
+    site: SitePaths, settings: SiteRunSettings, config: ConfigRecord, context: Context, log: Logger
+) -> SiteRound:
+    """The model side of this round: the site, its settings, and its state folder for this run."""
+    state_dir = run_state_dir(site.work, config.get(RUN_KEY), context.run_id)
+    return SiteRound(site=site, settings=settings, state_dir=state_dir, device=_device(), log=log)
+
+
+def _proximal_mu(config: ConfigRecord) -> float | None:
+    """FedProx's μ from the instruction (None: another strategy); a value that is not a number ≥ 0 is refused."""
+    mu = config.get(PROXIMAL_MU)
+    if mu is None:
+        return None
+    if isinstance(mu, bool) or not isinstance(mu, int | float) or not mu >= 0:
+        raise ValueError(
+            f"the train instruction's `{PROXIMAL_MU}` is {mu!r}, expected a number of at least 0"
+        )
+    return float(mu)
 
 
 @app.query(DESCRIBE)
@@ -65,7 +99,8 @@ def train(msg: Message, context: Context) -> Message:
     site = resolve_site(context, settings)
     policy = DisclosurePolicy.for_site(context.node_config, settings)
     log = site_logger(site.work)
-    server_round = int(msg.content[Record.CONFIG][SERVER_ROUND])
+    config = msg.content[Record.CONFIG]
+    server_round = int(config[SERVER_ROUND])
 
     # The site's policy first: a run outside its limits, or too few training cases, gets no weights
     refused = refusal(site, settings, context.node_config, log)
@@ -87,30 +122,18 @@ def train(msg: Message, context: Context) -> Message:
         reason = usable.reason if usable.cases is None else f"n < {policy.min_train_cases}"
         log.warning("round %d: training declined: %s", server_round, reason)
         return Message(declined_training(reason, policy), reply_to=msg)
-    model = build_model(settings.model_preset)
-    load_record(model, msg.content[Record.ARRAYS])
-    dataset = training_dataset(
-        chosen, settings.pipeline, site.work / "cache", seed=settings.seed + server_round
-    )
 
-    # Train
-    loss = train_epochs(
-        model,
-        dataset,
-        epochs=settings.local_epochs,
-        learning_rate=settings.learning_rate,
-        batch_size=settings.batch_size,
-        device=_device(),
-        seed=settings.seed + server_round,
-    )
+    # Train the global model (with this site's norm layers under local-norm), and the local-only baseline
+    work = _site_round(site, settings, config, context, log)
+    arrays, loss = train_round(work, server_round, msg.content[Record.ARRAYS], chosen, _proximal_mu(config))
     log.info(
         "round %d: trained on %d cases (%s), mean loss %.4f", server_round, len(chosen), usable.reason, loss
     )
 
-    # Reply with weights and aggregates
+    # Reply with weights (transport dtype; no norm layers under local-norm) and aggregates
     record_released(site.work, TRAINING, usable.cases)
     metrics = MetricRecord({TRAIN_LOSS: loss, NUM_EXAMPLES: len(chosen)})
-    return Message(RecordDict({Record.ARRAYS: to_record(model), Record.METRICS: metrics}), reply_to=msg)
+    return Message(RecordDict({Record.ARRAYS: arrays, Record.METRICS: metrics}), reply_to=msg)
 
 
 @app.evaluate()
@@ -121,7 +144,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     policy = ValidationPolicy.for_site(settings, context.node_config)
     k = policy.min_report_cases
     log = site_logger(site.work)
-    server_round = int(msg.content[Record.CONFIG][SERVER_ROUND])
+    config = msg.content[Record.CONFIG]
+    server_round = int(config[SERVER_ROUND])
 
     # A run outside the site's limits is refused before any case is loaded
     refused = refusal(site, settings, context.node_config, log)
@@ -129,8 +153,8 @@ def evaluate(msg: Message, context: Context) -> Message:
         log.warning("round %d: validation refused: %s", server_round, refused)
         return Message(refused_evaluation(refused), reply_to=msg)
     note_run_split_ignored(settings, policy.disclosure, log)
-    model = build_model(settings.model_preset)
-    load_record(model, msg.content[Record.ARRAYS])
+    work = _site_round(site, settings, config, context, log)
+    model = work.personalized(msg.content[Record.ARRAYS])  # with this site's norm layers under local-norm
 
     # Load the data: the site's own validation set, or the set last reported while fewer than k cases changed
     cases = load_site_cases(site, settings.pipeline, policy.disclosure.validation_fraction, log)
@@ -142,10 +166,12 @@ def evaluate(msg: Message, context: Context) -> Message:
 
     # Validate: per-case values stay here, in the work folder
     chosen = [item for item in cases.val if item["case_id"] in usable.cases]
-    results, n_failed = validate_cases(model, chosen, settings.pipeline, policy.regions, _device(), log)
+    results, n_failed = validate_cases(
+        model, chosen, settings.pipeline, policy.regions, work.device, log, settings.min_lesion_mm3
+    )
     if not results:
         raise ValueError(f"none of the {len(chosen)} validation cases could be validated (see the site log)")
-    keep_validation(site, settings, server_round, msg.content[Record.ARRAYS], results)
+    keep_validation(site, settings, server_round, to_record(model), results)  # the model validated here
     final = released_set(site.work, VALIDATION, [r.case_id for r in results], k)
     if final.cases is None:
         log.warning("round %d: validation suppressed: %s", server_round, final.reason)
@@ -153,7 +179,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     released = [r for r in results if r.case_id in final.cases]
     model_id = model_digest(msg.content[Record.ARRAYS])
     seed = bootstrap_seed(site_secret(site.work), model_id, sorted(final.cases))
-    content = evaluation_content(released, cases.n_skipped + n_failed, policy, seed)
+    local_only = None
+    if settings.local_baseline and len(released) >= k:  # the local-only model on the same released cases
+        items = [item for item in chosen if item["case_id"] in final.cases]
+        local_only = LocalOnly(validate_local_only(work, items, released, server_round, dict(policy.regions)))
+    content = evaluation_content(released, cases.n_skipped + n_failed, policy, seed, local_only)
     log.info(
         "round %d: validated %d cases (%s, minimum %d; %s)",
         server_round,

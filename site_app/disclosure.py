@@ -8,7 +8,8 @@ it.
 
 The evaluate reply holds one ConfigRecord wire.Record.VALIDATION (status reported, suppressed or refused, the
 site's minimum, a reason unless reported, the statistics the policy withheld, and the metric conventions), and,
-only when reported, one MetricRecord wire.Record.METRICS with the aggregates and `num-examples`.
+only when reported, one MetricRecord wire.Record.METRICS with the aggregates and `num-examples` (and, with the
+run setting `local-baseline`, the local-only baseline's aggregates: site_app.local_baseline).
 """
 
 from collections.abc import Mapping, Sequence
@@ -32,9 +33,21 @@ from models.wire import (
 )
 from site_app.aggregates import BOOTSTRAP_RESAMPLES, CI_LEVEL, site_aggregates
 from site_app.disclosure_policy import DisclosurePolicy, policy_conventions, released_count
+from site_app.local_baseline import baseline_aggregates
 from site_app.metrics import HD95_PENALTY_MM, NSD_TOLERANCE_MM, metric_settings
 from site_app.run_settings import SiteRunSettings
 from site_app.validation import CaseEvaluation
+
+LOCAL_ONLY_BASELINE = "local-only baseline"
+"""How a withheld baseline is named in the reply's `withheld` list."""
+
+
+@dataclass(frozen=True)
+class LocalOnly:
+    """The local-only model's results on the released cases, or None with the reason there are none."""
+
+    results: Sequence[CaseEvaluation] | None
+    missing: str = "no local-only model: this site has not trained in this run yet"
 
 
 @dataclass(frozen=True)
@@ -79,12 +92,18 @@ def conventions(policy: ValidationPolicy) -> dict[str, str | int | float | list[
 
 
 def evaluation_content(
-    results: Sequence[CaseEvaluation], n_skipped: int, policy: ValidationPolicy, bootstrap_seed: int
+    results: Sequence[CaseEvaluation],
+    n_skipped: int,
+    policy: ValidationPolicy,
+    bootstrap_seed: int,
+    local_only: LocalOnly | None = None,
 ) -> RecordDict:
     """The evaluate reply's content: aggregates when the site has at least its minimum of cases, else none.
 
     `results` are the cases of a releasable set (validation_split.released_set); `bootstrap_seed` comes from
-    disclosure_policy.bootstrap_seed and is not sent.
+    disclosure_policy.bootstrap_seed and is not sent. `local_only`: the run has `local-baseline`; its model's
+    results on the same cases add the baseline's means and CIs and those of the paired difference, under the same
+    rules and with the same resamples (site_app.local_baseline), or are withheld with the reason.
     """
     k = policy.min_report_cases
     if len(results) < k:
@@ -97,6 +116,15 @@ def evaluation_content(
     skipped = released_count(n_skipped, k)
     if skipped is None:
         withheld.append(f"{N_SKIPPED} (between 1 and {k - 1})")
+    if local_only is not None:
+        try:
+            if local_only.results is None:
+                raise ValueError(local_only.missing)
+            aggregates.update(
+                baseline_aggregates(results, local_only.results, list(policy.regions), bootstrap_seed)
+            )
+        except ValueError as error:
+            withheld.append(f"{LOCAL_ONLY_BASELINE} ({error})")
     metrics = MetricRecord(
         {**aggregates, **({} if skipped is None else {N_SKIPPED: skipped}), NUM_EXAMPLES: len(results)}
     )

@@ -59,6 +59,11 @@ R8 Counts. The data description sends the number of usable and excluded cases on
    of a reported validation (empty masks, lesions found, missed, false) are sums over its k or more cases and
    are sent. [released_count]
 
+R8b Local-only baseline (run setting `local-baseline`). The local-only model never leaves the site. Its
+   aggregates follow R1-R5 and R6: only in a reported reply, only means and CIs (no position statistic, no count),
+   over exactly the released validation cases (a set that differs is withheld), with the same secret-seeded
+   resamples and rounding. [local_baseline.baseline_aggregates]
+
 R9 Site limits. Every run setting the site uses for its computation is checked against the site's own
    ranges before anything is loaded (site_app.site_limits); a run outside them is refused with the setting
    and the limit named.

@@ -16,7 +16,10 @@ from models.run_config import (
     BATCH_SIZE,
     EVAL_REGIONS,
     LEARNING_RATE,
+    LOCAL_BASELINE,
     LOCAL_EPOCHS,
+    LOCAL_NORM,
+    MIN_LESION_MM3,
     MODEL_PRESET,
     PATCH_SIZE,
     SAMPLES_PER_CASE,
@@ -28,6 +31,7 @@ from models.run_config import (
     SIM_VALIDATION_FRACTION,
     SIM_WORK,
     SPACING_MM,
+    TRANSPORT_DTYPE,
 )
 
 
@@ -42,6 +46,14 @@ class SiteRunSettings:
     """Name of the region set (models.labels.REGION_SETS); `regions` holds the regions themselves."""
     pipeline: PipelineSettings
     """Spacing, patch size (the model preset's when the run setting is 0) and patches per case."""
+    local_norm: bool
+    """The norm layers stay at this site (site_app.local_norm); shared with the coordinator."""
+    transport_dtype: str
+    """The precision of the weights in messages (models.transport); shared with the coordinator."""
+    local_baseline: bool
+    """Also train and validate a local-only model (site_app.local_baseline)."""
+    min_lesion_mm3: float
+    """Validation post-processing: smaller predicted tumor components are removed (site_app.postprocess)."""
     sim_min_report_cases: int
     sim_min_position_cases: int
     sim_min_train_cases: int
@@ -68,6 +80,10 @@ class SiteRunSettings:
                 patch_size=patch_size(preset, PATCH_SIZE.read(run_config)),
                 samples_per_case=SAMPLES_PER_CASE.read(run_config),
             ),
+            local_norm=LOCAL_NORM.read(run_config),
+            transport_dtype=TRANSPORT_DTYPE.read(run_config),
+            local_baseline=LOCAL_BASELINE.read(run_config),
+            min_lesion_mm3=MIN_LESION_MM3.read(run_config),
             sim_min_report_cases=SIM_MIN_REPORT_CASES.read(run_config),
             sim_min_position_cases=SIM_MIN_POSITION_CASES.read(run_config),
             sim_min_train_cases=SIM_MIN_TRAIN_CASES.read(run_config),
@@ -83,7 +99,7 @@ class SiteRunSettings:
         """The evaluation regions: name -> label values."""
         return evaluation_regions(self.eval_regions)
 
-    def as_run_config(self) -> dict[str, int | float | str]:
+    def as_run_config(self) -> dict[str, bool | int | float | str]:
         """These settings as run-config values (patch-size as used): what the site records of a validation."""
         return {
             MODEL_PRESET.key: self.model_preset,
@@ -95,6 +111,10 @@ class SiteRunSettings:
             SPACING_MM.key: self.pipeline.spacing_mm,
             PATCH_SIZE.key: self.pipeline.patch_size,
             SAMPLES_PER_CASE.key: self.pipeline.samples_per_case,
+            LOCAL_NORM.key: self.local_norm,
+            TRANSPORT_DTYPE.key: self.transport_dtype,
+            LOCAL_BASELINE.key: self.local_baseline,
+            MIN_LESION_MM3.key: self.min_lesion_mm3,
             SIM_MIN_REPORT_CASES.key: self.sim_min_report_cases,
             SIM_MIN_POSITION_CASES.key: self.sim_min_position_cases,
             SIM_MIN_TRAIN_CASES.key: self.sim_min_train_cases,

@@ -17,6 +17,7 @@ from monai.transforms import Compose, Invertd
 
 from data_prep.transforms import LoadCased, PipelineSettings, preprocess
 from site_app.metrics import case_metrics
+from site_app.postprocess import remove_small_lesions
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,14 +75,20 @@ def evaluate_case(
     settings: PipelineSettings,
     regions: Mapping[str, tuple[int, ...]],
     device: torch.device,
+    min_lesion_mm3: float = 0.0,
 ) -> CaseEvaluation:
-    """Predict one dataset item (data_prep.transforms.case_item) and measure it against its stored label."""
+    """Predict one dataset item (data_prep.transforms.case_item) and measure it against its stored label.
+
+    `min_lesion_mm3` > 0: predicted tumor components below that volume are removed first (site_app.postprocess)."""
     loaded = LoadCased()(item)
     truth = loaded["label"][0].numpy().astype(np.uint8)
     spacing = tuple(float(s) for s in np.linalg.norm(loaded["label"].affine.numpy()[:3, :3], axis=0))
     pipeline = after_loading(settings)
     processed = pipeline(loaded)
     prediction = predict(model, processed["image"], settings.patch_size, device)
+    if min_lesion_mm3 > 0:
+        cleaned = remove_small_lesions(prediction.numpy(), (settings.spacing_mm,) * 3, min_lesion_mm3)
+        prediction = torch.from_numpy(cleaned)
     native = on_native_grid(prediction, processed["label"], pipeline)
     if native.shape != truth.shape:
         raise ValueError(f"prediction mapped back to {native.shape} but the stored label is {truth.shape}")
@@ -102,12 +109,13 @@ def validate_cases(
     regions: Mapping[str, tuple[int, ...]],
     device: torch.device,
     log: Logger,
+    min_lesion_mm3: float = 0.0,
 ) -> tuple[list[CaseEvaluation], int]:
     """Every case that can be evaluated, and the number that could not (each logged to the site log only)."""
     results, failed = [], 0
     for item in items:
         try:
-            results.append(evaluate_case(model, item, settings, regions, device))
+            results.append(evaluate_case(model, item, settings, regions, device, min_lesion_mm3))
         except Exception as error:  # noqa: BLE001 - one case that fails (file changed, vanished) is skipped
             log.warning("case %s not validated: %s: %s", item["case_id"], type(error).__name__, error)
             failed += 1

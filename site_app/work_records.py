@@ -2,7 +2,8 @@
 
 <work>/validation/context.json   the site's paths, its run settings (as used) and the round of the last validation
 <work>/validation/per-case.jsonl one line per case per round: {"round", "case_id", "spacing_mm", "metrics"}
-<work>/models/global-latest.pt   the last global model the site validated ({"state_dict", "meta"})
+<work>/models/global-latest.pt   the last global model the site validated ({"state_dict", "meta"}); with the run
+                                 setting `local-norm`, with this site's own norm layers (meta norm_layers "site")
 """
 
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 from flwr.app import ArrayRecord
 
 from models.atomic import atomic_write_json
-from models.model_source import inference_meta
+from models.model_source import checkpoint_norm_meta, inference_meta
 from models.weights import save_checkpoint
 from site_app.run_settings import SiteRunSettings
 from site_app.site_config import SitePaths
@@ -46,12 +47,14 @@ def keep_validation(
     arrays: ArrayRecord,
     results: Sequence[CaseEvaluation],
 ) -> None:
-    """Record one validation in the work folder: the model, the per-case metrics and how to redo it."""
+    """Record one validation in the work folder: the model as validated here (`arrays`: under local-norm with this
+    site's norm layers), the per-case metrics and how to redo it."""
     pipeline = settings.pipeline
     meta = {
         "model_preset": settings.model_preset,
         "round": server_round,
         **inference_meta(pipeline.spacing_mm, pipeline.patch_size),
+        **checkpoint_norm_meta(settings.local_norm, site=True),
     }
     save_checkpoint(arrays, site.work / LATEST_MODEL, meta)
     lines = "".join(

@@ -49,6 +49,7 @@ class CapturedRun:
 
 
 _RUN: CapturedRun | None = None
+_OPTION_RUNS: dict[str, CapturedRun] = {}
 
 
 def captured_run(tmp_path_factory) -> CapturedRun:
@@ -56,6 +57,14 @@ def captured_run(tmp_path_factory) -> CapturedRun:
     if _RUN is None:
         _RUN = _run(tmp_path_factory.mktemp("captured-run"))
     return _RUN
+
+
+def option_run(tmp_path_factory, name: str, overrides: dict, rounds: int = 1) -> CapturedRun:
+    """The same federation and settings as captured_run with more run settings (`overrides`), run once per
+    session under `name`; the same data (DATA_SEED) and site secrets, so runs differ only by their settings."""
+    if name not in _OPTION_RUNS:
+        _OPTION_RUNS[name] = _run(tmp_path_factory.mktemp(f"option-run-{name}"), overrides, rounds)
+    return _OPTION_RUNS[name]
 
 
 def _capture_app(folder: Path, run_config: dict) -> Path:
@@ -85,11 +94,11 @@ def _capture_app(folder: Path, run_config: dict) -> Path:
     return folder
 
 
-def _run(root: Path) -> CapturedRun:
+def _run(root: Path, overrides: dict | None = None, rounds: int = 1) -> CapturedRun:
     data, run_dir, capture = root / "data", root / "run", root / "captured"
     write_federation(data, n_sites=len(SITES), seed=DATA_SEED, preset="tiny")
     add_nifti_cases(data / REPORTING, 6, REPORTING_CASES - 6, seed=DATA_SEED, name=REPORTING)
-    plan = plan_simulation(data, run_dir, rounds=1, preset="tiny", seed=1)
+    plan = plan_simulation(data, run_dir, rounds=rounds, preset="tiny", seed=1)
     run_config = {
         **plan.run_config,
         "local-epochs": 1,
@@ -97,6 +106,7 @@ def _run(root: Path) -> CapturedRun:
         "sim-min-report-cases": MIN_REPORT_CASES,
         "eval-regions": "brats",
         "capture-dir": str(capture),
+        **(overrides or {}),
     }
     for index, site in enumerate(SITES):
         fix_site_secret(run_dir / "sites" / site, 11 + index)

@@ -5,9 +5,11 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from models.presets import build_model
+from models.transport import encode
 from models.weights import to_record
 from server_app.reply_checks import (
     evaluate_reply_problem,
+    in_transport_dtype,
     metric_name_outliers,
     model_spec,
     train_reply_problem,
@@ -161,3 +163,17 @@ def test_statistics_a_sites_policy_may_withhold_do_not_make_its_reply_differ():
     assert metric_name_outliers(contents) == {
         "c": "its metric names differ from the other sites' (dice-xx-mean)"
     }
+
+
+def test_float16_replies_pass_only_against_the_spec_in_the_transport_dtype():
+    sent = in_transport_dtype(SPEC, "float16")
+    assert {s.dtype for s in sent.values()} <= {"float16", "int64"}
+    assert {name: s.shape for name, s in sent.items()} == {name: s.shape for name, s in SPEC.items()}
+    half = encode(GLOBAL, "float16")
+    assert train_reply_problem(train_reply(half), sent, 10) is None
+    assert (
+        train_reply_problem(train_reply(half), SPEC, 10)
+        == f"weights {FIRST!r} are float16 instead of float32"
+    )
+    assert train_reply_problem(train_reply(), sent, 10) == f"weights {FIRST!r} are float32 instead of float16"
+    assert in_transport_dtype(SPEC, "float32") == SPEC

@@ -1,0 +1,216 @@
+"""The coordinator's strategies: the fast weighted mean equals Flower's, FedAdam's state survives a save/load,
+a bad strategy setting is refused naming it, central DP is calibrated and accounted, and weights travel in the
+transport dtype."""
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import (
+    GaussianPrivacyEvent,
+    NeighboringRelation,
+    PrivacyConfig,
+    RdpAccountant,
+    SamplingMethod,
+)
+from flwr.serverapp.strategy import FedAvg
+
+from models.presets import build_model
+from models.run_config import RunConfigError, defaults
+from models.transport import as_sent, decode, encode, message_bytes
+from models.weights import to_record
+from server_app.aggregation import array_view, weighted_mean
+from server_app.run_settings import StrategySettings
+from server_app.strategies import SiteFedAdam, SiteFedYogi, build_strategy
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def reply_from(node_id: int, arrays: ArrayRecord, n_examples: int) -> Message:
+    request = Message(RecordDict(), dst_node_id=node_id, message_type="train")
+    metrics = MetricRecord({"train-loss": 0.5, "num-examples": n_examples})
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=request)
+
+
+def site_kwargs(tmp_path: Path, keys) -> dict:
+    """Strategy arguments (the federated loop checks the replies and files the records, not the strategy)."""
+    return {
+        "min_train_nodes": 2,
+        "min_evaluate_nodes": 2,
+        "min_available_nodes": 2,
+    }
+
+
+def test_the_fast_mean_equals_flowers_fedavg(flower_task):
+    models = [build_model("tiny", seed=s) for s in (1, 2, 3)]
+    records = [to_record(m) for m in models]
+    replies = [reply_from(10 + i, r, n) for i, (r, n) in enumerate(zip(records, (3, 5, 9), strict=True))]
+    flower, _ = FedAvg(min_train_nodes=3).aggregate_train(1, replies)
+    fast = weighted_mean(records, [3, 5, 9])
+    for name in flower:
+        assert fast[name].numpy().dtype == np.float32
+        np.testing.assert_allclose(fast[name].numpy(), flower[name].numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_the_fast_mean_reads_float16_and_integer_arrays_and_refuses_non_finite_ones():
+    a = ArrayRecord({"w": Array(np.array([1.0, 2.0], np.float16)), "n": Array(np.array([2, 4], np.int64))})
+    b = ArrayRecord({"w": Array(np.array([3.0, 6.0], np.float16)), "n": Array(np.array([4, 8], np.int64))})
+    mean = weighted_mean([a, b], [1, 3])
+    assert mean["w"].numpy().tolist() == [2.5, 5.0] and mean["w"].numpy().dtype == np.float32
+    assert mean["n"].numpy().tolist() == [4, 7] and mean["n"].numpy().dtype == np.int64
+    bad = ArrayRecord(
+        {"w": Array(np.array([np.inf, 1.0], np.float16)), "n": Array(np.array([1, 1], np.int64))}
+    )
+    with pytest.raises(ValueError, match=r"update\(s\) \[1\]"):
+        weighted_mean([a, bad], [1, 1])
+
+
+def test_array_view_reads_the_message_bytes_without_copying():
+    record = to_record(build_model("tiny", seed=0))
+    for array in record.values():
+        view = array_view(array)
+        np.testing.assert_array_equal(view, array.numpy())
+        assert not view.flags.owndata and not view.flags.writeable
+
+
+def adam_round(strategy, current: ArrayRecord, replies: list[Message], server_round: int) -> ArrayRecord:
+    strategy.current_arrays = {k: v.numpy() for k, v in current.items()}  # what configure_train records
+    arrays, _ = strategy.aggregate_train(server_round, replies)
+    return arrays
+
+
+@pytest.mark.parametrize("cls", [SiteFedAdam, SiteFedYogi])
+def test_the_server_optimizer_state_survives_a_save_and_load(tmp_path, flower_task, cls):
+    start = to_record(build_model("tiny", seed=0))
+    keys = start.keys()
+    knobs = {"eta": 0.01, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}
+    first = [reply_from(11, to_record(build_model("tiny", seed=s)), n) for s, n in ((1, 3), (2, 5))]
+    second = [reply_from(11, to_record(build_model("tiny", seed=s)), n) for s, n in ((3, 3), (4, 5))]
+
+    original = cls(**site_kwargs(tmp_path / "a", keys), **knobs)
+    after_one = adam_round(original, start, first, 1)
+    buffer = io.BytesIO()
+    torch.save(original.state_dict(), buffer)
+    saved = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    resumed = cls(**site_kwargs(tmp_path / "b", keys), **knobs)
+    resumed.load_state_dict(saved)
+    fresh = cls(**site_kwargs(tmp_path / "c", keys), **knobs)
+
+    expected = adam_round(original, after_one, second, 2)
+    continued = adam_round(resumed, after_one, second, 2)
+    restarted = adam_round(fresh, after_one, second, 2)
+    for name in keys:
+        np.testing.assert_array_equal(continued[name].numpy(), expected[name].numpy())
+    assert any(not np.array_equal(restarted[n].numpy(), expected[n].numpy()) for n in keys)
+
+
+def test_a_saved_state_of_another_strategy_is_refused(tmp_path):
+    keys = to_record(build_model("tiny")).keys()
+    adam = SiteFedAdam(**site_kwargs(tmp_path / "a", keys))
+    yogi = SiteFedYogi(**site_kwargs(tmp_path / "b", keys))
+    with pytest.raises(ValueError, match="'fedadam'.*'fedyogi'"):
+        yogi.load_state_dict(adam.state_dict())
+
+
+def test_central_dp_is_refused_with_a_server_optimizer_naming_the_setting():
+    config = {**defaults(), "strategy": "fedadam", "dp-noise-multiplier": 1.0}
+    with pytest.raises(
+        RunConfigError, match="`dp-noise-multiplier` is 1.0, expected 0 with strategy 'fedadam'"
+    ):
+        StrategySettings.from_run_config(config)
+    assert StrategySettings.from_run_config({**config, "strategy": "fedprox"}).dp
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("strategy", "fedsgd", "`strategy` is 'fedsgd', expected one of fedavg, fedprox, fedadam, fedyogi"),
+        ("transport-dtype", "int8", "`transport-dtype` is 'int8', expected one of float32, float16"),
+        ("local-norm", "yes", "`local-norm` is 'yes', expected true or false"),
+        ("beta2", 1.0, "`beta2` is 1.0, expected a number in [0, 1)"),
+        ("proximal-mu", -0.1, "`proximal-mu` is -0.1, expected at least 0"),
+        ("server-lr", 0, "`server-lr` is 0.0, expected a number above 0"),
+        ("dp-delta", 1, "`dp-delta` is 1.0, expected a number in (0, 1)"),
+    ],
+)
+def test_a_bad_strategy_setting_names_the_key_and_what_it_accepts(key, value, message):
+    with pytest.raises(RunConfigError, match=re.escape(message)):
+        StrategySettings.from_run_config({**defaults(), key: value})
+
+
+def test_float16_transport_halves_the_bytes_and_round_trips_to_what_the_site_trains(flower_task):
+    record = to_record(build_model("small", seed=0))
+    sent = {
+        dtype: message_bytes(
+            Message(
+                RecordDict({"arrays": encode(record, dtype), "config": ConfigRecord({"server-round": 1})}),
+                dst_node_id=5,
+                message_type="train",
+            )
+        )
+        for dtype in ("float32", "float16")
+    }
+    assert 0.49 < sent["float16"] / sent["float32"] < 0.51
+    received = decode(encode(record, "float16"))
+    for name, array in received.items():
+        assert array.numpy().dtype == np.float32
+        np.testing.assert_array_equal(array.numpy(), as_sent(record, "float16")[name].numpy())
+        np.testing.assert_allclose(array.numpy(), record[name].numpy(), rtol=1e-3, atol=1e-4)
+    huge = ArrayRecord({"w": Array(np.array([1e6], np.float32))})
+    with pytest.raises(ValueError, match="float16's range"):
+        encode(huge, "float16")
+
+
+def test_the_server_optimizer_steps_float_arrays_only(tmp_path, flower_task):
+    def record(weight: float, count: int) -> ArrayRecord:
+        return ArrayRecord(
+            {"w": Array(np.full(3, weight, np.float32)), "count": Array(np.array([count], np.int64))}
+        )
+
+    adam = SiteFedAdam(**site_kwargs(tmp_path, ["w", "count"]), eta=0.5)
+    replies = [reply_from(11, record(1.0, 10), 1), reply_from(12, record(3.0, 20), 1)]
+    arrays = adam_round(adam, record(0.0, 0), replies, 1)
+    assert arrays["count"].numpy().tolist() == [15] and arrays["count"].numpy().dtype == np.int64
+    assert not np.allclose(arrays["w"].numpy(), 2.0)  # the optimizer's step, not the mean
+
+
+def test_central_dp_clips_each_update_adds_calibrated_noise_and_accounts_epsilon_per_round(
+    tmp_path, flower_task
+):
+    settings = StrategySettings.from_run_config(
+        {**defaults(), "dp-noise-multiplier": 0.8, "dp-clipping-norm": 0.1}
+    )
+    start = to_record(build_model("tiny", seed=0))
+    strategies = build_strategy(settings, 2, **site_kwargs(tmp_path, start.keys()))
+    accountant = RdpAccountant(
+        PrivacyConfig(
+            target_delta=settings.dp_delta,
+            population_size=2,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION,
+        )
+    )
+    flat_start = np.concatenate([a.numpy().ravel() for a in start.values()])
+    epsilons, expected = [], []
+    for server_round in (1, 2):
+        updates = [to_record(build_model("tiny", seed=s)) for s in (server_round, 10 + server_round)]
+        strategies.run.current_arrays = start  # what configure_train records
+        replies = [reply_from(11 + i, r, n) for i, (r, n) in enumerate(zip(updates, (3, 9), strict=True))]
+        arrays, _ = strategies.run.aggregate_train(server_round, replies)
+        clipped = []
+        for update in updates:  # each site's update clipped to the norm; equal weights, not 3 : 9
+            delta = np.concatenate([update[k].numpy().ravel() for k in start]) - flat_start
+            clipped.append(delta * min(1.0, settings.dp_clipping_norm / np.linalg.norm(delta)))
+        noise = np.concatenate([arrays[k].numpy().ravel() for k in start]) - flat_start
+        noise -= np.mean(clipped, axis=0)
+        sigma = settings.dp_noise_multiplier * settings.dp_clipping_norm / 2
+        assert abs(noise.mean()) < 0.05 * sigma and noise.std() == pytest.approx(sigma, rel=0.05)
+        epsilons.append(strategies.privacy(server_round)["epsilon"])
+        accountant.compose(GaussianPrivacyEvent(settings.dp_noise_multiplier, 2, 2))
+        expected.append(accountant.get_privacy_spent().epsilon)
+    assert epsilons == pytest.approx(expected, rel=1e-12) and epsilons[0] < epsilons[1]
+    assert strategies.privacy(1)["delta"] == settings.dp_delta
