@@ -12,10 +12,13 @@ itself with a usable case count.
 """
 
 import itertools
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.common.config import flatten_dict
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
 from flwr.serverapp import Grid
@@ -148,3 +151,26 @@ class ScriptedGrid(Grid):
 
     def send_and_receive(self, messages, *, timeout=None) -> list[Message]:
         return self.pull_messages(self.push_messages(messages))
+
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def scripted_run_config(run_dir: Path, sites: list[str], **settings: object) -> dict:
+    """A run config for run_federation on a ScriptedGrid: the app's defaults, the tiny model, two rounds, quorum 2
+    of `sites`, and one-second waits and deadlines (scripted sites answer at once or never); `settings` override,
+    `num_server_rounds` or `"num-server-rounds"` alike."""
+    defaults = flatten_dict(tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"])
+    config = {
+        **defaults,
+        "run-dir": str(run_dir),
+        "model-preset": "tiny",
+        "num-server-rounds": 2,
+        "min-sites": 2,
+        "expected-sites": ",".join(sites),
+        "wait-for-sites-s": 1.0,
+        "describe-timeout-s": 1.0,
+        "train-timeout-s": 1.0,
+        "evaluate-timeout-s": 1.0,
+    }
+    return config | {key.replace("_", "-"): value for key, value in settings.items()}

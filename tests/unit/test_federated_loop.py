@@ -7,7 +7,6 @@ Flower processes is in tests/integration/test_federation_resilience.py.
 
 import json
 import time
-import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -15,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-from flwr.common.config import flatten_dict
-from scripted_grid import ScriptedGrid, ScriptedSite, trained
+from scripted_grid import ScriptedGrid, ScriptedSite, scripted_run_config, trained
 
 from models.presets import build_model
 from models.weights import load_checkpoint, to_record
@@ -27,24 +25,9 @@ from site_app.disclosure import refused_evaluation
 from site_app.disclosure_policy import DisclosurePolicy
 from site_app.policy_replies import declined_training, refused_training
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULTS = flatten_dict(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
-
 
 def run_config(run_dir: Path, **settings) -> dict:
-    config = {
-        **DEFAULTS,
-        "run-dir": str(run_dir),
-        "model-preset": "tiny",
-        "num-server-rounds": 2,
-        "min-sites": 2,
-        "expected-sites": "hospital-a,hospital-b,hospital-c",
-        "wait-for-sites-s": 1.0,
-        "describe-timeout-s": 1.0,
-        "train-timeout-s": 1.0,
-        "evaluate-timeout-s": 1.0,
-    }
-    return config | {key.replace("_", "-"): value for key, value in settings.items()}
+    return scripted_run_config(run_dir, ["hospital-a", "hospital-b", "hospital-c"], **settings)
 
 
 def three_sites(**changes) -> dict[int, ScriptedSite]:

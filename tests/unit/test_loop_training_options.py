@@ -2,37 +2,20 @@
 float16 replies pass the reply checks and are aggregated in float32, each site's record carries its bytes per
 round, and with central DP the ε spent so far; the strategy's state is in the round checkpoint."""
 
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.common.config import flatten_dict
-from scripted_grid import ScriptedGrid, ScriptedSite
+from scripted_grid import ScriptedGrid, ScriptedSite, scripted_run_config
 
 from models.weights import load_checkpoint
 from server_app.app import run_federation
 from server_app.round_checkpoint import load_round_state
 from server_app.run_folder import read_metrics, read_rounds
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULTS = flatten_dict(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
-
 
 def run_config(run_dir: Path, **settings) -> dict:
-    config = {
-        **DEFAULTS,
-        "run-dir": str(run_dir),
-        "model-preset": "tiny",
-        "num-server-rounds": 2,
-        "min-sites": 2,
-        "expected-sites": "hospital-a,hospital-b",
-        "wait-for-sites-s": 1.0,
-        "describe-timeout-s": 1.0,
-        "train-timeout-s": 1.0,
-        "evaluate-timeout-s": 1.0,
-    }
-    return config | settings
+    return scripted_run_config(run_dir, ["hospital-a", "hospital-b"], **settings)
 
 
 def two_sites() -> ScriptedGrid:
