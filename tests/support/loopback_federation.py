@@ -35,7 +35,8 @@ ONCOFED = str(Path(sys.executable).parent / "oncofed")
 def write_spec(path: Path, federation: str, sites: list[str], port: int) -> Path:
     path.write_text(
         f'federation = "{federation}"\nsites = {json.dumps(sites)}\n\n'
-        f'[coordinator]\naddresses = ["localhost"]\nport = {port}\nbind-host = "127.0.0.1"\n'
+        f'[coordinator]\naddresses = ["localhost"]\nport = {port}\nsuperlink-port = {free_port()}\n'
+        'bind-host = "127.0.0.1"\n'
     )
     return path
 
@@ -103,7 +104,8 @@ class LoopbackFederation:
         write_federation(data, n_sites=n_sites, seed=seed, preset="tiny")
         sites = sorted(folder.name for folder in data.iterdir())
         port = free_port()
-        provision(read_spec(write_spec(root / "spec.toml", "oncofed-resilience", sites, port)), root / "kits")
+        spec = read_spec(write_spec(root / "spec.toml", "oncofed-resilience", sites, port))
+        provision(spec, root / "kits", generate_site_keys=True)  # a test federation: keys made here
         for site in sites:
             fill_site_toml(root / "kits" / "sites" / site, data / site, root / "work" / site)
         return cls(root=root, sites=sites, port=port)
@@ -118,7 +120,7 @@ class LoopbackFederation:
         offset = self.output("coordinator").stat().st_size if self.output("coordinator").exists() else 0
         process = self.command("coordinator", "coordinator", "start", "--kit", str(self.coordinator_kit))
         deadline = time.monotonic() + 120
-        while "submit a run:" not in self.output("coordinator").read_text(errors="replace")[offset:]:
+        while "submit a run" not in self.output("coordinator").read_text(errors="replace")[offset:]:
             if process.popen.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"coordinator did not start:\n{tail(self.output('coordinator'), 40)}")
             time.sleep(0.5)
