@@ -258,6 +258,8 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
         submitted = unpack_for_submission(plan.fab, app_folder / "app")
         if submitted.sha256 != plan.app.sha256:
             raise FabError(f"{plan.fab} changed while it was being submitted; submit again")
+        log_path = logs / "flwr-run.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0  # a resumed run appends to its log
         runner = start_process(
             "flwr run",
             [
@@ -270,10 +272,10 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
                 str(overrides),
             ],
             env,
-            logs / "flwr-run.log",
+            log_path,
         )
         try:
-            follow_log(runner, on_line)
+            follow_log(runner, on_line, offset=offset)
             return runner.popen.wait()
         finally:
             runner.stop()
