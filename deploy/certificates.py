@@ -174,11 +174,6 @@ def is_signed_by(certificate: x509.Certificate, ca_certificate: x509.Certificate
     return True
 
 
-def certificate_fingerprint(certificate: x509.Certificate) -> str:
-    """SHA-256 over the DER certificate, as hex pairs (what browsers and openssl show)."""
-    return certificate.fingerprint(hashes.SHA256()).hex(":").upper()
-
-
 def site_key_openssh(key: ec.EllipticCurvePrivateKey) -> tuple[bytes, bytes]:
     """(private key, public key) in OpenSSH format, the formats Flower's SuperNode authentication reads."""
     private = key.private_bytes(

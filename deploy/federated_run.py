@@ -51,8 +51,6 @@ from server_app.run_settings import ServerRunSettings
 
 RUN_STARTED = re.compile(r"Successfully started run (\d+)")
 RESERVED_KEYS = {NUM_SERVER_ROUNDS.key, MODEL_PRESET.key, RUN_DIR.key, RESUME.key, INIT_MODEL.key}
-CHECKPOINT = CHECKPOINT_FILE
-"""The round checkpoint the ServerApp writes in a run folder (server_app.round_checkpoint)."""
 
 
 class CoordinatorNotRunning(RuntimeError):
@@ -188,9 +186,9 @@ def plan_resume(
     run_dir = run_dir.expanduser().resolve()
     if not (run_dir / CONFIG_FILE).is_file():
         raise ValueError(f"--resume {run_dir}: not a run folder (no {CONFIG_FILE})")
-    if not (run_dir / CHECKPOINT).is_file():
+    if not (run_dir / CHECKPOINT_FILE).is_file():
         raise ValueError(
-            f"--resume {run_dir}: no round checkpoint ({CHECKPOINT}): the run stopped before its first round "
+            f"--resume {run_dir}: no round checkpoint ({CHECKPOINT_FILE}): the run stopped before its first round "
             "ended; submit a new run instead"
         )
     saved = read_json(run_dir / CONFIG_FILE).get("run_config", {})

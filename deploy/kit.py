@@ -264,10 +264,6 @@ class SiteKit:
         return self.root / APPROVED_APPS_FILE
 
     @property
-    def site_settings_file(self) -> Path:
-        return self.root / SITE_FILE
-
-    @property
     def flwr_home(self) -> Path:
         return self.settings.work_path / "flower-home"
 

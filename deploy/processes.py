@@ -173,10 +173,11 @@ def follow_log(
     poll_s: float = 0.2,
     timeout_s: float | None = None,
     offset: int = 0,
+    companions: Sequence[StartedProcess] = (),
 ) -> None:
     """Hand each line of the process's log (from byte `offset`: where this process's output starts in a log that
-    earlier runs appended to) to `on_line` until the process exits; past `timeout_s` (if given) raise
-    TimeoutError, leaving the process to the caller to stop."""
+    earlier runs appended to) to `on_line` until the process, or one of its `companions` (processes it cannot
+    work without), exits; past `timeout_s` (if given) raise TimeoutError, leaving the processes to the caller."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with open(process.log_path, encoding="utf-8", errors="replace") as log:
         log.seek(offset)
@@ -188,7 +189,7 @@ def follow_log(
             line = log.readline()
             if line:
                 on_line(line.rstrip("\n"))
-            elif process.popen.poll() is not None:
+            elif any(p.popen.poll() is not None for p in (process, *companions)):
                 for rest in log:
                     on_line(rest.rstrip("\n"))
                 return

@@ -24,7 +24,7 @@ from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
 
 from deploy.flower_env import flower_env, flower_executable, toml_value
 from deploy.kit import SiteKit
-from deploy.processes import StartedProcess, start_process, tail
+from deploy.processes import StartedProcess, follow_log, start_process, tail
 from models.atomic import atomic_write_bytes
 
 CONNECTED = re.compile(r"SuperNode ID: (\d+)")
@@ -255,25 +255,11 @@ def connect(
 
 
 def wait_for_exit(
-    kit: SiteKit, site: RunningSite, connected: bool, on_line: Callable[[str], None] | None = None
+    kit: SiteKit, site: RunningSite, connected: bool, on_line: Callable[[str], None] = lambda line: None
 ) -> SiteStartError:
     """Block until the SuperNode or the gate exits, handing each new line of the SuperNode's log (from where this
     start's output begins) to `on_line` meanwhile; the reason it stopped, explained."""
-
-    def running() -> bool:
-        return site.supernode.popen.poll() is None and site.gate.popen.poll() is None
-
-    with open(site.supernode.log_path, encoding="utf-8", errors="replace") as log:
-        log.seek(site.offset)
-        while running():
-            line = log.readline()
-            if line and on_line is not None:
-                on_line(line.rstrip("\n"))
-            elif not line:
-                time.sleep(0.5)
-        for rest in log:
-            if on_line is not None:
-                on_line(rest.rstrip("\n"))
+    follow_log(site.supernode, on_line, poll_s=0.5, offset=site.offset, companions=[site.gate])
     return explain_exit(kit, site, connected=connected)
 
 

@@ -27,9 +27,6 @@ class TrafficLedger:
     def add(self, server_round: int, node_id: int, direction: str, n_bytes: int) -> None:
         self.bytes[(server_round, node_id)][direction] += n_bytes
 
-    def site_round(self, server_round: int, node_id: int) -> dict[str, int]:
-        return dict(self.bytes.get((server_round, node_id), dict.fromkeys(DIRECTIONS, 0)))
-
     def site_round_of(self, server_round: int, node_ids: Iterable[int]) -> dict[str, int]:
         """Bytes per direction of all of a site's nodes in a round (a site that reconnected has a new node id)."""
         total = dict.fromkeys(DIRECTIONS, 0)
@@ -37,9 +34,6 @@ class TrafficLedger:
             for direction, n_bytes in self.bytes.get((server_round, node_id), {}).items():
                 total[direction] += n_bytes
         return total
-
-    def round_total(self, server_round: int) -> int:
-        return sum(sum(v.values()) for (rnd, _), v in self.bytes.items() if rnd == server_round)
 
 
 def _kind(message_type: str) -> str | None:

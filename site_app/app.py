@@ -46,7 +46,7 @@ from site_app.privacy import keep_details_local
 from site_app.run_settings import SiteRunSettings
 from site_app.run_state import run_state_dir
 from site_app.site_config import SitePaths, resolve_site
-from site_app.site_data import load_site_cases, site_overview, split_inventory
+from site_app.site_data import load_site_cases, preprocessed_cases, site_overview, split_inventory
 from site_app.site_log import site_logger
 from site_app.site_secret import site_secret
 from site_app.validation import validate_cases
@@ -108,14 +108,14 @@ def train(msg: Message, context: Context) -> Message:
         log.warning("round %d: training refused: %s", server_round, refused)
         return Message(refused_training(refused), reply_to=msg)
     note_run_split_ignored(settings, policy, log)
-    _, split = split_inventory(site, policy.validation_fraction, log)
+    inventory, split = split_inventory(site, policy.validation_fraction, log)
     if len(split.training) < policy.min_train_cases:
         reason = f"n < {policy.min_train_cases}"  # fewer training cases than the site's min-train-cases
         log.warning("round %d: training declined: %s", server_round, reason)
         return Message(declined_training(reason, policy), reply_to=msg)
 
     # Load the data: a training set differing from the last one by fewer than min-train-cases is not used
-    cases = load_site_cases(site, settings.pipeline, policy.validation_fraction, log)
+    cases = preprocessed_cases(site, inventory, split, settings.pipeline, log)
     usable = released_set(site.work, TRAINING, [i["case_id"] for i in cases.train], policy.min_train_cases)
     chosen = [item for item in cases.train if usable.cases is not None and item["case_id"] in usable.cases]
     if len(chosen) < policy.min_train_cases:

@@ -78,6 +78,14 @@ def load_site_cases(
     """Usable cases of the inventory, split by the site's own split (a case failing later never reshuffles it),
     preprocessed through the cache; cases failing now are skipped with a logged reason."""
     inventory, split = split_inventory(site, validation_fraction, log)
+    return preprocessed_cases(site, inventory, split, settings, log)
+
+
+def preprocessed_cases(
+    site: SitePaths, inventory: Inventory, split: SiteSplit, settings: PipelineSettings, log: Logger
+) -> SiteCases:
+    """The cases of a split (from split_inventory), preprocessed through the cache; cases failing now are
+    skipped with a logged reason."""
     by_id = {case.case_id: case for case in inventory.usable_cases()}
     train_cases = [by_id[case] for case in split.training]
     val_cases = [by_id[case] for case in split.validation]

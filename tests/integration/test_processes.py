@@ -1,10 +1,11 @@
 """Stopping what we started: the whole tree, by process id, nothing else."""
 
+import os
 import subprocess
 import sys
 import time
 
-from deploy.processes import free_port, process_tree, stop_tree
+from deploy.processes import follow_log, free_port, process_tree, start_process, stop_tree
 
 
 def test_stop_tree_stops_grandchildren_that_ignore_sigterm():
@@ -40,3 +41,30 @@ def test_free_port_is_bindable():
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_follow_log_ends_when_a_companion_exits(tmp_path):
+    """A site's SuperNode log is followed until the SuperNode or its gate exits: here the gate (a companion)
+    exits while the main process keeps running and writing; every line written before is handed over."""
+    main = start_process(
+        "main",
+        [sys.executable, "-u", "-c", "import time\nprint('first', flush=True)\ntime.sleep(60)"],
+        dict(os.environ),
+        tmp_path / "main.log",
+    )
+    wait_for_first = (  # the companion exits once the main process has written its line
+        f"import pathlib, time\nlog = pathlib.Path({str(tmp_path / 'main.log')!r})\n"
+        "while 'first' not in log.read_text():\n    time.sleep(0.05)"
+    )
+    companion = start_process(
+        "companion", [sys.executable, "-c", wait_for_first], dict(os.environ), tmp_path / "c.log"
+    )
+    lines: list[str] = []
+    try:
+        started = time.monotonic()
+        follow_log(main, lines.append, poll_s=0.1, timeout_s=30, companions=[companion])
+        assert time.monotonic() - started < 30 and main.popen.poll() is None
+        assert lines == ["first"]
+    finally:
+        main.stop()
+        companion.stop()

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from deploy.federated_run import CHECKPOINT, plan_resume, plan_run
+from deploy.federated_run import plan_resume, plan_run
 from deploy.kit import read_coordinator_kit
 from deploy.provision import provision, read_spec
 from models.presets import build_model
 from models.weights import save_checkpoint, to_record
+from server_app.round_checkpoint import CHECKPOINT_FILE
 
 SITES = ["hospital-a", "hospital-b", "hospital-c"]
 
@@ -63,8 +64,8 @@ def test_resume_keeps_the_runs_settings(kit):
     run_dir = interrupted_run(kit)
     with pytest.raises(ValueError, match="no round checkpoint"):
         plan_resume(kit, run_dir, None)
-    (run_dir / CHECKPOINT).parent.mkdir()
-    (run_dir / CHECKPOINT).write_bytes(b"checkpoint")
+    (run_dir / CHECKPOINT_FILE).parent.mkdir()
+    (run_dir / CHECKPOINT_FILE).write_bytes(b"checkpoint")
 
     plan = plan_resume(kit, run_dir, None, "wait-for-sites-s=60 min-sites=2")
     config = plan.run_config
@@ -80,8 +81,8 @@ def test_resume_keeps_the_runs_settings(kit):
 
 def test_a_completed_run_is_resumed_only_to_extend_it(kit):
     run_dir = interrupted_run(kit, status="completed")
-    (run_dir / CHECKPOINT).parent.mkdir()
-    (run_dir / CHECKPOINT).write_bytes(b"checkpoint")
+    (run_dir / CHECKPOINT_FILE).parent.mkdir()
+    (run_dir / CHECKPOINT_FILE).write_bytes(b"checkpoint")
     with pytest.raises(ValueError, match="completed all its 4 rounds; give --rounds N"):
         plan_resume(kit, run_dir, None)
     assert plan_resume(kit, run_dir, 5).run_config["num-server-rounds"] == 5
@@ -100,8 +101,8 @@ def test_a_simulation_resumes_with_its_saved_settings(tmp_path):
     (run_dir / "config.json").write_text(json.dumps({"run_config": config}))
     with pytest.raises(ValueError, match="no round checkpoint"):
         plan_resumed_simulation(run_dir)
-    (run_dir / CHECKPOINT).parent.mkdir()
-    (run_dir / CHECKPOINT).write_bytes(b"checkpoint")
+    (run_dir / CHECKPOINT_FILE).parent.mkdir()
+    (run_dir / CHECKPOINT_FILE).write_bytes(b"checkpoint")
     plan = plan_resumed_simulation(run_dir)
     assert plan.n_sites == 2 and plan.run_config == {**config, "resume": True, "init-model": ""}
     (run_dir / "summary.json").write_text(json.dumps({"status": "completed"}))
