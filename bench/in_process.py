@@ -9,6 +9,7 @@ only Flower's transport between processes is left out. Bytes are still measured 
 
 from collections.abc import Iterable
 from pathlib import Path
+from uuid import uuid4
 
 from common import coordinator_identity
 from flwr.app import Context, Message, RecordDict
@@ -45,6 +46,9 @@ class InProcessGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
         for message in messages:
+            # As Flower's InMemoryGrid does: the id the reply's reply_to_message_id names (server_app.grid_exchange
+            # matches replies to sites through it)
+            message.metadata.__dict__["_message_id"] = str(uuid4())
             reply = self._deliver(message)
             self._replies[message.metadata.message_id] = reply
             ids.append(message.metadata.message_id)

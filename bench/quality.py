@@ -10,12 +10,14 @@ validation, bytes and ε are those a real run records. Every model is evaluated 
 (a local-norm run: each site's personalized model on its own cases).
 """
 
+import argparse
 import itertools
 import json
 import logging
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +57,10 @@ DATA_SEED = 0
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
 POSTPROCESS_MM3 = 100.0
 """Post-processing measured on the best federated model: predicted tumor components below this volume removed."""
+PLATEAU_GAIN = 0.01
+"""The plateau budget: the first doubling of centralized's epochs that adds less than this pooled Dice."""
+PLATEAU_CONFIGS = ("fedprox + local-norm", "fedavg + local-norm")
+"""Default federated configurations at the plateau budget: the two best of the full-arm run at today's budget."""
 DP_NOISE, DP_CLIP = 0.5, 0.5
 """Central DP arm: noise multiplier and clipping norm (ε at δ = the run config's dp-delta is printed)."""
 
@@ -134,9 +140,14 @@ def load_sites(data: Path, work: Path, settings: SiteRunSettings) -> list[Site]:
 
 
 def centralized(
-    sites: list[Site], settings: SiteRunSettings, epochs: int, device: torch.device
+    sites: list[Site],
+    settings: SiteRunSettings,
+    epochs: int,
+    device: torch.device,
+    after_epoch: Callable[[torch.nn.Module, int], bool] | None = None,
 ) -> torch.nn.Module:
-    """One model on the pooled training cases of every site (same initial model as the federation's)."""
+    """One model on the pooled training cases of `sites` (same initial model as the federation's); with one site,
+    that site alone. `after_epoch(model, n)` as in train_epochs."""
     model = build_model(settings.model_preset, seed=settings.seed)
     pooled = ConcatDataset(
         [
@@ -152,6 +163,7 @@ def centralized(
         batch_size=settings.batch_size,
         device=device,
         seed=settings.seed,
+        after_epoch=None if after_epoch is None else lambda epoch: after_epoch(model, epoch),
     )
     return model
 
@@ -264,6 +276,180 @@ def mean_sd(values: list[float]) -> str:
     )
 
 
+@dataclass
+class PlateauSearch:
+    """Centralized (the run seed) evaluated after E, 2E, 4E … epochs of one training run."""
+
+    pooled: dict[int, float]
+    """epochs → pooled mean Dice."""
+    sites: dict[int, dict[str, float]]
+    """epochs → site → mean Dice on its own validation cases."""
+    epochs: int
+    """The plateau budget: the epochs whose doubling from epochs/2 added < PLATEAU_GAIN (or the last tried)."""
+    reached: bool
+    seconds: float
+
+
+def plateau_search(
+    sites: list[Site], settings: SiteRunSettings, start: int, most: int, device: torch.device
+) -> PlateauSearch:
+    """Train centralized once, evaluating it after start·2^k epochs, until a doubling adds < PLATEAU_GAIN."""
+    clock = time.monotonic()
+    pooled: dict[int, float] = {}
+    per_site: dict[int, dict[str, float]] = {}
+
+    def snapshot(model: torch.nn.Module, epoch: int) -> bool:
+        if epoch < start or epoch % start or (epoch // start) & (epoch // start - 1):
+            return False  # not start·2^k
+        by_site = evaluate(model, sites, settings, device)
+        pooled[epoch] = aggregates([c for cases in by_site.values() for c in cases], settings.seed)[0]
+        per_site[epoch] = {name: aggregates(cases, settings.seed)[0] for name, cases in by_site.items()}
+        gain = pooled[epoch] - pooled.get(epoch // 2, float("-inf"))
+        print(f"centralized {epoch} epochs: pooled Dice {pooled[epoch]:.4f}", file=sys.stderr, flush=True)
+        return gain < PLATEAU_GAIN
+
+    doublings = max(0, (most // start).bit_length() - 1)
+    centralized(sites, settings, start * 2**doublings, device, after_epoch=snapshot)
+    last = max(pooled)
+    reached = last // 2 in pooled and pooled[last] - pooled[last // 2] < PLATEAU_GAIN
+    return PlateauSearch(pooled, per_site, last, reached, time.monotonic() - clock)
+
+
+def pooled_own_cases(
+    models: dict[str, torch.nn.Module], sites: list[Site], settings: SiteRunSettings, device: torch.device
+) -> tuple[float, dict[str, float]]:
+    """(pooled mean Dice over every site's validation cases, each case by its own site's model; site → mean Dice)."""
+    own = {s.paths.name: evaluate(models[s.paths.name], [s], settings, device)[s.paths.name] for s in sites}
+    pooled = aggregates([c for cases in own.values() for c in cases], settings.seed)[0]
+    return pooled, {name: aggregates(cases, settings.seed)[0] for name, cases in own.items()}
+
+
+def plateau_run(
+    args: argparse.Namespace,
+    config: dict[str, object],
+    settings: SiteRunSettings,
+    sites: list[Site],
+    data: Path,
+    work: Path,
+    out: Path,
+    device: torch.device,
+    started: float,
+) -> None:
+    """The plateau budget: find it with centralized, then centralized, each site alone and the chosen federated
+    configurations there, `args.seeds` seeds each (federated: plateau epochs / local epochs rounds)."""
+    names = [s.paths.name for s in sites]
+    start = settings.local_epochs * int(config["num-server-rounds"])
+    search = plateau_search(sites, settings, start, args.max_epochs, device)
+    budget = search.epochs
+    rounds = -(-budget // settings.local_epochs)
+    plateau_config = {**config, "num-server-rounds": rounds}
+    by_name = {arm.name: arm for arm in federated_arms(False)}
+    unknown = [name for name in args.configs if name not in by_name]
+    if unknown:
+        raise SystemExit(f"error: --configs {unknown}: not a federated arm; choose from {list(by_name)}")
+    arms = [by_name[name] for name in args.configs]
+
+    base_seed = settings.seed
+    seeds = list(range(base_seed, base_seed + args.seeds))
+    pooled: dict[str, list[float]] = {"centralized": [], **{a.name: [] for a in arms}, "local-only": []}
+    per_site: dict[str, dict[str, list[float]]] = {k: {n: [] for n in names} for k in pooled}
+    runs: list[FederatedResult] = []
+    seconds = {"centralized": search.seconds, "local-only": 0.0}
+    for seed in seeds:
+        seeded = SiteRunSettings.from_run_config({**config, "seed": seed})
+        if seed == base_seed:
+            central_pooled, central_sites = search.pooled[budget], search.sites[budget]
+        else:
+            clock = time.monotonic()
+            model = centralized(sites, seeded, budget, device)
+            seconds["centralized"] += time.monotonic() - clock
+            by_site = evaluate(model, sites, seeded, device)
+            central_pooled = aggregates([c for cs in by_site.values() for c in cs], seed)[0]
+            central_sites = {n: aggregates(cs, seed)[0] for n, cs in by_site.items()}
+        pooled["centralized"].append(central_pooled)
+        for name in names:
+            per_site["centralized"][name].append(central_sites[name])
+        clock = time.monotonic()
+        alone = {s.paths.name: centralized([s], seeded, budget, device) for s in sites}
+        seconds["local-only"] += time.monotonic() - clock
+        local_pooled, local_sites = pooled_own_cases(alone, sites, seeded, device)
+        pooled["local-only"].append(local_pooled)
+        for name in names:
+            per_site["local-only"][name].append(local_sites[name])
+        print(
+            f"seed {seed}: centralized {central_pooled:.4f}, local-only {local_pooled:.4f}", file=sys.stderr
+        )
+        for arm in arms:
+            run = run_arm(arm, plateau_config, data, work, out, seed)
+            runs.append(run)
+            pooled[arm.name].append(run.final)
+            for name in names:
+                per_site[arm.name][name].append(run.sites[name])
+
+    best = max(arms, key=lambda a: statistics.mean(pooled[a.name])).name
+    fed_over_local = {
+        n: ratio(statistics.mean(per_site[best][n]), statistics.mean(per_site["local-only"][n]))
+        for n in names
+    }
+    search_table = markdown_table(
+        ["centralized epochs", "pooled mean Dice", "gain over half the epochs"],
+        [
+            [e, d, "—" if e // 2 not in search.pooled else d - search.pooled[e // 2]]
+            for e, d in sorted(search.pooled.items())
+        ],
+    )
+    seeds_table = markdown_table(
+        ["pooled mean Dice", *(f"seed {s}" for s in seeds), "mean ± sd", *(f"{n} (mean)" for n in names)],
+        [[k, *v, mean_sd(v), *(statistics.mean(per_site[k][n]) for n in names)] for k, v in pooled.items()],
+    )
+    rounds_table = markdown_table(
+        ["federated run", "final pooled Dice", "best round (Dice)", "max drop after r2", "s"],
+        [
+            [
+                run.run_dir.name,
+                run.final,
+                "{} ({:.4f})".format(*max(run.pooled.items(), key=lambda item: item[1])),
+                run.max_drop(),
+                f"{run.seconds:.0f}",
+            ]
+            for run in runs
+        ],
+    )
+    notes = [
+        f"Plateau search: centralized (seed {base_seed}) trained once and evaluated on every site's validation "
+        f"cases after {start}·2^k epochs; the plateau budget is the first doubling that adds < {PLATEAU_GAIN} "
+        + (
+            f"pooled Dice: **{budget} epochs**."
+            if search.reached
+            else f"(not reached by {args.max_epochs} epochs: the budget is the last tried, {budget} epochs)."
+        ),
+        (
+            f"At {budget} epochs: federated {rounds} rounds × {settings.local_epochs} local epochs; centralized and "
+            "each site alone (from the same initial model, its own training cases only, evaluated on its own "
+            "validation cases) trained for the same epochs in the benchmark's process; seeds "
+            f"{seeds[0]}…{seeds[-1]} (the seed sets the initial model, batch order and augmentation of every arm)."
+        ),
+        (
+            "Local-only pooled = every validation case, each by its own site's local model; a local-norm arm's "
+            "per-site Dice is the site's personalized model on its own cases (from the run's last round)."
+        ),
+        f"Best federated configuration (mean over seeds): {best}; per site over local-only (means over seeds): "
+        + ", ".join(f"{n} {v:.3f}" for n, v in fed_over_local.items())
+        + ".",
+        (
+            f"Time (s): plateau search {search.seconds:.0f}, centralized and local-only at the budget "
+            f"{seconds['centralized'] - search.seconds + seconds['local-only']:.0f}, federated runs "
+            f"{sum(r.seconds for r in runs):.0f}; total {time.monotonic() - started:.0f}."
+        ),
+    ]
+    ratios = {
+        "fed_over_central": ratio(statistics.mean(pooled[best]), statistics.mean(pooled["centralized"])),
+        "fed_over_local_min": min(fed_over_local.values()),
+        "max_round_drop": max(run.max_drop() for run in runs),
+    }
+    report("quality", args.results, [search_table, seeds_table, rounds_table], ratios, notes, started)
+
+
 def main() -> None:
     options = parser(__doc__, preset="bench", quick_preset="tiny", device=True)
     options.add_argument(
@@ -281,6 +467,24 @@ def main() -> None:
     )
     options.add_argument(
         "--seeds", type=int, default=1, help="seeds for centralized, local and the two best federated arms"
+    )
+    options.add_argument(
+        "--plateau",
+        action="store_true",
+        help="the plateau budget: double centralized's epochs from rounds × local epochs until a doubling adds"
+        f" < {PLATEAU_GAIN} pooled Dice, then run centralized, each site alone and --configs there, --seeds each",
+    )
+    options.add_argument(
+        "--max-epochs",
+        type=int,
+        default=320,
+        help="--plateau: the most epochs the search tries (default 320)",
+    )
+    options.add_argument(
+        "--configs",
+        type=lambda text: [name.strip() for name in text.split(",")],
+        default=list(PLATEAU_CONFIGS),
+        help="--plateau: federated arms, comma-separated (default: " + ", ".join(PLATEAU_CONFIGS) + ")",
     )
     args = parse(options)
     started = time.monotonic()
@@ -315,6 +519,9 @@ def main() -> None:
     data, work = out / "data", out / "work"
     write_federation(data, n_sites=N_SITES, seed=DATA_SEED, preset=args.preset)
     sites = load_sites(data, work, settings)
+    if args.plateau:
+        plateau_run(args, config, settings, sites, data, work, out, device, started)
+        return
     names = [s.paths.name for s in sites]
 
     # Federated arms, seed 0: every configuration

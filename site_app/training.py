@@ -11,6 +11,7 @@ added term is exactly zero and the weights are bit for bit those of plain traini
 
 import hashlib
 import math
+from collections.abc import Callable
 
 import torch
 from monai.data import DataLoader, Dataset
@@ -39,12 +40,15 @@ def train_epochs(
     device: torch.device,
     seed: int | None = None,
     proximal_mu: float | None = None,
+    after_epoch: Callable[[int], bool] | None = None,
 ) -> float:
     """Train in place; returns the mean loss over all steps (a finite float, or raises).
 
     With `seed` the batch order depends on it alone, not on the process's random state: a round trains the same
     in a fresh process (deployment), a reused one (simulation) and a resumed run (site_app.federated_round seeds
-    it from the run seed, the round and the site). With `proximal_mu` (FedProx) the loss adds μ/2·‖w − w₀‖²."""
+    it from the run seed, the round and the site). With `proximal_mu` (FedProx) the loss adds μ/2·‖w − w₀‖².
+    `after_epoch(n)` runs after the n-th epoch (1-based) and ends training early when it returns True (the quality
+    benchmark's plateau search evaluates snapshots of one run there)."""
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=0, generator=generator
@@ -55,7 +59,7 @@ def train_epochs(
     optimizer = torch.optim.Adam(params, lr=learning_rate)
     anchor = [p.detach().clone() for p in params] if proximal_mu is not None else None
     total, steps = 0.0, 0
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         for batch in loader:
             image, label = batch["image"].to(device), batch["label"].to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -68,6 +72,11 @@ def train_epochs(
             optimizer.step()
             total += float(loss.item())
             steps += 1
+        if after_epoch is not None:
+            stop = after_epoch(epoch)
+            model.train()
+            if stop:
+                break
     mean_loss = total / max(steps, 1)
     if not math.isfinite(mean_loss):
         raise FloatingPointError(f"training diverged: mean loss {mean_loss}")

@@ -71,3 +71,33 @@ def test_quick_mode(name, tmp_path):
     assert f"## {name} — " in text and "- command: `" in text and "- machine: " in text and "cores" in text
     assert all(f"RATIO {key} " in text for key in ratios)
     assert flower_homes_under(tmp_path) == []
+
+
+def test_in_process_grid_replies_reach_the_site_they_answer(monkeypatch):
+    """The quality benchmark's grid gives every pushed message its own id, so that server_app.grid_exchange files
+    each site's reply under that site (without ids every reply answered "" and all but one site timed out)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import in_process
+    from common import coordinator_identity
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+    from server_app.grid_exchange import exchange
+
+    def echo(message: Message, context: Context) -> Message:
+        return Message(RecordDict({"node": ConfigRecord({"id": context.node_id})}), reply_to=message)
+
+    monkeypatch.setattr(in_process, "site_app", echo)
+    contexts = {
+        node: Context(run_id=1, node_id=node, node_config={}, state=RecordDict(), run_config={})
+        for node in (101, 102, 103)
+    }
+    grid = in_process.InProcessGrid(contexts)
+    with coordinator_identity():
+        sent = [grid.create_message(RecordDict(), "query", node, "1") for node in contexts]
+        answers = exchange(grid, sent, timeout_s=5, sleep=lambda _: None)
+    assert answers.unanswered == ()
+    assert {node: int(reply.content["node"]["id"]) for node, reply in answers.replies.items()} == {
+        101: 101,
+        102: 102,
+        103: 103,
+    }
