@@ -189,7 +189,14 @@ def run_arm(
         if record["round"]:
             per_round[record["round"]] = per_round.get(record["round"], 0) + sum(record["bytes"].values())
     epsilons = [r["privacy"]["epsilon"] for r in records if r.get("privacy")]
-    print(f"{arm.name} (seed {seed}): {seconds:.0f} s", file=sys.stderr, flush=True)
+    pooled_last = (
+        summary["weighted_mean"][str(last)]["dice-mean"] if str(last) in summary["weighted_mean"] else None
+    )
+    print(
+        f"{arm.name} (seed {seed}): {seconds:.0f} s, last-round pooled Dice {pooled_last}",
+        file=sys.stderr,
+        flush=True,
+    )
     return FederatedResult(
         arm=arm,
         run_dir=run_dir,
@@ -340,7 +347,11 @@ def plateau_run(
     names = [s.paths.name for s in sites]
     start = settings.local_epochs * int(config["num-server-rounds"])
     search = plateau_search(sites, settings, start, args.max_epochs, device)
-    budget = search.epochs
+    budget = search.epochs if args.budget_epochs is None else min(search.epochs, args.budget_epochs)
+    if budget not in search.pooled:
+        raise SystemExit(
+            f"error: --budget-epochs {args.budget_epochs}: choose one of {sorted(search.pooled)}"
+        )
     rounds = -(-budget // settings.local_epochs)
     plateau_config = {**config, "num-server-rounds": rounds}
     by_name = {arm.name: arm for arm in federated_arms(False)}
@@ -419,9 +430,14 @@ def plateau_run(
         f"Plateau search: centralized (seed {base_seed}) trained once and evaluated on every site's validation "
         f"cases after {start}·2^k epochs; the plateau budget is the first doubling that adds < {PLATEAU_GAIN} "
         + (
-            f"pooled Dice: **{budget} epochs**."
+            f"pooled Dice: **{search.epochs} epochs**."
             if search.reached
-            else f"(not reached by {args.max_epochs} epochs: the budget is the last tried, {budget} epochs)."
+            else f"pooled Dice: not reached by {search.epochs} epochs (--max-epochs {args.max_epochs})."
+        )
+        + (
+            f" **The arms below ran at {budget} epochs (--budget-epochs), not at the plateau budget.**"
+            if budget != search.epochs
+            else ""
         ),
         (
             f"At {budget} epochs: federated {rounds} rounds × {settings.local_epochs} local epochs; centralized and "
@@ -479,6 +495,13 @@ def main() -> None:
         type=int,
         default=320,
         help="--plateau: the most epochs the search tries (default 320)",
+    )
+    options.add_argument(
+        "--budget-epochs",
+        type=int,
+        default=None,
+        help="--plateau: run the seeded arms at this budget (one of the search's epochs) when the plateau budget"
+        " does not fit the machine; the search still runs to the plateau",
     )
     options.add_argument(
         "--configs",
