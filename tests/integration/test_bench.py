@@ -29,6 +29,41 @@ HEADLINES = {
 HAS_DATA = {"quality", "pipeline", "overhead", "scale"}
 
 
+PLATEAU = {"fed_over_central", "fed_over_local_min", "max_round_drop"}
+
+
+@pytest.mark.slow
+def test_quality_plateau_mode(tmp_path):
+    """--plateau: the search's table, the seeded arms at the chosen budget, the headline ratios."""
+    results = tmp_path / "RESULTS.md"
+    command = [
+        sys.executable,
+        str(BENCH / "quality.py"),
+        "--quick",
+        "--plateau",
+        "--max-epochs",
+        "4",
+        "--budget-epochs",
+        "2",
+        "--seeds",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+        "--results",
+        str(results),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ratios = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("RATIO ")}
+    assert PLATEAU <= ratios, done.stdout[-3000:]
+    text = results.read_text()
+    assert "| centralized epochs | pooled mean Dice |" in text and "| 4 |" in text
+    assert "ran at 2 epochs (--budget-epochs), not at the plateau budget" in text
+    assert "| seed 0 | seed 1 | mean ± sd |" in text
+    # two seeds × two federated configurations, each a run folder of its own
+    assert len(list((tmp_path / "out" / "runs").iterdir())) == 4
+
+
 def flower_homes_under(root: Path) -> list[str]:
     """FLWR_HOME values below `root` in the environment of any running process: Flower processes left behind."""
     prefix = f"FLWR_HOME={root.resolve()}".encode()
