@@ -308,9 +308,7 @@ def plateau_search(
     def snapshot(model: torch.nn.Module, epoch: int) -> bool:
         if epoch < start or epoch % start or (epoch // start) & (epoch // start - 1):
             return False  # not start·2^k
-        by_site = evaluate(model, sites, settings, device)
-        pooled[epoch] = aggregates([c for cases in by_site.values() for c in cases], settings.seed)[0]
-        per_site[epoch] = {name: aggregates(cases, settings.seed)[0] for name, cases in by_site.items()}
+        pooled[epoch], per_site[epoch] = mean_dice(evaluate(model, sites, settings, device), settings.seed)
         gain = pooled[epoch] - pooled.get(epoch // 2, float("-inf"))
         print(f"centralized {epoch} epochs: pooled Dice {pooled[epoch]:.4f}", file=sys.stderr, flush=True)
         return gain < PLATEAU_GAIN
@@ -322,13 +320,10 @@ def plateau_search(
     return PlateauSearch(pooled, per_site, last, reached, time.monotonic() - clock)
 
 
-def pooled_own_cases(
-    models: dict[str, torch.nn.Module], sites: list[Site], settings: SiteRunSettings, device: torch.device
-) -> tuple[float, dict[str, float]]:
-    """(pooled mean Dice over every site's validation cases, each case by its own site's model; site → mean Dice)."""
-    own = {s.paths.name: evaluate(models[s.paths.name], [s], settings, device)[s.paths.name] for s in sites}
-    pooled = aggregates([c for cases in own.values() for c in cases], settings.seed)[0]
-    return pooled, {name: aggregates(cases, settings.seed)[0] for name, cases in own.items()}
+def mean_dice(by_site: dict[str, list[CaseEvaluation]], seed: int) -> tuple[float, dict[str, float]]:
+    """(mean Dice over every case of every site, site → mean Dice over its cases)."""
+    pooled = aggregates([c for cases in by_site.values() for c in cases], seed)[0]
+    return pooled, {name: aggregates(cases, seed)[0] for name, cases in by_site.items()}
 
 
 def plateau_run(
@@ -374,16 +369,16 @@ def plateau_run(
             clock = time.monotonic()
             model = centralized(sites, seeded, budget, device)
             seconds["centralized"] += time.monotonic() - clock
-            by_site = evaluate(model, sites, seeded, device)
-            central_pooled = aggregates([c for cs in by_site.values() for c in cs], seed)[0]
-            central_sites = {n: aggregates(cs, seed)[0] for n, cs in by_site.items()}
+            central_pooled, central_sites = mean_dice(evaluate(model, sites, seeded, device), seed)
         pooled["centralized"].append(central_pooled)
         for name in names:
             per_site["centralized"][name].append(central_sites[name])
         clock = time.monotonic()
         alone = {s.paths.name: centralized([s], seeded, budget, device) for s in sites}
         seconds["local-only"] += time.monotonic() - clock
-        local_pooled, local_sites = pooled_own_cases(alone, sites, seeded, device)
+        # each site's validation cases by its own local model
+        own = {s.paths.name: evaluate(alone[s.paths.name], [s], seeded, device)[s.paths.name] for s in sites}
+        local_pooled, local_sites = mean_dice(own, seed)
         pooled["local-only"].append(local_pooled)
         for name in names:
             per_site["local-only"][name].append(local_sites[name])

@@ -29,6 +29,21 @@ HEADLINES = {
 HAS_DATA = {"quality", "pipeline", "overhead", "scale"}
 
 
+def run_quick(script: str, tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """bench/<script>.py --quick with its output under tmp_path/out and results in tmp_path/RESULTS.md."""
+    command = [
+        sys.executable,
+        str(BENCH / f"{script}.py"),
+        "--quick",
+        "--out",
+        str(tmp_path / "out"),
+        "--results",
+        str(tmp_path / "RESULTS.md"),
+        *options,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
+
+
 PLATEAU = {"fed_over_central", "fed_over_local_min", "max_round_drop"}
 
 
@@ -36,23 +51,9 @@ PLATEAU = {"fed_over_central", "fed_over_local_min", "max_round_drop"}
 def test_quality_plateau_mode(tmp_path):
     """--plateau: the search's table, the seeded arms at the chosen budget, the headline ratios."""
     results = tmp_path / "RESULTS.md"
-    command = [
-        sys.executable,
-        str(BENCH / "quality.py"),
-        "--quick",
-        "--plateau",
-        "--max-epochs",
-        "4",
-        "--budget-epochs",
-        "2",
-        "--seeds",
-        "2",
-        "--out",
-        str(tmp_path / "out"),
-        "--results",
-        str(results),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
+    done = run_quick(
+        "quality", tmp_path, "--plateau", "--max-epochs", "4", "--budget-epochs", "2", "--seeds", "2"
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ratios = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("RATIO ")}
     assert PLATEAU <= ratios, done.stdout[-3000:]
@@ -82,17 +83,7 @@ def flower_homes_under(root: Path) -> list[str]:
 @pytest.mark.parametrize("name", sorted(HEADLINES))
 def test_quick_mode(name, tmp_path):
     results = tmp_path / "RESULTS.md"
-    command = [
-        sys.executable,
-        str(BENCH / f"{name}.py"),
-        "--quick",
-        "--out",
-        str(tmp_path / "out"),
-        "--results",
-        str(results),
-        *(["--preset", "tiny"] if name in HAS_DATA else []),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
+    done = run_quick(name, tmp_path, *(["--preset", "tiny"] if name in HAS_DATA else []))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     ratios = {
