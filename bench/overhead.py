@@ -38,7 +38,7 @@ from deploy.processes import (
     free_port,
     sigterm_as_interrupt,
     start_process,
-    stop_tree,
+    stop_trees,
     wait_for_health,
 )
 from deploy.simulate import SimulationPlan, failure_context, run_simulation
@@ -186,10 +186,10 @@ def deployed(data: Path, run_dir: Path, overrides: dict[str, object]) -> tuple[d
             started.append(runner)
             code = follow(runner, clock.on_line, timeout_s=RUN_TIMEOUT_S)
     finally:
-        for process in reversed(started):
-            process.stop()
-        for pid in flower_processes(run_dir):  # any that left our tree still carry our FLWR_HOME
-            stop_tree(pid)
+        # together, with any that left our tree (they still carry our FLWR_HOME): one grace period for all
+        stop_trees([p.pid for p in reversed(started)] + flower_processes(run_dir))
+        for process in started:
+            process.popen.wait(timeout=5)
     if code != 0:
         raise RuntimeError(f"deployment run failed (exit {code}):\n{failure_context(run_dir)}")
     return clock.durations(), memory

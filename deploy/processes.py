@@ -73,7 +73,15 @@ def _alive(pid: int, start: int) -> bool:
 
 def stop_tree(root: int, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM the process and its descendants, SIGKILL what is left after `grace_s`."""
-    tree = process_tree(root)
+    stop_trees([root], grace_s)
+
+
+def stop_trees(roots: Sequence[int], grace_s: float = STOP_GRACE_S) -> None:
+    """stop_tree for several processes at once: every tree is read before any process is signalled, and all
+    share one grace period, so stopping n processes that ignore SIGTERM takes one grace period, not n."""
+    tree: list[tuple[int, int]] = []
+    for root in roots:
+        tree.extend(p for p in process_tree(root) if p not in tree)
     for pid, _ in reversed(tree):
         try:
             os.kill(pid, signal.SIGTERM)
@@ -81,7 +89,7 @@ def stop_tree(root: int, grace_s: float = STOP_GRACE_S) -> None:
             pass
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(_alive(*p) for p in tree):
-        _reap(root)
+        _reap(roots)
         time.sleep(0.1)
     for pid, start in tree:
         if _alive(pid, start):
@@ -91,16 +99,19 @@ def stop_tree(root: int, grace_s: float = STOP_GRACE_S) -> None:
                 pass
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline and any(_alive(*p) for p in tree):
-        _reap(root)
+        _reap(roots)
         time.sleep(0.05)
-    _reap(root)
+    _reap(roots)
 
 
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+def _reap(pids: Sequence[int]) -> None:
+    """Collect the exit status of those of `pids` that are our children (a zombie is not alive, but stays listed
+    until reaped)."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
 
 
 @dataclass

@@ -20,7 +20,7 @@ from deploy.processes import (
     free_port,
     processes_with_env,
     start_process,
-    stop_tree,
+    stop_trees,
     tail,
     wait_for_health,
 )
@@ -94,12 +94,13 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
         follow_log(runner, on_line, offset=offset)
         return runner.popen.wait()
     finally:
-        for process in reversed(started):
-            process.stop()
         # Ray's processes outlive flwr-simulation and are re-parented away from our tree; they still carry this
-        # launch's id, which no other process has.
-        for pid in processes_with_env(LAUNCH_ENV, launch):
-            stop_tree(pid)
+        # launch's id, which no other process has. All are stopped together (one grace period, however many
+        # ignore SIGTERM); a second sweep catches any process started while the first was read.
+        stop_trees([p.pid for p in reversed(started)] + processes_with_env(LAUNCH_ENV, launch))
+        stop_trees(processes_with_env(LAUNCH_ENV, launch))
+        for process in started:
+            process.popen.wait(timeout=5)
 
 
 def failure_context(run_dir: Path) -> str:

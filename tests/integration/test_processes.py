@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from deploy.processes import follow_log, free_port, process_tree, start_process, stop_tree
+from deploy.processes import follow_log, free_port, process_tree, start_process, stop_tree, stop_trees
 
 
 def test_stop_tree_stops_grandchildren_that_ignore_sigterm():
@@ -33,6 +33,27 @@ def test_stop_tree_stops_grandchildren_that_ignore_sigterm():
         bystander.kill()
         bystander.wait()
         stop_tree(parent.pid, grace_s=0.5)
+
+
+def test_stop_trees_shares_one_grace_period():
+    """`oncofed simulate` stops all it started at once: three processes that ignore SIGTERM are killed after one
+    grace period (one after another, as before, took three and overran a Ctrl-C test's limit under load)."""
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(600)"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE, start_new_session=True)
+        for _ in range(3)
+    ]
+    try:
+        for process in processes:  # each has set its handler once it has written a line
+            process.stdout.readline()
+        grace_s = 3.0
+        clock = time.monotonic()
+        stop_trees([p.pid for p in processes], grace_s=grace_s)
+        elapsed = time.monotonic() - clock
+        assert all(p.poll() is not None for p in processes), "a process survived"
+        assert grace_s <= elapsed < 2 * grace_s, f"took {elapsed:.1f} s for a grace period of {grace_s} s"
+    finally:
+        stop_trees([p.pid for p in processes], grace_s=0.5)
 
 
 def test_free_port_is_bindable():

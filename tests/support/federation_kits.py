@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.processes import StartedProcess, free_port, processes_with_env, start_process, stop_tree, tail
+from deploy.processes import StartedProcess, free_port, processes_with_env, start_process, stop_trees, tail
 from deploy.site_keys import SiteKeyPair, generate_site_keys
 
 ONCOFED = str(Path(sys.executable).parent / "oncofed")
@@ -123,8 +123,7 @@ def stop_all(started: list[StartedProcess], flwr_homes: list[Path]) -> list[int]
         except subprocess.TimeoutExpired:
             process.stop()
     orphans = [pid for home in flwr_homes for pid in processes_with_env("FLWR_HOME", str(home.resolve()))]
-    for pid in orphans:
-        stop_tree(pid, grace_s=2)
+    stop_trees(orphans, grace_s=2)
     return orphans
 
 

@@ -24,7 +24,7 @@ from deploy.processes import (
     process_tree,
     processes_with_env,
     start_process,
-    stop_tree,
+    stop_trees,
     tail,
 )
 from deploy.provision import provision, read_spec
@@ -176,6 +176,5 @@ class LoopbackFederation:
         orphans = [
             pid for home in self.flwr_homes for pid in processes_with_env("FLWR_HOME", str(home.resolve()))
         ]
-        for pid in orphans:
-            stop_tree(pid, grace_s=2)
+        stop_trees(orphans, grace_s=2)
         return orphans
