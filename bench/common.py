@@ -165,6 +165,10 @@ def report(
             handle.write(
                 "# Benchmark results\n\nAppended by the scripts in bench/ (see bench/README.md).\n\n"
             )
+        elif not results.read_text(encoding="utf-8").endswith(
+            "\n\n"
+        ):  # notes added by hand end a line, not a block
+            handle.write("\n")
         handle.write("\n".join(section) + "\n")
 
 
