@@ -2,15 +2,19 @@
 
 Each module registers its commands on its own `app` and imports torch, MONAI, Flower, matplotlib,
 cryptography and the DICOM/NIfTI readers inside the command bodies only, so `oncofed --help` starts in a
-fraction of a second (bench/cli_start.py measures it). Exit codes: models/exit_codes.py.
+fraction of a second (bench/cli_start.py measures it). Exit codes: models/shared/exit_codes.py.
 """
 
 import typer
 
 from data_prep import cli as data_prep_commands
-from deploy import approval_cli, coordinator_cli, export_cli, simulate_cli, site_cli
+from deploy.coordinator import cli as coordinator_cli
+from deploy.simulation import cli as simulate_cli
+from deploy.site import approval_cli
+from deploy.site import cli as site_cli
 from server_app import cli as server_app_commands
 from site_app import cli as site_app_commands
+from site_app.tools import export_cli
 
 # Locals in a crash report could hold file names or case ids: never print them. Help texts are markdown
 # (typer's default, rich markup, eats "[series]" and keeps docstrings' line breaks): write `<x>` in backticks.
@@ -28,8 +32,6 @@ app.add_typer(simulate_cli.app)  # simulate
 app.add_typer(coordinator_cli.app)  # provision, coordinator start, run
 app.add_typer(server_app_commands.app)  # report
 app.add_typer(export_cli.app)  # export
-
-coordinator_cli.coordinator.add_typer(approval_cli.coordinator_app)  # coordinator revoke
 
 site = typer.Typer(help="Commands run at a hospital site.", no_args_is_help=True)
 site.add_typer(site_cli.app)  # check, start

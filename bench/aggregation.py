@@ -1,8 +1,8 @@
 """Aggregation: the coordinator's weighted mean of N site updates, against a plain copy of the same bytes.
 
 For the default model and a 19 M-parameter UNet, N ∈ {4, 16, 64} train replies (ArrayRecords, as they arrive
-from the sites) are checked and averaged as the coordinator does (server_app.reply_checks, then SiteFedAvg with
-server_app.aggregation's weighted mean)
+from the sites) are checked and averaged as the coordinator does (server_app.rounds.reply_checks, then SiteFedAvg with
+server_app.strategies.fast_mean's weighted mean)
 and by Flower's FedAvg alone. The baseline is numpy copying the same array payloads in this process.
 With --device cuda, a torch weighted mean of the same updates held on the GPU is set against a GPU copy.
 """
@@ -30,11 +30,11 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from monai.networks.nets import UNet
 
-from models.labels import NUM_CLASSES
 from models.presets import build_model
-from server_app.federated_loop import ALL_SELECTED
-from server_app.reply_checks import model_spec, train_reply_problem
-from server_app.strategy import SiteFedAvg
+from models.shared.labels import NUM_CLASSES
+from server_app.rounds.loop import ALL_SELECTED
+from server_app.rounds.reply_checks import model_spec, train_reply_problem
+from server_app.strategies.checked_fedavg import SiteFedAvg
 
 LARGE_CHANNELS = (32, 64, 128, 256, 512)
 """A 3D UNet of the presets' shape with 19.2 M parameters: the '20 M-parameter model'."""
@@ -230,8 +230,8 @@ def main() -> None:
             f" copy); median of {repeats} timed repeat(s) after a warm-up; MB in = the N updates' ArrayRecord bytes."
         ),
         (
-            "SiteFedAvg = the coordinator's path: server_app.reply_checks on every reply (record names, array names,"
-            " dtypes, shapes, finiteness), then server_app.strategy.SiteFedAvg: server_app.aggregation's weighted"
+            "SiteFedAvg = the coordinator's path: server_app.rounds.reply_checks on every reply (record names, array names,"
+            " dtypes, shapes, finiteness), then server_app.strategies.checked_fedavg.SiteFedAvg: server_app.strategies.fast_mean's weighted"
             " mean (each array read in place from the message bytes, one fused BLAS saxpy pass per update into a"
             " float32 accumulator, finiteness checked on the result);"
             " FedAvg = flwr.serverapp.strategy.FedAvg.aggregate_train alone (numpy, one thread)."

@@ -21,8 +21,8 @@ from torch.utils.data import Dataset as TorchDataset
 
 from data_prep.synth.profiles import PRESETS
 from deploy.processes import StartedProcess, follow_log, process_tree
-from deploy.simulate import ROUND_LINE
-from server_app.federated_loop import ROUNDS_FINISHED
+from deploy.simulation.launch import ROUND_LINE
+from server_app.rounds.loop import ROUNDS_FINISHED
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "RESULTS.md"

@@ -4,7 +4,7 @@ joined by a Grid that hands each message straight to the addressed site's Client
 Used by the quality benchmark, where many configurations must run on one machine: the strategy, the sites'
 training and validation, the run folder (metrics.jsonl with bytes and ε, best model, report) are the real ones;
 only Flower's transport between processes is left out. Bytes are still measured on the messages themselves
-(server_app.traffic), which is what Flower would move.
+(server_app.rounds.traffic), which is what Flower would move.
 """
 
 from collections.abc import Iterable
@@ -46,7 +46,7 @@ class InProcessGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
         for message in messages:
-            # As Flower's InMemoryGrid does: the id the reply's reply_to_message_id names (server_app.grid_exchange
+            # As Flower's InMemoryGrid does: the id the reply's reply_to_message_id names (server_app.rounds.grid_exchange
             # matches replies to sites through it)
             message.metadata.__dict__["_message_id"] = str(uuid4())
             reply = self._deliver(message)

@@ -2,7 +2,7 @@
 
 Compute: each site's ClientApp (site_app.app, with its mods) handling one train and one evaluate message in this
 warm process, with the run's config and a warm preprocessing cache: what a round costs the site without Flower.
-Then the same federation runs in Flower's Simulation Engine (deploy.simulate) and as a loopback deployment (an
+Then the same federation runs in Flower's Simulation Engine (deploy.simulation.launch) and as a loopback deployment (an
 insecure SuperLink and one SuperNode per site, each with its own FLWR_HOME and runtime port, on free ports);
 each round's wall time is read from the ServerApp's streamed log. Also measured: the start cost of a fresh
 ClientApp process (interpreter + imports), which every message pays in a deployment.
@@ -41,12 +41,12 @@ from deploy.processes import (
     stop_trees,
     wait_for_health,
 )
-from deploy.simulate import SimulationPlan, failure_context, run_simulation
-from deploy.simulation_plan import plan_simulation
+from deploy.simulation.launch import SimulationPlan, failure_context, run_simulation
+from deploy.simulation.plan import plan_simulation
 from models.presets import build_model
 from models.weights import to_record
 from site_app.app import app as client_app
-from site_app.site_config import site_folders
+from site_app.settings.node_config import site_folders
 
 N_SITES = 4
 DATA_SEED = 0

@@ -4,8 +4,8 @@ without the cache; prediction (oncofed site predict) against validation, per cas
 Cases come from the synthetic federation (hospital-b exports DICOM CT series + DICOM-SEG, the other sites NIfTI,
 each with its own orientation and spacing). The pipeline is the sites' own: data_prep.transforms.preprocess,
 data_prep.dataset.usable_items (fills the cache), validation_dataset (reads it), training_dataset + train_epochs.
-Prediction is site_app.predict_run.predict_folder (read, predict, map back, write the NIfTI and, for DICOM, the
-DICOM-SEG); validation is site_app.validation.evaluate_case (read image and label, predict, map back, metrics),
+Prediction is site_app.tools.predict_run.predict_folder (read, predict, map back, write the NIfTI and, for DICOM, the
+DICOM-SEG); validation is site_app.learning.validation.evaluate_case (read image and label, predict, map back, metrics),
 with the same model on the same cases.
 """
 
@@ -39,12 +39,12 @@ from data_prep.transforms import PipelineSettings, case_item, preprocess, traini
 from models.model_source import inference_meta, load_model_source
 from models.presets import build_model, get_preset
 from models.weights import save_checkpoint
-from site_app.metrics import evaluation_regions
-from site_app.predict_run import predict_folder
-from site_app.run_settings import SiteRunSettings
-from site_app.site_config import site_folders
-from site_app.training import train_epochs
-from site_app.validation import evaluate_case
+from site_app.learning.metrics import evaluation_regions
+from site_app.learning.training import train_epochs
+from site_app.learning.validation import evaluate_case
+from site_app.settings.node_config import site_folders
+from site_app.settings.run_settings import SiteRunSettings
+from site_app.tools.predict_run import predict_folder
 
 T = TypeVar("T")
 N_SITES = 4

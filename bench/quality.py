@@ -38,20 +38,20 @@ from torch.utils.data import ConcatDataset
 
 from data_prep.dataset import training_dataset
 from data_prep.synth.federation import write_federation
-from models.labels import REGIONS
 from models.presets import build_model, get_preset
-from models.run_config import SPACING_MM
+from models.shared.labels import REGIONS
+from models.shared.run_config import SPACING_MM
+from models.shared.wire import LOCAL_ONLY_PREFIX, baseline_key
 from models.weights import load_checkpoint
-from models.wire import LOCAL_ONLY_PREFIX, baseline_key
-from site_app.aggregates import site_aggregates
-from site_app.local_baseline import MODEL_FILE
-from site_app.run_settings import SiteRunSettings
-from site_app.run_state import RUNS_FOLDER, load_state
-from site_app.site_config import SitePaths, site_folders
-from site_app.site_data import SiteCases, load_site_cases
+from site_app.disclosure.aggregates import site_aggregates
+from site_app.learning.local_baseline import MODEL_FILE
+from site_app.learning.run_state import RUNS_FOLDER, load_state
+from site_app.learning.site_data import SiteCases, load_site_cases
+from site_app.learning.training import train_epochs
+from site_app.learning.validation import CaseEvaluation, validate_cases
+from site_app.settings.node_config import SitePaths, site_folders
+from site_app.settings.run_settings import SiteRunSettings
 from site_app.site_log import site_logger
-from site_app.training import train_epochs
-from site_app.validation import CaseEvaluation, validate_cases
 
 N_SITES = 4
 DATA_SEED = 0
@@ -672,7 +672,7 @@ def main() -> None:
         ),
         (
             f"Post-processing row: the best federated global model again with predicted tumor components below "
-            f"{POSTPROCESS_MM3:g} mm³ removed (run config min-lesion-mm3; site_app.postprocess): compare its HD95 and"
+            f"{POSTPROCESS_MM3:g} mm³ removed (run config min-lesion-mm3; site_app.learning.postprocess): compare its HD95 and"
             " false lesions with the row above."
         ),
         f"Time (s): centralized {central_seconds:.0f}, federated arms "

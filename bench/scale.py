@@ -1,6 +1,6 @@
 """Scale: many simulated sites with the tiny model; wall time and peak memory against a 4-site run.
 
-Both federations run in Flower's Simulation Engine through deploy.simulate (our own SuperLink on a free port, our
+Both federations run in Flower's Simulation Engine through deploy.simulation.launch (our own SuperLink on a free port, our
 own FLWR_HOME, every process stopped at the end). Site folders past the synthetic generator's 26 (hospital-a …
 hospital-z) come from a second federation written with the next seed and are renamed hospital-a2, hospital-b2, ….
 Memory is the peak proportional set size of every process the run started (SuperLink, Ray, ClientApps).
@@ -16,8 +16,8 @@ from common import RoundClock, RunMemory, markdown_table, out_folder, parse, par
 from data_prep.synth.federation import write_federation
 from data_prep.synth.profiles import MAX_SITES
 from deploy.processes import sigterm_as_interrupt
-from deploy.simulate import failure_context, run_simulation
-from deploy.simulation_plan import plan_simulation
+from deploy.simulation.launch import failure_context, run_simulation
+from deploy.simulation.plan import plan_simulation
 
 DATA_SEED = 0
 BASELINE_SITES = 4

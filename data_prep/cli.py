@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from models.exit_codes import ExitCode, fail
+from models.shared.exit_codes import ExitCode, fail
 
 app = typer.Typer()
 

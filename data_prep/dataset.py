@@ -18,14 +18,14 @@ from monai.utils import convert_to_tensor
 from data_prep.discovery import CaseFiles
 from data_prep.ingest_settings import DEFAULT_INGEST, IngestSettings
 from data_prep.transforms import PipelineSettings, case_item, preprocess, training
-from models.atomic import atomic_path
+from models.shared.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 
 class SiteCache(PersistentDataset):
     """MONAI's PersistentDataset with two changes: any unreadable entry is rebuilt (MONAI re-raises most load
-    errors), and entries are written atomically in the cache folder itself (models.atomic; MONAI writes in
+    errors), and entries are written atomically in the cache folder itself (models.shared.atomic; MONAI writes in
     the system temp folder and moves, which is a copy, not atomic, when that is another file system).
 
     Keys hash the item as sorted JSON: MONAI's default pickle hash depends on which equal strings are the same

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from data_prep.dicom_index import DicomIndex, ImageSeries, LabelObject, index_dicom_files
+from data_prep.dicom.index import DicomIndex, ImageSeries, LabelObject, index_dicom_files
 from data_prep.errors import SiteDataError
 from data_prep.file_walk import FileProblem, walk_files
 from data_prep.ingest_settings import DEFAULT_INGEST, IngestSettings

@@ -1,6 +1,6 @@
 """How a site's files become cases: series selection rules, label mappings and the memory limit.
 
-A site writes them in its site.toml (``site_app.site_settings`` parses it); the defaults fit a site that exports
+A site writes them in its site.toml (``site_app.settings.site_file`` parses it); the defaults fit a site that exports
 CT or MR series with DICOM-SEG labels numbered like our label convention (segment N is label value N).
 Settings travel inside cache keys and the inventory, so they are plain, hashable values with a dict form.
 """
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from models.labels import LABEL_NAMES
+from models.shared.labels import LABEL_NAMES
 
 DEFAULT_MODALITIES = ("CT", "MR")
 """DICOM Modality values of series that may be a case's image."""
@@ -24,7 +24,7 @@ DEFAULT_SEG_SEGMENTS = MappingProxyType({value: value for value in LABEL_NAMES i
 
 @dataclass(frozen=True)
 class IngestSettings:
-    """Rules for reading one site's export; see site_app/site_settings.py for their site.toml names."""
+    """Rules for reading one site's export; see site_app/settings/site_file.py for their site.toml names."""
 
     modalities: tuple[str, ...] = DEFAULT_MODALITIES
     series_description: str | None = None

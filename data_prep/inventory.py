@@ -25,8 +25,8 @@ from data_prep.discovery import CaseFiles, Discovery
 from data_prep.errors import CaseError
 from data_prep.ingest_settings import IngestSettings
 from data_prep.loading import load_case
-from models.atomic import atomic_write_json
-from models.wire import Overview
+from models.shared.atomic import atomic_write_json
+from models.shared.wire import Overview
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def inspect_case(case: CaseFiles, data_dir: Path, settings: IngestSettings) -> C
 
 
 def write_inventory(inventory: Inventory, work: Path) -> Path:
-    """Write ``<work>/inventory.json`` atomically (models.atomic), keeping the inventory's own key order."""
+    """Write ``<work>/inventory.json`` atomically (models.shared.atomic), keeping the inventory's own key order."""
     target = work / INVENTORY_FILE
     atomic_write_json(target, inventory.to_json(), indent=1, sort_keys=False)
     return target
@@ -219,8 +219,8 @@ def read_inventory(work: Path) -> Inventory | None:
 
 
 def site_aggregate(inventory: Inventory) -> dict[str, int]:
-    """The site's case counts (models.wire.Overview): the only numbers about its data that may leave it, and
-    only as site_app.disclosure_policy.released_overview lets them (no spacing or size ranges: they are the
+    """The site's case counts (models.shared.wire.Overview): the only numbers about its data that may leave it, and
+    only as site_app.disclosure.policy.released_overview lets them (no spacing or size ranges: they are the
     values of single cases)."""
     summary = inventory.summary()
     return {

@@ -4,15 +4,15 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.dicom_seg import read_dicom_seg
-from data_prep.dicom_series import DicomSeries, read_dicom_series
+from data_prep.dicom.rtstruct import read_rtstruct
+from data_prep.dicom.seg_reader import read_dicom_seg
+from data_prep.dicom.series import DicomSeries, read_dicom_series
 from data_prep.discovery import CaseFiles
 from data_prep.errors import CaseError
 from data_prep.ingest_settings import DEFAULT_INGEST, IngestSettings
 from data_prep.nifti import read_nifti
-from data_prep.rtstruct import read_rtstruct
 from data_prep.volume import Volume, on_grid_of
-from models.labels import LABEL_NAMES
+from models.shared.labels import LABEL_NAMES
 
 
 def load_case(case: CaseFiles, settings: IngestSettings = DEFAULT_INGEST) -> tuple[Volume, Volume]:

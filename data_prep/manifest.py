@@ -13,7 +13,7 @@ from pathlib import Path, PurePath
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from data_prep.dicom_index import LABEL_KINDS, index_dicom_files
+from data_prep.dicom.index import LABEL_KINDS, index_dicom_files
 from data_prep.discovery import NIFTI_SUFFIXES, CaseFiles, Discovery, Exclusion, checked_site_dir
 from data_prep.errors import CaseError, SiteDataError
 from data_prep.file_walk import walk_files

@@ -15,7 +15,7 @@ import numpy as np
 from data_prep.errors import CaseError
 from data_prep.ingest_settings import DEFAULT_MAX_VOXELS
 from data_prep.volume import Volume, check_voxel_limit, checked_affine
-from models.atomic import atomic_path
+from models.shared.atomic import atomic_path
 
 
 def read_nifti(path: Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> Volume:

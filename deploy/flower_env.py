@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from models.atomic import atomic_write_text
+from models.shared.atomic import atomic_write_text
 
 QUIET_FLOWER = {
     "FLWR_TELEMETRY_ENABLED": "0",

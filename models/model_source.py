@@ -16,7 +16,7 @@ import torch
 from models.model_hash import weights_sha256
 from models.norm_layers import norm_state_names
 from models.presets import build_model, get_preset, patch_size
-from models.run_config import MODEL_PRESET, PATCH_SIZE, SPACING_MM, RunConfigError
+from models.shared.run_config import MODEL_PRESET, PATCH_SIZE, SPACING_MM, RunConfigError
 
 META_ROUND = "round"
 META_PRESET = "model_preset"

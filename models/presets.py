@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 from monai.networks.nets import UNet
 
-from models.labels import NUM_CLASSES
+from models.shared.labels import NUM_CLASSES
 
 
 @dataclass(frozen=True)

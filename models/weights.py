@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from flwr.app import ArrayRecord
 
-from models.atomic import atomic_path
+from models.shared.atomic import atomic_path
 
 
 def to_record(model: torch.nn.Module) -> ArrayRecord:
@@ -35,7 +35,7 @@ def load_record(model: torch.nn.Module, record: ArrayRecord, keep: Collection[st
 
 
 def save_checkpoint(record: ArrayRecord, path: Path, meta: dict[str, object]) -> None:
-    """Write {'state_dict', 'meta'} atomically (models.atomic: temp file in the same folder, then rename)."""
+    """Write {'state_dict', 'meta'} atomically (models.shared.atomic: temp file in the same folder, then rename)."""
     state = {
         name: tensor.float() if tensor.is_floating_point() else tensor
         for name, tensor in record.to_torch_state_dict().items()

@@ -2,9 +2,9 @@
 
 A new run starts from a fresh model of the preset (or from `init-model`) and validates it in round 0; a resumed
 run (`resume`, set by `oncofed run --resume`) continues in its run folder after the round of its checkpoint, with
-the same run key (models.wire.RUN_KEY: the sites' run state) and the strategy's saved state.
+the same run key (models.shared.wire.RUN_KEY: the sites' run state) and the strategy's saved state.
 
-The strategy is the run config's (server_app.strategies: fedavg, fedprox, fedadam, fedyogi, central DP around
+The strategy is the run config's (server_app.strategies.registry: fedavg, fedprox, fedadam, fedyogi, central DP around
 the first two); weights travel in `transport-dtype`, and with `local-norm` without the normalization layers.
 """
 
@@ -21,23 +21,23 @@ from monai.utils import set_determinism
 from models.model_source import checkpoint_norm_meta, inference_meta
 from models.norm_layers import shared_state_names
 from models.presets import build_model
+from models.shared.wire import RUN_KEY
 from models.transport import as_sent
 from models.weights import to_record
-from models.wire import RUN_KEY
 from server_app.app_identity import read_app_identity, write_app_identity
-from server_app.best_model import BestRound
-from server_app.checkpoints import Checkpointer
-from server_app.federated_loop import ALL_SELECTED, FederatedLoop, Outcome
-from server_app.quorum import Presence
-from server_app.resume import initial_model, resume_run
-from server_app.round_checkpoint import restore_strategy
-from server_app.run_folder import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder, read_metrics
-from server_app.run_settings import ServerRunSettings
-from server_app.site_directory import SiteDirectory
-from server_app.site_table import evaluations, site_table_text
-from server_app.strategies import RunStrategy, build_strategy
-from server_app.summary import build_summary
-from server_app.traffic import MeteredGrid, TrafficLedger
+from server_app.coordinator_settings import ServerRunSettings
+from server_app.report.site_table import evaluations, site_table_text
+from server_app.rounds.loop import ALL_SELECTED, FederatedLoop, Outcome
+from server_app.rounds.quorum import Presence
+from server_app.rounds.resume import initial_model, resume_run
+from server_app.rounds.round_checkpoint import restore_strategy
+from server_app.rounds.site_directory import SiteDirectory
+from server_app.rounds.traffic import MeteredGrid, TrafficLedger
+from server_app.run_record.best_model import BestRound
+from server_app.run_record.checkpoints import Checkpointer
+from server_app.run_record.run_folder import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder, read_metrics
+from server_app.run_record.summary import build_summary
+from server_app.strategies.registry import RunStrategy, build_strategy
 
 app = ServerApp()
 
@@ -188,7 +188,7 @@ def write_report(run: RunFolder) -> None:
         log(INFO, "Run folder: %s (no report: no site's validation arrived)", run.path)
         return
     try:
-        from server_app.report_files import write_report as write_files
+        from server_app.report.writer import write_report as write_files
 
         log(INFO, "Run folder: %s\n%s", run.path, site_table_text(records))
         log(INFO, "Report: %s", write_files(run.path).html)

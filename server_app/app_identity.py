@@ -6,8 +6,8 @@ what the sites install, so this hash names the code on both sides. The model car
 
 from pathlib import Path
 
-from models.atomic import atomic_write_json
-from server_app.run_folder import read_json
+from models.shared.atomic import atomic_write_json
+from server_app.run_record.run_folder import read_json
 
 APP_FILE = "app.json"
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from models.exit_codes import ExitCode, fail
+from models.shared.exit_codes import ExitCode, fail
 
 app = typer.Typer()
 
@@ -34,7 +34,7 @@ def report(
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from server_app.report_files import write_report
+    from server_app.report.writer import write_report
 
     if not run_dir.is_dir():
         raise fail(f"run folder {run_dir} does not exist or is not a folder", ExitCode.BAD_INPUT)

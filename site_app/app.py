@@ -1,13 +1,13 @@
 """The site's ClientApp: Flower glue only. Each handler loads, calls a plain function, and replies.
 
-Message, record and key names come from models.wire. Replies carry weights and aggregates only: `num-examples`
+Message, record and key names come from models.shared.wire. Replies carry weights and aggregates only: `num-examples`
 is the number of training cases (train) or validation cases (evaluate); per-case values, case ids and file names
-stay in the site's work folder. What may leave is set by the disclosure policy (site_app.disclosure_policy):
+stay in the site's work folder. What may leave is set by the disclosure policy (site_app.disclosure.policy):
 below the site's `min-report-cases` an evaluate reply carries no number about its cases at all, below
-`min-train-cases` a train reply carries no weights, and a run outside the site's limits (site_app.site_limits) is
+`min-train-cases` a train reply carries no weights, and a run outside the site's limits (site_app.settings.limits) is
 refused before any case is loaded. Every run setting is read once per message into SiteRunSettings.
 
-Issue 13's options act in site_app.federated_round: with `local-norm` the site's own norm layers are put into each
+Issue 13's options act in site_app.learning.federated_round: with `local-norm` the site's own norm layers are put into each
 incoming model and never sent; with `local-baseline` a local-only model trains on the same cases and stays in the
 work folder (<work>/runs/<run key>/), and only its aggregates leave, through the same disclosure policy; weights
 travel in the run's `transport-dtype`; with FedProx the instruction carries μ.
@@ -19,8 +19,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from models.weights import to_record
-from models.wire import (
+from models.shared.wire import (
     DESCRIBE,
     NUM_EXAMPLES,
     PROXIMAL_MU,
@@ -32,26 +31,27 @@ from models.wire import (
     Record,
     Validation,
 )
-from site_app.disclosure import (
+from models.weights import to_record
+from site_app.disclosure.error_details import keep_details_local
+from site_app.disclosure.policy import DisclosurePolicy, bootstrap_seed, model_digest
+from site_app.disclosure.refusals import declined_training, note_run_split_ignored, refusal, refused_training
+from site_app.disclosure.validation_replies import (
     LocalOnly,
     ValidationPolicy,
     evaluation_content,
     refused_evaluation,
     suppressed_content,
 )
-from site_app.disclosure_policy import DisclosurePolicy, bootstrap_seed, model_digest
-from site_app.federated_round import SiteRound, train_round, validate_local_only
-from site_app.policy_replies import declined_training, note_run_split_ignored, refusal, refused_training
-from site_app.privacy import keep_details_local
-from site_app.run_settings import SiteRunSettings
-from site_app.run_state import run_state_dir
-from site_app.site_config import SitePaths, resolve_site
-from site_app.site_data import load_site_cases, preprocessed_cases, site_overview, split_inventory
+from site_app.disclosure.validation_split import TRAINING, VALIDATION, record_released, released_set
+from site_app.learning.federated_round import SiteRound, train_round, validate_local_only
+from site_app.learning.run_state import run_state_dir
+from site_app.learning.site_data import load_site_cases, preprocessed_cases, site_overview, split_inventory
+from site_app.learning.validation import validate_cases
+from site_app.learning.work_records import keep_validation
+from site_app.settings.node_config import SitePaths, resolve_site
+from site_app.settings.run_settings import SiteRunSettings
+from site_app.settings.secret import site_secret
 from site_app.site_log import site_logger
-from site_app.site_secret import site_secret
-from site_app.validation import validate_cases
-from site_app.validation_split import TRAINING, VALIDATION, record_released, released_set
-from site_app.work_records import keep_validation
 
 app = ClientApp(mods=[keep_details_local])
 

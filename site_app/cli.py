@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from models.exit_codes import ExitCode, fail
+from models.shared.exit_codes import ExitCode, fail
 
 if TYPE_CHECKING:
     from data_prep.discovery import Discovery
@@ -44,7 +44,7 @@ def site_report(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from data_prep.errors import SiteDataError
-    from site_app.site_report import write_site_report
+    from site_app.tools.site_report import write_site_report
 
     if not work.is_dir():
         raise fail(
@@ -93,15 +93,15 @@ def site_predict(
     """Segment every study in the data folder with the model: NIfTI label maps, DICOM-SEGs, predictions.json.
 
     Studies are found as `site check` finds cases, without needing a label; the data folder is only read
-    (site_app/predict_run.py). Exit codes: OK when at least one study was written, NO_USABLE_DATA when none,
+    (site_app/tools/predict_run.py). Exit codes: OK when at least one study was written, NO_USABLE_DATA when none,
     BAD_INPUT for a model, folder, site.toml or manifest that cannot be used.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from models.model_source import ModelSourceError, load_model_source
-    from site_app.predict_run import PREDICTIONS_FILE, predict_folder
-    from site_app.site_settings import SiteSettingsError, read_site_settings
+    from site_app.settings.site_file import SiteSettingsError, read_site_settings
+    from site_app.tools.predict_run import PREDICTIONS_FILE, predict_folder
 
     err = Console(stderr=True)
     try:

@@ -15,7 +15,7 @@ import numpy as np
 
 from data_prep.synth.profiles import SiteProfile
 from data_prep.volume import voxel_centres_mm
-from models.labels import BACKGROUND, EDEMA, ENHANCING, NECROTIC_CORE
+from models.shared.labels import BACKGROUND, EDEMA, ENHANCING, NECROTIC_CORE
 
 BRAIN_FRACTION = 0.88
 """Brain = inside this fraction of the head ellipsoid; the shell outside it, up to 1, is skull and scalp."""

@@ -1,6 +1,6 @@
 """Write synthetic cases the way a hospital would export them: NIfTI files, or a CT series plus a DICOM-SEG.
 
-The DICOM geometry is the exact inverse of ``data_prep.dicom_series``: slice k of the volume is written with
+The DICOM geometry is the exact inverse of ``data_prep.dicom.series``: slice k of the volume is written with
 ImagePositionPatient = LPS position of voxel (0, 0, k), row direction = affine axis i, column direction = axis j,
 pixel (row j, column i) = voxel (i, j, k). A grid whose axis k points against cross(i, j) therefore reads back
 with k reversed (same voxels in the world). UIDs are derived from the seed, so output is reproducible.
@@ -19,11 +19,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
-from data_prep.dicom_series import LPS_TO_RAS
-from data_prep.segment_codes import ANATOMIC_REGION, SEGMENT_CATEGORY, SEGMENT_TYPES
+from data_prep.dicom.segment_codes import ANATOMIC_REGION, SEGMENT_CATEGORY, SEGMENT_TYPES
+from data_prep.dicom.series import LPS_TO_RAS
 from data_prep.volume import Volume, checked_affine
-from models.atomic import atomic_path
-from models.labels import LABEL_NAMES
+from models.shared.atomic import atomic_path
+from models.shared.labels import LABEL_NAMES
 
 RESCALE_SLOPE = 0.25
 """CT modality value = stored int16 * RESCALE_SLOPE + RESCALE_INTERCEPT; a non-unit slope exercises readers."""

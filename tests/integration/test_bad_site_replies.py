@@ -17,9 +17,9 @@ import pytest
 from data_prep.synth.federation import write_federation
 from deploy.flower_env import toml_value
 from deploy.processes import start_process
-from deploy.simulate import failure_context, run_simulation
-from deploy.simulation_plan import plan_simulation
-from server_app.run_folder import read_metrics, read_rounds
+from deploy.simulation.launch import failure_context, run_simulation
+from deploy.simulation.plan import plan_simulation
+from server_app.run_record.run_folder import read_metrics, read_rounds
 
 pytestmark = pytest.mark.slow  # a five-site simulation: minutes on two cores
 

@@ -100,14 +100,14 @@ def test_quick_mode(name, tmp_path):
 
 
 def test_in_process_grid_replies_reach_the_site_they_answer(monkeypatch):
-    """The quality benchmark's grid gives every pushed message its own id, so that server_app.grid_exchange files
+    """The quality benchmark's grid gives every pushed message its own id, so that server_app.rounds.grid_exchange files
     each site's reply under that site (without ids every reply answered "" and all but one site timed out)."""
     monkeypatch.syspath_prepend(str(BENCH))
     import in_process
     from common import coordinator_identity
     from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-    from server_app.grid_exchange import exchange
+    from server_app.rounds.grid_exchange import exchange
 
     def echo(message: Message, context: Context) -> Message:
         return Message(RecordDict({"node": ConfigRecord({"id": context.node_id})}), reply_to=message)

@@ -40,20 +40,20 @@ from federation_kits import (
 )
 
 from data_prep.synth.federation import write_federation
-from deploy import certificates as certs
-from deploy.coordinator import register_sites
-from deploy.federated_run import CoordinatorNotRunning, check_coordinator_running, plan_run
+from deploy.coordinator.run_submission import CoordinatorNotRunning, check_coordinator_running, plan_run
+from deploy.coordinator.start import register_sites
 from deploy.flower_env import app_directory, flower_env, write_connection
-from deploy.kit import read_coordinator_kit, read_site_kit
-from deploy.preflight import check_kit
+from deploy.kits import certificates as certs
+from deploy.kits.contents import read_coordinator_kit, read_site_kit
+from deploy.kits.provision import provision, read_spec
+from deploy.kits.release_fab import build_fab, sha256_hex, unpack_for_submission
+from deploy.kits.site_keys import generate_site_keys
 from deploy.processes import StartedProcess, free_port, process_tree, processes_with_env, start_process
-from deploy.provision import provision, read_spec
-from deploy.release_fab import build_fab, sha256_hex, unpack_for_submission
-from deploy.site_keys import generate_site_keys
-from deploy.site_launcher import HEARTBEAT_WINDOW_S, SiteStartError, start_site, wait_until_connected
-from models.exit_codes import ExitCode
-from models.wire import APP_NOT_APPROVED
-from server_app.run_folder import read_refusals
+from deploy.site.launcher import HEARTBEAT_WINDOW_S, SiteStartError, start_site, wait_until_connected
+from deploy.site.preflight import check_kit
+from models.shared.exit_codes import ExitCode
+from models.shared.wire import APP_NOT_APPROVED
+from server_app.run_record.run_folder import read_refusals
 
 FEDERATION = "oncofed-loopback"
 RUN_TIMEOUT_S = 600

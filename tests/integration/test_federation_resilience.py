@@ -19,7 +19,7 @@ import torch
 from loopback_federation import ONCOFED, LoopbackFederation, wait_for_text
 
 from models.weights import load_checkpoint
-from server_app.run_folder import read_metrics, read_rounds
+from server_app.run_record.run_folder import read_metrics, read_rounds
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ from model_checkpoints import SOME_EDEMA, biased_checkpoint
 from readonly_checks import tree_digest
 from typer.testing import CliRunner
 
-from data_prep.dicom_seg import read_dicom_seg
-from data_prep.dicom_series import read_dicom_series
+from data_prep.dicom.seg_reader import read_dicom_seg
+from data_prep.dicom.series import read_dicom_series
 from data_prep.discovery import discover
 from data_prep.nifti import read_nifti
 from data_prep.synth.federation import write_federation

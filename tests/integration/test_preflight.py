@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy import certificates as certs
-from deploy.preflight import check_coordinator, check_kit
+from deploy.kits import certificates as certs
+from deploy.kits.provision import provision, read_spec
 from deploy.processes import free_port
-from deploy.provision import provision, read_spec
-from models.atomic import atomic_write_bytes
-from models.exit_codes import ExitCode
+from deploy.site.preflight import check_coordinator, check_kit
+from models.shared.atomic import atomic_write_bytes
+from models.shared.exit_codes import ExitCode
 from oncofed_cli import app
 
 

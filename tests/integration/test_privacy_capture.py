@@ -12,8 +12,8 @@ import pytest
 from flwr.app import Message
 from tiny_capture_run import MIN_REPORT_CASES, REPORTING, SITES, SUPPRESSED, captured_run
 
-from models.wire import COUNTS, METRICS, STATS
-from site_app.metrics import HD95_PENALTY_MM
+from models.shared.wire import COUNTS, METRICS, STATS
+from site_app.learning.metrics import HD95_PENALTY_MM
 
 DICOM_IDENTIFIERS = (
     "PatientID",

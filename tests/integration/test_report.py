@@ -14,11 +14,11 @@ from PIL import Image
 from tiny_capture_run import MIN_REPORT_CASES, REPORTING, SITES, SUPPRESSED, captured_run
 from typer.testing import CliRunner
 
-from models.exit_codes import ExitCode
+from models.shared.exit_codes import ExitCode
 from oncofed_cli import app
-from server_app.report_data import report_data
-from server_app.report_html import render_report
-from server_app.run_folder import RunFolder
+from server_app.report.content import report_data
+from server_app.report.html_page import render_report
+from server_app.run_record.run_folder import RunFolder
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

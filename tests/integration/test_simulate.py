@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from data_prep.synth.federation import write_federation
 from deploy.processes import processes_with_env
-from models.exit_codes import ExitCode
+from models.shared.exit_codes import ExitCode
 from oncofed_cli import app
 
 runner = CliRunner()

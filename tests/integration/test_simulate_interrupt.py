@@ -10,7 +10,7 @@ import pytest
 
 from data_prep.synth.federation import write_federation
 from deploy.processes import processes_with_env, stop_tree
-from models.exit_codes import ExitCode
+from models.shared.exit_codes import ExitCode
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -17,8 +17,8 @@ from synthetic_site import fix_site_secret
 from data_prep.synth.federation import write_federation
 from deploy.processes import processes_with_env, start_process
 from models.weights import load_checkpoint
-from server_app.round_checkpoint import CHECKPOINT_FILE, load_round_state
-from server_app.run_folder import read_metrics, read_rounds
+from server_app.rounds.round_checkpoint import CHECKPOINT_FILE, load_round_state
+from server_app.run_record.run_folder import read_metrics, read_rounds
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from PIL import Image
 from tiny_capture_run import REPORTING, SUPPRESSED, captured_run
 from typer.testing import CliRunner
 
-from models.exit_codes import ExitCode
+from models.shared.exit_codes import ExitCode
 from oncofed_cli import app
 
 runner = CliRunner()

@@ -37,12 +37,12 @@ from tiny_capture_run import REPORTING, SITES, SUPPRESSED, captured_run, option_
 
 from models.norm_layers import norm_state_names
 from models.presets import build_model
+from models.shared.wire import GAIN_PREFIX, LOCAL_ONLY_PREFIX, NUM_EXAMPLES, Record, baseline_key
+from models.shared.wire import SUPPRESSED as SUPPRESSED_STATUS
 from models.weights import load_checkpoint
-from models.wire import GAIN_PREFIX, LOCAL_ONLY_PREFIX, NUM_EXAMPLES, Record, baseline_key
-from models.wire import SUPPRESSED as SUPPRESSED_STATUS
-from site_app.local_baseline import MODEL_FILE
-from site_app.local_norm import NORM_FILE
-from site_app.run_state import RUNS_FOLDER
+from site_app.learning.local_baseline import MODEL_FILE
+from site_app.learning.local_norm import NORM_FILE
+from site_app.learning.run_state import RUNS_FOLDER
 
 QUORUM = {"min-sites": 1}
 """hospital-a alone: its sound training reply is enough to change the global model."""

@@ -12,7 +12,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.common.serde import message_to_proto
 
-from models.wire import SERVER_ROUND, NodeConfig, Record
+from models.shared.wire import SERVER_ROUND, NodeConfig, Record
 from site_app.app import app as site_app
 
 _count = itertools.count()

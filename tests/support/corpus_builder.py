@@ -30,7 +30,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from data_prep.dicom_series import LPS_TO_RAS
+from data_prep.dicom.series import LPS_TO_RAS
 from data_prep.synth.federation import SynthCase, make_case
 from data_prep.synth.profiles import site_profiles
 from data_prep.synth.writers import write_dicom_seg, write_dicom_series, write_nifti

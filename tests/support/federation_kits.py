@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy.kits.site_keys import SiteKeyPair, generate_site_keys
 from deploy.processes import StartedProcess, free_port, processes_with_env, start_process, stop_trees, tail
-from deploy.site_keys import SiteKeyPair, generate_site_keys
 
 ONCOFED = str(Path(sys.executable).parent / "oncofed")
 PRIVATE_KEY_MARKERS = (b"-----BEGIN OPENSSH PRIVATE KEY-----", b"PRIVATE KEY-----")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.synth.federation import write_federation
+from deploy.kits.provision import provision, read_spec
 from deploy.processes import (
     StartedProcess,
     free_port,
@@ -27,7 +28,6 @@ from deploy.processes import (
     stop_trees,
     tail,
 )
-from deploy.provision import provision, read_spec
 
 ONCOFED = str(Path(sys.executable).parent / "oncofed")
 

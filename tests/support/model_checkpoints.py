@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 from flwr.app import ArrayRecord
 
-from models.labels import NUM_CLASSES
 from models.presets import build_model
+from models.shared.labels import NUM_CLASSES
 from models.weights import save_checkpoint
 
 SOME_EDEMA = (0.0, 0.0, 0.3, 0.0)

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 from model_checkpoints import SOME_EDEMA, biased_checkpoint
 
-from models.labels import evaluation_regions
-from models.wire import N_SKIPPED, NUM_EXAMPLES, REPORTED, SUPPRESSED, Overview
+from models.shared.labels import evaluation_regions
+from models.shared.wire import N_SKIPPED, NUM_EXAMPLES, REPORTED, SUPPRESSED, Overview
 from server_app.app_identity import write_app_identity
-from server_app.best_model import BestRound
-from server_app.run_folder import COMPLETED, RunFolder, read_metrics
-from server_app.summary import build_summary
-from site_app.aggregates import site_aggregates
-from site_app.disclosure import ValidationPolicy, conventions
-from site_app.disclosure_policy import DisclosurePolicy
-from site_app.metrics import case_metrics
+from server_app.run_record.best_model import BestRound
+from server_app.run_record.run_folder import COMPLETED, RunFolder, read_metrics
+from server_app.run_record.summary import build_summary
+from site_app.disclosure.aggregates import site_aggregates
+from site_app.disclosure.policy import DisclosurePolicy
+from site_app.disclosure.validation_replies import ValidationPolicy, conventions
+from site_app.learning.metrics import case_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 REPORTING_SITE, SUPPRESSED_SITE = "hospital-north", "hospital-south"

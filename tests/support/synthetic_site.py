@@ -12,7 +12,7 @@ from pathlib import Path
 from data_prep.synth.federation import make_case
 from data_prep.synth.profiles import site_profiles
 from data_prep.synth.writers import write_nifti
-from site_app.site_secret import SECRET_FILE
+from site_app.settings.secret import SECRET_FILE
 
 
 def add_nifti_cases(

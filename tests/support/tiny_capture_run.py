@@ -1,7 +1,7 @@
 """One real tiny federation run, shared by the privacy, report and site-report tests (run once per session).
 
 Two synthetic sites with demo-like case counts on the tiny grid (hospital-a: 26 NIfTI cases, hospital-b: 5 DICOM
-+ DICOM-SEG cases), one round, through the project's own launcher (deploy.simulate.run_simulation) with the
++ DICOM-SEG cases), one round, through the project's own launcher (deploy.simulation.launch.run_simulation) with the
 site's ClientApp wrapped so that every Message a site sends is captured (capturing_clientapp.py). The sites keep
 the default disclosure policy (minimum of 5 validation and 5 training cases, their own split with 20 % for
 validation; no run setting chooses it and the run's seed is not used): hospital-a reports on 5 validation
@@ -21,8 +21,8 @@ from synthetic_site import add_nifti_cases, fix_site_secret
 
 from data_prep.synth.federation import write_federation
 from deploy.flower_env import toml_value
-from deploy.simulate import failure_context, run_simulation
-from deploy.simulation_plan import plan_simulation
+from deploy.simulation.launch import failure_context, run_simulation
+from deploy.simulation.plan import plan_simulation
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("hospital-a", "hospital-b")

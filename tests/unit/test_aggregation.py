@@ -1,5 +1,5 @@
 """The coordinator's FedAvg: weighted by num-examples, pooled evaluation over what pools exactly, sites whose own
-policy sends no numbers left out (reply checks are server_app.reply_checks, tested in test_reply_checks.py; how
+policy sends no numbers left out (reply checks are server_app.rounds.reply_checks, tested in test_reply_checks.py; how
 the loop files a site's declined, refused or suppressed reply: test_federated_loop.py)."""
 
 import pytest
@@ -8,9 +8,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 
 from models.presets import build_model
 from models.weights import load_record, to_record
-from server_app.federated_loop import ALL_SELECTED
-from server_app.strategy import SiteFedAvg
-from site_app.disclosure import refused_evaluation
+from server_app.rounds.loop import ALL_SELECTED
+from server_app.strategies.checked_fedavg import SiteFedAvg
+from site_app.disclosure.validation_replies import refused_evaluation
 
 
 def reply_from(node_id: int, arrays: ArrayRecord, metrics: dict) -> Message:

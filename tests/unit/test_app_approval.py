@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy.app_approval import (
+from deploy.flower_env import app_directory
+from deploy.kits.app_approval import (
     ApprovalError,
     approval_of,
     approve,
@@ -16,9 +17,15 @@ from deploy.app_approval import (
     revoke,
     write_allow_list,
 )
-from deploy.flower_env import app_directory
-from deploy.release_fab import FabError, build_fab, inspect_fab, read_fab, sha256_hex, unpack_for_submission
-from models.exit_codes import ExitCode
+from deploy.kits.release_fab import (
+    FabError,
+    build_fab,
+    inspect_fab,
+    read_fab,
+    sha256_hex,
+    unpack_for_submission,
+)
+from models.shared.exit_codes import ExitCode
 from oncofed_cli import app
 
 

@@ -1,4 +1,4 @@
-"""models.atomic: a reader sees the old file or the whole new one; a failed write leaves no trace; a private
+"""models.shared.atomic: a reader sees the old file or the whole new one; a failed write leaves no trace; a private
 file is never readable by others; concurrent writers to one path never leave a partial file."""
 
 import os
@@ -11,7 +11,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord
 
-from models.atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from models.shared.atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from models.weights import load_checkpoint, save_checkpoint
 
 OLD = b"the previous, complete content\n"

@@ -1,6 +1,6 @@
 """best.pt by a rule a failing site cannot game: rounds are compared on the sites that reported in both."""
 
-from server_app.best_model import BestRound
+from server_app.run_record.best_model import BestRound
 
 
 def test_a_round_where_the_weakest_site_failed_does_not_look_best():

@@ -13,11 +13,11 @@ from run_folder_builder import REPORTING_SITE, SUPPRESSED_SITE, fake_run
 from typer.testing import CliRunner
 
 from data_prep.transforms import PipelineSettings
-from deploy.bundle_export import inference_config
-from models.labels import LABEL_NAMES
 from models.model_source import load_model_source
 from models.presets import build_model, network_arguments
+from models.shared.labels import LABEL_NAMES
 from oncofed_cli import app
+from site_app.tools.bundle_export import inference_config
 
 runner = CliRunner()
 

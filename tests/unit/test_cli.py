@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from models.exit_codes import ExitCode, fail
+from models.shared.exit_codes import ExitCode, fail
 from oncofed_cli import app
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -3,7 +3,7 @@ from the SuperNode's own retry lines."""
 
 from datetime import datetime
 
-from deploy.coordinator_link import LinkWatch
+from deploy.site.link import LinkWatch
 
 LOG = [
     "INFO :      SuperNode ID: 42",

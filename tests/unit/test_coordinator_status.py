@@ -6,7 +6,7 @@ from pathlib import Path
 
 from flwr.proto.node_pb2 import NodeInfo
 
-from deploy.coordinator_status import _run_state, _site_state
+from deploy.coordinator.status import _run_state, _site_state
 
 
 def test_site_states_from_flowers_node_records():

@@ -27,20 +27,20 @@ from flwr.supercore.task_identity import TaskIdentity
 from scipy.optimize import brentq
 from synthetic_site import add_nifti_cases, fix_site_secret
 
-from models.labels import evaluation_regions
 from models.presets import build_model
+from models.shared.labels import evaluation_regions
+from models.shared.wire import COUNTS, METRICS
 from models.weights import to_record
-from models.wire import COUNTS, METRICS
-from site_app import disclosure_policy
-from site_app.aggregates import CI_LEVEL, bootstrap_indices
 from site_app.app import app
-from site_app.disclosure import ValidationPolicy, evaluation_content
-from site_app.metrics import HD95_PENALTY_MM
-from site_app.run_settings import SiteRunSettings
-from site_app.site_limits import OutsideSiteLimits, SiteLimits, check_run_settings
-from site_app.site_secret import SECRET_FILE
-from site_app.validation import CaseEvaluation
-from site_app.work_records import PER_CASE_FILE
+from site_app.disclosure import policy as disclosure_policy
+from site_app.disclosure.aggregates import CI_LEVEL, bootstrap_indices
+from site_app.disclosure.validation_replies import ValidationPolicy, evaluation_content
+from site_app.learning.metrics import HD95_PENALTY_MM
+from site_app.learning.validation import CaseEvaluation
+from site_app.learning.work_records import PER_CASE_FILE
+from site_app.settings.limits import OutsideSiteLimits, SiteLimits, check_run_settings
+from site_app.settings.run_settings import SiteRunSettings
+from site_app.settings.secret import SECRET_FILE
 
 REGIONS = list(evaluation_regions("brats"))
 RUN_SEED = 0

@@ -14,7 +14,7 @@ from data_prep.ingest_settings import DEFAULT_INGEST, IngestSettings
 from data_prep.loading import load_case
 from data_prep.synth.federation import write_federation
 from data_prep.synth.writers import write_nifti
-from site_app.site_settings import read_site_settings
+from site_app.settings.site_file import read_site_settings
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ Flower upgrade that moves the hook fails here instead of silently running unappr
 
 Hook: flwr/supercore/superexec/run_superexec.py, function `run_superexec`, builds its plugin from the module-level
 name `AutoExecPlugin` (flwr/supercore/superexec/plugin/base_exec_plugin.py) and calls `plugin.launch_task(...)`
-per acquired task. deploy/executor_gate.py replaces that name (in its own process) with `GatedExecPlugin`.
+per acquired task. deploy/site/approval_gate.py replaces that name (in its own process) with `GatedExecPlugin`.
 """
 
 import inspect
@@ -18,10 +18,10 @@ from flwr.supercore.superexec.executor import LaunchResult
 from flwr.supercore.superexec.plugin import AutoExecPlugin
 from flwr.supercore.superexec.plugin.base_exec_plugin import BaseExecPlugin
 
-from deploy import executor_gate
-from deploy.app_approval import approval_of, write_allow_list
-from deploy.executor_gate import HOOKED_MODULE, HOOKED_NAME, GatedExecPlugin, install_gate
-from deploy.release_fab import FabInfo
+from deploy.kits.app_approval import approval_of, write_allow_list
+from deploy.kits.release_fab import FabInfo
+from deploy.site import approval_gate as executor_gate
+from deploy.site.approval_gate import HOOKED_MODULE, HOOKED_NAME, GatedExecPlugin, install_gate
 
 
 def test_flower_is_the_pinned_release():

@@ -19,11 +19,11 @@ from scripted_grid import ScriptedGrid, ScriptedSite, scripted_run_config, train
 from models.presets import build_model
 from models.weights import load_checkpoint, to_record
 from server_app.app import run_federation
-from server_app.round_checkpoint import CheckpointError
-from server_app.run_folder import read_metrics, read_rounds
-from site_app.disclosure import refused_evaluation
-from site_app.disclosure_policy import DisclosurePolicy
-from site_app.policy_replies import declined_training, refused_training
+from server_app.rounds.round_checkpoint import CheckpointError
+from server_app.run_record.run_folder import read_metrics, read_rounds
+from site_app.disclosure.policy import DisclosurePolicy
+from site_app.disclosure.refusals import declined_training, refused_training
+from site_app.disclosure.validation_replies import refused_evaluation
 
 
 def run_config(run_dir: Path, **settings) -> dict:
@@ -387,7 +387,7 @@ def test_the_best_model_is_not_the_round_where_the_weakest_site_failed(tmp_path,
     assert load_checkpoint(tmp_path / "run" / "models" / "best.pt")[1]["round"] == 1
 
 
-# A site's own policy (site_app.disclosure_policy, site_app.site_limits) is not a dropped reply: its declined or
+# A site's own policy (site_app.disclosure.policy, site_app.settings.limits) is not a dropped reply: its declined or
 # refused training and its suppressed or refused validation arrive, are filed with its reason, and never count
 # towards the quorum of training replies.
 

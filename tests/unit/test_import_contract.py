@@ -30,16 +30,31 @@ def test_the_repository_keeps_every_import_contract():
     assert "0 broken" in result.stdout
 
 
+def _append_import(module_file: Path, imported: str, why: str) -> None:
+    with open(module_file, "a", encoding="utf-8") as module:
+        module.write(f"\nimport {imported}  # noqa: E402, F401 - {why}\n")
+
+
 def test_a_forbidden_import_breaks_the_contract_that_forbids_it(tmp_path):
     for package in PACKAGES:
         shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    with open(tmp_path / "server_app" / "pooled.py", "a", encoding="utf-8") as module:
-        module.write(
-            "\nimport site_app.disclosure  # noqa: E402, F401 - the coordinator reaching into a site\n"
-        )
-    with open(tmp_path / "models" / "wire.py", "a", encoding="utf-8") as module:
-        module.write("\nimport data_prep.inventory  # noqa: E402, F401 - the leaf importing an upper layer\n")
+    _append_import(
+        tmp_path / "server_app" / "run_record" / "pooled.py",
+        "site_app.disclosure.validation_replies",
+        "the coordinator reaching into a site",
+    )
+    _append_import(
+        tmp_path / "models" / "shared" / "wire.py", "data_prep.inventory", "the leaf importing an upper layer"
+    )
+    _append_import(
+        tmp_path / "deploy" / "site" / "launcher.py",
+        "deploy.coordinator.status",
+        "site code on the coordinator",
+    )
+    _append_import(
+        tmp_path / "deploy" / "kits" / "contents.py", "deploy.site.preflight", "a kit depending on a side"
+    )
 
     result = lint_imports(tmp_path)
 
@@ -47,6 +62,13 @@ def test_a_forbidden_import_breaks_the_contract_that_forbids_it(tmp_path):
     assert result.returncode != 0, output
     assert "server_app imports only models (never site_app, data_prep or deploy) BROKEN" in output
     assert "models imports none of our packages BROKEN" in output
-    assert "server_app.pooled -> site_app.disclosure" in output
-    assert "models.wire -> data_prep.inventory" in output
-    assert "2 broken" in output  # the other contracts still hold: the failure is the injected imports
+    assert "the coordinator's deploy code and the site's never import each other BROKEN" in output
+    assert "deploy.kits and deploy's shared modules import neither side nor the simulation BROKEN" in output
+    assert "server_app.run_record.pooled -> site_app.disclosure.validation_replies" in output
+    assert "models.shared.wire -> data_prep.inventory" in output
+    assert "deploy.site.launcher -> deploy.coordinator.status" in output
+    assert "deploy.kits.contents -> deploy.site.preflight" in output
+    # deploy.coordinator.status reads run folders (server_app), so the site's reach breaks that contract too; the
+    # other two contracts still hold: the failures are the injected imports
+    assert "deploy.site never imports the coordinator's app (server_app) BROKEN" in output
+    assert "5 broken" in output

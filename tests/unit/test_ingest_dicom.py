@@ -21,11 +21,11 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from data_prep.dicom_seg import read_dicom_seg
-from data_prep.dicom_series import read_dicom_series
+from data_prep.dicom.rtstruct import polygon_mask, read_rtstruct
+from data_prep.dicom.seg_reader import read_dicom_seg
+from data_prep.dicom.series import read_dicom_series
 from data_prep.errors import CaseError
 from data_prep.ingest_settings import DEFAULT_SEG_SEGMENTS
-from data_prep.rtstruct import polygon_mask, read_rtstruct
 
 
 @pytest.mark.parametrize(

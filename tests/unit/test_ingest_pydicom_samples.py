@@ -9,8 +9,8 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from data_prep.dicom_index import index_dicom_files
-from data_prep.dicom_series import read_dicom_series
+from data_prep.dicom.index import index_dicom_files
+from data_prep.dicom.series import read_dicom_series
 from data_prep.discovery import discover
 from data_prep.errors import CaseError
 

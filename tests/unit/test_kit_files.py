@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.provision import provision, read_spec
-from deploy.site_keys import generate_site_keys
+from deploy.kits.provision import provision, read_spec
+from deploy.kits.site_keys import generate_site_keys
 
 PINNED = re.compile(r"^[A-Za-z0-9._-]+(\[[A-Za-z0-9,._-]+\])?==[0-9][A-Za-z0-9.+!-]*$")
 

@@ -10,13 +10,12 @@ import torch
 from flwr.app import ArrayRecord
 from monai.networks.nets import UNet
 
-from models.labels import evaluation_regions
 from models.model_source import ModelSourceError, checkpoint_norm_meta, inference_meta, load_model_source
 from models.norm_layers import norm_state_names, shared_state_names
 from models.presets import build_model, network_arguments
-from models.run_config import defaults
-from models.weights import save_checkpoint, to_record
-from models.wire import (
+from models.shared.labels import evaluation_regions
+from models.shared.run_config import defaults
+from models.shared.wire import (
     BASELINE_STATS,
     GAIN_PREFIX,
     LOCAL_ONLY_PREFIX,
@@ -29,13 +28,14 @@ from models.wire import (
     is_count,
     is_pooled_mean,
 )
-from server_app.report_training import sharp_drops, verdict
-from site_app.aggregates import site_aggregates
-from site_app.disclosure import LocalOnly, ValidationPolicy, evaluation_content
-from site_app.local_baseline import LocalBaseline, baseline_aggregates
-from site_app.local_norm import LocalNorm
-from site_app.run_settings import SiteRunSettings
-from site_app.validation import CaseEvaluation
+from models.weights import save_checkpoint, to_record
+from server_app.report.training_summary import sharp_drops, verdict
+from site_app.disclosure.aggregates import site_aggregates
+from site_app.disclosure.validation_replies import LocalOnly, ValidationPolicy, evaluation_content
+from site_app.learning.local_baseline import LocalBaseline, baseline_aggregates
+from site_app.learning.local_norm import LocalNorm
+from site_app.learning.validation import CaseEvaluation
+from site_app.settings.run_settings import SiteRunSettings
 
 REGIONS = ("wt", "tc", "et")
 
@@ -199,7 +199,7 @@ def test_sharp_drops_of_the_pooled_dice_are_found():
 
 
 def test_post_processing_removes_isolated_specks_below_the_volume_and_keeps_tumors_whole():
-    from site_app.postprocess import remove_small_lesions
+    from site_app.learning.postprocess import remove_small_lesions
 
     prediction = np.zeros((20, 20, 20), dtype=np.int64)
     prediction[2:10, 2:10, 2:10] = 2  # a tumor of 512 voxels …

@@ -5,7 +5,7 @@ import torch
 from monai.data import Dataset
 
 from models.presets import build_model
-from site_app.training import round_seed, seed_everything, train_epochs
+from site_app.learning.training import round_seed, seed_everything, train_epochs
 
 
 def patches(n: int = 6) -> Dataset:

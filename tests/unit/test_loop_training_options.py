@@ -10,8 +10,8 @@ from scripted_grid import ScriptedGrid, ScriptedSite, scripted_run_config
 
 from models.weights import load_checkpoint
 from server_app.app import run_federation
-from server_app.round_checkpoint import load_round_state
-from server_app.run_folder import read_metrics, read_rounds
+from server_app.rounds.round_checkpoint import load_round_state
+from server_app.run_record.run_folder import read_metrics, read_rounds
 
 
 def run_config(run_dir: Path, **settings) -> dict:

@@ -12,14 +12,14 @@ from scipy.stats.mstats import hdquantiles
 
 from data_prep.synth.federation import write_federation
 from data_prep.transforms import LoadCased, PipelineSettings
-from models.labels import evaluation_regions
 from models.presets import build_model
-from models.wire import COUNTS, METRICS, STATS
-from site_app.aggregates import bootstrap_indices, describe, position_estimates, site_aggregates
-from site_app.metrics import HD95_PENALTY_MM, NSD_TOLERANCE_MM, case_metrics
-from site_app.site_config import SitePaths
-from site_app.site_data import load_site_cases
-from site_app.validation import after_loading, evaluate_case, on_native_grid
+from models.shared.labels import evaluation_regions
+from models.shared.wire import COUNTS, METRICS, STATS
+from site_app.disclosure.aggregates import bootstrap_indices, describe, position_estimates, site_aggregates
+from site_app.learning.metrics import HD95_PENALTY_MM, NSD_TOLERANCE_MM, case_metrics
+from site_app.learning.site_data import load_site_cases
+from site_app.learning.validation import after_loading, evaluate_case, on_native_grid
+from site_app.settings.node_config import SitePaths
 
 BRATS = evaluation_regions("brats")
 SPACING = (0.8, 1.1, 2.5)  # anisotropic: thick slices along the third axis

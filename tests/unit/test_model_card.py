@@ -10,8 +10,8 @@ from run_folder_builder import FAB_HASH, REPORTING_SITE, SUPPRESSED_SITE, fake_r
 
 from models.model_hash import weights_sha256
 from models.weights import load_checkpoint
-from server_app.model_card import MODEL_CARD_FILE
-from server_app.report_files import write_report
+from server_app.report.model_card import MODEL_CARD_FILE
+from server_app.report.writer import write_report
 
 
 @pytest.fixture(scope="module")

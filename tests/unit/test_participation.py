@@ -11,10 +11,10 @@ from flwr.common.config import flatten_dict
 from flwr.common.constant import ErrorCode
 from scripted_grid import ScriptedGrid, ScriptedSite, trained
 
-from models.labels import evaluation_regions
-from models.run_config import defaults
+from models.shared.labels import evaluation_regions
+from models.shared.run_config import defaults
 from server_app.app import run_federation
-from server_app.participation import (
+from server_app.rounds.participation import (
     NOT_ONLINE,
     PhaseOutcome,
     RoundLedger,
@@ -22,10 +22,10 @@ from server_app.participation import (
     answer_outcome,
     participation_line,
 )
-from site_app.disclosure import ValidationPolicy, evaluation_content
-from site_app.metrics import case_metrics
-from site_app.run_settings import SiteRunSettings
-from site_app.validation import CaseEvaluation
+from site_app.disclosure.validation_replies import ValidationPolicy, evaluation_content
+from site_app.learning.metrics import case_metrics
+from site_app.learning.validation import CaseEvaluation
+from site_app.settings.run_settings import SiteRunSettings
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULTS = flatten_dict(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
@@ -77,7 +77,7 @@ def test_the_participation_line_names_who_is_missing_and_since_when():
 
 
 def real_validation(n_cases: int, seed: int) -> RecordDict:
-    """The evaluate reply a real site sends (site_app.disclosure) for small synthetic predictions."""
+    """The evaluate reply a real site sends (site_app.disclosure.validation_replies) for small synthetic predictions."""
     rng = np.random.default_rng(seed)
     results = []
     for index in range(n_cases):

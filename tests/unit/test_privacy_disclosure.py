@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from flwr.app import RecordDict
 
-from models.labels import evaluation_regions
-from models.run_config import SIM_MIN_REPORT_CASES, defaults
-from models.wire import COUNTS, DEFAULT_MIN_REPORT_CASES, METRICS, STATS
-from site_app.disclosure import ValidationPolicy, evaluation_content
-from site_app.metrics import case_metrics
-from site_app.run_settings import SiteRunSettings
-from site_app.validation import CaseEvaluation
+from models.shared.labels import evaluation_regions
+from models.shared.run_config import SIM_MIN_REPORT_CASES, defaults
+from models.shared.wire import COUNTS, DEFAULT_MIN_REPORT_CASES, METRICS, STATS
+from site_app.disclosure.validation_replies import ValidationPolicy, evaluation_content
+from site_app.learning.metrics import case_metrics
+from site_app.learning.validation import CaseEvaluation
+from site_app.settings.run_settings import SiteRunSettings
 
 DEPLOYED = {"data-path": "/data/site", "work-path": "/work/site", "site-name": "hospital-x"}
 SIMULATED = {"partition-id": 0, "num-partitions": 2}

@@ -2,7 +2,7 @@
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
-from site_app.privacy import keep_details_local
+from site_app.disclosure.error_details import keep_details_local
 
 
 def context(tmp_path) -> Context:

@@ -15,15 +15,15 @@ from flwr.cli.build import build_fab_from_disk
 from flwr.supercore.primitives.asymmetric import uses_nist_ec_curve
 from typer.testing import CliRunner
 
-from deploy import certificates as certs
-from deploy.app_approval import read_allow_list
 from deploy.flower_env import app_directory
-from deploy.kit import KitError, read_coordinator_kit, read_site_kit
-from deploy.provision import SpecError, provision, read_spec
-from deploy.release_fab import build_fab, read_fab, sha256_hex
-from deploy.site_keys import generate_site_keys
-from models.atomic import atomic_write_bytes
-from models.exit_codes import ExitCode
+from deploy.kits import certificates as certs
+from deploy.kits.app_approval import read_allow_list
+from deploy.kits.contents import KitError, read_coordinator_kit, read_site_kit
+from deploy.kits.provision import SpecError, provision, read_spec
+from deploy.kits.release_fab import build_fab, read_fab, sha256_hex
+from deploy.kits.site_keys import generate_site_keys
+from models.shared.atomic import atomic_write_bytes
+from models.shared.exit_codes import ExitCode
 from oncofed_cli import app
 
 SITES = ["hospital-a", "hospital-b", "hospital-c"]

@@ -4,8 +4,8 @@ itself (its `-t` check, and requests through it) is exercised in tests/integrati
 import re
 from pathlib import Path
 
-from deploy.kit import CoordinatorKit
-from deploy.proxy import FLEET_PATH, render_config
+from deploy.kits.contents import CoordinatorKit
+from deploy.kits.proxy_config import FLEET_PATH, render_config
 
 
 def kit(tmp_path: Path, bind_host: str = "0.0.0.0") -> CoordinatorKit:

@@ -1,12 +1,12 @@
-"""Quorum, deadlines and resume are coordinator run settings of the one registry (models.run_config), read through
-server_app.run_settings.ServerRunSettings, and checked together there with errors that name the setting."""
+"""Quorum, deadlines and resume are coordinator run settings of the one registry (models.shared.run_config), read through
+server_app.coordinator_settings.ServerRunSettings, and checked together there with errors that name the setting."""
 
 import re
 
 import pytest
 
-from models.run_config import RESUMABLE_CHANGES, SETTINGS_BY_KEY, Owner, defaults, majority
-from server_app.run_settings import ServerRunSettings
+from models.shared.run_config import RESUMABLE_CHANGES, SETTINGS_BY_KEY, Owner, defaults, majority
+from server_app.coordinator_settings import ServerRunSettings
 
 KEYS = (
     "min-sites",

@@ -8,8 +8,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from data_prep.dicom_seg import read_dicom_seg
-from data_prep.dicom_series import read_dicom_series, series_geometry
+from data_prep.dicom.seg_reader import read_dicom_seg
+from data_prep.dicom.series import read_dicom_series, series_geometry
 from data_prep.errors import CaseError
 from data_prep.ingest_settings import DEFAULT_SEG_SEGMENTS
 from data_prep.nifti import read_nifti

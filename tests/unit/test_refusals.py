@@ -1,13 +1,13 @@
 """A site's refusal of an unapproved app, as the coordinator sees it: the error reply names the site and the
-FAB's hash (models/wire.py), the coordinator files it under the site's name in refusals.jsonl and its log."""
+FAB's hash (models/shared/wire.py), the coordinator files it under the site's name in refusals.jsonl and its log."""
 
 import logging
 
 from flwr.app import Error, Message, RecordDict
 
-from models.wire import APP_NOT_APPROVED, APP_NOT_APPROVED_CODE, parse_refusal, refusal_reason
-from server_app.run_folder import RunFolder, read_refusals
-from server_app.site_directory import SiteDirectory
+from models.shared.wire import APP_NOT_APPROVED, APP_NOT_APPROVED_CODE, parse_refusal, refusal_reason
+from server_app.rounds.site_directory import SiteDirectory
+from server_app.run_record.run_folder import RunFolder, read_refusals
 
 HASH = "c" * 64
 

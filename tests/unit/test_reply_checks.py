@@ -7,16 +7,16 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from models.presets import build_model
 from models.transport import encode
 from models.weights import to_record
-from server_app.reply_checks import (
+from server_app.rounds.reply_checks import (
     evaluate_reply_problem,
     in_transport_dtype,
     metric_name_outliers,
     model_spec,
     train_reply_problem,
 )
-from site_app.disclosure import refused_evaluation
-from site_app.disclosure_policy import DisclosurePolicy
-from site_app.policy_replies import declined_training, refused_training
+from site_app.disclosure.policy import DisclosurePolicy
+from site_app.disclosure.refusals import declined_training, refused_training
+from site_app.disclosure.validation_replies import refused_evaluation
 
 GLOBAL = to_record(build_model("tiny", seed=0))
 SPEC = model_spec(GLOBAL)

@@ -8,8 +8,7 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord
 
-from server_app.best_model import BestRound
-from server_app.round_checkpoint import (
+from server_app.rounds.round_checkpoint import (
     CHECKPOINT_FILE,
     CheckpointError,
     RoundState,
@@ -18,6 +17,7 @@ from server_app.round_checkpoint import (
     save_round_state,
     strategy_state,
 )
+from server_app.run_record.best_model import BestRound
 
 
 class ServerOptimiser:

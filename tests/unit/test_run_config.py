@@ -1,4 +1,4 @@
-"""The run settings have one registry (models.run_config): pyproject.toml's table matches it, each side reads
+"""The run settings have one registry (models.shared.run_config): pyproject.toml's table matches it, each side reads
 exactly the settings it owns through its typed object, and a bad value is refused naming the setting."""
 
 import re
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.presets import MODEL_PRESETS
-from models.run_config import (
+from models.shared.run_config import (
     PATCH_SIZE,
     RUN_SETTINGS,
     SETTINGS_BY_KEY,
@@ -19,8 +19,8 @@ from models.run_config import (
     defaults,
     owned_by,
 )
-from server_app.run_settings import ServerRunSettings
-from site_app.run_settings import SiteRunSettings
+from server_app.coordinator_settings import ServerRunSettings
+from site_app.settings.run_settings import SiteRunSettings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from deploy.federated_run import plan_resume, plan_run
-from deploy.kit import read_coordinator_kit
-from deploy.provision import provision, read_spec
+from deploy.coordinator.run_submission import plan_resume, plan_run
+from deploy.kits.contents import read_coordinator_kit
+from deploy.kits.provision import provision, read_spec
 from models.presets import build_model
 from models.weights import save_checkpoint, to_record
-from server_app.round_checkpoint import CHECKPOINT_FILE
+from server_app.rounds.round_checkpoint import CHECKPOINT_FILE
 
 SITES = ["hospital-a", "hospital-b", "hospital-c"]
 
@@ -89,7 +89,7 @@ def test_a_completed_run_is_resumed_only_to_extend_it(kit):
 
 
 def test_a_simulation_resumes_with_its_saved_settings(tmp_path):
-    from deploy.simulation_plan import plan_resumed_simulation
+    from deploy.simulation.plan import plan_resumed_simulation
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

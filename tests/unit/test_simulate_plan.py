@@ -3,7 +3,7 @@
 import pytest
 
 from data_prep.synth.federation import write_federation
-from deploy.simulation_plan import plan_simulation
+from deploy.simulation.plan import plan_simulation
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 
 from data_prep.dataset import training_dataset
 from data_prep.transforms import PipelineSettings
-from models.exit_codes import ExitCode
 from models.presets import build_model
+from models.shared.exit_codes import ExitCode
 from oncofed_cli import app
-from site_app.site_config import SitePaths
-from site_app.site_data import load_site_cases
+from site_app.learning.site_data import load_site_cases
+from site_app.learning.training import train_epochs
+from site_app.settings.node_config import SitePaths
 from site_app.site_log import site_logger
-from site_app.training import train_epochs
 
 SETTINGS = PipelineSettings(spacing_mm=4.0, patch_size=16, samples_per_case=1)
 REQUIRED_KEYS = {

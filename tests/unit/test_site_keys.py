@@ -14,11 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
 from data_prep.ingest_settings import IngestSettings
-from deploy import certificates as certs
-from deploy.kit import SiteKit, SiteKitSettings
-from deploy.preflight import check_site_key
-from deploy.site_keys import KeygenError, generate_site_keys, read_public_key
-from models.exit_codes import ExitCode
+from deploy.kits import certificates as certs
+from deploy.kits.contents import SiteKit, SiteKitSettings
+from deploy.kits.site_keys import KeygenError, generate_site_keys, read_public_key
+from deploy.site.preflight import check_site_key
+from models.shared.exit_codes import ExitCode
 from oncofed_cli import app
 
 
@@ -114,8 +114,8 @@ def test_an_unreadable_key_is_a_clear_message_not_a_traceback():
         pair = generate_site_keys(folder / "keys")
         (folder / "keys").chmod(0o755)
         code = (
-            "from pathlib import Path; from deploy.kit import SiteKit, SiteKitSettings; "
-            "from deploy.preflight import check_site_key; from data_prep.ingest_settings import IngestSettings; "
+            "from pathlib import Path; from deploy.kits.contents import SiteKit, SiteKitSettings; "
+            "from deploy.site.preflight import check_site_key; from data_prep.ingest_settings import IngestSettings; "
             "s = SiteKitSettings('a', 'h:1', Path('/'), Path('/tmp'), 5, 9094, "
             f"Path({str(pair.private)!r}), Path('/site.toml'), IngestSettings(), {{}}, {{}}); "
             f"r = check_site_key(SiteKit(Path('/'), 'f', 'a', '1', {pair.fingerprint!r}, s)); print(r.problem); print(r.message)"

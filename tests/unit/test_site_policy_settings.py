@@ -7,14 +7,14 @@ import stat
 
 import pytest
 
-from deploy.kit import KitError, read_kit_settings
-from models.run_config import defaults
-from models.wire import POLICY_CONVENTIONS
-from site_app.disclosure_policy import DisclosurePolicy, policy_conventions
-from site_app.run_settings import SiteRunSettings
-from site_app.site_limits import SiteLimits
-from site_app.site_secret import SECRET_FILE, site_secret
-from site_app.validation_split import SPLIT_FILE, record_released, released_set, site_split
+from deploy.kits.contents import KitError, read_kit_settings
+from models.shared.run_config import defaults
+from models.shared.wire import POLICY_CONVENTIONS
+from site_app.disclosure.policy import DisclosurePolicy, policy_conventions
+from site_app.disclosure.validation_split import SPLIT_FILE, record_released, released_set, site_split
+from site_app.settings.limits import SiteLimits
+from site_app.settings.run_settings import SiteRunSettings
+from site_app.settings.secret import SECRET_FILE, site_secret
 
 LOG = logging.getLogger("test")
 DEPLOYED = {"data-path": "/data", "work-path": "/work"}
@@ -166,6 +166,6 @@ def test_a_kits_wrong_setting_is_refused_when_the_site_starts(tmp_path):
 
 
 def test_the_policy_conventions_are_the_ones_the_report_sets_aside():
-    """Sites with other thresholds are not flagged as having other metric conventions (server_app.report_data)."""
+    """Sites with other thresholds are not flagged as having other metric conventions (server_app.report.content)."""
     policy = DisclosurePolicy.from_node_config(DEPLOYED)
     assert set(policy_conventions(policy)) == set(POLICY_CONVENTIONS)

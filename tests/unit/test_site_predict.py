@@ -16,11 +16,11 @@ from pydicom.sr.codedict import codes
 from readonly_checks import tree_digest
 from typer.testing import CliRunner
 
-from data_prep.dicom_seg import read_dicom_seg
-from data_prep.dicom_series import read_dicom_series
+from data_prep.dicom.seg_reader import read_dicom_seg
+from data_prep.dicom.series import read_dicom_series
 from data_prep.nifti import read_nifti
-from models.labels import LABEL_NAMES
 from models.model_hash import weights_sha256
+from models.shared.labels import LABEL_NAMES
 from models.weights import load_checkpoint
 from oncofed_cli import app
 

@@ -1,7 +1,7 @@
 """The coordinator's per-site table shows the regions the sites evaluated, whatever `eval-regions` the run used."""
 
-from models.wire import MEAN_DICE, stat_key
-from server_app.site_table import region_names, site_table_text
+from models.shared.wire import MEAN_DICE, stat_key
+from server_app.report.site_table import region_names, site_table_text
 
 
 def record(site: str, regions: list[str], conventions: bool) -> dict:

@@ -1,4 +1,4 @@
-"""site.toml has one schema and one parser (site_app.site_settings): the kit's template holds exactly its
+"""site.toml has one schema and one parser (site_app.settings.site_file): the kit's template holds exactly its
 top-level keys, the launcher's node config is what the ClientApp reads, and a kit's tables are checked by the same
 parser that `site check` uses."""
 
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from deploy.kit import KitError, read_kit_settings
-from deploy.kit_files import Release, site_files
-from deploy.release_fab import FabInfo
-from models.run_config import defaults
-from models.wire import DEFAULT_MIN_REPORT_CASES, DEPLOYED_NODE_CONFIG
-from site_app.disclosure_policy import DisclosurePolicy
-from site_app.run_settings import SiteRunSettings
-from site_app.site_config import site_paths
-from site_app.site_settings import OPTIONAL_IN_A_KIT, TOP_LEVEL, read_site_settings
+from deploy.kits.contents import KitError, read_kit_settings
+from deploy.kits.operator_files import Release, site_files
+from deploy.kits.release_fab import FabInfo
+from models.shared.run_config import defaults
+from models.shared.wire import DEFAULT_MIN_REPORT_CASES, DEPLOYED_NODE_CONFIG
+from site_app.disclosure.policy import DisclosurePolicy
+from site_app.settings.node_config import site_paths
+from site_app.settings.run_settings import SiteRunSettings
+from site_app.settings.site_file import OPTIONAL_IN_A_KIT, TOP_LEVEL, read_site_settings
 
 SITE = "hospital-a"
 

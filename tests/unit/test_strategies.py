@@ -20,12 +20,12 @@ from flwr.serverapp import (
 from flwr.serverapp.strategy import FedAvg
 
 from models.presets import build_model
-from models.run_config import RunConfigError, defaults
+from models.shared.run_config import RunConfigError, defaults
 from models.transport import as_sent, decode, encode, message_bytes
 from models.weights import to_record
-from server_app.aggregation import array_view, weighted_mean
-from server_app.run_settings import StrategySettings
-from server_app.strategies import SiteFedAdam, SiteFedYogi, build_strategy
+from server_app.coordinator_settings import StrategySettings
+from server_app.strategies.fast_mean import array_view, weighted_mean
+from server_app.strategies.registry import SiteFedAdam, SiteFedYogi, build_strategy
 
 REPO = Path(__file__).resolve().parents[2]
 

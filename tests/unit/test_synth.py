@@ -10,7 +10,7 @@ from data_prep.synth.federation import make_case, write_federation
 from data_prep.synth.phantom import sampling_grid
 from data_prep.synth.profiles import site_profiles
 from data_prep.synth.writers import RESCALE_SLOPE
-from models.exit_codes import ExitCode
+from models.shared.exit_codes import ExitCode
 from oncofed_cli import app
 
 

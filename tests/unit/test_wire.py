@@ -1,4 +1,4 @@
-"""The wire contract (models.wire) holds on both sides: the describe query the coordinator sends reaches the site's
+"""The wire contract (models.shared.wire) holds on both sides: the describe query the coordinator sends reaches the site's
 handler and its reply is understood; the metric key grammar classifies every key a site sends, so the coordinator
 pools a new count without a change of its own."""
 
@@ -7,13 +7,13 @@ import pytest
 from flwr.app import Context, Message, RecordDict
 
 from data_prep.synth.federation import write_federation
-from models import wire
-from models.labels import REGION_SETS
-from models.run_config import defaults
-from server_app.pooled import pool
-from server_app.site_directory import site_description
-from site_app.aggregates import describe, site_aggregates
+from models.shared import wire
+from models.shared.labels import REGION_SETS
+from models.shared.run_config import defaults
+from server_app.rounds.site_directory import site_description
+from server_app.run_record.pooled import pool
 from site_app.app import app as site_clientapp
+from site_app.disclosure.aggregates import describe, site_aggregates
 
 
 def test_the_coordinators_describe_query_reaches_the_sites_handler_and_is_understood(tmp_path, flower_task):

@@ -1,0 +1,1 @@
+"""Runs on the coordinator's host: the SuperLink and its proxy, the site registry and revocation, run submission, status."""

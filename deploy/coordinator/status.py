@@ -1,0 +1,173 @@
+"""The federation as the coordinator sees it: every site of the kit by name, and every run with its state.
+
+`flwr supernode list` shows node ids only (owner "none"); here each node is matched to its site through the key
+the kit holds for it (Flower keeps the public key of every registered node), so an operator reads site names.
+A run's state joins Flower's (`flwr ls`) with the run folder's own (summary.json, rounds.jsonl): a run whose
+coordinator died shows as interrupted, with the round it can be resumed after.
+"""
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from deploy.coordinator.run_submission import check_coordinator_running, run_id_in
+from deploy.coordinator.start import coordinator_env
+from deploy.flower_env import flower_executable
+from deploy.kits.contents import CONNECTION, CoordinatorKit
+from models.shared.run_config import NUM_SERVER_ROUNDS
+from server_app.run_record.run_folder import (
+    COMPLETED,
+    CONFIG_FILE,
+    FAILED,
+    RUNNING,
+    STOPPED,
+    SUMMARY_FILE,
+    read_json,
+    read_rounds,
+)
+
+ACTIVE = ("pending", "starting", "running")
+"""Flower run statuses of a run not finished."""
+REVOKED = "unregistered"
+"""Flower's node status once a key was unregistered (`flwr supernode unregister`): the site is shut out."""
+INTERRUPTED = "interrupted"
+"""A run whose summary says running but that Flower no longer runs: its coordinator died (resumable)."""
+
+SITE_STYLE = {"online": "green", "offline": "yellow", "revoked": "red", "not registered": "red"}
+RUN_STYLE = {COMPLETED: "green", RUNNING: "cyan", STOPPED: "yellow", INTERRUPTED: "yellow", FAILED: "red"}
+"""Colours of `oncofed coordinator status`."""
+
+
+@dataclass(frozen=True)
+class SiteState:
+    site: str
+    node_id: int | None
+    status: str
+    """online, offline, registered (never connected), revoked, or not registered."""
+    last_seen: str
+    """When it was last online (local time), "now" when online, "never" when it never connected."""
+
+
+@dataclass(frozen=True)
+class RunState:
+    folder: Path
+    flower_run_id: int | None
+    flower_status: str
+    state: str
+    """running, completed, stopped, failed, or interrupted (its coordinator died; resumable)."""
+    round: str
+    """Last completed round of the planned rounds, e.g. "2/4"."""
+    note: str
+
+
+@contextmanager
+def control_api(kit: CoordinatorKit) -> Iterator[object]:
+    """A client of the SuperLink's Control API over the kit's TLS connection (Flower's own CLI client)."""
+    from flwr.cli.flower_config import read_superlink_connection
+    from flwr.cli.utils import init_http_client_from_connection
+
+    env = coordinator_env(kit)
+    previous = os.environ.get("FLWR_HOME")
+    os.environ["FLWR_HOME"] = env["FLWR_HOME"]
+    try:
+        client = init_http_client_from_connection(read_superlink_connection(CONNECTION))
+    finally:
+        if previous is None:
+            os.environ.pop("FLWR_HOME", None)
+        else:
+            os.environ["FLWR_HOME"] = previous
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def site_states(kit: CoordinatorKit) -> list[SiteState]:
+    """Every site of the kit, matched to its Flower node by public key; raises CoordinatorNotRunning."""
+    from flwr.proto.control_pb2 import ListNodesRequest
+    from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+
+    check_coordinator_running(kit)
+    with control_api(kit) as client:
+        nodes = list(client.ListNodes(ListNodesRequest()).nodes_info)
+    keys = {
+        public_key_to_bytes(serialization.load_ssh_public_key(kit.site_public_key(site).read_bytes())): site
+        for site in kit.sites
+    }
+    found: dict[str, object] = {}
+    for node in nodes:
+        site = keys.get(bytes(node.public_key))
+        if site is not None and (site not in found or node.status != REVOKED):
+            found[site] = node
+    return [_site_state(site, found.get(site)) for site in kit.sites]
+
+
+def _site_state(site: str, node) -> SiteState:
+    if node is None:
+        return SiteState(site, None, "not registered", "never")
+    status = "revoked" if node.status == REVOKED else node.status
+    if node.status == "online":
+        seen = "now"
+    elif node.HasField("last_deactivated_at") and node.last_deactivated_at:
+        seen = _local(node.last_deactivated_at)
+    else:
+        seen = "never"
+    return SiteState(site, int(node.node_id), status, seen)
+
+
+def _local(timestamp: str) -> str:
+    return datetime.fromisoformat(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def flower_runs(kit: CoordinatorKit) -> dict[int, dict]:
+    """run id → Flower's record of it (`flwr ls --format json`: status, status-details, …)."""
+    result = subprocess.run(
+        [flower_executable("flwr"), "ls", CONNECTION, "--format", "json"],
+        env=coordinator_env(kit),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    try:
+        answer = json.loads(result.stdout[result.stdout.index("{") :])
+    except ValueError:
+        return {}
+    return {int(run["run-id"]): run for run in answer.get("runs", [])}
+
+
+def still_running(kit: CoordinatorKit, run_dir: Path) -> int | None:
+    """The Flower run id of the run folder's latest submission if Flower has it pending or running, else None."""
+    run_id = run_id_in(run_dir / "logs" / "flwr-run.log")
+    if run_id is None:
+        return None
+    status = flower_runs(kit).get(run_id, {}).get("status", "")
+    return run_id if status.startswith(ACTIVE) else None
+
+
+def run_states(kit: CoordinatorKit, flower: dict[int, dict]) -> list[RunState]:
+    """The kit's run folders, newest first, each with Flower's state of its latest submission and its own."""
+    folders = sorted((p for p in kit.runs.iterdir() if p.is_dir()), reverse=True) if kit.runs.is_dir() else []
+    return [_run_state(folder, flower) for folder in folders]
+
+
+def _run_state(folder: Path, flower: dict[int, dict]) -> RunState:
+    run_id = run_id_in(folder / "logs" / "flwr-run.log")
+    flower_status = flower.get(run_id, {}).get("status", "unknown") if run_id is not None else "not submitted"
+    summary = read_json(folder / SUMMARY_FILE)
+    last = max((r["round"] for r in read_rounds(folder)), default=None)
+    planned = summary.get(
+        "rounds_planned", read_json(folder / CONFIG_FILE).get("run_config", {}).get(NUM_SERVER_ROUNDS.key)
+    )
+    state = summary.get("status", "unknown")
+    note = (summary.get("stopped") or {}).get("reason", "")
+    if state == RUNNING and not flower_status.startswith(ACTIVE):
+        state, note = INTERRUPTED, f"the coordinator stopped during the run; resume with --resume {folder}"
+    return RunState(folder, run_id, flower_status, state, f"{'—' if last is None else last}/{planned}", note)

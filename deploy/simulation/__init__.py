@@ -1,0 +1,1 @@
+"""Runs the whole federation on one machine in Flower's Simulation Engine (`oncofed simulate`, the benchmarks)."""

@@ -1,0 +1,450 @@
+"""The wire contract: every name that crosses between a site's ClientApp and the coordinator's ServerApp.
+
+Both sides import these names; a string spelled here is spelled nowhere else. The messages (content records
+by name, see Record):
+
+    train           instruction  ARRAYS (global model) + CONFIG {server-round, run-key[, proximal-mu]}
+                    reply        ARRAYS (the site's weights) + METRICS {train-loss, num-examples}, or, when
+                                 the site's policy stops it, only TRAINING {status declined|refused, reason}
+    evaluate        instruction  ARRAYS (global model) + CONFIG {server-round, run-key}
+                    reply        VALIDATION {status, min-report-cases, reason, withheld, conventions} and, only
+                                 when the status is "reported", METRICS (aggregates in the key grammar below,
+                                 with the local-only baseline's keys when the run has `local-baseline`,
+                                 num-examples)
+
+ARRAYS travel in the run's `transport-dtype` (float16 or float32; models.transport) and, with `local-norm`,
+without the normalization layers (models.norm_layers), in both directions.
+    query.describe  instruction  empty
+                    reply        SITE {site-name, min-report-cases} + OVERVIEW (aggregate overview of the
+                                 site's data)
+
+A deployed site's gate answers any instruction of a run whose app the site has not approved with an error reply
+instead (Error code APP_NOT_APPROVED_CODE, reason refusal_reason(site, fab_hash)); no code of the app ran.
+
+Metric key grammar (kebab-case, like Flower's own `num-examples`), with a region from models.shared.labels:
+
+    <metric>-<region>           a per-case value (kept at the site)             dice-wt
+    <metric>-<region>-<stat>    an aggregate of a metric over a site's cases    dice-wt-mean, hd95-et-ci-low
+    <count>-<region>            a count summed over a site's cases              lesions-fn-tc
+    dice-mean[-ci-low|-ci-high] mean Dice over regions (and its CI)
+    n-cases, n-skipped          the site's validated and skipped cases
+
+No minimum, maximum or other single-case value is sent (site_app.disclosure.policy, R2); median and quartiles
+(POSITION_STATS), n-skipped and the local-only baseline's keys may be withheld by a site (`withholdable`).
+
+The coordinator pools exactly what pools from aggregates: every "-mean" (case-weighted) and every count
+(summed), recognised by this grammar, so a metric or count added here is pooled without touching the coordinator.
+"""
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from flwr.app import MessageType
+
+# Message types ---------------------------------------------------------------------------------------------
+
+DESCRIBE = "describe"
+"""The describe query's action; the ClientApp registers its handler with `@app.query(DESCRIBE)`."""
+
+DESCRIBE_MESSAGE_TYPE = f"{MessageType.QUERY}.{DESCRIBE}"
+"""What the ServerApp sends ("query.describe"); Flower routes it to the ClientApp's DESCRIBE handler."""
+
+
+# Records and their keys ------------------------------------------------------------------------------------
+
+
+class Record:
+    """Names of the records in a message's content (RecordDict)."""
+
+    ARRAYS = "arrays"
+    """ArrayRecord: the global model (instructions) or the site's trained weights (train reply)."""
+    CONFIG = "config"
+    """ConfigRecord of every instruction (FedAvg's `configrecord_key`): holds SERVER_ROUND."""
+    METRICS = "metrics"
+    """MetricRecord of a train reply (train-loss) or of a reported evaluate reply (aggregates)."""
+    VALIDATION = "validation"
+    """ConfigRecord of every evaluate reply: status, the site's minimum, metric conventions (Validation)."""
+    TRAINING = "training"
+    """ConfigRecord of a train reply that carries no weights: status DECLINED or REFUSED (Training)."""
+    SITE = "site"
+    """ConfigRecord of a describe reply: SITE_NAME and SITE_MIN_REPORT_CASES."""
+    OVERVIEW = "overview"
+    """MetricRecord of a describe reply: the site's data overview (Overview)."""
+
+
+SERVER_ROUND = "server-round"
+"""The round in an instruction's CONFIG record (set by Flower's FedAvg; 0: validating the initial model)."""
+
+NUM_EXAMPLES = "num-examples"
+"""In every METRICS reply: training cases (train) or validated cases (evaluate); FedAvg weights by it."""
+
+TRAIN_LOSS = "train-loss"
+"""In a train reply: the mean loss over the round's local steps."""
+
+SITE_NAME = "site-name"
+"""In a describe reply's SITE record: the name the site's results are filed under."""
+
+RUN_KEY = "run-key"
+"""In every train and evaluate instruction's CONFIG: which run this is, the same for every round and for a resumed
+run (the coordinator derives it from its run folder). A site keeps its run state (local-norm layers, local-only
+baseline model) under <work>/runs/<run key>/ (site_app.learning.run_state)."""
+RUN_KEY_PATTERN = r"[0-9a-f]{16}"
+"""A run key: 16 lowercase hex digits (the start of a SHA-256), safe as a folder name."""
+
+PROXIMAL_MU = "proximal-mu"
+"""In a train instruction's CONFIG with strategy fedprox (set by Flower's FedProx): the weight μ of the proximal
+term the site adds to its loss."""
+SITE_MIN_REPORT_CASES = "min-report-cases"
+"""In a describe reply's SITE record: the site's min-report-cases k. Its OVERVIEW withholds a case count between 1
+and k - 1 (site_app.disclosure.policy, R8); the coordinator then bounds the site's `num-examples` by k - 1."""
+
+
+# Statuses of a reply ----------------------------------------------------------------------------------------
+
+REPORTED = "reported"
+"""Evaluate: the site sent aggregates (METRICS record present)."""
+SUPPRESSED = "suppressed"
+"""Evaluate: the site's disclosure policy let no number about its validation cases leave (no METRICS record):
+fewer cases than its minimum, or a set too close to the one it last reported."""
+REFUSED = "refused"
+"""Train or evaluate: a run setting is outside the site's limits; nothing was computed (no METRICS, no ARRAYS)."""
+DECLINED = "declined"
+"""Train: the site has fewer training cases than its `min-train-cases`; no weights, loss or count."""
+STATUSES = (REPORTED, SUPPRESSED, REFUSED, DECLINED)
+"""Every status a reply may carry."""
+EVALUATE_STATUSES = (REPORTED, SUPPRESSED, REFUSED)
+"""The statuses of an evaluate reply's VALIDATION record."""
+WITHOUT_NUMBERS = (SUPPRESSED, REFUSED)
+"""Evaluate statuses whose reply carries no METRICS record."""
+TRAINING_STATUSES = (DECLINED, REFUSED)
+"""The statuses of a train reply's TRAINING record (a train reply with weights has none)."""
+
+
+# What the coordinator files when a site's reply did not arrive or was unusable (server_app.rounds.participation) ------
+# These never cross the wire from a site: the coordinator writes them into metrics.jsonl, next to the statuses
+# above, so that every site has one record per round.
+
+OFFLINE = "offline"
+"""Not online when the phase started, or lost during it (Flower's "node unavailable": no heartbeat)."""
+TIMEOUT = "timeout"
+"""No reply by the phase's deadline (train-timeout-s, evaluate-timeout-s, describe-timeout-s)."""
+FAILED = "failed"
+"""The site replied with an error (only the error's type leaves a site: site_app.disclosure.error_details)."""
+DROPPED = "dropped"
+"""The reply failed the coordinator's checks (server_app.rounds.reply_checks); the reason names the check."""
+ABSENT_STATUSES = (OFFLINE, TIMEOUT, FAILED, DROPPED)
+"""Statuses of a site's round in which its validation reply did not arrive or was dropped: not a policy decision
+of the site (SUPPRESSED, REFUSED, DECLINED), but a missing or unusable reply."""
+TOOK_PART = "ok"
+"""A phase's outcome when the site's reply arrived, passed the checks and carries what was asked."""
+NOT_ASKED = "not-asked"
+"""A phase's outcome when the phase did not involve the site (round 0 has no training)."""
+
+
+class Validation:
+    """Keys of an evaluate reply's VALIDATION record; all but STATUS, MIN_REPORT_CASES, REASON and WITHHELD are
+    conventions."""
+
+    STATUS = "status"
+    MIN_REPORT_CASES = "min-report-cases"
+    REASON = "reason"
+    """Unless reported: one sentence naming the rule (suppressed) or the setting and limit (refused)."""
+    WITHHELD = "withheld"
+    """Of a reported reply: the statistics the site's policy left out, with the rule ("median (n < 10)")."""
+    EVAL_REGIONS = "eval-regions"
+    REGIONS = "regions"
+    """Region names, in order (models.shared.labels)."""
+    REGION_LABELS = "region-labels"
+    """For each region, its label values joined by "+" ("1+2+3")."""
+    METRICS = "metrics"
+    COUNTS = "counts"
+    HD95_PENALTY_MM = "hd95-penalty-mm"
+    NSD_TOLERANCE_MM = "nsd-tolerance-mm"
+    CI_LEVEL = "ci-level"
+    BOOTSTRAP_RESAMPLES = "bootstrap-resamples"
+    BOOTSTRAP_SEED = "bootstrap-seed"
+    SETTINGS = "settings"
+    """The exact metric calls, as text lines for the reports."""
+    SOFTWARE = "software"
+    """The site's software, one "<package> <version>" per entry."""
+    # The site's disclosure policy (site_app.disclosure.policy): POLICY_CONVENTIONS
+    MIN_POSITION_CASES = "min-position-cases"
+    MIN_TRAIN_CASES = "min-train-cases"
+    POSITION_ESTIMATOR = "position-estimator"
+    RELEASE_DECIMALS = "release-decimals"
+    VALIDATION_SET = "validation-set"
+    DISCLOSURE_POLICY = "disclosure-policy"
+
+
+POLICY_CONVENTIONS = (
+    Validation.MIN_POSITION_CASES,
+    Validation.MIN_TRAIN_CASES,
+    Validation.POSITION_ESTIMATOR,
+    Validation.RELEASE_DECIMALS,
+    Validation.BOOTSTRAP_SEED,
+    Validation.VALIDATION_SET,
+    Validation.DISCLOSURE_POLICY,
+)
+"""Conventions of a VALIDATION record that state the site's disclosure policy, not how a metric is computed:
+sites that differ in them report comparable numbers."""
+
+
+class Training:
+    """Keys of a train reply's TRAINING record (sent instead of weights when the site's policy stops a round)."""
+
+    STATUS = "status"
+    """DECLINED or REFUSED."""
+    REASON = "reason"
+    """One sentence naming the rule (declined) or the setting and limit (refused); no case data."""
+    MIN_TRAIN_CASES = "min-train-cases"
+    """Of a declined reply: the site's minimum."""
+
+
+class Overview:
+    """Keys of a describe reply's OVERVIEW record (data_prep.inventory.site_aggregate; the site sends each count
+    only when it is 0 or at least its min-report-cases, and no ranges: site_app.disclosure.policy, R2 and R8)."""
+
+    N_CASES_USABLE = "n-cases-usable"
+    N_CASES_EXCLUDED = "n-cases-excluded"
+
+
+# Metric key grammar -----------------------------------------------------------------------------------------
+
+METRICS = ("dice", "hd95", "nsd", "avd", "sensitivity", "precision")
+"""Per-case metrics, summarised over a site's cases by every stat in STATS."""
+
+COUNTS = ("empty-both", "empty-pred", "empty-truth", "lesions-tp", "lesions-fp", "lesions-fn")
+"""Per-case counts, summed over a site's cases (and over sites when pooled)."""
+
+STATS = ("mean", "median", "q1", "q3", "ci-low", "ci-high")
+"""How a metric is summarised over a site's cases; only "mean" pools exactly over sites."""
+POSITION_STATS = ("median", "q1", "q3")
+"""The stats a site sends only from its min-position-cases on (site_app.disclosure.policy, R3)."""
+
+POOLED_STAT = "mean"
+
+N_CASES = "n-cases"
+N_SKIPPED = "n-skipped"
+SITE_COUNTS = (N_CASES, N_SKIPPED)
+"""Counts about the site's validation as a whole (no region)."""
+
+MEAN_DICE = "dice-mean"
+"""Mean over a site's cases of the mean Dice over regions; the coordinator selects the best model by it."""
+MEAN_DICE_CI_LOW = "dice-mean-ci-low"
+MEAN_DICE_CI_HIGH = "dice-mean-ci-high"
+
+
+# The local-only baseline (run setting `local-baseline`): more keys of a reported evaluate reply, never pooled.
+# Per region r and metric m in BASELINE_METRICS, for the site's local-only model
+#     local-{m}-{r}-mean, local-{m}-{r}-ci-low, local-{m}-{r}-ci-high
+# and for the paired difference global − local-only on the same validation cases (paired bootstrap CI)
+#     gain-{m}-{r}-mean, gain-{m}-{r}-ci-low, gain-{m}-{r}-ci-high
+# plus the same three statistics of the mean Dice over regions: local-dice-mean…, gain-dice-mean…
+# A positive Dice gain (a negative HD95 gain) means the federation's model did better on the site's cases.
+
+LOCAL_ONLY_PREFIX = "local-"
+GAIN_PREFIX = "gain-"
+BASELINE_METRICS = ("dice", "hd95")
+BASELINE_STATS = ("mean", "ci-low", "ci-high")
+"""Only means and their CIs: no position statistic, no count (the counts are those of the global model's reply)."""
+
+
+def baseline_key(prefix: str, metric: str, region: str | None, stat: str) -> str:
+    """baseline_key(GAIN_PREFIX, "dice", "wt", "ci-low") → "gain-dice-wt-ci-low"; region None: the mean over
+    regions, named like the site's own "dice-mean" / "dice-mean-ci-low" → "gain-dice-mean-ci-low"."""
+    if region:
+        return f"{prefix}{stat_key(metric, region, stat)}"
+    return f"{prefix}{metric}-mean" if stat == "mean" else f"{prefix}{metric}-mean-{stat}"
+
+
+@dataclass(frozen=True)
+class MetricKey:
+    """A parsed region key: `stat` is None for a per-case value or a count."""
+
+    name: str
+    region: str
+    stat: str | None = None
+
+
+def region_key(name: str, region: str) -> str:
+    """A metric's per-case value or a count, for one region: "dice-wt", "lesions-fn-tc"."""
+    return f"{name}-{region}"
+
+
+def stat_key(metric: str, region: str, stat: str) -> str:
+    """An aggregate of a metric over a site's cases: "dice-wt-mean", "hd95-et-ci-low"."""
+    return f"{metric}-{region}-{stat}"
+
+
+def parse_key(key: str) -> MetricKey | None:
+    """The metric or count, region and stat of a region key; None for other keys (dice-mean, n-cases, ...)."""
+    if key in (MEAN_DICE, MEAN_DICE_CI_LOW, MEAN_DICE_CI_HIGH):
+        return None
+    for name in sorted((*METRICS, *COUNTS), key=len, reverse=True):  # longest first: names hold "-"
+        if not key.startswith(f"{name}-"):
+            continue
+        region, _, stat = key[len(name) + 1 :].partition("-")
+        if not region:
+            return None
+        if not stat:
+            return MetricKey(name, region)
+        return MetricKey(name, region, stat) if name in METRICS and stat in STATS else None
+    return None
+
+
+def is_count(key: str) -> bool:
+    """A count the coordinator sums over sites: n-cases, n-skipped or "<count>-<region>"."""
+    if key in SITE_COUNTS:
+        return True
+    parsed = parse_key(key)
+    return parsed is not None and parsed.name in COUNTS and parsed.stat is None
+
+
+def is_pooled_mean(key: str) -> bool:
+    """A mean the coordinator pools case-weighted over sites: dice-mean or "<metric>-<region>-mean"."""
+    if key == MEAN_DICE:
+        return True
+    parsed = parse_key(key)
+    return parsed is not None and parsed.stat == POOLED_STAT
+
+
+def count_keys(regions: Iterable[str]) -> list[str]:
+    """Every count key of a reported evaluation over these regions (all of them are pooled by summing)."""
+    return [*SITE_COUNTS, *(region_key(count, region) for count in COUNTS for region in regions)]
+
+
+def withholdable(key: str) -> bool:
+    """Whether a site's disclosure policy may leave this key out of an otherwise reported evaluate reply: a
+    position stat (below min-position-cases), n-skipped (between 1 and min-report-cases - 1), or a local-only
+    baseline key (a site with no local-only model yet)."""
+    if key == N_SKIPPED or key.startswith((LOCAL_ONLY_PREFIX, GAIN_PREFIX)):
+        return True
+    parsed = parse_key(key)
+    return parsed is not None and parsed.stat in POSITION_STATS
+
+
+def regions_in(keys: Iterable[str]) -> list[str]:
+    """The regions that metric keys name, in the order they first appear."""
+    found: dict[str, None] = {}
+    for key in keys:
+        parsed = parse_key(key)
+        if parsed is not None:
+            found.setdefault(parsed.region)
+    return list(found)
+
+
+# Node config: a deployed site's own settings (Flower's --node-config) --------------------------------------
+
+
+class NodeConfig:
+    """Keys of `context.node_config`. A deployed site's SuperNode is given the site's keys (from its site.toml:
+    the first five always, the other policy keys and limits when the site sets them); a simulated one gets
+    Flower's partition keys instead, and its policy from the run config's "sim-" settings (models.shared.run_config)."""
+
+    SITE_NAME = SITE_NAME
+    DATA_PATH = "data-path"
+    """The site's data folder; only read."""
+    WORK_PATH = "work-path"
+    """A folder the site owns: cache, inventory, logs, site-local reports; not inside DATA_PATH."""
+    SITE_CONFIG = "site-config"
+    """Absolute path of the site's site.toml: the ClientApp builds its inventory with its [series], [labels] and
+    [limits] (site_app.settings.site_file), and rebuilds it when they change."""
+    MIN_REPORT_CASES = "min-report-cases"
+    """The fewest validation cases for which the site sends any metric (DEFAULT_MIN_REPORT_CASES)."""
+    MIN_POSITION_CASES = "min-position-cases"
+    """The fewest validation cases for which medians and quartiles are sent (DEFAULT_MIN_POSITION_CASES)."""
+    MIN_TRAIN_CASES = "min-train-cases"
+    """The fewest training cases the site trains on (DEFAULT_MIN_TRAIN_CASES)."""
+    VALIDATION_FRACTION = "validation-fraction"
+    """The share of its cases the site keeps for validation in its own split (DEFAULT_VALIDATION_FRACTION)."""
+    LIMITS = "limits"
+    """Prefix of the site's limits on run settings: "limits.<key>" for each key of LIMIT_KEYS (site.toml's
+    [limits] table; site_app.settings.limits)."""
+    PARTITION_ID = "partition-id"
+    NUM_PARTITIONS = "num-partitions"
+    """Set by Flower's Simulation Engine for each virtual node."""
+
+
+POLICY_KEYS = (
+    NodeConfig.MIN_REPORT_CASES,
+    NodeConfig.MIN_POSITION_CASES,
+    NodeConfig.MIN_TRAIN_CASES,
+    NodeConfig.VALIDATION_FRACTION,
+)
+"""The site's disclosure settings (site_app.disclosure.policy); the coordinator's run config cannot set them."""
+
+DEPLOYED_NODE_CONFIG = (
+    NodeConfig.SITE_NAME,
+    NodeConfig.DATA_PATH,
+    NodeConfig.WORK_PATH,
+    NodeConfig.SITE_CONFIG,
+    *POLICY_KEYS,
+)
+"""What a deployed site's launcher writes into its node config from a kit's site.toml as shipped (a site.toml
+without the optional policy keys leaves them out; each limit the site sets adds "limits.<key>")."""
+
+LIMIT_KEYS = (
+    "spacing-mm-min",
+    "spacing-mm-max",
+    "patch-size-max",
+    "samples-per-case-max",
+    "batch-size-max",
+    "local-epochs-max",
+    "max-resampled-voxels",
+)
+"""The site's limits on run settings, as keys of site.toml's [limits] table (site_app.settings.limits)."""
+
+
+def limit_key(key: str) -> str:
+    """The node-config key of a limit: "limits.batch-size-max"."""
+    return f"{NodeConfig.LIMITS}.{key}"
+
+
+DEFAULT_MIN_REPORT_CASES = 5
+"""A deployed site's minimum when its node config does not set one."""
+DEFAULT_MIN_POSITION_CASES = 10
+DEFAULT_MIN_TRAIN_CASES = 5
+DEFAULT_VALIDATION_FRACTION = 0.2
+"""A deployed site's other disclosure settings when its node config does not set them (a simulated site's
+come from the "sim-" run settings, whose defaults are these but for sim-min-report-cases)."""
+
+
+# A site's code-approval gate (issue 9: deploy/site/approval_gate.py) -------------------------------------------
+# A site runs a ClientApp only when the FAB's SHA-256 is on its own allow-list. Its gate answers any other task
+# with an error reply (Flower's Error record) instead of launching it; the coordinator (server_app) parses the
+# reply and files the refusal under the site's name.
+
+APP_NOT_APPROVED_CODE = 7
+"""Error code of a refusal reply: Flower's ErrorCode.INVALID_FAB (the SuperNode's own "FAB could not be
+verified" reply uses it too)."""
+
+APP_NOT_APPROVED = "app not approved by the site"
+"""The fixed start of every refusal reason: what the coordinator's log and run folder say."""
+
+_REFUSAL = re.compile(
+    rf"^{re.escape(APP_NOT_APPROVED)}: site (?P<site>[a-z0-9][a-z0-9-]*) refused FAB sha256 "
+    r"(?P<fab_hash>[0-9a-f]{64})"
+)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One site's refusal of one app: the site's name as it states it, and the SHA-256 of the refused FAB."""
+
+    site: str
+    fab_hash: str
+
+
+def refusal_reason(site: str, fab_hash: str) -> str:
+    """The Error reason a site's gate sends (no path, no case: only its name and the app's hash)."""
+    return (
+        f"{APP_NOT_APPROVED}: site {site} refused FAB sha256 {fab_hash} (the site approves an app with "
+        "`oncofed site approve`)"
+    )
+
+
+def parse_refusal(code: int, reason: str) -> Refusal | None:
+    """The refusal in an error reply, or None when the error is something else."""
+    match = _REFUSAL.match(reason) if code == APP_NOT_APPROVED_CODE else None
+    return Refusal(match["site"], match["fab_hash"]) if match else None

@@ -1,0 +1,178 @@
+"""Every run setting the coordinator reads, read once through models.shared.run_config into one typed object.
+
+The ServerApp reads the coordinator's settings and the shared ones; never a site's (models.shared.run_config.Owner).
+The strategy's settings (StrategySettings) are the coordinator's too: a site learns the one it needs, FedProx's
+μ, from each train instruction (models.shared.wire.PROXIMAL_MU), and the shared ones (local-norm, transport-dtype) from
+the run config.
+Beyond each setting's own type and range, the settings are checked together here: the quorum cannot exceed the
+federation's sites, and a run either resumes or starts from a saved model, never both.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.presets import get_preset, patch_size
+from models.shared.run_config import (
+    BETA1,
+    BETA2,
+    DESCRIBE_TIMEOUT_S,
+    DP_CLIPPING_NORM,
+    DP_DELTA,
+    DP_NOISE_MULTIPLIER,
+    EVALUATE_TIMEOUT_S,
+    EXPECTED_SITES,
+    INIT_MODEL,
+    LOCAL_NORM,
+    MIN_SITES,
+    MODEL_PRESET,
+    NUM_SERVER_ROUNDS,
+    PATCH_SIZE,
+    PROXIMAL_MU,
+    RESUME,
+    RUN_DIR,
+    SEED,
+    SERVER_LR,
+    SPACING_MM,
+    STRATEGY,
+    TAU,
+    TRAIN_TIMEOUT_S,
+    TRANSPORT_DTYPE,
+    WAIT_FOR_SITES_S,
+)
+
+SERVER_OPTIMIZERS = ("fedadam", "fedyogi")
+"""The strategies that step a server optimizer on the averaged update (server-lr, beta1, beta2, tau)."""
+DP_STRATEGIES = ("fedavg", "fedprox")
+"""The strategies central DP may wrap: Flower's fixed-clipping noise is calibrated for a plain mean only."""
+
+
+@dataclass(frozen=True)
+class StrategySettings:
+    """How the coordinator turns the sites' weights into the next global model, and what travels."""
+
+    strategy: str
+    proximal_mu: float
+    server_lr: float
+    beta1: float
+    beta2: float
+    tau: float
+    dp_noise_multiplier: float
+    dp_clipping_norm: float
+    dp_delta: float
+    local_norm: bool
+    transport_dtype: str
+
+    @property
+    def dp(self) -> bool:
+        """Central differential privacy is on (a positive noise multiplier)."""
+        return self.dp_noise_multiplier > 0
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, object]) -> "StrategySettings":
+        """Read and check the strategy's settings; RunConfigError names the first bad one."""
+        settings = cls(
+            strategy=STRATEGY.read(run_config),
+            proximal_mu=PROXIMAL_MU.read(run_config),
+            server_lr=SERVER_LR.read(run_config),
+            beta1=BETA1.read(run_config),
+            beta2=BETA2.read(run_config),
+            tau=TAU.read(run_config),
+            dp_noise_multiplier=DP_NOISE_MULTIPLIER.read(run_config),
+            dp_clipping_norm=DP_CLIPPING_NORM.read(run_config),
+            dp_delta=DP_DELTA.read(run_config),
+            local_norm=LOCAL_NORM.read(run_config),
+            transport_dtype=TRANSPORT_DTYPE.read(run_config),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """The bounds `minimum` cannot state, and the combinations that do not work; names the setting."""
+        if self.server_lr <= 0:
+            raise SERVER_LR.refuse(self.server_lr, "a number above 0")
+        for setting, value in ((BETA1, self.beta1), (BETA2, self.beta2)):
+            if not value < 1:
+                raise setting.refuse(value, "a number in [0, 1)")
+        if self.tau <= 0:
+            raise TAU.refuse(self.tau, "a number above 0")
+        if self.dp_clipping_norm <= 0:
+            raise DP_CLIPPING_NORM.refuse(self.dp_clipping_norm, "a number above 0")
+        if not 0 < self.dp_delta < 1:
+            raise DP_DELTA.refuse(self.dp_delta, "a number in (0, 1)")
+        if self.dp and self.strategy not in DP_STRATEGIES:
+            raise DP_NOISE_MULTIPLIER.refuse(
+                self.dp_noise_multiplier,
+                f"0 with strategy {self.strategy!r}: Flower's fixed-clipping wrapper adds its noise to what the"
+                " strategy returns, a calibrated Gaussian mechanism only for a plain mean of the clipped updates;"
+                f" use `{STRATEGY.key}` {' or '.join(DP_STRATEGIES)} for central DP",
+            )
+
+
+@dataclass(frozen=True)
+class ServerRunSettings:
+    num_rounds: int
+    model_preset: str
+    seed: int
+    run_dir: Path
+    spacing_mm: float
+    patch_size: int
+    """The preprocessing the sites train with (patch-size as used: the preset's when the setting is 0); recorded
+    in every checkpoint's meta (models.model_source.inference_meta)."""
+    strategy: StrategySettings
+    min_sites: int
+    """The quorum: sites online to start a round, sound training replies to change the global model."""
+    wait_for_sites_s: float
+    describe_timeout_s: float
+    train_timeout_s: float
+    evaluate_timeout_s: float
+    expected_sites: tuple[str, ...]
+    resume: bool
+    init_model: Path | None
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, object]) -> "ServerRunSettings":
+        """Read and check every setting; a bad one raises a ValueError naming it."""
+        run_dir = RUN_DIR.read(run_config)
+        if not run_dir.strip():
+            raise ValueError(
+                f"run config `{RUN_DIR.key}` is empty: set it to the folder the run's results go to"
+            )
+        preset = MODEL_PRESET.read(run_config)
+        get_preset(preset)  # an unknown preset fails here, before the run folder is made
+        init_model = INIT_MODEL.read(run_config).strip()
+        settings = cls(
+            num_rounds=NUM_SERVER_ROUNDS.read(run_config),
+            model_preset=preset,
+            seed=SEED.read(run_config),
+            run_dir=Path(run_dir).expanduser().resolve(),
+            spacing_mm=SPACING_MM.read(run_config),
+            patch_size=patch_size(preset, PATCH_SIZE.read(run_config)),
+            strategy=StrategySettings.from_run_config(run_config),
+            min_sites=MIN_SITES.read(run_config),
+            wait_for_sites_s=WAIT_FOR_SITES_S.read(run_config),
+            describe_timeout_s=DESCRIBE_TIMEOUT_S.read(run_config),
+            train_timeout_s=TRAIN_TIMEOUT_S.read(run_config),
+            evaluate_timeout_s=EVALUATE_TIMEOUT_S.read(run_config),
+            expected_sites=tuple(s.strip() for s in EXPECTED_SITES.read(run_config).split(",") if s.strip()),
+            resume=RESUME.read(run_config),
+            init_model=Path(init_model).expanduser() if init_model else None,
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """The checks across settings; ValueError names the setting and the fix."""
+        sites = self.expected_sites
+        if len(set(sites)) != len(sites):
+            raise ValueError(f"run config `{EXPECTED_SITES.key}` names a site twice: {', '.join(sites)}")
+        if sites and self.min_sites > len(sites):
+            raise ValueError(
+                f"run config `{MIN_SITES.key}` is {self.min_sites} but the federation has only {len(sites)} "
+                f"sites ({', '.join(sites)}); lower {MIN_SITES.key}"
+            )
+        if self.resume and self.init_model is not None:
+            raise ValueError(
+                f"run config sets both `{RESUME.key}` and `{INIT_MODEL.key}`: a run either continues or starts"
+                f" from a saved model; drop one of them"
+            )

@@ -1,0 +1,130 @@
+"""The report's numbers about how the model was trained (issue 13), from metrics.jsonl and the run config alone:
+strategy and its settings, the local-only baselines, bytes per round, privacy spent, and sharp drops of the
+pooled Dice between rounds.
+"""
+
+import itertools
+
+from models.shared.run_config import LOCAL_BASELINE, MIN_LESION_MM3
+from models.shared.wire import GAIN_PREFIX, LOCAL_ONLY_PREFIX, MEAN_DICE, baseline_key
+from server_app.coordinator_settings import StrategySettings
+from server_app.report.site_table import is_suppressed
+
+SHARP_DROP = 0.05
+"""A fall of the pooled mean Dice by more than this from one round to the next is flagged in the report."""
+
+STRATEGY_TEXT = {
+    "fedavg": "FedAvg: the mean of the sites' weights, weighted by each site's number of training cases",
+    "fedprox": "FedProx: the FedAvg mean; each site adds the proximal term μ/2·‖w − w_global‖² to its loss "
+    "(μ = {proximal_mu:g})",
+    "fedadam": "FedAdam: Adam on the server applied to the averaged update (η = {server_lr:g}, β1 = {beta1:g}, "
+    "β2 = {beta2:g}, τ = {tau:g})",
+    "fedyogi": "FedYogi: Yogi on the server applied to the averaged update (η = {server_lr:g}, β1 = {beta1:g}, "
+    "β2 = {beta2:g}, τ = {tau:g})",
+}
+
+
+def training_data(records: list[dict], run_config: dict, pooled: list[dict]) -> dict:
+    """{"strategy", "baseline", "traffic", "privacy", "drops"} for report_data. The run config is the one the
+    coordinator recorded (config.json): the strategy's settings and, for the methods, the sites' `local-baseline`
+    and `min-lesion-mm3` as the run set them."""
+    settings = StrategySettings.from_run_config(run_config)
+    return {
+        "strategy": {**_strategy(settings), "min_lesion_mm3": MIN_LESION_MM3.read(run_config)},
+        "baseline": _baseline(records, LOCAL_BASELINE.read(run_config)),
+        "traffic": _traffic(records, settings.transport_dtype),
+        "privacy": _privacy(records, settings),
+        "drops": sharp_drops(pooled),
+    }
+
+
+def _strategy(settings: StrategySettings) -> dict:
+    text = STRATEGY_TEXT[settings.strategy].format(**vars(settings))
+    if settings.local_norm:
+        text += (
+            "; site-local normalization: the norm layers' scale and shift never leave a site, so every site's "
+            "validation measures its own personalized model (the shared weights with its own norm layers)"
+        )
+    return {
+        "name": settings.strategy,
+        "text": text,
+        "local_norm": settings.local_norm,
+        "transport_dtype": settings.transport_dtype,
+    }
+
+
+def _baseline(records: list[dict], enabled: bool) -> dict:
+    """Per site: global and local-only mean Dice per round, and the last round's paired difference."""
+    sites: dict[str, dict] = {}
+    for record in sorted(records, key=lambda r: (r["site"], r["round"])):
+        site = sites.setdefault(record["site"], {"name": record["site"], "rounds": [], "verdict": None})
+        metrics = record["metrics"]
+        if is_suppressed(record) or baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean") not in metrics:
+            site["status"] = "suppressed" if is_suppressed(record) else "missing"
+            continue
+        site["status"] = "reported"
+        site["rounds"].append(
+            {
+                "round": record["round"],
+                "global": metrics[MEAN_DICE],
+                "local": metrics[baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean")],
+                "local_ci": [
+                    metrics[baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "ci-low")],
+                    metrics[baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "ci-high")],
+                ],
+                "gain": metrics[baseline_key(GAIN_PREFIX, "dice", None, "mean")],
+                "gain_ci": [
+                    metrics[baseline_key(GAIN_PREFIX, "dice", None, "ci-low")],
+                    metrics[baseline_key(GAIN_PREFIX, "dice", None, "ci-high")],
+                ],
+                "n_cases": record["n_cases"],
+            }
+        )
+    for site in sites.values():
+        if site["rounds"]:
+            site["verdict"] = verdict(site["name"], site["rounds"][-1])
+    return {"enabled": enabled, "sites": list(sites.values())}
+
+
+def verdict(site: str, last: dict) -> str:
+    """One line: federation helped / did worse at this site when the paired CI excludes 0, else no evidence."""
+    gain, (low, high) = last["gain"], last["gain_ci"]
+    numbers = f"{gain:+.3f} Dice [{low:+.3f}, {high:+.3f}] at round {last['round']}, n = {last['n_cases']}"
+    if last["n_cases"] < 2:
+        return f"{site}: no evidence either way, one validation case gives no interval ({numbers})"
+    if low > 0:
+        return f"federation helped {site}: {numbers}"
+    if high < 0:
+        return f"{site} did better alone: {numbers}"
+    return f"{site}: no evidence of a difference between the global and the local-only model ({numbers})"
+
+
+def _traffic(records: list[dict], dtype: str) -> dict:
+    """Bytes moved per round (all sites, both directions), as measured by the coordinator on the messages."""
+    per_round: dict[int, int] = {}
+    for record in records:
+        if record.get("bytes"):
+            per_round[record["round"]] = per_round.get(record["round"], 0) + sum(record["bytes"].values())
+    return {"dtype": dtype, "per_round": [{"round": r, "bytes": b} for r, b in sorted(per_round.items())]}
+
+
+def _privacy(records: list[dict], settings: StrategySettings) -> dict:
+    """Central DP settings and ε after each round (from the accountant, filed with every site's record)."""
+    epsilons = {r["round"]: r["privacy"]["epsilon"] for r in records if r.get("privacy")}
+    return {
+        "enabled": settings.dp,
+        "noise_multiplier": settings.dp_noise_multiplier,
+        "clipping_norm": settings.dp_clipping_norm,
+        "delta": settings.dp_delta,
+        "epsilon": [{"round": r, "epsilon": e} for r, e in sorted(epsilons.items())],
+    }
+
+
+def sharp_drops(pooled: list[dict]) -> list[dict]:
+    """Rounds whose pooled mean Dice fell by more than SHARP_DROP from the round before."""
+    shown = [p for p in pooled if p.get(MEAN_DICE) is not None]
+    return [
+        {"round": after["round"], "from": before[MEAN_DICE], "to": after[MEAN_DICE]}
+        for before, after in itertools.pairwise(shown)
+        if before[MEAN_DICE] - after[MEAN_DICE] > SHARP_DROP
+    ]

@@ -1,0 +1,155 @@
+"""What a site discloses about its validation: aggregates under the disclosure policy, or nothing at all.
+
+The rules, their sources and their thresholds are in site_app.disclosure.policy; this module builds the evaluate
+reply from them. The minimum (node config `min-report-cases`, default wire.DEFAULT_MIN_REPORT_CASES) is the
+site's own setting in deployment, which the coordinator's run config cannot lower. A simulation has no node
+config (all sites are the operator's own data on one machine): there the run setting `sim-min-report-cases` sets
+it.
+
+The evaluate reply holds one ConfigRecord wire.Record.VALIDATION (status reported, suppressed or refused, the
+site's minimum, a reason unless reported, the statistics the policy withheld, and the metric conventions), and,
+only when reported, one MetricRecord wire.Record.METRICS with the aggregates and `num-examples` (and, with the
+run setting `local-baseline`, the local-only baseline's aggregates: site_app.learning.local_baseline).
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
+
+from models.shared.labels import evaluation_regions
+from models.shared.wire import (
+    COUNTS,
+    METRICS,
+    N_SKIPPED,
+    NUM_EXAMPLES,
+    POSITION_STATS,
+    REFUSED,
+    REPORTED,
+    SUPPRESSED,
+    Record,
+    Validation,
+)
+from site_app.disclosure.aggregates import BOOTSTRAP_RESAMPLES, CI_LEVEL, site_aggregates
+from site_app.disclosure.policy import DisclosurePolicy, policy_conventions, released_count
+from site_app.learning.local_baseline import baseline_aggregates
+from site_app.learning.metrics import HD95_PENALTY_MM, NSD_TOLERANCE_MM, metric_settings
+from site_app.learning.validation import CaseEvaluation
+from site_app.settings.run_settings import SiteRunSettings
+
+LOCAL_ONLY_BASELINE = "local-only baseline"
+"""How a withheld baseline is named in the reply's `withheld` list."""
+
+
+@dataclass(frozen=True)
+class LocalOnly:
+    """The local-only model's results on the released cases, or None with the reason there are none."""
+
+    results: Sequence[CaseEvaluation] | None
+    missing: str = "no local-only model: this site has not trained in this run yet"
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    """How this site validates and what it discloses: regions and the site's disclosure thresholds."""
+
+    regions: Mapping[str, tuple[int, ...]]
+    region_set: str
+    disclosure: DisclosurePolicy
+
+    @property
+    def min_report_cases(self) -> int:
+        return self.disclosure.min_report_cases
+
+    @classmethod
+    def for_site(cls, settings: SiteRunSettings, node_config: Mapping[str, object]) -> "ValidationPolicy":
+        return cls(
+            regions=evaluation_regions(settings.eval_regions),
+            region_set=settings.eval_regions,
+            disclosure=DisclosurePolicy.for_site(node_config, settings),
+        )
+
+
+def conventions(policy: ValidationPolicy) -> dict[str, str | int | float | list[str]]:
+    """The metric definitions and settings this site used, for the coordinator's methods section."""
+    return {
+        Validation.EVAL_REGIONS: policy.region_set,
+        Validation.REGIONS: list(policy.regions),
+        Validation.REGION_LABELS: ["+".join(str(v) for v in values) for values in policy.regions.values()],
+        Validation.METRICS: list(METRICS),
+        Validation.COUNTS: list(COUNTS),
+        Validation.HD95_PENALTY_MM: HD95_PENALTY_MM,
+        Validation.NSD_TOLERANCE_MM: NSD_TOLERANCE_MM,
+        Validation.CI_LEVEL: CI_LEVEL,
+        Validation.BOOTSTRAP_RESAMPLES: BOOTSTRAP_RESAMPLES,
+        **policy_conventions(policy.disclosure),
+        Validation.SETTINGS: [f"{name}: {text}" for name, text in metric_settings().items()],
+        Validation.SOFTWARE: [
+            f"{name} {version(name)}" for name in ("oncofed", "monai", "torch", "numpy", "scipy")
+        ],
+    }
+
+
+def evaluation_content(
+    results: Sequence[CaseEvaluation],
+    n_skipped: int,
+    policy: ValidationPolicy,
+    bootstrap_seed: int,
+    local_only: LocalOnly | None = None,
+) -> RecordDict:
+    """The evaluate reply's content: aggregates when the site has at least its minimum of cases, else none.
+
+    `results` are the cases of a releasable set (validation_split.released_set); `bootstrap_seed` comes from
+    disclosure_policy.bootstrap_seed and is not sent. `local_only`: the run has `local-baseline`; its model's
+    results on the same cases add the baseline's means and CIs and those of the paired difference, under the same
+    rules and with the same resamples (site_app.learning.local_baseline), or are withheld with the reason.
+    """
+    k = policy.min_report_cases
+    if len(results) < k:
+        return suppressed_content(policy, f"n < {k}")  # fewer validation cases than the site's minimum
+    n_position = policy.disclosure.min_position_cases
+    withheld = [] if len(results) >= n_position else [f"{s} (n < {n_position})" for s in POSITION_STATS]
+    aggregates = site_aggregates(
+        [r.metrics for r in results], list(policy.regions), bootstrap_seed, n_position
+    )
+    skipped = released_count(n_skipped, k)
+    if skipped is None:
+        withheld.append(f"{N_SKIPPED} (between 1 and {k - 1})")
+    if local_only is not None:
+        try:
+            if local_only.results is None:
+                raise ValueError(local_only.missing)
+            aggregates.update(
+                baseline_aggregates(results, local_only.results, list(policy.regions), bootstrap_seed)
+            )
+        except ValueError as error:
+            withheld.append(f"{LOCAL_ONLY_BASELINE} ({error})")
+    metrics = MetricRecord(
+        {**aggregates, **({} if skipped is None else {N_SKIPPED: skipped}), NUM_EXAMPLES: len(results)}
+    )
+    validation = {
+        **conventions(policy),
+        Validation.MIN_REPORT_CASES: k,
+        Validation.STATUS: REPORTED,
+        Validation.WITHHELD: withheld,
+    }
+    return RecordDict({Record.VALIDATION: ConfigRecord(validation), Record.METRICS: metrics})
+
+
+def suppressed_content(policy: ValidationPolicy, reason: str) -> RecordDict:
+    """An evaluate reply with no number about the cases: the site's minimum, the reason, the conventions."""
+    validation = {
+        **conventions(policy),
+        Validation.MIN_REPORT_CASES: policy.min_report_cases,
+        Validation.REASON: reason,
+        Validation.STATUS: SUPPRESSED,
+    }
+    return RecordDict({Record.VALIDATION: ConfigRecord(validation)})
+
+
+def refused_evaluation(reason: str) -> RecordDict:
+    """An evaluate reply for a run outside the site's limits (site_app.settings.limits): nothing was validated."""
+    return RecordDict(
+        {Record.VALIDATION: ConfigRecord({Validation.STATUS: REFUSED, Validation.REASON: reason})}
+    )

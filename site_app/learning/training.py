@@ -1,0 +1,83 @@
+"""Local training: DiceCE loss and Adam over random patches of the site's training cases.
+
+Repeatable: `round_seed` derives every random stream of a round (data order, patch sampling, augmentation) from
+the run seed, the round, the site and the purpose, and `seed_everything` seeds torch, numpy, Python and MONAI
+with it, so the same command with the same seed trains the same weights on a CPU.
+
+FedProx: with `proximal_mu` set, the gradient of μ/2·‖w − w_global‖² (that is μ·(w − w_global)) is added to
+every parameter's gradient before each step, w_global being the weights the round started from. With μ = 0 the
+added term is exactly zero and the weights are bit for bit those of plain training.
+"""
+
+import hashlib
+import math
+from collections.abc import Callable
+
+import torch
+from monai.data import DataLoader, Dataset
+from monai.losses import DiceCELoss
+from monai.utils import set_determinism
+
+
+def round_seed(run_seed: int, server_round: int, site: str, stream: str) -> int:
+    """A 32-bit seed for one random stream ("train", "local-only", …) of one site in one round."""
+    digest = hashlib.sha256(f"{run_seed}/{server_round}/{site}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def seed_everything(seed: int) -> None:
+    """torch, numpy, random and MONAI's transforms (MONAI's set_determinism; cuDNN in deterministic mode)."""
+    set_determinism(seed=seed)
+
+
+def train_epochs(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    device: torch.device,
+    seed: int | None = None,
+    proximal_mu: float | None = None,
+    after_epoch: Callable[[int], bool] | None = None,
+) -> float:
+    """Train in place; returns the mean loss over all steps (a finite float, or raises).
+
+    With `seed` the batch order depends on it alone, not on the process's random state: a round trains the same
+    in a fresh process (deployment), a reused one (simulation) and a resumed run (site_app.learning.federated_round seeds
+    it from the run seed, the round and the site). With `proximal_mu` (FedProx) the loss adds μ/2·‖w − w₀‖².
+    `after_epoch(n)` runs after the n-th epoch (1-based) and ends training early when it returns True (the quality
+    benchmark's plateau search evaluates snapshots of one run there)."""
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=0, generator=generator
+    )  # workers crash in Ray actors
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=learning_rate)
+    anchor = [p.detach().clone() for p in params] if proximal_mu is not None else None
+    total, steps = 0.0, 0
+    for epoch in range(1, epochs + 1):
+        for batch in loader:
+            image, label = batch["image"].to(device), batch["label"].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(image), label.long())
+            loss.backward()
+            if anchor is not None:
+                for param, start in zip(params, anchor, strict=True):
+                    if param.grad is not None:
+                        param.grad.add_(param.detach() - start, alpha=proximal_mu)
+            optimizer.step()
+            total += float(loss.item())
+            steps += 1
+        if after_epoch is not None:
+            stop = after_epoch(epoch)
+            model.train()
+            if stop:
+                break
+    mean_loss = total / max(steps, 1)
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"training diverged: mean loss {mean_loss}")
+    return mean_loss

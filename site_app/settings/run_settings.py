@@ -1,0 +1,128 @@
+"""Every run setting a site reads, read once through models.shared.run_config into one typed object.
+
+No other site code reads the run config: handlers build SiteRunSettings from `context.run_config` and pass it
+(or the values in it) on. The site reads the settings owned by the site, the shared ones and, in a simulation,
+the simulation ones.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_prep.transforms import PipelineSettings
+from models.presets import patch_size
+from models.shared.labels import evaluation_regions
+from models.shared.run_config import (
+    BATCH_SIZE,
+    EVAL_REGIONS,
+    LEARNING_RATE,
+    LOCAL_BASELINE,
+    LOCAL_EPOCHS,
+    LOCAL_NORM,
+    MIN_LESION_MM3,
+    MODEL_PRESET,
+    PATCH_SIZE,
+    SAMPLES_PER_CASE,
+    SEED,
+    SIM_DATA,
+    SIM_MIN_POSITION_CASES,
+    SIM_MIN_REPORT_CASES,
+    SIM_MIN_TRAIN_CASES,
+    SIM_VALIDATION_FRACTION,
+    SIM_WORK,
+    SPACING_MM,
+    TRANSPORT_DTYPE,
+)
+
+
+@dataclass(frozen=True)
+class SiteRunSettings:
+    model_preset: str
+    seed: int
+    local_epochs: int
+    learning_rate: float
+    batch_size: int
+    eval_regions: str
+    """Name of the region set (models.shared.labels.REGION_SETS); `regions` holds the regions themselves."""
+    pipeline: PipelineSettings
+    """Spacing, patch size (the model preset's when the run setting is 0) and patches per case."""
+    local_norm: bool
+    """The norm layers stay at this site (site_app.learning.local_norm); shared with the coordinator."""
+    transport_dtype: str
+    """The precision of the weights in messages (models.transport); shared with the coordinator."""
+    local_baseline: bool
+    """Also train and validate a local-only model (site_app.learning.local_baseline)."""
+    min_lesion_mm3: float
+    """Validation post-processing: smaller predicted tumor components are removed (site_app.learning.postprocess)."""
+    sim_min_report_cases: int
+    sim_min_position_cases: int
+    sim_min_train_cases: int
+    sim_validation_fraction: float
+    """A simulated site's disclosure policy (site_app.disclosure.policy); a deployed one has its own in its node
+    config, which the run config cannot change."""
+    sim_data: Path | None
+    sim_work: Path | None
+    """Simulation only: the folder of site folders, and of their work folders (None when not set)."""
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, object]) -> "SiteRunSettings":
+        """Read and check every setting; a bad one raises a ValueError naming it."""
+        preset = MODEL_PRESET.read(run_config)
+        settings = cls(
+            model_preset=preset,
+            seed=SEED.read(run_config),
+            local_epochs=LOCAL_EPOCHS.read(run_config),
+            learning_rate=LEARNING_RATE.read(run_config),
+            batch_size=BATCH_SIZE.read(run_config),
+            eval_regions=EVAL_REGIONS.read(run_config),
+            pipeline=PipelineSettings(
+                spacing_mm=SPACING_MM.read(run_config),
+                patch_size=patch_size(preset, PATCH_SIZE.read(run_config)),
+                samples_per_case=SAMPLES_PER_CASE.read(run_config),
+            ),
+            local_norm=LOCAL_NORM.read(run_config),
+            transport_dtype=TRANSPORT_DTYPE.read(run_config),
+            local_baseline=LOCAL_BASELINE.read(run_config),
+            min_lesion_mm3=MIN_LESION_MM3.read(run_config),
+            sim_min_report_cases=SIM_MIN_REPORT_CASES.read(run_config),
+            sim_min_position_cases=SIM_MIN_POSITION_CASES.read(run_config),
+            sim_min_train_cases=SIM_MIN_TRAIN_CASES.read(run_config),
+            sim_validation_fraction=SIM_VALIDATION_FRACTION.read(run_config),
+            sim_data=_folder(SIM_DATA.read(run_config)),
+            sim_work=_folder(SIM_WORK.read(run_config)),
+        )
+        evaluation_regions(settings.eval_regions)  # an unknown name fails here, before any work
+        return settings
+
+    @property
+    def regions(self) -> Mapping[str, tuple[int, ...]]:
+        """The evaluation regions: name -> label values."""
+        return evaluation_regions(self.eval_regions)
+
+    def as_run_config(self) -> dict[str, bool | int | float | str]:
+        """These settings as run-config values (patch-size as used): what the site records of a validation."""
+        return {
+            MODEL_PRESET.key: self.model_preset,
+            SEED.key: self.seed,
+            LOCAL_EPOCHS.key: self.local_epochs,
+            LEARNING_RATE.key: self.learning_rate,
+            BATCH_SIZE.key: self.batch_size,
+            EVAL_REGIONS.key: self.eval_regions,
+            SPACING_MM.key: self.pipeline.spacing_mm,
+            PATCH_SIZE.key: self.pipeline.patch_size,
+            SAMPLES_PER_CASE.key: self.pipeline.samples_per_case,
+            LOCAL_NORM.key: self.local_norm,
+            TRANSPORT_DTYPE.key: self.transport_dtype,
+            LOCAL_BASELINE.key: self.local_baseline,
+            MIN_LESION_MM3.key: self.min_lesion_mm3,
+            SIM_MIN_REPORT_CASES.key: self.sim_min_report_cases,
+            SIM_MIN_POSITION_CASES.key: self.sim_min_position_cases,
+            SIM_MIN_TRAIN_CASES.key: self.sim_min_train_cases,
+            SIM_VALIDATION_FRACTION.key: self.sim_validation_fraction,
+            SIM_DATA.key: str(self.sim_data or ""),
+            SIM_WORK.key: str(self.sim_work or ""),
+        }
+
+
+def _folder(value: str) -> Path | None:
+    return Path(value).expanduser() if value.strip() else None

@@ -1,0 +1,206 @@
+"""The site-local report: per-case metrics and overlays for the site's own validation cases, worst case first.
+
+Written only into the site's work folder (<work>/reports/site-report.html and per-case.csv) and never sent:
+it names cases and shows their images. The model is the last global model the site validated, or any
+checkpoint (models.weights format) given; the validation cases and settings are those of the site's last
+validation (site_app.learning.work_records).
+"""
+
+import base64
+import csv
+import io
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+
+import torch
+
+from models.presets import build_model
+from models.shared.atomic import atomic_write_text
+from models.shared.wire import COUNTS, METRICS, region_key
+from models.weights import load_checkpoint
+from site_app.learning.metrics import metric_settings
+from site_app.learning.site_data import load_site_cases
+from site_app.learning.validation import CaseEvaluation, evaluate_case
+from site_app.learning.work_records import LATEST_MODEL, read_validation_context
+from site_app.site_log import site_logger
+from site_app.tools.overlays import overlay_png
+
+REPORT_FOLDER = Path("reports")
+DIGITS = {"hd95": 1, "avd": 2}
+
+
+@dataclass(frozen=True)
+class SiteReportFiles:
+    html: Path
+    csv: Path
+    n_cases: int
+    n_failed: int
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    """A validated case with its overlay, or a case that could not be validated and why."""
+
+    case_id: str
+    evaluation: CaseEvaluation | None
+    overlay: bytes
+    problem: str
+
+
+def mean_dice(metrics: Mapping[str, float], regions: Mapping[str, tuple[int, ...]]) -> float:
+    return sum(metrics[f"dice-{region}"] for region in regions) / len(regions)
+
+
+def worst_first(rows: list[CaseRow], regions: Mapping[str, tuple[int, ...]]) -> list[CaseRow]:
+    """Cases that failed first, then by mean Dice over regions (lowest first), then by largest HD95."""
+
+    def key(row: CaseRow) -> tuple[float, float]:
+        if row.evaluation is None:
+            return (-1.0, 0.0)
+        metrics = row.evaluation.metrics
+        return (mean_dice(metrics, regions), -max(metrics[f"hd95-{region}"] for region in regions))
+
+    return sorted(rows, key=key)
+
+
+def write_site_report(
+    work: Path, model_path: Path | None, on_progress: Callable[[int, int], None] = lambda done, total: None
+) -> SiteReportFiles:
+    """Validate the site's validation cases with the model and write the report into <work>/reports."""
+    work = work.resolve()
+    context = read_validation_context(work)
+    settings = context.settings
+    regions = settings.regions
+    model_file = model_path if model_path is not None else work / LATEST_MODEL
+    if not model_file.is_file():
+        raise FileNotFoundError(f"model checkpoint {model_file} does not exist")
+    state, meta = load_checkpoint(model_file)
+    model = build_model(str(meta["model_preset"]))
+    model.load_state_dict(state)
+    cases = load_site_cases(context.site, settings.pipeline, None, site_logger(work))  # the site's own split
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for done, item in enumerate(cases.val):
+        on_progress(done, len(cases.val))
+        try:
+            evaluation = evaluate_case(model, item, settings.pipeline, regions, device)
+        except Exception as error:  # noqa: BLE001 - the report lists the case and the reason instead
+            rows.append(CaseRow(str(item["case_id"]), None, b"", f"{type(error).__name__}: {error}"))
+            continue
+        title = f"{evaluation.case_id}: mean Dice {mean_dice(evaluation.metrics, regions):.3f}"
+        overlay = overlay_png(evaluation.image, evaluation.truth, evaluation.prediction, regions, title)
+        rows.append(CaseRow(evaluation.case_id, evaluation, overlay, ""))
+    on_progress(len(cases.val), len(cases.val))
+
+    ordered = worst_first(rows, regions)
+    folder = work / REPORT_FOLDER
+    files = SiteReportFiles(
+        html=folder / "site-report.html",
+        csv=folder / "per-case.csv",
+        n_cases=len(rows),
+        n_failed=sum(row.evaluation is None for row in rows),
+    )
+    atomic_write_text(files.csv, per_case_csv(ordered, regions))
+    header = {
+        "site": context.site.name,
+        "model": str(model_file),
+        "model round": str(meta.get("round", "—")),
+        "settings of round": str(context.server_round),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    atomic_write_text(files.html, render_site_report(ordered, regions, header))
+    return files
+
+
+def per_case_csv(rows: list[CaseRow], regions: Mapping[str, tuple[int, ...]]) -> str:
+    keys = [region_key(m, r) for m in (*METRICS, *COUNTS) for r in regions]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["rank", "case_id", "mean_dice", *keys, "spacing_mm", "problem"])
+    for rank, row in enumerate(rows, start=1):
+        if row.evaluation is None:
+            writer.writerow([rank, row.case_id, "", *[""] * len(keys), "", row.problem])
+            continue
+        metrics = row.evaluation.metrics
+        writer.writerow(
+            [
+                rank,
+                row.case_id,
+                mean_dice(metrics, regions),
+                *(metrics[k] for k in keys),
+                "x".join(f"{s:g}" for s in row.evaluation.spacing_mm),
+                "",
+            ]
+        )
+    return buffer.getvalue()
+
+
+STYLE = """
+body { font-family: "DejaVu Sans", Arial, sans-serif; margin: 2em auto; max-width: 1150px; padding: 0 1.5em;
+       font-size: 14px; color: #1a1a1a; }
+table { border-collapse: collapse; margin: 0.8em 0; } th, td { border: 1px solid #c8c8c8; padding: 0.25em 0.5em;
+text-align: right; font-size: 0.92em; } th { background: #eef3f8; }
+td.case { text-align: left; font-weight: 600; white-space: nowrap; }
+.local { background: #fff6e8; border: 1px solid #e0b070; padding: 0.6em 0.9em; } img { max-width: 100%; }
+code { font-size: 0.9em; } @media print { .case-figure { break-inside: avoid; } }
+"""
+
+
+def _region_cell(metrics: Mapping[str, float], region: str) -> str:
+    values = " · ".join(
+        f"{name} {metrics[region_key(name, region)]:.{DIGITS.get(name, 3)}f}" for name in METRICS
+    )
+    found, labelled = (
+        metrics[f"lesions-tp-{region}"],
+        metrics[f"lesions-tp-{region}"] + metrics[f"lesions-fn-{region}"],
+    )
+    return f"{values}<br><small>lesions {found:.0f}/{labelled:.0f}, false {metrics[f'lesions-fp-{region}']:.0f}</small>"
+
+
+def render_site_report(
+    rows: list[CaseRow], regions: Mapping[str, tuple[int, ...]], header: dict[str, str]
+) -> str:
+    """Self-contained HTML: the per-case table, then each case's overlay, worst first."""
+    head = "".join(f"<th>{escape(region.upper())}</th>" for region in regions)
+    table_rows, figures = [], []
+    for rank, row in enumerate(rows, start=1):
+        case = escape(row.case_id)
+        if row.evaluation is None:
+            table_rows.append(
+                f'<tr><td>{rank}</td><td class="case">{case}</td>'
+                f'<td colspan="{len(regions) + 2}">not validated: {escape(row.problem)}</td></tr>'
+            )
+            continue
+        m = row.evaluation.metrics
+        cells = "".join(f"<td>{_region_cell(m, region)}</td>" for region in regions)
+        spacing = "×".join(f"{s:g}" for s in row.evaluation.spacing_mm)
+        table_rows.append(
+            f'<tr><td>{rank}</td><td class="case"><a href="#case-{rank}">{case}</a></td>'
+            f"<td>{mean_dice(m, regions):.3f}</td>{cells}<td>{spacing}</td></tr>"
+        )
+        image = base64.b64encode(row.overlay).decode("ascii")
+        figures.append(
+            f'<div class="case-figure" id="case-{rank}"><h3>{rank}. {case}</h3>'
+            f'<img alt="{case} overlays" src="data:image/png;base64,{image}"></div>'
+        )
+    meta = "".join(f"<li>{escape(k)}: <code>{escape(v)}</code></li>" for k, v in header.items())
+    settings = "".join(
+        f"<li>{escape(k)}: <code>{escape(v)}</code></li>" for k, v in metric_settings().items()
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Site report: '
+        f"{escape(header['site'])}</title><style>{STYLE}</style></head><body>"
+        f"<h1>Site validation report: {escape(header['site'])}</h1>"
+        '<p class="local">This report names cases and shows their images. It was written only into this '
+        "site's work folder and is never sent to the coordinator.</p>"
+        f"<ul>{meta}</ul><h2>Cases, worst first</h2><p>Metrics on each case's native grid, per region: Dice, "
+        "HD95 (mm), surface Dice (nsd), absolute volume difference (avd, mL), sensitivity, precision, lesions "
+        "found/labelled and false lesions. Overlays on the evaluation grid (RAS, isotropic): label solid, "
+        f"prediction dashed.</p><table><tr><th>#</th><th>Case</th><th>mean Dice</th>{head}"
+        f"<th>voxel (mm)</th></tr>{''.join(table_rows)}</table>"
+        f"<h2>Overlays</h2>{''.join(figures)}<h2>Metric settings</h2><ul>{settings}</ul></body></html>\n"
+    )
