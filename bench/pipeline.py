@@ -3,7 +3,7 @@ without the cache; prediction (oncofed site predict) against validation, per cas
 
 Cases come from the synthetic federation (hospital-b exports DICOM CT series + DICOM-SEG, the other sites NIfTI,
 each with its own orientation and spacing). The pipeline is the sites' own: data_prep.transforms.preprocess,
-data_prep.dataset.usable_items (fills the cache), validation_dataset (reads it), training_dataset + train_epochs.
+data_prep.dataset.usable_items (fills the cache), SiteCache (reads it, as validation does), training_dataset + train_epochs.
 Prediction is site_app.tools.predict_run.predict_folder (read, predict, map back, write the NIfTI and, for DICOM, the
 DICOM-SEG); validation is site_app.learning.validation.evaluate_case (read image and label, predict, map back, metrics),
 with the same model on the same cases.
@@ -31,7 +31,7 @@ from common import (
 from flwr.app import ArrayRecord
 from monai.data import Dataset
 
-from data_prep.dataset import training_dataset, usable_items, validation_dataset
+from data_prep.dataset import SiteCache, training_dataset, usable_items
 from data_prep.discovery import CaseFiles, Discovery, discover_cases
 from data_prep.ingest_settings import IngestSettings
 from data_prep.synth.federation import write_federation
@@ -85,7 +85,7 @@ def format_rows(
     t_fill, (usable, skipped) = timed(lambda: usable_items(cases, settings, cache, ingest))
     if skipped:
         raise RuntimeError(f"{len(skipped)} {fmt} case(s) failed to preprocess: {skipped[0][1]}")
-    t_cached, _ = timed(lambda: read_all(validation_dataset(usable, settings, cache)))
+    t_cached, _ = timed(lambda: read_all(SiteCache(usable, transform=pipeline, cache_dir=cache)))
     n = len(cases)
     rows = [
         [stage, fmt, n, t / n, n / t]

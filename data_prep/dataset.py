@@ -92,10 +92,3 @@ def training_dataset(
 ) -> Dataset:
     """Cached prefix + random patches; each item yields `samples_per_case` patches."""
     return SiteCache(items, transform=training(settings, seed), cache_dir=cache_dir)
-
-
-def validation_dataset(
-    items: list[dict[str, object]], settings: PipelineSettings, cache_dir: Path
-) -> Dataset:
-    """Whole preprocessed volumes, from the cache."""
-    return SiteCache(items, transform=preprocess(settings.preprocessing), cache_dir=cache_dir)

@@ -4,7 +4,6 @@ The presets use affine instance normalization: each norm layer has a per-channel
 (`bias`) and no running statistics. With `local-norm`, exactly these entries stay at each site.
 """
 
-import torch
 from torch import nn
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -24,11 +23,3 @@ def shared_state_names(model: nn.Module, local_norm: bool) -> list[str]:
     """The state_dict names that travel between sites and coordinator, in state_dict order."""
     local = norm_state_names(model) if local_norm else frozenset()
     return [name for name in model.state_dict() if name not in local]
-
-
-def split_state(state: dict[str, torch.Tensor], local: frozenset[str]) -> tuple[dict, dict]:
-    """(shared entries, local entries) of a state_dict."""
-    return (
-        {k: v for k, v in state.items() if k not in local},
-        {k: v for k, v in state.items() if k in local},
-    )

@@ -142,7 +142,7 @@ def wire_up(
     full_initial: ArrayRecord,
     transport_dtype: str,
 ) -> None:
-    """Issue 13's parts of a round: the run key in every instruction, replies checked in the transport dtype,
+    """The training options' parts of a round: the run key in every instruction, replies checked in the transport dtype,
     bytes and privacy spent in each site's record, and the model saved whole, as the sites validated it."""
     config = {RUN_KEY: loop.run.key}  # the same for a resumed run (same folder): the sites' run state
     loop.train_config = ConfigRecord(dict(config))  # FedAvg adds the round, FedProx μ

@@ -71,7 +71,7 @@ def provision(
 
     from deploy.coordinator.console import added_sites, print_provision_report
     from deploy.kits.contents import KitError
-    from deploy.kits.provision import SpecError, read_spec
+    from deploy.kits.federation_spec import SpecError, read_spec
     from deploy.kits.provision import provision as provision_kits
     from deploy.kits.release_fab import FabError
 

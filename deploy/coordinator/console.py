@@ -9,7 +9,8 @@ from rich.console import Console
 from deploy.coordinator.site_registry import RegistryError, coordinator_answers, site_registry
 from deploy.coordinator.start import RunningCoordinator
 from deploy.kits.contents import CoordinatorKit, read_coordinator_kit
-from deploy.kits.provision import ProvisionReport, SpecError
+from deploy.kits.federation_spec import SpecError
+from deploy.kits.provision import ProvisionReport
 
 
 def added_sites(names: list[str] | None, keys: list[Path] | None) -> dict[str, Path]:

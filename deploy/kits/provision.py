@@ -28,8 +28,6 @@ SPEC.toml::
 `--add-site NAME --public-key FILE`, or a test federation made with `--generate-site-keys`.
 """
 
-import ipaddress
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -37,13 +35,14 @@ from importlib.metadata import version
 from pathlib import Path
 
 import tomli_w
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.x509 import Certificate
 
 from deploy.flower_env import app_directory, write_connection
 from deploy.kits import certificates as certs
 from deploy.kits.app_approval import ALLOW_LIST_FILE, approval_of, write_allow_list
 from deploy.kits.contents import CONNECTION, KIT_FILE, CoordinatorKit, KitError, read_toml
+from deploy.kits.federation_ca import federation_ca, superlink_certificate
+from deploy.kits.federation_spec import NAME, FederationSpec, SpecError
 from deploy.kits.operator_files import Release, coordinator_files, site_files, write_kit_files
 from deploy.kits.proxy_config import write_proxy_config
 from deploy.kits.release_fab import RELEASE_DIR, FabInfo, build_fab, read_fab, write_release
@@ -51,152 +50,9 @@ from deploy.kits.site_keys import read_public_key
 from deploy.kits.site_package import build_wheel, requirements_text
 from models.shared.atomic import atomic_write_bytes
 
-NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-"""Federation and site names: they become file, unit and container names."""
-HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
-)
-WILDCARD_HOSTS = ("0.0.0.0", "::")
 MANIFEST_HEADER = "# Written by `oncofed provision`: do not edit; re-run provision instead.\n"
 TEST_KEY_PATH = "keys/site.key"
 """Where `--generate-site-keys` puts a test site's private key, relative to its kit."""
-
-
-class SpecError(ValueError):
-    """The spec or the output folder does not allow provisioning; the message names the file and the fix."""
-
-
-@dataclass(frozen=True)
-class FederationSpec:
-    federation: str
-    addresses: list[str]
-    port: int
-    bind_host: str
-    sites: list[str]
-    superlink_port: int = 0
-    """0: port + 1."""
-    public_keys: dict[str, Path] = field(default_factory=dict)
-    """site → the public key file the hospital sent (absolute)."""
-
-    @property
-    def server_names(self) -> list[str]:
-        extra = [] if self.bind_host in WILDCARD_HOSTS else [self.bind_host]
-        return certs.server_names([*self.addresses, *extra])
-
-    @property
-    def coordinator_address(self) -> str:
-        """What a site's site.toml points at: the first address, with the public port."""
-        host = self.addresses[0]
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
-
-    @property
-    def internal_port(self) -> int:
-        return self.superlink_port or self.port + 1
-
-
-def _valid_host(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return bool(HOSTNAME.match(name))
-    return True
-
-
-def _port(value: object, path: Path, key: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
-        raise SpecError(
-            f"{path}: [coordinator] `{key}` is {value!r}, expected a TCP port (1-65535), e.g. 8443"
-        )
-    return value
-
-
-def read_spec(path: Path) -> FederationSpec:
-    """The spec file, every field checked; each problem names the file and the key."""
-    try:
-        table = read_toml(path, "the federation spec to provision (see `oncofed provision --help`)")
-    except KitError as error:
-        raise SpecError(str(error)) from None
-    federation = table.get("federation")
-    if not isinstance(federation, str) or not NAME.match(federation):
-        raise SpecError(
-            f"{path}: `federation` is {federation!r}, expected a name of lower-case letters, digits "
-            'and dashes (e.g. "oncofed-brain")'
-        )
-    coordinator = table.get("coordinator")
-    if not isinstance(coordinator, dict):
-        raise SpecError(f"{path}: no [coordinator] table; add one with `addresses` and `port`")
-    addresses = coordinator.get("addresses")
-    if not isinstance(addresses, list) or not addresses or not all(isinstance(a, str) for a in addresses):
-        raise SpecError(
-            f"{path}: [coordinator] `addresses` is {addresses!r}, expected a non-empty list of the "
-            "DNS names or IP addresses sites use to reach the coordinator"
-        )
-    for address in addresses:
-        if not _valid_host(address):
-            raise SpecError(
-                f"{path}: [coordinator] address {address!r} is neither a DNS name nor an IP address "
-                '(no scheme or port: "fl.example.org", "10.0.0.5")'
-            )
-    port = _port(coordinator.get("port"), path, "port")
-    superlink_port = _port(
-        coordinator.get("superlink-port", port + 1 if port < 65535 else 0), path, "superlink-port"
-    )
-    if superlink_port == port:
-        raise SpecError(
-            f"{path}: [coordinator] `superlink-port` equals `port` ({port}): the proxy listens on `port`, the "
-            "SuperLink on `superlink-port` (127.0.0.1 only); choose two ports"
-        )
-    bind_host = coordinator.get("bind-host", "0.0.0.0")
-    if not isinstance(bind_host, str) or not _valid_host(bind_host):
-        raise SpecError(
-            f"{path}: [coordinator] `bind-host` is {bind_host!r}, expected an IP address "
-            "(0.0.0.0 for every interface)"
-        )
-    sites, public_keys = _read_sites(table.get("sites"), path)
-    return FederationSpec(
-        federation=federation,
-        addresses=list(dict.fromkeys(addresses)),
-        port=port,
-        superlink_port=superlink_port,
-        bind_host=bind_host,
-        sites=sites,
-        public_keys=public_keys,
-    )
-
-
-def _read_sites(sites: object, path: Path) -> tuple[list[str], dict[str, Path]]:
-    """`sites = [names]`, or `[sites.NAME] public-key = "file"` tables."""
-    public_keys: dict[str, Path] = {}
-    if isinstance(sites, dict):
-        names = list(sites)
-        for name, entry in sites.items():
-            key = entry.get("public-key") if isinstance(entry, dict) else None
-            if key is None:
-                continue
-            if not isinstance(key, str) or not key:
-                raise SpecError(
-                    f"{path}: [sites.{name}] `public-key` is {key!r}, expected the path of the .pub file the site "
-                    'sent (e.g. "keys/hospital-a.pub", relative to this file)'
-                )
-            public_keys[name] = (path.parent / Path(key).expanduser()).resolve()
-    elif isinstance(sites, list) and sites:
-        names = sites
-    else:
-        raise SpecError(
-            f"{path}: `sites` is {sites!r}: add one [sites.NAME] table per site, with the public key the site "
-            'sent (public-key = "keys/NAME.pub")'
-        )
-    for site in names:
-        if not isinstance(site, str) or not NAME.match(site):
-            raise SpecError(
-                f"{path}: site name {site!r} must be lower-case letters, digits and dashes "
-                "(at most 63), starting and ending with a letter or digit"
-            )
-    duplicates = sorted({site for site in names if names.count(site) > 1})
-    if duplicates:
-        raise SpecError(f"{path}: site {duplicates[0]!r} is listed twice in `sites`")
-    return list(names), public_keys
 
 
 @dataclass
@@ -241,8 +97,12 @@ def provision(
         root, sites_root, sites, public_keys, generate_site_keys
     )  # before any file is written
 
-    ca_key, ca_certificate = _ca(ca_dir, root, spec.federation, report)
-    _server_certificate(root, ca_dir, ca_key, ca_certificate, spec.server_names, report)
+    ca_key, ca_certificate, ca_created = federation_ca(ca_dir, root, spec.federation)
+    if ca_created:
+        report.ca = "created"
+    reissued = superlink_certificate(root, ca_dir, ca_key, ca_certificate, spec.server_names)
+    if reissued:
+        report.server_certificate = reissued
     release = Release(wheel=_wheel(root), flwr_version=flwr_version)
     fab_path, fab = _release_fab(root, previous, report)
 
@@ -336,78 +196,6 @@ def _flwr_version(root: Path, previous: dict | None) -> str:
             f" but flwr {installed} is installed here; provision with the same flwr version"
         )
     return installed
-
-
-def _ca(
-    ca_dir: Path, root: Path, federation: str, report: ProvisionReport
-) -> tuple[EllipticCurvePrivateKey | None, Certificate]:
-    """The CA: from the CA folder (key and certificate), or, with the key kept offline, the certificate the
-    coordinator kit holds; created in the CA folder for a new federation."""
-    key_path, certificate_path = ca_dir / "ca.key", ca_dir / "ca.crt"
-    kit_certificate = root / "certs" / "ca.crt"
-    if certificate_path.is_file():
-        certificate = certs.load_certificate(certificate_path)
-        if kit_certificate.is_file() and kit_certificate.read_bytes() != certificate_path.read_bytes():
-            raise SpecError(
-                f"{certificate_path} is not the CA of the coordinator kit in {root} ({kit_certificate}): "
-                "pass this federation's CA folder with --ca"
-            )
-        key = certs.load_private_key_pem(key_path) if key_path.is_file() else None
-        if key is not None and key.public_key() != certificate.public_key():
-            raise SpecError(
-                f"{key_path} is not the key of {certificate_path}; restore the CA folder from its backup"
-            )
-        return key, certificate
-    if key_path.exists():
-        raise SpecError(
-            f"{key_path} exists without {certificate_path}: the CA folder is incomplete; restore it from its "
-            "backup (re-creating it would invalidate every site kit)"
-        )
-    if kit_certificate.is_file():
-        return None, certs.load_certificate(
-            kit_certificate
-        )  # the CA folder is offline: fine unless we must sign
-    key, certificate = certs.make_ca(federation)
-    atomic_write_bytes(key_path, certs.private_key_pem(key), mode=certs.PRIVATE_KEY_MODE)
-    atomic_write_bytes(certificate_path, certs.certificate_pem(certificate))
-    ca_dir.chmod(0o700)
-    report.ca = "created"
-    return key, certificate
-
-
-def _server_certificate(
-    root: Path,
-    ca_dir: Path,
-    ca_key: EllipticCurvePrivateKey | None,
-    ca_certificate: Certificate,
-    names: list[str],
-    report: ProvisionReport,
-) -> None:
-    key_path, certificate_path = root / "certs" / "server.key", root / "certs" / "server.crt"
-    ca_copy = root / "certs" / "ca.crt"
-    if not ca_copy.is_file():
-        atomic_write_bytes(ca_copy, certs.certificate_pem(ca_certificate))
-    reason = "issued"
-    if certificate_path.is_file() and key_path.is_file():
-        current = certs.load_certificate(certificate_path)
-        if set(certs.certificate_names(current)) != set(names):
-            reason = f"re-issued: names changed to {', '.join(names)}"
-        elif certs.days_left(current) < certs.EXPIRY_WARNING_DAYS:
-            reason = f"renewed: it expired or expires within {certs.EXPIRY_WARNING_DAYS} days"
-        elif not certs.is_signed_by(current, ca_certificate):
-            reason = "re-issued: it was not signed by this federation's CA"
-        else:
-            return
-    if ca_key is None:
-        raise SpecError(
-            f"the SuperLink certificate must be {reason.split(':')[0]} ({reason}), which needs the CA's private key, "
-            f"but {ca_dir / 'ca.key'} is not there: bring the CA folder back (--ca DIR) for this run, then keep it "
-            "offline again"
-        )
-    key, certificate = certs.make_server_certificate(ca_key, ca_certificate, names)
-    atomic_write_bytes(key_path, certs.private_key_pem(key), mode=certs.PRIVATE_KEY_MODE)
-    atomic_write_bytes(certificate_path, certs.certificate_pem(certificate))
-    report.server_certificate = reason
 
 
 def _wheel(root: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Every run setting (pyproject.toml's `[tool.flwr.app.config]`): key, owner, type, default and meaning.
+"""Every run setting (pyproject.toml's `[tool.flwr.app.config]`): key, owner, type, default, meaning; one job: the one registry.
 
 The owner is the side whose code reads a setting:
 

@@ -41,7 +41,6 @@ REFUSALS_FILE = "refusals.jsonl"
 RUNNING, COMPLETED, STOPPED, FAILED = "running", "completed", "stopped", "failed"
 """summary.json `status` of a run: its ServerApp is at work, finished all rounds, stopped early (no quorum, or
 the coordinator shut down; resumable), or ended on an error."""
-RUN_STATUSES = (RUNNING, COMPLETED, STOPPED, FAILED)
 
 
 def read_json(path: Path) -> dict:

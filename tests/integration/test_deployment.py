@@ -45,7 +45,8 @@ from deploy.coordinator.start import register_sites
 from deploy.flower_env import app_directory, flower_env, write_connection
 from deploy.kits import certificates as certs
 from deploy.kits.contents import read_coordinator_kit, read_site_kit
-from deploy.kits.provision import provision, read_spec
+from deploy.kits.federation_spec import read_spec
+from deploy.kits.provision import provision
 from deploy.kits.release_fab import build_fab, sha256_hex, unpack_for_submission
 from deploy.kits.site_keys import generate_site_keys
 from deploy.processes import StartedProcess, free_port, process_tree, processes_with_env, start_process
@@ -201,7 +202,7 @@ def test_two_sites_train_with_the_release(deployment):
         assert site in output  # the per-site table
         gate_log = (deployment.root / "work" / site / "logs" / "gate.log").read_text()
         assert f"app sha256 {kit.release_sha256} is approved; launching it" in gate_log
-    # issue 11: the quorum is a majority of the kit's sites (here set: 2); one participation line per round
+    # the quorum is a majority of the kit's sites (here set: 2); one participation line per round
     words = " ".join(output.split())
     assert "quorum 2 of 2 sites" in words
     for server_round in (0, 1, 2):

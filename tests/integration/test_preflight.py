@@ -18,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from deploy.kits import certificates as certs
-from deploy.kits.provision import provision, read_spec
+from deploy.kits.federation_spec import read_spec
+from deploy.kits.provision import provision
 from deploy.processes import free_port
 from deploy.site.preflight import check_coordinator, check_kit
 from models.shared.atomic import atomic_write_bytes

@@ -1,4 +1,4 @@
-"""Each training option of a real tiny simulation does what it claims (issue 13).
+"""Each training option of a real tiny simulation does what it claims (strategies, local-norm, local baseline, fp16 transport, central DP).
 
 Runs (tiny_capture_run: the same 2-site federation and settings, every site reply captured; one session each).
 Under the sites' default disclosure policy hospital-a trains and reports; hospital-b has too few cases, so it

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.synth.federation import write_federation
-from deploy.kits.provision import provision, read_spec
+from deploy.kits.federation_spec import read_spec
+from deploy.kits.provision import provision
 from deploy.processes import (
     StartedProcess,
     free_port,

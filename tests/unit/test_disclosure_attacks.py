@@ -1,6 +1,6 @@
 """Playing the coordinator against a site, with everything the site's replies contain (and nothing else).
 
-(a) n = 5 … 30: quartiles + mean + a replayed bootstrap CI (the reconstruction of issue 10) recover no case value
+(a) n = 5 … 30: quartiles + mean + a replayed bootstrap CI (the reconstruction from sorted case values) recover no case value
     from what a site now sends; the same attack recovers every value from what a site used to send (control).
 (b) Two runs with another seed at the same site (same work folder), cases added in between, a case lost:
     differencing their replies gives no case value. The coordinator's run configs also carry a `val-fraction`: no

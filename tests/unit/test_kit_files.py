@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.kits.provision import provision, read_spec
+from deploy.kits.federation_spec import read_spec
+from deploy.kits.provision import provision
 from deploy.kits.site_keys import generate_site_keys
 
 PINNED = re.compile(r"^[A-Za-z0-9._-]+(\[[A-Za-z0-9,._-]+\])?==[0-9][A-Za-z0-9.+!-]*$")

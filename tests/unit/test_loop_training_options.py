@@ -1,4 +1,4 @@
-"""Issue 13's options in the coordinator's federated loop (server_app.app.run_federation) against scripted sites:
+"""The training options in the coordinator's federated loop (server_app.app.run_federation) against scripted sites:
 float16 replies pass the reply checks and are aggregated in float32, each site's record carries its bytes per
 round, and with central DP the ε spent so far; the strategy's state is in the round checkpoint."""
 

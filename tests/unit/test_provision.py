@@ -19,7 +19,8 @@ from deploy.flower_env import app_directory
 from deploy.kits import certificates as certs
 from deploy.kits.app_approval import read_allow_list
 from deploy.kits.contents import KitError, read_coordinator_kit, read_site_kit
-from deploy.kits.provision import SpecError, provision, read_spec
+from deploy.kits.federation_spec import SpecError, read_spec
+from deploy.kits.provision import provision
 from deploy.kits.release_fab import build_fab, read_fab, sha256_hex
 from deploy.kits.site_keys import generate_site_keys
 from models.shared.atomic import atomic_write_bytes

@@ -8,7 +8,8 @@ import pytest
 
 from deploy.coordinator.run_submission import plan_resume, plan_run
 from deploy.kits.contents import read_coordinator_kit
-from deploy.kits.provision import provision, read_spec
+from deploy.kits.federation_spec import read_spec
+from deploy.kits.provision import provision
 from models.presets import build_model
 from models.weights import save_checkpoint, to_record
 from server_app.rounds.round_checkpoint import CHECKPOINT_FILE
