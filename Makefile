@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
 
-.PHONY: install demo test test-slow bench bench-quick lint clean-demo
+.PHONY: install system-packages demo test test-slow bench bench-quick lint clean-demo
 
 install: $(VENV)/.installed
 
@@ -16,18 +16,23 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
+# The Debian packages the tests use (browser, OCR, nginx, dicom3tools): installed when root and apt-get can, else one
+# `error:` line naming them, before any test runs.
+system-packages:
+	@PATH="$$PATH:/usr/sbin" bash tests/support/system_packages.sh
+
 demo: install
 	@test -d $(DEMO)/data || $(BIN)/oncofed synth --out $(DEMO)/data --sites 3 --preset demo --seed 0
 	$(BIN)/oncofed simulate --data $(DEMO)/data --out $(DEMO)/runs/$$(date +%Y%m%d-%H%M%S) --rounds 8 --preset small
 
 # Style and the import contract first (seconds), then the tests: unit and integration; `slow` ones are separate.
-test: install
+test: install system-packages
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
-test-slow: install
+test-slow: install system-packages
 	$(BIN)/pytest -q -m slow
 
 # Benchmarks: each script prints RATIO lines and appends to bench/RESULTS.md (see bench/README.md).
