@@ -95,6 +95,8 @@ class CoordinatorKit:
     release_fab: str
     """The release FAB, relative to the kit: what `oncofed run` submits and every site kit pre-approves."""
     release_sha256: str
+    allowed_networks: tuple[str, ...] = ()
+    """When set, the only client networks (CIDR) the proxy lets in (the federation spec's `allowed-networks`)."""
 
     @property
     def ca_certificate(self) -> Path:
@@ -162,6 +164,7 @@ class CoordinatorKit:
             "sites": self.sites,
             "release-fab": self.release_fab,
             "release-sha256": self.release_sha256,
+            "allowed-networks": list(self.allowed_networks),
         }
 
 
@@ -181,6 +184,7 @@ def read_coordinator_kit(root: Path) -> CoordinatorKit:
         flwr_version=_field(manifest, "flwr-version", str, path),
         release_fab=_field(manifest, "release-fab", str, path),
         release_sha256=_field(manifest, "release-sha256", str, path),
+        allowed_networks=tuple(manifest.get("allowed-networks", [])),
     )
     needed = [
         kit.ca_certificate,

@@ -9,6 +9,7 @@ SPEC.toml::
     port = 8443                      # the public port: the proxy (nginx, TLS), the only one sites reach
     superlink-port = 8444            # optional (default: port + 1): the SuperLink itself, on 127.0.0.1 only
     bind-host = "0.0.0.0"            # optional: the interface the proxy listens on
+    allowed-networks = ["10.20.0.0/16", "192.0.2.7/32"]   # optional: only these reach the public port
 
     [sites.hospital-a]
     public-key = "keys/hospital-a.pub"   # the .pub the hospital sent; relative to this file
@@ -52,6 +53,8 @@ class FederationSpec:
     """0: port + 1."""
     public_keys: dict[str, Path] = field(default_factory=dict)
     """site → the public key file the hospital sent (absolute)."""
+    allowed_networks: tuple[str, ...] = ()
+    """The sites' networks (CIDR): when set, the proxy refuses every other client (empty: any address)."""
 
     @property
     def server_names(self) -> list[str]:
@@ -127,6 +130,7 @@ def read_spec(path: Path) -> FederationSpec:
             f"{path}: [coordinator] `bind-host` is {bind_host!r}, expected an IP address "
             "(0.0.0.0 for every interface)"
         )
+    allowed_networks = _networks(coordinator.get("allowed-networks", []), path)
     sites, public_keys = _read_sites(table.get("sites"), path)
     return FederationSpec(
         federation=federation,
@@ -136,7 +140,26 @@ def read_spec(path: Path) -> FederationSpec:
         bind_host=bind_host,
         sites=sites,
         public_keys=public_keys,
+        allowed_networks=allowed_networks,
     )
+
+
+def _networks(value: object, path: Path) -> tuple[str, ...]:
+    """`allowed-networks`: a list of CIDR networks (an address alone is one host), normalised."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise SpecError(
+            f'{path}: [coordinator] `allowed-networks` must be a list of networks, e.g. ["10.20.0.0/16"]'
+        )
+    networks = []
+    for item in value:
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SpecError(
+                f"{path}: [coordinator] `allowed-networks` entry {item!r} is not a network (CIDR like 10.20.0.0/16, "
+                "or one address)"
+            ) from None
+    return tuple(dict.fromkeys(networks))
 
 
 def _read_sites(sites: object, path: Path) -> tuple[list[str], dict[str, Path]]:

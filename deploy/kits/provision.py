@@ -17,6 +17,7 @@ SPEC.toml::
     port = 8443                      # the public port: the proxy (nginx, TLS), the only one sites reach
     superlink-port = 8444            # optional (default: port + 1): the SuperLink itself, on 127.0.0.1 only
     bind-host = "0.0.0.0"            # optional: the interface the proxy listens on
+    allowed-networks = ["10.20.0.0/16"]   # optional: only these client networks reach the public port
 
     [sites.hospital-a]
     public-key = "keys/hospital-a.pub"   # the .pub the hospital sent; relative to this file
@@ -126,6 +127,7 @@ def provision(
         port=spec.port,
         superlink_port=spec.internal_port,
         bind_host=spec.bind_host,
+        allowed_networks=spec.allowed_networks,
         addresses=spec.server_names,
         sites=[*earlier, *(s for s in sites if s not in earlier)],
         flwr_version=flwr_version,

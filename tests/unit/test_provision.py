@@ -312,6 +312,17 @@ def test_a_coordinator_kit_holding_the_ca_key_is_refused(provisioned, tmp_path):
             "equals `port`",
         ),
         ("federation = [", "is not valid TOML"),
+        (
+            'sites = ["a"]\nfederation = "x"\n[coordinator]\naddresses = ["a"]\nport = 8\nallowed-networks = "10/8"\n',
+            "must be a list of networks",
+        ),
+        (
+            (
+                'sites = ["a"]\nfederation = "x"\n[coordinator]\naddresses = ["a"]\nport = 8\n'
+                'allowed-networks = ["10.0.0.0/33"]\n'
+            ),
+            "entry '10.0.0.0/33' is not a network",
+        ),
     ],
 )
 def test_spec_errors_name_the_file_and_the_key(tmp_path, text, expected):
@@ -375,3 +386,15 @@ def test_rerun_refuses_a_coordinator_key_that_is_not_the_kits(provisioned, tmp_p
     (out / "coordinator" / "site-keys" / "hospital-b.pub").write_bytes(stranger)
     with pytest.raises(SpecError, match=r"hospital-b\.pub .* is not the key of the kit"):
         provision(read_spec(out.parent / "spec.toml"), out)
+
+
+def test_the_sites_networks_reach_the_coordinator_kit_and_its_proxy(tmp_path):
+    text = spec_text(["hospital-a"]).replace(
+        "[coordinator]\n", '[coordinator]\nallowed-networks = ["10.20.0.9/16", "192.0.2.7"]\n', 1
+    )
+    spec = read_spec(write(tmp_path / "spec.toml", text))
+    assert spec.allowed_networks == ("10.20.0.0/16", "192.0.2.7/32")
+    provision(spec, tmp_path / "out", generate_site_keys=True)
+    kit = read_coordinator_kit(tmp_path / "out" / "coordinator")
+    assert kit.allowed_networks == ("10.20.0.0/16", "192.0.2.7/32")
+    assert "allow 10.20.0.0/16;" in (kit.proxy_folder / "nginx.conf").read_text()

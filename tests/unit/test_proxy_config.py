@@ -1,11 +1,12 @@
 """The coordinator's nginx configuration: what it lets through to the SuperLink and what it does not. nginx
 itself (its `-t` check, and requests through it) is exercised in tests/integration/test_deployment.py."""
 
+import dataclasses
 import re
 from pathlib import Path
 
 from deploy.kits.contents import CoordinatorKit
-from deploy.kits.proxy_config import FLEET_PATH, render_config
+from deploy.kits.proxy_config import DEFAULT_LIMITS, FLEET_PATH, render_config
 
 
 def kit(tmp_path: Path, bind_host: str = "0.0.0.0") -> CoordinatorKit:
@@ -72,3 +73,41 @@ def test_every_file_nginx_writes_is_in_the_kit(tmp_path):
 
 def test_ipv6_bind_host(tmp_path):
     assert "listen [::1]:8443 ssl;" in render_config(kit(tmp_path, "::1"))
+
+
+def _server_access_rules(config: str) -> list[tuple[str, str]]:
+    """The server block's own allow/deny rules (not those inside a location's limit_except)."""
+    server = config.split("server {", 1)[1]
+    return re.findall(r"^ {8}(allow|deny) ([^;]+);", server, flags=re.MULTILINE)
+
+
+def test_idle_and_greedy_clients_are_bounded(tmp_path):
+    config = render_config(kit(tmp_path))
+    limits = DEFAULT_LIMITS
+    assert f"worker_connections {limits.worker_connections};" in config and limits.worker_connections >= 4096
+    assert (
+        f"worker_rlimit_nofile {limits.open_files};" in config
+        and limits.open_files >= 2 * limits.worker_connections
+    )
+    assert f"client_header_timeout {limits.header_timeout_s}s;" in config and limits.header_timeout_s <= 15
+    for directive in ("client_body_timeout", "send_timeout", "keepalive_timeout", "proxy_read_timeout"):
+        assert re.search(rf"{directive} \d+s;", config), directive
+    assert "600s" not in config
+    assert f"limit_conn per_client_connections {limits.connections_per_client};" in config
+    assert f"zone=per_client_requests:10m rate={limits.requests_per_second}r/s" in config
+    assert "limit_req zone=per_client_requests" in config
+
+
+def test_without_an_allow_list_any_address_may_connect(tmp_path):
+    assert _server_access_rules(render_config(kit(tmp_path))) == []
+
+
+def test_an_allow_list_lets_in_only_the_sites_networks_and_this_host(tmp_path):
+    networked = dataclasses.replace(kit(tmp_path), allowed_networks=("10.20.0.0/16", "192.0.2.7/32"))
+    assert _server_access_rules(render_config(networked)) == [
+        ("allow", "10.20.0.0/16"),
+        ("allow", "192.0.2.7/32"),
+        ("allow", "127.0.0.1"),
+        ("allow", "::1"),
+        ("deny", "all"),
+    ]
