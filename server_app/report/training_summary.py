@@ -1,4 +1,4 @@
-"""The report's numbers about how the model was trained (issue 13), from metrics.jsonl and the run config alone:
+"""The report's numbers about how the model was trained, from metrics.jsonl and the run config alone:
 strategy and its settings, the local-only baselines, bytes per round, privacy spent, and sharp drops of the
 pooled Dice between rounds.
 """

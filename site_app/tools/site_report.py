@@ -12,7 +12,6 @@ import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from html import escape
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ from site_app.learning.validation import CaseEvaluation, evaluate_case
 from site_app.learning.work_records import LATEST_MODEL, read_validation_context
 from site_app.site_log import site_logger
 from site_app.tools.overlays import overlay_png
+from site_app.tools.site_report_template import render_site_page
 
 REPORT_FOLDER = Path("reports")
 DIGITS = {"hd95": 1, "avd": 2}
@@ -139,68 +139,31 @@ def per_case_csv(rows: list[CaseRow], regions: Mapping[str, tuple[int, ...]]) ->
     return buffer.getvalue()
 
 
-STYLE = """
-body { font-family: "DejaVu Sans", Arial, sans-serif; margin: 2em auto; max-width: 1150px; padding: 0 1.5em;
-       font-size: 14px; color: #1a1a1a; }
-table { border-collapse: collapse; margin: 0.8em 0; } th, td { border: 1px solid #c8c8c8; padding: 0.25em 0.5em;
-text-align: right; font-size: 0.92em; } th { background: #eef3f8; }
-td.case { text-align: left; font-weight: 600; white-space: nowrap; }
-.local { background: #fff6e8; border: 1px solid #e0b070; padding: 0.6em 0.9em; } img { max-width: 100%; }
-code { font-size: 0.9em; } @media print { .case-figure { break-inside: avoid; } }
-"""
-
-
-def _region_cell(metrics: Mapping[str, float], region: str) -> str:
-    values = " · ".join(
-        f"{name} {metrics[region_key(name, region)]:.{DIGITS.get(name, 3)}f}" for name in METRICS
-    )
-    found, labelled = (
-        metrics[f"lesions-tp-{region}"],
-        metrics[f"lesions-tp-{region}"] + metrics[f"lesions-fn-{region}"],
-    )
-    return f"{values}<br><small>lesions {found:.0f}/{labelled:.0f}, false {metrics[f'lesions-fp-{region}']:.0f}</small>"
+def site_page(rows: list[CaseRow], regions: Mapping[str, tuple[int, ...]], header: dict[str, str]) -> dict:
+    """What the site report shows, as plain data: the header, the regions, each case (worst first; a case that
+    failed has no metrics, only its problem) with its overlay as a data URI, and the metric settings."""
+    cases = []
+    for rank, row in enumerate(rows, start=1):
+        case = {"rank": rank, "case_id": row.case_id, "problem": row.problem, "metrics": None}
+        if row.evaluation is not None:
+            case |= {
+                "metrics": row.evaluation.metrics,
+                "mean_dice": mean_dice(row.evaluation.metrics, regions),
+                "spacing_mm": list(row.evaluation.spacing_mm),
+                "overlay": f"data:image/png;base64,{base64.b64encode(row.overlay).decode('ascii')}",
+            }
+        cases.append(case)
+    return {
+        "header": header,
+        "regions": list(regions),
+        "digits": DIGITS,
+        "cases": cases,
+        "settings": metric_settings(),
+    }
 
 
 def render_site_report(
     rows: list[CaseRow], regions: Mapping[str, tuple[int, ...]], header: dict[str, str]
 ) -> str:
     """Self-contained HTML: the per-case table, then each case's overlay, worst first."""
-    head = "".join(f"<th>{escape(region.upper())}</th>" for region in regions)
-    table_rows, figures = [], []
-    for rank, row in enumerate(rows, start=1):
-        case = escape(row.case_id)
-        if row.evaluation is None:
-            table_rows.append(
-                f'<tr><td>{rank}</td><td class="case">{case}</td>'
-                f'<td colspan="{len(regions) + 2}">not validated: {escape(row.problem)}</td></tr>'
-            )
-            continue
-        m = row.evaluation.metrics
-        cells = "".join(f"<td>{_region_cell(m, region)}</td>" for region in regions)
-        spacing = "×".join(f"{s:g}" for s in row.evaluation.spacing_mm)
-        table_rows.append(
-            f'<tr><td>{rank}</td><td class="case"><a href="#case-{rank}">{case}</a></td>'
-            f"<td>{mean_dice(m, regions):.3f}</td>{cells}<td>{spacing}</td></tr>"
-        )
-        image = base64.b64encode(row.overlay).decode("ascii")
-        figures.append(
-            f'<div class="case-figure" id="case-{rank}"><h3>{rank}. {case}</h3>'
-            f'<img alt="{case} overlays" src="data:image/png;base64,{image}"></div>'
-        )
-    meta = "".join(f"<li>{escape(k)}: <code>{escape(v)}</code></li>" for k, v in header.items())
-    settings = "".join(
-        f"<li>{escape(k)}: <code>{escape(v)}</code></li>" for k, v in metric_settings().items()
-    )
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Site report: '
-        f"{escape(header['site'])}</title><style>{STYLE}</style></head><body>"
-        f"<h1>Site validation report: {escape(header['site'])}</h1>"
-        '<p class="local">This report names cases and shows their images. It was written only into this '
-        "site's work folder and is never sent to the coordinator.</p>"
-        f"<ul>{meta}</ul><h2>Cases, worst first</h2><p>Metrics on each case's native grid, per region: Dice, "
-        "HD95 (mm), surface Dice (nsd), absolute volume difference (avd, mL), sensitivity, precision, lesions "
-        "found/labelled and false lesions. Overlays on the evaluation grid (RAS, isotropic): label solid, "
-        f"prediction dashed.</p><table><tr><th>#</th><th>Case</th><th>mean Dice</th>{head}"
-        f"<th>voxel (mm)</th></tr>{''.join(table_rows)}</table>"
-        f"<h2>Overlays</h2>{''.join(figures)}<h2>Metric settings</h2><ul>{settings}</ul></body></html>\n"
-    )
+    return render_site_page(site_page(rows, regions, header))
