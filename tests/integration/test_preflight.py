@@ -193,10 +193,23 @@ def test_missing_or_unparsable_key_is_named(kit, tmp_path):
     assert result.problem == "key-invalid" and "not an unencrypted OpenSSH private key" in result.message
 
 
-def test_readable_private_key_is_a_warning(kit):
+def test_a_private_key_readable_by_others_is_an_error(kit):
     (kit / "keys" / "site.key").chmod(0o644)
     result = by_check(check_kit(kit, timeout_s=1))["site key"]
-    assert (result.status, result.problem) == ("warning", "key-permissions") and "chmod 600" in result.message
+    assert (result.status, result.problem) == ("error", "key-permissions") and "chmod 600" in result.message
+
+
+def test_site_start_refuses_a_private_key_readable_by_others(kit):
+    """The careless admin: the key was copied with a umask of 022. Nothing starts; the fix is named."""
+    key = kit / "keys" / "site.key"
+    key.chmod(0o644)
+    try:
+        result = CliRunner().invoke(app, ["site", "start", "--kit", str(kit)], env={"COLUMNS": "200"})
+    finally:
+        key.chmod(0o600)
+    assert result.exit_code == ExitCode.BAD_INPUT, result.output
+    assert f"chmod 600 {key}" in result.output
+    assert "connecting to" not in result.output
 
 
 def test_approved_apps(kit):

@@ -27,7 +27,9 @@ from deploy.kits.proxy_config import ProxyLimits, render_config
 from deploy.processes import free_port, start_process
 from server_app.run_record.run_folder import COMPLETED, SUMMARY_FILE, read_json
 
-pytestmark = pytest.mark.slow  # a 2-site deployment and a run under attack: minutes (the config: test_proxy_config)
+pytestmark = (
+    pytest.mark.slow
+)  # a 2-site deployment and a run under attack: minutes (the config: test_proxy_config)
 
 IDLE_CONNECTIONS = 1000
 ATTACKER_ADDRESS = "127.0.0.2"
