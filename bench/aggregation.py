@@ -1,9 +1,9 @@
 """Aggregation: the coordinator's weighted mean of N site updates, against a plain copy of the same bytes.
 
 For the default model and a 19 M-parameter UNet, N ∈ {4, 16, 64} train replies (ArrayRecords, as they arrive
-from the sites) are checked and averaged as the coordinator does (server_app.rounds.reply_checks, then SiteFedAvg with
-server_app.strategies.fast_mean's weighted mean)
-and by Flower's FedAvg alone. The baseline is numpy copying the same array payloads in this process.
+from the sites) are checked and averaged as the coordinator does (server_app.rounds.reply_checks, then the run's
+strategy for the default settings, fedavg with server_app.strategies.fast_mean's weighted mean) and by Flower's
+FedAvg alone. The baseline is numpy copying the same array payloads in this process.
 With --device cuda, a torch weighted mean of the same updates held on the GPU is set against a GPU copy.
 """
 
@@ -32,9 +32,11 @@ from monai.networks.nets import UNet
 
 from models.presets import build_model
 from models.shared.labels import NUM_CLASSES
+from models.shared.run_config import defaults
+from server_app.coordinator_settings import StrategySettings
 from server_app.rounds.loop import ALL_SELECTED
 from server_app.rounds.reply_checks import model_spec, train_reply_problem
-from server_app.strategies.checked_fedavg import SiteFedAvg
+from server_app.strategies.registry import build_strategy
 
 LARGE_CHANNELS = (32, 64, 128, 256, 512)
 """A 3D UNet of the presets' shape with 19.2 M parameters: the '20 M-parameter model'."""
@@ -159,7 +161,7 @@ def measure(
     """Time the coordinator's aggregation, Flower's, and copies of the same bytes, for these replies."""
     n_sites = len(replies)
     nodes = {"min_train_nodes": n_sites, "min_evaluate_nodes": n_sites, "min_available_nodes": n_sites}
-    strategy = SiteFedAvg(**ALL_SELECTED)
+    strategy = build_strategy(StrategySettings.from_run_config(defaults()), n_sites, **ALL_SELECTED).run
     spec = model_spec(ArrayRecord(model.state_dict()))
 
     def checked_mean() -> None:
@@ -231,7 +233,8 @@ def main() -> None:
         ),
         (
             "SiteFedAvg = the coordinator's path: server_app.rounds.reply_checks on every reply (record names, array names,"
-            " dtypes, shapes, finiteness), then server_app.strategies.checked_fedavg.SiteFedAvg: server_app.strategies.fast_mean's weighted"
+            " dtypes, shapes, finiteness), then the run's strategy for the default settings (server_app.strategies.registry):"
+            " server_app.strategies.fast_mean's weighted"
             " mean (each array read in place from the message bytes, one fused BLAS saxpy pass per update into a"
             " float32 accumulator, finiteness checked on the result);"
             " FedAvg = flwr.serverapp.strategy.FedAvg.aggregate_train alone (numpy, one thread)."

@@ -41,8 +41,6 @@ from models.shared.run_config import (
     WAIT_FOR_SITES_S,
 )
 
-SERVER_OPTIMIZERS = ("fedadam", "fedyogi")
-"""The strategies that step a server optimizer on the averaged update (server-lr, beta1, beta2, tau)."""
 DP_STRATEGIES = ("fedavg", "fedprox")
 """The strategies central DP may wrap: Flower's fixed-clipping noise is calibrated for a plain mean only."""
 

@@ -13,12 +13,9 @@ update is (an overflow to infinity is refused too). Only when it is not are the 
 import io
 import math
 from collections.abc import Sequence
-from logging import WARNING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, MetricRecord
-from flwr.common.logger import log
-from flwr.serverapp.strategy import FedAvg
+from flwr.app import Array, ArrayRecord
 from scipy.linalg.blas import saxpy
 from threadpoolctl import threadpool_limits
 
@@ -129,46 +126,3 @@ def _non_finite(records: Sequence[ArrayRecord]) -> dict[int, str]:
                 bad[index] = name
                 break
     return bad
-
-
-class FastMean(FedAvg):
-    """FedAvg's `aggregate_train` with `weighted_mean` in place of Flower's array aggregation.
-
-    Placed just above FedAvg in a strategy's bases (`class S(SiteFedAvg, FedAdam, FastMean)`), so that a server
-    optimizer's `aggregate_train` still receives the plain weighted mean from `super()`. An update with non-finite
-    values is dropped (`reject_reply` logs it) and the mean is taken over the others. With `uniform_weights`
-    every site counts the same (central DP) instead of by `num-examples`.
-    """
-
-    uniform_weights = False
-    latest_mean: ArrayRecord | None = None
-    """The last plain weighted mean (a server optimizer's input), for arrays the optimizer must not touch."""
-
-    def aggregate_train(
-        self, server_round: int, replies: Sequence[Message] | object
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid, _ = self._check_and_log_replies(list(replies), is_train=True)  # type: ignore[arg-type]
-        while valid:
-            contents = [m.content for m in valid]
-            try:
-                arrays = weighted_mean(
-                    [next(iter(c.array_records.values())) for c in contents],
-                    [
-                        1.0
-                        if self.uniform_weights
-                        else float(next(iter(c.metric_records.values()))[self.weighted_by_key])
-                        for c in contents
-                    ],
-                )
-            except NonFiniteUpdate as error:
-                for index, name in error.bad.items():
-                    self.reject_reply(valid[index], f"weights of {name!r} are not finite")
-                valid = [m for i, m in enumerate(valid) if i not in error.bad]
-                continue
-            self.latest_mean = arrays
-            return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
-        return None, None
-
-    def reject_reply(self, reply: Message, problem: str) -> None:
-        """Log a dropped reply (strategies that know the sites' names override this)."""
-        log(WARNING, "Dropping the reply of node %s: %s", reply.metadata.src_node_id, problem)

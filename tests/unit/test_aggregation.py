@@ -5,11 +5,13 @@ the loop files a site's declined, refused or suppressed reply: test_federated_lo
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import Strategy
+from strategy_rounds import settings_of
 
 from models.presets import build_model
 from models.weights import load_record, to_record
 from server_app.rounds.loop import ALL_SELECTED
-from server_app.strategies.checked_fedavg import SiteFedAvg
+from server_app.strategies.registry import build_strategy
 from site_app.disclosure.validation_replies import refused_evaluation
 
 
@@ -19,8 +21,9 @@ def reply_from(node_id: int, arrays: ArrayRecord, metrics: dict) -> Message:
 
 
 @pytest.fixture
-def strategy(flower_task) -> SiteFedAvg:
-    return SiteFedAvg(**ALL_SELECTED)
+def strategy(flower_task) -> Strategy:
+    """The run's strategy with the app's default settings (fedavg)."""
+    return build_strategy(settings_of(), 2, **ALL_SELECTED).run
 
 
 def test_global_weights_are_the_example_weighted_mean(strategy):

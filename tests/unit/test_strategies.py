@@ -1,10 +1,9 @@
 """The coordinator's strategies: the fast weighted mean equals Flower's, FedAdam's state survives a save/load,
-a bad strategy setting is refused naming it, central DP is calibrated and accounted, and weights travel in the
-transport dtype."""
+a bad strategy setting is refused naming it, central DP is calibrated and accounted, weights travel in the
+transport dtype, and each run gets its base strategy inside the wrappers its settings call for."""
 
 import io
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,32 +16,30 @@ from flwr.serverapp import (
     RdpAccountant,
     SamplingMethod,
 )
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, FedProx, FedYogi
+from strategy_rounds import settings_of, sites_grid, train_round
 
 from models.presets import build_model
-from models.shared.run_config import RunConfigError, defaults
+from models.shared.run_config import STRATEGIES, RunConfigError, defaults
 from models.transport import as_sent, decode, encode, message_bytes
 from models.weights import to_record
 from server_app.coordinator_settings import StrategySettings
+from server_app.rounds.loop import ALL_SELECTED
+from server_app.strategies.base import BASE_STRATEGIES, Named
+from server_app.strategies.central_dp import CentralDp
 from server_app.strategies.fast_mean import array_view, weighted_mean
-from server_app.strategies.registry import SiteFedAdam, SiteFedYogi, build_strategy
-
-REPO = Path(__file__).resolve().parents[2]
+from server_app.strategies.mean_wrapper import FastMean
+from server_app.strategies.pooled_evaluation import PooledEvaluation
+from server_app.strategies.registry import build_strategy
+from server_app.strategies.server_optimizer import ServerOptimizer
+from server_app.strategies.transport import Transport
+from server_app.strategies.wrapper import layers
 
 
 def reply_from(node_id: int, arrays: ArrayRecord, n_examples: int) -> Message:
     request = Message(RecordDict(), dst_node_id=node_id, message_type="train")
     metrics = MetricRecord({"train-loss": 0.5, "num-examples": n_examples})
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=request)
-
-
-def site_kwargs(tmp_path: Path, keys) -> dict:
-    """Strategy arguments (the federated loop checks the replies and files the records, not the strategy)."""
-    return {
-        "min_train_nodes": 2,
-        "min_evaluate_nodes": 2,
-        "min_available_nodes": 2,
-    }
 
 
 def test_the_fast_mean_equals_flowers_fedavg(flower_task):
@@ -77,41 +74,38 @@ def test_array_view_reads_the_message_bytes_without_copying():
         assert not view.flags.owndata and not view.flags.writeable
 
 
-def adam_round(strategy, current: ArrayRecord, replies: list[Message], server_round: int) -> ArrayRecord:
-    strategy.current_arrays = {k: v.numpy() for k, v in current.items()}  # what configure_train records
-    arrays, _ = strategy.aggregate_train(server_round, replies)
-    return arrays
+def models(*seeds: int) -> list[ArrayRecord]:
+    return [to_record(build_model("tiny", seed=seed)) for seed in seeds]
 
 
-@pytest.mark.parametrize("cls", [SiteFedAdam, SiteFedYogi])
-def test_the_server_optimizer_state_survives_a_save_and_load(tmp_path, flower_task, cls):
-    start = to_record(build_model("tiny", seed=0))
-    keys = start.keys()
-    knobs = {"eta": 0.01, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}
-    first = [reply_from(11, to_record(build_model("tiny", seed=s)), n) for s, n in ((1, 3), (2, 5))]
-    second = [reply_from(11, to_record(build_model("tiny", seed=s)), n) for s, n in ((3, 3), (4, 5))]
+@pytest.mark.parametrize("strategy", ["fedadam", "fedyogi"])
+def test_the_server_optimizer_state_survives_a_save_and_load(flower_task, strategy):
+    settings = settings_of(strategy=strategy, server_lr=0.01)
+    (start,) = models(0)
+    first = list(zip(models(1, 2), (3, 5), strict=True))
+    second = list(zip(models(3, 4), (3, 5), strict=True))
 
-    original = cls(**site_kwargs(tmp_path / "a", keys), **knobs)
-    after_one = adam_round(original, start, first, 1)
+    original = build_strategy(settings, 2, **ALL_SELECTED).run
+    after_one, _ = train_round(original, 1, start, first)
     buffer = io.BytesIO()
     torch.save(original.state_dict(), buffer)
     saved = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
-    resumed = cls(**site_kwargs(tmp_path / "b", keys), **knobs)
+    assert saved["strategy"] == strategy and set(saved["m_t"]) == set(start.keys())
+    resumed = build_strategy(settings, 2, **ALL_SELECTED).run
     resumed.load_state_dict(saved)
-    fresh = cls(**site_kwargs(tmp_path / "c", keys), **knobs)
+    fresh = build_strategy(settings, 2, **ALL_SELECTED).run
 
-    expected = adam_round(original, after_one, second, 2)
-    continued = adam_round(resumed, after_one, second, 2)
-    restarted = adam_round(fresh, after_one, second, 2)
-    for name in keys:
+    expected, _ = train_round(original, 2, after_one, second)
+    continued, _ = train_round(resumed, 2, after_one, second)
+    restarted, _ = train_round(fresh, 2, after_one, second)
+    for name in start:
         np.testing.assert_array_equal(continued[name].numpy(), expected[name].numpy())
-    assert any(not np.array_equal(restarted[n].numpy(), expected[n].numpy()) for n in keys)
+    assert any(not np.array_equal(restarted[n].numpy(), expected[n].numpy()) for n in start)
 
 
-def test_a_saved_state_of_another_strategy_is_refused(tmp_path):
-    keys = to_record(build_model("tiny")).keys()
-    adam = SiteFedAdam(**site_kwargs(tmp_path / "a", keys))
-    yogi = SiteFedYogi(**site_kwargs(tmp_path / "b", keys))
+def test_a_saved_state_of_another_strategy_is_refused():
+    adam = build_strategy(settings_of(strategy="fedadam"), 2, **ALL_SELECTED).run
+    yogi = build_strategy(settings_of(strategy="fedyogi"), 2, **ALL_SELECTED).run
     with pytest.raises(ValueError, match="'fedadam'.*'fedyogi'"):
         yogi.load_state_dict(adam.state_dict())
 
@@ -165,27 +159,22 @@ def test_float16_transport_halves_the_bytes_and_round_trips_to_what_the_site_tra
         encode(huge, "float16")
 
 
-def test_the_server_optimizer_steps_float_arrays_only(tmp_path, flower_task):
+def test_the_server_optimizer_steps_float_arrays_only(flower_task):
     def record(weight: float, count: int) -> ArrayRecord:
         return ArrayRecord(
             {"w": Array(np.full(3, weight, np.float32)), "count": Array(np.array([count], np.int64))}
         )
 
-    adam = SiteFedAdam(**site_kwargs(tmp_path, ["w", "count"]), eta=0.5)
-    replies = [reply_from(11, record(1.0, 10), 1), reply_from(12, record(3.0, 20), 1)]
-    arrays = adam_round(adam, record(0.0, 0), replies, 1)
+    adam = build_strategy(settings_of(strategy="fedadam", server_lr=0.5), 2, **ALL_SELECTED).run
+    arrays, _ = train_round(adam, 1, record(0.0, 0), [(record(1.0, 10), 1), (record(3.0, 20), 1)])
     assert arrays["count"].numpy().tolist() == [15] and arrays["count"].numpy().dtype == np.int64
     assert not np.allclose(arrays["w"].numpy(), 2.0)  # the optimizer's step, not the mean
 
 
-def test_central_dp_clips_each_update_adds_calibrated_noise_and_accounts_epsilon_per_round(
-    tmp_path, flower_task
-):
-    settings = StrategySettings.from_run_config(
-        {**defaults(), "dp-noise-multiplier": 0.8, "dp-clipping-norm": 0.1}
-    )
-    start = to_record(build_model("tiny", seed=0))
-    strategies = build_strategy(settings, 2, **site_kwargs(tmp_path, start.keys()))
+def test_central_dp_clips_each_update_adds_calibrated_noise_and_accounts_epsilon_per_round(flower_task):
+    settings = settings_of(dp_noise_multiplier=0.8, dp_clipping_norm=0.1)
+    (start,) = models(0)
+    strategies = build_strategy(settings, 2, **ALL_SELECTED)
     accountant = RdpAccountant(
         PrivacyConfig(
             target_delta=settings.dp_delta,
@@ -197,10 +186,8 @@ def test_central_dp_clips_each_update_adds_calibrated_noise_and_accounts_epsilon
     flat_start = np.concatenate([a.numpy().ravel() for a in start.values()])
     epsilons, expected = [], []
     for server_round in (1, 2):
-        updates = [to_record(build_model("tiny", seed=s)) for s in (server_round, 10 + server_round)]
-        strategies.run.current_arrays = start  # what configure_train records
-        replies = [reply_from(11 + i, r, n) for i, (r, n) in enumerate(zip(updates, (3, 9), strict=True))]
-        arrays, _ = strategies.run.aggregate_train(server_round, replies)
+        updates = models(server_round, 10 + server_round)
+        arrays, _ = train_round(strategies.run, server_round, start, list(zip(updates, (3, 9), strict=True)))
         clipped = []
         for update in updates:  # each site's update clipped to the norm; equal weights, not 3 : 9
             delta = np.concatenate([update[k].numpy().ravel() for k in start]) - flat_start
@@ -214,3 +201,59 @@ def test_central_dp_clips_each_update_adds_calibrated_noise_and_accounts_epsilon
         expected.append(accountant.get_privacy_spent().epsilon)
     assert epsilons == pytest.approx(expected, rel=1e-12) and epsilons[0] < epsilons[1]
     assert strategies.privacy(1)["delta"] == settings.dp_delta
+    assert build_strategy(settings_of(), 2, **ALL_SELECTED).privacy(1) is None  # no central DP, no ε
+
+
+def test_the_base_strategies_are_the_run_configs_choices():
+    assert tuple(BASE_STRATEGIES) == STRATEGIES
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, [Transport, FastMean, PooledEvaluation, Named, FedAvg]),
+        ({"strategy": "fedprox"}, [Transport, FastMean, PooledEvaluation, Named, FedProx]),
+        ({"strategy": "fedyogi"}, [Transport, FastMean, PooledEvaluation, Named, ServerOptimizer, FedYogi]),
+        ({"dp_noise_multiplier": 1.0}, [Transport, CentralDp, FastMean, PooledEvaluation, Named, FedAvg]),
+    ],
+)
+def test_each_run_gets_its_base_strategy_inside_the_wrappers_its_settings_call_for(overrides, expected):
+    run = build_strategy(settings_of(**overrides), 3, **ALL_SELECTED).run
+    assert [type(layer) for layer in layers(run)] == expected
+    fast_mean = next(layer for layer in layers(run) if isinstance(layer, FastMean))
+    assert fast_mean.uniform_weights == ("dp_noise_multiplier" in overrides)  # central DP: equal weights
+
+
+@pytest.mark.parametrize("strategy", list(BASE_STRATEGIES))
+def test_weights_leave_in_the_transport_dtype_and_the_strategy_keeps_what_the_sites_received(
+    flower_task, strategy
+):
+    settings = settings_of(strategy=strategy, transport_dtype="float16")
+    run = build_strategy(settings, 2, **ALL_SELECTED).run
+    (model,) = models(0)
+    train = list(run.configure_train(1, model, ConfigRecord(), sites_grid(2)))
+    evaluate = list(run.configure_evaluate(1, model, ConfigRecord(), sites_grid(2)))
+    for messages in (train, evaluate):
+        assert len(messages) == 2 and len({id(m.content["arrays"]) for m in messages}) == 1  # encoded once
+        for array in messages[0].content["arrays"].values():
+            assert np.dtype(array.dtype) == np.float16
+    optimizer = next((layer for layer in layers(run) if isinstance(layer, ServerOptimizer)), None)
+    if optimizer is not None:  # FedOpt steps from the weights as the sites received them
+        for name, kept in optimizer.optimizer.current_arrays.items():
+            np.testing.assert_array_equal(kept, as_sent(model, "float16")[name].numpy())
+    if strategy == "fedprox":
+        assert train[0].content["config"]["proximal-mu"] == settings.proximal_mu
+
+
+@pytest.mark.parametrize("strategy", list(BASE_STRATEGIES))
+def test_a_non_finite_update_is_dropped_and_the_others_are_aggregated(flower_task, strategy):
+    settings = settings_of(strategy=strategy)
+    start, a, b = models(0, 1, 2)
+    broken = ArrayRecord({name: Array(np.full_like(x.numpy(), np.nan)) for name, x in a.items()})
+    with_broken = build_strategy(settings, 3, **ALL_SELECTED).run
+    without = build_strategy(settings, 2, **ALL_SELECTED).run
+    arrays, metrics = train_round(with_broken, 1, start, [(a, 3), (broken, 4), (b, 5)])
+    expected, expected_metrics = train_round(without, 1, start, [(a, 3), (b, 5)])
+    for name in start:
+        np.testing.assert_array_equal(arrays[name].numpy(), expected[name].numpy())
+    assert dict(metrics) == dict(expected_metrics)
