@@ -103,7 +103,7 @@ def test_site_check_calls_it_the_kits_key(tmp_path):
 
     pair.private.chmod(0o644)
     result = check_site_key(site_kit(tmp_path, pair.private, pair.fingerprint))
-    assert result.status == "warning" and "chmod 600" in result.message
+    assert result.status == "error" and "chmod 600" in result.message
 
 
 def test_an_unreadable_key_is_a_clear_message_not_a_traceback():
