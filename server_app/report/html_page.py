@@ -4,20 +4,20 @@ no script and no external resource."""
 import base64
 from html import escape
 
-from models.shared.wire import (
+from models.shared.node_config import (
     DEFAULT_MIN_POSITION_CASES,
     DEFAULT_MIN_REPORT_CASES,
     DEFAULT_MIN_TRAIN_CASES,
+    NodeConfig,
+)
+from models.shared.wire import (
     EVALUATE_STATUSES,
     MEAN_DICE,
     MEAN_DICE_CI_HIGH,
     MEAN_DICE_CI_LOW,
     N_CASES,
-    NOT_ASKED,
-    REPORTED,
     STATS,
-    TOOK_PART,
-    NodeConfig,
+    Status,
     Validation,
     region_key,
     stat_key,
@@ -88,8 +88,8 @@ def _image(png: bytes, alt: str) -> str:
 
 def _summary(data: dict) -> str:
     run, sites = data["run"], data["sites"]
-    reported = [s for s in sites if s["status"] == REPORTED]
-    suppressed = [s for s in sites if s["status"] != REPORTED]
+    reported = [s for s in sites if s["status"] == Status.REPORTED]
+    suppressed = [s for s in sites if s["status"] != Status.REPORTED]
     pooled = {p["round"]: p for p in data["pooled"]}
     first, last = pooled[run["rounds_evaluated"][0]], pooled[run["last_round"]]
     items = []
@@ -187,7 +187,7 @@ def _participation(data: dict) -> str:
             phases = [
                 f"{name} {text}"
                 for name, text in (("train", cell["train"]), ("evaluate", cell["evaluate"]))
-                if text and text not in (TOOK_PART, NOT_ASKED)
+                if text and text not in (Status.TOOK_PART, Status.NOT_ASKED)
             ]
             if not phases:
                 tds.append('<td class="took-part">✓</td>')
@@ -243,7 +243,7 @@ def _site_tables(data: dict) -> str:
     head = "".join(f"<th>Dice {escape(r['name'].upper())}</th>" for r in regions)
     rows = []
     for site in sites:
-        if site["status"] != REPORTED:
+        if site["status"] != Status.REPORTED:
             rows.append(
                 f'<tr><td class="site">{_site(site["name"])}</td>'
                 f'<td class="suppressed" colspan="{len(regions) + 2}">{escape(site["note"])}</td></tr>'
@@ -277,7 +277,7 @@ def _site_tables(data: dict) -> str:
         )
         rows = []
         for site in sites:
-            if site["status"] != REPORTED:
+            if site["status"] != Status.REPORTED:
                 rows.append(
                     f'<tr><td class="site">{_site(site["name"])}</td><td class="suppressed" '
                     f'colspan="{len(metrics)}">{escape(site["note"])}</td></tr>'
@@ -301,7 +301,7 @@ def _detection_table(data: dict) -> str:
     for site in data["sites"]:
         for index, region in enumerate(data["regions"]):
             name = _site(site["name"]) if index == 0 else ""
-            if site["status"] != REPORTED:
+            if site["status"] != Status.REPORTED:
                 if index == 0:
                     rows.append(
                         f'<tr><td class="site">{name}</td><td class="suppressed" colspan="7">'
@@ -344,7 +344,7 @@ def _rounds(data: dict) -> str:
             "<td>—</td>"
             if r not in by_round
             else f"<td>{_num(by_round[r][MEAN_DICE])}</td>"
-            if by_round[r]["status"] == REPORTED
+            if by_round[r]["status"] == Status.REPORTED
             else f"<td>{escape(by_round[r]['status'])}</td>"
             for r in data["run"]["rounds_evaluated"]
         )

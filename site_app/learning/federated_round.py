@@ -1,5 +1,5 @@
-"""The model side of a site's round, as plain functions; the ClientApp's handlers (site_app.app) call them after
-the site's disclosure policy has chosen the cases, and the quality benchmark runs the handlers unchanged.
+"""The model side of a site's round, as plain functions; the site's replies (site_app.round_replies) call them after
+the site's disclosure policy has chosen the cases, and the quality benchmark runs the ClientApp unchanged.
 
 train_round:       the incoming global model (+ this site's own norm layers with local-norm) is trained on the
                    chosen training cases; the local-only baseline gets the same round of training on the same

@@ -98,7 +98,7 @@ def test_the_inventory_follows_site_toml(tmp_path):
     [series]/[labels]/[limits] (site check skipped, or site.toml edited after it) is rebuilt with site.toml's."""
     from flwr.app import Context, RecordDict
 
-    from models.shared.wire import NodeConfig
+    from models.shared.node_config import NodeConfig
     from site_app.learning.site_data import site_inventory
     from site_app.settings.node_config import resolve_site
 
