@@ -46,7 +46,7 @@ from deploy.simulation.plan import plan_simulation
 from models.presets import build_model
 from models.weights import to_record
 from site_app.app import app as client_app
-from site_app.settings.node_config import site_folders
+from site_app.settings.identity import site_folders
 
 N_SITES = 4
 DATA_SEED = 0

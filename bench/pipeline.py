@@ -42,7 +42,7 @@ from models.weights import save_checkpoint
 from site_app.learning.metrics import evaluation_regions
 from site_app.learning.training import train_epochs
 from site_app.learning.validation import evaluate_case
-from site_app.settings.node_config import site_folders
+from site_app.settings.identity import site_folders
 from site_app.settings.run_settings import SiteRunSettings
 from site_app.tools.predict_run import predict_folder
 

@@ -49,7 +49,7 @@ from site_app.learning.run_state import RUNS_FOLDER, load_state
 from site_app.learning.site_data import SiteCases, load_site_cases
 from site_app.learning.training import train_epochs
 from site_app.learning.validation import CaseEvaluation, validate_cases
-from site_app.settings.node_config import SitePaths, site_folders
+from site_app.settings.identity import SitePaths, site_folders
 from site_app.settings.run_settings import SiteRunSettings
 from site_app.site_log import site_logger
 

@@ -83,6 +83,7 @@ def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentit
     shared = shared_state_names(model, federation.local_norm)  # without the norm layers with local-norm
     fresh = ArrayRecord({name: full_initial[name] for name in shared})
     started = time.monotonic()
+    app_sha256 = fab.hash if fab is not None else ""  # what a site's gate refuses, when one does
     traffic = TrafficLedger()
     grid = MeteredGrid(grid, traffic)
 
@@ -92,7 +93,7 @@ def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentit
         restore_strategy(strategy, state.strategy_state)
         arrays, last_done = state.arrays, state.round
         loop_state = {
-            "directory": SiteDirectory.from_state(state.sites, on_refusal=run.append_refusal),
+            "directory": SiteDirectory.from_state(state.sites, run.append_refusal, app_sha256),
             "presence": Presence.from_state(state.presence),
             "checkpointer": Checkpointer(run, settings.model_preset, meta, BestRound.from_state(state.best)),
             "pooled": dict(state.pooled),
@@ -105,7 +106,7 @@ def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentit
             arrays = ArrayRecord({name: full_initial[name] for name in shared})
         run = RunFolder.create(settings.run_dir, run_config)
         loop_state = {
-            "directory": SiteDirectory(on_refusal=run.append_refusal),
+            "directory": SiteDirectory(run.append_refusal, app_sha256),
             "checkpointer": Checkpointer(run, settings.model_preset, meta),
         }
     loop = FederatedLoop(
@@ -142,7 +143,7 @@ def wire_up(
     full_initial: ArrayRecord,
     transport_dtype: str,
 ) -> None:
-    """The training options' parts of a round: the run key in every instruction, replies checked in the transport dtype,
+    """The run's parts of every round: the run key in every instruction, replies checked in the transport dtype,
     bytes and privacy spent in each site's record, and the model saved whole, as the sites validated it."""
     config = {RUN_KEY: loop.run.key}  # the same for a resumed run (same folder): the sites' run state
     loop.train_config = ConfigRecord(dict(config))  # FedAvg adds the round, FedProx μ

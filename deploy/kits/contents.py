@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.ingest_settings import IngestSettings
-from models.shared.wire import POLICY_KEYS, NodeConfig, limit_key
+from models.shared.node_config import POLICY_KEYS, NodeConfig, limit_key
 from site_app.settings.site_file import (
     COORDINATOR,
     PRIVATE_KEY,
@@ -228,7 +228,7 @@ class SiteKitSettings:
     """The site's limits on run settings it sets (site.toml's [limits], site_app.settings.limits)."""
 
     def node_config(self) -> dict[str, str | int | float]:
-        """What the site's SuperNode passes to the ClientApp as `context.node_config` (models.shared.wire.NodeConfig)."""
+        """What the site's SuperNode passes to the ClientApp as `context.node_config` (models.shared.node_config.NodeConfig)."""
         return {
             NodeConfig.SITE_NAME: self.site_name,
             NodeConfig.DATA_PATH: str(self.data_path),

@@ -20,7 +20,7 @@ from deploy.kits.contents import (
 from deploy.kits.release_fab import RELEASE_DIR, FabInfo
 from deploy.kits.site_package import TORCH_CPU_INDEX
 from models.shared.atomic import atomic_write_bytes
-from models.shared.wire import (
+from models.shared.node_config import (
     DEFAULT_MIN_POSITION_CASES,
     DEFAULT_MIN_REPORT_CASES,
     DEFAULT_MIN_TRAIN_CASES,

@@ -31,7 +31,7 @@ from models.shared.run_config import (
 from server_app.coordinator_settings import ServerRunSettings
 from server_app.rounds.round_checkpoint import CHECKPOINT_FILE
 from server_app.run_record.run_folder import COMPLETED, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_json
-from site_app.settings.node_config import site_folders
+from site_app.settings.identity import site_folders
 
 MIN_SITE_CASES = 2
 """A simulated site trains on some cases and validates on others: at least one of each."""

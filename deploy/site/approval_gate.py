@@ -15,8 +15,9 @@ task). tests/unit/test_executor_gate.py fails when the hook changes.
 An approved task goes to Flower's own launch (`flwr-clientapp --token …`). A refused one is answered here, with
 the task's token, the way `flwr/supernode/runtime/run_clientapp.py` answers a failed ClientApp: pull the task
 input, push `Message(Error(code, reason), reply_to=msg)`, push the task output as failed. So the coordinator
-gets a reply naming the site and the reason instead of waiting forever, and nothing of the app is unpacked,
-imported or installed here. The site's log names the refused hash.
+gets a refusal (the code models.shared.wire.APP_NOT_APPROVED_CODE; it knows the site from the reply's node and the
+app from its own run) instead of waiting forever, and nothing of the app is unpacked, imported or installed here.
+The site's log names the refused hash.
 """
 
 import argparse
@@ -48,7 +49,6 @@ class GatedExecPlugin(AutoExecPlugin):
     """Flower's task launcher, behind the site's allow-list. Class attributes are set by `install_gate`."""
 
     allow_list: Path
-    site_name: str
 
     def launch_task(self, token: str, task: Task) -> LaunchResult:
         fab_hash = task.fab_hash
@@ -69,7 +69,7 @@ class GatedExecPlugin(AutoExecPlugin):
             self.allow_list,
         )
         try:
-            answer_refusal(self.runtime_api_address, token, refusal_reason(self.site_name, fab_hash))
+            answer_refusal(self.runtime_api_address, token, refusal_reason(fab_hash))
         except Exception as error:  # noqa: BLE001 - the gate must go on serving the node whatever the reply did
             log(ERROR, "[oncofed gate] could not send the refusal of run %d: %s", task.run_id, error)
             return LaunchResult.failed(f"refusal not delivered: {error}")
@@ -98,10 +98,9 @@ def answer_refusal(runtime_api_address: str, token: str, reason: str) -> None:
         client.close()
 
 
-def install_gate(allow_list: Path, site_name: str) -> type[GatedExecPlugin]:
+def install_gate(allow_list: Path) -> type[GatedExecPlugin]:
     """Make `run_superexec` build the gated plugin (this process only)."""
     GatedExecPlugin.allow_list = allow_list
-    GatedExecPlugin.site_name = site_name
     setattr(superexec_module, HOOKED_NAME, GatedExecPlugin)
     return GatedExecPlugin
 
@@ -113,11 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API, host:port")
     parser.add_argument("--superexec-auth-secret-file", required=True, type=Path)
     parser.add_argument("--allow-list", required=True, type=Path, help="the site kit's approved-apps.toml")
-    parser.add_argument("--site-name", required=True)
+    parser.add_argument("--site-name", required=True, help="for the log only")
     parser.add_argument("--parent-pid", type=int, default=None)
     args = parser.parse_args(argv)
     logging.getLogger("flwr").setLevel(logging.INFO)
-    install_gate(args.allow_list.resolve(), args.site_name)
+    install_gate(args.allow_list.resolve())
     log(INFO, "[oncofed gate] site %s: apps run only when approved in %s", args.site_name, args.allow_list)
     superexec_module.run_superexec(
         runtime_api_address=args.runtime_api_address,

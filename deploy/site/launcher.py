@@ -4,7 +4,7 @@ approved ones.
 
 The SuperNode runs with `--isolation process` (it launches nothing itself) and a fresh shared secret
 (`--superexec-auth-secret-file`, 0600 in the work folder) that the gate must present to take a task from the
-SuperNode's Runtime API on 127.0.0.1. The node config (models.shared.wire.NodeConfig: site-name, data-path, work-path,
+SuperNode's Runtime API on 127.0.0.1. The node config (models.shared.node_config.NodeConfig: site-name, data-path, work-path,
 the path of site.toml, the site's disclosure settings and its limits on run settings, from site.toml) goes to
 Flower as a TOML file, so paths with spaces or quotes need no shell quoting. Flower's own state, logs and config
 live in the site's work folder; nothing is written into the kit or the data folder.

@@ -21,7 +21,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
-from models.shared.wire import (
+from models.shared.node_config import (
     DEFAULT_MIN_POSITION_CASES,
     DEFAULT_MIN_TRAIN_CASES,
     DEFAULT_VALIDATION_FRACTION,

@@ -5,12 +5,13 @@ by name, see Record):
 
     train           instruction  ARRAYS (global model) + CONFIG {server-round, run-key[, proximal-mu]}
                     reply        ARRAYS (the site's weights) + METRICS {train-loss, num-examples}, or, when
-                                 the site's policy stops it, only TRAINING {status declined|refused, reason}
+                                 the site's policy stops it, only TRAINING {status declined|refused, reason,
+                                 min-train-cases | OutsideLimit}
     evaluate        instruction  ARRAYS (global model) + CONFIG {server-round, run-key}
-                    reply        VALIDATION {status, min-report-cases, reason, withheld, conventions} and, only
-                                 when the status is "reported", METRICS (aggregates in the key grammar below,
-                                 with the local-only baseline's keys when the run has `local-baseline`,
-                                 num-examples)
+                    reply        VALIDATION {status, min-report-cases, reason, withheld, conventions} (refused:
+                                 {status, reason, OutsideLimit}) and, only when the status is "reported",
+                                 METRICS (aggregates in the key grammar below, with the local-only baseline's
+                                 keys when the run has `local-baseline`, num-examples)
 
 ARRAYS travel in the run's `transport-dtype` (float16 or float32; models.transport) and, with `local-norm`,
 without the normalization layers (models.norm_layers), in both directions.
@@ -18,8 +19,10 @@ without the normalization layers (models.norm_layers), in both directions.
                     reply        SITE {site-name, min-report-cases} + OVERVIEW (aggregate overview of the
                                  site's data)
 
-A deployed site's gate answers any instruction of a run whose app the site has not approved with an error reply
-instead (Error code APP_NOT_APPROVED_CODE, reason refusal_reason(site, fab_hash)); no code of the app ran.
+A reply's status is a Status; a REFUSED one names the setting and the site's limit it breaks (OutsideLimit). A
+deployed site's gate answers any instruction of a run whose app the site has not approved with an error reply
+instead (Error code APP_NOT_APPROVED_CODE; no code of the app ran). Which site sent a reply is the coordinator's
+to know, from the reply's node (server_app.rounds.site_directory), never from what the reply says.
 
 Metric key grammar (kebab-case, like Flower's own `num-examples`), with a region from models.shared.labels:
 
@@ -36,9 +39,10 @@ The coordinator pools exactly what pools from aggregates: every "-mean" (case-we
 (summed), recognised by this grammar, so a metric or count added here is pooled without touching the coordinator.
 """
 
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar
 
 from flwr.app import MessageType
 
@@ -83,7 +87,8 @@ TRAIN_LOSS = "train-loss"
 """In a train reply: the mean loss over the round's local steps."""
 
 SITE_NAME = "site-name"
-"""In a describe reply's SITE record: the name the site's results are filed under."""
+"""In a describe reply's SITE record: the name the site calls itself. A deployed site is filed under the name the
+coordinator registered its key under whatever it says; only a simulated one is filed under this."""
 
 RUN_KEY = "run-key"
 """In every train and evaluate instruction's CONFIG: which run this is, the same for every round and for a resumed
@@ -100,46 +105,52 @@ SITE_MIN_REPORT_CASES = "min-report-cases"
 and k - 1 (site_app.disclosure.policy, R8); the coordinator then bounds the site's `num-examples` by k - 1."""
 
 
-# Statuses of a reply ----------------------------------------------------------------------------------------
+# Statuses ---------------------------------------------------------------------------------------------------
 
-REPORTED = "reported"
-"""Evaluate: the site sent aggregates (METRICS record present)."""
-SUPPRESSED = "suppressed"
-"""Evaluate: the site's disclosure policy let no number about its validation cases leave (no METRICS record):
-fewer cases than its minimum, or a set too close to the one it last reported."""
-REFUSED = "refused"
-"""Train or evaluate: a run setting is outside the site's limits; nothing was computed (no METRICS, no ARRAYS)."""
-DECLINED = "declined"
-"""Train: the site has fewer training cases than its `min-train-cases`; no weights, loss or count."""
-STATUSES = (REPORTED, SUPPRESSED, REFUSED, DECLINED)
-"""Every status a reply may carry."""
-EVALUATE_STATUSES = (REPORTED, SUPPRESSED, REFUSED)
+
+class Status(StrEnum):
+    """A site's part in a phase, in one word. The first four cross the wire in the STATUS field of a reply's
+    VALIDATION or TRAINING record (the site's own decision); the coordinator files the others in metrics.jsonl
+    (server_app.rounds.participation) so that every site has one record per round."""
+
+    REPORTED = "reported"
+    """Evaluate: the site sent aggregates (METRICS record present)."""
+    SUPPRESSED = "suppressed"
+    """Evaluate: the site's disclosure policy let no number about its validation cases leave (no METRICS record):
+    fewer cases than its minimum, or a set too close to the one it last reported."""
+    REFUSED = "refused"
+    """Train or evaluate: a run setting is outside the site's limits (the record's OutsideLimit fields say which);
+    nothing was computed (no METRICS, no ARRAYS)."""
+    DECLINED = "declined"
+    """Train: the site has fewer training cases than its `min-train-cases`; no weights, loss or count."""
+    OFFLINE = "offline"
+    """Coordinator: not online when the phase started, or lost during it (Flower's "node unavailable")."""
+    TIMEOUT = "timeout"
+    """Coordinator: no reply by the phase's deadline (train-timeout-s, evaluate-timeout-s, describe-timeout-s)."""
+    FAILED = "failed"
+    """Coordinator: the site replied with an error (only the error's type leaves a site: error_details), or its
+    gate refused the run's app (APP_NOT_APPROVED_CODE)."""
+    DROPPED = "dropped"
+    """Coordinator: the reply failed its checks (server_app.rounds.reply_checks); the reason names the check."""
+    TOOK_PART = "ok"
+    """Coordinator: the reply arrived, passed the checks and carries what was asked."""
+    NOT_ASKED = "not-asked"
+    """Coordinator: the phase did not involve the site (round 0 has no training)."""
+
+
+EVALUATE_STATUSES = (Status.REPORTED, Status.SUPPRESSED, Status.REFUSED)
 """The statuses of an evaluate reply's VALIDATION record."""
-WITHOUT_NUMBERS = (SUPPRESSED, REFUSED)
+WITHOUT_NUMBERS = (Status.SUPPRESSED, Status.REFUSED)
 """Evaluate statuses whose reply carries no METRICS record."""
-TRAINING_STATUSES = (DECLINED, REFUSED)
+TRAINING_STATUSES = (Status.DECLINED, Status.REFUSED)
 """The statuses of a train reply's TRAINING record (a train reply with weights has none)."""
+ABSENT_STATUSES = (Status.OFFLINE, Status.TIMEOUT, Status.FAILED, Status.DROPPED)
+"""A missing or unusable reply, not a policy decision of the site (SUPPRESSED, REFUSED, DECLINED)."""
 
 
-# What the coordinator files when a site's reply did not arrive or was unusable (server_app.rounds.participation) ------
-# These never cross the wire from a site: the coordinator writes them into metrics.jsonl, next to the statuses
-# above, so that every site has one record per round.
-
-OFFLINE = "offline"
-"""Not online when the phase started, or lost during it (Flower's "node unavailable": no heartbeat)."""
-TIMEOUT = "timeout"
-"""No reply by the phase's deadline (train-timeout-s, evaluate-timeout-s, describe-timeout-s)."""
-FAILED = "failed"
-"""The site replied with an error (only the error's type leaves a site: site_app.disclosure.error_details)."""
-DROPPED = "dropped"
-"""The reply failed the coordinator's checks (server_app.rounds.reply_checks); the reason names the check."""
-ABSENT_STATUSES = (OFFLINE, TIMEOUT, FAILED, DROPPED)
-"""Statuses of a site's round in which its validation reply did not arrive or was dropped: not a policy decision
-of the site (SUPPRESSED, REFUSED, DECLINED), but a missing or unusable reply."""
-TOOK_PART = "ok"
-"""A phase's outcome when the site's reply arrived, passed the checks and carries what was asked."""
-NOT_ASKED = "not-asked"
-"""A phase's outcome when the phase did not involve the site (round 0 has no training)."""
+def read_status(value: object, allowed: Iterable[Status]) -> Status | None:
+    """The status a reply's STATUS field holds when it is one of `allowed`; None for anything else."""
+    return Status(value) if isinstance(value, str) and value in tuple(allowed) else None
 
 
 class Validation:
@@ -236,12 +247,10 @@ MEAN_DICE_CI_HIGH = "dice-mean-ci-high"
 
 
 # The local-only baseline (run setting `local-baseline`): more keys of a reported evaluate reply, never pooled.
-# Per region r and metric m in BASELINE_METRICS, for the site's local-only model
-#     local-{m}-{r}-mean, local-{m}-{r}-ci-low, local-{m}-{r}-ci-high
-# and for the paired difference global − local-only on the same validation cases (paired bootstrap CI)
-#     gain-{m}-{r}-mean, gain-{m}-{r}-ci-low, gain-{m}-{r}-ci-high
-# plus the same three statistics of the mean Dice over regions: local-dice-mean…, gain-dice-mean…
-# A positive Dice gain (a negative HD95 gain) means the federation's model did better on the site's cases.
+# Per region r and metric m in BASELINE_METRICS: local-{m}-{r}-{stat} for the site's local-only model and
+# gain-{m}-{r}-{stat} for the paired difference global − local-only on the same cases (paired bootstrap CI), plus
+# the same of the mean Dice over regions (local-dice-mean…, gain-dice-mean…). A positive Dice gain (a negative HD95
+# gain) means the federation's model did better on the site's cases.
 
 LOCAL_ONLY_PREFIX = "local-"
 GAIN_PREFIX = "gain-"
@@ -334,117 +343,56 @@ def regions_in(keys: Iterable[str]) -> list[str]:
     return list(found)
 
 
-# Node config: a deployed site's own settings (Flower's --node-config) --------------------------------------
+# Refusals ----------------------------------------------------------------------------------------------------
 
 
-class NodeConfig:
-    """Keys of `context.node_config`. A deployed site's SuperNode is given the site's keys (from its site.toml:
-    the first five always, the other policy keys and limits when the site sets them); a simulated one gets
-    Flower's partition keys instead, and its policy from the run config's "sim-" settings (models.shared.run_config)."""
+@dataclass(frozen=True)
+class OutsideLimit:
+    """Why a site refused a run, typed: run setting `setting` (its key, "batch-size") = `value` is beyond the
+    site's limit `limit` (its node-config key, "limits.batch-size-max") = `bound`. A REFUSED reply's TRAINING or
+    VALIDATION record carries these fields under KEYS; the REASON beside them is for people."""
 
-    SITE_NAME = SITE_NAME
-    DATA_PATH = "data-path"
-    """The site's data folder; only read."""
-    WORK_PATH = "work-path"
-    """A folder the site owns: cache, inventory, logs, site-local reports; not inside DATA_PATH."""
-    SITE_CONFIG = "site-config"
-    """Absolute path of the site's site.toml: the ClientApp builds its inventory with its [series], [labels] and
-    [limits] (site_app.settings.site_file), and rebuilds it when they change."""
-    MIN_REPORT_CASES = "min-report-cases"
-    """The fewest validation cases for which the site sends any metric (DEFAULT_MIN_REPORT_CASES)."""
-    MIN_POSITION_CASES = "min-position-cases"
-    """The fewest validation cases for which medians and quartiles are sent (DEFAULT_MIN_POSITION_CASES)."""
-    MIN_TRAIN_CASES = "min-train-cases"
-    """The fewest training cases the site trains on (DEFAULT_MIN_TRAIN_CASES)."""
-    VALIDATION_FRACTION = "validation-fraction"
-    """The share of its cases the site keeps for validation in its own split (DEFAULT_VALIDATION_FRACTION)."""
-    LIMITS = "limits"
-    """Prefix of the site's limits on run settings: "limits.<key>" for each key of LIMIT_KEYS (site.toml's
-    [limits] table; site_app.settings.limits)."""
-    PARTITION_ID = "partition-id"
-    NUM_PARTITIONS = "num-partitions"
-    """Set by Flower's Simulation Engine for each virtual node."""
+    setting: str
+    value: int | float
+    limit: str
+    bound: int | float
+
+    KEYS: ClassVar[tuple[str, str, str, str]] = ("setting", "value", "limit", "bound")
+    """The record keys of the fields, in field order."""
+
+    def fields(self) -> dict[str, str | int | float]:
+        return dict(zip(self.KEYS, (self.setting, self.value, self.limit, self.bound), strict=True))
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> "OutsideLimit | None":
+        """The typed refusal in a TRAINING or VALIDATION record; None when a field is missing or of another type."""
+        setting, value, limit, bound = (record.get(key) for key in cls.KEYS)
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (value, bound))
+        texts = all(isinstance(v, str) and v for v in (setting, limit))
+        return cls(setting, value, limit, bound) if numbers and texts else None
 
 
-POLICY_KEYS = (
-    NodeConfig.MIN_REPORT_CASES,
-    NodeConfig.MIN_POSITION_CASES,
-    NodeConfig.MIN_TRAIN_CASES,
-    NodeConfig.VALIDATION_FRACTION,
-)
-"""The site's disclosure settings (site_app.disclosure.policy); the coordinator's run config cannot set them."""
-
-DEPLOYED_NODE_CONFIG = (
-    NodeConfig.SITE_NAME,
-    NodeConfig.DATA_PATH,
-    NodeConfig.WORK_PATH,
-    NodeConfig.SITE_CONFIG,
-    *POLICY_KEYS,
-)
-"""What a deployed site's launcher writes into its node config from a kit's site.toml as shipped (a site.toml
-without the optional policy keys leaves them out; each limit the site sets adds "limits.<key>")."""
-
-LIMIT_KEYS = (
-    "spacing-mm-min",
-    "spacing-mm-max",
-    "patch-size-max",
-    "samples-per-case-max",
-    "batch-size-max",
-    "local-epochs-max",
-    "max-resampled-voxels",
-)
-"""The site's limits on run settings, as keys of site.toml's [limits] table (site_app.settings.limits)."""
-
-
-def limit_key(key: str) -> str:
-    """The node-config key of a limit: "limits.batch-size-max"."""
-    return f"{NodeConfig.LIMITS}.{key}"
-
-
-DEFAULT_MIN_REPORT_CASES = 5
-"""A deployed site's minimum when its node config does not set one."""
-DEFAULT_MIN_POSITION_CASES = 10
-DEFAULT_MIN_TRAIN_CASES = 5
-DEFAULT_VALIDATION_FRACTION = 0.2
-"""A deployed site's other disclosure settings when its node config does not set them (a simulated site's
-come from the "sim-" run settings, whose defaults are these but for sim-min-report-cases)."""
-
-
-# A site's code-approval gate (issue 9: deploy/site/approval_gate.py) -------------------------------------------
-# A site runs a ClientApp only when the FAB's SHA-256 is on its own allow-list. Its gate answers any other task
-# with an error reply (Flower's Error record) instead of launching it; the coordinator (server_app) parses the
-# reply and files the refusal under the site's name.
+# A site's code-approval gate (deploy/site/approval_gate.py) runs a ClientApp only when the FAB's SHA-256 is on the
+# site's own allow-list, and answers any other task with a Flower Error reply instead of launching it. An Error
+# carries only a code and a reason: the code is the type; which site refused comes from the reply's node (the
+# coordinator's registry), and which app from the run the coordinator started, never from the reason's text.
 
 APP_NOT_APPROVED_CODE = 7
 """Error code of a refusal reply: Flower's ErrorCode.INVALID_FAB (the SuperNode's own "FAB could not be
 verified" reply uses it too)."""
 
 APP_NOT_APPROVED = "app not approved by the site"
-"""The fixed start of every refusal reason: what the coordinator's log and run folder say."""
-
-_REFUSAL = re.compile(
-    rf"^{re.escape(APP_NOT_APPROVED)}: site (?P<site>[a-z0-9][a-z0-9-]*) refused FAB sha256 "
-    r"(?P<fab_hash>[0-9a-f]{64})"
-)
+"""The fixed start of every refusal reason."""
 
 
-@dataclass(frozen=True)
-class Refusal:
-    """One site's refusal of one app: the site's name as it states it, and the SHA-256 of the refused FAB."""
-
-    site: str
-    fab_hash: str
-
-
-def refusal_reason(site: str, fab_hash: str) -> str:
-    """The Error reason a site's gate sends (no path, no case: only its name and the app's hash)."""
+def refusal_reason(fab_hash: str) -> str:
+    """The Error reason a site's gate sends: for people reading the coordinator's log (no path, no case)."""
     return (
-        f"{APP_NOT_APPROVED}: site {site} refused FAB sha256 {fab_hash} (the site approves an app with "
-        "`oncofed site approve`)"
+        f"{APP_NOT_APPROVED}: FAB sha256 {fab_hash or '(none)'} is not on the site's allow-list (the site "
+        "approves an app with `oncofed site approve`)"
     )
 
 
-def parse_refusal(code: int, reason: str) -> Refusal | None:
-    """The refusal in an error reply, or None when the error is something else."""
-    match = _REFUSAL.match(reason) if code == APP_NOT_APPROVED_CODE else None
-    return Refusal(match["site"], match["fab_hash"]) if match else None
+def is_app_refusal(code: int) -> bool:
+    """Whether an Error reply's code says a site's gate refused the run's app."""
+    return code == APP_NOT_APPROVED_CODE

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt
 
-from models.shared.wire import MEAN_DICE, MEAN_DICE_CI_HIGH, MEAN_DICE_CI_LOW, REPORTED, STATS, stat_key
+from models.shared.wire import MEAN_DICE, MEAN_DICE_CI_HIGH, MEAN_DICE_CI_LOW, STATS, Status, stat_key
 
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 """Okabe–Ito colours: distinguishable with the common colour-vision deficiencies and in greyscale print."""
@@ -29,7 +29,7 @@ def dice_over_rounds(data: dict) -> bytes:
     """Mean Dice per site per round with its 95 % CI band; the pooled mean dashed; suppressed rounds are gaps."""
     figure, axes = plt.subplots(figsize=(7.5, 3.6))
     for index, (site, points) in enumerate(data["rounds"].items()):
-        shown = [p for p in points if p["status"] == REPORTED]
+        shown = [p for p in points if p["status"] == Status.REPORTED]
         colour = PALETTE[index % len(PALETTE)]
         label = site if shown else f"{site} (suppressed)"
         rounds = [p["round"] for p in shown]
@@ -98,7 +98,7 @@ def distributions(data: dict, metric: dict) -> bytes:
     for panel, region in zip(panels[0], regions, strict=True):
         for index, site in enumerate(sites):
             colour = PALETTE[index % len(PALETTE)]
-            if site["status"] != REPORTED:
+            if site["status"] != Status.REPORTED:
                 panel.text(
                     index,
                     0.5,

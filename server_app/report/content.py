@@ -28,9 +28,8 @@ from models.shared.wire import (
     NUM_EXAMPLES,
     POLICY_CONVENTIONS,
     POSITION_STATS,
-    REPORTED,
-    SUPPRESSED,
     Overview,
+    Status,
     Validation,
 )
 from server_app.report.site_table import (
@@ -125,7 +124,7 @@ def participation(records: list[dict], rounds: list[dict]) -> dict:
     grid: dict[str, dict[str, dict]] = {}
     for record in records:
         grid.setdefault(record["site"], {})[str(record["round"])] = {
-            "status": record.get("status", REPORTED),
+            "status": record.get("status", Status.REPORTED),
             "reason": record.get("reason", ""),
             "train": record.get("participation", {}).get("train", ""),
             "evaluate": record.get("participation", {}).get("evaluate", ""),
@@ -162,8 +161,8 @@ def _by_site(records: list[dict]) -> dict[str, list[dict]]:
 
 
 def _status(record: dict) -> str:
-    """REPORTED, or the status under which a site sent no numbers (SUPPRESSED, REFUSED; models.shared.wire)."""
-    return str(record.get("status", SUPPRESSED)) if is_suppressed(record) else REPORTED
+    """REPORTED, or the status under which a site sent no numbers (SUPPRESSED, REFUSED: models.shared.wire.Status)."""
+    return str(record.get("status", Status.SUPPRESSED)) if is_suppressed(record) else Status.REPORTED
 
 
 def _site_row(site: str, record: dict) -> dict:
@@ -275,8 +274,8 @@ def _comparable(conventions: dict) -> dict:
 
 def _limitations(sites: list[dict], run_config: dict, summary: dict, training: dict) -> list[str]:
     notes = []
-    suppressed = [f"{s['name']} ({s['note']})" for s in sites if s["status"] != REPORTED]
-    reported = [s for s in sites if s["status"] == REPORTED]
+    suppressed = [f"{s['name']} ({s['note']})" for s in sites if s["status"] != Status.REPORTED]
+    reported = [s for s in sites if s["status"] == Status.REPORTED]
     if suppressed:
         notes.append(
             f"{', '.join(suppressed)} sent no validation numbers at their last round under their own "

@@ -12,21 +12,21 @@ from functools import cache
 
 from jinja2 import Environment
 
-from models.shared.wire import (
-    COUNTS,
+from models.shared.node_config import (
     DEFAULT_MIN_POSITION_CASES,
     DEFAULT_MIN_REPORT_CASES,
     DEFAULT_MIN_TRAIN_CASES,
+    NodeConfig,
+)
+from models.shared.wire import (
+    COUNTS,
     EVALUATE_STATUSES,
     MEAN_DICE,
     MEAN_DICE_CI_HIGH,
     MEAN_DICE_CI_LOW,
     N_CASES,
-    NOT_ASKED,
-    REPORTED,
     STATS,
-    TOOK_PART,
-    NodeConfig,
+    Status,
     Validation,
     region_key,
     stat_key,
@@ -87,7 +87,7 @@ def _environment() -> Environment:
         stats=lambda metrics, metric, region: {s: metrics.get(stat_key(metric, region, s)) for s in STATS},
         counts=lambda metrics, region: {count: metrics[region_key(count, region)] for count in COUNTS},
         phase_notes=phase_notes,
-        REPORTED=REPORTED,
+        REPORTED=Status.REPORTED,
         COMPLETED=COMPLETED,
         EVALUATE_STATUSES=EVALUATE_STATUSES,
         MEAN_DICE=MEAN_DICE,
@@ -122,5 +122,5 @@ def phase_notes(cell: dict) -> list[str]:
     return [
         f"{name} {text}"
         for name, text in (("train", cell["train"]), ("evaluate", cell["evaluate"]))
-        if text and text not in (TOOK_PART, NOT_ASKED)
+        if text and text not in (Status.TOOK_PART, Status.NOT_ASKED)
     ]

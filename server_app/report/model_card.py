@@ -12,7 +12,7 @@ import torch
 
 from models.model_hash import weights_sha256
 from models.shared.run_config import LOCAL_NORM
-from models.shared.wire import Overview
+from models.shared.wire import Overview, Status
 from server_app.app_identity import read_app_identity
 from server_app.report.content import TRAINING_SETTINGS
 
@@ -141,7 +141,7 @@ def _validation(data: dict) -> str:
     head = " | ".join(f"Dice {r['name'].upper()} ({r['title']}, labels {r['labels']})" for r in regions)
     rows = []
     for site in data["sites"]:
-        if site["status"] != "reported":
+        if site["status"] != Status.REPORTED:
             rows.append(f"| {site['name']} | {site['round']} | — | {site['note']} |" + " |" * len(regions))
             continue
         m = site["metrics"]

@@ -17,8 +17,7 @@ from models.shared.wire import (
     MEAN_DICE,
     MEAN_DICE_CI_HIGH,
     MEAN_DICE_CI_LOW,
-    REPORTED,
-    SUPPRESSED,
+    Status,
     Validation,
     regions_in,
     stat_key,
@@ -28,7 +27,7 @@ from models.shared.wire import (
 def evaluations(records: list[dict]) -> list[dict]:
     """The records whose validation reply arrived (models.shared.wire.EVALUATE_STATUSES; no status: a run from before
     statuses): not those of a site that was offline, timed out, failed or was dropped that round."""
-    return [r for r in records if r.get("status", REPORTED) in EVALUATE_STATUSES]
+    return [r for r in records if r.get("status", Status.REPORTED) in EVALUATE_STATUSES]
 
 
 def first_and_last(records: list[dict]) -> dict[str, tuple[dict, dict]]:
@@ -44,13 +43,13 @@ def first_and_last(records: list[dict]) -> dict[str, tuple[dict, dict]]:
 
 def is_suppressed(record: dict) -> bool:
     """The site sent no validation numbers for this round (suppressed or refused)."""
-    return record.get("status", REPORTED) != REPORTED
+    return record.get("status", Status.REPORTED) != Status.REPORTED
 
 
 def suppressed_text(record: dict) -> str:
     """Why a site sent no numbers, in its own words ("n < 5", the setting and limit it refused)."""
     reason = record.get("reason") or f"n < {record.get('min_report_cases')}"
-    return f"{record.get('status', SUPPRESSED)} ({reason})"
+    return f"{record.get('status', Status.SUPPRESSED)} ({reason})"
 
 
 def region_names(records: list[dict]) -> list[str]:

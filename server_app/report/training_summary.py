@@ -6,7 +6,7 @@ pooled Dice between rounds.
 import itertools
 
 from models.shared.run_config import LOCAL_BASELINE, MIN_LESION_MM3
-from models.shared.wire import GAIN_PREFIX, LOCAL_ONLY_PREFIX, MEAN_DICE, baseline_key
+from models.shared.wire import GAIN_PREFIX, LOCAL_ONLY_PREFIX, MEAN_DICE, Status, baseline_key
 from server_app.coordinator_settings import StrategySettings
 from server_app.report.site_table import is_suppressed
 
@@ -60,9 +60,9 @@ def _baseline(records: list[dict], enabled: bool) -> dict:
         site = sites.setdefault(record["site"], {"name": record["site"], "rounds": [], "verdict": None})
         metrics = record["metrics"]
         if is_suppressed(record) or baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean") not in metrics:
-            site["status"] = "suppressed" if is_suppressed(record) else "missing"
+            site["status"] = Status.SUPPRESSED if is_suppressed(record) else "missing"
             continue
-        site["status"] = "reported"
+        site["status"] = Status.REPORTED
         site["rounds"].append(
             {
                 "round": record["round"],

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.shared.atomic import atomic_write_json, atomic_write_text
-from models.shared.wire import EVALUATE_STATUSES, SUPPRESSED
+from models.shared.wire import EVALUATE_STATUSES, Status
 from server_app.report.content import report_data
 from server_app.report.html_page import render_report
 from server_app.report.model_card import MODEL_CARD_FILE, model_card
@@ -50,7 +50,7 @@ def metrics_csv(records: list[dict], data: dict) -> str:
     for record in sorted(records, key=lambda r: (r["round"], r["site"])):
         if not record["metrics"]:
             writer.writerow(["site", record["round"], record["site"], "status", record.get("status")])
-            if record.get("status", SUPPRESSED) in EVALUATE_STATUSES:  # its validation reply arrived
+            if record.get("status", Status.SUPPRESSED) in EVALUATE_STATUSES:  # its validation reply arrived
                 writer.writerow(
                     [
                         "site",

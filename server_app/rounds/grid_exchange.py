@@ -2,9 +2,11 @@
 
 Flower's `send_and_receive` returns replies without saying which sent message each answers, and the SuperLink's
 "node unavailable" replies come from node 1 (the SuperLink itself). Here every reply is matched to the node it is
-for through the message it answers (`reply_to_message_id` → that message's `dst_node_id`), and the nodes that did
-not answer by the deadline are returned too. Each message's TTL is the phase deadline: a message no
-site took in time expires at the SuperLink instead of starting stale work when the site comes back.
+for through the message it answers (`reply_to_message_id` → that message's `dst_node_id`), and kept only when its
+source node is that node or the SuperLink (the SuperLink stores no other: a node answers only what was sent to
+it), so whose reply it is never depends on its content. The nodes that did not answer by the deadline are
+returned too. Each message's TTL is the phase deadline: a message no site took in time expires at the SuperLink
+instead of starting stale work when the site comes back.
 """
 
 import time
@@ -12,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from flwr.app import Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -50,8 +53,9 @@ def exchange(
     replies: dict[int, Message] = {}
     while True:
         for reply in grid.pull_messages(list(pending)):
-            node = pending.pop(reply.metadata.reply_to_message_id, None)
-            if node is not None:
+            node = pending.get(reply.metadata.reply_to_message_id)
+            if node is not None and reply.metadata.src_node_id in (node, SUPERLINK_NODE_ID):
+                del pending[reply.metadata.reply_to_message_id]
                 replies[node] = reply
         left = deadline - clock()
         if not pending or left <= 0:

@@ -13,7 +13,7 @@ malformed reply, aggregates whatever arrived and always counts rounds from 1. Ea
      models/best.pt (server_app.run_record.best_model) and then the round checkpoint (server_app.rounds.round_checkpoint).
 Round 0 is step 1, 2 and 4 for the initial model. Weights travel in the run's transport dtype (models.transport):
 training replies are checked against the global model's names and shapes with its float arrays in that dtype, and
-the strategy (server_app.strategies.registry.Transport) decodes them. The strategy only configures messages and aggregates, so any
+the strategy (server_app.strategies.transport_dtype.Transport) decodes them. The strategy only configures messages and aggregates, so any
 Flower message-API strategy built with ALL_SELECTED can be driven; its state_dict(), if any, is checkpointed.
 """
 
@@ -28,7 +28,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from models.shared.wire import DROPPED, REPORTED, Record, Training, Validation
+from models.shared.wire import OutsideLimit, Record, Status, Training, Validation
 from server_app.coordinator_settings import ServerRunSettings
 from server_app.rounds.grid_exchange import SelectedNodes, exchange
 from server_app.rounds.participation import (
@@ -166,7 +166,8 @@ class FederatedLoop:
         selected = self._described(self._online(), ledger, train_too=False)
         summary["evaluate"] = self._evaluate(server_round, arrays, selected, ledger)
 
-        records = ledger.records(self._everyone())
+        everyone = self._everyone()
+        records = ledger.records(everyone)
         for record in records:
             if self.record_extras is not None:
                 record.update(self.record_extras(server_round, record["site"]))
@@ -174,7 +175,7 @@ class FederatedLoop:
         self.run.append_round({**summary, "ended_utc": _now()})
         self.checkpointer(server_round, self._saved(arrays), site_scores(records))
         save_round_state(self.run.path, self.state(server_round, arrays))
-        log(INFO, "%s", participation_line(server_round, records, self.presence.offline_since_text()))
+        log(INFO, "%s", participation_line(ledger, everyone, self.presence.offline_since_text()))
         return arrays
 
     def _saved(self, arrays: ArrayRecord) -> ArrayRecord:
@@ -201,25 +202,28 @@ class FederatedLoop:
     def _collect(
         self, server_round: int, phase: str, messages: list[Message], timeout_s: float, problem_of
     ) -> tuple[dict[int, Message], dict[int, PhaseOutcome]]:
-        """Send, wait (≤ timeout_s), check: node → sound reply (in site order), node → outcome of the others."""
+        """Send, wait (≤ timeout_s), check: node → sound reply (in site order), node → outcome of the others (a
+        site's gate refusing the run's app is filed as a refusal too: SiteDirectory.note_refusal)."""
         answers = exchange(self.grid, messages, timeout_s)
         sound, absent = {}, {}
         for message in sorted(messages, key=lambda m: self.directory.name(m.metadata.dst_node_id)):
             node = message.metadata.dst_node_id
             reply = answers.replies.get(node)
-            outcome = answer_outcome(reply, timeout_s)
+            outcome = self.directory.note_refusal(node, reply, server_round) or answer_outcome(
+                reply, timeout_s
+            )
             if outcome is None and (problem := problem_of(node, reply)):
-                outcome = PhaseOutcome(DROPPED, problem)
+                outcome = PhaseOutcome(Status.DROPPED, problem)
             if outcome is None:
                 sound[node] = reply
             else:
                 absent[node] = outcome
         for node, why in metric_name_outliers({n: r.content for n, r in sound.items()}).items():
-            absent[node] = PhaseOutcome(DROPPED, why)
+            absent[node] = PhaseOutcome(Status.DROPPED, why)
             del sound[node]
         for node, outcome in absent.items():
             name = self.directory.name(node)
-            if outcome.status == DROPPED:
+            if outcome.status == Status.DROPPED:
                 log(
                     WARNING,
                     "Round %d: dropping the %s reply of site %s: %s",
@@ -272,11 +276,13 @@ class FederatedLoop:
             if status is None:
                 site.train, site.train_metrics = OK, dict(reply.content[Record.METRICS])
                 continue
-            reason = str(reply.content[Record.TRAINING].get(Training.REASON, "no reason given"))
-            site.train, site.train_metrics = (
-                PhaseOutcome(status, reason),
-                {"status": status, "reason": reason},
-            )
+            training = reply.content[Record.TRAINING]
+            reason = str(training.get(Training.REASON, "no reason given"))
+            outside = OutsideLimit.from_record(training)  # a refusal's, typed (the reply checks require it)
+            site.train = PhaseOutcome(status, reason)
+            site.train_metrics = {"status": status, "reason": reason}
+            if outside is not None:
+                site.train_metrics["outside_limit"] = outside.fields()
             log(WARNING, "Round %d: site %s %s to train: %s", server_round, selected[node], status, reason)
             del sound[node]
         used = [selected[node] for node in sound]
@@ -319,9 +325,9 @@ class FederatedLoop:
             site = ledger.site(selected[node])
             status = validation_status(reply.content)
             reason = str(reply.content[Record.VALIDATION].get(Validation.REASON, ""))
-            site.evaluate = OK if status == REPORTED else PhaseOutcome(status, reason)
+            site.evaluate = OK if status == Status.REPORTED else PhaseOutcome(status, reason)
             site.evaluation = reply
-            if status != REPORTED:
+            if status != Status.REPORTED:
                 log(
                     WARNING,
                     "Round %d: site %s sent no validation numbers (%s): %s",

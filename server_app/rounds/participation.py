@@ -15,6 +15,7 @@ evaluate reply arrived, else the absence of the first phase that went wrong; `re
 sending no numbers, else the first phase that went wrong and why; `participation` holds each phase's outcome.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flwr.app import Message
@@ -22,15 +23,10 @@ from flwr.common.constant import ErrorCode
 
 from models.shared.wire import (
     ABSENT_STATUSES,
-    EVALUATE_STATUSES,
-    FAILED,
-    NOT_ASKED,
     NUM_EXAMPLES,
-    OFFLINE,
-    REPORTED,
-    TIMEOUT,
-    TOOK_PART,
+    OutsideLimit,
     Record,
+    Status,
     Validation,
 )
 from server_app.rounds.reply_checks import validation_status
@@ -40,31 +36,31 @@ EXPIRED = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
 
 @dataclass(frozen=True)
 class PhaseOutcome:
-    status: str
+    status: Status
     reason: str = ""
 
     def text(self) -> str:
-        return f"{self.status}: {self.reason}" if self.reason else self.status
+        return f"{self.status}: {self.reason}" if self.reason else str(self.status)
 
 
-NOT_ONLINE = PhaseOutcome(OFFLINE, "not online when the phase started")
-SKIPPED = PhaseOutcome(NOT_ASKED)
-OK = PhaseOutcome(TOOK_PART)
+NOT_ONLINE = PhaseOutcome(Status.OFFLINE, "not online when the phase started")
+SKIPPED = PhaseOutcome(Status.NOT_ASKED)
+OK = PhaseOutcome(Status.TOOK_PART)
 
 
 def answer_outcome(reply: Message | None, timeout_s: float) -> PhaseOutcome | None:
     """The outcome of a missing or error reply; None for a reply with content (the caller checks it)."""
     if reply is None:
-        return PhaseOutcome(TIMEOUT, f"no reply within {timeout_s:g} s")
+        return PhaseOutcome(Status.TIMEOUT, f"no reply within {timeout_s:g} s")
     if not reply.has_error():
         return None
     if reply.error.code == ErrorCode.NODE_UNAVAILABLE:
         return PhaseOutcome(
-            OFFLINE, "lost contact during the phase (no heartbeat: Flower's node unavailable)"
+            Status.OFFLINE, "lost contact during the phase (no heartbeat: Flower's node unavailable)"
         )
     if reply.error.code in EXPIRED:
-        return PhaseOutcome(TIMEOUT, f"no reply within {timeout_s:g} s (the message expired)")
-    return PhaseOutcome(FAILED, str(reply.error.reason or f"error code {reply.error.code}"))
+        return PhaseOutcome(Status.TIMEOUT, f"no reply within {timeout_s:g} s (the message expired)")
+    return PhaseOutcome(Status.FAILED, str(reply.error.reason or f"error code {reply.error.code}"))
 
 
 @dataclass
@@ -74,9 +70,20 @@ class SiteRound:
     train: PhaseOutcome = SKIPPED
     evaluate: PhaseOutcome = SKIPPED
     train_metrics: dict | None = None
-    """Its training metrics, or the status and reason of a training its policy declined or refused."""
+    """Its training metrics, or the status and reason (and the OutsideLimit fields of a refusal) of a training
+    its policy declined or refused."""
     evaluation: Message | None = None
     """Its sound evaluate reply (reported, suppressed or refused)."""
+
+    @classmethod
+    def never_seen(cls, server_round: int) -> "SiteRound":
+        """A site of the federation that was not online for any phase of the round."""
+        return cls(evaluate=NOT_ONLINE, train=SKIPPED if server_round == 0 else NOT_ONLINE)
+
+    def first_absence(self) -> tuple[str, PhaseOutcome] | None:
+        """The first phase whose reply did not arrive or was unusable (models.shared.wire.ABSENT_STATUSES)."""
+        phases = (("train", self.train), ("evaluate", self.evaluate))
+        return next(((phase, o) for phase, o in phases if o.status in ABSENT_STATUSES), None)
 
 
 @dataclass
@@ -89,16 +96,17 @@ class RoundLedger:
     def site(self, name: str) -> SiteRound:
         return self.sites.setdefault(name, SiteRound())
 
-    def records(self, all_sites: list[str] | set[str]) -> list[dict]:
-        """One record per site of the federation (those never seen included, as offline), sorted by site."""
-        return [
-            _record(self.round, name, self.sites.get(name))
-            for name in sorted(set(all_sites) | set(self.sites))
-        ]
+    def everyone(self, all_sites: Iterable[str]) -> dict[str, SiteRound]:
+        """Every site of the federation (those never seen included, as offline), by site name."""
+        names = sorted(set(all_sites) | set(self.sites))
+        return {name: self.sites.get(name) or SiteRound.never_seen(self.round) for name in names}
+
+    def records(self, all_sites: Iterable[str]) -> list[dict]:
+        """One record per site of the federation, sorted by site."""
+        return [_record(self.round, name, site) for name, site in self.everyone(all_sites).items()]
 
 
-def _record(server_round: int, name: str, site: SiteRound | None) -> dict:
-    site = site or SiteRound(evaluate=NOT_ONLINE, train=SKIPPED if server_round == 0 else NOT_ONLINE)
+def _record(server_round: int, name: str, site: SiteRound) -> dict:
     record = {
         "round": server_round,
         "site": name,
@@ -109,22 +117,19 @@ def _record(server_round: int, name: str, site: SiteRound | None) -> dict:
         "n_cases": None,
         "metrics": {},
         "conventions": {},
+        "outside_limit": None,
     }
-    wrong = next(
-        (
-            (phase, outcome)
-            for phase, outcome in (("train", site.train), ("evaluate", site.evaluate))
-            if outcome.status in ABSENT_STATUSES
-        ),
-        None,
-    )
+    wrong = site.first_absence()
     absence = f"{wrong[0]}: {wrong[1].reason}" if wrong else ""
     if site.evaluation is None:
-        return record | {"status": wrong[1].status if wrong else OFFLINE, "reason": absence}
+        return record | {"status": wrong[1].status if wrong else Status.OFFLINE, "reason": absence}
     content = site.evaluation.content
     validation = dict(content.config_records.get(Record.VALIDATION, {}))
     metrics = dict(content.metric_records.get(Record.METRICS, {}))
     own_reason = validation.pop(Validation.REASON, None)
+    outside = OutsideLimit.from_record(validation)
+    for key in OutsideLimit.KEYS:
+        validation.pop(key, None)
     return record | {
         "status": validation_status(content),
         "reason": own_reason or absence,
@@ -133,34 +138,34 @@ def _record(server_round: int, name: str, site: SiteRound | None) -> dict:
         "n_cases": int(metrics.pop(NUM_EXAMPLES)) if metrics else None,
         "metrics": metrics,
         "conventions": {k: v for k, v in validation.items() if k != Validation.STATUS},
+        "outside_limit": outside.fields() if outside else None,
     }
 
 
-def participation_line(server_round: int, records: list[dict], offline_since: dict[str, str]) -> str:
+def participation_line(ledger: RoundLedger, all_sites: Iterable[str], offline_since: dict[str, str]) -> str:
     """ "round 3: 2 of 3 sites; hospital-c offline since 14:02" — what the coordinator's terminal shows.
 
     From round 1 on a site took part when its training reply was used (round 0: when its validation reply
     arrived); each other site is named with what kept it out (its own policy, or a missing or dropped reply)."""
+    sites = ledger.everyone(all_sites)
     took_part, notes = 0, []
-    for r in records:
-        if server_round == 0:
-            if r["status"] in EVALUATE_STATUSES:
-                took_part += 1
-                if r["status"] != REPORTED:
-                    notes.append(f"{r['site']} {r['status']} ({r.get('reason') or 'no reason given'})")
-                continue
-            phase = r["participation"]["evaluate"]
+    for name, site in sites.items():
+        if ledger.round == 0 and site.evaluation is not None:
+            took_part += 1
+            if site.evaluate != OK:
+                notes.append(f"{name} {site.evaluate.status} ({site.evaluate.reason or 'no reason given'})")
+            continue
+        phase = site.evaluate if ledger.round == 0 else site.train
+        if ledger.round > 0 and phase == OK:
+            took_part += 1
+            if site.evaluation is None:  # trained, but its validation did not arrive
+                notes.append(f"{name} validation {site.evaluate.text()}")
+            continue
+        if phase.status == Status.OFFLINE and name in offline_since:
+            notes.append(f"{name} offline since {offline_since[name]}")
         else:
-            phase = r["participation"]["train"]
-            if phase == TOOK_PART:
-                took_part += 1
-                if r["status"] in ABSENT_STATUSES:  # trained, but its validation did not arrive
-                    notes.append(f"{r['site']} validation {r['participation']['evaluate']}")
-                continue
-        status, _, why = phase.partition(": ")
-        if status == OFFLINE and r["site"] in offline_since:
-            notes.append(f"{r['site']} offline since {offline_since[r['site']]}")
-        else:
-            notes.append(f"{r['site']} {status} ({why})" if why else f"{r['site']} {status}")
-    line = f"round {server_round}: {took_part} of {len(records)} sites"
+            notes.append(
+                f"{name} {phase.status} ({phase.reason})" if phase.reason else f"{name} {phase.status}"
+            )
+    line = f"round {ledger.round}: {took_part} of {len(sites)} sites"
     return line + (f"; {'; '.join(notes)}" if notes else "")

@@ -63,8 +63,9 @@ class Presence:
 
 
 def online_sites(grid: Grid, directory: SiteDirectory) -> tuple[dict[int, str], set[str]]:
-    """node id → site name of every node online now (the name it described, else the name its key was registered
-    under, else node-<id>), and the names among them that identify a site (not a node-<id> placeholder)."""
+    """node id → site name of every node online now (the name the site directory filed it under, else the name its
+    key was registered under, else node-<id>), and the names among them that identify a site (not a node-<id>
+    placeholder)."""
     online, identified = {}, set()
     for node in grid.get_nodes():
         if directory.knows(node.node_id) or node.name:

@@ -5,7 +5,8 @@ coordinator drops a failing reply, names the site and the reason, and goes on: n
 run or weigh more than the cases it said it has. Record names, keys and statuses are models.shared.wire's, the ones the
 site's ClientApp sends. A reply in which the site's own policy stops a phase (a train reply DECLINED or REFUSED, an
 evaluate reply SUPPRESSED or REFUSED: site_app.disclosure.policy, site_app.settings.limits) is sound when it has
-exactly the records that status carries; it is filed with the site's reason, not dropped.
+exactly the records that status carries (a REFUSED one also names the setting and limit, typed); it is filed with
+the site's reason, not dropped.
 """
 
 import math
@@ -20,13 +21,14 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from models.shared.wire import (
     EVALUATE_STATUSES,
     NUM_EXAMPLES,
-    REPORTED,
-    SUPPRESSED,
     TRAINING_STATUSES,
     WITHOUT_NUMBERS,
+    OutsideLimit,
     Record,
+    Status,
     Training,
     Validation,
+    read_status,
     withholdable,
 )
 
@@ -51,21 +53,28 @@ def in_transport_dtype(spec: dict[str, ArraySpec], transport_dtype: str) -> dict
     }
 
 
-def validation_status(content: RecordDict) -> str:
-    """The status of an evaluate reply's VALIDATION record (models.shared.wire.EVALUATE_STATUSES); a reply without one is
-    reported."""
+def validation_status(content: RecordDict) -> Status | None:
+    """The status of an evaluate reply's VALIDATION record (models.shared.wire.EVALUATE_STATUSES; a reply without
+    the record, or without a status in it, is reported); None for a status an evaluate reply cannot have."""
     record = content.config_records.get(Record.VALIDATION)
-    return str(record.get(Validation.STATUS, REPORTED)) if record is not None else REPORTED
+    status = record.get(Validation.STATUS, Status.REPORTED) if record is not None else Status.REPORTED
+    return read_status(status, EVALUATE_STATUSES)
 
 
-def training_status(content: RecordDict) -> str | None:
-    """The status of a train reply the site's policy stopped (models.shared.wire.TRAINING_STATUSES: a TRAINING record
-    and no weights), else None."""
+def training_status(content: RecordDict) -> Status | None:
+    """The status of a train reply the site's policy stopped (models.shared.wire.TRAINING_STATUSES: a TRAINING
+    record and no weights), else None."""
     if content.array_records:
         return None
     record = content.config_records.get(Record.TRAINING)
-    status = record.get(Training.STATUS) if record is not None else None
-    return str(status) if status in TRAINING_STATUSES else None
+    return read_status(record.get(Training.STATUS), TRAINING_STATUSES) if record is not None else None
+
+
+def refusal_problem(record: ConfigRecord) -> str | None:
+    """A REFUSED reply names the run setting and the site's limit it breaks (models.shared.wire.OutsideLimit)."""
+    if OutsideLimit.from_record(record) is None:
+        return f"it says it refused but does not name the setting and limit ({', '.join(OutsideLimit.KEYS)})"
+    return None
 
 
 def _records_problem(content: RecordDict, expected: Mapping[str, type]) -> str | None:
@@ -132,7 +141,9 @@ def train_reply_problem(
     status = training_status(content)
     if status is not None:
         problem = _records_problem(content, {Record.TRAINING: ConfigRecord})
-        return f"it says it {status} to train but {problem}" if problem else None
+        if problem:
+            return f"it says it {status} to train but {problem}"
+        return refusal_problem(content[Record.TRAINING]) if status == Status.REFUSED else None
     return (
         _records_problem(content, {Record.ARRAYS: ArrayRecord, Record.METRICS: MetricRecord})
         or arrays_problem(content[Record.ARRAYS], spec)
@@ -144,14 +155,15 @@ def evaluate_reply_problem(content: RecordDict, max_examples: int | None) -> str
     """An evaluate reply: the VALIDATION record, plus the aggregates when reported (none when suppressed or
     refused)."""
     status = validation_status(content)
-    if status not in EVALUATE_STATUSES:
-        return f"its validation status is {status!r}; expected one of {', '.join(EVALUATE_STATUSES)}"
+    if status is None:
+        found = content[Record.VALIDATION].get(Validation.STATUS)
+        return f"its validation status is {found!r}; expected one of {', '.join(EVALUATE_STATUSES)}"
     if status in WITHOUT_NUMBERS:
         problem = _records_problem(content, {Record.VALIDATION: ConfigRecord})
         if problem:
             return f"it says its validation is {status} but {problem}"
-        if status != SUPPRESSED:
-            return None  # refused: nothing was validated, so no minimum applies
+        if status == Status.REFUSED:  # nothing was validated, so no minimum applies
+            return refusal_problem(content[Record.VALIDATION])
         minimum = content[Record.VALIDATION].get(Validation.MIN_REPORT_CASES)
         if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
             return (

@@ -8,7 +8,7 @@ both sides, so its absence cannot lift a round; a round sharing no reporting sit
 
 from dataclasses import dataclass, field
 
-from models.shared.wire import MEAN_DICE, REPORTED
+from models.shared.wire import MEAN_DICE, Status
 
 RULE = (
     "paired on common sites: a round replaces the best round when its case-weighted mean Dice over the sites "
@@ -29,7 +29,7 @@ def site_scores(records: list[dict]) -> dict[str, tuple[float, int]]:
     return {
         r["site"]: (float(r["metrics"][SCORE_KEY]), int(r["n_cases"]))
         for r in records
-        if r.get("status") == REPORTED and SCORE_KEY in r.get("metrics", {}) and r.get("n_cases")
+        if r.get("status") == Status.REPORTED and SCORE_KEY in r.get("metrics", {}) and r.get("n_cases")
     }
 
 

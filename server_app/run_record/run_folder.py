@@ -2,19 +2,24 @@
 round), summary.json, models/, state/checkpoint.pt, report.
 
 A metrics.jsonl record: {"round", "site", "status", "reason", "participation", "withheld", "min_report_cases",
-"n_cases", "metrics", "conventions", "train"}, one per site of the federation per round (server_app.rounds.participation).
+"n_cases", "metrics", "conventions", "outside_limit", "train"}, one per site of the federation per round
+(server_app.rounds.participation); "site" is the name the site's key is registered under (simulation: the name of
+its data folder).
 `status` is the site's validation status (models.shared.wire.EVALUATE_STATUSES) when its evaluate reply arrived — a
 suppressed or refused site's record has n_cases null, no metrics and the site's reason — else why it did not:
 models.shared.wire.ABSENT_STATUSES (offline, timeout, failed, dropped) with `reason` naming the phase and what happened.
 "participation" holds each phase's outcome; "withheld" lists what the site's disclosure policy left out of a
 reported round (e.g. medians below its min-position-cases); "train" holds the site's training metrics, or its
-status (models.shared.wire.TRAINING_STATUSES) and reason when it declined or refused to train; "bytes": the site's
+status (models.shared.wire.TRAINING_STATUSES) and reason when it declined or refused to train; "outside_limit" (and
+"train"'s, for a refused training): the setting and limit a refusing site named (models.shared.wire.OutsideLimit),
+else null; "bytes": the site's
 messages of the round per direction (server_app.rounds.traffic); "privacy": ε and δ spent so far with central DP, else
 null. A rounds.jsonl record says
 who was asked, whose training was used, and whether the global model changed (and if not, why).
 
 refusals.jsonl: one record per message a site refused because it has not approved the run's app
-(models/shared/wire.py): {"round", "message_type", "site", "node_id", "fab_sha256", "reason"}; absent when none did.
+(models.shared.wire.APP_NOT_APPROVED_CODE): {"round", "message_type", "site", "node_id", "fab_sha256", "reason"}, the
+site being the refusing node's registered name and fab_sha256 the run's app; absent when none did.
 
 Every file is written atomically (temp file + rename) or, for metrics.jsonl, appended a whole line at a
 time and fsynced, so an interrupted run leaves readable files.

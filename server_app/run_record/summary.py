@@ -8,7 +8,7 @@ last validation arrived without numbers has that status ("suppressed", "refused"
 `rounds_missed` lists, per site, the rounds its validation did not arrive (models.shared.wire.ABSENT_STATUSES).
 """
 
-from models.shared.wire import ABSENT_STATUSES, REPORTED
+from models.shared.wire import ABSENT_STATUSES, Status
 from server_app.report.site_table import evaluations, first_and_last
 from server_app.run_record.best_model import RULE, BestRound
 from server_app.run_record.checkpoints import SELECTION_METRIC
@@ -29,7 +29,7 @@ def build_summary(
 ) -> dict:
     sites = {
         site: {
-            "status": last.get("status", REPORTED),
+            "status": last.get("status", Status.REPORTED),
             "min_report_cases": last.get("min_report_cases"),
             "n_cases": last["n_cases"],
             "first_round": first["round"],

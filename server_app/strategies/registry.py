@@ -26,7 +26,7 @@ from server_app.strategies.base import build_base
 from server_app.strategies.central_dp import CentralDp
 from server_app.strategies.mean_wrapper import FastMean
 from server_app.strategies.pooled_evaluation import PooledEvaluation
-from server_app.strategies.transport import Transport
+from server_app.strategies.transport_dtype import Transport
 from server_app.strategies.wrapper import layers
 
 

@@ -12,7 +12,7 @@ import traceback
 from flwr.app import Context, Error, Message
 from flwr.clientapp.typing import ClientAppCallable
 
-from site_app.settings.node_config import resolve_site
+from site_app.settings.identity import resolve_site
 from site_app.site_log import site_logger
 
 ERROR_CODE_SITE_FAILED = 2  # flwr ErrorCode.CLIENT_APP_RAISED_EXCEPTION

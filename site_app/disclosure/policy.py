@@ -69,7 +69,7 @@ R9 Site limits. Every run setting the site uses for its computation is checked a
    and the limit named.
 
 Thresholds are the site's settings: node config keys `min-report-cases`, `min-position-cases`,
-`min-train-cases`, `validation-fraction` (models.shared.wire.POLICY_KEYS; site.toml in a kit, read by
+`min-train-cases`, `validation-fraction` (models.shared.node_config.POLICY_KEYS; site.toml in a kit, read by
 site_app.settings.site_file with the checks below). A simulation has no node config (all sites are the operator's own
 data on one machine): there the run settings "sim-" + key set them (models.shared.run_config, owner simulation), with
 the defaults below except `sim-min-report-cases`, default 1.
@@ -85,6 +85,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from models.shared.node_config import (
+    DEFAULT_MIN_POSITION_CASES,
+    DEFAULT_MIN_REPORT_CASES,
+    DEFAULT_MIN_TRAIN_CASES,
+    DEFAULT_VALIDATION_FRACTION,
+    NodeConfig,
+)
 from models.shared.run_config import (
     SIM_MIN_POSITION_CASES,
     SIM_MIN_REPORT_CASES,
@@ -92,15 +99,7 @@ from models.shared.run_config import (
     SIM_VALIDATION_FRACTION,
     RunSetting,
 )
-from models.shared.wire import (
-    DEFAULT_MIN_POSITION_CASES,
-    DEFAULT_MIN_REPORT_CASES,
-    DEFAULT_MIN_TRAIN_CASES,
-    DEFAULT_VALIDATION_FRACTION,
-    NodeConfig,
-    Overview,
-    Validation,
-)
+from models.shared.wire import Overview, Validation
 from site_app.settings.secret import keyed_seed
 
 if TYPE_CHECKING:  # type hints only: site.toml's parser imports this module and stays light
@@ -164,7 +163,7 @@ class DisclosurePolicy:
     def from_node_config(
         cls, node_config: Mapping[str, object], source: str = "node config "
     ) -> "DisclosurePolicy":
-        """The thresholds a site sets (models.shared.wire.POLICY_KEYS), DEFAULTS for the others. A wrong value raises
+        """The thresholds a site sets (models.shared.node_config.POLICY_KEYS), DEFAULTS for the others. A wrong value raises
         ValueError naming `source` (e.g. "node config ", "<path>: ") and the key."""
         values = {key: node_config.get(key, default) for key, default in DEFAULTS.items()}
         return cls._checked(values, lambda key: f"{source}`{key}`")

@@ -1,22 +1,23 @@
-"""The replies a site sends when its policy stops a round: refused (run outside its limits) and declined (too few
-training cases). Neither carries a number about a case; both name the rule, and the site log says the same."""
+"""The replies a site sends when its policy stops a round: refused (train or evaluate: a run outside its limits)
+and declined (train: too few training cases). Neither carries a number about a case; both name the rule in typed fields (models.shared.wire:
+Status, OutsideLimit, Training.MIN_TRAIN_CASES) with a sentence for people, and the site log says the same."""
 
 from collections.abc import Mapping
 from logging import Logger
 
 from flwr.app import ConfigRecord, RecordDict
 
-from models.shared.wire import DECLINED, REFUSED, Record, Training
+from models.shared.wire import Record, Status, Training, Validation
 from site_app.disclosure.policy import DisclosurePolicy
 from site_app.learning.site_data import site_inventory
+from site_app.settings.identity import SitePaths
 from site_app.settings.limits import OutsideSiteLimits, SiteLimits, check_resampled_size, check_run_settings
-from site_app.settings.node_config import SitePaths
 from site_app.settings.run_settings import SiteRunSettings
 
 
 def refusal(
     site: SitePaths, settings: SiteRunSettings, node_config: Mapping[str, object], log: Logger
-) -> str | None:
+) -> OutsideSiteLimits | None:
     """Why this run is outside the site's limits (site_app.settings.limits), or None; checked before any case is
     preprocessed, so a refused run writes nothing to the cache."""
     limits = SiteLimits.from_node_config(node_config)
@@ -24,28 +25,31 @@ def refusal(
         check_run_settings(settings, limits)
         check_resampled_size(site_inventory(site, log), settings, limits)
     except OutsideSiteLimits as error:
-        return str(error)
+        return error
     return None
 
 
-def refused_training(reason: str) -> RecordDict:
-    """A train reply without weights for a run outside the site's limits (site_app.settings.limits)."""
-    return RecordDict({Record.TRAINING: ConfigRecord({Training.STATUS: REFUSED, Training.REASON: reason})})
+def refused_training(refused: OutsideSiteLimits) -> RecordDict:
+    """A train reply without weights for a run outside the site's limits, naming the setting and the limit."""
+    fields = {Training.STATUS: Status.REFUSED, Training.REASON: str(refused), **refused.outside.fields()}
+    return RecordDict({Record.TRAINING: ConfigRecord(fields)})
+
+
+def refused_evaluation(refused: OutsideSiteLimits) -> RecordDict:
+    """An evaluate reply for a run outside the site's limits, naming the setting and the limit: nothing was
+    validated."""
+    fields = {Validation.STATUS: Status.REFUSED, Validation.REASON: str(refused), **refused.outside.fields()}
+    return RecordDict({Record.VALIDATION: ConfigRecord(fields)})
 
 
 def declined_training(reason: str, policy: DisclosurePolicy) -> RecordDict:
-    """A train reply without weights, loss or case count (disclosure policy R6c, R7)."""
-    return RecordDict(
-        {
-            Record.TRAINING: ConfigRecord(
-                {
-                    Training.STATUS: DECLINED,
-                    Training.REASON: reason,
-                    Training.MIN_TRAIN_CASES: policy.min_train_cases,
-                }
-            )
-        }
-    )
+    """A train reply without weights, loss or case count (disclosure policy R6c, R7), with the site's minimum."""
+    fields = {
+        Training.STATUS: Status.DECLINED,
+        Training.REASON: reason,
+        Training.MIN_TRAIN_CASES: policy.min_train_cases,
+    }
+    return RecordDict({Record.TRAINING: ConfigRecord(fields)})
 
 
 def note_run_split_ignored(settings: SiteRunSettings, policy: DisclosurePolicy, log: Logger) -> None:

@@ -1,15 +1,16 @@
 """What a site discloses about its validation: aggregates under the disclosure policy, or nothing at all.
 
 The rules, their sources and their thresholds are in site_app.disclosure.policy; this module builds the evaluate
-reply from them. The minimum (node config `min-report-cases`, default wire.DEFAULT_MIN_REPORT_CASES) is the
-site's own setting in deployment, which the coordinator's run config cannot lower. A simulation has no node
-config (all sites are the operator's own data on one machine): there the run setting `sim-min-report-cases` sets
-it.
+reply from them. The minimum (node config `min-report-cases`, default DEFAULT_MIN_REPORT_CASES in
+models.shared.node_config) is the site's own setting in deployment, which the coordinator's run config cannot
+lower. A simulation has no node config (all sites are the operator's own data on one machine): there the run
+setting `sim-min-report-cases` sets it.
 
-The evaluate reply holds one ConfigRecord wire.Record.VALIDATION (status reported, suppressed or refused, the
-site's minimum, a reason unless reported, the statistics the policy withheld, and the metric conventions), and,
-only when reported, one MetricRecord wire.Record.METRICS with the aggregates and `num-examples` (and, with the
-run setting `local-baseline`, the local-only baseline's aggregates: site_app.learning.local_baseline).
+The evaluate reply holds one ConfigRecord wire.Record.VALIDATION (status reported or suppressed, the site's
+minimum, a reason unless reported, the statistics the policy withheld, and the metric conventions), and, only
+when reported, one MetricRecord wire.Record.METRICS with the aggregates and `num-examples` (and, with the run
+setting `local-baseline`, the local-only baseline's aggregates: site_app.learning.local_baseline). A refused
+evaluation is site_app.disclosure.refusals'.
 """
 
 from collections.abc import Mapping, Sequence
@@ -25,10 +26,8 @@ from models.shared.wire import (
     N_SKIPPED,
     NUM_EXAMPLES,
     POSITION_STATS,
-    REFUSED,
-    REPORTED,
-    SUPPRESSED,
     Record,
+    Status,
     Validation,
 )
 from site_app.disclosure.aggregates import BOOTSTRAP_RESAMPLES, CI_LEVEL, site_aggregates
@@ -131,7 +130,7 @@ def evaluation_content(
     validation = {
         **conventions(policy),
         Validation.MIN_REPORT_CASES: k,
-        Validation.STATUS: REPORTED,
+        Validation.STATUS: Status.REPORTED,
         Validation.WITHHELD: withheld,
     }
     return RecordDict({Record.VALIDATION: ConfigRecord(validation), Record.METRICS: metrics})
@@ -143,13 +142,6 @@ def suppressed_content(policy: ValidationPolicy, reason: str) -> RecordDict:
         **conventions(policy),
         Validation.MIN_REPORT_CASES: policy.min_report_cases,
         Validation.REASON: reason,
-        Validation.STATUS: SUPPRESSED,
+        Validation.STATUS: Status.SUPPRESSED,
     }
     return RecordDict({Record.VALIDATION: ConfigRecord(validation)})
-
-
-def refused_evaluation(reason: str) -> RecordDict:
-    """An evaluate reply for a run outside the site's limits (site_app.settings.limits): nothing was validated."""
-    return RecordDict(
-        {Record.VALIDATION: ConfigRecord({Validation.STATUS: REFUSED, Validation.REASON: reason})}
-    )

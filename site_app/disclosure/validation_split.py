@@ -20,7 +20,7 @@ from logging import Logger
 from pathlib import Path
 
 from models.shared.atomic import atomic_write_text
-from models.shared.wire import DEFAULT_VALIDATION_FRACTION
+from models.shared.node_config import DEFAULT_VALIDATION_FRACTION
 from site_app.settings.secret import keyed_digest, site_secret
 
 SPLIT_FILE = Path("validation") / "split.json"

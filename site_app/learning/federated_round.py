@@ -1,5 +1,5 @@
-"""The model side of a site's round, as plain functions; the ClientApp's handlers (site_app.app) call them after
-the site's disclosure policy has chosen the cases, and the quality benchmark runs the handlers unchanged.
+"""The model side of a site's round, as plain functions; the site's replies (site_app.round_replies) call them after
+the site's disclosure policy has chosen the cases, and the quality benchmark runs the ClientApp unchanged.
 
 train_round:       the incoming global model (+ this site's own norm layers with local-norm) is trained on the
                    chosen training cases; the local-only baseline gets the same round of training on the same
@@ -25,7 +25,7 @@ from site_app.learning.local_baseline import LocalBaseline
 from site_app.learning.local_norm import LocalNorm
 from site_app.learning.training import round_seed, seed_everything, train_epochs
 from site_app.learning.validation import CaseEvaluation, validate_cases
-from site_app.settings.node_config import SitePaths
+from site_app.settings.identity import SitePaths
 from site_app.settings.run_settings import SiteRunSettings
 
 TRAIN_STREAM, LOCAL_ONLY_STREAM = "train", "local-only"

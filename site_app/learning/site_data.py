@@ -21,7 +21,7 @@ from data_prep.inventory import Inventory, build_inventory, read_inventory, site
 from data_prep.transforms import PipelineSettings
 from site_app.disclosure.policy import released_overview
 from site_app.disclosure.validation_split import SiteSplit, site_split
-from site_app.settings.node_config import SitePaths
+from site_app.settings.identity import SitePaths
 from site_app.settings.site_file import read_site_settings
 
 

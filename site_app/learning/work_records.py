@@ -18,7 +18,7 @@ from models.model_source import checkpoint_norm_meta, inference_meta
 from models.shared.atomic import atomic_write_json
 from models.weights import save_checkpoint
 from site_app.learning.validation import CaseEvaluation
-from site_app.settings.node_config import SitePaths
+from site_app.settings.identity import SitePaths
 from site_app.settings.run_settings import SiteRunSettings
 
 CONTEXT_FILE = Path("validation") / "context.json"

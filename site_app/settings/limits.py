@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
-from models.shared.wire import LIMIT_KEYS, NodeConfig, limit_key
+from models.shared.node_config import LIMIT_KEYS, limit_key
+from models.shared.wire import OutsideLimit
 
 if TYPE_CHECKING:  # type hints only: site.toml's parser imports this module and stays light
     from data_prep.inventory import Inventory
@@ -40,12 +41,17 @@ DEFAULT_LIMITS: Mapping[str, int | float] = {
     "local-epochs-max": 20,
     "max-resampled-voxels": 2**26,
 }
-"""The limits of a site that sets none (keys: models.shared.wire.LIMIT_KEYS, in order)."""
+"""The limits of a site that sets none (keys: models.shared.node_config.LIMIT_KEYS, in order)."""
 assert tuple(DEFAULT_LIMITS) == LIMIT_KEYS
 
 
 class OutsideSiteLimits(ValueError):
-    """A run setting is outside this site's limits; the message names the setting, its value and the limit."""
+    """A run setting is outside this site's limits; the message names the setting, its value and the limit, and
+    `outside` says the same, typed, for the refused reply (models.shared.wire.OutsideLimit)."""
+
+    def __init__(self, message: str, outside: OutsideLimit) -> None:
+        super().__init__(message)
+        self.outside = outside
 
 
 @dataclass(frozen=True)
@@ -92,15 +98,16 @@ class SiteLimits:
 
 
 def check_run_settings(settings: "SiteRunSettings", limits: SiteLimits) -> None:
-    """Raise OutsideSiteLimits for the first coordinator setting outside the site's limits."""
+    """Raise OutsideSiteLimits for the first coordinator setting outside the site's limits (each is at least 1
+    already: the run config's own checks, models.shared.run_config)."""
     pipeline = settings.pipeline
-    _within("spacing-mm", pipeline.spacing_mm, limits.spacing_mm_min, limits.spacing_mm_max, "spacing-mm")
-    _within("patch-size", pipeline.patch_size, 1, limits.patch_size_max, "patch-size-max")
-    _within(
-        "samples-per-case", pipeline.samples_per_case, 1, limits.samples_per_case_max, "samples-per-case-max"
+    _spacing_within(pipeline.spacing_mm, limits.spacing_mm_min, limits.spacing_mm_max)
+    _at_most("patch-size", pipeline.patch_size, limits.patch_size_max, "patch-size-max")
+    _at_most(
+        "samples-per-case", pipeline.samples_per_case, limits.samples_per_case_max, "samples-per-case-max"
     )
-    _within("batch-size", settings.batch_size, 1, limits.batch_size_max, "batch-size-max")
-    _within("local-epochs", settings.local_epochs, 1, limits.local_epochs_max, "local-epochs-max")
+    _at_most("batch-size", settings.batch_size, limits.batch_size_max, "batch-size-max")
+    _at_most("local-epochs", settings.local_epochs, limits.local_epochs_max, "local-epochs-max")
 
 
 def check_resampled_size(inventory: "Inventory", settings: "SiteRunSettings", limits: SiteLimits) -> None:
@@ -113,25 +120,32 @@ def check_resampled_size(inventory: "Inventory", settings: "SiteRunSettings", li
             resampled = math.prod(math.ceil(n * s / spacing) for n, s in zip(case.shape, case.spacing_mm))
             largest = max(largest, resampled)
     if largest > limits.max_resampled_voxels:
+        limit = limit_key("max-resampled-voxels")
         raise OutsideSiteLimits(
             f"run setting spacing-mm = {spacing:g} (patch-size {patch}) would resample a case of this site to "
-            f"{largest:,} voxels, above the site's limit {NodeConfig.LIMITS}.max-resampled-voxels = "
-            f"{limits.max_resampled_voxels:,}; use a coarser spacing-mm or ask the site to raise its limit"
+            f"{largest:,} voxels, above the site's limit {limit} = {limits.max_resampled_voxels:,}; use a coarser "
+            "spacing-mm or ask the site to raise its limit",
+            OutsideLimit("spacing-mm", spacing, limit, limits.max_resampled_voxels),
         )
 
 
-def _within(key: str, value: float, low: float, high: float, limit_key: str) -> None:
+def _spacing_within(value: float, low: float, high: float) -> None:
     if low <= value <= high:
         return
-    if key == "spacing-mm":
-        bound = "spacing-mm-min" if value < low else "spacing-mm-max"
-        limit = low if value < low else high
-        raise OutsideSiteLimits(
-            f"run setting spacing-mm = {value:g} is outside this site's limits: {NodeConfig.LIMITS}.{bound} = "
-            f"{limit:g} (allowed {low:g}-{high:g} mm)"
-        )
-    if value < low:
-        raise OutsideSiteLimits(f"run setting {key} = {value:g} must be at least {low:g}")
+    limit = limit_key("spacing-mm-min" if value < low else "spacing-mm-max")
+    bound = low if value < low else high
     raise OutsideSiteLimits(
-        f"run setting {key} = {value:g} is above this site's limit {NodeConfig.LIMITS}.{limit_key} = {high:g}"
+        f"run setting spacing-mm = {value:g} is outside this site's limits: {limit} = {bound:g} (allowed "
+        f"{low:g}-{high:g} mm)",
+        OutsideLimit("spacing-mm", value, limit, bound),
+    )
+
+
+def _at_most(key: str, value: int, high: int, limit_name: str) -> None:
+    if value <= high:
+        return
+    limit = limit_key(limit_name)
+    raise OutsideSiteLimits(
+        f"run setting {key} = {value:g} is above this site's limit {limit} = {high:g}",
+        OutsideLimit(key, value, limit, high),
     )

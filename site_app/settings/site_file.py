@@ -1,7 +1,7 @@
 """A site's own settings file, site.toml: the one module that knows its schema and parses it.
 
 A site kit's site.toml holds top-level keys, read by the site's launcher (deploy.kits.contents): the node-config keys the
-ClientApp gets (models.shared.wire.NodeConfig: site-name, data-path, work-path and the site's disclosure settings
+ClientApp gets (models.shared.node_config.NodeConfig: site-name, data-path, work-path and the site's disclosure settings
 min-report-cases, min-position-cases, min-train-cases, validation-fraction; site_app.disclosure.policy),
 `coordinator` (host:port of the SuperLink), `private-key` (the site's own key, for its SuperNode) and
 `runtime-port`. Any site.toml (also one given to
@@ -18,7 +18,7 @@ accepts; every key in them is optional::
 
     [limits]
     max-voxels = 134217728         # larger volumes are refused from their header (default 512^3)
-    batch-size-max = 16            # and the site's limits on run settings (models.shared.wire.LIMIT_KEYS, defaults
+    batch-size-max = 16            # and the site's limits on run settings (models.shared.node_config.LIMIT_KEYS, defaults
                                    # and meaning in site_app.settings.limits): a run outside them is refused
 
 Among the series that pass the rules and that a label references, the largest is chosen.
@@ -37,7 +37,7 @@ from data_prep.ingest_settings import (
     DEFAULT_SEG_SEGMENTS,
     IngestSettings,
 )
-from models.shared.wire import LIMIT_KEYS, NodeConfig
+from models.shared.node_config import LIMIT_KEYS, NodeConfig
 from site_app.disclosure.policy import DisclosurePolicy
 from site_app.settings.limits import SiteLimits
 
@@ -91,7 +91,7 @@ class SiteFile:
     top_level: Mapping[str, str | int | float] = field(default_factory=dict)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     limits: Mapping[str, int | float] = field(default_factory=dict)
-    """The [limits] on run settings the file sets (keys of models.shared.wire.LIMIT_KEYS; site_app.settings.limits), checked."""
+    """The [limits] on run settings the file sets (keys of models.shared.node_config.LIMIT_KEYS; site_app.settings.limits), checked."""
 
 
 def read_site_file(path: Path, kit: bool = False) -> SiteFile:

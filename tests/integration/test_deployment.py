@@ -3,7 +3,8 @@
 Two hospitals make their own key pairs; the coordinator provisions from the public halves, its CA folder is then
 moved out of reach (offline), and `coordinator start` runs the SuperLink on 127.0.0.1 behind nginx on the public
 port. Each site runs its SuperNode with the site's code-approval gate. The tests train with the release app, show
-that a changed app is refused at both sites before its code runs, that members cannot reach the Control API
+that a changed app is refused at both sites before its code runs, that a site claiming another's name is filed
+under the name its key was registered under, that members cannot reach the Control API
 through the public port while the sites train through it, that no site's private key exists at the coordinator,
 and that an added site is registered and a revoked one refused without restarting the coordinator. The fixture
 stops every process, also when a test fails, and checks that nothing with one of our FLWR_HOMEs is left.
@@ -44,7 +45,7 @@ from deploy.coordinator.run_submission import CoordinatorNotRunning, check_coord
 from deploy.coordinator.start import register_sites
 from deploy.flower_env import app_directory, flower_env, write_connection
 from deploy.kits import certificates as certs
-from deploy.kits.contents import read_coordinator_kit, read_site_kit
+from deploy.kits.contents import KIT_FILE, SITE_FILE, read_coordinator_kit, read_site_kit
 from deploy.kits.federation_spec import read_spec
 from deploy.kits.provision import provision
 from deploy.kits.release_fab import build_fab, sha256_hex, unpack_for_submission
@@ -253,6 +254,52 @@ def test_changed_app_is_refused_at_every_site(deployment, tmp_path):
         assert f"site {site} refused the app: {APP_NOT_APPROVED}" in output
         gate_log = (deployment.root / "work" / site / "logs" / "gate.log").read_text()
         assert f"refused app sha256 {fab_hash}" in gate_log
+
+
+def test_refusals_and_results_of_a_site_claiming_another_name_go_under_its_registered_name(
+    deployment, tmp_path
+):
+    """An attack: a hospital edits its own kit (kit.toml and site.toml, which it controls) to call itself
+    hospital-a. Its key is registered as hospital-liar, so its gate's refusal of a changed app and its results of
+    the release are filed under hospital-liar, and hospital-a's stay hospital-a's. It is revoked afterwards."""
+    liar, victim = "hospital-liar", deployment.sites[0]
+    kit_dir, _ = deployment.add_site(liar, deployment.sites[1])
+    for name in (KIT_FILE, SITE_FILE):
+        path = kit_dir / name
+        path.write_text(path.read_text().replace(f'site-name = "{liar}"', f'site-name = "{victim}"'))
+    assert read_site_kit(kit_dir).site_name == victim
+    site = deployment.start_site(liar, kit_dir)
+    try:
+        wait_for_line(site, "connected to the coordinator as node")
+        runs = read_coordinator_kit(deployment.coordinator_kit).runs
+        everyone = sorted([*deployment.sites, liar])
+
+        fab = changed_app_fab(tmp_path, tmp_path / "changed-app-ran")
+        code, output = run_command(
+            deployment, "liar-refused", "--rounds", "1", "--preset", "tiny", "--fab", str(fab)
+        )
+        assert code == ExitCode.REFUSED, output[-4000:]
+        refusals = read_refusals(max(runs.iterdir()))
+        assert sorted({r["site"] for r in refusals}) == everyone
+        assert len({(r["node_id"], r["site"]) for r in refusals}) == len(everyone)  # one name per node
+
+        code, output = run_command(
+            deployment, "liar-release", "--rounds", "1", "--preset", "tiny", "--run-config", "local-epochs=1"
+        )
+        assert code == 0, output[-4000:]
+        run_dir = max(runs.iterdir())
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert sorted((r["round"], r["site"]) for r in records) == [
+            (rnd, s) for rnd in (0, 1) for s in everyone
+        ]
+        server_log = (run_dir / "logs" / "flwr-run.log").read_text()
+        assert f"says it is '{victim}' but its key is registered as '{liar}'" in " ".join(server_log.split())
+    finally:
+        revoked = run_oncofed(
+            "coordinator", "revoke", "--kit", str(deployment.coordinator_kit), "--site", liar
+        )
+        site.stop()
+    assert revoked.returncode == 0, revoked.stdout + revoked.stderr
 
 
 def test_superlink_listens_on_loopback_only(deployment):

@@ -1,4 +1,4 @@
-"""Each training option of a real tiny simulation does what it claims (strategies, local-norm, local baseline, fp16 transport, central DP).
+"""Each training option of a real tiny simulation does what it claims.
 
 Runs (tiny_capture_run: the same 2-site federation and settings, every site reply captured; one session each).
 Under the sites' default disclosure policy hospital-a trains and reports; hospital-b has too few cases, so it
@@ -37,8 +37,7 @@ from tiny_capture_run import REPORTING, SITES, SUPPRESSED, captured_run, option_
 
 from models.norm_layers import norm_state_names
 from models.presets import build_model
-from models.shared.wire import GAIN_PREFIX, LOCAL_ONLY_PREFIX, NUM_EXAMPLES, Record, baseline_key
-from models.shared.wire import SUPPRESSED as SUPPRESSED_STATUS
+from models.shared.wire import GAIN_PREFIX, LOCAL_ONLY_PREFIX, NUM_EXAMPLES, Record, Status, baseline_key
 from models.weights import load_checkpoint
 from site_app.learning.local_baseline import MODEL_FILE
 from site_app.learning.local_norm import NORM_FILE
@@ -160,7 +159,7 @@ def test_the_local_only_model_never_leaves_its_site(combined):
     # Only aggregates of it leave, and only from a site that reports
     last = {r["site"]: r for r in records(combined) if r["round"] == 1}
     assert baseline_key(GAIN_PREFIX, "dice", None, "ci-low") in last[REPORTING]["metrics"]
-    assert last[SUPPRESSED]["status"] == SUPPRESSED_STATUS and last[SUPPRESSED]["metrics"] == {}
+    assert last[SUPPRESSED]["status"] == Status.SUPPRESSED and last[SUPPRESSED]["metrics"] == {}
 
 
 def test_the_report_compares_every_reporting_site_with_its_local_only_model(combined):

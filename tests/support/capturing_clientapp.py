@@ -12,7 +12,8 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.common.serde import message_to_proto
 
-from models.shared.wire import SERVER_ROUND, NodeConfig, Record
+from models.shared.node_config import NodeConfig
+from models.shared.wire import SERVER_ROUND, Record
 from site_app.app import app as site_app
 
 _count = itertools.count()

@@ -12,7 +12,7 @@ import numpy as np
 from model_checkpoints import SOME_EDEMA, biased_checkpoint
 
 from models.shared.labels import evaluation_regions
-from models.shared.wire import N_SKIPPED, NUM_EXAMPLES, REPORTED, SUPPRESSED, Overview
+from models.shared.wire import N_SKIPPED, NUM_EXAMPLES, Overview, Status
 from server_app.app_identity import write_app_identity
 from server_app.run_record.best_model import BestRound
 from server_app.run_record.run_folder import COMPLETED, RunFolder, read_metrics
@@ -69,7 +69,7 @@ def fake_run(run_dir: Path, rounds: int = 1) -> Path:
             {
                 "round": server_round,
                 "site": REPORTING_SITE,
-                "status": REPORTED,
+                "status": Status.REPORTED,
                 "min_report_cases": 5,
                 "n_cases": len(per_case),
                 "metrics": {**metrics, N_SKIPPED: 0},
@@ -81,7 +81,7 @@ def fake_run(run_dir: Path, rounds: int = 1) -> Path:
             {
                 "round": server_round,
                 "site": SUPPRESSED_SITE,
-                "status": SUPPRESSED,
+                "status": Status.SUPPRESSED,
                 "min_report_cases": 5,
                 "n_cases": None,
                 "metrics": {},

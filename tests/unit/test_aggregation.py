@@ -9,10 +9,12 @@ from flwr.serverapp.strategy import Strategy
 from strategy_rounds import settings_of
 
 from models.presets import build_model
+from models.shared.wire import OutsideLimit
 from models.weights import load_record, to_record
 from server_app.rounds.loop import ALL_SELECTED
 from server_app.strategies.registry import build_strategy
-from site_app.disclosure.validation_replies import refused_evaluation
+from site_app.disclosure.refusals import refused_evaluation
+from site_app.settings.limits import OutsideSiteLimits
 
 
 def reply_from(node_id: int, arrays: ArrayRecord, metrics: dict) -> Message:
@@ -104,7 +106,8 @@ def test_a_round_where_every_site_is_suppressed_has_no_pooled_evaluation(strateg
 
 def test_a_refused_evaluation_is_left_out_of_the_pooled_evaluation(strategy):
     reason = "run setting patch-size = 512 is above this site's limit limits.patch-size-max = 160"
-    refused = reply_to(12, "evaluate", refused_evaluation(reason))
+    outside = OutsideLimit("patch-size", 512, "limits.patch-size-max", 160)
+    refused = reply_to(12, "evaluate", refused_evaluation(OutsideSiteLimits(reason, outside)))
     pooled = strategy.aggregate_evaluate(2, [reported(11, SITE), refused])
     assert pooled["dice-mean"] == 0.5 and pooled["n-cases"] == 4
 

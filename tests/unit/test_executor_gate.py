@@ -22,6 +22,7 @@ from deploy.kits.app_approval import approval_of, write_allow_list
 from deploy.kits.release_fab import FabInfo
 from deploy.site import approval_gate as executor_gate
 from deploy.site.approval_gate import HOOKED_MODULE, HOOKED_NAME, GatedExecPlugin, install_gate
+from models.shared.wire import APP_NOT_APPROVED, refusal_reason
 
 
 def test_flower_is_the_pinned_release():
@@ -68,7 +69,7 @@ class RecordingExecutor:
 @pytest.fixture
 def gate(tmp_path, monkeypatch):
     monkeypatch.setattr(superexec_module, HOOKED_NAME, AutoExecPlugin)  # restored after the test
-    install_gate(tmp_path / "approved-apps.toml", "hospital-a")
+    install_gate(tmp_path / "approved-apps.toml")
     assert getattr(superexec_module, HOOKED_NAME) is GatedExecPlugin
     executor = RecordingExecutor()
     plugin = GatedExecPlugin("127.0.0.1:1", insecure=True, root_certificates_path=None, executor=executor)
@@ -97,8 +98,8 @@ def test_an_unapproved_hash_is_answered_not_launched(gate, monkeypatch):
     assert result == LaunchResult.accepted() and executor.launched == []
     ((address, token, reason),) = answered
     assert address == "127.0.0.1:1"
-    assert token == "token" and reason.startswith("app not approved by the site: site hospital-a refused FAB")
-    assert "b" * 64 in reason
+    assert token == "token" and reason == refusal_reason("b" * 64)
+    assert reason.startswith(APP_NOT_APPROVED) and "b" * 64 in reason
 
 
 def test_an_unreadable_allow_list_approves_nothing(gate, monkeypatch):

@@ -17,13 +17,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from scripted_grid import ScriptedGrid, ScriptedSite, scripted_run_config, trained
 
 from models.presets import build_model
+from models.shared.wire import OutsideLimit
 from models.weights import load_checkpoint, to_record
 from server_app.app import run_federation
 from server_app.rounds.round_checkpoint import CheckpointError
 from server_app.run_record.run_folder import read_metrics, read_rounds
 from site_app.disclosure.policy import DisclosurePolicy
-from site_app.disclosure.refusals import declined_training, refused_training
-from site_app.disclosure.validation_replies import refused_evaluation
+from site_app.disclosure.refusals import declined_training, refused_evaluation, refused_training
+from site_app.settings.limits import OutsideSiteLimits
 
 
 def run_config(run_dir: Path, **settings) -> dict:
@@ -395,11 +396,12 @@ def test_the_best_model_is_not_the_round_where_the_weakest_site_failed(tmp_path,
 def test_a_site_that_declines_or_refuses_is_filed_with_its_reason_not_dropped(tmp_path, flower_task):
     policy = DisclosurePolicy.from_node_config({})
     limit = "run setting spacing-mm = 0.1 is outside this site's limits"
+    outside = OutsideLimit("spacing-mm", 0.1, "limits.spacing-mm-min", 0.8)
     sites = three_sites(
         n12={"train": lambda message: declined_training("n < 5", policy)},
         n13={
-            "train": lambda message: refused_training(limit),
-            "evaluate": lambda m: refused_evaluation(limit),
+            "train": lambda message: refused_training(OutsideSiteLimits(limit, outside)),
+            "evaluate": lambda m: refused_evaluation(OutsideSiteLimits(limit, outside)),
         },
     )
     run_federation(ScriptedGrid(sites), run_config(tmp_path / "run", num_server_rounds=1, min_sites=1))
@@ -416,6 +418,9 @@ def test_a_site_that_declines_or_refuses_is_filed_with_its_reason_not_dropped(tm
         {},
         None,
     )
+    typed = {"setting": "spacing-mm", "value": 0.1, "limit": "limits.spacing-mm-min", "bound": 0.8}
+    assert refused["outside_limit"] == typed and refused["conventions"] == {}
+    assert refused["train"] == {"status": "refused", "reason": limit, "outside_limit": typed}
     assert read_rounds(tmp_path / "run")[1]["train"]["sound"] == ["hospital-a"]
     assert_same(model(tmp_path / "run", "final"), shifted(initial(tmp_path), 0.1))  # hospital-a's alone
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

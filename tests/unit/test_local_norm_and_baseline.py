@@ -21,8 +21,8 @@ from models.shared.wire import (
     LOCAL_ONLY_PREFIX,
     N_CASES,
     NUM_EXAMPLES,
-    REPORTED,
     Record,
+    Status,
     Validation,
     baseline_key,
     is_count,
@@ -146,7 +146,7 @@ def test_the_baseline_leaves_only_in_a_reported_reply_and_is_withheld_without_a_
     local = LocalOnly([case(f"c{i}", 0.5, 6.0) for i in range(6)])
     reported = evaluation_content(results, 0, policy, 7, local)
     metrics = reported[Record.METRICS]
-    assert reported[Record.VALIDATION][Validation.STATUS] == REPORTED
+    assert reported[Record.VALIDATION][Validation.STATUS] == Status.REPORTED
     assert metrics[baseline_key(GAIN_PREFIX, "dice", None, "mean")] > 0
     assert metrics[N_CASES] == metrics[NUM_EXAMPLES] == 6  # the same cases, no second count
 

@@ -19,7 +19,7 @@ from site_app.disclosure.aggregates import bootstrap_indices, describe, position
 from site_app.learning.metrics import HD95_PENALTY_MM, NSD_TOLERANCE_MM, case_metrics
 from site_app.learning.site_data import load_site_cases
 from site_app.learning.validation import after_loading, evaluate_case, on_native_grid
-from site_app.settings.node_config import SitePaths
+from site_app.settings.identity import SitePaths
 
 BRATS = evaluation_regions("brats")
 SPACING = (0.8, 1.1, 2.5)  # anisotropic: thick slices along the third axis

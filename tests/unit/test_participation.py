@@ -13,9 +13,11 @@ from scripted_grid import ScriptedGrid, ScriptedSite, trained
 
 from models.shared.labels import evaluation_regions
 from models.shared.run_config import defaults
+from models.shared.wire import Status
 from server_app.app import run_federation
 from server_app.rounds.participation import (
     NOT_ONLINE,
+    OK,
     PhaseOutcome,
     RoundLedger,
     SiteRound,
@@ -54,25 +56,44 @@ def test_error_replies_become_outcomes(flower_task):
     assert answer_outcome(None, 60) == PhaseOutcome("timeout", "no reply within 60 s")
 
 
-def test_the_participation_line_names_who_is_missing_and_since_when():
-    def record(site, status, train="ok", evaluate="ok"):
-        return {"site": site, "status": status, "participation": {"train": train, "evaluate": evaluate}}
-
-    records = [
-        record("hospital-a", "reported"),
-        record("hospital-b", "reported"),
-        record(
-            "hospital-c", "offline", train="offline: not online when the phase started", evaluate="offline: x"
-        ),
-    ]
-    assert participation_line(3, records, {"hospital-c": "14:02"}) == (
+def test_the_participation_line_names_who_is_missing_and_since_when(flower_task):
+    request = Message(RecordDict(), dst_node_id=7, message_type="evaluate")
+    evaluation = Message(RecordDict(), reply_to=request)  # a sound evaluate reply arrived (its content aside)
+    ledger = RoundLedger(
+        3,
+        {
+            "hospital-a": SiteRound(train=OK, evaluate=OK, evaluation=evaluation),
+            "hospital-b": SiteRound(train=OK, evaluate=OK, evaluation=evaluation),
+        },
+    )
+    everyone = ["hospital-a", "hospital-b", "hospital-c"]
+    assert participation_line(ledger, everyone, {"hospital-c": "14:02"}) == (
         "round 3: 2 of 3 sites; hospital-c offline since 14:02"
     )
-    records[1] = record("hospital-b", "reported", train="timeout: no reply within 60 s")
-    records[0] = record("hospital-a", "timeout", evaluate="timeout: no reply within 30 s")
-    assert participation_line(3, records, {}) == (
+    ledger.sites["hospital-b"].train = PhaseOutcome(Status.TIMEOUT, "no reply within 60 s")
+    ledger.sites["hospital-a"] = SiteRound(
+        train=OK, evaluate=PhaseOutcome(Status.TIMEOUT, "no reply within 30 s")
+    )
+    assert participation_line(ledger, everyone, {}) == (
         "round 3: 1 of 3 sites; hospital-a validation timeout: no reply within 30 s; hospital-b timeout (no reply "
         "within 60 s); hospital-c offline (not online when the phase started)"
+    )
+
+
+def test_round_0_counts_the_validations_that_arrived_and_names_a_sites_own_policy(flower_task):
+    request = Message(RecordDict(), dst_node_id=7, message_type="evaluate")
+    evaluation = Message(RecordDict(), reply_to=request)
+    suppressed = PhaseOutcome(Status.SUPPRESSED, "n < 5")
+    ledger = RoundLedger(
+        0,
+        {
+            "hospital-a": SiteRound(evaluate=OK, evaluation=evaluation),
+            "hospital-b": SiteRound(evaluate=suppressed, evaluation=evaluation),
+            "hospital-c": SiteRound(evaluate=PhaseOutcome(Status.DROPPED, "its records are [none]")),
+        },
+    )
+    assert participation_line(ledger, ["hospital-a"], {}) == (
+        "round 0: 2 of 3 sites; hospital-b suppressed (n < 5); hospital-c dropped (its records are [none])"
     )
 
 

@@ -8,8 +8,9 @@ import pytest
 from flwr.app import RecordDict
 
 from models.shared.labels import evaluation_regions
+from models.shared.node_config import DEFAULT_MIN_REPORT_CASES
 from models.shared.run_config import SIM_MIN_REPORT_CASES, defaults
-from models.shared.wire import COUNTS, DEFAULT_MIN_REPORT_CASES, METRICS, STATS
+from models.shared.wire import COUNTS, METRICS, STATS
 from site_app.disclosure.validation_replies import ValidationPolicy, evaluation_content
 from site_app.learning.metrics import case_metrics
 from site_app.learning.validation import CaseEvaluation

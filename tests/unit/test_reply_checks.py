@@ -5,6 +5,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from models.presets import build_model
+from models.shared.wire import OutsideLimit
 from models.transport import encode
 from models.weights import to_record
 from server_app.rounds.reply_checks import (
@@ -15,8 +16,8 @@ from server_app.rounds.reply_checks import (
     train_reply_problem,
 )
 from site_app.disclosure.policy import DisclosurePolicy
-from site_app.disclosure.refusals import declined_training, refused_training
-from site_app.disclosure.validation_replies import refused_evaluation
+from site_app.disclosure.refusals import declined_training, refused_evaluation, refused_training
+from site_app.settings.limits import OutsideSiteLimits
 
 GLOBAL = to_record(build_model("tiny", seed=0))
 SPEC = model_spec(GLOBAL)
@@ -139,15 +140,21 @@ def test_any_other_dtype_is_refused():
     )
 
 
+def refusal(setting: str, value: float, limit: str, bound: float) -> OutsideSiteLimits:
+    return OutsideSiteLimits(f"{setting} outside limits", OutsideLimit(setting, value, limit, bound))
+
+
 def test_a_sites_policy_replies_are_sound_with_exactly_their_records():
     policy = DisclosurePolicy.from_node_config({})
     assert train_reply_problem(declined_training("n < 5", policy), SPEC, 10) is None
-    assert train_reply_problem(refused_training("spacing-mm outside limits"), SPEC, 10) is None
-    assert evaluate_reply_problem(refused_evaluation("patch-size above limit"), 10) is None
+    spacing = refusal("spacing-mm", 0.1, "limits.spacing-mm-min", 0.8)
+    assert train_reply_problem(refused_training(spacing), SPEC, 10) is None
+    patch = refusal("patch-size", 512, "limits.patch-size-max", 160)
+    assert evaluate_reply_problem(refused_evaluation(patch), 10) is None
     smuggled = declined_training("n < 5", policy)
     smuggled["metrics"] = MetricRecord({"train-loss": 0.3})
     assert train_reply_problem(smuggled, SPEC, 10).startswith("it says it declined to train but its records")
-    leaky = refused_evaluation("x")
+    leaky = refused_evaluation(patch)
     leaky["metrics"] = MetricRecord({"dice-mean": 0.7, "num-examples": 4})
     assert evaluate_reply_problem(leaky, 10).startswith("it says its validation is refused but its records")
     assert "expected one of reported, suppressed, refused" in evaluate_reply_problem(

@@ -22,7 +22,7 @@ from models.shared.exit_codes import ExitCode
 from oncofed_cli import app
 from site_app.learning.site_data import load_site_cases
 from site_app.learning.training import train_epochs
-from site_app.settings.node_config import SitePaths
+from site_app.settings.identity import SitePaths
 from site_app.site_log import site_logger
 
 SETTINGS = PipelineSettings(spacing_mm=4.0, patch_size=16, samples_per_case=1)

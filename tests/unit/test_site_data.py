@@ -11,7 +11,7 @@ from data_prep.synth.federation import write_federation
 from data_prep.synth.writers import write_nifti
 from data_prep.transforms import PipelineSettings
 from site_app.learning.site_data import load_site_cases, site_overview
-from site_app.settings.node_config import SitePaths
+from site_app.settings.identity import SitePaths
 from site_app.site_log import site_logger
 
 SETTINGS = PipelineSettings(spacing_mm=2.0, patch_size=32, samples_per_case=2)
@@ -98,9 +98,9 @@ def test_the_inventory_follows_site_toml(tmp_path):
     [series]/[labels]/[limits] (site check skipped, or site.toml edited after it) is rebuilt with site.toml's."""
     from flwr.app import Context, RecordDict
 
-    from models.shared.wire import NodeConfig
+    from models.shared.node_config import NodeConfig
     from site_app.learning.site_data import site_inventory
-    from site_app.settings.node_config import resolve_site
+    from site_app.settings.identity import resolve_site
 
     plain = nifti_site(tmp_path, seed=7)
     site_toml = tmp_path / "site.toml"

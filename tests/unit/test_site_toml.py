@@ -10,10 +10,10 @@ import pytest
 from deploy.kits.contents import KitError, read_kit_settings
 from deploy.kits.operator_files import Release, site_files
 from deploy.kits.release_fab import FabInfo
+from models.shared.node_config import DEFAULT_MIN_REPORT_CASES, DEPLOYED_NODE_CONFIG
 from models.shared.run_config import defaults
-from models.shared.wire import DEFAULT_MIN_REPORT_CASES, DEPLOYED_NODE_CONFIG
 from site_app.disclosure.policy import DisclosurePolicy
-from site_app.settings.node_config import site_paths
+from site_app.settings.identity import site_paths
 from site_app.settings.run_settings import SiteRunSettings
 from site_app.settings.site_file import OPTIONAL_IN_A_KIT, TOP_LEVEL, read_site_settings
 

@@ -32,7 +32,7 @@ from server_app.strategies.mean_wrapper import FastMean
 from server_app.strategies.pooled_evaluation import PooledEvaluation
 from server_app.strategies.registry import build_strategy
 from server_app.strategies.server_optimizer import ServerOptimizer
-from server_app.strategies.transport import Transport
+from server_app.strategies.transport_dtype import Transport
 from server_app.strategies.wrapper import layers
 
 

@@ -1,13 +1,14 @@
 """The wire contract (models.shared.wire) holds on both sides: the describe query the coordinator sends reaches the site's
 handler and its reply is understood; the metric key grammar classifies every key a site sends, so the coordinator
-pools a new count without a change of its own."""
+pools a new count without a change of its own; statuses and a refusal's fields come back typed from the wire."""
 
 import numpy as np
 import pytest
-from flwr.app import Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.serde import config_record_from_proto, config_record_to_proto
 
 from data_prep.synth.federation import write_federation
-from models.shared import wire
+from models.shared import node_config, wire
 from models.shared.labels import REGION_SETS
 from models.shared.run_config import defaults
 from server_app.rounds.site_directory import site_description
@@ -32,7 +33,7 @@ def test_the_coordinators_describe_query_reaches_the_sites_handler_and_is_unders
     name, overview = site_description(reply.content)
     assert name == "hospital-q"
     assert overview[wire.Overview.N_CASES_USABLE] > 0
-    assert reply.content[wire.Record.SITE][wire.SITE_MIN_REPORT_CASES] == wire.DEFAULT_MIN_REPORT_CASES
+    assert reply.content[wire.Record.SITE][wire.SITE_MIN_REPORT_CASES] == node_config.DEFAULT_MIN_REPORT_CASES
     assert set(overview) <= {v for k, v in vars(wire.Overview).items() if k.isupper()}
 
 
@@ -114,3 +115,20 @@ def test_a_count_added_to_the_contract_is_pooled_by_the_coordinator(monkeypatch)
     assert pooled["lesions-split-wt"] == 7 and pooled["n-cases"] == 4
     assert pooled["dice-wt-mean"] == pytest.approx((3 * 0.5 + 0.8) / 4)
     assert "dice-wt-median" not in pooled
+
+
+def test_statuses_and_a_refusals_fields_survive_the_wire_typed():
+    """What a site writes (Status members, OutsideLimit) comes back as plain values from Flower's serialization;
+    the coordinator reads them back into the same types, and nothing else passes for them."""
+    limit = wire.OutsideLimit("patch-size", 512, "limits.patch-size-max", 160)
+    sent = ConfigRecord({wire.Training.STATUS: wire.Status.REFUSED, **limit.fields()})
+    received = config_record_from_proto(config_record_to_proto(sent))
+
+    assert type(received[wire.Training.STATUS]) is str
+    assert wire.read_status(received[wire.Training.STATUS], wire.TRAINING_STATUSES) is wire.Status.REFUSED
+    assert wire.OutsideLimit.from_record(received) == limit
+    assert wire.read_status("refused", wire.ABSENT_STATUSES) is None  # a policy status is no absence
+    assert wire.read_status("Refused", wire.TRAINING_STATUSES) is None
+    assert wire.read_status(["refused"], wire.TRAINING_STATUSES) is None
+    assert wire.OutsideLimit.from_record({**limit.fields(), "bound": True}) is None
+    assert wire.OutsideLimit.from_record({**limit.fields(), "setting": ""}) is None

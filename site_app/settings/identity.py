@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from flwr.app import Context
 
 from data_prep.errors import SiteDataError
+from models.shared.node_config import NodeConfig
 from models.shared.run_config import SIM_DATA, SIM_WORK
-from models.shared.wire import NodeConfig
 
 if TYPE_CHECKING:  # run_settings imports MONAI; the operator CLI imports this module for site_folders
     from site_app.settings.run_settings import SiteRunSettings

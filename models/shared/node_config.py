@@ -1,0 +1,80 @@
+"""A deployed site's own settings, as keys of Flower's node config (`flower-supernode --node-config`).
+
+The site's launcher (deploy.site.launcher) writes them from the kit's site.toml; the ClientApp reads them
+(site_app.settings). They never cross to the coordinator: the coordinator's run config cannot set them.
+"""
+
+from models.shared.wire import SITE_NAME
+
+
+class NodeConfig:
+    """Keys of `context.node_config`. A deployed site's SuperNode is given the site's keys (from its site.toml:
+    the first five always, the other policy keys and limits when the site sets them); a simulated one gets
+    Flower's partition keys instead, and its policy from the run config's "sim-" settings (models.shared.run_config)."""
+
+    SITE_NAME = SITE_NAME
+    DATA_PATH = "data-path"
+    """The site's data folder; only read."""
+    WORK_PATH = "work-path"
+    """A folder the site owns: cache, inventory, logs, site-local reports; not inside DATA_PATH."""
+    SITE_CONFIG = "site-config"
+    """Absolute path of the site's site.toml: the ClientApp builds its inventory with its [series], [labels] and
+    [limits] (site_app.settings.site_file), and rebuilds it when they change."""
+    MIN_REPORT_CASES = "min-report-cases"
+    """The fewest validation cases for which the site sends any metric (DEFAULT_MIN_REPORT_CASES)."""
+    MIN_POSITION_CASES = "min-position-cases"
+    """The fewest validation cases for which medians and quartiles are sent (DEFAULT_MIN_POSITION_CASES)."""
+    MIN_TRAIN_CASES = "min-train-cases"
+    """The fewest training cases the site trains on (DEFAULT_MIN_TRAIN_CASES)."""
+    VALIDATION_FRACTION = "validation-fraction"
+    """The share of its cases the site keeps for validation in its own split (DEFAULT_VALIDATION_FRACTION)."""
+    LIMITS = "limits"
+    """Prefix of the site's limits on run settings: "limits.<key>" for each key of LIMIT_KEYS (site.toml's
+    [limits] table; site_app.settings.limits)."""
+    PARTITION_ID = "partition-id"
+    NUM_PARTITIONS = "num-partitions"
+    """Set by Flower's Simulation Engine for each virtual node."""
+
+
+POLICY_KEYS = (
+    NodeConfig.MIN_REPORT_CASES,
+    NodeConfig.MIN_POSITION_CASES,
+    NodeConfig.MIN_TRAIN_CASES,
+    NodeConfig.VALIDATION_FRACTION,
+)
+"""The site's disclosure settings (site_app.disclosure.policy); the coordinator's run config cannot set them."""
+
+DEPLOYED_NODE_CONFIG = (
+    NodeConfig.SITE_NAME,
+    NodeConfig.DATA_PATH,
+    NodeConfig.WORK_PATH,
+    NodeConfig.SITE_CONFIG,
+    *POLICY_KEYS,
+)
+"""What a deployed site's launcher writes into its node config from a kit's site.toml as shipped (a site.toml
+without the optional policy keys leaves them out; each limit the site sets adds "limits.<key>")."""
+
+LIMIT_KEYS = (
+    "spacing-mm-min",
+    "spacing-mm-max",
+    "patch-size-max",
+    "samples-per-case-max",
+    "batch-size-max",
+    "local-epochs-max",
+    "max-resampled-voxels",
+)
+"""The site's limits on run settings, as keys of site.toml's [limits] table (site_app.settings.limits)."""
+
+
+def limit_key(key: str) -> str:
+    """The node-config key of a limit: "limits.batch-size-max"."""
+    return f"{NodeConfig.LIMITS}.{key}"
+
+
+DEFAULT_MIN_REPORT_CASES = 5
+"""A deployed site's minimum when its node config does not set one."""
+DEFAULT_MIN_POSITION_CASES = 10
+DEFAULT_MIN_TRAIN_CASES = 5
+DEFAULT_VALIDATION_FRACTION = 0.2
+"""A deployed site's other disclosure settings when its node config does not set them (a simulated site's
+come from the "sim-" run settings, whose defaults are these but for sim-min-report-cases)."""

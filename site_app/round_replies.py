@@ -1,0 +1,148 @@
+"""The content of each reply a site sends: its description, a training round, a validation round.
+
+Replies carry weights and aggregates only: `num-examples` is the number of training cases (train) or validation
+cases (evaluate); per-case values, case ids and file names stay in the site's work folder. What may leave is set
+by the disclosure policy (site_app.disclosure.policy): below the site's `min-report-cases` an evaluate reply
+carries no number about its cases at all, below `min-train-cases` a train reply carries no weights, and a run
+outside the site's limits (site_app.settings.limits) is refused before any case is loaded.
+
+The run's training options act in site_app.learning.federated_round: with `local-norm` the site's own norm layers
+are put into each incoming model and never sent; with `local-baseline` a local-only model trains on the same
+cases and stays in the work folder (<work>/runs/<run key>/), and only its aggregates leave, through the same
+disclosure policy; weights travel in the run's `transport-dtype`; with FedProx the instruction carries μ.
+"""
+
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
+
+from models.shared.wire import NUM_EXAMPLES, SITE_MIN_REPORT_CASES, SITE_NAME, TRAIN_LOSS, Record, Validation
+from models.weights import to_record
+from site_app.disclosure.policy import DisclosurePolicy, bootstrap_seed, model_digest
+from site_app.disclosure.refusals import (
+    declined_training,
+    note_run_split_ignored,
+    refusal,
+    refused_evaluation,
+    refused_training,
+)
+from site_app.disclosure.validation_replies import (
+    LocalOnly,
+    ValidationPolicy,
+    evaluation_content,
+    suppressed_content,
+)
+from site_app.disclosure.validation_split import TRAINING, VALIDATION, record_released, released_set
+from site_app.learning.federated_round import train_round, validate_local_only
+from site_app.learning.site_data import load_site_cases, preprocessed_cases, site_overview, split_inventory
+from site_app.learning.validation import validate_cases
+from site_app.learning.work_records import keep_validation
+from site_app.settings.secret import site_secret
+from site_app.site_message import SiteMessage
+
+
+def describe_reply(message: SiteMessage) -> RecordDict:
+    """The name the site calls itself, its min-report-cases (which bounds a withheld count) and an aggregate
+    overview of its data."""
+    k = DisclosurePolicy.for_site(message.node_config, message.settings).min_report_cases
+    overview = MetricRecord(site_overview(message.site, k, message.log))
+    identity = ConfigRecord({SITE_NAME: message.site.name, SITE_MIN_REPORT_CASES: k})
+    return RecordDict({Record.SITE: identity, Record.OVERVIEW: overview})
+
+
+def train_reply(message: SiteMessage) -> RecordDict:
+    """Train the global model on the site's training cases, or say why the site's policy stops the round."""
+    policy = DisclosurePolicy.for_site(message.node_config, message.settings)
+    site, settings, log, server_round = message.site, message.settings, message.log, message.server_round
+
+    # The site's policy first: a run outside its limits, or too few training cases, gets no weights
+    refused = refusal(site, settings, message.node_config, log)
+    if refused:
+        log.warning("round %d: training refused: %s", server_round, refused)
+        return refused_training(refused)
+    note_run_split_ignored(settings, policy, log)
+    inventory, split = split_inventory(site, policy.validation_fraction, log)
+    if len(split.training) < policy.min_train_cases:
+        return _declined(message, f"n < {policy.min_train_cases}", policy)  # below the site's min-train-cases
+
+    # The data: a training set differing from the last one by fewer than min-train-cases is not used
+    cases = preprocessed_cases(site, inventory, split, settings.pipeline, log)
+    usable = released_set(site.work, TRAINING, [i["case_id"] for i in cases.train], policy.min_train_cases)
+    chosen = [item for item in cases.train if usable.cases is not None and item["case_id"] in usable.cases]
+    if len(chosen) < policy.min_train_cases:
+        return _declined(
+            message, usable.reason if usable.cases is None else f"n < {policy.min_train_cases}", policy
+        )
+
+    # Train the global model (with this site's norm layers under local-norm), and the local-only baseline
+    work = message.site_round()
+    arrays, loss = train_round(work, server_round, message.incoming, chosen, message.proximal_mu())
+    log.info(
+        "round %d: trained on %d cases (%s), mean loss %.4f", server_round, len(chosen), usable.reason, loss
+    )
+
+    # Weights (transport dtype; no norm layers under local-norm) and aggregates
+    record_released(site.work, TRAINING, usable.cases)
+    metrics = MetricRecord({TRAIN_LOSS: loss, NUM_EXAMPLES: len(chosen)})
+    return RecordDict({Record.ARRAYS: arrays, Record.METRICS: metrics})
+
+
+def evaluate_reply(message: SiteMessage) -> RecordDict:
+    """Validate the global model on the site's validation cases: aggregates, or none below the site's minimum."""
+    policy = ValidationPolicy.for_site(message.settings, message.node_config)
+    site, settings, log, server_round = message.site, message.settings, message.log, message.server_round
+    k = policy.min_report_cases
+
+    # A run outside the site's limits is refused before any case is loaded
+    refused = refusal(site, settings, message.node_config, log)
+    if refused:
+        log.warning("round %d: validation refused: %s", server_round, refused)
+        return refused_evaluation(refused)
+    note_run_split_ignored(settings, policy.disclosure, log)
+    work = message.site_round()
+    model = work.personalized(message.incoming)  # with this site's norm layers under local-norm
+
+    # The data: the site's own validation set, or the set last reported while fewer than k cases changed
+    cases = load_site_cases(site, settings.pipeline, policy.disclosure.validation_fraction, log)
+    usable = released_set(site.work, VALIDATION, [i["case_id"] for i in cases.val], k)
+    log.info("round %d: validation set: %s", server_round, usable.reason)
+    if usable.cases is None:
+        log.warning("round %d: validation suppressed: %s", server_round, usable.reason)
+        return suppressed_content(policy, usable.reason)
+
+    # Validate: per-case values stay here, in the work folder
+    chosen = [item for item in cases.val if item["case_id"] in usable.cases]
+    results, n_failed = validate_cases(
+        model, chosen, settings.pipeline, policy.regions, work.device, log, settings.min_lesion_mm3
+    )
+    if not results:
+        raise ValueError(f"none of the {len(chosen)} validation cases could be validated (see the site log)")
+    keep_validation(site, settings, server_round, to_record(model), results)  # the model validated here
+    final = released_set(site.work, VALIDATION, [r.case_id for r in results], k)
+    if final.cases is None:
+        log.warning("round %d: validation suppressed: %s", server_round, final.reason)
+        return suppressed_content(policy, final.reason)
+
+    # Aggregates of the released cases only (and the local-only baseline's on the same cases)
+    released = [r for r in results if r.case_id in final.cases]
+    seed = bootstrap_seed(site_secret(site.work), model_digest(message.incoming), sorted(final.cases))
+    local_only = None
+    if settings.local_baseline and len(released) >= k:
+        items = [item for item in chosen if item["case_id"] in final.cases]
+        local_only = LocalOnly(validate_local_only(work, items, released, server_round, dict(policy.regions)))
+    content = evaluation_content(released, cases.n_skipped + n_failed, policy, seed, local_only)
+    status = content[Record.VALIDATION][Validation.STATUS]
+    log.info(
+        "round %d: validated %d cases (%s, minimum %d; %s)",
+        server_round,
+        len(released),
+        status,
+        k,
+        final.reason,
+    )
+    if content.metric_records:
+        record_released(site.work, VALIDATION, final.cases)
+    return content
+
+
+def _declined(message: SiteMessage, reason: str, policy: DisclosurePolicy) -> RecordDict:
+    message.log.warning("round %d: training declined: %s", message.server_round, reason)
+    return declined_training(reason, policy)

@@ -1,0 +1,69 @@
+"""A message as the site handles it, read once: the run's settings, the site, its node config and log, and, for a
+train or evaluate instruction, its config, round and the model side of the round (site_app.learning)."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from logging import Logger
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+
+from models.shared.wire import PROXIMAL_MU, RUN_KEY, SERVER_ROUND, Record
+from site_app.learning.federated_round import SiteRound
+from site_app.learning.run_state import run_state_dir
+from site_app.settings.identity import SitePaths, resolve_site
+from site_app.settings.run_settings import SiteRunSettings
+from site_app.site_log import site_logger
+
+
+@dataclass(frozen=True)
+class SiteMessage:
+    """What every handler needs: every run setting read once into SiteRunSettings, the site from its node config
+    (or simulated partition), and its log in the work folder."""
+
+    msg: Message
+    settings: SiteRunSettings
+    site: SitePaths
+    node_config: Mapping[str, object]
+    log: Logger
+    run_id: int
+
+    @classmethod
+    def read(cls, msg: Message, context: Context) -> "SiteMessage":
+        settings = SiteRunSettings.from_run_config(context.run_config)
+        site = resolve_site(context, settings)
+        return cls(msg, settings, site, context.node_config, site_logger(site.work), context.run_id)
+
+    @property
+    def config(self) -> ConfigRecord:
+        """The instruction's CONFIG record (train and evaluate; a query has none)."""
+        return self.msg.content[Record.CONFIG]
+
+    @property
+    def server_round(self) -> int:
+        return int(self.config[SERVER_ROUND])
+
+    @property
+    def incoming(self) -> ArrayRecord:
+        """The global model the instruction carries (in the run's transport dtype)."""
+        return self.msg.content[Record.ARRAYS]
+
+    def site_round(self) -> SiteRound:
+        """The model side of this round: the site, its settings, and its state folder for this run."""
+        state_dir = run_state_dir(self.site.work, self.config.get(RUN_KEY), self.run_id)
+        return SiteRound(self.site, self.settings, state_dir, _device(), self.log)
+
+    def proximal_mu(self) -> float | None:
+        """FedProx's μ from the instruction (None: another strategy); a value that is not a number ≥ 0 is refused."""
+        mu = self.config.get(PROXIMAL_MU)
+        if mu is None:
+            return None
+        if isinstance(mu, bool) or not isinstance(mu, int | float) or not mu >= 0:
+            raise ValueError(
+                f"the train instruction's `{PROXIMAL_MU}` is {mu!r}, expected a number of at least 0"
+            )
+        return float(mu)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
