@@ -41,11 +41,11 @@ def synth(
     Sites differ like real hospitals (non-IID): NIfTI or DICOM CT + DICOM-SEG, orientation, spacing,
     intensities, number of cases. Same seed, same voxels.
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from data_prep.synth.federation import write_federation
     from data_prep.synth.profiles import site_profiles
+    from models.shared.terminal import make_console
 
     if seed < 0:
         raise fail(f"--seed must be >= 0, got {seed}", ExitCode.BAD_INPUT)
@@ -53,7 +53,7 @@ def synth(
         profiles = site_profiles(preset, sites, seed)
     except ValueError as error:
         raise fail(str(error), ExitCode.BAD_INPUT) from None
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:

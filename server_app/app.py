@@ -37,6 +37,7 @@ from server_app.run_record.best_model import BestRound
 from server_app.run_record.checkpoints import Checkpointer
 from server_app.run_record.run_folder import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder, read_metrics
 from server_app.run_record.summary import build_summary
+from server_app.run_record.tracking import track_run
 from server_app.strategies.registry import RunStrategy, build_strategy
 
 app = ServerApp()
@@ -133,6 +134,7 @@ def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentit
         raise
     write_summary(loop, outcome, settings.num_rounds, started)
     write_report(run)
+    track_run(run.path, settings.tracking_uri)  # the report and model card
     return outcome
 
 
@@ -179,6 +181,9 @@ def write_summary(loop: FederatedLoop, outcome: Outcome, rounds_planned: int, st
             reason=outcome.reason,
         )
     )
+    track_run(
+        loop.run.path, loop.settings.tracking_uri
+    )  # MLflow follows summary.json: every round, every end
 
 
 def write_report(run: RunFolder) -> None:

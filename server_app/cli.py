@@ -31,18 +31,20 @@ def report(
 
     One self-contained HTML page, with report.json and metrics.csv beside it.
     """
-    from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from models.shared.terminal import make_console
     from server_app.report.writer import write_report
 
     if not run_dir.is_dir():
         raise fail(f"run folder {run_dir} does not exist or is not a folder", ExitCode.BAD_INPUT)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        with Progress(*columns, console=make_console(stderr=True), transient=True) as progress:
             progress.add_task(f"writing the report of {run_dir}", total=None)
             files = write_report(run_dir, out)
     except FileNotFoundError as error:  # no validated round in the folder
         raise fail(str(error), ExitCode.NO_USABLE_DATA) from None
-    Console().print(f"Report: {files.html}\nData: {files.json}, {files.csv}", highlight=False, soft_wrap=True)
+    make_console().print(
+        f"Report: {files.html}\nData: {files.json}, {files.csv}", highlight=False, soft_wrap=True
+    )

@@ -36,6 +36,7 @@ from models.shared.run_config import (
     SPACING_MM,
     STRATEGY,
     TAU,
+    TRACKING_URI,
     TRAIN_TIMEOUT_S,
     TRANSPORT_DTYPE,
     WAIT_FOR_SITES_S,
@@ -127,6 +128,8 @@ class ServerRunSettings:
     expected_sites: tuple[str, ...]
     resume: bool
     init_model: Path | None
+    tracking_uri: str
+    """Where the run is copied to in MLflow (server_app.run_record.tracking); empty: a store in the run folder."""
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, object]) -> "ServerRunSettings":
@@ -155,6 +158,7 @@ class ServerRunSettings:
             expected_sites=tuple(s.strip() for s in EXPECTED_SITES.read(run_config).split(",") if s.strip()),
             resume=RESUME.read(run_config),
             init_model=Path(init_model).expanduser() if init_model else None,
+            tracking_uri=TRACKING_URI.read(run_config).strip(),
         )
         settings.check()
         return settings

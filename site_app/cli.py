@@ -40,10 +40,10 @@ def site_report(
 
     Per-case metrics and overlays, worst case first, into WORKDIR/reports only.
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from data_prep.errors import SiteDataError
+    from models.shared.terminal import make_console
     from site_app.tools.site_report import write_site_report
 
     if not work.is_dir():
@@ -55,7 +55,7 @@ def site_report(
         raise fail(f"model checkpoint {model} does not exist", ExitCode.BAD_INPUT)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        with Progress(*columns, console=make_console(stderr=True), transient=True) as progress:
             task = progress.add_task("validating cases", total=None)
             files = write_site_report(
                 work, model, lambda done, total: progress.update(task, completed=done, total=total)
@@ -65,7 +65,7 @@ def site_report(
     except SiteDataError as error:  # the data folder the site validated on is gone
         raise fail(str(error), ExitCode.BAD_INPUT) from None
     failed = f", {files.n_failed} could not be validated (listed in the report)" if files.n_failed else ""
-    Console().print(
+    make_console().print(
         f"{files.n_cases} cases{failed}\nReport (stays at this site): {files.html}\nPer case: {files.csv}",
         highlight=False,
         soft_wrap=True,
@@ -96,14 +96,14 @@ def site_predict(
     (site_app/tools/predict_run.py). Exit codes: OK when at least one study was written, NO_USABLE_DATA when none,
     BAD_INPUT for a model, folder, site.toml or manifest that cannot be used.
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from models.model_source import ModelSourceError, load_model_source
+    from models.shared.terminal import make_console
     from site_app.settings.site_file import SiteSettingsError, read_site_settings
     from site_app.tools.predict_run import PREDICTIONS_FILE, predict_folder
 
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     try:
         ingest = read_site_settings(config)
     except SiteSettingsError as error:

@@ -233,6 +233,14 @@ def run(
             "--init", help="Start from a global model an earlier run saved (`RUN_DIR/models/*.pt`)."
         ),
     ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="MLflow tracking server for the run's records (run setting tracking-uri; default: an MLflow "
+            "store in the run folder, or the resumed run's own).",
+        ),
+    ] = None,
 ) -> None:
     """Submit the kit's release app (or --fab) to the coordinator and stream its log.
 
@@ -278,6 +286,8 @@ def run(
             )
     except (KitError, ValueError) as error:
         raise fail(str(error), ExitCode.BAD_INPUT) from None
+    if tracking_uri is not None:
+        plan.run_config["tracking-uri"] = tracking_uri
     if resume is not None and (run_id := still_running(coordinator, plan.run_dir)) is not None:
         raise fail(
             f"--resume {plan.run_dir}: Flower run {run_id} is still writing into it. If its coordinator died, "

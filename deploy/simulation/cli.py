@@ -44,6 +44,14 @@ def simulate(
             "--resume", help="Continue this simulation's run folder after its last completed round."
         ),
     ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="MLflow tracking server for the run's records (run setting tracking-uri; default: an MLflow "
+            "store in the run folder, or the resumed run's own).",
+        ),
+    ] = None,
 ) -> None:
     """Run the federation on this machine and print the per-site results.
 
@@ -90,6 +98,8 @@ def simulate(
         raise fail(str(error), ExitCode.NO_USABLE_DATA) from None
     except (ValueError, SiteDataError, FileNotFoundError) as error:
         raise fail(str(error), ExitCode.BAD_INPUT) from None
+    if tracking_uri is not None:
+        plan.run_config["tracking-uri"] = tracking_uri
 
     rounds = int(plan.run_config["num-server-rounds"])
     console = Console()

@@ -45,15 +45,14 @@ def site_keygen(
     comment: Annotated[str, typer.Option(help="A label in site.pub, e.g. the site's name.")] = "",
 ) -> None:
     """Make this site's key pair here. Send only site.pub to the coordinator; site.key never leaves this host."""
-    from rich.console import Console
-
     from deploy.kits.site_keys import KeygenError, generate_site_keys
+    from models.shared.terminal import make_console
 
     try:
         pair = generate_site_keys(out, comment)
     except KeygenError as error:
         raise fail(str(error), ExitCode.BAD_INPUT) from None
-    Console(highlight=False, soft_wrap=True).print(
+    make_console(highlight=False, soft_wrap=True).print(
         f"Private key: {pair.private} (mode 0600): keep it here; set site.toml's private-key to it.\n"
         f"Public key:  {pair.public}: send this file to the coordinator.\n"
         f"Fingerprint: {pair.fingerprint} (confirm it with the coordinator by phone or another channel).",
@@ -71,12 +70,11 @@ def site_approve(
 
     Exit 5 (refused) when the approval is declined at the prompt.
     """
-    from rich.console import Console
-
     from deploy.kits.app_approval import ApprovalError, approval_of, approve, current_user, read_allow_list
     from deploy.kits.release_fab import FabError, read_fab
+    from models.shared.terminal import make_console
 
-    console = Console(highlight=False, soft_wrap=True)
+    console = make_console(highlight=False, soft_wrap=True)
     allow_list = _site_allow_list(kit)
     try:
         _, info = read_fab(fab)
@@ -107,11 +105,10 @@ def site_approve(
 @app.command("apps", no_args_is_help=True)
 def site_apps(kit: SiteKitOption) -> None:
     """The apps this site runs (their SHA-256), with who approved them and when."""
-    from rich.console import Console
-
     from deploy.kits.app_approval import ApprovalError, read_allow_list
+    from models.shared.terminal import make_console
 
-    console = Console(highlight=False, soft_wrap=True)
+    console = make_console(highlight=False, soft_wrap=True)
     allow_list = _site_allow_list(kit)
     try:
         apps = read_allow_list(allow_list)
@@ -139,16 +136,15 @@ def site_revoke_app(
     ],
 ) -> None:
     """This site no longer runs the app (from its next task on)."""
-    from rich.console import Console
-
     from deploy.kits.app_approval import ApprovalError, revoke
+    from models.shared.terminal import make_console
 
     allow_list = _site_allow_list(kit)
     try:
         removed = revoke(allow_list, hash_)
     except ApprovalError as error:
         raise fail(str(error), ExitCode.BAD_INPUT) from None
-    Console(highlight=False, soft_wrap=True).print(
+    make_console(highlight=False, soft_wrap=True).print(
         f"Removed {removed.publisher}/{removed.name} {removed.version} (sha256 {removed.sha256}) from {allow_list}.",
         markup=False,
     )

@@ -83,8 +83,9 @@ def site_check(
     """
     import json
 
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from models.shared.terminal import make_console
 
     as_json = output_format is OutputFormat.json
     if kit is not None:
@@ -92,7 +93,7 @@ def site_check(
         from deploy.site.preflight import check_kit
 
         results = check_kit(kit)
-        print_checks(results, Console(stderr=as_json))
+        print_checks(results, make_console(stderr=as_json))
         failed = [result for result in results if result.status == "error"]
         if failed:
             raise fail(
@@ -105,7 +106,7 @@ def site_check(
         raise click.UsageError("give --kit, or both --data and --work")
     from site_app.tools.data_check import DataCheckError, check_site_data, print_report
 
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
@@ -122,9 +123,7 @@ def site_check(
     if as_json:
         typer.echo(json.dumps(check.inventory.to_json(), indent=1))
     else:
-        out = Console(soft_wrap=True)
-        # A file or a pipe (a log, a ticket): wide enough not to cut case ids.
-        print_report(out if out.is_terminal else Console(soft_wrap=True, width=160), check)
+        print_report(make_console(soft_wrap=True), check)
     if not check.inventory.usable:
         raise fail(
             f"no usable case in {data}; {check.path} says why each case was excluded", ExitCode.NO_USABLE_DATA
@@ -153,7 +152,6 @@ def site_start(kit: SiteKitOption) -> None:
     retrying). Exit 5 (refused) when the coordinator does not accept this site's key (not registered, or
     revoked).
     """
-    from rich.console import Console
     from rich.text import Text
 
     from deploy.kits.contents import read_site_kit
@@ -161,10 +159,11 @@ def site_start(kit: SiteKitOption) -> None:
     from deploy.site.launcher import SiteStartError, connect, record_session, wait_for_exit
     from deploy.site.link import LinkWatch
     from deploy.site.preflight import check_kit
+    from models.shared.terminal import make_console
 
     console, errors = (
-        Console(highlight=False, soft_wrap=True),
-        Console(stderr=True, highlight=False, soft_wrap=True),
+        make_console(highlight=False, soft_wrap=True),
+        make_console(stderr=True, highlight=False, soft_wrap=True),
     )
     results = check_kit(kit)
     fatal = [r for r in results if r.status == "error" and r.problem not in NOT_FATAL_AT_START]

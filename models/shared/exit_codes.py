@@ -43,10 +43,11 @@ def fail(message: str, code: ExitCode) -> typer.Exit:
     """
     if code is ExitCode.OK:
         raise ValueError("fail() is for a non-zero exit")
-    from rich.console import Console  # the error path only: `oncofed --help` does not pay for it
-    from rich.text import Text
+    from rich.text import Text  # the error path only: `oncofed --help` does not pay for rich
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
+    from models.shared.terminal import make_console
+
+    make_console(stderr=True, highlight=False, soft_wrap=True).print(
         Text.assemble(("error:", "bold red"), " ", message)
     )
     return typer.Exit(int(code))

@@ -207,6 +207,15 @@ RUN_DIR = RunSetting(
     "",
     "absolute path of the run folder the ServerApp writes; set by the launcher",
 )
+TRACKING_URI = RunSetting(
+    "tracking-uri",
+    Owner.COORDINATOR,
+    str,
+    "",
+    "MLflow tracking URI the run's records are copied to after every round (e.g. http://mlflow.example:5000);"
+    " empty: an MLflow store inside the run folder (sqlite:///RUN_DIR/mlflow.db); none: no copy; set by"
+    " `--tracking-uri`",
+)
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
 STRATEGY = RunSetting(
     "strategy",
@@ -342,6 +351,7 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     RESUME,
     INIT_MODEL,
     RUN_DIR,
+    TRACKING_URI,
     STRATEGY,
     PROXIMAL_MU,
     SERVER_LR,
@@ -413,8 +423,10 @@ RESUMABLE_CHANGES: tuple[RunSetting, ...] = (
     DESCRIBE_TIMEOUT_S,
     TRAIN_TIMEOUT_S,
     EVALUATE_TIMEOUT_S,
+    TRACKING_URI,
 )
-"""The settings a resumed run may change: they decide when rounds run, not what a round computes."""
+"""The settings a resumed run may change: they decide when rounds run and where they are tracked, not what a round
+computes."""
 
 
 def majority(n_sites: int) -> int:

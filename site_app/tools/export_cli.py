@@ -24,9 +24,8 @@ def export(
     ],
 ) -> None:
     """Export a model as a MONAI bundle: configs, weights, TorchScript, loadable with monai.bundle offline."""
-    from rich.console import Console
-
     from models.model_source import ModelSourceError, load_model_source
+    from models.shared.terminal import make_console
     from site_app.tools.bundle_export import export_bundle
 
     try:
@@ -34,7 +33,7 @@ def export(
         folder = export_bundle(source, out)
     except (ModelSourceError, FileExistsError) as error:
         raise fail(str(error), ExitCode.BAD_INPUT) from None
-    Console(stderr=True).print(
+    make_console(stderr=True).print(
         f"Bundle written: {folder} (model {source.sha256}); run it with\n  python -m monai.bundle run"
         f" --config_file {folder}/configs/inference.json --bundle_root {folder} --dataset_dir IMAGES"
         " --output_dir LABELS",

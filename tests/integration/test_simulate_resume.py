@@ -1,6 +1,7 @@
 """`oncofed simulate --resume RUN_DIR`: a simulation stopped after round 1 of 2 (Ctrl-C) continues in its folder
 with round 2 only, and ends with the model an uninterrupted simulation with the same seed (and the same site
-secrets, which choose each site's validation split) ends with."""
+secrets, which choose each site's validation split) ends with; its MLflow run (the run folder's store) is continued,
+not repeated."""
 
 import json
 import os
@@ -12,6 +13,7 @@ from collections import Counter
 import pytest
 import torch
 from loopback_federation import ONCOFED
+from mlflow_records import released_only, the_run
 from synthetic_site import fix_site_secret
 
 from data_prep.synth.federation import write_federation
@@ -63,6 +65,9 @@ def test_a_stopped_simulation_resumes_to_the_uninterrupted_model(tmp_path):
     assert processes_with_env("FLWR_HOME", str((run_dir / "flwr-home").resolve())) == []
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] in ("stopped", "running") and summary.get("final_model") is None
+    stopped = the_run(run_dir)
+    assert stopped.status in ("KILLED", "RUNNING")  # KILLED when the ServerApp got to say so
+    assert stopped.steps("pooled/dice-mean")[:1] == [0]  # round 1 too, unless the stop came before its sync
 
     resumed = simulate("--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -70,6 +75,11 @@ def test_a_stopped_simulation_resumes_to_the_uninterrupted_model(tmp_path):
     pairs = Counter((r["round"], r["site"]) for r in read_metrics(run_dir))
     assert pairs == Counter({(rnd, site): 1 for rnd in range(3) for site in SITES})
     assert [r["train"]["aggregated"] for r in read_rounds(run_dir)[1:]] == [True, True]  # the model moved
+    tracked = the_run(run_dir)  # one MLflow run, continued
+    assert tracked.run_id == stopped.run_id and tracked.status == "FINISHED"
+    for key in ("pooled/dice-mean", *(f"site/{site}/dice-mean" for site in SITES)):
+        assert tracked.steps(key) == [0, 1, 2], key
+    released_only(tracked, run_dir)
     final, meta = load_checkpoint(run_dir / "models" / "final.pt")
     expected, _ = load_checkpoint(tmp_path / "reference" / "models" / "final.pt")
     assert meta["round"] == 2

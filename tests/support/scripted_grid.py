@@ -158,8 +158,9 @@ PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 def scripted_run_config(run_dir: Path, sites: list[str], **settings: object) -> dict:
     """A run config for run_federation on a ScriptedGrid: the app's defaults, the tiny model, two rounds, quorum 2
-    of `sites`, and one-second waits and deadlines (scripted sites answer at once or never); `settings` override,
-    `num_server_rounds` or `"num-server-rounds"` alike."""
+    of `sites`, one-second waits and deadlines (scripted sites answer at once or never), and no MLflow copy (a
+    new sqlite store costs seconds of disk writes per run; tests/unit/test_tracking.py turns it on); `settings`
+    override, `num_server_rounds` or `"num-server-rounds"` alike."""
     defaults = flatten_dict(tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"])
     config = {
         **defaults,
@@ -172,5 +173,6 @@ def scripted_run_config(run_dir: Path, sites: list[str], **settings: object) -> 
         "describe-timeout-s": 1.0,
         "train-timeout-s": 1.0,
         "evaluate-timeout-s": 1.0,
+        "tracking-uri": "none",
     }
     return config | {key.replace("_", "-"): value for key, value in settings.items()}
