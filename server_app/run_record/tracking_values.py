@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from models.shared.run_config import SETTINGS_BY_KEY, TRACKING_URI, Owner
-from models.shared.wire import REPORTED
+from models.shared.wire import Status
 from server_app.app_identity import read_app_identity
 from server_app.coordinator_settings import StrategySettings
 from server_app.run_record.run_folder import (
@@ -130,7 +130,7 @@ def _round_metrics(records: list[dict], round_record: dict, pooled: dict) -> dic
         if _is_number(privacy.get("epsilon")):
             metrics[metric_name("dp", "epsilon")] = float(privacy["epsilon"])
     metrics |= {metric_name("bytes", direction): total for direction, total in totals.items()}
-    metrics[metric_name("round", "sites-reported")] = float(sum(r.get("status") == REPORTED for r in records))
+    metrics[metric_name("round", "sites-reported")] = float(sum(r.get("status") == Status.REPORTED for r in records))
     aggregated = (round_record.get("train") or {}).get("aggregated")
     if isinstance(aggregated, bool):
         metrics[metric_name("round", "model-updated")] = float(aggregated)
