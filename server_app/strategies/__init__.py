@@ -9,7 +9,7 @@ wrappers do (wrapper), applied in a fixed order by the registry (registry.WRAPPE
     fast-mean          Flower's averaging step answered by the fast weighted mean (mean_wrapper, fast_mean),
                        at the one call FedAvg.aggregate_train averages through in flwr 1.42 (mean_seam)
     central-dp         Flower's server-side fixed clipping, ε accounted, when the run asks for it (central_dp)
-    transport          weights leave in the run's transport dtype (transport)
+    transport          weights leave in the run's transport dtype (transport_dtype)
 
 Every layer passes state_dict() / load_state_dict() through, adding what it keeps itself (the base's name, the
 server optimizer's moments, the privacy accountant's ledger): what a resumed run needs to continue the same
