@@ -672,7 +672,7 @@ def main() -> None:
         ),
         (
             f"Post-processing row: the best federated global model again with predicted tumor components below "
-            f"{POSTPROCESS_MM3:g} mm³ removed (run config min-lesion-mm3; site_app.learning.postprocess): compare its HD95 and"
+            f"{POSTPROCESS_MM3:g} mm³ removed (a site's min-lesion-mm3; site_app.learning.postprocess): compare its HD95 and"
             " false lesions with the row above."
         ),
         f"Time (s): centralized {central_seconds:.0f}, federated arms "

@@ -16,13 +16,14 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from models.shared.wire import NUM_EXAMPLES, SITE_MIN_REPORT_CASES, SITE_NAME, TRAIN_LOSS, Record, Validation
 from models.weights import to_record
-from site_app.disclosure.policy import DisclosurePolicy, bootstrap_seed, model_digest
+from site_app.disclosure.policy import DisclosurePolicy, bootstrap_seed
 from site_app.disclosure.refusals import (
     declined_training,
     note_run_split_ignored,
     refusal,
     refused_evaluation,
     refused_training,
+    too_few_local_steps,
 )
 from site_app.disclosure.validation_replies import (
     LocalOnly,
@@ -71,6 +72,11 @@ def train_reply(message: SiteMessage) -> RecordDict:
         return _declined(
             message, usable.reason if usable.cases is None else f"n < {policy.min_train_cases}", policy
         )
+
+    short = too_few_local_steps(settings, message.node_config, len(chosen))  # gradient inversion's best case
+    if short:
+        log.warning("round %d: training refused: %s", server_round, short)
+        return refused_training(short)
 
     # Train the global model (with this site's norm layers under local-norm), and the local-only baseline
     work = message.site_round()
@@ -123,7 +129,7 @@ def evaluate_reply(message: SiteMessage) -> RecordDict:
 
     # Aggregates of the released cases only (and the local-only baseline's on the same cases)
     released = [r for r in results if r.case_id in final.cases]
-    seed = bootstrap_seed(site_secret(site.work), model_digest(message.incoming), sorted(final.cases))
+    seed = bootstrap_seed(site_secret(site.work), sorted(final.cases))
     local_only = None
     if settings.local_baseline and len(released) >= k:
         items = [item for item in chosen if item["case_id"] in final.cases]

@@ -9,6 +9,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 
 from models.shared.wire import PROXIMAL_MU, RUN_KEY, SERVER_ROUND, Record
+from site_app.disclosure.policy import DisclosurePolicy, deployed
 from site_app.learning.federated_round import SiteRound
 from site_app.learning.run_state import run_state_dir
 from site_app.settings.identity import SitePaths, resolve_site
@@ -30,9 +31,11 @@ class SiteMessage:
 
     @classmethod
     def read(cls, msg: Message, context: Context) -> "SiteMessage":
-        settings = SiteRunSettings.from_run_config(context.run_config)
+        settings = SiteRunSettings.from_run_config(context.run_config).at_site(context.node_config)
         site = resolve_site(context, settings)
-        return cls(msg, settings, site, context.node_config, site_logger(site.work), context.run_id)
+        log = site_logger(site.work)
+        note_lowered_thresholds(context.node_config, settings, log)
+        return cls(msg, settings, site, context.node_config, log, context.run_id)
 
     @property
     def config(self) -> ConfigRecord:
@@ -63,6 +66,18 @@ class SiteMessage:
                 f"the train instruction's `{PROXIMAL_MU}` is {mu!r}, expected a number of at least 0"
             )
         return float(mu)
+
+
+def note_lowered_thresholds(
+    node_config: Mapping[str, object], settings: SiteRunSettings, log: Logger
+) -> None:
+    """A deployed site's log says, with every message it handles, which disclosure thresholds its site.toml set
+    below their defaults (confirmed there with `i-understand = true`)."""
+    if deployed(node_config):
+        for lowered in DisclosurePolicy.for_site(node_config, settings).lowered():
+            log.warning(
+                "disclosure threshold below its default (site.toml: i-understand = true): %s", lowered
+            )
 
 
 def _device() -> torch.device:

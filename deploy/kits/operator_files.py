@@ -21,6 +21,7 @@ from deploy.kits.release_fab import RELEASE_DIR, FabInfo
 from deploy.kits.site_package import TORCH_CPU_INDEX
 from models.shared.atomic import atomic_write_bytes
 from models.shared.node_config import (
+    DEFAULT_MIN_LESION_MM3,
     DEFAULT_MIN_POSITION_CASES,
     DEFAULT_MIN_REPORT_CASES,
     DEFAULT_MIN_TRAIN_CASES,
@@ -134,6 +135,9 @@ def site_files(
         "min_position_cases": DEFAULT_MIN_POSITION_CASES,
         "min_train_cases": DEFAULT_MIN_TRAIN_CASES,
         "validation_fraction": DEFAULT_VALIDATION_FRACTION,
+        "min_lesion_mm3": DEFAULT_MIN_LESION_MM3,
+        "policy_defaults": f"min-report-cases {DEFAULT_MIN_REPORT_CASES}, min-position-cases"
+        f" {DEFAULT_MIN_POSITION_CASES}, min-train-cases {DEFAULT_MIN_TRAIN_CASES}",
     }
     private_key = (
         test_key or f"{PLACEHOLDER}: absolute path of this site's site.key (made with `oncofed site keygen`)"

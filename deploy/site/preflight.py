@@ -19,6 +19,7 @@ from cryptography import x509
 from deploy.kits import certificates as certs
 from deploy.kits.app_approval import ApprovalError, read_allow_list
 from deploy.kits.contents import KitError, SiteKit, read_site_kit
+from site_app.disclosure.policy import DisclosurePolicy
 
 CONNECT_TIMEOUT_S = 5.0
 Status = Literal["ok", "warning", "error"]
@@ -55,11 +56,32 @@ def check_kit(kit_dir: Path, timeout_s: float = CONNECT_TIMEOUT_S) -> list[Check
         check_ca_certificate(kit),
         check_flwr_version(kit.flwr_version),
         *check_folders(kit),
+        check_disclosure_thresholds(kit),
         check_coordinator(
             kit.settings.coordinator_host, kit.settings.coordinator_port, kit.ca_certificate, timeout_s
         ),
     ]
     return results
+
+
+def check_disclosure_thresholds(kit: SiteKit) -> CheckResult:
+    """The site's disclosure thresholds; a warning naming each one set below its default (site.toml confirmed it
+    with `i-understand = true`, else the kit would not have been read)."""
+    policy = DisclosurePolicy.from_node_config(kit.settings.node_config())
+    lowered = policy.lowered()
+    if lowered:
+        return CheckResult(
+            "disclosure thresholds",
+            "warning",
+            f"below their defaults (i-understand = true): {'; '.join(lowered)}",
+            "lowered-thresholds",
+        )
+    return CheckResult(
+        "disclosure thresholds",
+        "ok",
+        f"min-report-cases {policy.min_report_cases}, min-position-cases {policy.min_position_cases},"
+        f" min-train-cases {policy.min_train_cases}, min-lesion-mm3 {policy.min_lesion_mm3:g}",
+    )
 
 
 def check_site_key(kit: SiteKit) -> CheckResult:

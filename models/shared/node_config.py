@@ -28,6 +28,9 @@ class NodeConfig:
     """The fewest training cases the site trains on (DEFAULT_MIN_TRAIN_CASES)."""
     VALIDATION_FRACTION = "validation-fraction"
     """The share of its cases the site keeps for validation in its own split (DEFAULT_VALIDATION_FRACTION)."""
+    MIN_LESION_MM3 = "min-lesion-mm3"
+    """Validation post-processing: predicted tumor components smaller than this (mm³) are removed; the site's,
+    so a coordinator cannot sweep it to move lesion counts one lesion at a time (DEFAULT_MIN_LESION_MM3)."""
     LIMITS = "limits"
     """Prefix of the site's limits on run settings: "limits.<key>" for each key of LIMIT_KEYS (site.toml's
     [limits] table; site_app.settings.limits)."""
@@ -41,6 +44,7 @@ POLICY_KEYS = (
     NodeConfig.MIN_POSITION_CASES,
     NodeConfig.MIN_TRAIN_CASES,
     NodeConfig.VALIDATION_FRACTION,
+    NodeConfig.MIN_LESION_MM3,
 )
 """The site's disclosure settings (site_app.disclosure.policy); the coordinator's run config cannot set them."""
 
@@ -62,6 +66,9 @@ LIMIT_KEYS = (
     "batch-size-max",
     "local-epochs-max",
     "max-resampled-voxels",
+    "batch-size-min",
+    "samples-per-case-min",
+    "local-steps-min",
 )
 """The site's limits on run settings, as keys of site.toml's [limits] table (site_app.settings.limits)."""
 
@@ -76,5 +83,6 @@ DEFAULT_MIN_REPORT_CASES = 5
 DEFAULT_MIN_POSITION_CASES = 10
 DEFAULT_MIN_TRAIN_CASES = 5
 DEFAULT_VALIDATION_FRACTION = 0.2
+DEFAULT_MIN_LESION_MM3 = 0.0
 """A deployed site's other disclosure settings when its node config does not set them (a simulated site's
 come from the "sim-" run settings, whose defaults are these but for sim-min-report-cases)."""

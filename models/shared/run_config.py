@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Generic, TypeVar
 
 from models.shared.node_config import (
+    DEFAULT_MIN_LESION_MM3,
     DEFAULT_MIN_POSITION_CASES,
     DEFAULT_MIN_TRAIN_CASES,
     DEFAULT_VALIDATION_FRACTION,
@@ -286,15 +287,6 @@ LOCAL_BASELINE = RunSetting(
     "each site also trains a local-only model (same initial weights, same per-round budget) that stays in its"
     " work folder, and reports aggregates of it and of the paired difference global − local-only",
 )
-MIN_LESION_MM3 = RunSetting(
-    "min-lesion-mm3",
-    Owner.SITE,
-    float,
-    0.0,
-    "validation post-processing: predicted tumor components (26-connectivity) smaller than this volume, mm³,"
-    " are removed before measuring; 0 keeps every component",
-    0,
-)
 
 # simulation
 SIM_MIN_REPORT_CASES = RunSetting(
@@ -327,6 +319,15 @@ SIM_VALIDATION_FRACTION = RunSetting(
     float,
     DEFAULT_VALIDATION_FRACTION,
     "a simulated site's validation-fraction, the share of its cases in its own validation split",
+    0,
+)
+SIM_MIN_LESION_MM3 = RunSetting(
+    "sim-min-lesion-mm3",
+    Owner.SIMULATION,
+    float,
+    DEFAULT_MIN_LESION_MM3,
+    "a simulated site's min-lesion-mm3: predicted tumor components (26-connectivity) smaller than this volume,"
+    " mm³, are removed before measuring; 0 keeps every component (a deployed site sets its own)",
     0,
 )
 SIM_DATA = RunSetting(
@@ -367,11 +368,11 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     SAMPLES_PER_CASE,
     EVAL_REGIONS,
     LOCAL_BASELINE,
-    MIN_LESION_MM3,
     SIM_MIN_REPORT_CASES,
     SIM_MIN_POSITION_CASES,
     SIM_MIN_TRAIN_CASES,
     SIM_VALIDATION_FRACTION,
+    SIM_MIN_LESION_MM3,
     SIM_DATA,
     SIM_WORK,
 )

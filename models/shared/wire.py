@@ -186,6 +186,7 @@ class Validation:
     RELEASE_DECIMALS = "release-decimals"
     VALIDATION_SET = "validation-set"
     DISCLOSURE_POLICY = "disclosure-policy"
+    MIN_LESION_MM3 = "min-lesion-mm3"  # the site's own post-processing: smaller predicted components removed
 
 
 POLICY_CONVENTIONS = (
@@ -196,6 +197,7 @@ POLICY_CONVENTIONS = (
     Validation.BOOTSTRAP_SEED,
     Validation.VALIDATION_SET,
     Validation.DISCLOSURE_POLICY,
+    Validation.MIN_LESION_MM3,
 )
 """Conventions of a VALIDATION record that state the site's disclosure policy, not how a metric is computed:
 sites that differ in them report comparable numbers."""

@@ -12,12 +12,12 @@ from models.presets import build_model, get_preset, patch_size
 from models.shared.labels import REGION_TITLES
 from models.shared.run_config import (
     LOCAL_BASELINE,
-    MIN_LESION_MM3,
     MIN_SITES,
     MODEL_PRESET,
     NUM_SERVER_ROUNDS,
     PATCH_SIZE,
     SIM_DATA,
+    SIM_MIN_LESION_MM3,
     TRAINING_SETTINGS,
 )
 from models.shared.wire import (
@@ -61,7 +61,7 @@ METRIC_TITLES = {
 }
 """models.shared.wire metric → (title, unit, which direction is better); a metric not listed here shows its name."""
 
-REPORT_SETTINGS = (*TRAINING_SETTINGS, LOCAL_BASELINE, MIN_LESION_MM3)
+REPORT_SETTINGS = (*TRAINING_SETTINGS, LOCAL_BASELINE, SIM_MIN_LESION_MM3)
 """The run settings the methods section lists (models.shared.run_config): how the model was trained, and the sites'
 local-only baseline and validation post-processing."""
 

@@ -5,7 +5,7 @@ pooled Dice between rounds.
 
 import itertools
 
-from models.shared.run_config import LOCAL_BASELINE, MIN_LESION_MM3
+from models.shared.run_config import LOCAL_BASELINE, SIM_MIN_LESION_MM3
 from models.shared.wire import GAIN_PREFIX, LOCAL_ONLY_PREFIX, MEAN_DICE, Status, baseline_key
 from server_app.coordinator_settings import StrategySettings
 from server_app.report.site_table import is_suppressed
@@ -27,10 +27,10 @@ STRATEGY_TEXT = {
 def training_data(records: list[dict], run_config: dict, pooled: list[dict]) -> dict:
     """{"strategy", "baseline", "traffic", "privacy", "drops"} for report_data. The run config is the one the
     coordinator recorded (config.json): the strategy's settings and, for the methods, the sites' `local-baseline`
-    and `min-lesion-mm3` as the run set them."""
+    and, in a simulation, `sim-min-lesion-mm3` (a deployed site's own `min-lesion-mm3` is in its conventions)."""
     settings = StrategySettings.from_run_config(run_config)
     return {
-        "strategy": {**_strategy(settings), "min_lesion_mm3": MIN_LESION_MM3.read(run_config)},
+        "strategy": {**_strategy(settings), "min_lesion_mm3": SIM_MIN_LESION_MM3.read(run_config)},
         "baseline": _baseline(records, LOCAL_BASELINE.read(run_config)),
         "traffic": _traffic(records, settings.transport_dtype),
         "privacy": _privacy(records, settings),

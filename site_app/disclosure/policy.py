@@ -26,8 +26,9 @@ R3 Position statistics (median, first and third quartile) only from `min-positio
 
 R4 Means with a 95 % percentile-bootstrap CI (2000 paired resamples) from k cases on. The resamples are seeded
    from the site's secret (site_app.settings.secret: 32 random bytes in the work folder, created once, mode 0600,
-   never sent) and the digest of the model being validated: the coordinator cannot replay them, and sending
-   the same model again gives the same numbers, so repeated queries cannot average the resampling out.
+   never sent) and the released case set only, not the model: the coordinator cannot replay them, and any
+   model validated on the same set gets the same resamples, so models that differ in one unused bit (same case
+   values) cannot collect fresh CI endpoints to solve for the cases.
    At small n the seed matters little (with 5 cases the 2.5 % point of 2000 resampled means is nearly always
    the same combination of cases, whatever the seed): what keeps mean and CI from being solved for the cases
    is that they are 3 equations in n >= 5 unknowns once R2 and R3 withhold every order statistic.
@@ -64,12 +65,17 @@ R8b Local-only baseline (run setting `local-baseline`). The local-only model nev
    over exactly the released validation cases (a set that differs is withheld), with the same secret-seeded
    resamples and rounding. [local_baseline.baseline_aggregates]
 
+R8c Post-processing is the site's (`min-lesion-mm3`, default 0: none). Were it a run setting, a coordinator
+   sweeping it across evaluations would see lesion counts move by one and the mean volume difference by v/n
+   at each single lesion's volume v: the site's own node config sets it (a simulation: `sim-min-lesion-mm3`), and
+   a run's `min-lesion-mm3` is ignored. [site_app.settings.run_settings.SiteRunSettings.at_site]
+
 R9 Site limits. Every run setting the site uses for its computation is checked against the site's own
    ranges before anything is loaded (site_app.settings.limits); a run outside them is refused with the setting
    and the limit named.
 
 Thresholds are the site's settings: node config keys `min-report-cases`, `min-position-cases`,
-`min-train-cases`, `validation-fraction` (models.shared.node_config.POLICY_KEYS; site.toml in a kit, read by
+`min-train-cases`, `validation-fraction`, `min-lesion-mm3` (models.shared.node_config.POLICY_KEYS; site.toml in a kit, read by
 site_app.settings.site_file with the checks below). A simulation has no node config (all sites are the operator's own
 data on one machine): there the run settings "sim-" + key set them (models.shared.run_config, owner simulation), with
 the defaults below except `sim-min-report-cases`, default 1.
@@ -80,12 +86,12 @@ approval); outcome counts equal to n reveal a shared outcome of every case (e.g.
 coordinator's code runs at the site, so a site trusts the app it runs.
 """
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from models.shared.node_config import (
+    DEFAULT_MIN_LESION_MM3,
     DEFAULT_MIN_POSITION_CASES,
     DEFAULT_MIN_REPORT_CASES,
     DEFAULT_MIN_TRAIN_CASES,
@@ -93,6 +99,7 @@ from models.shared.node_config import (
     NodeConfig,
 )
 from models.shared.run_config import (
+    SIM_MIN_LESION_MM3,
     SIM_MIN_POSITION_CASES,
     SIM_MIN_REPORT_CASES,
     SIM_MIN_TRAIN_CASES,
@@ -103,8 +110,6 @@ from models.shared.wire import Overview, Validation
 from site_app.settings.secret import keyed_seed
 
 if TYPE_CHECKING:  # type hints only: site.toml's parser imports this module and stays light
-    from flwr.app import ArrayRecord
-
     from site_app.settings.run_settings import SiteRunSettings
 
 DEFAULTS: Mapping[str, int | float] = {
@@ -112,6 +117,7 @@ DEFAULTS: Mapping[str, int | float] = {
     NodeConfig.MIN_POSITION_CASES: DEFAULT_MIN_POSITION_CASES,
     NodeConfig.MIN_TRAIN_CASES: DEFAULT_MIN_TRAIN_CASES,
     NodeConfig.VALIDATION_FRACTION: DEFAULT_VALIDATION_FRACTION,
+    NodeConfig.MIN_LESION_MM3: DEFAULT_MIN_LESION_MM3,
 }
 """A deployed site's thresholds when its node config does not set them."""
 
@@ -120,6 +126,7 @@ SIMULATION_SETTINGS: Mapping[str, RunSetting] = {
     NodeConfig.MIN_POSITION_CASES: SIM_MIN_POSITION_CASES,
     NodeConfig.MIN_TRAIN_CASES: SIM_MIN_TRAIN_CASES,
     NodeConfig.VALIDATION_FRACTION: SIM_VALIDATION_FRACTION,
+    NodeConfig.MIN_LESION_MM3: SIM_MIN_LESION_MM3,
 }
 """The run setting that sets each threshold of a simulated site (models.shared.run_config, owner simulation)."""
 
@@ -144,6 +151,7 @@ class DisclosurePolicy:
     min_position_cases: int
     min_train_cases: int
     validation_fraction: float
+    min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3
 
     @classmethod
     def for_site(cls, node_config: Mapping[str, object], settings: "SiteRunSettings") -> "DisclosurePolicy":
@@ -156,6 +164,7 @@ class DisclosurePolicy:
             NodeConfig.MIN_POSITION_CASES: settings.sim_min_position_cases,
             NodeConfig.MIN_TRAIN_CASES: settings.sim_min_train_cases,
             NodeConfig.VALIDATION_FRACTION: settings.sim_validation_fraction,
+            NodeConfig.MIN_LESION_MM3: settings.sim_min_lesion_mm3,
         }
         return cls._checked(simulated, lambda key: f"run setting `{SIMULATION_SETTINGS[key].key}`")
 
@@ -175,7 +184,22 @@ class DisclosurePolicy:
             min_position_cases=_whole(values, NodeConfig.MIN_POSITION_CASES, name),
             min_train_cases=_whole(values, NodeConfig.MIN_TRAIN_CASES, name),
             validation_fraction=_fraction(values, NodeConfig.VALIDATION_FRACTION, name),
+            min_lesion_mm3=_volume(values, NodeConfig.MIN_LESION_MM3, name),
         )
+
+    def lowered(self) -> list[str]:
+        """The thresholds this site set below their defaults, as "key = value (default d)": fewer cases stand
+        behind each number that leaves, so site.toml needs `i-understand = true` and the site log says so."""
+        values = {
+            NodeConfig.MIN_REPORT_CASES: self.min_report_cases,
+            NodeConfig.MIN_POSITION_CASES: self.min_position_cases,
+            NodeConfig.MIN_TRAIN_CASES: self.min_train_cases,
+        }
+        return [
+            f"{key} = {value} (default {DEFAULTS[key]})"
+            for key, value in values.items()
+            if value < DEFAULTS[key]
+        ]
 
 
 def deployed(node_config: Mapping[str, object]) -> bool:
@@ -197,6 +221,13 @@ def _fraction(values: Mapping[str, object], key: str, name: Callable[[str], str]
     return float(value)
 
 
+def _volume(values: Mapping[str, object], key: str, name: Callable[[str], str]) -> float:
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{name(key)} must be a volume in mm³ of at least 0, got {value!r}")
+    return float(value)
+
+
 def released_count(count: int, k: int) -> int | None:
     """A count of cases as it may leave (R8): itself when 0 or at least k, else None (withheld)."""
     return count if count == 0 or count >= k else None
@@ -207,18 +238,11 @@ def round_statistic(metric: str, value: float) -> float:
     return round(float(value), RELEASE_DECIMALS[metric.split("-")[0]])
 
 
-def model_digest(arrays: "ArrayRecord") -> bytes:
-    """SHA-256 over the model's parameter names and bytes: the same weights give the same digest."""
-    digest = hashlib.sha256()
-    for name in sorted(arrays.keys()):
-        digest.update(name.encode("utf-8"))
-        digest.update(arrays[name].numpy().tobytes())
-    return digest.digest()
-
-
-def bootstrap_seed(secret: bytes, model: bytes, case_ids: list[str]) -> int:
-    """R4: the bootstrap's seed, from the site secret, the model's digest and the validated set; never sent."""
-    return keyed_seed(secret, "bootstrap", model, *sorted(case_ids))
+def bootstrap_seed(secret: bytes, case_ids: list[str]) -> int:
+    """R4: the bootstrap's seed, from the site secret and the released case set only; never sent. Not from the
+    model: a coordinator that sends models differing in one unused bit would otherwise get the same case values
+    with fresh resamples, and each CI endpoint is an integer combination of the sorted case values."""
+    return keyed_seed(secret, "bootstrap", *sorted(case_ids))
 
 
 def released_overview(counts: Mapping[str, int], k: int) -> dict[str, int]:
@@ -237,7 +261,8 @@ def policy_conventions(policy: DisclosurePolicy) -> dict[str, int | float | str 
         Validation.RELEASE_DECIMALS: [
             f"{metric}: {decimals}" for metric, decimals in RELEASE_DECIMALS.items()
         ],
-        Validation.BOOTSTRAP_SEED: "site secret (not sent)",
+        Validation.BOOTSTRAP_SEED: "site secret and released case set (not sent; not the model)",
+        Validation.MIN_LESION_MM3: policy.min_lesion_mm3,
         Validation.VALIDATION_SET: (
             f"site-owned: fixed split in the site's work folder (validation-fraction {policy.validation_fraction:g});"
             " no run setting chooses it and the run's seed is not used; a changed set is reported only when it"

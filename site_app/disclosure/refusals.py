@@ -8,10 +8,16 @@ from logging import Logger
 from flwr.app import ConfigRecord, RecordDict
 
 from models.shared.wire import Record, Status, Training, Validation
-from site_app.disclosure.policy import DisclosurePolicy
+from site_app.disclosure.policy import DisclosurePolicy, deployed
 from site_app.learning.site_data import site_inventory
 from site_app.settings.identity import SitePaths
-from site_app.settings.limits import OutsideSiteLimits, SiteLimits, check_resampled_size, check_run_settings
+from site_app.settings.limits import (
+    OutsideSiteLimits,
+    SiteLimits,
+    check_local_steps,
+    check_resampled_size,
+    check_run_settings,
+)
 from site_app.settings.run_settings import SiteRunSettings
 
 
@@ -20,13 +26,30 @@ def refusal(
 ) -> OutsideSiteLimits | None:
     """Why this run is outside the site's limits (site_app.settings.limits), or None; checked before any case is
     preprocessed, so a refused run writes nothing to the cache."""
-    limits = SiteLimits.from_node_config(node_config)
+    limits = site_limits(node_config)
     try:
         check_run_settings(settings, limits)
         check_resampled_size(site_inventory(site, log), settings, limits)
     except OutsideSiteLimits as error:
         return error
     return None
+
+
+def too_few_local_steps(
+    settings: SiteRunSettings, node_config: Mapping[str, object], n_training_cases: int
+) -> OutsideSiteLimits | None:
+    """Why a round on `n_training_cases` cases would take fewer optimizer steps than the site's local-steps-min
+    (site_app.settings.limits), or None; checked once the training set is known, before training."""
+    try:
+        check_local_steps(settings, n_training_cases, site_limits(node_config))
+    except OutsideSiteLimits as error:
+        return error
+    return None
+
+
+def site_limits(node_config: Mapping[str, object]) -> SiteLimits:
+    """A deployed site's limits from its node config; a simulated site's (SiteLimits.simulated)."""
+    return SiteLimits.from_node_config(node_config) if deployed(node_config) else SiteLimits.simulated()
 
 
 def refused_training(refused: OutsideSiteLimits) -> RecordDict:

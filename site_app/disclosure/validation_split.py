@@ -97,7 +97,8 @@ def released_set(work: Path, purpose: str, available: Collection[str], k: int) -
     """Which of the `available` cases a validation (purpose "validation") or training ("training") may use.
 
     The set last released for this purpose, or any set differing from it by at least k cases (R6): a set closer to
-    it than that would let the coordinator difference one case out of two results.
+    it than that would let the coordinator difference one case out of two results. The reason (sent in a
+    suppressed or declined reply) names k, never the number of changed cases.
     """
     available = frozenset(available)
     last = _released(work).get(purpose)
@@ -108,17 +109,17 @@ def released_set(work: Path, purpose: str, available: Collection[str], k: int) -
     if changed == 0:
         return ReleasableSet(available, "same cases as last released")
     if changed >= k:
-        return ReleasableSet(available, f"{changed} cases differ from the last released set (at least {k})")
+        return ReleasableSet(available, f"at least {k} cases differ from the last released set")
     if last <= available:
         return ReleasableSet(
             last,
-            f"{changed} case(s) added since the last released {purpose} set, fewer than {k}: the last set is used"
-            " until enough have been added",
+            f"fewer than {k} cases added since the last released {purpose} set: the last set is used until"
+            f" at least {k} have been added",
         )
     return ReleasableSet(
         None,
-        f"the {purpose} cases differ from the set last released by {changed} case(s), fewer than {k}, and the"
-        f" last set is not available",
+        f"the {purpose} cases differ from the set last released by fewer than {k} cases, and the last set is"
+        " not available",
     )
 
 

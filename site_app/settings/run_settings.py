@@ -6,12 +6,13 @@ the simulation ones.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from data_prep.transforms import PipelineSettings
 from models.presets import patch_size
 from models.shared.labels import evaluation_regions
+from models.shared.node_config import NodeConfig
 from models.shared.run_config import (
     BATCH_SIZE,
     EVAL_REGIONS,
@@ -19,12 +20,12 @@ from models.shared.run_config import (
     LOCAL_BASELINE,
     LOCAL_EPOCHS,
     LOCAL_NORM,
-    MIN_LESION_MM3,
     MODEL_PRESET,
     PATCH_SIZE,
     SAMPLES_PER_CASE,
     SEED,
     SIM_DATA,
+    SIM_MIN_LESION_MM3,
     SIM_MIN_POSITION_CASES,
     SIM_MIN_REPORT_CASES,
     SIM_MIN_TRAIN_CASES,
@@ -53,11 +54,13 @@ class SiteRunSettings:
     local_baseline: bool
     """Also train and validate a local-only model (site_app.learning.local_baseline)."""
     min_lesion_mm3: float
-    """Validation post-processing: smaller predicted tumor components are removed (site_app.learning.postprocess)."""
+    """Validation post-processing: smaller predicted tumor components are removed (site_app.learning.postprocess).
+    The site's own (node config; at_site), never the run's: a simulated site's is `sim-min-lesion-mm3`."""
     sim_min_report_cases: int
     sim_min_position_cases: int
     sim_min_train_cases: int
     sim_validation_fraction: float
+    sim_min_lesion_mm3: float
     """A simulated site's disclosure policy (site_app.disclosure.policy); a deployed one has its own in its node
     config, which the run config cannot change."""
     sim_data: Path | None
@@ -83,16 +86,24 @@ class SiteRunSettings:
             local_norm=LOCAL_NORM.read(run_config),
             transport_dtype=TRANSPORT_DTYPE.read(run_config),
             local_baseline=LOCAL_BASELINE.read(run_config),
-            min_lesion_mm3=MIN_LESION_MM3.read(run_config),
+            min_lesion_mm3=SIM_MIN_LESION_MM3.read(run_config),
             sim_min_report_cases=SIM_MIN_REPORT_CASES.read(run_config),
             sim_min_position_cases=SIM_MIN_POSITION_CASES.read(run_config),
             sim_min_train_cases=SIM_MIN_TRAIN_CASES.read(run_config),
             sim_validation_fraction=SIM_VALIDATION_FRACTION.read(run_config),
+            sim_min_lesion_mm3=SIM_MIN_LESION_MM3.read(run_config),
             sim_data=_folder(SIM_DATA.read(run_config)),
             sim_work=_folder(SIM_WORK.read(run_config)),
         )
         evaluation_regions(settings.eval_regions)  # an unknown name fails here, before any work
         return settings
+
+    def at_site(self, node_config: Mapping[str, object]) -> "SiteRunSettings":
+        """These settings with the site's own post-processing: a deployed site's `min-lesion-mm3` from its node
+        config (the run cannot sweep it), a simulated site's from `sim-min-lesion-mm3`."""
+        from site_app.disclosure.policy import DisclosurePolicy  # the policy module imports this one's type
+
+        return replace(self, min_lesion_mm3=DisclosurePolicy.for_site(node_config, self).min_lesion_mm3)
 
     @property
     def regions(self) -> Mapping[str, tuple[int, ...]]:
@@ -114,11 +125,12 @@ class SiteRunSettings:
             LOCAL_NORM.key: self.local_norm,
             TRANSPORT_DTYPE.key: self.transport_dtype,
             LOCAL_BASELINE.key: self.local_baseline,
-            MIN_LESION_MM3.key: self.min_lesion_mm3,
+            NodeConfig.MIN_LESION_MM3: self.min_lesion_mm3,
             SIM_MIN_REPORT_CASES.key: self.sim_min_report_cases,
             SIM_MIN_POSITION_CASES.key: self.sim_min_position_cases,
             SIM_MIN_TRAIN_CASES.key: self.sim_min_train_cases,
             SIM_VALIDATION_FRACTION.key: self.sim_validation_fraction,
+            SIM_MIN_LESION_MM3.key: self.sim_min_lesion_mm3,
             SIM_DATA.key: str(self.sim_data or ""),
             SIM_WORK.key: str(self.sim_work or ""),
         }

@@ -2,7 +2,8 @@
 
 A site kit's site.toml holds top-level keys, read by the site's launcher (deploy.kits.contents): the node-config keys the
 ClientApp gets (models.shared.node_config.NodeConfig: site-name, data-path, work-path and the site's disclosure settings
-min-report-cases, min-position-cases, min-train-cases, validation-fraction; site_app.disclosure.policy),
+min-report-cases, min-position-cases, min-train-cases, validation-fraction, min-lesion-mm3;
+site_app.disclosure.policy), `i-understand` (true confirms thresholds below their defaults),
 `coordinator` (host:port of the SuperLink), `private-key` (the site's own key, for its SuperNode) and
 `runtime-port`. Any site.toml (also one given to
 `oncofed site check --config`) may hold tables on how the export is read and on the run settings the site
@@ -45,6 +46,9 @@ COORDINATOR = "coordinator"
 """Top-level key: host:port of the coordinator's SuperLink."""
 RUNTIME_PORT = "runtime-port"
 """Top-level key: the local port on which the site's SuperNode serves its ClientApps."""
+I_UNDERSTAND = "i-understand"
+"""Top-level key: true confirms disclosure thresholds below their defaults (DisclosurePolicy.lowered); without it
+such a site.toml is refused, naming the setting and this flag. Never passed to the ClientApp."""
 PRIVATE_KEY = "private-key"
 """Top-level key: the site's own private key (made at the hospital with `oncofed site keygen`, never sent);
 absolute, or relative to the kit. The launcher gives it to the SuperNode; the ClientApp never reads it."""
@@ -60,16 +64,24 @@ TOP_LEVEL: Mapping[str, type] = MappingProxyType(
         NodeConfig.MIN_POSITION_CASES: int,
         NodeConfig.MIN_TRAIN_CASES: int,
         NodeConfig.VALIDATION_FRACTION: float,
+        NodeConfig.MIN_LESION_MM3: float,
+        I_UNDERSTAND: bool,
         RUNTIME_PORT: int,
     }
 )
 """A site kit's top-level keys and their TOML types, in the kit template's order; none is read outside a kit."""
 OPTIONAL_IN_A_KIT = frozenset(
-    {NodeConfig.MIN_POSITION_CASES, NodeConfig.MIN_TRAIN_CASES, NodeConfig.VALIDATION_FRACTION}
+    {
+        NodeConfig.MIN_POSITION_CASES,
+        NodeConfig.MIN_TRAIN_CASES,
+        NodeConfig.VALIDATION_FRACTION,
+        NodeConfig.MIN_LESION_MM3,
+        I_UNDERSTAND,
+    }
 )
 """Top-level keys a kit may leave out: the site's disclosure settings then take their defaults
 (site_app.disclosure.policy.DEFAULTS); every other key of TOP_LEVEL is required in a kit."""
-_KIND = {str: "a string", int: "a whole number", float: "a number"}
+_KIND = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
 
 KEYS = {
     "series": ("modalities", "description"),
@@ -113,16 +125,22 @@ def read_site_file(path: Path, kit: bool = False) -> SiteFile:
         value = top_level[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = top_level[key] = float(value)
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
             raise SiteSettingsError(f"{path}: `{key}` is {value!r}, expected {_KIND[kind]}")
     tables = {section: table for section, table in values.items() if section not in TOP_LEVEL}
     ingest = _ingest_settings(path, tables)
     limits = {key: value for key, value in tables.get("limits", {}).items() if key in LIMIT_KEYS}
     try:  # the same checks the ClientApp makes of its node config, so a wrong value is found before a run
-        DisclosurePolicy.from_node_config(top_level, source=f"{path}: ")
+        policy = DisclosurePolicy.from_node_config(top_level, source=f"{path}: ")
         SiteLimits.from_table(limits, source=f"{path}: ")
     except ValueError as e:
         raise SiteSettingsError(str(e)) from None
+    lowered = policy.lowered()
+    if lowered and top_level.get(I_UNDERSTAND) is not True:
+        raise SiteSettingsError(
+            f"{path}: {'; '.join(lowered)}: a disclosure threshold below its default lets fewer cases stand behind"
+            f" each number that leaves this site; set `{I_UNDERSTAND} = true` in site.toml to confirm it"
+        )
     return SiteFile(top_level=MappingProxyType(top_level), ingest=ingest, limits=MappingProxyType(limits))
 
 

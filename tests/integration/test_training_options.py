@@ -53,7 +53,7 @@ COMBINED = {
     "dp-noise-multiplier": 0.2,
     "dp-clipping-norm": 0.05,
     "dp-delta": 1e-5,
-    "min-lesion-mm3": 8.0,
+    "sim-min-lesion-mm3": 8.0,
 }
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TESSERACT = shutil.which("tesseract")

@@ -112,7 +112,7 @@ def test_patch_size_zero_is_the_presets_and_a_positive_one_overrides(preset):
         ("eval-regions", "organs", "unknown eval-regions 'organs'; choose one of: brats, per-class"),
         ("model-preset", "huge", "unknown model preset 'huge'"),
         ("local-baseline", 1, "`local-baseline` is 1, expected true or false"),
-        ("min-lesion-mm3", -1.0, "`min-lesion-mm3` is -1.0, expected at least 0"),
+        ("sim-min-lesion-mm3", -1.0, "`sim-min-lesion-mm3` is -1.0, expected at least 0"),
         ("transport-dtype", "bfloat16", "`transport-dtype` is 'bfloat16', expected one of float32, float16"),
     ],
 )

@@ -34,7 +34,7 @@ def test_run_config_overrides_reach_the_run_config(data, tmp_path):
             "`dp-noise-multiplier` is 0.5, expected 0 with strategy",
         ),
         ("local-baseline=1", "`local-baseline` is 1, expected true or false"),
-        ("min-lesion-mm3=-5.0", "`min-lesion-mm3` is -5.0, expected at least 0"),
+        ("sim-min-lesion-mm3=-5.0", "`sim-min-lesion-mm3` is -5.0, expected at least 0"),
     ],
 )
 def test_bad_overrides_are_one_clear_error(data, tmp_path, overrides, message):
