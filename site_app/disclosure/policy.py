@@ -72,13 +72,18 @@ R8c Post-processing is the site's (`min-lesion-mm3`, default 0: none). Were it a
 
 R9 Site limits. Every run setting the site uses for its computation is checked against the site's own
    ranges before anything is loaded (site_app.settings.limits); a run outside them is refused with the setting
-   and the limit named.
+   and the limit named. Lower bounds too (batch size, patches per case, local steps per round): the conditions
+   under which gradient inversion works best are refused (sources in site_app.settings.limits). No refused,
+   suppressed or declined reason carries a single case's figure or a count of changed cases below k.
 
 Thresholds are the site's settings: node config keys `min-report-cases`, `min-position-cases`,
 `min-train-cases`, `validation-fraction`, `min-lesion-mm3` (models.shared.node_config.POLICY_KEYS; site.toml in a kit, read by
 site_app.settings.site_file with the checks below). A simulation has no node config (all sites are the operator's own
 data on one machine): there the run settings "sim-" + key set them (models.shared.run_config, owner simulation), with
 the defaults below except `sim-min-report-cases`, default 1.
+
+A threshold below its default (DisclosurePolicy.lowered) needs `i-understand = true` in site.toml, and
+`oncofed site check` and the site log name it.
 
 What this policy does not cover: the weights themselves (a coordinator that crafts the model it sends, or
 inverts gradients from updates, can learn about training cases beyond these aggregates: see site-side code

@@ -92,8 +92,16 @@ def fill_site_toml(kit_dir: Path, data: Path, work: Path, private_key: Path | No
             line = "min-report-cases = 1"  # tiny sites validate on one or two cases
         elif line.startswith("min-train-cases ="):
             line = "min-train-cases = 1"  # and train on three to five
+        elif line.startswith("i-understand ="):
+            line = "i-understand = true"  # confirms the two thresholds above, below their defaults
         lines.append(line)
+    lines += ["[limits]", *(f"{key} = 1" for key in TINY_LOWER_BOUNDS)]
     site_toml.write_text("\n".join(lines) + "\n")
+
+
+TINY_LOWER_BOUNDS = ("batch-size-min", "samples-per-case-min", "local-steps-min")
+"""Tiny test sites lower their own bounds against gradient inversion (site_app.settings.limits) to train a few
+patches in one step."""
 
 
 def wait_for_line(process: StartedProcess, text: str, timeout_s: float = 120.0) -> None:
