@@ -27,6 +27,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from synthetic_site import add_nifti_cases, fix_site_secret
 
 from models.presets import build_model
+from models.shared.node_config import DEFAULT_MIN_TRAIN_CASES
+from models.shared.run_config import defaults
 from models.shared.wire import COUNTS, METRICS
 from models.weights import to_record
 from site_app.app import app
@@ -35,6 +37,7 @@ from site_app.disclosure.validation_replies import ValidationPolicy, evaluation_
 from site_app.disclosure.validation_split import VALIDATION, record_released, released_set
 from site_app.learning.validation import CaseEvaluation
 from site_app.learning.work_records import PER_CASE_FILE
+from site_app.settings.limits import SiteLimits, check_local_steps, check_run_settings
 from site_app.settings.run_settings import SiteRunSettings
 from site_app.settings.secret import keyed_seed
 
@@ -251,3 +254,12 @@ def test_one_local_step_is_refused_naming_the_bound_and_no_case_figure(hospital)
     assert numbers_in(training["reason"]) <= {1.0, 4.0, 2.0, 10.0}, training["reason"]
     lowered = ask("train", site(hospital, **{"limits.local-steps-min": 3}), RUN_CONFIG, server_round=1)
     assert lowered.content.array_records and "training" not in lowered.content.config_records
+
+
+def test_the_default_run_settings_are_within_a_default_sites_bounds():
+    """The bounds refuse the coordinator's extreme settings, not its defaults: a default run trains at a default
+    site with as few training cases as it trains on at all (min-train-cases)."""
+    settings = SiteRunSettings.from_run_config(defaults())
+    limits = SiteLimits.from_node_config({})
+    check_run_settings(settings, limits)
+    check_local_steps(settings, DEFAULT_MIN_TRAIN_CASES, limits)
