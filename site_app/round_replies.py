@@ -16,6 +16,7 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from models.shared.wire import NUM_EXAMPLES, SITE_MIN_REPORT_CASES, SITE_NAME, TRAIN_LOSS, Record, Validation
 from models.weights import to_record
+from site_app.disclosure.evaluation_budget import spend_evaluation
 from site_app.disclosure.policy import DisclosurePolicy, bootstrap_seed
 from site_app.disclosure.refusals import (
     declined_training,
@@ -23,6 +24,7 @@ from site_app.disclosure.refusals import (
     refusal,
     refused_evaluation,
     refused_training,
+    site_limits,
     too_few_local_steps,
 )
 from site_app.disclosure.validation_replies import (
@@ -102,6 +104,10 @@ def evaluate_reply(message: SiteMessage) -> RecordDict:
     if refused:
         log.warning("round %d: validation refused: %s", server_round, refused)
         return refused_evaluation(refused)
+    over_budget = spend_evaluation(site.work, message.run_id, server_round, site_limits(message.node_config))
+    if over_budget:
+        log.warning("round %d: validation refused: %s", server_round, over_budget)
+        return refused_evaluation(over_budget)
     note_run_split_ignored(settings, policy.disclosure, log)
     work = message.site_round()
     model = work.personalized(message.incoming)  # with this site's norm layers under local-norm

@@ -222,7 +222,8 @@ class SiteKitSettings:
     ingest: IngestSettings
     """How the site's export is read: site.toml's [series], [labels] and [limits] (defaults when absent)."""
     policy: Mapping[str, int | float]
-    """The site's other disclosure settings it sets (min-position-cases, min-train-cases, validation-fraction;
+    """The site's other disclosure settings it sets (min-position-cases, min-train-cases, validation-fraction,
+    min-lesion-mm3;
     absent keys take the ClientApp's defaults, site_app.disclosure.policy)."""
     limits: Mapping[str, int | float]
     """The site's limits on run settings it sets (site.toml's [limits], site_app.settings.limits)."""

@@ -69,6 +69,8 @@ LIMIT_KEYS = (
     "batch-size-min",
     "samples-per-case-min",
     "local-steps-min",
+    "max-evaluations-per-round",
+    "max-evaluations-per-run",
 )
 """The site's limits on run settings, as keys of site.toml's [limits] table (site_app.settings.limits)."""
 

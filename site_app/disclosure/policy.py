@@ -73,7 +73,8 @@ R8c Post-processing is the site's (`min-lesion-mm3`, default 0: none). Were it a
 R9 Site limits. Every run setting the site uses for its computation is checked against the site's own
    ranges before anything is loaded (site_app.settings.limits); a run outside them is refused with the setting
    and the limit named. Lower bounds too (batch size, patches per case, local steps per round): the conditions
-   under which gradient inversion works best are refused (sources in site_app.settings.limits). No refused,
+   under which gradient inversion works best are refused (sources in site_app.settings.limits); and an
+   evaluation budget per round and per run (site_app.disclosure.evaluation_budget). No refused,
    suppressed or declined reason carries a single case's figure or a count of changed cases below k.
 
 Thresholds are the site's settings: node config keys `min-report-cases`, `min-position-cases`,

@@ -16,13 +16,16 @@ every case). The site checks every one of them against its own limits, kept in i
     batch-size-min = 4                # lower bounds: the coordinator cannot ask for the best conditions for
     samples-per-case-min = 2          # gradient inversion (below)
     local-steps-min = 10              # local-epochs x ceil(training patches / batch-size), per round
+    max-evaluations-per-round = 2     # validations answered per round of a run, and per run
+    max-evaluations-per-run = 200     # (site_app.disclosure.evaluation_budget)
 
 `max-resampled-voxels` is checked from the inventory's stored shapes and spacings before any case is resampled
 (`max-voxels`, also in `[limits]`, is the separate check of stored headers when the inventory is built). A run
 outside a limit gets a REFUSED reply naming the setting, its value and the limit; the site log says the same and
 nothing is written to the cache. A simulation (no node config) uses the defaults, but for its lower bounds,
-which are 1 (SIMULATION_LOWER_BOUNDS: all sites are the operator's own data on one machine, so there is no
-curious coordinator to bound, and tiny test federations train one patch per step).
+which are 1, and its evaluation budget, which is unlimited (SIMULATION_LOWER_BOUNDS: all sites are the
+operator's own data on one machine, so there is no curious coordinator to bound, and tiny test federations
+train one patch per step).
 
 Why lower bounds. A coordinator that reads a site's update can try to invert it into the training patches.
 Geiping et al. 2020 ("Inverting Gradients - How easy is it to break privacy in federated learning?", NeurIPS)
@@ -59,6 +62,8 @@ DEFAULT_LIMITS: Mapping[str, int | float] = {
     "batch-size-min": 4,
     "samples-per-case-min": 2,
     "local-steps-min": 10,
+    "max-evaluations-per-round": 2,
+    "max-evaluations-per-run": 200,
 }
 """The limits of a site that sets none (keys: models.shared.node_config.LIMIT_KEYS, in order)."""
 assert tuple(DEFAULT_LIMITS) == LIMIT_KEYS
@@ -66,8 +71,11 @@ SIMULATION_LOWER_BOUNDS: Mapping[str, int] = {
     "batch-size-min": 1,
     "samples-per-case-min": 1,
     "local-steps-min": 1,
+    "max-evaluations-per-round": 2**31 - 1,
+    "max-evaluations-per-run": 2**31 - 1,
 }
-"""A simulated site's lower bounds (the module docstring says why); its other limits are the defaults."""
+"""A simulated site's lower bounds and (no) evaluation budget (the module docstring says why); its other limits
+are the defaults."""
 
 
 class OutsideSiteLimits(ValueError):
@@ -91,6 +99,8 @@ class SiteLimits:
     batch_size_min: int
     samples_per_case_min: int
     local_steps_min: int
+    max_evaluations_per_round: int
+    max_evaluations_per_run: int
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, object]) -> "SiteLimits":

@@ -73,19 +73,27 @@ def hospital(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def site(hospital: tuple[Path, Path], **node: object) -> dict:
-    """The hospital's node config as its launcher writes it (default limits unless `node` sets others)."""
+    """The hospital's node config as its launcher writes it: default limits unless `node` sets others, but for
+    an evaluation budget these tests' many evaluations of run 1, round 0 stay within (the budget's test sets its
+    own)."""
     data, work = hospital
     return {
         "site-name": "hospital-a",
         "data-path": str(data),
         "work-path": str(work),
         "validation-fraction": 0.5,
+        "limits.max-evaluations-per-round": 1000,
         **node,
     }
 
 
 def ask(
-    kind: str, node: dict, run_config: dict, arrays: ArrayRecord | None = None, server_round: int = 0
+    kind: str,
+    node: dict,
+    run_config: dict,
+    arrays: ArrayRecord | None = None,
+    server_round: int = 0,
+    run_id: int = 1,
 ) -> Message:
     """One instruction to the site's ClientApp, as the coordinator sends it; the site's reply."""
     content = RecordDict(
@@ -95,7 +103,7 @@ def ask(
         }
     )
     message = Message(content, dst_node_id=2, message_type=kind)
-    context = Context(run_id=1, node_id=2, node_config=node, state=RecordDict(), run_config=run_config)
+    context = Context(run_id=run_id, node_id=2, node_config=node, state=RecordDict(), run_config=run_config)
     reply = app(message, context)
     assert not reply.has_error(), reply.error.reason
     return reply
@@ -263,3 +271,34 @@ def test_the_default_run_settings_are_within_a_default_sites_bounds():
     limits = SiteLimits.from_node_config({})
     check_run_settings(settings, limits)
     check_local_steps(settings, DEFAULT_MIN_TRAIN_CASES, limits)
+
+
+# An evaluation budget
+
+
+def test_beyond_its_evaluation_budget_a_site_refuses_and_says_which_budget(hospital):
+    """The adaptive coordinator asks for the same round again and again (each reply more equations in the same
+    case values): the third request of a round is refused under the default budget (2 per round); the control,
+    the same request at a site that raised its budget, is answered. The run-wide budget holds whatever round
+    number the coordinator sends."""
+    node = {k: v for k, v in site(hospital).items() if k != "limits.max-evaluations-per-round"}
+    replies = [ask("evaluate", node, RUN_CONFIG, server_round=1, run_id=7) for _ in range(3)]
+    assert [record_of(r, "validation")["status"] for r in replies] == ["reported", "reported", "refused"]
+    refused = record_of(replies[2], "validation")
+    assert refused["reason"].startswith("evaluation budget") and not replies[2].content.metric_records
+    assert (refused["setting"], refused["limit"], refused["bound"]) == (
+        "evaluations",
+        "limits.max-evaluations-per-round",
+        2,
+    )
+    raised = ask(
+        "evaluate", {**node, "limits.max-evaluations-per-round": 3}, RUN_CONFIG, server_round=1, run_id=7
+    )
+    assert record_of(raised, "validation")["status"] == "reported"
+
+    run_wide = {**node, "limits.max-evaluations-per-run": 1}
+    assert record_of(ask("evaluate", run_wide, RUN_CONFIG, server_round=1, run_id=8), "validation")[
+        "status"
+    ] == ("reported")
+    other_round = record_of(ask("evaluate", run_wide, RUN_CONFIG, server_round=2, run_id=8), "validation")
+    assert other_round["status"] == "refused" and other_round["limit"] == "limits.max-evaluations-per-run"
