@@ -29,6 +29,18 @@ META_PERSONALIZED_FROM = "personalized_from"
 """Checkpoint meta: the SHA-256 (models.model_hash) of the global model it was fine-tuned from."""
 
 
+def model_role(meta: dict[str, object]) -> str:
+    """Which model a checkpoint's or bundle's meta says it holds: ROLE_PERSONALIZED or ROLE_GLOBAL."""
+    return ROLE_PERSONALIZED if meta.get(META_ROLE) == ROLE_PERSONALIZED else ROLE_GLOBAL
+
+
+def model_description(meta: dict[str, object]) -> str:
+    """One phrase for people: which model this is (and, personalized, the global model it started from)."""
+    if model_role(meta) == ROLE_PERSONALIZED:
+        return f"a site's personalized model (fine-tuned from the global model {meta.get(META_PERSONALIZED_FROM)})"
+    return "the federation's global model"
+
+
 def keep_personalized(
     model: torch.nn.Module,
     global_model: torch.nn.Module,

@@ -17,6 +17,8 @@ from site_app.learning.personalize import (
     META_PERSONALIZED_FROM,
     ROLE_GLOBAL,
     ROLE_PERSONALIZED,
+    model_description,
+    model_role,
 )
 from site_app.learning.work_records import LATEST_MODEL as GLOBAL_LATEST
 
@@ -59,3 +61,21 @@ def choose_site_model(work: Path, use_global: bool) -> SiteModel:
     return SiteModel(
         personal, ROLE_PERSONALIZED, "the site's personalized model (--global-model for the global one)"
     )
+
+
+def command_model(model: Path | None, work: Path | None, use_global: bool) -> SiteModel:
+    """The model a command's options name: `--model` as given, or the site's choice in `--work`
+    (choose_site_model); exactly one of them. Raises ModelSourceError naming what is wrong."""
+    if (model is None) == (work is None):
+        raise ModelSourceError(
+            "give either --model (a checkpoint or bundle) or --work (the site's work folder)"
+        )
+    if model is not None:
+        if use_global:
+            raise ModelSourceError(
+                "--global-model chooses within --work; with --model the model is the one given"
+            )
+        source = load_model_source(model)
+        role = model_role(source.meta)
+        return SiteModel(source, role, f"{model_description(source.meta)}, as given (--model)")
+    return choose_site_model(work, use_global)  # type: ignore[arg-type]

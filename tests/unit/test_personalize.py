@@ -1,6 +1,7 @@
 """The personalized model (run setting `personalize-epochs`): fine-tuned at the site, validated beside the global
 model, its aggregates under the disclosure policy, its weights in no reply; `site predict`/`export` choose it."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from synthetic_site import add_nifti_cases, fix_site_secret
+from typer.testing import CliRunner
 
 from models.model_source import load_model_source
 from models.presets import build_model
@@ -23,6 +25,7 @@ from models.shared.wire import (
     is_pooled_mean,
 )
 from models.weights import to_record
+from oncofed_cli import app as cli
 from site_app.app import app
 from site_app.learning.personalize import LATEST_MODEL, META_PERSONALIZED_FROM, META_ROLE, MODEL_FILE
 from site_app.learning.run_state import RUNS_FOLDER
@@ -131,3 +134,35 @@ def test_a_personalized_model_of_an_older_global_model_is_not_chosen(exchange, t
     torch.save(older, other / GLOBAL_LATEST)
     chosen = choose_site_model(other, use_global=False)
     assert chosen.role == "global" and "older global model" in chosen.note
+
+
+def test_the_commands_say_which_model_and_record_its_hash(exchange, tmp_path):
+    work, _ = exchange
+    personal_sha = load_model_source(work / LATEST_MODEL).sha256
+    global_sha = load_model_source(work / GLOBAL_LATEST).sha256
+    runner = CliRunner()
+    data = tmp_path / "studies"
+    add_nifti_cases(data, 0, 1, spacing_mm=4.0)
+    out = tmp_path / "predicted"
+    result = runner.invoke(
+        cli, ["site", "predict", "--work", str(work), "--data", str(data), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "personalized model" in result.output
+    model = json.loads((out / "predictions.json").read_text())["model"]
+    assert (model["sha256"], model["role"], model["personalized_from"]) == (
+        personal_sha,
+        "personalized",
+        global_sha,
+    )
+
+    bundle = tmp_path / "bundle"
+    result = runner.invoke(cli, ["export", "--work", str(work), "--global-model", "--out", str(bundle)])
+    assert result.exit_code == 0, result.output
+    own = json.loads((bundle / "configs" / "metadata.json").read_text())["oncofed"]
+    assert (own["model_sha256"], own["model_role"]) == (global_sha, "global")
+    assert "global model" in result.output
+    both = runner.invoke(
+        cli, ["export", "--work", str(work), "--model", str(work / LATEST_MODEL), "--out", "x"]
+    )
+    assert both.exit_code != 0 and "either --model" in both.output
