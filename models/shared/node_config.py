@@ -62,6 +62,7 @@ LIMIT_KEYS = (
     "batch-size-max",
     "local-epochs-max",
     "max-resampled-voxels",
+    "personalize-epochs-max",
 )
 """The site's limits on run settings, as keys of site.toml's [limits] table (site_app.settings.limits)."""
 

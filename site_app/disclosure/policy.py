@@ -64,6 +64,9 @@ R8b Local-only baseline (run setting `local-baseline`). The local-only model nev
    over exactly the released validation cases (a set that differs is withheld), with the same secret-seeded
    resamples and rounding. [local_baseline.baseline_aggregates]
 
+R8c Personalized model (run setting `personalize-epochs`). Fine-tuned on the released training set (R6), it never
+   leaves the site; its aggregates and those of personalized − global follow R8b. [local_baseline.paired_aggregates]
+
 R9 Site limits. Every run setting the site uses for its computation is checked against the site's own
    ranges before anything is loaded (site_app.settings.limits); a run outside them is refused with the setting
    and the limit named.

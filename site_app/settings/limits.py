@@ -1,6 +1,7 @@
 """The site's limits on the coordinator's run settings: a run outside them is refused before anything is loaded.
 
-The coordinator chooses spacing, patch size, samples per case, batch size and local epochs; each changes how much
+The coordinator chooses spacing, patch size, samples per case, batch size, local epochs and personalization
+epochs; each changes how much
 memory, time and work-folder space the site spends (a new spacing or patch size also writes a new cache copy of
 every case). The site checks every one of them against its own limits, kept in its node config (site.toml's
 `[limits]` table in a kit; keys "limits.<key>" in the node config) with these defaults:
@@ -13,6 +14,7 @@ every case). The site checks every one of them against its own limits, kept in i
     batch-size-max = 16
     local-epochs-max = 20
     max-resampled-voxels = 67108864   # per case after resampling to spacing-mm (2^26, about 406^3)
+    personalize-epochs-max = 20       # epochs of fine-tuning the personalized model at each validation
 
 `max-resampled-voxels` is checked from the inventory's stored shapes and spacings before any case is resampled
 (`max-voxels`, also in `[limits]`, is the separate check of stored headers when the inventory is built). A run
@@ -40,6 +42,7 @@ DEFAULT_LIMITS: Mapping[str, int | float] = {
     "batch-size-max": 16,
     "local-epochs-max": 20,
     "max-resampled-voxels": 2**26,
+    "personalize-epochs-max": 20,
 }
 """The limits of a site that sets none (keys: models.shared.node_config.LIMIT_KEYS, in order)."""
 assert tuple(DEFAULT_LIMITS) == LIMIT_KEYS
@@ -63,6 +66,7 @@ class SiteLimits:
     batch_size_max: int
     local_epochs_max: int
     max_resampled_voxels: int
+    personalize_epochs_max: int
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, object]) -> "SiteLimits":
@@ -108,6 +112,12 @@ def check_run_settings(settings: "SiteRunSettings", limits: SiteLimits) -> None:
     )
     _at_most("batch-size", settings.batch_size, limits.batch_size_max, "batch-size-max")
     _at_most("local-epochs", settings.local_epochs, limits.local_epochs_max, "local-epochs-max")
+    _at_most(
+        "personalize-epochs",
+        settings.personalize_epochs,
+        limits.personalize_epochs_max,
+        "personalize-epochs-max",
+    )
 
 
 def check_resampled_size(inventory: "Inventory", settings: "SiteRunSettings", limits: SiteLimits) -> None:
