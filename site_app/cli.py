@@ -74,14 +74,25 @@ def site_report(
 
 @app.command("predict", no_args_is_help=True)
 def site_predict(
-    model: Annotated[
-        Path,
-        typer.Option("--model", help="A checkpoint (.pt, e.g. a run's models/final.pt) or a bundle folder."),
-    ],
     data: Annotated[Path, typer.Option("--data", help="The studies (DICOM and/or NIfTI); only read.")],
     out: Annotated[
         Path, typer.Option("--out", help="Where label maps, DICOM-SEGs and predictions.json are written.")
     ],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="A checkpoint (.pt, e.g. a run's models/final.pt) or a bundle folder."),
+    ] = None,
+    work: Annotated[
+        Path | None,
+        typer.Option(
+            "--work",
+            help="Instead of --model: the site's work folder; its personalized model when it has one for the"
+            " global model it last validated, else that global model.",
+        ),
+    ] = None,
+    global_model: Annotated[
+        bool, typer.Option("--global-model", help="With --work: the global model, not the personalized one.")
+    ] = False,
     manifest: Annotated[
         Path | None,
         typer.Option("--manifest", help="CSV with columns case_id,image[,label] (paths relative to --data)."),
@@ -98,9 +109,10 @@ def site_predict(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from models.model_source import ModelSourceError, load_model_source
+    from models.model_source import ModelSourceError
     from models.shared.terminal import make_console
     from site_app.settings.site_file import SiteSettingsError, read_site_settings
+    from site_app.tools.model_choice import command_model
     from site_app.tools.predict_run import PREDICTIONS_FILE, predict_folder
 
     err = make_console(stderr=True)
@@ -116,9 +128,11 @@ def site_predict(
             ExitCode.BAD_INPUT,
         )
     try:
-        source = load_model_source(model)
+        chosen = command_model(model, work, global_model)
     except ModelSourceError as error:
         raise fail(str(error), ExitCode.BAD_INPUT) from None
+    source = chosen.source
+    err.print(f"Model: {chosen.note}: {chosen.path}", highlight=False, markup=False, soft_wrap=True)
     found = _discover_studies(data, manifest, ingest)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -138,7 +152,8 @@ def site_predict(
             f"{entry['path']}: not used: {entry['reason']}", highlight=False, markup=False, soft_wrap=True
         )
     summary = (
-        f"{len(run.written)} of {len(run.studies)} studies written with model {source.sha256[:19]}…;"
+        f"{len(run.written)} of {len(run.studies)} studies written with the {chosen.role} model"
+        f" {source.sha256[:19]}…;"
         f" {len(run.files_not_used)} files not used. Details: {out / PREDICTIONS_FILE}"
     )
     if not run.written:

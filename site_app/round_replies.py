@@ -9,9 +9,11 @@ outside the site's limits (site_app.settings.limits) is refused before any case 
 The run's training options act in site_app.learning.federated_round: with `local-norm` the site's own norm layers
 are put into each incoming model and never sent; with `local-baseline` a local-only model trains on the same
 cases and stays in the work folder (<work>/runs/<run key>/), and only its aggregates leave, through the same
-disclosure policy; weights travel in the run's `transport-dtype`; with FedProx the instruction carries μ.
+disclosure policy; with `personalize-epochs` each validation also fine-tunes the global model on the site's
+training cases into a personalized model that stays in the work folder, and only its aggregates leave, alike; weights travel in the run's `transport-dtype`; with FedProx the instruction carries μ.
 """
 
+import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from models.shared.wire import NUM_EXAMPLES, SITE_MIN_REPORT_CASES, SITE_NAME, TRAIN_LOSS, Record, Validation
@@ -28,14 +30,25 @@ from site_app.disclosure.refusals import (
     too_few_local_steps,
 )
 from site_app.disclosure.validation_replies import (
-    LocalOnly,
+    KeptModel,
     ValidationPolicy,
     evaluation_content,
     suppressed_content,
 )
 from site_app.disclosure.validation_split import TRAINING, VALIDATION, record_released, released_set
-from site_app.learning.federated_round import train_round, validate_local_only
-from site_app.learning.site_data import load_site_cases, preprocessed_cases, site_overview, split_inventory
+from site_app.learning.federated_round import (
+    SiteRound,
+    train_round,
+    validate_local_only,
+    validate_personalized,
+)
+from site_app.learning.site_data import (
+    SiteCases,
+    load_site_cases,
+    preprocessed_cases,
+    site_overview,
+    split_inventory,
+)
 from site_app.learning.validation import validate_cases
 from site_app.learning.work_records import keep_validation
 from site_app.settings.secret import site_secret
@@ -133,14 +146,17 @@ def evaluate_reply(message: SiteMessage) -> RecordDict:
         log.warning("round %d: validation suppressed: %s", server_round, final.reason)
         return suppressed_content(policy, final.reason)
 
-    # Aggregates of the released cases only (and the local-only baseline's on the same cases)
+    # Aggregates of the released cases only (and those of the models kept here on the same cases)
     released = [r for r in results if r.case_id in final.cases]
     seed = bootstrap_seed(site_secret(site.work), sorted(final.cases))
-    local_only = None
+    kept: list[KeptModel] = []
+    items = [item for item in chosen if item["case_id"] in final.cases]
     if settings.local_baseline and len(released) >= k:
-        items = [item for item in chosen if item["case_id"] in final.cases]
-        local_only = LocalOnly(validate_local_only(work, items, released, server_round, dict(policy.regions)))
-    content = evaluation_content(released, cases.n_skipped + n_failed, policy, seed, local_only)
+        regions = dict(policy.regions)
+        kept.append(KeptModel.local_only(validate_local_only(work, items, released, server_round, regions)))
+    if settings.personalize_epochs > 0 and len(released) >= k:
+        kept.append(_personalized(message, work, policy, cases, model, items))
+    content = evaluation_content(released, cases.n_skipped + n_failed, policy, seed, kept)
     status = content[Record.VALIDATION][Validation.STATUS]
     log.info(
         "round %d: validated %d cases (%s, minimum %d; %s)",
@@ -153,6 +169,31 @@ def evaluate_reply(message: SiteMessage) -> RecordDict:
     if content.metric_records:
         record_released(site.work, VALIDATION, final.cases)
     return content
+
+
+def _personalized(
+    message: SiteMessage,
+    work: SiteRound,
+    policy: ValidationPolicy,
+    cases: SiteCases,
+    model: torch.nn.Module,
+    items: list[dict[str, object]],
+) -> KeptModel:
+    """The personalized model's results on the released validation cases, fine-tuned on the released training set
+    (the set the site trains on, R6); none before the first round or without enough training cases."""
+    if message.server_round == 0:
+        return KeptModel.personalized(None, "round 0 validates the initial model; nothing to personalize yet")
+    minimum = policy.disclosure.min_train_cases
+    usable = released_set(message.site.work, TRAINING, [i["case_id"] for i in cases.train], minimum)
+    train_items = [
+        item for item in cases.train if usable.cases is not None and item["case_id"] in usable.cases
+    ]
+    if len(train_items) < minimum:
+        return KeptModel.personalized(None, usable.reason if usable.cases is None else f"n < {minimum}")
+    regions = dict(policy.regions)
+    return KeptModel.personalized(
+        validate_personalized(work, model, train_items, items, message.server_round, regions)
+    )
 
 
 def _declined(message: SiteMessage, reason: str, policy: DisclosurePolicy) -> RecordDict:

@@ -66,6 +66,7 @@ LIMIT_KEYS = (
     "batch-size-max",
     "local-epochs-max",
     "max-resampled-voxels",
+    "personalize-epochs-max",
     "batch-size-min",
     "samples-per-case-min",
     "local-steps-min",

@@ -289,6 +289,15 @@ LOCAL_BASELINE = RunSetting(
     "each site also trains a local-only model (same initial weights, same per-round budget) that stays in its"
     " work folder, and reports aggregates of it and of the paired difference global − local-only",
 )
+PERSONALIZE_EPOCHS = RunSetting(
+    "personalize-epochs",
+    Owner.SITE,
+    int,
+    0,
+    "epochs each site fine-tunes the global model on its own training cases at each validation; the"
+    " personalized model stays in its work folder and only its aggregates leave; 0: off",
+    0,
+)
 
 # simulation
 SIM_MIN_REPORT_CASES = RunSetting(
@@ -370,6 +379,7 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     SAMPLES_PER_CASE,
     EVAL_REGIONS,
     LOCAL_BASELINE,
+    PERSONALIZE_EPOCHS,
     SIM_MIN_REPORT_CASES,
     SIM_MIN_POSITION_CASES,
     SIM_MIN_TRAIN_CASES,

@@ -1,4 +1,4 @@
-"""The wire contract: every name that crosses between a site's ClientApp and the coordinator's ServerApp.
+"""The wire contract: every name that crosses between a site's ClientApp and the coordinator's ServerApp; one job: the contract.
 
 Both sides import these names; a string spelled here is spelled nowhere else. The messages (content records
 by name, see Record):
@@ -11,7 +11,8 @@ by name, see Record):
                     reply        VALIDATION {status, min-report-cases, reason, withheld, conventions} (refused:
                                  {status, reason, OutsideLimit}) and, only when the status is "reported",
                                  METRICS (aggregates in the key grammar below, with the local-only baseline's
-                                 keys when the run has `local-baseline`, num-examples)
+                                 keys when the run has `local-baseline`, the personalized model's with
+                                 `personalize-epochs`, num-examples)
 
 ARRAYS travel in the run's `transport-dtype` (float16 or float32; models.transport) and, with `local-norm`,
 without the normalization layers (models.norm_layers), in both directions.
@@ -260,6 +261,15 @@ BASELINE_METRICS = ("dice", "hd95")
 BASELINE_STATS = ("mean", "ci-low", "ci-high")
 """Only means and their CIs: no position statistic, no count (the counts are those of the global model's reply)."""
 
+# The personalized model (run setting `personalize-epochs`): the global model fine-tuned on the site's own training
+# cases, kept at the site. The same keys as the baseline's: personalized-{m}-{r}-{stat} for the personalized model
+# and personalization-gain-{m}-{r}-{stat} for the paired difference personalized − global on the same cases.
+
+PERSONALIZED_PREFIX = "personalized-"
+PERSONALIZATION_GAIN_PREFIX = "personalization-gain-"
+SITE_MODEL_PREFIXES = (LOCAL_ONLY_PREFIX, GAIN_PREFIX, PERSONALIZED_PREFIX, PERSONALIZATION_GAIN_PREFIX)
+"""The keys of models that never leave a site (local-only, personalized): withholdable, never pooled."""
+
 
 def baseline_key(prefix: str, metric: str, region: str | None, stat: str) -> str:
     """baseline_key(GAIN_PREFIX, "dice", "wt", "ci-low") → "gain-dice-wt-ci-low"; region None: the mean over
@@ -327,9 +337,9 @@ def count_keys(regions: Iterable[str]) -> list[str]:
 
 def withholdable(key: str) -> bool:
     """Whether a site's disclosure policy may leave this key out of an otherwise reported evaluate reply: a
-    position stat (below min-position-cases), n-skipped (between 1 and min-report-cases - 1), or a local-only
-    baseline key (a site with no local-only model yet)."""
-    if key == N_SKIPPED or key.startswith((LOCAL_ONLY_PREFIX, GAIN_PREFIX)):
+    position stat (below min-position-cases), n-skipped (between 1 and min-report-cases - 1), or a key of a
+    model kept at the site (a site with no local-only or personalized model yet)."""
+    if key == N_SKIPPED or key.startswith(SITE_MODEL_PREFIXES):
         return True
     parsed = parse_key(key)
     return parsed is not None and parsed.stat in POSITION_STATS

@@ -65,7 +65,10 @@ R8b Local-only baseline (run setting `local-baseline`). The local-only model nev
    over exactly the released validation cases (a set that differs is withheld), with the same secret-seeded
    resamples and rounding. [local_baseline.baseline_aggregates]
 
-R8c Post-processing is the site's (`min-lesion-mm3`, default 0: none). Were it a run setting, a coordinator
+R8c Personalized model (run setting `personalize-epochs`). Fine-tuned on the released training set (R6), it never
+   leaves the site; its aggregates and those of personalized − global follow R8b. [local_baseline.paired_aggregates]
+
+R8d Post-processing is the site's (`min-lesion-mm3`, default 0: none). Were it a run setting, a coordinator
    sweeping it across evaluations would see lesion counts move by one and the mean volume difference by v/n
    at each single lesion's volume v: the site's own node config sets it (a simulation: `sim-min-lesion-mm3`), and
    a run's `min-lesion-mm3` is ignored. [site_app.settings.run_settings.SiteRunSettings.at_site]

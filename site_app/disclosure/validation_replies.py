@@ -9,7 +9,8 @@ setting `sim-min-report-cases` sets it.
 The evaluate reply holds one ConfigRecord wire.Record.VALIDATION (status reported or suppressed, the site's
 minimum, a reason unless reported, the statistics the policy withheld, and the metric conventions), and, only
 when reported, one MetricRecord wire.Record.METRICS with the aggregates and `num-examples` (and, with the run
-setting `local-baseline`, the local-only baseline's aggregates: site_app.learning.local_baseline). A refused
+setting `local-baseline`, the local-only baseline's aggregates: site_app.learning.local_baseline; with
+`personalize-epochs`, the personalized model's: site_app.learning.personalize). A refused
 evaluation is site_app.disclosure.refusals'.
 """
 
@@ -22,9 +23,13 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from models.shared.labels import evaluation_regions
 from models.shared.wire import (
     COUNTS,
+    GAIN_PREFIX,
+    LOCAL_ONLY_PREFIX,
     METRICS,
     N_SKIPPED,
     NUM_EXAMPLES,
+    PERSONALIZATION_GAIN_PREFIX,
+    PERSONALIZED_PREFIX,
     POSITION_STATS,
     Record,
     Status,
@@ -32,21 +37,41 @@ from models.shared.wire import (
 )
 from site_app.disclosure.aggregates import BOOTSTRAP_RESAMPLES, CI_LEVEL, site_aggregates
 from site_app.disclosure.policy import DisclosurePolicy, policy_conventions, released_count
-from site_app.learning.local_baseline import baseline_aggregates
+from site_app.learning.local_baseline import paired_aggregates
 from site_app.learning.metrics import HD95_PENALTY_MM, NSD_TOLERANCE_MM, metric_settings
 from site_app.learning.validation import CaseEvaluation
 from site_app.settings.run_settings import SiteRunSettings
 
 LOCAL_ONLY_BASELINE = "local-only baseline"
-"""How a withheld baseline is named in the reply's `withheld` list."""
+PERSONALIZED_MODEL = "personalized model"
+"""How a withheld model kept at the site is named in the reply's `withheld` list."""
 
 
 @dataclass(frozen=True)
-class LocalOnly:
-    """The local-only model's results on the released cases, or None with the reason there are none."""
+class KeptModel:
+    """A model that never leaves the site (local-only baseline, personalized model): its results on the released
+    cases, or None with the reason there are none; its keys' prefixes and whose gain the second one measures."""
 
     results: Sequence[CaseEvaluation] | None
-    missing: str = "no local-only model: this site has not trained in this run yet"
+    missing: str
+    name: str
+    prefixes: tuple[str, str]
+    site_gain: bool
+
+    @classmethod
+    def local_only(
+        cls,
+        results: Sequence[CaseEvaluation] | None,
+        missing: str = "no local-only model: this site has not trained in this run yet",
+    ) -> "KeptModel":
+        """The local-only baseline: gain-… is global − local-only."""
+        return cls(results, missing, LOCAL_ONLY_BASELINE, (LOCAL_ONLY_PREFIX, GAIN_PREFIX), site_gain=False)
+
+    @classmethod
+    def personalized(cls, results: Sequence[CaseEvaluation] | None, missing: str = "") -> "KeptModel":
+        """The personalized model: personalization-gain-… is personalized − global."""
+        prefixes = (PERSONALIZED_PREFIX, PERSONALIZATION_GAIN_PREFIX)
+        return cls(results, missing, PERSONALIZED_MODEL, prefixes, site_gain=True)
 
 
 @dataclass(frozen=True)
@@ -95,14 +120,15 @@ def evaluation_content(
     n_skipped: int,
     policy: ValidationPolicy,
     bootstrap_seed: int,
-    local_only: LocalOnly | None = None,
+    kept: Sequence[KeptModel] = (),
 ) -> RecordDict:
     """The evaluate reply's content: aggregates when the site has at least its minimum of cases, else none.
 
     `results` are the cases of a releasable set (validation_split.released_set); `bootstrap_seed` comes from
-    disclosure_policy.bootstrap_seed and is not sent. `local_only`: the run has `local-baseline`; its model's
-    results on the same cases add the baseline's means and CIs and those of the paired difference, under the same
-    rules and with the same resamples (site_app.learning.local_baseline), or are withheld with the reason.
+    disclosure_policy.bootstrap_seed and is not sent. `kept`: models kept at the site (the local-only baseline, the
+    personalized model); each one's results on the same cases add its means and CIs and those of the paired
+    difference, under the same rules and with the same resamples (site_app.learning.local_baseline), or are
+    withheld with the reason.
     """
     k = policy.min_report_cases
     if len(results) < k:
@@ -115,15 +141,22 @@ def evaluation_content(
     skipped = released_count(n_skipped, k)
     if skipped is None:
         withheld.append(f"{N_SKIPPED} (between 1 and {k - 1})")
-    if local_only is not None:
+    for model in kept:
         try:
-            if local_only.results is None:
-                raise ValueError(local_only.missing)
+            if model.results is None:
+                raise ValueError(model.missing)
             aggregates.update(
-                baseline_aggregates(results, local_only.results, list(policy.regions), bootstrap_seed)
+                paired_aggregates(
+                    results,
+                    model.results,
+                    list(policy.regions),
+                    bootstrap_seed,
+                    model.prefixes,
+                    model.site_gain,
+                )
             )
         except ValueError as error:
-            withheld.append(f"{LOCAL_ONLY_BASELINE} ({error})")
+            withheld.append(f"{model.name} ({error})")
     metrics = MetricRecord(
         {**aggregates, **({} if skipped is None else {N_SKIPPED: skipped}), NUM_EXAMPLES: len(results)}
     )

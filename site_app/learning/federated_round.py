@@ -7,9 +7,12 @@ train_round:       the incoming global model (+ this site's own norm layers with
 personalized:      the model a site validates: the incoming global weights, with its own norm layers under
                    local-norm.
 validate_local_only: the local-only model on the cases the global model's results were released for.
+validate_personalized: the global model fine-tuned on the site's training cases (personalize-epochs), kept at the
+                   site and validated on those same cases.
 Every random stream of a round is seeded from the run seed, the round and the site (site_app.learning.training).
 """
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from logging import Logger
@@ -23,12 +26,14 @@ from models.presets import build_model
 from models.transport import encode
 from site_app.learning.local_baseline import LocalBaseline
 from site_app.learning.local_norm import LocalNorm
+from site_app.learning.personalize import keep_personalized
 from site_app.learning.training import round_seed, seed_everything, train_epochs
 from site_app.learning.validation import CaseEvaluation, validate_cases
+from site_app.learning.work_records import site_model_meta
 from site_app.settings.identity import SitePaths
 from site_app.settings.run_settings import SiteRunSettings
 
-TRAIN_STREAM, LOCAL_ONLY_STREAM = "train", "local-only"
+TRAIN_STREAM, LOCAL_ONLY_STREAM, PERSONALIZE_STREAM = "train", "local-only", "personalize"
 """The random streams of a site's round (site_app.learning.training.round_seed)."""
 
 
@@ -57,15 +62,17 @@ class SiteRound:
         server_round: int,
         stream: str,
         proximal_mu: float | None,
+        epochs: int | None = None,
     ) -> float:
-        """One round's budget of local training, every random draw seeded from (run seed, round, site, stream)."""
+        """One round's budget of local training (`epochs`, default local-epochs), every random draw seeded from
+        (run seed, round, site, stream)."""
         seed = round_seed(self.settings.seed, server_round, self.site.name, stream)
         seed_everything(seed)
         dataset = training_dataset(list(items), self.settings.pipeline, self.site.work / "cache", seed=seed)
         return train_epochs(
             model,
             dataset,
-            epochs=self.settings.local_epochs,
+            epochs=self.settings.local_epochs if epochs is None else epochs,
             learning_rate=self.settings.learning_rate,
             batch_size=self.settings.batch_size,
             device=self.device,
@@ -121,6 +128,40 @@ def validate_local_only(
         return list(global_results) if server_round == 0 else None
     results, _ = validate_cases(
         loaded[0],
+        list(items),
+        work.settings.pipeline,
+        regions,
+        work.device,
+        work.log,
+        work.settings.min_lesion_mm3,
+    )
+    return results
+
+
+def validate_personalized(
+    work: SiteRound,
+    global_model: torch.nn.Module,
+    train_items: Sequence[dict[str, object]],
+    items: Sequence[dict[str, object]],
+    server_round: int,
+    regions: dict[str, tuple[int, ...]],
+) -> list[CaseEvaluation]:
+    """Fine-tune a copy of the global model (as validated here) for personalize-epochs on `train_items`, keep it
+    at the site (site_app.learning.personalize) and return its results on `items`."""
+    model = copy.deepcopy(global_model)
+    epochs = work.settings.personalize_epochs
+    loss = work.train_model(model, train_items, server_round, PERSONALIZE_STREAM, None, epochs=epochs)
+    meta = site_model_meta(work.settings, server_round)
+    path = keep_personalized(model, global_model, work.site.work, work.state_dir, meta)
+    work.log.info(
+        "round %d: personalized model fine-tuned %d epoch(s), mean loss %.4f: %s",
+        server_round,
+        epochs,
+        loss,
+        path,
+    )
+    results, _ = validate_cases(
+        model,
         list(items),
         work.settings.pipeline,
         regions,

@@ -114,17 +114,45 @@ def baseline_aggregates(
 
     `local_results` must cover exactly those cases: a baseline over a set one case smaller would let the
     difference of two releases reveal that case (disclosure policy R6), so a mismatch raises ValueError."""
-    local_by_case = {r.case_id: r for r in local_results}
-    if set(local_by_case) != {g.case_id for g in global_results}:
-        raise ValueError("the local-only model was not validated on exactly the released validation cases")
-    pairs = [(g, local_by_case[g.case_id]) for g in global_results]
+    return paired_aggregates(
+        global_results,
+        local_results,
+        regions,
+        bootstrap_seed,
+        (LOCAL_ONLY_PREFIX, GAIN_PREFIX),
+        site_gain=False,
+    )
+
+
+def paired_aggregates(
+    global_results: Sequence[CaseEvaluation],
+    site_results: Sequence[CaseEvaluation],
+    regions: Sequence[str],
+    bootstrap_seed: int,
+    prefixes: tuple[str, str],
+    site_gain: bool,
+) -> dict[str, float]:
+    """Means and CIs of a model kept at the site (first prefix) and of the paired difference (second prefix) over
+    the released cases `global_results`: global − site model, or site model − global when `site_gain`.
+
+    `site_results` must cover exactly those cases (R6), else ValueError."""
+    site_by_case = {r.case_id: r for r in site_results}
+    if set(site_by_case) != {g.case_id for g in global_results}:
+        raise ValueError("the site's model was not validated on exactly the released validation cases")
+    pairs = [(g, site_by_case[g.case_id]) for g in global_results]
     no_position = len(pairs) + 1  # means and CIs only
-    local = site_aggregates([loc.metrics for _, loc in pairs], list(regions), bootstrap_seed, no_position)
+    kept = site_aggregates([own.metrics for _, own in pairs], list(regions), bootstrap_seed, no_position)
     gain = site_aggregates(
-        [_difference(g.metrics, loc.metrics) for g, loc in pairs], list(regions), bootstrap_seed, no_position
+        [
+            _difference(own.metrics, g.metrics) if site_gain else _difference(g.metrics, own.metrics)
+            for g, own in pairs
+        ],
+        list(regions),
+        bootstrap_seed,
+        no_position,
     )
     values: dict[str, float] = {}
-    for prefix, aggregates in ((LOCAL_ONLY_PREFIX, local), (GAIN_PREFIX, gain)):
+    for prefix, aggregates in zip(prefixes, (kept, gain), strict=True):
         for metric in BASELINE_METRICS:
             for region in regions:
                 for stat in BASELINE_STATS:
@@ -136,6 +164,6 @@ def baseline_aggregates(
     return values
 
 
-def _difference(global_metrics: Mapping[str, float], local_metrics: Mapping[str, float]) -> dict[str, float]:
-    """Per-case global − local-only of every metric (counts too: site_aggregates sums them; they are not sent)."""
-    return {key: float(global_metrics[key]) - float(local_metrics[key]) for key in global_metrics}
+def _difference(minuend: Mapping[str, float], subtrahend: Mapping[str, float]) -> dict[str, float]:
+    """Per-case difference of every metric (counts too: site_aggregates sums them; they are not sent)."""
+    return {key: float(minuend[key]) - float(subtrahend[key]) for key in minuend}

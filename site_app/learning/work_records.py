@@ -4,6 +4,7 @@
 <work>/validation/per-case.jsonl one line per case per round: {"round", "case_id", "spacing_mm", "metrics"}
 <work>/models/global-latest.pt   the last global model the site validated ({"state_dict", "meta"}); with the run
                                  setting `local-norm`, with this site's own norm layers (meta norm_layers "site")
+<work>/models/personalized-latest.pt  with `personalize-epochs`, its fine-tuned copy (site_app.learning.personalize)
 """
 
 import json
@@ -49,14 +50,7 @@ def keep_validation(
 ) -> None:
     """Record one validation in the work folder: the model as validated here (`arrays`: under local-norm with this
     site's norm layers), the per-case metrics and how to redo it."""
-    pipeline = settings.pipeline
-    meta = {
-        "model_preset": settings.model_preset,
-        "round": server_round,
-        **inference_meta(pipeline.spacing_mm, pipeline.patch_size),
-        **checkpoint_norm_meta(settings.local_norm, site=True),
-    }
-    save_checkpoint(arrays, site.work / LATEST_MODEL, meta)
+    save_checkpoint(arrays, site.work / LATEST_MODEL, site_model_meta(settings, server_round))
     lines = "".join(
         json.dumps(
             {
@@ -82,6 +76,17 @@ def keep_validation(
         "round": server_round,
     }
     atomic_write_json(site.work / CONTEXT_FILE, context)
+
+
+def site_model_meta(settings: SiteRunSettings, server_round: int) -> dict[str, object]:
+    """The meta of a model the site keeps after a validation: preset, round, preprocessing, whose norm layers."""
+    pipeline = settings.pipeline
+    return {
+        "model_preset": settings.model_preset,
+        "round": server_round,
+        **inference_meta(pipeline.spacing_mm, pipeline.patch_size),
+        **checkpoint_norm_meta(settings.local_norm, site=True),
+    }
 
 
 def read_validation_context(work: Path) -> ValidationContext:

@@ -1,6 +1,7 @@
 """The site's limits on the coordinator's run settings: a run outside them is refused before anything is loaded.
 
-The coordinator chooses spacing, patch size, samples per case, batch size and local epochs; each changes how much
+The coordinator chooses spacing, patch size, samples per case, batch size, local epochs and personalization
+epochs; each changes how much
 memory, time and work-folder space the site spends (a new spacing or patch size also writes a new cache copy of
 every case). The site checks every one of them against its own limits, kept in its node config (site.toml's
 `[limits]` table in a kit; keys "limits.<key>" in the node config) with these defaults:
@@ -13,6 +14,7 @@ every case). The site checks every one of them against its own limits, kept in i
     batch-size-max = 16
     local-epochs-max = 20
     max-resampled-voxels = 67108864   # per case after resampling to spacing-mm (2^26, about 406^3)
+    personalize-epochs-max = 20       # epochs of fine-tuning the personalized model at each validation
     batch-size-min = 4                # lower bounds: the coordinator cannot ask for the best conditions for
     samples-per-case-min = 2          # gradient inversion (below)
     local-steps-min = 10              # local-epochs x ceil(training patches / batch-size), per round
@@ -59,6 +61,7 @@ DEFAULT_LIMITS: Mapping[str, int | float] = {
     "batch-size-max": 16,
     "local-epochs-max": 20,
     "max-resampled-voxels": 2**26,
+    "personalize-epochs-max": 20,
     "batch-size-min": 4,
     "samples-per-case-min": 2,
     "local-steps-min": 10,
@@ -96,6 +99,7 @@ class SiteLimits:
     batch_size_max: int
     local_epochs_max: int
     max_resampled_voxels: int
+    personalize_epochs_max: int
     batch_size_min: int
     samples_per_case_min: int
     local_steps_min: int
@@ -161,6 +165,12 @@ def check_run_settings(settings: "SiteRunSettings", limits: SiteLimits) -> None:
     _at_most("batch-size", settings.batch_size, limits.batch_size_max, "batch-size-max")
     _at_least("batch-size", settings.batch_size, limits.batch_size_min, "batch-size-min")
     _at_most("local-epochs", settings.local_epochs, limits.local_epochs_max, "local-epochs-max")
+    _at_most(
+        "personalize-epochs",
+        settings.personalize_epochs,
+        limits.personalize_epochs_max,
+        "personalize-epochs-max",
+    )
 
 
 def local_steps(settings: "SiteRunSettings", n_training_cases: int) -> int:

@@ -22,6 +22,7 @@ from models.shared.run_config import (
     LOCAL_NORM,
     MODEL_PRESET,
     PATCH_SIZE,
+    PERSONALIZE_EPOCHS,
     SAMPLES_PER_CASE,
     SEED,
     SIM_DATA,
@@ -53,6 +54,8 @@ class SiteRunSettings:
     """The precision of the weights in messages (models.transport); shared with the coordinator."""
     local_baseline: bool
     """Also train and validate a local-only model (site_app.learning.local_baseline)."""
+    personalize_epochs: int
+    """Fine-tune a personalized model for this many epochs at each validation (site_app.learning.personalize)."""
     min_lesion_mm3: float
     """Validation post-processing: smaller predicted tumor components are removed (site_app.learning.postprocess).
     The site's own (node config; at_site), never the run's: a simulated site's is `sim-min-lesion-mm3`."""
@@ -86,6 +89,7 @@ class SiteRunSettings:
             local_norm=LOCAL_NORM.read(run_config),
             transport_dtype=TRANSPORT_DTYPE.read(run_config),
             local_baseline=LOCAL_BASELINE.read(run_config),
+            personalize_epochs=PERSONALIZE_EPOCHS.read(run_config),
             min_lesion_mm3=SIM_MIN_LESION_MM3.read(run_config),
             sim_min_report_cases=SIM_MIN_REPORT_CASES.read(run_config),
             sim_min_position_cases=SIM_MIN_POSITION_CASES.read(run_config),
@@ -125,6 +129,7 @@ class SiteRunSettings:
             LOCAL_NORM.key: self.local_norm,
             TRANSPORT_DTYPE.key: self.transport_dtype,
             LOCAL_BASELINE.key: self.local_baseline,
+            PERSONALIZE_EPOCHS.key: self.personalize_epochs,
             NodeConfig.MIN_LESION_MM3: self.min_lesion_mm3,
             SIM_MIN_REPORT_CASES.key: self.sim_min_report_cases,
             SIM_MIN_POSITION_CASES.key: self.sim_min_position_cases,

@@ -46,6 +46,7 @@ from models.model_source import (
 from models.presets import NETWORK, network_arguments
 from models.shared.labels import LABEL_NAMES, NUM_CLASSES
 from models.shared.run_config import TRAINING_SETTINGS
+from site_app.learning.personalize import META_PERSONALIZED_FROM, META_ROLE, model_description, model_role
 from site_app.learning.validation import SLIDING_WINDOW
 
 SCRIPTS_MODULE = "oncofed_intensity"
@@ -257,6 +258,12 @@ def metadata(source: ModelSource) -> dict[str, object]:
             META_PATCH_SIZE: source.patch_size,
             META_ROUND: source.meta.get(META_ROUND),
             "model_sha256": source.sha256,
+            META_ROLE: model_role(source.meta),
+            **(
+                {META_PERSONALIZED_FROM: source.meta[META_PERSONALIZED_FROM]}
+                if META_PERSONALIZED_FROM in source.meta
+                else {}
+            ),
             "sliding_window": {"roi_size": patch, **SLIDING_WINDOW},
             "training": training_summary(Path(source.path)),
         },
@@ -299,7 +306,7 @@ def _write_json(path: Path, payload: object) -> None:
 def _readme(source: ModelSource) -> str:
     return f"""# OncoFed brain tumor segmentation ({source.preset})
 
-Research use only, not for diagnosis. Model {source.sha256}.
+Research use only, not for diagnosis. Model {source.sha256}: {model_description(source.meta)}.
 
 Labels: {", ".join(f"{k} {v}" for k, v in LABEL_NAMES.items())}.
 

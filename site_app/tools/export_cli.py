@@ -1,4 +1,5 @@
-"""`oncofed export --model MODEL --out DIR`: a model as a MONAI bundle (site_app/tools/bundle_export.py).
+"""`oncofed export --model MODEL --out DIR` (or `--work WORK` at a site: its personalized model by default,
+site_app/tools/model_choice.py): a model as a MONAI bundle (site_app/tools/bundle_export.py).
 
 Torch and MONAI load when the command runs, never when `oncofed` starts.
 """
@@ -15,26 +16,39 @@ app = typer.Typer()
 
 @app.command("export", no_args_is_help=True)
 def export(
-    model: Annotated[
-        Path,
-        typer.Option("--model", help="A checkpoint (.pt, e.g. a run's models/final.pt) or a bundle folder."),
-    ],
     out: Annotated[
         Path, typer.Option("--out", help="The bundle folder to write (must not exist, or be empty).")
     ],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="A checkpoint (.pt, e.g. a run's models/final.pt) or a bundle folder."),
+    ] = None,
+    work: Annotated[
+        Path | None,
+        typer.Option(
+            "--work",
+            help="Instead of --model, at a site: its work folder; its personalized model when it has one for the"
+            " global model it last validated, else that global model.",
+        ),
+    ] = None,
+    global_model: Annotated[
+        bool, typer.Option("--global-model", help="With --work: the global model, not the personalized one.")
+    ] = False,
 ) -> None:
     """Export a model as a MONAI bundle: configs, weights, TorchScript, loadable with monai.bundle offline."""
-    from models.model_source import ModelSourceError, load_model_source
+    from models.model_source import ModelSourceError
     from models.shared.terminal import make_console
     from site_app.tools.bundle_export import export_bundle
+    from site_app.tools.model_choice import command_model
 
     try:
-        source = load_model_source(model)
+        chosen = command_model(model, work, global_model)
+        source = chosen.source
         folder = export_bundle(source, out)
     except (ModelSourceError, FileExistsError) as error:
         raise fail(str(error), ExitCode.BAD_INPUT) from None
     make_console(stderr=True).print(
-        f"Bundle written: {folder} (model {source.sha256}); run it with\n  python -m monai.bundle run"
+        f"Bundle written: {folder} ({chosen.note}: model {source.sha256}); run it with\n  python -m monai.bundle run"
         f" --config_file {folder}/configs/inference.json --bundle_root {folder} --dataset_dir IMAGES"
         " --output_dir LABELS",
         highlight=False,

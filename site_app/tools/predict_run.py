@@ -5,7 +5,8 @@ Output folder::
 
     OUT/nifti/<study>.nii.gz      uint8 label map (0-3) on the study's stored grid: its exact shape and affine
     OUT/dicom-seg/<study>.dcm     DICOM Segmentation referencing the study's image series (DICOM studies)
-    OUT/predictions.json          the model (hash, source), settings, each study's files and volumes in mL, and
+    OUT/predictions.json          the model (hash, source, role: "global" or the site's "personalized"),
+                                  settings, each study's files and volumes in mL, and
                                   every study or file that was not predicted, with its reason
 
 ``<study>`` is the case id with characters other than letters, digits, ".", "_" and "-" replaced by "_". Every
@@ -34,6 +35,7 @@ from data_prep.transforms import PipelineSettings
 from data_prep.volume import Volume
 from models.model_source import ModelSource
 from models.shared.atomic import atomic_write_text
+from site_app.learning.personalize import META_PERSONALIZED_FROM, model_role
 from site_app.learning.validation import SLIDING_WINDOW
 from site_app.tools.prediction import predict_study
 
@@ -135,6 +137,8 @@ def predict_folder(
             "sha256": source.sha256,
             "path": str(Path(source.path).absolute()),
             "kind": source.kind,
+            "role": model_role(source.meta),
+            "personalized_from": source.meta.get(META_PERSONALIZED_FROM),
             "preset": source.preset,
             "round": source.meta.get("round"),
         },

@@ -6,8 +6,8 @@ declines to train (no weights) and suppresses its validation in every run; the r
 model set the quorum to that one training site (QUORUM: min-sites 1; the coordinator's default is a majority).
 
 Default tier, one run of one round:
-- combined: local-norm, local-baseline, float16 transport, central DP, post-processing → norm layers and the
-            local-only model stay home, the report compares each reporting site with its local-only model, ε is
+- combined: local-norm, local-baseline, personalize-epochs, float16 transport, central DP, post-processing → norm
+            layers, the local-only and the personalized model stay home, the report compares each reporting site with its local-only model, ε is
             the accountant's
 Slow tier (`make test-slow`), three more runs:
 - base + rerun: fedavg twice                                 → same metrics and weights
@@ -37,10 +37,20 @@ from tiny_capture_run import REPORTING, SITES, SUPPRESSED, captured_run, option_
 
 from models.norm_layers import norm_state_names
 from models.presets import build_model
-from models.shared.wire import GAIN_PREFIX, LOCAL_ONLY_PREFIX, NUM_EXAMPLES, Record, Status, baseline_key
+from models.shared.wire import (
+    GAIN_PREFIX,
+    LOCAL_ONLY_PREFIX,
+    NUM_EXAMPLES,
+    PERSONALIZATION_GAIN_PREFIX,
+    PERSONALIZED_PREFIX,
+    Record,
+    Status,
+    baseline_key,
+)
 from models.weights import load_checkpoint
 from site_app.learning.local_baseline import MODEL_FILE
 from site_app.learning.local_norm import NORM_FILE
+from site_app.learning.personalize import MODEL_FILE as PERSONALIZED_FILE
 from site_app.learning.run_state import RUNS_FOLDER
 
 QUORUM = {"min-sites": 1}
@@ -54,6 +64,7 @@ COMBINED = {
     "dp-clipping-norm": 0.05,
     "dp-delta": 1e-5,
     "sim-min-lesion-mm3": 8.0,
+    "personalize-epochs": 1,
 }
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TESSERACT = shutil.which("tesseract")
@@ -160,6 +171,26 @@ def test_the_local_only_model_never_leaves_its_site(combined):
     last = {r["site"]: r for r in records(combined) if r["round"] == 1}
     assert baseline_key(GAIN_PREFIX, "dice", None, "ci-low") in last[REPORTING]["metrics"]
     assert last[SUPPRESSED]["status"] == Status.SUPPRESSED and last[SUPPRESSED]["metrics"] == {}
+
+
+def test_the_personalized_model_never_leaves_its_site(combined):
+    path = next((combined.work(REPORTING) / RUNS_FOLDER).glob(f"*/{PERSONALIZED_FILE}"))
+    personal = torch.load(path, weights_only=True)["state_dict"]
+    for site in SITES:
+        for name, reply in combined.messages(site):
+            for record in reply.content.array_records.values():
+                for key in record:
+                    sent = record[key].numpy().astype(np.float32)
+                    as_sent = personal[key].half().float().numpy()
+                    assert sent.size == 1 or not np.array_equal(sent, as_sent), (site, name, key)
+    assert not list(
+        (combined.work(SUPPRESSED) / RUNS_FOLDER).glob(f"*/{PERSONALIZED_FILE}")
+    )  # never reported
+    # Only its aggregates leave, from the site that reports, beside the global model's
+    last = {r["site"]: r for r in records(combined) if r["round"] == 1}
+    metrics = last[REPORTING]["metrics"]
+    assert 0.0 <= metrics[baseline_key(PERSONALIZED_PREFIX, "dice", None, "mean")] <= 1.0
+    assert baseline_key(PERSONALIZATION_GAIN_PREFIX, "dice", None, "ci-low") in metrics
 
 
 def test_the_report_compares_every_reporting_site_with_its_local_only_model(combined):

@@ -395,6 +395,11 @@ OUT_OF_RANGE = [
     ),
     ("batch-size", 64, "batch-size = 64 is above this site's limit limits.batch-size-max = 16"),
     ("local-epochs", 500, "local-epochs = 500 is above this site's limit limits.local-epochs-max = 20"),
+    (
+        "personalize-epochs",
+        50,
+        "personalize-epochs = 50 is above this site's limit limits.personalize-epochs-max = 20",
+    ),
     ("spacing-mm", 0.9, "above the site's limit limits.max-resampled-voxels = 1,000"),
 ]
 

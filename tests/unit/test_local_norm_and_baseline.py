@@ -31,7 +31,7 @@ from models.shared.wire import (
 from models.weights import save_checkpoint, to_record
 from server_app.report.training_summary import sharp_drops, verdict
 from site_app.disclosure.aggregates import site_aggregates
-from site_app.disclosure.validation_replies import LocalOnly, ValidationPolicy, evaluation_content
+from site_app.disclosure.validation_replies import KeptModel, ValidationPolicy, evaluation_content
 from site_app.learning.local_baseline import LocalBaseline, baseline_aggregates
 from site_app.learning.local_norm import LocalNorm
 from site_app.learning.validation import CaseEvaluation
@@ -143,17 +143,17 @@ def test_the_baseline_leaves_only_in_a_reported_reply_and_is_withheld_without_a_
     policy = reply_policy(5)
     assert evaluation_regions("brats").keys() == set(REGIONS)
     results = [case(f"c{i}", 0.5 + i / 50, 5.0) for i in range(6)]
-    local = LocalOnly([case(f"c{i}", 0.5, 6.0) for i in range(6)])
-    reported = evaluation_content(results, 0, policy, 7, local)
+    local = KeptModel.local_only([case(f"c{i}", 0.5, 6.0) for i in range(6)])
+    reported = evaluation_content(results, 0, policy, 7, [local])
     metrics = reported[Record.METRICS]
     assert reported[Record.VALIDATION][Validation.STATUS] == Status.REPORTED
     assert metrics[baseline_key(GAIN_PREFIX, "dice", None, "mean")] > 0
     assert metrics[N_CASES] == metrics[NUM_EXAMPLES] == 6  # the same cases, no second count
 
-    few = evaluation_content(results[:4], 0, policy, 7, LocalOnly(local.results[:4]))
+    few = evaluation_content(results[:4], 0, policy, 7, [KeptModel.local_only(local.results[:4])])
     assert not few.metric_records  # below min-report-cases: no baseline number either
 
-    none_yet = evaluation_content(results, 0, policy, 7, LocalOnly(None))
+    none_yet = evaluation_content(results, 0, policy, 7, [KeptModel.local_only(None)])
     assert not any(k.startswith((LOCAL_ONLY_PREFIX, GAIN_PREFIX)) for k in none_yet[Record.METRICS])
     assert any(
         "local-only baseline (no local-only model" in w for w in none_yet[Record.VALIDATION]["withheld"]
