@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from federation_kits import TINY_LOWER_BOUNDS
+
 from data_prep.synth.federation import write_federation
 from deploy.kits.federation_spec import read_spec
 from deploy.kits.provision import provision
@@ -44,19 +46,22 @@ def write_spec(path: Path, federation: str, sites: list[str], port: int) -> Path
 
 def fill_site_toml(kit_dir: Path, data: Path, work: Path) -> None:
     """What hospital IT does: the data and work folders, a free runtime port (sites share this host), and
-    minimums of one case (tiny sites validate on one or two cases and train on three to five)."""
+    minimums of one case (tiny sites validate on one or two cases and train on three to five), confirmed with
+    `i-understand`, and lower bounds of 1 against gradient inversion (TINY_LOWER_BOUNDS: a few patches, one step)."""
     values = {
         "data-path": json.dumps(str(data)),
         "work-path": json.dumps(str(work)),
         "runtime-port": str(free_port()),
         "min-report-cases": "1",
         "min-train-cases": "1",
+        "i-understand": "true",
     }
     site_toml = kit_dir / "site.toml"
     lines = []
     for line in site_toml.read_text().splitlines():
         key = line.split("=")[0].strip()
         lines.append(f"{key} = {values[key]}" if key in values and "=" in line else line)
+    lines += ["[limits]", *(f"{key} = 1" for key in TINY_LOWER_BOUNDS)]
     site_toml.write_text("\n".join(lines) + "\n")
 
 
