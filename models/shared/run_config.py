@@ -273,7 +273,7 @@ DP_DELTA = RunSetting(
 LOCAL_EPOCHS = RunSetting("local-epochs", Owner.SITE, int, 2, "epochs each site trains per round", 1)
 LEARNING_RATE = RunSetting("learning-rate", Owner.SITE, float, 0.002, "Adam's learning rate", 0)
 BATCH_SIZE = RunSetting(
-    "batch-size", Owner.SITE, int, 4, "training patches per step (a deployed site's batch-size-min is 4)", 1
+    "batch-size", Owner.SITE, int, 2, "training patches per step (a deployed site's batch-size-min is 2)", 1
 )
 SAMPLES_PER_CASE = RunSetting(
     "samples-per-case", Owner.SITE, int, 4, "patches drawn per case per epoch (half centred on tumor)", 1

@@ -15,7 +15,7 @@ every case). The site checks every one of them against its own limits, kept in i
     local-epochs-max = 20
     max-resampled-voxels = 67108864   # per case after resampling to spacing-mm (2^26, about 406^3)
     personalize-epochs-max = 20       # epochs of fine-tuning the personalized model at each validation
-    batch-size-min = 4                # lower bounds: the coordinator cannot ask for the best conditions for
+    batch-size-min = 2                # lower bounds: the coordinator cannot ask for the best conditions for
     samples-per-case-min = 2          # gradient inversion (below)
     local-steps-min = 10              # local-epochs x ceil(training patches / batch-size), per round
     max-evaluations-per-round = 2     # validations answered per round of a run, and per run
@@ -35,7 +35,8 @@ show reconstruction quality falling sharply with batch size and over several loc
 2022/2023 ("Do Gradient Inversion Attacks Make Federated Learning Unsafe?", IEEE TMI, on medical images) find the
 risk highest for batch size 1 and a single local step, and reduced by larger batches, more local iterations and
 DP noise. So a site refuses the settings that make the attack easiest: fewer than `batch-size-min` patches per
-step (4), fewer than `samples-per-case-min` patches per case (2: one patient's update is never one patch), and
+step (2: never one patch alone, the papers' best case; the model's default batch, so a default run is never refused
+and the bound costs no accuracy), fewer than `samples-per-case-min` patches per case (2: one patient's update is never one patch), and
 fewer than `local-steps-min` optimizer steps per round (10: local-epochs x ceil(training patches / batch size),
 checked when the training set is known). These make inversion harder; they do not make it impossible (README,
 Privacy: what the weights reveal is not covered).
@@ -62,7 +63,7 @@ DEFAULT_LIMITS: Mapping[str, int | float] = {
     "local-epochs-max": 20,
     "max-resampled-voxels": 2**26,
     "personalize-epochs-max": 20,
-    "batch-size-min": 4,
+    "batch-size-min": 2,
     "samples-per-case-min": 2,
     "local-steps-min": 10,
     "max-evaluations-per-round": 2,
