@@ -130,7 +130,9 @@ def _round_metrics(records: list[dict], round_record: dict, pooled: dict) -> dic
         if _is_number(privacy.get("epsilon")):
             metrics[metric_name("dp", "epsilon")] = float(privacy["epsilon"])
     metrics |= {metric_name("bytes", direction): total for direction, total in totals.items()}
-    metrics[metric_name("round", "sites-reported")] = float(sum(r.get("status") == Status.REPORTED for r in records))
+    metrics[metric_name("round", "sites-reported")] = float(
+        sum(r.get("status") == Status.REPORTED for r in records)
+    )
     aggregated = (round_record.get("train") or {}).get("aggregated")
     if isinstance(aggregated, bool):
         metrics[metric_name("round", "model-updated")] = float(aggregated)
