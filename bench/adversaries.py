@@ -75,6 +75,9 @@ def main() -> None:
     options.add_argument(
         "--rounds", type=int, default=None, help="federated rounds (default 4; 2 with --quick)"
     )
+    options.add_argument(
+        "--learning-rate", type=float, default=None, help="sites' learning rate (default app's)"
+    )
     args = parse(options)
     started = time.monotonic()
     out = out_folder(args.out, "adversaries")
@@ -87,6 +90,7 @@ def main() -> None:
         "sim_min_train_cases": 1,
         "tracking_uri": "none",
         **({"local_epochs": 1} if args.quick else {}),
+        **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
     }
     unprotected = {"strategy": "fedavg", "max_site_weight": 1.0, "update_norm_bound": 0.0}
     arms = {

@@ -23,6 +23,7 @@ from models.shared.run_config import MAX_SITE_WEIGHT, UPDATE_NORM_BOUND, RunConf
 from models.weights import load_checkpoint, to_record
 from server_app.app import run_federation
 from server_app.coordinator_settings import parse_max_cases
+from server_app.report.training_summary import update_norms
 from server_app.rounds.loop import ALL_SELECTED
 from server_app.rounds.reply_checks import metrics_problem
 from server_app.rounds.site_directory import SiteDirectory
@@ -177,3 +178,16 @@ def test_a_robust_strategy_resumes_with_its_state(flower_task, strategy):
     other = build_strategy(settings_of(strategy="fedavg"), 5, **ALL_SELECTED).run
     with pytest.raises(ValueError, match=strategy):
         other.load_state_dict(saved)
+
+
+def test_the_report_names_the_site_with_the_largest_update_norm():
+    records = [
+        {"round": 1, "site": "hospital-a", "update-norm": 1.2},
+        {"round": 1, "site": "hospital-d", "update-norm": 130.0},
+        {"round": 2, "site": "hospital-a", "update-norm": 0.9},
+        {"round": 0, "site": "hospital-a", "update-norm": None},
+    ]
+    updates = update_norms(records, settings_of())
+    assert updates["largest"] == {"site": "hospital-d", "round": 1, "norm": 130.0}
+    assert updates["median"] == 1.2 and updates["bound"] == UPDATE_NORM_BOUND.default
+    assert update_norms([], settings_of())["largest"] is None
