@@ -67,12 +67,18 @@ class InProcessGrid(Grid):
 
 
 def run_federation(
-    data: Path, run_dir: Path, work: Path, run_config: dict[str, object], n_sites: int
+    data: Path,
+    run_dir: Path,
+    work: Path,
+    run_config: dict[str, object],
+    n_sites: int,
+    grid: type[InProcessGrid] = InProcessGrid,
 ) -> Path:
     """Run the ServerApp with `run_config` (+ run folder and the simulated sites' folders); returns the run folder.
 
     Sites are the folders of `data` in order (partition ids), their work folders under `work` (shared between runs,
-    so the preprocessing cache is built once; each run keeps its site state under <work>/<site>/runs/<run key>)."""
+    so the preprocessing cache is built once; each run keeps its site state under <work>/<site>/runs/<run key>).
+    `grid`: the InProcessGrid (sub)class that carries the messages (bench/adversaries.py: one that alters a site's)."""
     config = {
         **run_config,
         "run-dir": str(run_dir),
@@ -92,5 +98,5 @@ def run_federation(
     }
     server = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=config)
     with coordinator_identity():
-        server_main(InProcessGrid(contexts), server)
+        server_main(grid(contexts), server)
     return run_dir

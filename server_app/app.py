@@ -4,10 +4,13 @@ A new run starts from a fresh model of the preset (or from `init-model`) and val
 run (`resume`, set by `oncofed run --resume`) continues in its run folder after the round of its checkpoint, with
 the same run key (models.shared.wire.RUN_KEY: the sites' run state) and the strategy's saved state.
 
-The strategy is the run config's (server_app.strategies.registry: fedavg, fedprox, fedadam, fedyogi, central DP around
-the first two); weights travel in `transport-dtype`, and with `local-norm` without the normalization layers.
+The strategy is the run config's (server_app.strategies.registry: fedavg, fedprox, fedadam, fedyogi, the robust
+fedmedian, fedtrimmedavg, krum, multikrum, central DP around the first two; every update's norm bounded and filed as
+`update-norm`, no site above `max-site-weight`); weights travel in `transport-dtype`, and with `local-norm`
+without the normalization layers.
 """
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -151,12 +154,20 @@ def wire_up(
     loop.train_config = ConfigRecord(dict(config))  # FedAvg adds the round, FedProx μ
     loop.evaluate_config = ConfigRecord(dict(config))
     loop.transport_dtype = transport_dtype
+    loop.directory.max_cases = dict(loop.settings.max_cases)
     loop.record_extras = lambda rnd, site: {
         "bytes": traffic.site_round_of(rnd, loop.directory.nodes_of(site)),
         "privacy": strategies.privacy(rnd),
+        "update-norm": site_update_norm(strategies.update_norms(rnd), loop.directory.nodes_of(site)),
     }
     # With local-norm the saved model's norm layers are the initial ones (each site validated its own)
     loop.saved_model = lambda arrays: ArrayRecord({**full_initial, **as_sent(arrays, transport_dtype)})
+
+
+def site_update_norm(norms: dict[int, float], nodes: list[int]) -> float | None:
+    """The norm of the update a site's node sent (None when it sent none); the largest if it had several."""
+    found = [norms[node] for node in nodes if node in norms]
+    return max(found) if found and all(math.isfinite(n) for n in found) else None
 
 
 def keep_app_identity(run: RunFolder, fab: FabIdentity) -> None:

@@ -9,7 +9,7 @@ federation's sites, and a run either resumes or starts from a saved model, never
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.presets import get_preset, patch_size
@@ -24,8 +24,11 @@ from models.shared.run_config import (
     EXPECTED_SITES,
     INIT_MODEL,
     LOCAL_NORM,
+    MAX_CASES,
+    MAX_SITE_WEIGHT,
     MIN_SITES,
     MODEL_PRESET,
+    NUM_MALICIOUS_NODES,
     NUM_SERVER_ROUNDS,
     PATCH_SIZE,
     PROXIMAL_MU,
@@ -39,6 +42,8 @@ from models.shared.run_config import (
     TRACKING_URI,
     TRAIN_TIMEOUT_S,
     TRANSPORT_DTYPE,
+    TRIM_BETA,
+    UPDATE_NORM_BOUND,
     WAIT_FOR_SITES_S,
 )
 
@@ -61,6 +66,13 @@ class StrategySettings:
     dp_delta: float
     local_norm: bool
     transport_dtype: str
+    trim_beta: float = TRIM_BETA.default
+    num_malicious_nodes: int = NUM_MALICIOUS_NODES.default
+    max_site_weight: float = MAX_SITE_WEIGHT.default
+    """The largest share of the mean one site may have (server_app.strategies.site_weight); 1: no cap."""
+    update_norm_bound: float = UPDATE_NORM_BOUND.default
+    """Each update's L2 distance from the global model is clipped to this (server_app.strategies.update_norm);
+    0: recorded, not bounded."""
 
     @property
     def dp(self) -> bool:
@@ -82,6 +94,10 @@ class StrategySettings:
             dp_delta=DP_DELTA.read(run_config),
             local_norm=LOCAL_NORM.read(run_config),
             transport_dtype=TRANSPORT_DTYPE.read(run_config),
+            trim_beta=TRIM_BETA.read(run_config),
+            num_malicious_nodes=NUM_MALICIOUS_NODES.read(run_config),
+            max_site_weight=MAX_SITE_WEIGHT.read(run_config),
+            update_norm_bound=UPDATE_NORM_BOUND.read(run_config),
         )
         settings.check()
         return settings
@@ -99,6 +115,10 @@ class StrategySettings:
             raise DP_CLIPPING_NORM.refuse(self.dp_clipping_norm, "a number above 0")
         if not 0 < self.dp_delta < 1:
             raise DP_DELTA.refuse(self.dp_delta, "a number in (0, 1)")
+        if not self.trim_beta < 0.5:
+            raise TRIM_BETA.refuse(self.trim_beta, "a number in [0, 0.5)")
+        if not 0 < self.max_site_weight <= 1:
+            raise MAX_SITE_WEIGHT.refuse(self.max_site_weight, "a share in (0, 1]")
         if self.dp and self.strategy not in DP_STRATEGIES:
             raise DP_NOISE_MULTIPLIER.refuse(
                 self.dp_noise_multiplier,
@@ -130,6 +150,8 @@ class ServerRunSettings:
     init_model: Path | None
     tracking_uri: str
     """Where the run is copied to in MLflow (server_app.run_record.tracking); empty: a store in the run folder."""
+    max_cases: dict[str, int] = field(default_factory=dict)
+    """Site → the most cases it may weigh with (run config `max-cases`; server_app.rounds.site_directory)."""
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, object]) -> "ServerRunSettings":
@@ -159,6 +181,7 @@ class ServerRunSettings:
             resume=RESUME.read(run_config),
             init_model=Path(init_model).expanduser() if init_model else None,
             tracking_uri=TRACKING_URI.read(run_config).strip(),
+            max_cases=parse_max_cases(MAX_CASES.read(run_config)),
         )
         settings.check()
         return settings
@@ -178,3 +201,16 @@ class ServerRunSettings:
                 f"run config sets both `{RESUME.key}` and `{INIT_MODEL.key}`: a run either continues or starts"
                 f" from a saved model; drop one of them"
             )
+
+
+def parse_max_cases(text: str) -> dict[str, int]:
+    """`site=N,site=N` → {site: N}; RunConfigError names the setting and the bad entry."""
+    bounds: dict[str, int] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        site, _, count = entry.partition("=")
+        if not site.strip() or not count.strip().isdigit() or int(count) < 1:
+            raise MAX_CASES.refuse(text, f"`site=N` entries with N a whole number ≥ 1 (not {entry!r})")
+        bounds[site.strip()] = int(count)
+    return bounds

@@ -30,6 +30,10 @@ from models.shared.node_config import (
 
 T = TypeVar("T", bool, int, float, str)
 
+UPDATE_NORM_BOUND_DEFAULT = 10.0
+"""The default `update-norm-bound`: ~1.5 × the largest honest update norm measured with the `small` preset (6.8;
+server_app.strategies.update_norm has the numbers), far below a scaled one."""
+
 
 class Owner(StrEnum):
     COORDINATOR = "coordinator"
@@ -217,7 +221,7 @@ TRACKING_URI = RunSetting(
     " empty: an MLflow store inside the run folder (sqlite:///RUN_DIR/mlflow.db); none: no copy; set by"
     " `--tracking-uri`",
 )
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum", "multikrum")
 STRATEGY = RunSetting(
     "strategy",
     Owner.COORDINATOR,
@@ -225,8 +229,51 @@ STRATEGY = RunSetting(
     "fedavg",
     "how the sites' weights become the next global model: fedavg (mean weighted by training cases), fedprox"
     " (the same mean; the sites add a proximal term), fedadam / fedyogi (a server optimizer on the averaged"
-    " update)",
+    " update), fedmedian (coordinate-wise median), fedtrimmedavg (mean without the trim-beta extremes of each"
+    " coordinate), krum / multikrum (the update(s) closest to the others, num-malicious-nodes tolerated)",
     choices=STRATEGIES,
+)
+TRIM_BETA = RunSetting(
+    "trim-beta",
+    Owner.COORDINATOR,
+    float,
+    0.2,
+    "fedtrimmedavg: fraction of the updates cut at each end of every coordinate before the mean, in [0, 0.5)",
+    0,
+)
+NUM_MALICIOUS_NODES = RunSetting(
+    "num-malicious-nodes",
+    Owner.COORDINATOR,
+    int,
+    1,
+    "krum / multikrum: the malicious sites to tolerate, f; the federation needs at least 2f + 3 sites",
+    0,
+)
+MAX_SITE_WEIGHT = RunSetting(
+    "max-site-weight",
+    Owner.COORDINATOR,
+    float,
+    0.5,
+    "the largest share of the mean one site's update may have (its claimed cases over all; the others"
+    " renormalised); 1: no cap",
+    0,
+)
+MAX_CASES = RunSetting(
+    "max-cases",
+    Owner.COORDINATOR,
+    str,
+    "",
+    "per-site bound on the cases a site may weigh with, `site=N` comma-separated (e.g. from the federation"
+    " spec); a site not named is bounded by the usable cases of its first description only",
+)
+UPDATE_NORM_BOUND = RunSetting(
+    "update-norm-bound",
+    Owner.COORDINATOR,
+    float,
+    UPDATE_NORM_BOUND_DEFAULT,
+    "L2 norm every site's update (its weights minus the global weights) is clipped to before aggregation;"
+    " 0: no bound (each update's norm is recorded either way)",
+    0,
 )
 PROXIMAL_MU = RunSetting(
     "proximal-mu",
@@ -373,6 +420,11 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     DP_NOISE_MULTIPLIER,
     DP_CLIPPING_NORM,
     DP_DELTA,
+    TRIM_BETA,
+    NUM_MALICIOUS_NODES,
+    MAX_SITE_WEIGHT,
+    MAX_CASES,
+    UPDATE_NORM_BOUND,
     LOCAL_EPOCHS,
     LEARNING_RATE,
     BATCH_SIZE,
@@ -425,6 +477,11 @@ TRAINING_SETTINGS: tuple[RunSetting, ...] = (
     DP_NOISE_MULTIPLIER,
     DP_CLIPPING_NORM,
     DP_DELTA,
+    TRIM_BETA,
+    NUM_MALICIOUS_NODES,
+    MAX_SITE_WEIGHT,
+    MAX_CASES,
+    UPDATE_NORM_BOUND,
 )
 """The settings that describe how a model was trained: the report's methods, the model card and an exported
 bundle's training summary all list these."""

@@ -123,6 +123,13 @@ saved as <code>{{ best.get("model") }}</code>, chosen on the validation cases by
 <li>Weights travelled as {{ training.traffic.dtype }}: {{ traffic[-1].bytes|megabytes }} moved in round
 {{ traffic[-1].round }} (all sites, both directions, measured on the messages).</li>
 {% endif %}
+{% set updates = training.updates %}
+{% if updates.largest %}
+<li>Updates: the largest came from {{ updates.largest.site }} in round {{ updates.largest.round }}, L2 norm
+{{ updates.largest.norm|num(2) }} (median of all sites' {{ updates.median|num(2) }}); each was clipped to
+{{ updates.bound|g if updates.bound else "no bound" }}, no site weighed more than {{ updates.max_site_weight|g }} of
+the mean.</li>
+{% endif %}
 {% set privacy = training.privacy %}
 {% if privacy.enabled and privacy.epsilon %}
 <li>Central differential privacy: ε = {{ privacy.epsilon[-1].epsilon|num(2) }} at δ = {{ privacy.delta|g }}

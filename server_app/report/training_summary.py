@@ -1,6 +1,6 @@
 """The report's numbers about how the model was trained, from metrics.jsonl and the run config alone:
-strategy and its settings, the local-only baselines, bytes per round, privacy spent, and sharp drops of the
-pooled Dice between rounds.
+strategy and its settings, the local-only baselines, bytes per round, privacy spent, the sites' update norms
+(the largest named: an outlier site shows here), and sharp drops of the pooled Dice between rounds.
 """
 
 import itertools
@@ -21,6 +21,12 @@ STRATEGY_TEXT = {
     "β2 = {beta2:g}, τ = {tau:g})",
     "fedyogi": "FedYogi: Yogi on the server applied to the averaged update (η = {server_lr:g}, β1 = {beta1:g}, "
     "β2 = {beta2:g}, τ = {tau:g})",
+    "fedmedian": "FedMedian: the coordinate-wise median of the sites' weights",
+    "fedtrimmedavg": "FedTrimmedAvg: the coordinate-wise mean of the sites' weights without the {trim_beta:g} "
+    "largest and smallest fractions",
+    "krum": "Krum: the one site's weights closest to the others' (tolerating {num_malicious_nodes} malicious sites)",
+    "multikrum": "Multi-Krum: the mean of the sites' weights Krum scores best (tolerating {num_malicious_nodes} "
+    "malicious sites)",
 }
 
 
@@ -34,7 +40,24 @@ def training_data(records: list[dict], run_config: dict, pooled: list[dict]) -> 
         "baseline": _baseline(records, LOCAL_BASELINE.read(run_config)),
         "traffic": _traffic(records, settings.transport_dtype),
         "privacy": _privacy(records, settings),
+        "updates": update_norms(records, settings),
         "drops": sharp_drops(pooled),
+    }
+
+
+def update_norms(records: list[dict], settings: StrategySettings) -> dict:
+    """The bounds on one site's influence, and the largest update norm a site sent (site, round, norm, and the
+    median of all as the yardstick), from each training record's `update-norm`."""
+    sent = [r for r in records if isinstance(r.get("update-norm"), int | float)]
+    largest = max(sent, key=lambda r: r["update-norm"], default=None)
+    norms = sorted(r["update-norm"] for r in sent)
+    return {
+        "bound": settings.update_norm_bound,
+        "max_site_weight": settings.max_site_weight,
+        "largest": {"site": largest["site"], "round": largest["round"], "norm": largest["update-norm"]}
+        if largest
+        else None,
+        "median": norms[len(norms) // 2] if norms else None,
     }
 
 

@@ -13,7 +13,10 @@ random when the simulation starts, so no launcher can hand the coordinator a map
 Each node is asked once with the describe query (models.shared.wire) for its data overview and min-report-cases:
 the usable case count bounds the `num-examples` the site may claim, and when the site's policy withholds that
 count (between 1 and its min-report-cases - 1: site_app.disclosure.policy, R8) the bound is its
-min-report-cases - 1. Replies are matched to nodes through the message they answer
+min-report-cases - 1. The bound is fixed for the run at the site's first description (a site that reconnects
+and describes more cases keeps its first count) and is at most the coordinator's `max-cases` for the site (run
+config, `max_cases`): what a site may claim is what it first said, never more than the coordinator allows, and a
+train reply claiming more is dropped by the reply checks. Replies are matched to nodes through the message they answer
 (server_app.rounds.grid_exchange), so a node the SuperLink reports unavailable is named, not filed under node 1.
 
 A site whose gate refuses the run's app (models.shared.wire.APP_NOT_APPROVED_CODE, in any phase) is filed under its
@@ -56,6 +59,9 @@ class SiteDirectory:
         """site name → the aggregate data overview it sent (case counts, …)."""
         self.min_report_cases: dict[str, int] = {}
         """site name → its min-report-cases, as it described itself."""
+        self.max_cases: dict[str, int] = {}
+        """site name → the most cases it may weigh with (run config `max-cases`); a site not named: no bound
+        beyond its first description."""
         self.refused: set[int] = set()
         """Nodes whose gate refused this run's app when last asked (not approved at the site): no code of the
         app ran there. They are unknown (forgotten when they refuse later), so they are asked again the next time
@@ -107,7 +113,9 @@ class SiteDirectory:
         name = self.name(node_id)
         count = _count(self.overviews.get(name, {}).get(Overview.N_CASES_USABLE))
         if count is None and name in self.min_report_cases:
-            return self.min_report_cases[name] - 1
+            count = self.min_report_cases[name] - 1
+        if name in self.max_cases:
+            return self.max_cases[name] if count is None else min(count, self.max_cases[name])
         return count
 
     def describe(self, grid: Grid, node_ids: Iterable[int], timeout_s: float) -> dict[int, PhaseOutcome]:
@@ -158,9 +166,21 @@ class SiteDirectory:
             del self._names[other]
         self._names[node] = name
         overview = content.metric_records.get(Record.OVERVIEW)
-        self.overviews[name] = dict(overview) if overview is not None else {}
+        described = dict(overview) if overview is not None else {}
+        first = _count(self.overviews.get(name, {}).get(Overview.N_CASES_USABLE))
+        claimed = _count(described.get(Overview.N_CASES_USABLE))
+        if first is not None and (claimed is None or claimed > first):  # the first description's count stays
+            log(
+                WARNING,
+                "Site %s now describes %s usable cases; it stays bounded by its first %d",
+                name,
+                claimed,
+                first,
+            )
+            described[Overview.N_CASES_USABLE] = first
+        self.overviews[name] = described
         minimum = _count(content[Record.SITE].get(SITE_MIN_REPORT_CASES))
-        if minimum:
+        if minimum and not (name in self.min_report_cases and minimum > self.min_report_cases[name]):
             self.min_report_cases[name] = minimum
         log(INFO, "Node %d is site %s", node, name)
 

@@ -4,8 +4,8 @@ A base strategy decides what becomes of the sites' updates; everything the coord
 (transport, the fast mean, pooled evaluation, central DP) is a wrapper (server_app.strategies.registry). Each
 entry of BASE_STRATEGIES is a factory `(settings, n_sites, **fedavg_args) -> Strategy`, where `fedavg_args`
 are FedAvg's keyword arguments: sampling, and the wire contract's record keys (RECORD_KEYS). Adding a strategy
-(say Flower's FedMedian, FedTrimmedAvg or Krum) is one factory and one entry, plus its name among the
-`strategy` setting's choices (models.shared.run_config).
+is one factory and one entry, plus its name among the `strategy` setting's choices (models.shared.run_config);
+the robust ones of Flower's library (fedmedian, fedtrimmedavg, krum, multikrum) are server_app.strategies.robust's.
 """
 
 from typing import Protocol
@@ -14,6 +14,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedYogi, Strategy
 
 from models.shared.wire import NUM_EXAMPLES, Record
 from server_app.coordinator_settings import StrategySettings
+from server_app.strategies.robust import fedmedian, fedtrimmedavg, krum, multikrum
 from server_app.strategies.server_optimizer import ServerOptimizer
 from server_app.strategies.wrapper import StrategyWrapper
 
@@ -66,6 +67,10 @@ BASE_STRATEGIES: dict[str, BaseFactory] = {
     "fedprox": fedprox,
     "fedadam": fedadam,
     "fedyogi": fedyogi,
+    "fedmedian": fedmedian,
+    "fedtrimmedavg": fedtrimmedavg,
+    "krum": krum,
+    "multikrum": multikrum,
 }
 
 

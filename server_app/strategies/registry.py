@@ -6,14 +6,19 @@ first, each that applies to the run's settings:
     pooled-evaluation  the evaluation pooled over the reporting sites (pooled_evaluation.PooledEvaluation)
     fast-mean          the fast weighted mean as the base's averaging step (mean_wrapper.FastMean); every
                        site weighed the same under central DP
+    site-weight        with `max-site-weight` < 1 (default 0.5), no site more than that share of the mean
+                       (site_weight.SiteWeightCap; not under central DP, whose weights are equal)
     central-dp         with `dp-noise-multiplier` > 0: clipping, noise and ε (central_dp.CentralDp)
+    update-norm        every update's norm recorded per site and round, and clipped to `update-norm-bound`
+                       when > 0 (update_norm.UpdateNormBound)
     transport          weights leave in the run's transport dtype (transport.Transport)
 
 The order follows the data: transport is outermost, so every layer inside keeps the weights as the sites
 received them; central DP clips the updates before the mean is taken inside it and adds its noise to the
-result; the fast mean is inside central DP, around the base whose averaging it replaces (pooled evaluation
-touches only the evaluation, so its place does not matter). A new wrapper (update-norm bounding, secure
-aggregation) is one more Wrapper in the list, at the place its data flow asks for.
+result; the update-norm bound is outside both, so that what it records is what each site sent and what they
+see is bounded; the weight cap rewrites the weighing counts the mean inside it reads; the fast mean is inside central DP, around the base whose averaging it replaces (pooled evaluation
+touches only the evaluation, so its place does not matter). A new wrapper (secure aggregation) is one more
+Wrapper in the list, at the place its data flow asks for.
 """
 
 from collections.abc import Callable, Sequence
@@ -26,7 +31,9 @@ from server_app.strategies.base import build_base
 from server_app.strategies.central_dp import CentralDp
 from server_app.strategies.mean_wrapper import FastMean
 from server_app.strategies.pooled_evaluation import PooledEvaluation
+from server_app.strategies.site_weight import SiteWeightCap
 from server_app.strategies.transport_dtype import Transport
+from server_app.strategies.update_norm import UpdateNormBound
 from server_app.strategies.wrapper import layers
 
 
@@ -52,9 +59,19 @@ WRAPPERS: tuple[Wrapper, ...] = (
         lambda inner, settings, n_sites: FastMean(inner, uniform_weights=settings.dp),
     ),
     Wrapper(
+        "site-weight",
+        lambda settings: settings.max_site_weight < 1 and not settings.dp,
+        lambda inner, settings, n_sites: SiteWeightCap(inner, settings.max_site_weight),
+    ),
+    Wrapper(
         "central-dp",
         lambda settings: settings.dp,
         lambda inner, settings, n_sites: CentralDp(inner, settings, n_sites),
+    ),
+    Wrapper(
+        "update-norm",
+        _always,
+        lambda inner, settings, n_sites: UpdateNormBound(inner, settings.update_norm_bound),
     ),
     Wrapper(
         "transport",
@@ -75,6 +92,11 @@ class RunStrategy:
         """ε and δ spent up to `server_round` under central DP; None without it or before its first round."""
         dp = next((layer for layer in layers(self.run) if isinstance(layer, CentralDp)), None)
         return dp.privacy(server_round) if dp is not None else None
+
+    def update_norms(self, server_round: int) -> dict[int, float]:
+        """Node → L2 norm of the update it sent in `server_round`, as it arrived ({} without training)."""
+        bound = next((layer for layer in layers(self.run) if isinstance(layer, UpdateNormBound)), None)
+        return bound.update_norms(server_round) if bound is not None else {}
 
 
 def build_strategy(

@@ -25,8 +25,9 @@ HEADLINES = {
     "aggregation": {"aggregation_over_memcpy", "fedavg_over_memcpy"},
     "scale": {"scale_round_per_site_over_baseline", "scale_memory_over_baseline"},
     "cli_start": {"cli_help_over_typer_import"},
+    "adversaries": {"poisoned_dice_drop", "unprotected_poisoned_dice_drop", "robust_over_fedavg_clean"},
 }
-HAS_DATA = {"quality", "pipeline", "overhead", "scale"}
+HAS_DATA = {"quality", "pipeline", "overhead", "scale", "adversaries"}
 
 
 def run_quick(script: str, tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
@@ -92,7 +93,9 @@ def test_quick_mode(name, tmp_path):
         if line.startswith("RATIO ")
     }
     assert HEADLINES[name] <= set(ratios), done.stdout[-3000:]
-    assert all(not math.isnan(v) and (v >= 0 or k.endswith("_dice_delta")) for k, v in ratios.items()), ratios
+    assert all(
+        not math.isnan(v) and (v >= 0 or k.endswith(("_dice_delta", "_drop"))) for k, v in ratios.items()
+    ), ratios
     text = results.read_text()
     assert f"## {name} — " in text and "- command: `" in text and "- machine: " in text and "cores" in text
     assert all(f"RATIO {key} " in text for key in ratios)

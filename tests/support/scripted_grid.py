@@ -158,9 +158,10 @@ PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 def scripted_run_config(run_dir: Path, sites: list[str], **settings: object) -> dict:
     """A run config for run_federation on a ScriptedGrid: the app's defaults, the tiny model, two rounds, quorum 2
-    of `sites`, one-second waits and deadlines (scripted sites answer at once or never), and no MLflow copy (a
-    new sqlite store costs seconds of disk writes per run; tests/unit/test_tracking.py turns it on); `settings`
-    override, `num_server_rounds` or `"num-server-rounds"` alike."""
+        of `sites`, one-second waits and deadlines (scripted sites answer at once or never), and no MLflow copy (a
+        new sqlite store costs seconds of disk writes per run; tests/unit/test_tracking.py turns it on), updates neither
+    clipped nor their weights capped (the robustness defaults are tested in test_adversaries.py); `settings`
+        override, `num_server_rounds` or `"num-server-rounds"` alike."""
     defaults = flatten_dict(tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"])
     config = {
         **defaults,
@@ -174,5 +175,7 @@ def scripted_run_config(run_dir: Path, sites: list[str], **settings: object) -> 
         "train-timeout-s": 1.0,
         "evaluate-timeout-s": 1.0,
         "tracking-uri": "none",
-    }
+        "update-norm-bound": 0.0,  # scripted training shifts every weight: far beyond an honest update's norm
+        "max-site-weight": 1.0,  # the loop's tests weigh by cases as claimed; tests/unit/test_adversaries.py
+    }  # runs with the app's defaults
     return config | {key.replace("_", "-"): value for key, value in settings.items()}

@@ -24,8 +24,9 @@ def reply_from(node_id: int, arrays: ArrayRecord, metrics: dict) -> Message:
 
 @pytest.fixture
 def strategy(flower_task) -> Strategy:
-    """The run's strategy with the app's default settings (fedavg)."""
-    return build_strategy(settings_of(), 2, **ALL_SELECTED).run
+    """The run's strategy with the app's default settings (fedavg), sites weighed by their cases uncapped (the
+    max-site-weight cap is tested in test_adversaries.py)."""
+    return build_strategy(settings_of(max_site_weight=1.0), 2, **ALL_SELECTED).run
 
 
 def test_global_weights_are_the_example_weighted_mean(strategy):

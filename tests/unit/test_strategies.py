@@ -16,7 +16,7 @@ from flwr.serverapp import (
     RdpAccountant,
     SamplingMethod,
 )
-from flwr.serverapp.strategy import FedAvg, FedProx, FedYogi
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedYogi
 from strategy_rounds import settings_of, sites_grid, train_round
 
 from models.presets import build_model
@@ -32,7 +32,9 @@ from server_app.strategies.mean_wrapper import FastMean
 from server_app.strategies.pooled_evaluation import PooledEvaluation
 from server_app.strategies.registry import build_strategy
 from server_app.strategies.server_optimizer import ServerOptimizer
+from server_app.strategies.site_weight import SiteWeightCap
 from server_app.strategies.transport_dtype import Transport
+from server_app.strategies.update_norm import UpdateNormBound
 from server_app.strategies.wrapper import layers
 
 
@@ -211,10 +213,32 @@ def test_the_base_strategies_are_the_run_configs_choices():
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({}, [Transport, FastMean, PooledEvaluation, Named, FedAvg]),
-        ({"strategy": "fedprox"}, [Transport, FastMean, PooledEvaluation, Named, FedProx]),
-        ({"strategy": "fedyogi"}, [Transport, FastMean, PooledEvaluation, Named, ServerOptimizer, FedYogi]),
-        ({"dp_noise_multiplier": 1.0}, [Transport, CentralDp, FastMean, PooledEvaluation, Named, FedAvg]),
+        ({}, [Transport, UpdateNormBound, SiteWeightCap, FastMean, PooledEvaluation, Named, FedAvg]),
+        (
+            {"strategy": "fedprox", "max_site_weight": 1.0},
+            [Transport, UpdateNormBound, FastMean, PooledEvaluation, Named, FedProx],
+        ),
+        (
+            {"strategy": "fedyogi"},
+            [
+                Transport,
+                UpdateNormBound,
+                SiteWeightCap,
+                FastMean,
+                PooledEvaluation,
+                Named,
+                ServerOptimizer,
+                FedYogi,
+            ],
+        ),
+        (
+            {"dp_noise_multiplier": 1.0},
+            [Transport, UpdateNormBound, CentralDp, FastMean, PooledEvaluation, Named, FedAvg],
+        ),
+        (
+            {"strategy": "fedmedian"},
+            [Transport, UpdateNormBound, SiteWeightCap, FastMean, PooledEvaluation, Named, FedMedian],
+        ),
     ],
 )
 def test_each_run_gets_its_base_strategy_inside_the_wrappers_its_settings_call_for(overrides, expected):
@@ -229,7 +253,7 @@ def test_weights_leave_in_the_transport_dtype_and_the_strategy_keeps_what_the_si
     flower_task, strategy
 ):
     settings = settings_of(strategy=strategy, transport_dtype="float16")
-    run = build_strategy(settings, 2, **ALL_SELECTED).run
+    run = build_strategy(settings, 5, **ALL_SELECTED).run
     (model,) = models(0)
     train = list(run.configure_train(1, model, ConfigRecord(), sites_grid(2)))
     evaluate = list(run.configure_evaluate(1, model, ConfigRecord(), sites_grid(2)))
@@ -250,8 +274,8 @@ def test_a_non_finite_update_is_dropped_and_the_others_are_aggregated(flower_tas
     settings = settings_of(strategy=strategy)
     start, a, b = models(0, 1, 2)
     broken = ArrayRecord({name: Array(np.full_like(x.numpy(), np.nan)) for name, x in a.items()})
-    with_broken = build_strategy(settings, 3, **ALL_SELECTED).run
-    without = build_strategy(settings, 2, **ALL_SELECTED).run
+    with_broken = build_strategy(settings, 5, **ALL_SELECTED).run
+    without = build_strategy(settings, 5, **ALL_SELECTED).run
     arrays, metrics = train_round(with_broken, 1, start, [(a, 3), (broken, 4), (b, 5)])
     expected, expected_metrics = train_round(without, 1, start, [(a, 3), (b, 5)])
     for name in start:

@@ -1,0 +1,193 @@
+"""One member site must not steer the global model: each claim plays the malicious site against the coordinator.
+
+Four scripted sites (tests/support/scripted_grid.py) run the real coordinator (server_app.app.run_federation,
+tiny model, two rounds): three honest ones whose updates have the L2 norms measured on the tiny preset (about
+0.9 to 1.3, README Robustness), and hospital-d, which describes itself with 10^6 usable cases, claims them in
+every reply and sends its honest update ×100 (or ×−100, sign-flipped). Each attack is shown working on the
+unprotected path (the control: fedavg, `max-site-weight` 1, `update-norm-bound` 0) and bounded with the app's
+defaults; the run's metrics.jsonl names hospital-d by its update norm either way.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from scripted_grid import ScriptedGrid, ScriptedSite, described, scripted_run_config
+from strategy_rounds import settings_of, train_round
+
+from models.presets import build_model
+from models.shared.run_config import MAX_SITE_WEIGHT, UPDATE_NORM_BOUND, RunConfigError
+from models.weights import load_checkpoint, to_record
+from server_app.app import run_federation
+from server_app.coordinator_settings import parse_max_cases
+from server_app.report.training_summary import update_norms
+from server_app.rounds.loop import ALL_SELECTED
+from server_app.rounds.reply_checks import metrics_problem
+from server_app.rounds.site_directory import SiteDirectory
+from server_app.run_record.run_folder import read_metrics
+from server_app.strategies.registry import build_strategy
+from server_app.strategies.robust import TooFewSites
+from server_app.strategies.site_weight import capped_shares
+
+HONEST = {"hospital-a": 1.3, "hospital-b": 1.0, "hospital-c": 0.9}
+"""Honest sites → the L2 norm of their update (the tiny preset's measured range)."""
+ATTACKER = "hospital-d"
+CONTROL = {"strategy": "fedavg", "max_site_weight": 1.0, "update_norm_bound": 0.0}
+DEFAULTS = {"max_site_weight": MAX_SITE_WEIGHT.default, "update_norm_bound": UPDATE_NORM_BOUND.default}
+
+
+def float_size() -> int:
+    return sum(
+        a.numpy().size for a in to_record(build_model("tiny", seed=0)).values() if a.dtype == "float32"
+    )
+
+
+def moved(norm: float, factor: float = 1.0):
+    """A train script: every float weight moved by the same amount, the update's norm `norm` × `factor`."""
+    step = factor * norm / math.sqrt(float_size())
+
+    def train(message) -> RecordDict:
+        arrays = message.content["arrays"]
+        out = {
+            name: Array(a.numpy() + step if a.numpy().dtype == np.float32 else a.numpy())
+            for name, a in arrays.items()
+        }
+        claimed = 10**6 if factor != 1.0 else 8
+        return RecordDict(
+            {
+                "arrays": ArrayRecord(out),
+                "metrics": MetricRecord({"train-loss": 0.5, "num-examples": claimed}),
+            }
+        )
+
+    return train
+
+
+def federation(factor: float | None) -> dict[int, ScriptedSite]:
+    """The honest sites, and with a `factor` the attacker (its honest update × factor, 10^6 cases claimed)."""
+    sites = {11 + i: ScriptedSite(name, train=moved(norm)) for i, (name, norm) in enumerate(HONEST.items())}
+    if factor is not None:
+        sites[14] = ScriptedSite(
+            ATTACKER, train=moved(1.0, factor), describe=lambda m: described(ATTACKER, 10**6)
+        )
+    return sites
+
+
+def final_model(tmp_path: Path, name: str, factor: float | None, **settings: object) -> np.ndarray:
+    sites = federation(factor)
+    config = scripted_run_config(tmp_path / name, [s.name for s in sites.values()], **settings)
+    assert run_federation(ScriptedGrid(sites), config).status == "completed"
+    state = load_checkpoint(tmp_path / name / "models" / "final.pt")[0]
+    return np.concatenate([v.numpy().ravel() for v in state.values() if v.dtype == torch.float32])
+
+
+def distances(tmp_path: Path, factor: float, **settings: object) -> tuple[float, float]:
+    """(distance of the attacked run's model from the same run without the attacker, how far that clean run
+    moved from the initial model), both runs with `settings`."""
+    initial = to_record(build_model("tiny", seed=0)).to_torch_state_dict()  # every run here starts from it
+    start = np.concatenate([v.numpy().ravel() for v in initial.values() if v.dtype == torch.float32])
+    clean = final_model(tmp_path, "clean", None, **settings)
+    attacked = final_model(tmp_path, "attacked", factor, **settings)
+    return float(np.linalg.norm(attacked - clean)), float(np.linalg.norm(clean - start))
+
+
+def largest_update_norm(run_dir: Path) -> set[str]:
+    """The site with the largest recorded update norm in each training round."""
+    rounds: dict[int, list[dict]] = {}
+    for record in read_metrics(run_dir):
+        if record.get("update-norm") is not None:
+            rounds.setdefault(record["round"], []).append(record)
+    return {max(records, key=lambda r: r["update-norm"])["site"] for records in rounds.values()}
+
+
+@pytest.mark.parametrize("factor", [100.0, -100.0], ids=["scaled", "sign-flipped"])
+def test_a_site_claiming_a_million_cases_with_a_scaled_update_is_bounded_by_the_defaults(
+    tmp_path, flower_task, factor
+):
+    control, clean_move = distances(tmp_path / "control", factor, **CONTROL)
+    assert control > 50 * clean_move  # unprotected: the attacker replaces the global model
+
+    ours, clean_move = distances(tmp_path / "ours", factor, **DEFAULTS)
+    bound = 2 * MAX_SITE_WEIGHT.default * (UPDATE_NORM_BOUND.default + max(HONEST.values()))  # two rounds
+    assert ours <= bound + 1e-3 and ours < control / 10
+    for run in ("control", "ours"):
+        assert largest_update_norm(tmp_path / run / "attacked") == {ATTACKER}
+
+
+@pytest.mark.parametrize("strategy", ["fedmedian", "fedtrimmedavg"])
+@pytest.mark.parametrize("factor", [100.0, -100.0], ids=["scaled", "sign-flipped"])
+def test_a_robust_strategy_keeps_the_model_near_the_run_without_the_attacker(
+    tmp_path, flower_task, strategy, factor
+):
+    ours, clean_move = distances(tmp_path, factor, strategy=strategy, trim_beta=0.25, **DEFAULTS)
+    assert ours < 0.3 * clean_move
+
+
+def test_the_share_cap_renormalises_the_others():
+    shares = capped_shares([10**6, 8, 8, 4], 0.5)
+    assert shares == pytest.approx([0.5, 0.2, 0.2, 0.1])
+    assert capped_shares([1, 1, 1], 0.5) == pytest.approx([1 / 3] * 3)  # nobody above the cap: unchanged
+    assert capped_shares([5, 1], 0.4) == pytest.approx([0.5, 0.5])  # the cap cannot hold: equal
+    with pytest.raises(RunConfigError, match="max-site-weight"):
+        settings_of(max_site_weight=1.5)
+
+
+def test_a_site_keeps_the_case_count_of_its_first_description_and_the_coordinators_max_cases(flower_task):
+    """hospital-b reconnects (a new node) describing 10^6 cases: it stays bounded by its first 10, and a reply
+    claiming more is dropped; hospital-c is bounded by the coordinator's max-cases 5, below the 10 it described."""
+    sites = {11: ScriptedSite("hospital-b"), 12: ScriptedSite("hospital-c")}
+    grid = ScriptedGrid(sites)
+    directory = SiteDirectory()
+    directory.max_cases = parse_max_cases("hospital-c=5")
+    assert directory.describe(grid, [11, 12], 1.0) == {}
+    sites[11].online = False
+    sites[21] = ScriptedSite("hospital-b", usable=10**6)
+    assert directory.describe(grid, [21, 12], 1.0) == {}
+    assert directory.usable_cases(21) == 10 and directory.usable_cases(12) == 5
+    reply = RecordDict({"metrics": MetricRecord({"num-examples": 10**6})})
+    assert "more than the 10 usable cases" in metrics_problem(reply["metrics"], directory.usable_cases(21))
+    control = SiteDirectory()  # a directory that forgot the first description: the claim would pass
+    control.describe(ScriptedGrid({21: sites[21]}), [21], 1.0)
+    assert metrics_problem(reply["metrics"], control.usable_cases(21)) is None
+
+
+def test_krum_refuses_a_federation_too_small_naming_the_setting():
+    with pytest.raises(TooFewSites, match="num-malicious-nodes. 1 needs at least 5 sites.*has 4"):
+        build_strategy(settings_of(strategy="krum"), 4, **ALL_SELECTED)
+    build_strategy(settings_of(strategy="krum", num_malicious_nodes=0), 4, **ALL_SELECTED)
+
+
+@pytest.mark.parametrize("strategy", ["fedmedian", "fedtrimmedavg", "krum", "multikrum"])
+def test_a_robust_strategy_resumes_with_its_state(flower_task, strategy):
+    settings = settings_of(strategy=strategy)
+    start, *sites = (to_record(build_model("tiny", seed=seed)) for seed in range(6))
+    updates = list(zip(sites, (3, 5, 9, 4, 6), strict=True))
+    original = build_strategy(settings, 5, **ALL_SELECTED).run
+    after_one, _ = train_round(original, 1, start, updates)
+    saved = original.state_dict()
+    assert saved["strategy"] == strategy
+    resumed = build_strategy(settings, 5, **ALL_SELECTED).run
+    resumed.load_state_dict(saved)
+    expected, _ = train_round(original, 2, after_one, updates)
+    continued, _ = train_round(resumed, 2, after_one, updates)
+    for name in start:
+        np.testing.assert_array_equal(continued[name].numpy(), expected[name].numpy())
+    other = build_strategy(settings_of(strategy="fedavg"), 5, **ALL_SELECTED).run
+    with pytest.raises(ValueError, match=strategy):
+        other.load_state_dict(saved)
+
+
+def test_the_report_names_the_site_with_the_largest_update_norm():
+    records = [
+        {"round": 1, "site": "hospital-a", "update-norm": 1.2},
+        {"round": 1, "site": "hospital-d", "update-norm": 130.0},
+        {"round": 2, "site": "hospital-a", "update-norm": 0.9},
+        {"round": 0, "site": "hospital-a", "update-norm": None},
+    ]
+    updates = update_norms(records, settings_of())
+    assert updates["largest"] == {"site": "hospital-d", "round": 1, "norm": 130.0}
+    assert updates["median"] == 1.2 and updates["bound"] == UPDATE_NORM_BOUND.default
+    assert update_norms([], settings_of())["largest"] is None
