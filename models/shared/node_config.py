@@ -4,7 +4,7 @@ The site's launcher (deploy.site.launcher) writes them from the kit's site.toml;
 (site_app.settings). They never cross to the coordinator: the coordinator's run config cannot set them.
 """
 
-from models.shared.wire import SITE_NAME
+from models.shared.wire import SITE_NAME, SITE_SHARES_LOCAL_MODEL
 
 
 class NodeConfig:
@@ -28,6 +28,10 @@ class NodeConfig:
     """The fewest training cases the site trains on (DEFAULT_MIN_TRAIN_CASES)."""
     VALIDATION_FRACTION = "validation-fraction"
     """The share of its cases the site keeps for validation in its own split (DEFAULT_VALIDATION_FRACTION)."""
+    SHARE_LOCAL_MODEL = SITE_SHARES_LOCAL_MODEL
+    """The site's consent (true/false, default DEFAULT_SHARE_LOCAL_MODEL) to send its local-only baseline model,
+    once after the last round, for the other consenting sites to evaluate (the cross-site generalization matrix).
+    Only the site's handler reads it: a coordinator cannot obtain the model without it."""
     LIMITS = "limits"
     """Prefix of the site's limits on run settings: "limits.<key>" for each key of LIMIT_KEYS (site.toml's
     [limits] table; site_app.settings.limits)."""
@@ -74,6 +78,8 @@ def limit_key(key: str) -> str:
 
 DEFAULT_MIN_REPORT_CASES = 5
 """A deployed site's minimum when its node config does not set one."""
+DEFAULT_SHARE_LOCAL_MODEL = False
+"""A deployed site does not share its local-only model unless its node config (site.toml) says so."""
 DEFAULT_MIN_POSITION_CASES = 10
 DEFAULT_MIN_TRAIN_CASES = 5
 DEFAULT_VALIDATION_FRACTION = 0.2

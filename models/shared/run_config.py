@@ -338,6 +338,14 @@ SIM_VALIDATION_FRACTION = RunSetting(
     "a simulated site's validation-fraction, the share of its cases in its own validation split",
     0,
 )
+SIM_SHARE_LOCAL_MODEL = RunSetting(
+    "sim-share-local-model-for-evaluation",
+    Owner.SIMULATION,
+    str,
+    "",
+    "the simulated sites (names, comma-separated) that consent to share their local-only model for evaluation"
+    " at the other consenting sites (a deployed site sets share-local-model-for-evaluation in its node config)",
+)
 SIM_DATA = RunSetting(
     "sim-data", Owner.SIMULATION, str, "", "folder holding one sub-folder per simulated site"
 )
@@ -382,6 +390,7 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     SIM_MIN_POSITION_CASES,
     SIM_MIN_TRAIN_CASES,
     SIM_VALIDATION_FRACTION,
+    SIM_SHARE_LOCAL_MODEL,
     SIM_DATA,
     SIM_WORK,
 )
