@@ -48,6 +48,9 @@ POLICY_KEYS = (
 )
 """The site's disclosure settings (site_app.disclosure.policy); the coordinator's run config cannot set them."""
 
+CONSENT_KEYS = (NodeConfig.SHARE_LOCAL_MODEL,)
+"""The site's consents (true/false) a site.toml may set; absent: off. The coordinator's run config cannot set them."""
+
 DEPLOYED_NODE_CONFIG = (
     NodeConfig.SITE_NAME,
     NodeConfig.DATA_PATH,

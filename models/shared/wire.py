@@ -289,6 +289,9 @@ BASELINE_STATS = ("mean", "ci-low", "ci-high")
 
 PERSONALIZED_PREFIX = "personalized-"
 PERSONALIZATION_GAIN_PREFIX = "personalization-gain-"
+PERSONALIZED_OVER_LOCAL_PREFIX = "personalized-over-local-"
+"""With both a local-only and a personalized model: the paired difference personalized − local-only on the same
+cases (means and paired CIs), what a site gets from joining the federation when it personalizes."""
 SITE_MODEL_PREFIXES = (LOCAL_ONLY_PREFIX, GAIN_PREFIX, PERSONALIZED_PREFIX, PERSONALIZATION_GAIN_PREFIX)
 """The keys of models that never leave a site (local-only, personalized): withholdable, never pooled."""
 

@@ -35,10 +35,7 @@ from models.shared.wire import (
 from server_app.rounds.grid_exchange import exchange
 from server_app.rounds.reply_checks import evaluate_reply_problem
 from server_app.rounds.site_directory import SiteDirectory
-from server_app.run_record.run_folder import RunFolder
-
-CROSS_SITE_FILE = "cross_site.json"
-"""The matrix's cells in the run folder: {"consenting", "not_consenting", "models": {site: status}, "cells": [...]}."""
+from server_app.run_record.run_folder import CROSS_SITE_FILE, RunFolder
 
 CELL_KEYS = (MEAN_DICE, MEAN_DICE_CI_LOW, MEAN_DICE_CI_HIGH)
 
@@ -102,7 +99,7 @@ def cross_site_matrix(
         "models": statuses,
         "cells": cells,
     }
-    atomic_write_json(run.path / CROSS_SITE_FILE, matrix)
+    atomic_write_json(run.path / CROSS_SITE_FILE, matrix)  # {consenting, not_consenting, models, cells}
     log(INFO, "Cross-site matrix: %d cells from %d local-only models", len(cells), len(models))
     return matrix
 

@@ -11,7 +11,7 @@ from scripted_grid import ScriptedGrid, ScriptedSite, scripted_run_config, valid
 from models.presets import build_model
 from models.weights import to_record
 from server_app.app import run_federation
-from server_app.rounds.cross_site import CROSS_SITE_FILE
+from server_app.run_record.run_folder import CROSS_SITE_FILE
 from site_app.disclosure.model_sharing import refused_sharing
 
 SITES = ("hospital-a", "hospital-b", "hospital-c")
