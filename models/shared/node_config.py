@@ -57,6 +57,7 @@ DEPLOYED_NODE_CONFIG = (
     NodeConfig.WORK_PATH,
     NodeConfig.SITE_CONFIG,
     *POLICY_KEYS,
+    *CONSENT_KEYS,
 )
 """What a deployed site's launcher writes into its node config from a kit's site.toml as shipped (a site.toml
 without the optional policy keys leaves them out; each limit the site sets adds "limits.<key>")."""

@@ -60,16 +60,23 @@ TOP_LEVEL: Mapping[str, type] = MappingProxyType(
         NodeConfig.MIN_POSITION_CASES: int,
         NodeConfig.MIN_TRAIN_CASES: int,
         NodeConfig.VALIDATION_FRACTION: float,
+        NodeConfig.SHARE_LOCAL_MODEL: bool,
         RUNTIME_PORT: int,
     }
 )
 """A site kit's top-level keys and their TOML types, in the kit template's order; none is read outside a kit."""
 OPTIONAL_IN_A_KIT = frozenset(
-    {NodeConfig.MIN_POSITION_CASES, NodeConfig.MIN_TRAIN_CASES, NodeConfig.VALIDATION_FRACTION}
+    {
+        NodeConfig.MIN_POSITION_CASES,
+        NodeConfig.MIN_TRAIN_CASES,
+        NodeConfig.VALIDATION_FRACTION,
+        NodeConfig.SHARE_LOCAL_MODEL,
+    }
 )
 """Top-level keys a kit may leave out: the site's disclosure settings then take their defaults
-(site_app.disclosure.policy.DEFAULTS); every other key of TOP_LEVEL is required in a kit."""
-_KIND = {str: "a string", int: "a whole number", float: "a number"}
+(site_app.disclosure.policy.DEFAULTS; the consent to share the local-only model is off); every other key of
+TOP_LEVEL is required in a kit."""
+_KIND = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
 
 KEYS = {
     "series": ("modalities", "description"),
@@ -113,7 +120,7 @@ def read_site_file(path: Path, kit: bool = False) -> SiteFile:
         value = top_level[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = top_level[key] = float(value)
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if (isinstance(value, bool) != (kind is bool)) or not isinstance(value, kind):
             raise SiteSettingsError(f"{path}: `{key}` is {value!r}, expected {_KIND[kind]}")
     tables = {section: table for section, table in values.items() if section not in TOP_LEVEL}
     ingest = _ingest_settings(path, tables)
