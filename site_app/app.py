@@ -8,9 +8,15 @@ Message, record and key names come from models.shared.wire. What a reply may car
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from models.shared.wire import DESCRIBE
+from models.shared.wire import CROSS_EVALUATE, DESCRIBE, LOCAL_MODEL
 from site_app.disclosure.error_details import keep_details_local
-from site_app.round_replies import describe_reply, evaluate_reply, train_reply
+from site_app.round_replies import (
+    cross_evaluate_reply,
+    describe_reply,
+    evaluate_reply,
+    local_model_reply,
+    train_reply,
+)
 from site_app.site_message import SiteMessage
 
 app = ClientApp(mods=[keep_details_local])
@@ -32,3 +38,15 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """Validation of the global model on the site's own cases: aggregates, or none under the site's policy."""
     return Message(evaluate_reply(SiteMessage.read(msg, context)), reply_to=msg)
+
+
+@app.query(LOCAL_MODEL)
+def local_model(msg: Message, context: Context) -> Message:
+    """The site's local-only model, only with its own consent (the cross-site matrix)."""
+    return Message(local_model_reply(SiteMessage.read(msg, context)), reply_to=msg)
+
+
+@app.query(CROSS_EVALUATE)
+def cross_evaluate(msg: Message, context: Context) -> Message:
+    """Validation of another consenting site's local-only model: aggregates only, with this site's consent."""
+    return Message(cross_evaluate_reply(SiteMessage.read(msg, context)), reply_to=msg)

@@ -10,15 +10,35 @@ The run's training options act in site_app.learning.federated_round: with `local
 are put into each incoming model and never sent; with `local-baseline` a local-only model trains on the same
 cases and stays in the work folder (<work>/runs/<run key>/), and only its aggregates leave, through the same
 disclosure policy; with `personalize-epochs` each validation also fine-tunes the global model on the site's
-training cases into a personalized model that stays in the work folder, and only its aggregates leave, alike; weights travel in the run's `transport-dtype`; with FedProx the instruction carries μ.
+training cases into a personalized model that stays in the work folder, and only its aggregates leave, alike;
+weights travel in the run's `transport-dtype`; with FedProx the instruction carries μ.
+
+After the last round, a site that consents (site_app.disclosure.model_sharing) sends its local-only model when
+asked, and validates the other consenting sites' local-only models (aggregates only); without its consent it
+refuses both, whatever the coordinator asks.
 """
 
 import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-from models.shared.wire import NUM_EXAMPLES, SITE_MIN_REPORT_CASES, SITE_NAME, TRAIN_LOSS, Record, Validation
+from models.shared.wire import (
+    NUM_EXAMPLES,
+    SITE_MIN_REPORT_CASES,
+    SITE_NAME,
+    SITE_SHARES_LOCAL_MODEL,
+    TRAIN_LOSS,
+    Record,
+    Validation,
+)
+from models.transport import encode
 from models.weights import to_record
 from site_app.disclosure.evaluation_budget import spend_evaluation
+from site_app.disclosure.model_sharing import (
+    NOT_CONSENTED,
+    refused_cross_evaluation,
+    refused_sharing,
+    shares_local_model,
+)
 from site_app.disclosure.policy import DisclosurePolicy, bootstrap_seed
 from site_app.disclosure.refusals import (
     declined_training,
@@ -42,6 +62,7 @@ from site_app.learning.federated_round import (
     validate_local_only,
     validate_personalized,
 )
+from site_app.learning.local_baseline import received_model
 from site_app.learning.site_data import (
     SiteCases,
     load_site_cases,
@@ -60,7 +81,10 @@ def describe_reply(message: SiteMessage) -> RecordDict:
     overview of its data."""
     k = DisclosurePolicy.for_site(message.node_config, message.settings).min_report_cases
     overview = MetricRecord(site_overview(message.site, k, message.log))
-    identity = ConfigRecord({SITE_NAME: message.site.name, SITE_MIN_REPORT_CASES: k})
+    shares = shares_local_model(message.node_config, message.settings, message.site.name)
+    identity = ConfigRecord(
+        {SITE_NAME: message.site.name, SITE_MIN_REPORT_CASES: k, SITE_SHARES_LOCAL_MODEL: shares}
+    )
     return RecordDict({Record.SITE: identity, Record.OVERVIEW: overview})
 
 
@@ -106,8 +130,30 @@ def train_reply(message: SiteMessage) -> RecordDict:
     return RecordDict({Record.ARRAYS: arrays, Record.METRICS: metrics})
 
 
-def evaluate_reply(message: SiteMessage) -> RecordDict:
-    """Validate the global model on the site's validation cases: aggregates, or none below the site's minimum."""
+def local_model_reply(message: SiteMessage) -> RecordDict:
+    """The site's local-only model, whole, in the transport dtype: only with the site's own consent."""
+    if not shares_local_model(message.node_config, message.settings, message.site.name):
+        message.log.warning("local-only model requested: refused: %s", NOT_CONSENTED)
+        return refused_sharing(NOT_CONSENTED)
+    loaded = message.site_round().baseline.load()
+    if loaded is None:
+        return refused_sharing("no local-only model: this site has not trained one in this run")
+    message.log.info("local-only model sent for evaluation at the other consenting sites (site consent)")
+    return RecordDict({Record.ARRAYS: encode(to_record(loaded[0]), message.settings.transport_dtype)})
+
+
+def cross_evaluate_reply(message: SiteMessage) -> RecordDict:
+    """Validate another consenting site's local-only model like the global model: aggregates only, none of the
+    site's own kept models; refused without this site's consent."""
+    if not shares_local_model(message.node_config, message.settings, message.site.name):
+        k = ValidationPolicy.for_site(message.settings, message.node_config).min_report_cases
+        return refused_cross_evaluation(NOT_CONSENTED, k)
+    return evaluate_reply(message, relayed=True)
+
+
+def evaluate_reply(message: SiteMessage, relayed: bool = False) -> RecordDict:
+    """Validate the global model (`relayed`: the model the instruction carries, another site's local-only model)
+    on the site's validation cases: aggregates, or none below the site's minimum."""
     policy = ValidationPolicy.for_site(message.settings, message.node_config)
     site, settings, log, server_round = message.site, message.settings, message.log, message.server_round
     k = policy.min_report_cases
@@ -123,7 +169,11 @@ def evaluate_reply(message: SiteMessage) -> RecordDict:
         return refused_evaluation(over_budget)
     note_run_split_ignored(settings, policy.disclosure, log)
     work = message.site_round()
-    model = work.personalized(message.incoming)  # with this site's norm layers under local-norm
+    model = (
+        received_model(settings.model_preset, message.incoming)
+        if relayed
+        else work.personalized(message.incoming)  # with this site's norm layers under local-norm
+    )
 
     # The data: the site's own validation set, or the set last reported while fewer than k cases changed
     cases = load_site_cases(site, settings.pipeline, policy.disclosure.validation_fraction, log)
@@ -140,7 +190,8 @@ def evaluate_reply(message: SiteMessage) -> RecordDict:
     )
     if not results:
         raise ValueError(f"none of the {len(chosen)} validation cases could be validated (see the site log)")
-    keep_validation(site, settings, server_round, to_record(model), results)  # the model validated here
+    if not relayed:
+        keep_validation(site, settings, server_round, to_record(model), results)  # the model validated here
     final = released_set(site.work, VALIDATION, [r.case_id for r in results], k)
     if final.cases is None:
         log.warning("round %d: validation suppressed: %s", server_round, final.reason)
@@ -151,10 +202,10 @@ def evaluate_reply(message: SiteMessage) -> RecordDict:
     seed = bootstrap_seed(site_secret(site.work), sorted(final.cases))
     kept: list[KeptModel] = []
     items = [item for item in chosen if item["case_id"] in final.cases]
-    if settings.local_baseline and len(released) >= k:
+    if settings.local_baseline and len(released) >= k and not relayed:
         regions = dict(policy.regions)
         kept.append(KeptModel.local_only(validate_local_only(work, items, released, server_round, regions)))
-    if settings.personalize_epochs > 0 and len(released) >= k:
+    if settings.personalize_epochs > 0 and len(released) >= k and not relayed:
         kept.append(_personalized(message, work, policy, cases, model, items))
     content = evaluation_content(released, cases.n_skipped + n_failed, policy, seed, kept)
     status = content[Record.VALIDATION][Validation.STATUS]

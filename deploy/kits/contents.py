@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.ingest_settings import IngestSettings
-from models.shared.node_config import POLICY_KEYS, NodeConfig, limit_key
+from models.shared.node_config import CONSENT_KEYS, POLICY_KEYS, NodeConfig, limit_key
 from site_app.settings.site_file import (
     COORDINATOR,
     PRIVATE_KEY,
@@ -223,8 +223,8 @@ class SiteKitSettings:
     """How the site's export is read: site.toml's [series], [labels] and [limits] (defaults when absent)."""
     policy: Mapping[str, int | float]
     """The site's other disclosure settings it sets (min-position-cases, min-train-cases, validation-fraction,
-    min-lesion-mm3;
-    absent keys take the ClientApp's defaults, site_app.disclosure.policy)."""
+    min-lesion-mm3, share-local-model-for-evaluation; absent keys take the ClientApp's defaults,
+    site_app.disclosure.policy and model_sharing)."""
     limits: Mapping[str, int | float]
     """The site's limits on run settings it sets (site.toml's [limits], site_app.settings.limits)."""
 
@@ -308,7 +308,11 @@ def read_kit_settings(path: Path, site_name: str) -> SiteKitSettings:
         private_key=Path(str(table[PRIVATE_KEY])).expanduser(),
         settings_file=path.resolve(),
         ingest=site_file.ingest,
-        policy={k: table[k] for k in POLICY_KEYS if k in table and k != NodeConfig.MIN_REPORT_CASES},
+        policy={
+            k: table[k]
+            for k in (*POLICY_KEYS, *CONSENT_KEYS)
+            if k in table and k != NodeConfig.MIN_REPORT_CASES
+        },
         limits=dict(site_file.limits),
     )
     if settings.site_name != site_name:

@@ -4,7 +4,7 @@ The site's launcher (deploy.site.launcher) writes them from the kit's site.toml;
 (site_app.settings). They never cross to the coordinator: the coordinator's run config cannot set them.
 """
 
-from models.shared.wire import SITE_NAME
+from models.shared.wire import SITE_NAME, SITE_SHARES_LOCAL_MODEL
 
 
 class NodeConfig:
@@ -31,6 +31,10 @@ class NodeConfig:
     MIN_LESION_MM3 = "min-lesion-mm3"
     """Validation post-processing: predicted tumor components smaller than this (mm³) are removed; the site's,
     so a coordinator cannot sweep it to move lesion counts one lesion at a time (DEFAULT_MIN_LESION_MM3)."""
+    SHARE_LOCAL_MODEL = SITE_SHARES_LOCAL_MODEL
+    """The site's consent (true/false, default DEFAULT_SHARE_LOCAL_MODEL) to send its local-only baseline model,
+    once after the last round, for the other consenting sites to evaluate (the cross-site generalization matrix).
+    Only the site's handler reads it: a coordinator cannot obtain the model without it."""
     LIMITS = "limits"
     """Prefix of the site's limits on run settings: "limits.<key>" for each key of LIMIT_KEYS (site.toml's
     [limits] table; site_app.settings.limits)."""
@@ -48,12 +52,16 @@ POLICY_KEYS = (
 )
 """The site's disclosure settings (site_app.disclosure.policy); the coordinator's run config cannot set them."""
 
+CONSENT_KEYS = (NodeConfig.SHARE_LOCAL_MODEL,)
+"""The site's consents (true/false) a site.toml may set; absent: off. The coordinator's run config cannot set them."""
+
 DEPLOYED_NODE_CONFIG = (
     NodeConfig.SITE_NAME,
     NodeConfig.DATA_PATH,
     NodeConfig.WORK_PATH,
     NodeConfig.SITE_CONFIG,
     *POLICY_KEYS,
+    *CONSENT_KEYS,
 )
 """What a deployed site's launcher writes into its node config from a kit's site.toml as shipped (a site.toml
 without the optional policy keys leaves them out; each limit the site sets adds "limits.<key>")."""
@@ -83,6 +91,8 @@ def limit_key(key: str) -> str:
 
 DEFAULT_MIN_REPORT_CASES = 5
 """A deployed site's minimum when its node config does not set one."""
+DEFAULT_SHARE_LOCAL_MODEL = False
+"""A deployed site does not share its local-only model unless its node config (site.toml) says so."""
 DEFAULT_MIN_POSITION_CASES = 10
 DEFAULT_MIN_TRAIN_CASES = 5
 DEFAULT_VALIDATION_FRACTION = 0.2

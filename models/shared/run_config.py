@@ -388,6 +388,14 @@ SIM_MIN_LESION_MM3 = RunSetting(
     " mm³, are removed before measuring; 0 keeps every component (a deployed site sets its own)",
     0,
 )
+SIM_SHARE_LOCAL_MODEL = RunSetting(
+    "sim-share-local-model-for-evaluation",
+    Owner.SIMULATION,
+    str,
+    "",
+    "the simulated sites (names, comma-separated) that consent to share their local-only model for evaluation"
+    " at the other consenting sites (a deployed site sets share-local-model-for-evaluation in its node config)",
+)
 SIM_DATA = RunSetting(
     "sim-data", Owner.SIMULATION, str, "", "folder holding one sub-folder per simulated site"
 )
@@ -437,6 +445,7 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     SIM_MIN_TRAIN_CASES,
     SIM_VALIDATION_FRACTION,
     SIM_MIN_LESION_MM3,
+    SIM_SHARE_LOCAL_MODEL,
     SIM_DATA,
     SIM_WORK,
 )

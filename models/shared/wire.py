@@ -20,6 +20,17 @@ without the normalization layers (models.norm_layers), in both directions.
                     reply        SITE {site-name, min-report-cases} + OVERVIEW (aggregate overview of the
                                  site's data)
 
+    query.local_model
+                    instruction  CONFIG {run-key}; sent once after the last round, only to a site whose describe
+                                 reply said SITE_SHARES_LOCAL_MODEL
+                    reply        ARRAYS (the site's local-only baseline model, whole, in the transport dtype), or
+                                 only SHARING {status refused, reason} (no consent in the site's own settings, or
+                                 no local-only model)
+    query.cross_evaluate
+                    instruction  ARRAYS (another consenting site's local-only model) + CONFIG {run-key}
+                    reply        as an evaluate reply, without any key of a model kept at the site (refused
+                                 without the site's consent)
+
 A reply's status is a Status; a REFUSED one names the setting and the site's limit it breaks (OutsideLimit). A
 deployed site's gate answers any instruction of a run whose app the site has not approved with an error reply
 instead (Error code APP_NOT_APPROVED_CODE; no code of the app ran). Which site sent a reply is the coordinator's
@@ -55,6 +66,13 @@ DESCRIBE = "describe"
 DESCRIBE_MESSAGE_TYPE = f"{MessageType.QUERY}.{DESCRIBE}"
 """What the ServerApp sends ("query.describe"); Flower routes it to the ClientApp's DESCRIBE handler."""
 
+LOCAL_MODEL = "local_model"
+"""The query asking a consenting site for its local-only baseline model (the cross-site matrix)."""
+LOCAL_MODEL_MESSAGE_TYPE = f"{MessageType.QUERY}.{LOCAL_MODEL}"
+CROSS_EVALUATE = "cross_evaluate"
+"""The query asking a consenting site to validate another consenting site's local-only model."""
+CROSS_EVALUATE_MESSAGE_TYPE = f"{MessageType.QUERY}.{CROSS_EVALUATE}"
+
 
 # Records and their keys ------------------------------------------------------------------------------------
 
@@ -76,6 +94,8 @@ class Record:
     """ConfigRecord of a describe reply: SITE_NAME and SITE_MIN_REPORT_CASES."""
     OVERVIEW = "overview"
     """MetricRecord of a describe reply: the site's data overview (Overview)."""
+    SHARING = "sharing"
+    """ConfigRecord of a local-model reply that carries no model: {status: refused, reason}."""
 
 
 SERVER_ROUND = "server-round"
@@ -104,6 +124,10 @@ term the site adds to its loss."""
 SITE_MIN_REPORT_CASES = "min-report-cases"
 """In a describe reply's SITE record: the site's min-report-cases k. Its OVERVIEW withholds a case count between 1
 and k - 1 (site_app.disclosure.policy, R8); the coordinator then bounds the site's `num-examples` by k - 1."""
+
+SITE_SHARES_LOCAL_MODEL = "share-local-model-for-evaluation"
+"""In a describe reply's SITE record: whether the site consents to share its local-only model for evaluation at the
+other consenting sites (its own setting; the coordinator asks only such sites, and the site checks again)."""
 
 
 # Statuses ---------------------------------------------------------------------------------------------------
@@ -267,6 +291,9 @@ BASELINE_STATS = ("mean", "ci-low", "ci-high")
 
 PERSONALIZED_PREFIX = "personalized-"
 PERSONALIZATION_GAIN_PREFIX = "personalization-gain-"
+PERSONALIZED_OVER_LOCAL_PREFIX = "personalized-over-local-"
+"""With both a local-only and a personalized model: the paired difference personalized − local-only on the same
+cases (means and paired CIs), what a site gets from joining the federation when it personalizes."""
 SITE_MODEL_PREFIXES = (LOCAL_ONLY_PREFIX, GAIN_PREFIX, PERSONALIZED_PREFIX, PERSONALIZATION_GAIN_PREFIX)
 """The keys of models that never leave a site (local-only, personalized): withholdable, never pooled."""
 

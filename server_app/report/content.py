@@ -32,6 +32,8 @@ from models.shared.wire import (
     Status,
     Validation,
 )
+from server_app.report.cross_site_matrix import cross_site_data
+from server_app.report.federation_help import federation_help
 from server_app.report.site_table import (
     evaluations,
     first_and_last,
@@ -110,6 +112,8 @@ def report_data(run_dir: Path) -> dict:
         },
         "pooled": pooled,
         "training": training,
+        "federation_help": federation_help(records),
+        "cross_site": cross_site_data(run_dir, records),
         "data_overview": [
             _overview(site, last_record, summary.get("site_overview", {}).get(site, {}))
             for site, (_, last_record) in last.items()

@@ -32,6 +32,7 @@ from models.shared.wire import (
     stat_key,
 )
 from server_app.report import charts as report_charts
+from server_app.report.federation_help import PERSONALIZED_VS_LOCAL
 from server_app.report.model_card import MODEL_CARD_FILE
 from server_app.report.page_templates import page_environment
 from server_app.run_record.run_folder import COMPLETED
@@ -88,6 +89,7 @@ def _environment() -> Environment:
         counts=lambda metrics, region: {count: metrics[region_key(count, region)] for count in COUNTS},
         phase_notes=phase_notes,
         REPORTED=Status.REPORTED,
+        PERSONALIZED_VS_LOCAL=PERSONALIZED_VS_LOCAL,
         COMPLETED=COMPLETED,
         EVALUATE_STATUSES=EVALUATE_STATUSES,
         MEAN_DICE=MEAN_DICE,

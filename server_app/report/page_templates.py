@@ -10,6 +10,7 @@ script and no external resource: CSS inline, charts as base64 PNG data URIs.
 
 from jinja2 import DictLoader, Environment, StrictUndefined
 
+from server_app.report.cross_site_template import CROSS_SITE, FEDERATION_HELP
 from server_app.report.methods_template import METHODS
 
 STYLE = """
@@ -39,12 +40,14 @@ PAGE = (
 <h1>Federation validation report</h1><p class="meta">Run <code>{{ data.run.folder }}</code> ·
 generated {{ data.run.generated_utc }} · rounds validated: {{ data.run.rounds_evaluated|join(", ") }} ·
 <a href="{{ model_card }}">model card</a> (intended use, data, hashes)</p>
+{% include "federation_help.html" %}
 {% include "summary.html" %}
 {% include "participation.html" %}
 {% include "sites.html" %}
 {% include "rounds.html" %}
 {% include "distributions.html" %}
 {% include "baseline.html" %}
+{% include "cross_site.html" %}
 {% include "overview.html" %}
 {% include "methods.html" %}
 <h2 id="limitations">Limitations</h2><ul>
@@ -344,6 +347,8 @@ TEMPLATES = {
     "rounds.html": ROUNDS,
     "distributions.html": DISTRIBUTIONS,
     "baseline.html": BASELINE,
+    "federation_help.html": FEDERATION_HELP,
+    "cross_site.html": CROSS_SITE,
     "overview.html": OVERVIEW,
     "methods.html": METHODS,
 }

@@ -7,6 +7,10 @@ A site that sent no numbers shows why instead: "suppressed (n < k)" (fewer valid
 evaluated (their conventions, else their metric keys): whatever `eval-regions` the run used. Records of rounds a
 site missed (offline, timeout, failed, dropped) carry no validation and are left out here (the report's
 participation grid shows them: server_app.rounds.participation).
+
+When the sites ran a local-only baseline (run setting `local-baseline`), two more columns answer "did federation
+help this site?": the local-only model's mean Dice and the paired difference global − local-only with the 95 % CI
+the site computed (its `gain-dice-mean…` keys).
 """
 
 from rich.console import Console
@@ -14,11 +18,14 @@ from rich.table import Table
 
 from models.shared.wire import (
     EVALUATE_STATUSES,
+    GAIN_PREFIX,
+    LOCAL_ONLY_PREFIX,
     MEAN_DICE,
     MEAN_DICE_CI_HIGH,
     MEAN_DICE_CI_LOW,
     Status,
     Validation,
+    baseline_key,
     regions_in,
     stat_key,
 )
@@ -80,6 +87,10 @@ def site_table(records: list[dict]) -> Table:
     hd95_key = stat_key("hd95", regions[0], "median") if regions else None
     if hd95_key:
         table.add_column(f"HD95 {regions[0].upper()} mm", justify="right")
+    baseline = any(LOCAL_MEAN in (last.get("metrics") or {}) for _, last in sites.values())
+    if baseline:
+        table.add_column("Local-only", justify="right")
+        table.add_column("Global − local-only [95 % CI]", justify="right")
     for site, (first, last) in sites.items():
         if is_suppressed(last):
             table.add_row(
@@ -87,7 +98,7 @@ def site_table(records: list[dict]) -> Table:
                 "—",
                 _dice(first, first_round),
                 suppressed_text(last),
-                *[""] * (len(regions) + bool(hd95_key)),
+                *[""] * (len(regions) + bool(hd95_key) + 2 * baseline),
             )
             continue
         metrics = last["metrics"]
@@ -103,8 +114,21 @@ def site_table(records: list[dict]) -> Table:
             ),
             *(_number(metrics, stat_key("dice", region, "mean"), 3) for region in regions),
             *([_number(metrics, hd95_key, 1, missing="withheld")] if hd95_key else []),
+            *(baseline_cells(metrics) if baseline else []),
         )
     return table
+
+
+LOCAL_MEAN = baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean")
+
+
+def baseline_cells(metrics: dict) -> list[str]:
+    """The local-only model's mean Dice and global − local-only with its paired CI; "withheld" when the site sent
+    none (no local-only model yet, or its policy)."""
+    gain = [metrics.get(baseline_key(GAIN_PREFIX, "dice", None, s)) for s in ("mean", "ci-low", "ci-high")]
+    if LOCAL_MEAN not in metrics or None in gain:
+        return ["withheld", "withheld"]
+    return [f"{metrics[LOCAL_MEAN]:.3f}", f"{gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"]
 
 
 def _number(metrics: dict, key: str, digits: int, missing: str = "") -> str:

@@ -30,6 +30,7 @@ from flwr.serverapp.strategy import Strategy
 
 from models.shared.wire import OutsideLimit, Record, Status, Training, Validation
 from server_app.coordinator_settings import ServerRunSettings
+from server_app.rounds.cross_site import cross_site_matrix
 from server_app.rounds.grid_exchange import SelectedNodes, exchange
 from server_app.rounds.participation import (
     NOT_ONLINE,
@@ -138,6 +139,15 @@ class FederatedLoop:
             if self.after_round is not None:
                 self.after_round()
         log(INFO, "%s after round %d", ROUNDS_FINISHED, self.num_rounds)
+        cross_site_matrix(
+            self.grid,
+            self.directory,
+            self._online(),
+            self.evaluate_config,
+            self.num_rounds,
+            self.settings.evaluate_timeout_s,
+            self.run,
+        )
         self.checkpointer.finish(self.num_rounds, self._saved(arrays))
         return Outcome(COMPLETED, self.num_rounds, arrays)
 

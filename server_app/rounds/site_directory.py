@@ -35,6 +35,7 @@ from models.shared.wire import (
     DESCRIBE_MESSAGE_TYPE,
     SITE_MIN_REPORT_CASES,
     SITE_NAME,
+    SITE_SHARES_LOCAL_MODEL,
     Overview,
     Record,
     Status,
@@ -62,6 +63,9 @@ class SiteDirectory:
         self.max_cases: dict[str, int] = {}
         """site name → the most cases it may weigh with (run config `max-cases`); a site not named: no bound
         beyond its first description."""
+        self.shares_local_model: set[str] = set()
+        """Sites whose describe reply said they consent to share their local-only model (the cross-site matrix);
+        the site's own handler checks its consent again."""
         self.refused: set[int] = set()
         """Nodes whose gate refused this run's app when last asked (not approved at the site): no code of the
         app ran there. They are unknown (forgotten when they refuse later), so they are asked again the next time
@@ -182,6 +186,10 @@ class SiteDirectory:
         minimum = _count(content[Record.SITE].get(SITE_MIN_REPORT_CASES))
         if minimum and not (name in self.min_report_cases and minimum > self.min_report_cases[name]):
             self.min_report_cases[name] = minimum
+        if content[Record.SITE].get(SITE_SHARES_LOCAL_MODEL) is True:
+            self.shares_local_model.add(name)
+        else:
+            self.shares_local_model.discard(name)
         log(INFO, "Node %d is site %s", node, name)
 
     def state(self) -> dict:
@@ -190,6 +198,7 @@ class SiteDirectory:
             "names": {int(k): v for k, v in self._names.items()},
             "overviews": dict(self.overviews),
             "min_report_cases": dict(self.min_report_cases),
+            "shares_local_model": sorted(self.shares_local_model),
         }
 
     @classmethod
@@ -201,6 +210,7 @@ class SiteDirectory:
         directory._names = {int(k): str(v) for k, v in state.get("names", {}).items()}
         directory.overviews = {str(k): dict(v) for k, v in state.get("overviews", {}).items()}
         directory.min_report_cases = {str(k): int(v) for k, v in state.get("min_report_cases", {}).items()}
+        directory.shares_local_model = {str(name) for name in state.get("shares_local_model", [])}
         return directory
 
 

@@ -40,6 +40,8 @@ from models.weights import save_checkpoint
 METRICS_FILE = "metrics.jsonl"
 ROUNDS_FILE = "rounds.jsonl"
 SUMMARY_FILE = "summary.json"
+CROSS_SITE_FILE = "cross_site.json"
+"""The cross-site generalization matrix's cells (server_app.rounds.cross_site), for the report."""
 CONFIG_FILE = "config.json"
 REFUSALS_FILE = "refusals.jsonl"
 

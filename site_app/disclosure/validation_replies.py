@@ -29,6 +29,7 @@ from models.shared.wire import (
     N_SKIPPED,
     NUM_EXAMPLES,
     PERSONALIZATION_GAIN_PREFIX,
+    PERSONALIZED_OVER_LOCAL_PREFIX,
     PERSONALIZED_PREFIX,
     POSITION_STATS,
     Record,
@@ -157,6 +158,7 @@ def evaluation_content(
             )
         except ValueError as error:
             withheld.append(f"{model.name} ({error})")
+    aggregates.update(_personalized_over_local(results, kept, list(policy.regions), bootstrap_seed))
     metrics = MetricRecord(
         {**aggregates, **({} if skipped is None else {N_SKIPPED: skipped}), NUM_EXAMPLES: len(results)}
     )
@@ -167,6 +169,23 @@ def evaluation_content(
         Validation.WITHHELD: withheld,
     }
     return RecordDict({Record.VALIDATION: ConfigRecord(validation), Record.METRICS: metrics})
+
+
+def _personalized_over_local(
+    results: Sequence[CaseEvaluation], kept: Sequence[KeptModel], regions: list[str], bootstrap_seed: int
+) -> dict[str, float]:
+    """personalized-over-local-… (personalized − local-only, paired on the released cases, same resamples) when
+    both models have results on exactly those cases; else nothing (each model's own keys say why)."""
+    by_name = {model.name: model.results for model in kept}
+    local, personalized = by_name.get(LOCAL_ONLY_BASELINE), by_name.get(PERSONALIZED_MODEL)
+    released = {r.case_id for r in results}
+    if local is None or personalized is None or {r.case_id for r in local} != released:
+        return {}
+    if {r.case_id for r in personalized} != released:
+        return {}
+    prefixes = (LOCAL_ONLY_PREFIX, PERSONALIZED_OVER_LOCAL_PREFIX)
+    values = paired_aggregates(personalized, local, regions, bootstrap_seed, prefixes, site_gain=False)
+    return {k: v for k, v in values.items() if k.startswith(PERSONALIZED_OVER_LOCAL_PREFIX)}
 
 
 def suppressed_content(policy: ValidationPolicy, reason: str) -> RecordDict:

@@ -167,3 +167,10 @@ def paired_aggregates(
 def _difference(minuend: Mapping[str, float], subtrahend: Mapping[str, float]) -> dict[str, float]:
     """Per-case difference of every metric (counts too: site_aggregates sums them; they are not sent)."""
     return {key: float(minuend[key]) - float(subtrahend[key]) for key in minuend}
+
+
+def received_model(model_preset: str, record: ArrayRecord) -> torch.nn.Module:
+    """A whole model sent to this site (another site's local-only model, any transport dtype), ready to validate."""
+    model = build_model(model_preset)
+    load_record(model, record, keep=_missing(model, record))
+    return model

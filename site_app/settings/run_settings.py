@@ -30,6 +30,7 @@ from models.shared.run_config import (
     SIM_MIN_POSITION_CASES,
     SIM_MIN_REPORT_CASES,
     SIM_MIN_TRAIN_CASES,
+    SIM_SHARE_LOCAL_MODEL,
     SIM_VALIDATION_FRACTION,
     SIM_WORK,
     SPACING_MM,
@@ -66,6 +67,8 @@ class SiteRunSettings:
     sim_min_lesion_mm3: float
     """A simulated site's disclosure policy (site_app.disclosure.policy); a deployed one has its own in its node
     config, which the run config cannot change."""
+    sim_share_local_model: str
+    """The simulated sites (comma-separated names) consenting to share their local-only model for evaluation."""
     sim_data: Path | None
     sim_work: Path | None
     """Simulation only: the folder of site folders, and of their work folders (None when not set)."""
@@ -96,6 +99,7 @@ class SiteRunSettings:
             sim_min_train_cases=SIM_MIN_TRAIN_CASES.read(run_config),
             sim_validation_fraction=SIM_VALIDATION_FRACTION.read(run_config),
             sim_min_lesion_mm3=SIM_MIN_LESION_MM3.read(run_config),
+            sim_share_local_model=SIM_SHARE_LOCAL_MODEL.read(run_config),
             sim_data=_folder(SIM_DATA.read(run_config)),
             sim_work=_folder(SIM_WORK.read(run_config)),
         )
@@ -136,6 +140,7 @@ class SiteRunSettings:
             SIM_MIN_TRAIN_CASES.key: self.sim_min_train_cases,
             SIM_VALIDATION_FRACTION.key: self.sim_validation_fraction,
             SIM_MIN_LESION_MM3.key: self.sim_min_lesion_mm3,
+            SIM_SHARE_LOCAL_MODEL.key: self.sim_share_local_model,
             SIM_DATA.key: str(self.sim_data or ""),
             SIM_WORK.key: str(self.sim_work or ""),
         }

@@ -66,6 +66,7 @@ TOP_LEVEL: Mapping[str, type] = MappingProxyType(
         NodeConfig.VALIDATION_FRACTION: float,
         NodeConfig.MIN_LESION_MM3: float,
         I_UNDERSTAND: bool,
+        NodeConfig.SHARE_LOCAL_MODEL: bool,
         RUNTIME_PORT: int,
     }
 )
@@ -77,10 +78,12 @@ OPTIONAL_IN_A_KIT = frozenset(
         NodeConfig.VALIDATION_FRACTION,
         NodeConfig.MIN_LESION_MM3,
         I_UNDERSTAND,
+        NodeConfig.SHARE_LOCAL_MODEL,
     }
 )
 """Top-level keys a kit may leave out: the site's disclosure settings then take their defaults
-(site_app.disclosure.policy.DEFAULTS); every other key of TOP_LEVEL is required in a kit."""
+(site_app.disclosure.policy.DEFAULTS; the consent to share the local-only model is off); every other key of
+TOP_LEVEL is required in a kit."""
 _KIND = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
 
 KEYS = {

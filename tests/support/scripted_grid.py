@@ -72,6 +72,12 @@ class ScriptedSite:
     """Overrides the default training script."""
     evaluate: Script | None = None
     describe: Script | None = None
+    shares_local_model: bool = False
+    """What its describe reply says of its consent to share its local-only model (the cross-site matrix)."""
+    local_model: Script | None = None
+    """Answers query.local_model (default: an Error, as for any unexpected message)."""
+    cross_evaluate: Script | None = None
+    """Answers query.cross_evaluate (default: validated with its own Dice)."""
     registered: bool = True
     """Whether Flower knows the site's name (a registered key) or only what it describes."""
     received: list[tuple[str, int | None, Message]] = field(default_factory=list)
@@ -82,7 +88,17 @@ class ScriptedSite:
         config = message.content.config_records.get("config", {})
         self.received.append((kind, config.get("server-round"), message))
         if kind == "query.describe":
-            return self.describe(message) if self.describe else described(self.name, self.usable)
+            if self.describe:
+                return self.describe(message)
+            reply = described(self.name, self.usable)
+            reply["site"]["share-local-model-for-evaluation"] = self.shares_local_model
+            return reply
+        if kind == "query.local_model" and self.local_model:
+            return self.local_model(message)
+        if kind == "query.cross_evaluate":
+            return (
+                self.cross_evaluate(message) if self.cross_evaluate else validated(self.dice, self.val_cases)
+            )
         if kind == "train":
             return self.train(message) if self.train else trained(message, self.offset, self.train_cases)
         if kind == "evaluate":

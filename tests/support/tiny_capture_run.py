@@ -48,7 +48,15 @@ class CapturedRun:
         return [(name, message_from_proto(ProtoMessage.FromString(raw))) for name, raw in self.captured[site]]
 
 
+MATRIX_SITES = ("hospital-a", "hospital-b", "hospital-c")
+MATRIX_CONSENTING = ("hospital-a", "hospital-c")
+"""The cross-site matrix run: three NIfTI sites of MATRIX_CASES cases each, all training a local-only baseline;
+hospital-b does not consent to share it."""
+MATRIX_CASES = 20
+MATRIX_MIN_REPORT_CASES = 3
+
 _RUN: CapturedRun | None = None
+_MATRIX_RUN: CapturedRun | None = None
 _OPTION_RUNS: dict[str, CapturedRun] = {}
 
 
@@ -65,6 +73,25 @@ def option_run(tmp_path_factory, name: str, overrides: dict, rounds: int = 1) ->
     if name not in _OPTION_RUNS:
         _OPTION_RUNS[name] = _run(tmp_path_factory.mktemp(f"option-run-{name}"), overrides, rounds)
     return _OPTION_RUNS[name]
+
+
+def matrix_run(tmp_path_factory) -> CapturedRun:
+    """One round with local-only baselines on three NIfTI sites (4 validation, 16 training cases each), two of
+    which consent to share their local-only model; every reply captured."""
+    global _MATRIX_RUN
+    if _MATRIX_RUN is None:
+        overrides = {
+            "local-baseline": True,
+            "sim-share-local-model-for-evaluation": ",".join(MATRIX_CONSENTING),
+            "sim-min-report-cases": MATRIX_MIN_REPORT_CASES,
+        }
+        _MATRIX_RUN = _run(tmp_path_factory.mktemp("matrix-run"), overrides, 1, MATRIX_SITES, _matrix_data)
+    return _MATRIX_RUN
+
+
+def _matrix_data(data: Path) -> None:
+    for site in MATRIX_SITES:
+        add_nifti_cases(data / site, 0, MATRIX_CASES, seed=DATA_SEED, name=site)
 
 
 def _capture_app(folder: Path, run_config: dict) -> Path:
@@ -94,10 +121,19 @@ def _capture_app(folder: Path, run_config: dict) -> Path:
     return folder
 
 
-def _run(root: Path, overrides: dict | None = None, rounds: int = 1) -> CapturedRun:
+def _run(
+    root: Path,
+    overrides: dict | None = None,
+    rounds: int = 1,
+    sites: tuple[str, ...] = SITES,
+    make_data=None,
+) -> CapturedRun:
     data, run_dir, capture = root / "data", root / "run", root / "captured"
-    write_federation(data, n_sites=len(SITES), seed=DATA_SEED, preset="tiny")
-    add_nifti_cases(data / REPORTING, 6, REPORTING_CASES - 6, seed=DATA_SEED, name=REPORTING)
+    if make_data is None:
+        write_federation(data, n_sites=len(sites), seed=DATA_SEED, preset="tiny")
+        add_nifti_cases(data / REPORTING, 6, REPORTING_CASES - 6, seed=DATA_SEED, name=REPORTING)
+    else:
+        make_data(data)
     plan = plan_simulation(data, run_dir, rounds=rounds, preset="tiny", seed=1)
     run_config = {
         **plan.run_config,
@@ -108,13 +144,13 @@ def _run(root: Path, overrides: dict | None = None, rounds: int = 1) -> Captured
         "capture-dir": str(capture),
         **(overrides or {}),
     }
-    for index, site in enumerate(SITES):
+    for index, site in enumerate(sites):
         fix_site_secret(run_dir / "sites" / site, 11 + index)
     plan = dataclasses.replace(plan, app_dir=_capture_app(root / "app", run_config), run_config=run_config)
     lines: list[str] = []
     code = run_simulation(plan, lines.append)
     assert code == 0, f"flwr run exit code {code}\n{failure_context(run_dir)}"
-    captured = {site: [] for site in SITES}
+    captured = {site: [] for site in sites}
     for path in sorted(capture.iterdir()):
-        captured[SITES[int(path.name.split("-")[0])]].append((path.name, path.read_bytes()))
+        captured[sites[int(path.name.split("-")[0])]].append((path.name, path.read_bytes()))
     return CapturedRun(data=data, run_dir=run_dir, captured=captured, output="\n".join(lines))

@@ -21,12 +21,15 @@ from models.shared.wire import (
     LOCAL_ONLY_PREFIX,
     N_CASES,
     NUM_EXAMPLES,
+    PERSONALIZED_OVER_LOCAL_PREFIX,
+    PERSONALIZED_PREFIX,
     Record,
     Status,
     Validation,
     baseline_key,
     is_count,
     is_pooled_mean,
+    withholdable,
 )
 from models.weights import save_checkpoint, to_record
 from server_app.report.training_summary import sharp_drops, verdict
@@ -235,3 +238,21 @@ def test_a_model_saved_before_the_norm_layers_were_affine_predicts_as_it_did(tmp
     image = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(new(image), old(image))
+
+
+def test_with_a_personalized_model_the_site_sends_personalized_minus_local_only_paired():
+    policy = reply_policy(5)
+    results = [case(f"c{i}", 0.5, 5.0) for i in range(6)]
+    local = KeptModel.local_only([case(f"c{i}", 0.4, 6.0) for i in range(6)])
+    personalized = KeptModel.personalized([case(f"c{i}", 0.7 + i / 100, 4.0) for i in range(6)])
+    metrics = evaluation_content(results, 0, policy, 7, [local, personalized])[Record.METRICS]
+    key = baseline_key(PERSONALIZED_OVER_LOCAL_PREFIX, "dice", None, "mean")
+    personalized_mean = metrics[baseline_key(PERSONALIZED_PREFIX, "dice", None, "mean")]
+    local_mean = metrics[baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean")]
+    assert metrics[key] == pytest.approx(personalized_mean - local_mean, abs=0.002)
+    low = metrics[baseline_key(PERSONALIZED_OVER_LOCAL_PREFIX, "dice", None, "ci-low")]
+    assert 0 < low <= metrics[key]
+    assert withholdable(key) and not is_pooled_mean(key)
+
+    alone = evaluation_content(results, 0, policy, 7, [local])[Record.METRICS]
+    assert not any(k.startswith(PERSONALIZED_OVER_LOCAL_PREFIX) for k in alone)

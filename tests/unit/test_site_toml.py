@@ -10,8 +10,9 @@ import pytest
 from deploy.kits.contents import KitError, read_kit_settings
 from deploy.kits.operator_files import Release, site_files
 from deploy.kits.release_fab import FabInfo
-from models.shared.node_config import DEFAULT_MIN_REPORT_CASES, DEPLOYED_NODE_CONFIG
+from models.shared.node_config import DEFAULT_MIN_REPORT_CASES, DEPLOYED_NODE_CONFIG, NodeConfig
 from models.shared.run_config import defaults
+from site_app.disclosure.model_sharing import shares_local_model
 from site_app.disclosure.policy import DisclosurePolicy
 from site_app.settings.identity import site_paths
 from site_app.settings.run_settings import SiteRunSettings
@@ -97,3 +98,18 @@ def test_an_unknown_top_level_key_is_refused(tmp_path):
     path.write_text("site-nmae = 'x'\n")
     with pytest.raises(ValueError, match="unknown key or section 'site-nmae'"):
         read_site_settings(path)
+
+
+def test_a_sites_consent_to_share_its_local_model_is_off_as_shipped_and_reaches_the_clientapp(tmp_path):
+    settings = SiteRunSettings.from_run_config(defaults())
+    shipped = read_kit_settings(kit_site_toml(tmp_path), SITE).node_config()
+    assert shipped[NodeConfig.SHARE_LOCAL_MODEL] is False
+    assert not shares_local_model(shipped, settings, SITE)
+
+    key = NodeConfig.SHARE_LOCAL_MODEL
+    consenting = kit_site_toml(tmp_path, **{key: f"{key} = true"})
+    assert shares_local_model(read_kit_settings(consenting, SITE).node_config(), settings, SITE)
+
+    wrong = kit_site_toml(tmp_path, **{key: f'{key} = "yes"'})
+    with pytest.raises(KitError, match=key):
+        read_kit_settings(wrong, SITE)
