@@ -119,6 +119,7 @@ def test_all_checks_pass_against_the_coordinator_certificate(kit, federation, tm
         "approved apps",
         "CA certificate",
         "flwr version",
+        "disclosure thresholds",
         "data folder",
         "work folder",
         "coordinator",

@@ -95,7 +95,8 @@ def fill_site_toml(kit_dir: Path, data: Path, work: Path, private_key: Path | No
         elif line.startswith("i-understand ="):
             line = "i-understand = true"  # confirms the two thresholds above, below their defaults
         lines.append(line)
-    lines += ["[limits]", *(f"{key} = 1" for key in TINY_LOWER_BOUNDS)]
+    if "[limits]" not in lines:  # a copied kit may have been filled already
+        lines += ["[limits]", *(f"{key} = 1" for key in TINY_LOWER_BOUNDS)]
     site_toml.write_text("\n".join(lines) + "\n")
 
 
