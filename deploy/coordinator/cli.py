@@ -82,7 +82,7 @@ def coordinator_start(kit: CoordinatorKitOption) -> None:
     Fleet API through nginx; revoked sites are not registered. Needs the CA certificate, never its key. In the
     foreground until Ctrl-C or SIGTERM (the first stops it within seconds, a second at once; exit 0).
     """
-    from deploy.coordinator.serve import serve_coordinator
+    from deploy.coordinator.serving import serve_coordinator
 
     serve_coordinator(kit)
 

@@ -1,7 +1,7 @@
 """A site's commands that need its kit: `oncofed site start` and `oncofed site check` (the site's approvals and
 key: deploy/site/approval_cli.py).
 
-Each reads its options and calls one function: deploy/site/site_check.py, deploy/site/serve.py. `oncofed_cli` puts
+Each reads its options and calls one function: deploy/site/site_check.py, deploy/site/joining.py. `oncofed_cli` puts
 these in the `site` group beside site_app's commands. The kit, TLS and data modules load when a command runs, never
 when `oncofed` starts.
 """
@@ -91,6 +91,6 @@ def site_start(kit: SiteKitOption) -> None:
     coordinator is lost and when it answers again (Flower keeps retrying). Exit 5 (refused) when the coordinator
     does not accept this site's key (not registered, or revoked).
     """
-    from deploy.site.serve import serve_site
+    from deploy.site.joining import join_federation
 
-    serve_site(kit)
+    join_federation(kit)

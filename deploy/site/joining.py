@@ -24,7 +24,7 @@ NOT_FATAL_AT_START = {"connection-refused", "timeout", "name-unresolved", "unrea
 REFUSED_PROBLEMS = {"key-refused", "unregistered"}
 
 
-def serve_site(kit_dir: Path) -> None:
+def join_federation(kit_dir: Path) -> None:
     """Check the kit, connect the site and keep it connected until Ctrl-C or SIGTERM."""
     console = Console(highlight=False, soft_wrap=True)
     site = checked_kit(kit_dir)
