@@ -5,8 +5,6 @@ tell how the run ended. Ctrl-C or SIGTERM stop only the streaming `flwr run`: th
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-
 from deploy.coordinator.console import print_refusals
 from deploy.coordinator.run_submission import (
     CoordinatorNotRunning,
@@ -21,6 +19,7 @@ from deploy.kits.contents import CONNECTION, KitError, read_coordinator_kit
 from deploy.kits.release_fab import FabError
 from deploy.processes import stop_on_signals
 from models.shared.exit_codes import CommandError, ExitCode, errors_as
+from models.shared.terminal import make_console
 from server_app.report.site_table import evaluations, site_table
 from server_app.run_record.run_folder import (
     COMPLETED,
@@ -51,7 +50,7 @@ class RunRequest:
 def run_federation(request: RunRequest) -> None:
     """Submit the run, print its log as it comes, then its per-site results; CommandError when it did not end
     with results (REFUSED when every site refused the app)."""
-    console = Console(highlight=False, soft_wrap=True)
+    console = make_console(highlight=False, soft_wrap=True)
     with stop_on_signals("`flwr run` (the run goes on at the coordinator)"):
         plan = plan_submission(request)
         log_path = plan.run_dir / "logs" / "flwr-run.log"
@@ -102,7 +101,7 @@ def plan_submission(request: RunRequest) -> RunPlan:
 def check_outcome(request: RunRequest, plan: RunPlan, code: int) -> None:
     """REFUSED when every site refused the app, FAILED (saying how to go on) unless the run completed."""
     records = read_metrics(plan.run_dir)
-    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    errors = make_console(stderr=True, highlight=False, soft_wrap=True)
     if print_refusals(errors, read_refusals(plan.run_dir)) and not evaluations(records):
         raise CommandError(
             f"no site runs this app (sha256 {plan.app.sha256}): every site refused it. Each site must approve "

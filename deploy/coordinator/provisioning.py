@@ -3,14 +3,13 @@ public keys; a bad spec, key or kit is BAD_INPUT, a wheel that could not be buil
 
 from pathlib import Path
 
-from rich.console import Console
-
 from deploy.coordinator.console import added_sites, print_provision_report
 from deploy.kits.contents import KitError
 from deploy.kits.federation_spec import SpecError, read_spec
 from deploy.kits.provision import provision
 from deploy.kits.release_fab import FabError
 from models.shared.exit_codes import ExitCode, errors_as
+from models.shared.terminal import make_console
 
 
 def provision_federation(
@@ -28,4 +27,4 @@ def provision_federation(
         errors_as(ExitCode.BAD_INPUT, SpecError, KitError, FabError),
     ):
         report = provision(read_spec(spec), out, ca, added_sites(add_site, public_key), generate_site_keys)
-    print_provision_report(Console(highlight=False, soft_wrap=True), report, out)
+    print_provision_report(make_console(highlight=False, soft_wrap=True), report, out)

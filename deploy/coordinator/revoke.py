@@ -2,18 +2,17 @@
 
 from pathlib import Path
 
-from rich.console import Console
-
 from deploy.coordinator.revocation import mark_revoked
 from deploy.coordinator.site_registry import RegistryError, coordinator_answers, site_registry
 from deploy.kits.contents import KitError, read_coordinator_kit
 from models.shared.exit_codes import CommandError, ExitCode, errors_as
+from models.shared.terminal import make_console
 
 
 def revoke_site(kit_dir: Path, site: str, reason: str) -> None:
     """Record the site as revoked in the kit (no start registers it again), then unregister its key on the running
     SuperLink, if one runs: the site is refused at its next request."""
-    console = Console(highlight=False, soft_wrap=True)
+    console = make_console(highlight=False, soft_wrap=True)
     with errors_as(ExitCode.BAD_INPUT, KitError):
         kit = read_coordinator_kit(kit_dir)
         revocation = mark_revoked(kit, site, reason)

@@ -7,7 +7,6 @@ command OK (how a service is stopped), or until one of the two exits on its own,
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.text import Text
 
 from deploy.coordinator.console import print_running_coordinator
@@ -15,15 +14,16 @@ from deploy.coordinator.start import RunningCoordinator, certificate_warnings, s
 from deploy.kits.contents import KitError, read_coordinator_kit
 from deploy.processes import ProcessGroup, StartedProcess, stop_on_signals, tail
 from models.shared.exit_codes import CommandError, ExitCode, errors_as
+from models.shared.terminal import make_console
 
 
 def serve_coordinator(kit_dir: Path) -> None:
     """Start the coordinator from its kit, say what runs where, and keep it running until Ctrl-C or SIGTERM."""
-    console = Console(highlight=False, soft_wrap=True)
+    console = make_console(highlight=False, soft_wrap=True)
     with errors_as(ExitCode.BAD_INPUT, KitError):
         kit = read_coordinator_kit(kit_dir)
         warnings = certificate_warnings(kit)
-    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    errors = make_console(stderr=True, highlight=False, soft_wrap=True)
     for warning in warnings:
         errors.print(Text.assemble(("warning:", "yellow"), " ", warning))
     try:

@@ -16,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -26,6 +25,7 @@ from deploy.flower_env import flower_executable
 from deploy.kits.contents import CONNECTION, CoordinatorKit, KitError, read_coordinator_kit
 from models.shared.exit_codes import ExitCode, errors_as
 from models.shared.run_config import NUM_SERVER_ROUNDS
+from models.shared.terminal import make_console
 from server_app.run_record.run_folder import (
     COMPLETED,
     CONFIG_FILE,
@@ -183,7 +183,7 @@ def show_status(kit_dir: Path) -> None:
         kit = read_coordinator_kit(kit_dir)
     with errors_as(ExitCode.FAILED, CoordinatorNotRunning):
         sites, flower = site_states(kit), flower_runs(kit)
-    console = Console(highlight=False)
+    console = make_console(highlight=False)
     table = Table("site", "status", "last seen", "node", title=f"Sites of federation {kit.federation!r}")
     for site in sites:
         node = "" if site.node_id is None else str(site.node_id)

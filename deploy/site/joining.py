@@ -18,6 +18,7 @@ from deploy.site.launcher import SiteStartError, connect, record_session, wait_f
 from deploy.site.link import LinkWatch
 from deploy.site.preflight import check_kit
 from models.shared.exit_codes import CommandError, ExitCode
+from models.shared.terminal import make_console
 
 NOT_FATAL_AT_START = {"connection-refused", "timeout", "name-unresolved", "unreachable"}
 """Coordinator not reachable yet: the SuperNode keeps trying, so `site start` goes on."""
@@ -26,7 +27,7 @@ REFUSED_PROBLEMS = {"key-refused", "unregistered"}
 
 def join_federation(kit_dir: Path) -> None:
     """Check the kit, connect the site and keep it connected until Ctrl-C or SIGTERM."""
-    console = Console(highlight=False, soft_wrap=True)
+    console = make_console(highlight=False, soft_wrap=True)
     site = checked_kit(kit_dir)
     console.print(
         f"Site {site.site_name!r} (federation {site.federation!r}) connecting to {site.settings.coordinator}\n"
@@ -49,7 +50,7 @@ def join_federation(kit_dir: Path) -> None:
 def checked_kit(kit_dir: Path) -> SiteKit:
     """The site kit, once its pre-flight found nothing fatal (each finding that is not ok is said on stderr)."""
     results = check_kit(kit_dir)
-    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    errors = make_console(stderr=True, highlight=False, soft_wrap=True)
     for result in results:
         if result.status != "ok":
             errors.print(Text.assemble((f"{result.check}:", "yellow"), " ", result.message))

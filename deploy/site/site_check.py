@@ -12,6 +12,7 @@ from rich.text import Text
 from deploy.kits.contents import SITE_FILE, read_site_kit
 from deploy.site.preflight import CheckResult, check_kit
 from models.shared.exit_codes import CommandError, ExitCode, errors_as
+from models.shared.terminal import make_console
 from site_app.tools.data_check import DataCheck, DataCheckError, check_site_data, print_report
 
 
@@ -28,7 +29,7 @@ def check_site(
     fails, NO_USABLE_DATA when no case is usable."""
     if kit is not None:
         results = check_kit(kit)
-        print_checks(results, Console(stderr=as_json))
+        print_checks(results, make_console(stderr=as_json))
         failed = [result for result in results if result.status == "error"]
         if failed:
             raise CommandError(
@@ -43,9 +44,7 @@ def check_site(
     if as_json:
         print(json.dumps(check.inventory.to_json(), indent=1))
     else:
-        out = Console(soft_wrap=True)
-        # A file or a pipe (a log, a ticket): wide enough not to cut case ids.
-        print_report(out if out.is_terminal else Console(soft_wrap=True, width=160), check)
+        print_report(make_console(soft_wrap=True), check)
     if not check.inventory.usable:
         raise CommandError(
             f"no usable case in {data}; {check.path} says why each case was excluded", ExitCode.NO_USABLE_DATA
@@ -54,7 +53,7 @@ def check_site(
 
 def check_data(data: Path, work: Path, manifest: Path | None, config: Path | None) -> DataCheck:
     """The data check with a progress bar on stderr (when it is a terminal)."""
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with (
         errors_as(ExitCode.BAD_INPUT, DataCheckError),

@@ -5,8 +5,6 @@ the same file before it starts any app)."""
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.console import Console
-
 from deploy.kits.app_approval import (
     ApprovalError,
     approval_of,
@@ -19,13 +17,14 @@ from deploy.kits.contents import APPROVED_APPS_FILE, KIT_FILE, KitError, read_to
 from deploy.kits.release_fab import FabError, FabInfo, read_fab
 from deploy.kits.site_keys import KeygenError, generate_site_keys
 from models.shared.exit_codes import CommandError, ExitCode, errors_as
+from models.shared.terminal import make_console
 
 
 def make_key_pair(out: Path, comment: str) -> None:
     """Write the site's key pair into `out` and say which half goes where."""
     with errors_as(ExitCode.BAD_INPUT, KeygenError):
         pair = generate_site_keys(out, comment)
-    Console(highlight=False, soft_wrap=True).print(
+    make_console(highlight=False, soft_wrap=True).print(
         f"Private key: {pair.private} (mode 0600): keep it here; set site.toml's private-key to it.\n"
         f"Public key:  {pair.public}: send this file to the coordinator.\n"
         f"Fingerprint: {pair.fingerprint} (confirm it with the coordinator by phone or another channel).",
@@ -47,7 +46,7 @@ def site_allow_list(kit: Path) -> Path:
 def approve_app(kit: Path, fab: Path, ask: Callable[[str], bool] | None) -> None:
     """Show what the app holds, then add its hash to the allow-list once `ask` agrees (None: approved without
     asking); REFUSED when declined."""
-    console = Console(highlight=False, soft_wrap=True)
+    console = make_console(highlight=False, soft_wrap=True)
     allow_list = site_allow_list(kit)
     with errors_as(ExitCode.BAD_INPUT, FabError):
         _, info = read_fab(fab)
@@ -78,7 +77,7 @@ def app_listing(fab: Path, info: FabInfo) -> str:
 
 def list_approved_apps(kit: Path) -> None:
     """Print the apps the site runs, with who approved them and when."""
-    console = Console(highlight=False, soft_wrap=True)
+    console = make_console(highlight=False, soft_wrap=True)
     allow_list = site_allow_list(kit)
     with errors_as(ExitCode.BAD_INPUT, ApprovalError):
         apps = read_allow_list(allow_list)
@@ -100,7 +99,7 @@ def revoke_app(kit: Path, sha256: str) -> None:
     allow_list = site_allow_list(kit)
     with errors_as(ExitCode.BAD_INPUT, ApprovalError):
         removed = revoke(allow_list, sha256)
-    Console(highlight=False, soft_wrap=True).print(
+    make_console(highlight=False, soft_wrap=True).print(
         f"Removed {removed.publisher}/{removed.name} {removed.version} (sha256 {removed.sha256}) from {allow_list}.",
         markup=False,
     )

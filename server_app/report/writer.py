@@ -12,11 +12,11 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from models.shared.atomic import atomic_write_json, atomic_write_text
 from models.shared.exit_codes import CommandError, ExitCode, errors_as
+from models.shared.terminal import make_console
 from models.shared.wire import EVALUATE_STATUSES, Status
 from server_app.report.content import report_data
 from server_app.report.html_page import render_report
@@ -55,11 +55,13 @@ def rebuild_report(run_dir: Path, out: Path | None) -> None:
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with (
         errors_as(ExitCode.NO_USABLE_DATA, FileNotFoundError),  # no validated round in the folder
-        Progress(*columns, console=Console(stderr=True), transient=True) as progress,
+        Progress(*columns, console=make_console(stderr=True), transient=True) as progress,
     ):
         progress.add_task(f"writing the report of {run_dir}", total=None)
         files = write_report(run_dir, out)
-    Console().print(f"Report: {files.html}\nData: {files.json}, {files.csv}", highlight=False, soft_wrap=True)
+    make_console().print(
+        f"Report: {files.html}\nData: {files.json}, {files.csv}", highlight=False, soft_wrap=True
+    )
 
 
 def metrics_csv(records: list[dict], data: dict) -> str:

@@ -28,7 +28,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from rich.console import Console
 
 from data_prep import intensity
 from data_prep.transforms import PipelineSettings, PreprocessSettings, preprocessing_steps
@@ -49,6 +48,7 @@ from models.presets import NETWORK, network_arguments
 from models.shared.exit_codes import ExitCode, errors_as
 from models.shared.labels import LABEL_NAMES, NUM_CLASSES
 from models.shared.run_config import TRAINING_SETTINGS
+from models.shared.terminal import make_console
 from site_app.learning.personalize import META_PERSONALIZED_FROM, META_ROLE, model_description, model_role
 from site_app.learning.validation import SLIDING_WINDOW
 from site_app.tools.model_choice import command_model
@@ -331,7 +331,7 @@ def export_model(model: Path | None, work: Path | None, use_global: bool, out: P
     with errors_as(ExitCode.BAD_INPUT, ModelSourceError, FileExistsError):
         chosen = command_model(model, work, use_global)
         folder = export_bundle(chosen.source, out)
-    Console(stderr=True).print(
+    make_console(stderr=True).print(
         f"Bundle written: {folder} ({chosen.note}: model {chosen.source.sha256}); run it with\n"
         f"  python -m monai.bundle run --config_file {folder}/configs/inference.json --bundle_root {folder}"
         " --dataset_dir IMAGES --output_dir LABELS",

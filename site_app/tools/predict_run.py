@@ -25,7 +25,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from data_prep.dicom.seg_writer import Algorithm, NoSegment, write_prediction_seg
@@ -39,6 +38,7 @@ from data_prep.volume import Volume
 from models.model_source import ModelSource, ModelSourceError
 from models.shared.atomic import atomic_write_text
 from models.shared.exit_codes import CommandError, ExitCode, errors_as
+from models.shared.terminal import make_console
 from site_app.learning.personalize import META_PERSONALIZED_FROM, model_role
 from site_app.learning.validation import SLIDING_WINDOW
 from site_app.settings.site_file import SiteSettingsError, read_site_settings
@@ -108,7 +108,7 @@ def predict_studies(
         else:
             found = discover(data, ingest, require_label=False)
     source = chosen.source
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = make_console(stderr=True, highlight=False, soft_wrap=True)
     err.print(f"Model: {chosen.note}: {chosen.path}", markup=False)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:

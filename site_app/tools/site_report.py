@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from data_prep.errors import SiteDataError
 from models.presets import build_model
 from models.shared.atomic import atomic_write_text
 from models.shared.exit_codes import CommandError, ExitCode, errors_as
+from models.shared.terminal import make_console
 from models.shared.wire import COUNTS, METRICS, region_key
 from models.weights import load_checkpoint
 from site_app.learning.metrics import metric_settings
@@ -85,14 +85,14 @@ def report_site(work: Path, model: Path | None) -> None:
     with (
         errors_as(ExitCode.NO_USABLE_DATA, FileNotFoundError),
         errors_as(ExitCode.BAD_INPUT, SiteDataError),
-        Progress(*columns, console=Console(stderr=True), transient=True) as progress,
+        Progress(*columns, console=make_console(stderr=True), transient=True) as progress,
     ):
         task = progress.add_task("validating cases", total=None)
         files = write_site_report(
             work, model, lambda done, total: progress.update(task, completed=done, total=total)
         )
     failed = f", {files.n_failed} could not be validated (listed in the report)" if files.n_failed else ""
-    Console().print(
+    make_console().print(
         f"{files.n_cases} cases{failed}\nReport (stays at this site): {files.html}\nPer case: {files.csv}",
         highlight=False,
         soft_wrap=True,
