@@ -20,7 +20,6 @@ from common import (
     RoundClock,
     RunMemory,
     coordinator_identity,
-    flower_processes,
     follow,
     markdown_table,
     out_folder,
@@ -33,14 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from data_prep.synth.federation import write_federation
 from deploy.flower_env import app_directory, flower_env, flower_executable, toml_value, write_connection
-from deploy.processes import (
-    StartedProcess,
-    free_port,
-    sigterm_as_interrupt,
-    start_process,
-    stop_trees,
-    wait_for_health,
-)
+from deploy.processes import ProcessGroup, free_port, stop_on_signals, wait_for_health
 from deploy.simulation.launch import SimulationPlan, failure_context, run_simulation
 from deploy.simulation.plan import plan_simulation
 from models.presets import build_model
@@ -111,12 +103,12 @@ def simulated(plan: SimulationPlan) -> tuple[dict[int, float], RunMemory]:
     return clock.durations(), memory
 
 
-def start_deployment(data: Path, run_dir: Path, started: list[StartedProcess]) -> int:
-    """An insecure SuperLink and one SuperNode per site on free loopback ports, each with its own FLWR_HOME;
-    every process is appended to `started` as soon as it exists. Returns the SuperLink's port."""
+def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup) -> int:
+    """An insecure SuperLink and one SuperNode per site on free loopback ports, each with its own FLWR_HOME, in
+    `processes` (which stops them). Returns the SuperLink's port."""
     logs = run_dir / "logs"
     port = free_port()
-    superlink = start_process(
+    superlink = processes.start(
         "flower-superlink",
         [
             flower_executable("flower-superlink"),
@@ -132,64 +124,53 @@ def start_deployment(data: Path, run_dir: Path, started: list[StartedProcess]) -
         flower_env(run_dir / "superlink-home"),
         logs / "superlink.log",
     )
-    started.append(superlink)
     wait_for_health(superlink, f"http://127.0.0.1:{port}/health")
     for folder in site_folders(data):
         site_dir = run_dir / "sites" / folder.name
         config = " ".join(f"{k}={toml_value(v)}" for k, v in node_config(folder, site_dir / "work").items())
-        started.append(
-            start_process(
-                f"flower-supernode {folder.name}",
-                [
-                    flower_executable("flower-supernode"),
-                    "--insecure",
-                    "--superlink",
-                    f"127.0.0.1:{port}",
-                    "--port",
-                    str(free_port()),
-                    "--node-config",
-                    config,
-                ],
-                flower_env(site_dir / "flwr-home"),
-                logs / f"supernode-{folder.name}.log",
-            )
+        processes.start(
+            f"flower-supernode {folder.name}",
+            [
+                flower_executable("flower-supernode"),
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{port}",
+                "--port",
+                str(free_port()),
+                "--node-config",
+                config,
+            ],
+            flower_env(site_dir / "flwr-home"),
+            logs / f"supernode-{folder.name}.log",
         )
     return port
 
 
 def deployed(data: Path, run_dir: Path, overrides: dict[str, object]) -> tuple[dict[int, float], RunMemory]:
     """A loopback deployment runs the app with `flwr run`; every process started is stopped, also on failure."""
-    started: list[StartedProcess] = []
     clock = RoundClock()
-    try:
-        with RunMemory(run_dir) as memory:
-            port = start_deployment(data, run_dir, started)
-            cli_home = run_dir / "cli-home"
-            env = flower_env(cli_home)
-            write_connection(cli_home, CONNECTION, f"127.0.0.1:{port}")
-            config_file = cli_home / "run-config.toml"
-            config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items()), "utf-8")
-            runner = start_process(
-                "flwr run",
-                [
-                    flower_executable("flwr"),
-                    "run",
-                    str(app_directory()),
-                    CONNECTION,
-                    "--stream",
-                    "--run-config",
-                    str(config_file),
-                ],
-                env,
-                run_dir / "logs" / "flwr-run.log",
-            )
-            started.append(runner)
-            code = follow(runner, clock.on_line, timeout_s=RUN_TIMEOUT_S)
-    finally:
-        # together, with any that left our tree (they still carry our FLWR_HOME): one grace period for all
-        stop_trees([p.pid for p in reversed(started)] + flower_processes(run_dir))
-        for process in started:
-            process.popen.wait(timeout=5)
+    with RunMemory(run_dir) as memory, ProcessGroup() as processes:
+        port = start_deployment(data, run_dir, processes)
+        cli_home = run_dir / "cli-home"
+        env = flower_env(cli_home)
+        write_connection(cli_home, CONNECTION, f"127.0.0.1:{port}")
+        config_file = cli_home / "run-config.toml"
+        config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items()), "utf-8")
+        runner = processes.start(
+            "flwr run",
+            [
+                flower_executable("flwr"),
+                "run",
+                str(app_directory()),
+                CONNECTION,
+                "--stream",
+                "--run-config",
+                str(config_file),
+            ],
+            env,
+            run_dir / "logs" / "flwr-run.log",
+        )
+        code = follow(runner, clock.on_line, timeout_s=RUN_TIMEOUT_S)
     if code != 0:
         raise RuntimeError(f"deployment run failed (exit {code}):\n{failure_context(run_dir)}")
     return clock.durations(), memory
@@ -232,7 +213,7 @@ def main() -> None:
     compute: dict[str, dict[str, tuple[float, float]]] = {}
     rounds_s: dict[str, dict[int, float]] = {}
     memory: dict[str, RunMemory] = {}
-    with sigterm_as_interrupt():
+    with stop_on_signals("the benchmark and every Flower process it started"):
         for (
             mode,
             run,

@@ -15,7 +15,7 @@ from common import RoundClock, RunMemory, markdown_table, out_folder, parse, par
 
 from data_prep.synth.federation import write_federation
 from data_prep.synth.profiles import MAX_SITES
-from deploy.processes import sigterm_as_interrupt
+from deploy.processes import stop_on_signals
 from deploy.simulation.launch import failure_context, run_simulation
 from deploy.simulation.plan import plan_simulation
 
@@ -71,7 +71,7 @@ def main() -> None:
     n_sites = args.sites or (8 if args.quick else 32)
     rounds = args.rounds or (1 if args.quick else 2)
 
-    with sigterm_as_interrupt():
+    with stop_on_signals("the benchmark and every Flower process it started"):
         baseline = simulate(
             write_sites(out / f"data-{BASELINE_SITES}", BASELINE_SITES, args.preset),
             out / f"run-{BASELINE_SITES}",

@@ -1,7 +1,15 @@
-"""Start Flower processes on free ports and stop exactly those, with every process they spawned.
+"""Start Flower processes on free ports and stop exactly those, with every process they spawned, also on Ctrl-C.
 
-Processes are stopped by id: the tree below each started process is read from /proc *before* anything
-is signalled (children are re-parented once their parent dies), then terminated, then killed.
+A command starts its processes in a ProcessGroup. Each is marked (GROUP_ENV in its environment, which every
+descendant inherits) and registered before a signal can interrupt its start. Stopping a group reads /proc: the
+started processes, their descendants and sessions, and every process with the mark (one re-parented away from our
+tree too); all get SIGTERM and share one grace period, whatever is left then gets SIGKILL. Processes are found by
+id and start time, never by name, so a recycled pid is never signalled.
+
+`stop_on_signals` is how a command is stopped: the first Ctrl-C (or SIGTERM, what systemd and Docker send) says
+what stops and unwinds the command like KeyboardInterrupt, so that its groups stop; a second one kills every open
+group at once. A signal that arrives while a start is registered or a group is being stopped never breaks either:
+it takes effect right after.
 """
 
 import os
@@ -12,12 +20,27 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Self
 
-STOP_GRACE_S = 10.0
+STOP_GRACE_S = 8.0
+"""How long processes have to exit after SIGTERM (Flower's sign-off included) before they are killed."""
+KILL_WAIT_S = 3.0
+"""How long to wait for killed processes to be gone."""
+RESCAN_S = 0.5
+"""While stopping, how often /proc is read again for processes started meanwhile (Ray starts workers)."""
+GROUP_ENV = "ONCOFED_PROCESS_GROUP"
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+Proc = tuple[int, int | None]
+"""(pid, start time in clock ticks); a start time of None matches whatever process has the pid now."""
+GONE = -1
+"""The start time of a process that had exited when it was read: only what is left of its session is found."""
 
 
 def free_port() -> int:
@@ -39,31 +62,40 @@ def _proc_stat(pid: int) -> tuple[int, int, int] | None:
     return int(fields[1]), int(fields[19]), int(fields[3])
 
 
+def _has_env(pid: int, item: bytes) -> bool:
+    try:
+        return item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # gone, or not ours
+        return False
+
+
+def _members(roots: Sequence[Proc], mark: str | None = None) -> list[tuple[int, int]]:
+    """(pid, start time) of the running `roots`, their descendants, the rest of the sessions they lead (start_process
+    gives each command its own: a child re-parented because its parent exited is still found) and, with `mark`, every
+    process whose environment holds GROUP_ENV=mark; parents before children. One read of /proc."""
+    stats = {int(e): s for e in os.listdir("/proc") if e.isdigit() and (s := _proc_stat(int(e)))}
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in stats.items():
+        children.setdefault(parent, []).append(pid)
+    live_roots = [pid for pid, start in roots if pid in stats and start in (None, stats[pid][1])]
+    # a session id is not reused while the session exists; a root pid now held by another process is not ours
+    leaders = {pid for pid, start in roots if pid not in stats or start in (None, stats[pid][1])}
+    queue = live_roots + sorted(pid for pid, (_, _, sid) in stats.items() if sid in leaders)
+    if mark is not None:
+        marker = f"{GROUP_ENV}={mark}".encode()
+        queue += sorted(pid for pid in stats if pid != os.getpid() and _has_env(pid, marker))
+    found: dict[int, int] = {}
+    while queue:
+        pid = queue.pop(0)
+        if pid not in found:
+            found[pid] = stats[pid][1]
+            queue.extend(children.get(pid, []))
+    return list(found.items())
+
+
 def process_tree(root: int) -> list[tuple[int, int]]:
-    """(pid, start time) of `root` and all its descendants, parents first; then whatever is left in the session
-    `root` leads (start_process gives each command its own): a child re-parented because its parent exited on
-    its own, like a SuperNode's SuperExec, is still found. A session id is not reused while the session exists."""
-    parents: dict[int, list[int]] = {}
-    starts: dict[int, int] = {}
-    in_session: list[int] = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _proc_stat(int(entry))):
-            parents.setdefault(stat[0], []).append(int(entry))
-            starts[int(entry)] = stat[1]
-            if stat[2] == root:
-                in_session.append(int(entry))
-    tree: list[tuple[int, int]] = []
-    seen: set[int] = set()
-    for start in ([root] if root in starts else []) + sorted(in_session):
-        queue = [start]
-        while queue:
-            pid = queue.pop(0)
-            if pid in seen:
-                continue
-            seen.add(pid)
-            tree.append((pid, starts[pid]))
-            queue.extend(parents.get(pid, []))
-    return tree
+    """(pid, start time) of `root`, its descendants and whatever is left in the session it leads; parents first."""
+    return _members([(root, None)])
 
 
 def _alive(pid: int, start: int) -> bool:
@@ -71,47 +103,68 @@ def _alive(pid: int, start: int) -> bool:
     return stat is not None and stat[1] == start  # same start time: not a recycled pid
 
 
+def _send(processes: Iterable[tuple[int, int]], signum: int) -> None:
+    for pid, start in processes:
+        if _alive(pid, start):
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+
+def _sweep(
+    find: Callable[[], list[tuple[int, int]]], popens: Sequence[subprocess.Popen], grace_s: float
+) -> None:
+    """SIGTERM what `find` returns (children first), and what it finds later on; SIGKILL whatever is left after
+    `grace_s`, or at once after a second Ctrl-C. Returns when nothing is left, or KILL_WAIT_S after the SIGKILL."""
+    with _shielded():
+        deadline = time.monotonic() + grace_s
+        known: set[tuple[int, int]] = set()
+        left: list[tuple[int, int]] = []
+        scanned = 0.0
+        while time.monotonic() < deadline and not _STATE.at_once:
+            if not left or time.monotonic() - scanned >= RESCAN_S:
+                new = [p for p in reversed(find()) if p not in known]
+                scanned = time.monotonic()
+                known.update(new)
+                _send(new, signal.SIGTERM)
+                left += new
+                if not left:
+                    break
+            time.sleep(0.05)
+            _reap(popens)
+            left = [p for p in left if _alive(*p)]
+        kill_deadline = time.monotonic() + KILL_WAIT_S
+        while left := [p for p in {*left, *find()} if _alive(*p)]:
+            _send(left, signal.SIGKILL)
+            if time.monotonic() > kill_deadline:
+                break
+            time.sleep(0.05)
+            _reap(popens)
+        _reap(popens)
+
+
+def _reap(popens: Sequence[subprocess.Popen]) -> None:
+    """Collect the exit status of those that are our children (a zombie is not alive, but stays listed until
+    reaped)."""
+    for popen in popens:
+        popen.poll()
+
+
 def stop_tree(root: int, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM the process and its descendants, SIGKILL what is left after `grace_s`."""
     stop_trees([root], grace_s)
 
 
-def stop_trees(roots: Sequence[int], grace_s: float = STOP_GRACE_S) -> None:
-    """stop_tree for several processes at once: every tree is read before any process is signalled, and all
-    share one grace period, so stopping n processes that ignore SIGTERM takes one grace period, not n."""
-    tree: list[tuple[int, int]] = []
-    for root in roots:
-        tree.extend(p for p in process_tree(root) if p not in tree)
-    for pid, _ in reversed(tree):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_alive(*p) for p in tree):
-        _reap(roots)
-        time.sleep(0.1)
-    for pid, start in tree:
-        if _alive(pid, start):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and any(_alive(*p) for p in tree):
-        _reap(roots)
-        time.sleep(0.05)
-    _reap(roots)
+def stop_trees(roots: Iterable[int], grace_s: float = STOP_GRACE_S) -> None:
+    """stop_tree for several processes at once: every tree is read before any process is signalled, and all share
+    one grace period, so stopping n processes that ignore SIGTERM takes one grace period, not n."""
+    pinned = [_pin(pid) for pid in roots]
+    _sweep(lambda: _members(pinned), [], grace_s)
 
 
-def _reap(pids: Sequence[int]) -> None:
-    """Collect the exit status of those of `pids` that are our children (a zombie is not alive, but stays listed
-    until reaped)."""
-    for pid in pids:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+def _pin(pid: int) -> tuple[int, int]:
+    """The process with this pid now (its start time), so that a later read never takes a recycled pid for it."""
+    stat = _proc_stat(pid)
+    return pid, GONE if stat is None else stat[1]
 
 
 @dataclass
@@ -121,14 +174,18 @@ class StartedProcess:
     name: str
     popen: subprocess.Popen
     log_path: Path
+    start: int = GONE
+    """Its start time in clock ticks."""
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
-    def stop(self) -> None:
-        stop_tree(self.pid)
-        self.popen.wait(timeout=5)
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop this process and every process it spawned (not the rest of its group)."""
+        _sweep(lambda: _members([(self.pid, self.start)]), [self.popen], grace_s)
+        with suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=1)
 
 
 def start_process(
@@ -146,7 +203,120 @@ def start_process(
             cwd=cwd,
             start_new_session=True,
         )
-    return StartedProcess(name=name, popen=popen, log_path=log_path)
+    return StartedProcess(name=name, popen=popen, log_path=log_path, start=_pin(popen.pid)[1])
+
+
+class ProcessGroup:
+    """Processes started together and stopped together, with every process they spawn. As a context manager it
+    stops them when the block ends (done, failed or interrupted)."""
+
+    def __init__(self, grace_s: float = STOP_GRACE_S) -> None:
+        self.mark = uuid.uuid4().hex
+        self.grace_s = grace_s
+        """How long its processes have to exit after SIGTERM."""
+        self.started: list[StartedProcess] = []
+        _OPEN_GROUPS.append(self)
+
+    def start(
+        self, name: str, command: Sequence[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
+    ) -> StartedProcess:
+        """start_process, marked as this group's; registered before a Ctrl-C can interrupt the start."""
+        with _shielded():
+            if self not in _OPEN_GROUPS:  # started again after a stop
+                _OPEN_GROUPS.append(self)
+            process = start_process(name, command, {**env, GROUP_ENV: self.mark}, log_path, cwd)
+            self.started.append(process)
+        return process
+
+    def members(self) -> list[tuple[int, int]]:
+        """(pid, start time) of every running process of the group; parents first."""
+        return _members([(p.pid, p.start) for p in self.started], self.mark)
+
+    def stop(self) -> None:
+        """SIGTERM every process of the group, SIGKILL what is left after its grace period (at once after a second
+        Ctrl-C)."""
+        try:
+            _sweep(self.members, [p.popen for p in self.started], self.grace_s)
+        finally:
+            if self in _OPEN_GROUPS:
+                _OPEN_GROUPS.remove(self)
+
+    def kill(self) -> None:
+        """SIGKILL every process of the group, now."""
+        _send(self.members(), signal.SIGKILL)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+@dataclass
+class _SignalState:
+    what: str = ""
+    received: int = 0
+    shielded: int = 0
+    """Depth of blocks a signal must not break (a start being registered, a stop)."""
+    pending: bool = False
+    """A first signal arrived in such a block: its KeyboardInterrupt is raised when the block ends."""
+    at_once: bool = False
+
+
+_STATE = _SignalState()
+_OPEN_GROUPS: list[ProcessGroup] = []
+"""Groups started and not yet stopped: what a second Ctrl-C kills (signals are process-wide, so is this list)."""
+
+
+@contextmanager
+def _shielded() -> Iterator[None]:
+    _STATE.shielded += 1
+    try:
+        yield
+    finally:
+        _STATE.shielded -= 1
+    if _STATE.shielded == 0 and _STATE.pending:
+        _STATE.pending = False
+        raise KeyboardInterrupt
+
+
+def _say(message: str) -> None:
+    """A line on stderr, written unbuffered: a signal handler may run while the main thread is mid-print."""
+    with suppress(OSError):
+        os.write(2, f"{message}\n".encode())
+
+
+def _on_signal(signum: int, _: FrameType | None) -> None:
+    _STATE.received += 1
+    if _STATE.received == 1:
+        _say(f"stopping {_STATE.what}; press Ctrl-C again to stop at once")
+        if _STATE.shielded:
+            _STATE.pending = True
+            return
+        raise KeyboardInterrupt
+    _STATE.at_once = True
+    _say("stopping at once: killing every process it started")
+    for group in _OPEN_GROUPS:
+        group.kill()
+
+
+@contextmanager
+def stop_on_signals(what: str) -> Iterator[None]:
+    """Inside the block, the first Ctrl-C or SIGTERM says on stderr that `what` stops and unwinds the block like
+    KeyboardInterrupt (every group's stop runs, within one grace period); a second one kills every open group at
+    once. A signal the command was started with ignored (`nohup`, `&` in a script) stays ignored. The previous
+    handlers are restored afterwards."""
+    previous = {signum: signal.getsignal(signum) for signum in INTERRUPT_SIGNALS}
+    _STATE.what, _STATE.received, _STATE.pending, _STATE.at_once = what, 0, False, False
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, _on_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _STATE.pending = _STATE.at_once = False
 
 
 def wait_for_health(
@@ -208,26 +378,11 @@ def follow_log(
                 time.sleep(poll_s)
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Inside the block, `kill <pid>` (SIGTERM, what systemd and Docker send) unwinds like Ctrl-C, so every
-    `finally` that stops processes runs; the previous handler is restored afterwards."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def processes_with_env(key: str, value: str) -> list[int]:
     """Ids of the processes (readable by us) whose environment has key=value."""
     marker = f"{key}={value}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                if marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
+    return [
+        int(e)
+        for e in os.listdir("/proc")
+        if e.isdigit() and int(e) != os.getpid() and _has_env(int(e), marker)
+    ]

@@ -1,8 +1,8 @@
 """`oncofed report RUN_DIR [--out FILE]`: the federation report of a run folder, on demand.
 
 The ServerApp writes the same report at the end of every run; this command rebuilds it from the run folder
-alone (e.g. after an interrupted run, or into another file). The report modules (matplotlib, torch through the
-run folder) load when the command runs, never when `oncofed` starts.
+alone (e.g. after an interrupted run, or into another file): server_app/report/writer.py's `rebuild_report`. The
+report modules (matplotlib, torch through the run folder) load when the command runs, never when `oncofed` starts.
 """
 
 from pathlib import Path
@@ -10,12 +10,13 @@ from typing import Annotated
 
 import typer
 
-from models.shared.exit_codes import ExitCode, fail
+from models.shared.exit_codes import reports_errors
 
 app = typer.Typer()
 
 
 @app.command("report", no_args_is_help=True)
+@reports_errors
 def report(
     run_dir: Annotated[
         Path, typer.Argument(help="Run folder (holds metrics.jsonl) of `oncofed simulate` or a deployed run.")
@@ -31,20 +32,6 @@ def report(
 
     One self-contained HTML page, with report.json and metrics.csv beside it.
     """
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from server_app.report.writer import rebuild_report
 
-    from models.shared.terminal import make_console
-    from server_app.report.writer import write_report
-
-    if not run_dir.is_dir():
-        raise fail(f"run folder {run_dir} does not exist or is not a folder", ExitCode.BAD_INPUT)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    try:
-        with Progress(*columns, console=make_console(stderr=True), transient=True) as progress:
-            progress.add_task(f"writing the report of {run_dir}", total=None)
-            files = write_report(run_dir, out)
-    except FileNotFoundError as error:  # no validated round in the folder
-        raise fail(str(error), ExitCode.NO_USABLE_DATA) from None
-    make_console().print(
-        f"Report: {files.html}\nData: {files.json}, {files.csv}", highlight=False, soft_wrap=True
-    )
+    rebuild_report(run_dir, out)

@@ -7,7 +7,7 @@ import subprocess
 
 from deploy.kits.contents import CoordinatorKit
 from deploy.kits.proxy_config import CONFIG_NAME, write_proxy_config
-from deploy.processes import StartedProcess, start_process, wait_for_health
+from deploy.processes import ProcessGroup, StartedProcess, wait_for_health
 
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
 
@@ -40,9 +40,9 @@ def _nginx_command(kit: CoordinatorKit, *extra: str) -> list[str]:
     ]
 
 
-def start_proxy(kit: CoordinatorKit, env: dict[str, str]) -> StartedProcess:
-    """Write the config, have nginx check it, start nginx in the foreground and wait until /health answers
-    through it (which also proves the TLS hop to the SuperLink)."""
+def start_proxy(kit: CoordinatorKit, env: dict[str, str], processes: ProcessGroup) -> StartedProcess:
+    """Write the config, have nginx check it, start nginx in the foreground (in `processes`, which stops it) and wait
+    until /health answers through it (which also proves the TLS hop to the SuperLink)."""
     write_proxy_config(kit)
     (kit.proxy_folder / "run").mkdir(parents=True, exist_ok=True)
     kit.logs.mkdir(parents=True, exist_ok=True)
@@ -53,15 +53,11 @@ def start_proxy(kit: CoordinatorKit, env: dict[str, str]) -> StartedProcess:
         raise ProxyError(
             f"nginx refused {kit.proxy_folder / CONFIG_NAME}:\n{(check.stderr or check.stdout).strip()[-2000:]}"
         )
-    proxy = start_process("nginx", _nginx_command(kit), env, kit.logs / "proxy.out")
-    try:
-        wait_for_health(
-            proxy,
-            f"https://{kit.public_local_address}/health",
-            timeout_s=30,
-            context=ssl.create_default_context(cafile=str(kit.ca_certificate)),
-        )
-    except BaseException:
-        proxy.stop()
-        raise
+    proxy = processes.start("nginx", _nginx_command(kit), env, kit.logs / "proxy.out")
+    wait_for_health(
+        proxy,
+        f"https://{kit.public_local_address}/health",
+        timeout_s=30,
+        context=ssl.create_default_context(cafile=str(kit.ca_certificate)),
+    )
     return proxy

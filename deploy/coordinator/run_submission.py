@@ -30,7 +30,7 @@ from deploy.coordinator.start import coordinator_env
 from deploy.flower_env import flower_executable, toml_value
 from deploy.kits.contents import CONNECTION, CoordinatorKit
 from deploy.kits.release_fab import FabError, FabInfo, read_fab, unpack_for_submission
-from deploy.processes import follow_log, start_process
+from deploy.processes import ProcessGroup, follow_log
 from models.presets import get_preset
 from models.shared.atomic import atomic_write_text
 from models.shared.run_config import (
@@ -258,25 +258,23 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
             raise FabError(f"{plan.fab} changed while it was being submitted; submit again")
         log_path = logs / "flwr-run.log"
         offset = log_path.stat().st_size if log_path.exists() else 0  # a resumed run appends to its log
-        runner = start_process(
-            "flwr run",
-            [
-                flower_executable("flwr"),
-                "run",
-                str(app_folder / "app"),
-                CONNECTION,
-                "--stream",
-                "--run-config",
-                str(overrides),
-            ],
-            env,
-            log_path,
-        )
-        try:
+        with ProcessGroup() as processes:  # stopped on any exit, Ctrl-C included
+            runner = processes.start(
+                "flwr run",
+                [
+                    flower_executable("flwr"),
+                    "run",
+                    str(app_folder / "app"),
+                    CONNECTION,
+                    "--stream",
+                    "--run-config",
+                    str(overrides),
+                ],
+                env,
+                log_path,
+            )
             follow_log(runner, on_line, offset=offset)
             return runner.popen.wait()
-        finally:
-            runner.stop()
     finally:
         shutil.rmtree(app_folder, ignore_errors=True)
 

@@ -17,7 +17,7 @@ from deploy.coordinator.site_registry import Registration, site_registry
 from deploy.flower_env import flower_env, flower_executable, write_connection
 from deploy.kits import certificates as certs
 from deploy.kits.contents import CONNECTION, CoordinatorKit, KitError
-from deploy.processes import StartedProcess, start_process, wait_for_health
+from deploy.processes import ProcessGroup, StartedProcess, wait_for_health
 
 
 def certificate_warnings(kit: CoordinatorKit) -> list[str]:
@@ -52,10 +52,10 @@ def coordinator_env(kit: CoordinatorKit) -> dict[str, str]:
     return env
 
 
-def start_superlink(kit: CoordinatorKit, env: dict[str, str]) -> StartedProcess:
-    """Start the SuperLink and wait until it answers /health over TLS."""
+def start_superlink(kit: CoordinatorKit, env: dict[str, str], processes: ProcessGroup) -> StartedProcess:
+    """Start the SuperLink (in `processes`, which stops it) and wait until it answers /health over TLS."""
     kit.database.parent.mkdir(parents=True, exist_ok=True)
-    superlink = start_process(
+    superlink = processes.start(
         "flower-superlink",
         [
             flower_executable("flower-superlink"),
@@ -77,15 +77,11 @@ def start_superlink(kit: CoordinatorKit, env: dict[str, str]) -> StartedProcess:
         env,
         kit.logs / "superlink.log",
     )
-    try:
-        wait_for_health(
-            superlink,
-            f"https://{kit.local_address}/health",
-            context=ssl.create_default_context(cafile=str(kit.ca_certificate)),
-        )
-    except BaseException:
-        superlink.stop()
-        raise
+    wait_for_health(
+        superlink,
+        f"https://{kit.local_address}/health",
+        context=ssl.create_default_context(cafile=str(kit.ca_certificate)),
+    )
     return superlink
 
 
@@ -109,24 +105,16 @@ class RunningCoordinator:
     unregistered: list[str]
     """Revoked sites found registered and unregistered at this start."""
 
-    def stop(self) -> None:
-        self.proxy.stop()
-        self.superlink.stop()
+    def exited(self) -> StartedProcess | None:
+        """The SuperLink or nginx if it exited (the coordinator cannot work without either)."""
+        return next((p for p in (self.superlink, self.proxy) if p.popen.poll() is not None), None)
 
 
-def start_coordinator(kit: CoordinatorKit) -> RunningCoordinator:
-    """The running SuperLink and proxy with every active site registered; nothing is left running if a step fails."""
+def start_coordinator(kit: CoordinatorKit, processes: ProcessGroup) -> RunningCoordinator:
+    """The running SuperLink and proxy, started in `processes` (which stops them, also when a step fails), with
+    every active site registered."""
     env = coordinator_env(kit)
-    superlink = start_superlink(kit, env)
-    try:
-        proxy = start_proxy(kit, env)
-    except BaseException:
-        superlink.stop()
-        raise
-    try:
-        unregistered = unregister_revoked(kit)
-        return RunningCoordinator(superlink, proxy, register_sites(kit), unregistered)
-    except BaseException:
-        proxy.stop()
-        superlink.stop()
-        raise
+    superlink = start_superlink(kit, env, processes)
+    proxy = start_proxy(kit, env, processes)
+    unregistered = unregister_revoked(kit)
+    return RunningCoordinator(superlink, proxy, register_sites(kit), unregistered)

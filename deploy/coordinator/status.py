@@ -16,12 +16,16 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from rich.table import Table
+from rich.text import Text
 
-from deploy.coordinator.run_submission import check_coordinator_running, run_id_in
+from deploy.coordinator.run_submission import CoordinatorNotRunning, check_coordinator_running, run_id_in
 from deploy.coordinator.start import coordinator_env
 from deploy.flower_env import flower_executable
-from deploy.kits.contents import CONNECTION, CoordinatorKit
+from deploy.kits.contents import CONNECTION, CoordinatorKit, KitError, read_coordinator_kit
+from models.shared.exit_codes import ExitCode, errors_as
 from models.shared.run_config import NUM_SERVER_ROUNDS
+from models.shared.terminal import make_console
 from server_app.run_record.run_folder import (
     COMPLETED,
     CONFIG_FILE,
@@ -171,3 +175,24 @@ def _run_state(folder: Path, flower: dict[int, dict]) -> RunState:
     if state == RUNNING and not flower_status.startswith(ACTIVE):
         state, note = INTERRUPTED, f"the coordinator stopped during the run; resume with --resume {folder}"
     return RunState(folder, run_id, flower_status, state, f"{'—' if last is None else last}/{planned}", note)
+
+
+def show_status(kit_dir: Path) -> None:
+    """Print every site of the kit's federation and every run folder, each with its state."""
+    with errors_as(ExitCode.BAD_INPUT, KitError):
+        kit = read_coordinator_kit(kit_dir)
+    with errors_as(ExitCode.FAILED, CoordinatorNotRunning):
+        sites, flower = site_states(kit), flower_runs(kit)
+    console = make_console(highlight=False)
+    table = Table("site", "status", "last seen", "node", title=f"Sites of federation {kit.federation!r}")
+    for site in sites:
+        node = "" if site.node_id is None else str(site.node_id)
+        table.add_row(site.site, Text(site.status, SITE_STYLE.get(site.status, "")), site.last_seen, node)
+    console.print(table)
+    runs = run_states(kit, flower)
+    table = Table("run folder", "state", "round", "Flower run", "note", title=f"Runs in {kit.runs}")
+    for run in runs:
+        flower_run = f"{run.flower_run_id} ({run.flower_status})" if run.flower_run_id else run.flower_status
+        state = Text(run.state, RUN_STYLE.get(run.state, ""))
+        table.add_row(run.folder.name, state, run.round, flower_run, Text(run.note))
+    console.print(table if runs else "No runs yet.")

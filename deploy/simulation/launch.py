@@ -2,32 +2,21 @@
 
 We start our own `flower-superlink --simulation` on a free port (rather than letting `flwr run` start its
 detached one on a fixed port, which it never stops), point a connection in our FLWR_HOME at it, submit
-the app, stream its log, and stop every process we started — on success, error or Ctrl-C. Each launch marks the
-environment of what it starts with its own id (LAUNCH_ENV), which every descendant inherits, so clean-up finds
-Ray's processes re-parented away from our tree, and never touches another launch's, even one sharing FLWR_HOME.
+the app, stream its log, and stop every process we started — on success, error or Ctrl-C. The processes are one
+ProcessGroup (deploy/processes.py): Ray's processes, re-parented away from our tree, carry its mark and are stopped
+with the rest, and never another launch's, even one sharing FLWR_HOME.
 """
 
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.flower_env import flower_env, flower_executable, toml_value, write_connection
-from deploy.processes import (
-    StartedProcess,
-    follow_log,
-    free_port,
-    processes_with_env,
-    start_process,
-    stop_trees,
-    tail,
-    wait_for_health,
-)
+from deploy.processes import ProcessGroup, follow_log, free_port, tail, wait_for_health
 from models.shared.atomic import atomic_write_text
 
 CONNECTION = "oncofed-sim"
-LAUNCH_ENV = "ONCOFED_LAUNCH_ID"
 ROUND_LINE = re.compile(r"\[ROUND (\d+)/(\d+)\]")
 
 
@@ -46,12 +35,10 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
     """Run the federation; returns `flwr run`'s exit code. Every process started here is stopped here."""
     flwr_home = plan.run_dir / "flwr-home"
     logs = plan.run_dir / "logs"
-    launch = uuid.uuid4().hex
-    env = {**flower_env(flwr_home), LAUNCH_ENV: launch}
+    env = flower_env(flwr_home)
     port = free_port()
-    started: list[StartedProcess] = []
-    try:
-        superlink = start_process(
+    with ProcessGroup() as processes:
+        superlink = processes.start(
             "flower-superlink",
             [
                 flower_executable("flower-superlink"),
@@ -68,13 +55,12 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
             env,
             logs / "superlink.log",
         )
-        started.append(superlink)
         wait_for_health(superlink, f"http://127.0.0.1:{port}/health")
         write_connection(flwr_home, CONNECTION, f"127.0.0.1:{port}")
         overrides = flwr_home / "run-config.toml"
         atomic_write_text(overrides, "".join(f"{k} = {toml_value(v)}\n" for k, v in plan.run_config.items()))
         offset = (logs / "flwr-run.log").stat().st_size if (logs / "flwr-run.log").exists() else 0  # resumed
-        runner = start_process(
+        runner = processes.start(
             "flwr run",
             [
                 flower_executable("flwr"),
@@ -90,17 +76,8 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
             env,
             logs / "flwr-run.log",
         )
-        started.append(runner)
         follow_log(runner, on_line, offset=offset)
         return runner.popen.wait()
-    finally:
-        # Ray's processes outlive flwr-simulation and are re-parented away from our tree; they still carry this
-        # launch's id, which no other process has. All are stopped together (one grace period, however many
-        # ignore SIGTERM); a second sweep catches any process started while the first was read.
-        stop_trees([p.pid for p in reversed(started)] + processes_with_env(LAUNCH_ENV, launch))
-        stop_trees(processes_with_env(LAUNCH_ENV, launch))
-        for process in started:
-            process.popen.wait(timeout=5)
 
 
 def failure_context(run_dir: Path) -> str:

@@ -24,7 +24,7 @@ from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
 
 from deploy.flower_env import flower_env, flower_executable, toml_value
 from deploy.kits.contents import SiteKit
-from deploy.processes import StartedProcess, follow_log, start_process, tail
+from deploy.processes import ProcessGroup, StartedProcess, follow_log, tail
 from models.shared.atomic import atomic_write_bytes
 
 CONNECTED = re.compile(r"SuperNode ID: (\d+)")
@@ -57,10 +57,6 @@ class RunningSite:
     def pid(self) -> int:
         return self.supernode.pid
 
-    def stop(self) -> None:
-        self.gate.stop()
-        self.supernode.stop()
-
 
 def write_node_config(kit: SiteKit) -> Path:
     """The node config file the ClientApp's `context.node_config` is read from."""
@@ -79,14 +75,14 @@ def write_secret(kit: SiteKit) -> Path:
     return path
 
 
-def start_site(kit: SiteKit) -> RunningSite:
-    """Start the SuperNode and the gate; both are stopped again if either cannot start."""
+def start_site(kit: SiteKit, processes: ProcessGroup) -> RunningSite:
+    """Start the SuperNode and the gate in `processes` (which stops both, also when the gate cannot start)."""
     env = flower_env(kit.flwr_home)
     log_path = kit.logs / "supernode.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
     secret = write_secret(kit)
     runtime = f"127.0.0.1:{kit.settings.runtime_port}"
-    supernode = start_process(
+    supernode = processes.start(
         "flower-supernode",
         [
             flower_executable("flower-supernode"),
@@ -110,30 +106,26 @@ def start_site(kit: SiteKit) -> RunningSite:
         env,
         log_path,
     )
-    try:
-        gate = start_process(
-            "oncofed gate",
-            [
-                sys.executable,
-                "-m",
-                "deploy.site.approval_gate",
-                "--runtime-api-address",
-                runtime,
-                "--superexec-auth-secret-file",
-                str(secret),
-                "--allow-list",
-                str(kit.allow_list),
-                "--site-name",
-                kit.site_name,
-                "--parent-pid",
-                str(supernode.pid),
-            ],
-            env,
-            kit.logs / "gate.log",
-        )
-    except BaseException:
-        supernode.stop()
-        raise
+    gate = processes.start(
+        "oncofed gate",
+        [
+            sys.executable,
+            "-m",
+            "deploy.site.approval_gate",
+            "--runtime-api-address",
+            runtime,
+            "--superexec-auth-secret-file",
+            str(secret),
+            "--allow-list",
+            str(kit.allow_list),
+            "--site-name",
+            kit.site_name,
+            "--parent-pid",
+            str(supernode.pid),
+        ],
+        env,
+        kit.logs / "gate.log",
+    )
     return RunningSite(supernode=supernode, gate=gate, offset=offset)
 
 
@@ -216,22 +208,22 @@ def record_session(kit: SiteKit, state: str, node_id: int | None = None) -> None
 
 
 def connect(
-    kit: SiteKit, say: Callable[[str], None], window_s: float = HEARTBEAT_WINDOW_S
+    kit: SiteKit, processes: ProcessGroup, say: Callable[[str], None], window_s: float = HEARTBEAT_WINDOW_S
 ) -> tuple[RunningSite, int | None]:
-    """Start the site and wait until the coordinator accepts it.
+    """Start the site in `processes` and wait until the coordinator accepts it.
 
     A site whose previous SuperNode ended without signing off (killed, crashed, power cut) is still counted as
     online by the SuperLink until its heartbeat window passes, and Flower refuses to activate it again meanwhile
     with the same answer as for an unknown key. That case is reported as what it is, and the start is retried once
     after the window."""
     previous = read_session(kit)
-    site = start_site(kit)
+    site = start_site(kit, processes)
     try:
         node_id = wait_until_connected(kit, site)
     except SiteStartError as error:
-        site.stop()
         if error.problem != "key-refused" or previous.get("state") != "connected":
             raise
+        processes.stop()
         retry_at = dt.datetime.now() + dt.timedelta(seconds=window_s + 5)
         say(
             f"  restart within Flower's heartbeat window: the coordinator still counts this site's previous "
@@ -240,15 +232,8 @@ def connect(
             f"{retry_at:%H:%M:%S}."
         )
         time.sleep(window_s + 5)
-        site = start_site(kit)
-        try:
-            node_id = wait_until_connected(kit, site)
-        except BaseException:
-            site.stop()
-            raise
-    except BaseException:
-        site.stop()
-        raise
+        site = start_site(kit, processes)
+        node_id = wait_until_connected(kit, site)
     if node_id is not None:
         record_session(kit, "connected", node_id)
     return site, node_id

@@ -1,11 +1,17 @@
-"""The exit codes of every `oncofed` command, and the one way a command fails with one.
+"""The exit codes of every `oncofed` command, and the one door a command fails through.
 
 Scripts that drive OncoFed (cron, systemd units, hospital IT's checks) branch on these, so each code means
 one thing in every command. README.md's "Exit codes" table documents the same codes (tests/unit/test_cli.py
-compares them). Only typer is imported here: every command module imports this at `oncofed` start-up.
+compares them). The function a command calls raises CommandError (`errors_as` turns its domain errors into one);
+`reports_errors` makes that the command's `error:` line and exit code. Only typer is imported here: every command
+module imports this at `oncofed` start-up.
 """
 
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import IntEnum, unique
+from typing import ParamSpec, TypeVar
 
 import typer
 
@@ -51,3 +57,40 @@ def fail(message: str, code: ExitCode) -> typer.Exit:
         Text.assemble(("error:", "bold red"), " ", message)
     )
     return typer.Exit(int(code))
+
+
+class CommandError(Exception):
+    """Why a command could not do what it was asked: its `error:` line and its exit code."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@contextmanager
+def errors_as(code: ExitCode, *errors: type[Exception]) -> Iterator[None]:
+    """Inside the block, any of `errors` becomes a CommandError with its message and `code`."""
+    try:
+        yield
+    except errors as error:
+        raise CommandError(str(error), code) from None
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """A typer command whose CommandError is printed as one `error:` line and ends it with its exit code; a Ctrl-C
+    the command did not handle itself (one that starts nothing, or while Python loads it) is said, with INTERRUPTED."""
+
+    @functools.wraps(command)
+    def reporting(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except CommandError as error:
+            raise fail(str(error), error.code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", ExitCode.INTERRUPTED) from None
+
+    return reporting

@@ -12,7 +12,11 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
 from models.shared.atomic import atomic_write_json, atomic_write_text
+from models.shared.exit_codes import CommandError, ExitCode, errors_as
+from models.shared.terminal import make_console
 from models.shared.wire import EVALUATE_STATUSES, Status
 from server_app.report.content import report_data
 from server_app.report.html_page import render_report
@@ -41,6 +45,23 @@ def write_report(run_dir: Path, out: Path | None = None) -> ReportFiles:
     atomic_write_text(files.html, render_report(data))
     atomic_write_text(html.parent / MODEL_CARD_FILE, model_card(run_dir, data))  # report.html links it
     return files
+
+
+def rebuild_report(run_dir: Path, out: Path | None) -> None:
+    """`oncofed report`: write the report of a run folder (BAD_INPUT when it is no folder, NO_USABLE_DATA when it
+    holds no validated round) with a spinner on stderr, then say where it is."""
+    if not run_dir.is_dir():
+        raise CommandError(f"run folder {run_dir} does not exist or is not a folder", ExitCode.BAD_INPUT)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with (
+        errors_as(ExitCode.NO_USABLE_DATA, FileNotFoundError),  # no validated round in the folder
+        Progress(*columns, console=make_console(stderr=True), transient=True) as progress,
+    ):
+        progress.add_task(f"writing the report of {run_dir}", total=None)
+        files = write_report(run_dir, out)
+    make_console().print(
+        f"Report: {files.html}\nData: {files.json}, {files.csv}", highlight=False, soft_wrap=True
+    )
 
 
 def metrics_csv(records: list[dict], data: dict) -> str:

@@ -42,12 +42,16 @@ from models.model_source import (
     META_ROUND,
     META_SPACING_MM,
     ModelSource,
+    ModelSourceError,
 )
 from models.presets import NETWORK, network_arguments
+from models.shared.exit_codes import ExitCode, errors_as
 from models.shared.labels import LABEL_NAMES, NUM_CLASSES
 from models.shared.run_config import TRAINING_SETTINGS
+from models.shared.terminal import make_console
 from site_app.learning.personalize import META_PERSONALIZED_FROM, META_ROLE, model_description, model_role
 from site_app.learning.validation import SLIDING_WINDOW
+from site_app.tools.model_choice import command_model
 
 SCRIPTS_MODULE = "oncofed_intensity"
 """The bundle's copy of data_prep/intensity.py: scripts/<this>.py."""
@@ -318,3 +322,20 @@ Run on a folder of NIfTI images (offline; needs monai, torch, nibabel):
 TorchScript: `torch.jit.load("models/model.ts")` maps (B, 1, X, Y, Z) images, preprocessed as in
 configs/inference.json, to (B, {NUM_CLASSES}, X, Y, Z) logits.
 """
+
+
+def export_model(model: Path | None, work: Path | None, use_global: bool, out: Path) -> None:
+    """`oncofed export`: write the model (`model`, or the site's choice in its work folder `work`:
+    site_app/tools/model_choice.py) as a bundle in `out` and say how to run it; BAD_INPUT when the model cannot be
+    read or `out` is taken."""
+    with errors_as(ExitCode.BAD_INPUT, ModelSourceError, FileExistsError):
+        chosen = command_model(model, work, use_global)
+        folder = export_bundle(chosen.source, out)
+    make_console(stderr=True).print(
+        f"Bundle written: {folder} ({chosen.note}: model {chosen.source.sha256}); run it with\n"
+        f"  python -m monai.bundle run --config_file {folder}/configs/inference.json --bundle_root {folder}"
+        " --dataset_dir IMAGES --output_dir LABELS",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )

@@ -1,6 +1,5 @@
 """`oncofed export --model MODEL --out DIR` (or `--work WORK` at a site: its personalized model by default,
-site_app/tools/model_choice.py): a model as a MONAI bundle (site_app/tools/bundle_export.py).
-
+site_app/tools/model_choice.py): a model as a MONAI bundle (site_app/tools/bundle_export.py's `export_model`).
 Torch and MONAI load when the command runs, never when `oncofed` starts.
 """
 
@@ -9,12 +8,13 @@ from typing import Annotated
 
 import typer
 
-from models.shared.exit_codes import ExitCode, fail
+from models.shared.exit_codes import reports_errors
 
 app = typer.Typer()
 
 
 @app.command("export", no_args_is_help=True)
+@reports_errors
 def export(
     out: Annotated[
         Path, typer.Option("--out", help="The bundle folder to write (must not exist, or be empty).")
@@ -36,22 +36,6 @@ def export(
     ] = False,
 ) -> None:
     """Export a model as a MONAI bundle: configs, weights, TorchScript, loadable with monai.bundle offline."""
-    from models.model_source import ModelSourceError
-    from models.shared.terminal import make_console
-    from site_app.tools.bundle_export import export_bundle
-    from site_app.tools.model_choice import command_model
+    from site_app.tools.bundle_export import export_model
 
-    try:
-        chosen = command_model(model, work, global_model)
-        source = chosen.source
-        folder = export_bundle(source, out)
-    except (ModelSourceError, FileExistsError) as error:
-        raise fail(str(error), ExitCode.BAD_INPUT) from None
-    make_console(stderr=True).print(
-        f"Bundle written: {folder} ({chosen.note}: model {source.sha256}); run it with\n  python -m monai.bundle run"
-        f" --config_file {folder}/configs/inference.json --bundle_root {folder} --dataset_dir IMAGES"
-        " --output_dir LABELS",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
+    export_model(model, work, global_model, out)

@@ -25,18 +25,24 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from data_prep.dicom.seg_writer import Algorithm, NoSegment, write_prediction_seg
-from data_prep.discovery import CaseFiles, Discovery
-from data_prep.errors import CaseError
+from data_prep.discovery import CaseFiles, Discovery, discover
+from data_prep.errors import CaseError, SiteDataError
 from data_prep.ingest_settings import IngestSettings
+from data_prep.manifest import read_manifest
 from data_prep.nifti import write_label_nifti
 from data_prep.transforms import PipelineSettings
 from data_prep.volume import Volume
-from models.model_source import ModelSource
+from models.model_source import ModelSource, ModelSourceError
 from models.shared.atomic import atomic_write_text
+from models.shared.exit_codes import CommandError, ExitCode, errors_as
+from models.shared.terminal import make_console
 from site_app.learning.personalize import META_PERSONALIZED_FROM, model_role
 from site_app.learning.validation import SLIDING_WINDOW
+from site_app.settings.site_file import SiteSettingsError, read_site_settings
+from site_app.tools.model_choice import command_model
 from site_app.tools.prediction import predict_study
 
 log = logging.getLogger(__name__)
@@ -78,6 +84,62 @@ class PredictionRun:
     @property
     def written(self) -> list[StudyRecord]:
         return [s for s in self.studies if s.status == WRITTEN]
+
+
+def predict_studies(
+    model: Path | None,
+    work: Path | None,
+    use_global: bool,
+    data: Path,
+    out: Path,
+    manifest: Path | None,
+    config: Path | None,
+) -> None:
+    """`oncofed site predict`: check the inputs, predict every study with the model (`model`, or the site's choice
+    in its work folder `work`: site_app/tools/model_choice.py) with a progress bar, and say on stderr which model it
+    is, what was written for each study and why any was not. BAD_INPUT for a model, folder, site.toml or manifest
+    that cannot be used; NO_USABLE_DATA when no study was written."""
+    with errors_as(ExitCode.BAD_INPUT, SiteSettingsError, ModelSourceError, SiteDataError):
+        ingest = read_site_settings(config)
+        check_folders(data, out)
+        chosen = command_model(model, work, use_global)
+        if manifest:
+            found = read_manifest(manifest, data, ingest, require_label=False)
+        else:
+            found = discover(data, ingest, require_label=False)
+    source = chosen.source
+    err = make_console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(f"Model: {chosen.note}: {chosen.path}", markup=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("predicting studies", total=len(found.cases))
+        run = predict_folder(source, found, data, out, ingest, lambda case_id: progress.advance(task))
+    for study in run.studies:
+        if study.status == "written":
+            seg = study.seg or study.seg_note or "no DICOM-SEG (NIfTI study)"
+            err.print(f"{study.case_id}: {study.nifti}; {seg}", markup=False)
+        else:
+            err.print(f"{study.case_id}: not predicted: {study.reason}", markup=False)
+    for entry in run.files_not_used:
+        err.print(f"{entry['path']}: not used: {entry['reason']}", markup=False)
+    summary = (
+        f"{len(run.written)} of {len(run.studies)} studies written with the {chosen.role} model"
+        f" {source.sha256[:19]}…;"
+        f" {len(run.files_not_used)} files not used. Details: {out / PREDICTIONS_FILE}"
+    )
+    if not run.written:
+        raise CommandError(f"no study could be predicted: {summary}", ExitCode.NO_USABLE_DATA)
+    err.print(summary, markup=False)
+
+
+def check_folders(data: Path, out: Path) -> None:
+    """The data folder exists, and the output folder lies outside it (the data folder is only read)."""
+    if not data.is_dir():
+        raise SiteDataError(f"data folder {data} does not exist or is not a folder")
+    if out.absolute().resolve().is_relative_to(data.absolute().resolve()):
+        raise SiteDataError(
+            f"output folder {out} lies inside the data folder {data}, which is only read; choose another --out"
+        )
 
 
 def predict_folder(

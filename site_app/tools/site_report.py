@@ -15,9 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from data_prep.errors import SiteDataError
 from models.presets import build_model
 from models.shared.atomic import atomic_write_text
+from models.shared.exit_codes import CommandError, ExitCode, errors_as
+from models.shared.terminal import make_console
 from models.shared.wire import COUNTS, METRICS, region_key
 from models.weights import load_checkpoint
 from site_app.learning.metrics import metric_settings
@@ -64,6 +68,35 @@ def worst_first(rows: list[CaseRow], regions: Mapping[str, tuple[int, ...]]) -> 
         return (mean_dice(metrics, regions), -max(metrics[f"hd95-{region}"] for region in regions))
 
     return sorted(rows, key=key)
+
+
+def report_site(work: Path, model: Path | None) -> None:
+    """`oncofed site report`: validate with a progress bar on stderr, write the report, say where it is.
+    NO_USABLE_DATA when the site never validated (or its last global model is gone), BAD_INPUT for a missing
+    folder or checkpoint, or when the data folder the site validated on is gone."""
+    if not work.is_dir():
+        raise CommandError(
+            f"work folder {work} does not exist or is not a folder; give the site's work-path",
+            ExitCode.BAD_INPUT,
+        )
+    if model is not None and not model.is_file():
+        raise CommandError(f"model checkpoint {model} does not exist", ExitCode.BAD_INPUT)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with (
+        errors_as(ExitCode.NO_USABLE_DATA, FileNotFoundError),
+        errors_as(ExitCode.BAD_INPUT, SiteDataError),
+        Progress(*columns, console=make_console(stderr=True), transient=True) as progress,
+    ):
+        task = progress.add_task("validating cases", total=None)
+        files = write_site_report(
+            work, model, lambda done, total: progress.update(task, completed=done, total=total)
+        )
+    failed = f", {files.n_failed} could not be validated (listed in the report)" if files.n_failed else ""
+    make_console().print(
+        f"{files.n_cases} cases{failed}\nReport (stays at this site): {files.html}\nPer case: {files.csv}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def write_site_report(

@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import ssl
 import stat
 import subprocess
@@ -50,7 +51,14 @@ from deploy.kits.federation_spec import read_spec
 from deploy.kits.provision import provision
 from deploy.kits.release_fab import build_fab, sha256_hex, unpack_for_submission
 from deploy.kits.site_keys import generate_site_keys
-from deploy.processes import StartedProcess, free_port, process_tree, processes_with_env, start_process
+from deploy.processes import (
+    ProcessGroup,
+    StartedProcess,
+    free_port,
+    process_tree,
+    processes_with_env,
+    start_process,
+)
 from deploy.site.launcher import HEARTBEAT_WINDOW_S, SiteStartError, start_site, wait_until_connected
 from deploy.site.preflight import check_kit
 from models.shared.exit_codes import ExitCode
@@ -591,6 +599,43 @@ def test_revoked_site_is_refused_within_a_heartbeat(deployment):
         assert other.popen.poll() is None
 
 
+STOP_BOUND_S = 20.0
+"""The most a first Ctrl-C may take to stop a site, on a loaded machine."""
+
+
+def test_ctrl_c_stops_a_site_which_signs_off(deployment):
+    """`site start` stops on the first Ctrl-C within the bound, says so and exits OK, leaving no process; having
+    signed off, it connects again at once (a site that did not is refused for a heartbeat window). A second
+    Ctrl-C stops it at once."""
+    kit_dir, _ = deployment.add_site("hospital-stopped", deployment.sites[0])
+    home = deployment.flwr_homes[-1]
+    for attempt, presses in (("first", 1), ("again", 2)):
+        site = start_oncofed(
+            f"site start {attempt}",
+            deployment.root / "logs" / f"hospital-stopped-{attempt}.out",
+            "site",
+            "start",
+            "--kit",
+            str(kit_dir),
+        )
+        deployment.started.append(site)
+        wait_for_line(site, "connected to the coordinator as node")
+        clock = time.monotonic()
+        for _ in range(presses):
+            site.popen.send_signal(signal.SIGINT)
+            wait_for_line(site, "press Ctrl-C again to stop at once", timeout_s=10)
+        assert site.popen.wait(timeout=STOP_BOUND_S) == ExitCode.OK
+        assert time.monotonic() - clock < STOP_BOUND_S
+        output = site.log_path.read_text()
+        assert "Site stopped." in output and "within Flower's heartbeat window" not in output
+        assert ("stopping at once" in output) == (presses == 2)
+        assert processes_with_env("FLWR_HOME", str(home.resolve())) == []
+    revoked = run_oncofed(
+        "coordinator", "revoke", "--kit", str(deployment.coordinator_kit), "--site", "hospital-stopped"
+    )
+    assert revoked.returncode == 0, revoked.stderr  # the later tests' quorum counts only their own sites
+
+
 def test_wrong_ca_fails_with_a_clear_message(deployment, tmp_path):
     """A kit whose CA is not the coordinator's: the pre-flight names it before Flower starts, and a SuperNode
     started anyway is refused by TLS, with the same explanation."""
@@ -608,12 +653,10 @@ def test_wrong_ca_fails_with_a_clear_message(deployment, tmp_path):
     )
 
     kit = read_site_kit(kit_dir)
-    running = start_site(kit)
-    try:
+    with ProcessGroup() as processes:
+        running = start_site(kit, processes)
         with pytest.raises(SiteStartError, match="not signed by this kit's CA"):
             wait_until_connected(kit, running, timeout_s=60)
-    finally:
-        running.stop()
     assert processes_with_env("FLWR_HOME", str(kit.flwr_home.resolve())) == []
 
 

@@ -1,11 +1,26 @@
-"""Stopping what we started: the whole tree, by process id, nothing else."""
+"""Stopping what we started: the whole tree, by process id, nothing else; on Ctrl-C, within one grace period, and
+at once on a second Ctrl-C."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from deploy.processes import follow_log, free_port, process_tree, start_process, stop_tree, stop_trees
+from deploy.processes import (
+    GROUP_ENV,
+    KILL_WAIT_S,
+    follow_log,
+    free_port,
+    process_tree,
+    processes_with_env,
+    start_process,
+    stop_tree,
+    stop_trees,
+)
+
+DRIVER = Path(__file__).resolve().parents[1] / "support" / "interrupt_driver.py"
 
 
 def test_stop_tree_stops_grandchildren_that_ignore_sigterm():
@@ -36,8 +51,8 @@ def test_stop_tree_stops_grandchildren_that_ignore_sigterm():
 
 
 def test_stop_trees_shares_one_grace_period():
-    """`oncofed simulate` stops all it started at once: three processes that ignore SIGTERM are killed after one
-    grace period (one after another, as before, took three and overran a Ctrl-C test's limit under load)."""
+    """Processes stopped together share one grace period: three that ignore SIGTERM are killed after one, not
+    three."""
     stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(600)"
     processes = [
         subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE, start_new_session=True)
@@ -89,3 +104,69 @@ def test_follow_log_ends_when_a_companion_exits(tmp_path):
     finally:
         main.stop()
         companion.stop()
+
+
+def start_driver(mode: str, grace_s: float, tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    """tests/support/interrupt_driver.py in `mode`, once its processes run; with the mark of its group."""
+    driver = subprocess.Popen(
+        [sys.executable, str(DRIVER), mode, str(grace_s), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ready = driver.stdout.readline()
+    assert ready.startswith("ready "), ready + driver.stderr.read()
+    return driver, ready.split()[1]
+
+
+def test_first_ctrl_c_stops_the_group_within_its_grace_period(tmp_path):
+    """The first Ctrl-C says what stops and how to hurry it, then every process of the group is gone after one grace
+    period: the one that ignores SIGTERM and the one only the group's mark finds (re-parented, its own session)."""
+    grace_s = 2.0
+    driver, mark = start_driver("stubborn", grace_s, tmp_path)
+    try:
+        members = processes_with_env(GROUP_ENV, mark)
+        assert len(members) == 2 and set(members) - {pid for pid, _ in process_tree(driver.pid)}
+        clock = time.monotonic()
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=30) == 130
+        elapsed = time.monotonic() - clock
+        assert grace_s <= elapsed < grace_s + KILL_WAIT_S + 2, f"stopped in {elapsed:.1f} s"
+        assert driver.stderr.read().splitlines()[0] == (
+            "stopping the test processes; press Ctrl-C again to stop at once"
+        )
+        assert processes_with_env(GROUP_ENV, mark) == []
+    finally:
+        stop_trees([driver.pid, *processes_with_env(GROUP_ENV, mark)], grace_s=0.5)
+
+
+def test_second_ctrl_c_kills_the_group_at_once(tmp_path):
+    driver, mark = start_driver("stubborn", 60.0, tmp_path)
+    try:
+        driver.send_signal(signal.SIGINT)
+        assert "press Ctrl-C again to stop at once" in driver.stderr.readline()
+        time.sleep(1.0)
+        assert driver.poll() is None, "stopped before its grace period ended"
+        clock = time.monotonic()
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=30) == 130
+        assert time.monotonic() - clock < 5, "the second Ctrl-C did not stop it at once"
+        assert driver.stderr.readline().startswith("stopping at once: killing every process it started")
+        assert processes_with_env(GROUP_ENV, mark) == []
+    finally:
+        stop_trees([driver.pid, *processes_with_env(GROUP_ENV, mark)], grace_s=0.5)
+
+
+def test_a_ctrl_c_while_stopping_neither_breaks_the_stop_nor_is_lost(tmp_path):
+    """A Ctrl-C that arrives while the group stops (here sent by a child as it gets SIGTERM): the stop goes on
+    (the child that ignores SIGTERM is still killed after the grace period), then the command ends interrupted."""
+    grace_s = 2.0
+    driver, mark = start_driver("ctrl-c-while-stopping", grace_s, tmp_path)
+    try:
+        clock = time.monotonic()
+        assert driver.wait(timeout=30) == 130, driver.stdout.read()
+        assert time.monotonic() - clock >= grace_s
+        assert "stopping the test processes" in driver.stderr.read()
+        assert processes_with_env(GROUP_ENV, mark) == []
+    finally:
+        stop_trees([driver.pid, *processes_with_env(GROUP_ENV, mark)], grace_s=0.5)
