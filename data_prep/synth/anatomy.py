@@ -9,6 +9,8 @@ image is the site's offset plus noise. Appearance: per-case texture, the site's 
 offset, and noise, as for the phantom.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -25,11 +27,20 @@ TEXTURE_AMPLITUDE = 0.04
 """Relative amplitude of the per-case tissue texture (three plane waves of 8-20 mm wavelength)."""
 
 
+@dataclass(frozen=True, eq=False)
+class AnatomySample:
+    """One case on a grid, every array of the grid's shape: what is written, and the anatomy it was drawn from."""
+
+    image: np.ndarray  # float32, the site's intensity units
+    label: np.ndarray  # uint8, BraTS labels
+    brain: np.ndarray  # bool, inside the (warped, tumor-displaced) brain
+    white_matter: np.ndarray  # float32 probability, after the tumors' mass effect
+
+
 def render_anatomy(
     profile: SiteProfile, shape: tuple[int, int, int], affine: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """One case on the grid ``(shape, affine)``: ``(image float32, label uint8)``, both of ``shape``; every random
-    draw comes from ``rng``."""
+) -> AnatomySample:
+    """One case on the grid ``(shape, affine)``; every random draw comes from ``rng``."""
     template = load_template()
     tissue = Tissue.of(template)
     for spec in draw_gliomas(template, rng, profile.tumor_radius_mm, count=int(rng.integers(1, 3))):
@@ -42,6 +53,7 @@ def render_anatomy(
     t1 = ndimage.map_coordinates(tissue.t1, voxel, order=1, mode="constant", cval=0.0)
     brain = ndimage.map_coordinates(tissue.brain.astype(np.float32), voxel, order=1, cval=0.0) > 0.5
     label = np.where(brain, ndimage.map_coordinates(tissue.label, voxel, order=0, cval=0), 0).astype(np.uint8)
+    white_matter = ndimage.map_coordinates(tissue.white_matter, voxel, order=1, cval=0.0)
 
     relative = (points - warp.translation_mm.astype(np.float32)) / np.asarray(
         profile.head_semi_axes_mm, dtype=np.float32
@@ -55,7 +67,7 @@ def render_anatomy(
     image = np.float32(WHITE_MATTER_INTENSITY) * t1 * texture * bias
     image = image * np.float32(profile.intensity_scale) + np.float32(profile.intensity_offset)
     image += rng.normal(0.0, profile.noise_sd, size=shape).astype(np.float32)
-    return image.astype(np.float32), label
+    return AnatomySample(image=image.astype(np.float32), label=label, brain=brain, white_matter=white_matter)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

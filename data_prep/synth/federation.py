@@ -52,7 +52,8 @@ def make_case(profile: SiteProfile, index: int, seed: int) -> SynthCase:
     rng = np.random.default_rng([seed, index, *profile.name.encode()])
     shape, affine = sampling_grid(profile)
     if profile.anatomy == "mni152":
-        image, label = render_anatomy(profile, shape, affine, rng)
+        sample = render_anatomy(profile, shape, affine, rng)
+        image, label = sample.image, sample.label
     else:
         image, label = render(random_phantom(profile, rng), shape, affine, rng)
     return SynthCase(
@@ -79,12 +80,15 @@ def write_federation(
         if site_dir.exists() and (not site_dir.is_dir() or any(site_dir.iterdir())):
             raise FileExistsError(f"{site_dir} already exists and is not empty; choose another output folder")
     out.mkdir(parents=True, exist_ok=True)
-    return [_write_site(out, profile, seed, on_case_written) for profile in profiles]
+    return [write_site(out, profile, seed, on_case_written) for profile in profiles]
 
 
-def _write_site(
-    out: Path, profile: SiteProfile, seed: int, on_case_written: Callable[[], None] | None
+def write_site(
+    out: Path, profile: SiteProfile, seed: int, on_case_written: Callable[[], None] | None = None
 ) -> Path:
+    """Write ``profile``'s site folder under ``out`` (staged under a hidden name, renamed when complete); return it.
+
+    The caller has checked that the site folder does not exist or is empty (write_federation does)."""
     staging = out / f".{profile.name}.partial-{os.getpid()}"
     staging.mkdir()
     try:

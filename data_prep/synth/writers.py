@@ -194,12 +194,22 @@ def write_dicom_seg(
         content_label="TUMOR",
         content_description="Brain tumor sub-regions",
     )
-    for keyword in ("InstanceCreation", "Content"):  # highdicom stamps them with the current time
-        setattr(seg, f"{keyword}Date", source_datasets[0].StudyDate)
-        setattr(seg, f"{keyword}Time", source_datasets[0].StudyTime)
+    _make_reproducible(seg, source_datasets[0], uid("dimension-organization"))
     path = _free_name(folder, np.random.default_rng([seed, *study_uid.encode()]))
     seg.save_as(path, enforce_file_format=True)
     return path
+
+
+def _make_reproducible(seg: Dataset, source: Dataset, dimension_organization_uid: str) -> None:
+    """Replace what highdicom draws afresh on every call (the current time, a random UID) with values derived from
+    the source series, so the same seed writes the same SEG bytes."""
+    for keyword in ("InstanceCreation", "Content"):
+        setattr(seg, f"{keyword}Date", source.StudyDate)
+        setattr(seg, f"{keyword}Time", source.StudyTime)
+    for item in seg.get("ContributingEquipmentSequence", []):
+        item.ContributionDateTime = f"{source.StudyDate}{source.StudyTime}"
+    for item in (*seg.DimensionOrganizationSequence, *seg.DimensionIndexSequence):
+        item.DimensionOrganizationUID = dimension_organization_uid
 
 
 def _uid_factory(seed: int, key: str) -> Callable[[str], str]:
