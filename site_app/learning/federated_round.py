@@ -23,6 +23,7 @@ from models.presets import build_model
 from models.transport import encode
 from site_app.learning.local_baseline import LocalBaseline
 from site_app.learning.local_norm import LocalNorm
+from site_app.learning.optimizer_state import AdamState
 from site_app.learning.training import round_seed, seed_everything, train_epochs
 from site_app.learning.validation import CaseEvaluation, validate_cases
 from site_app.settings.node_config import SitePaths
@@ -58,7 +59,8 @@ class SiteRound:
         stream: str,
         proximal_mu: float | None,
     ) -> float:
-        """One round's budget of local training, every random draw seeded from (run seed, round, site, stream)."""
+        """One round's budget of local training, every random draw seeded from (run seed, round, site, stream);
+        Adam carries on from this stream's earlier rounds (site_app.learning.optimizer_state)."""
         seed = round_seed(self.settings.seed, server_round, self.site.name, stream)
         seed_everything(seed)
         dataset = training_dataset(list(items), self.settings.pipeline, self.site.work / "cache", seed=seed)
@@ -71,6 +73,7 @@ class SiteRound:
             device=self.device,
             seed=seed,
             proximal_mu=proximal_mu,
+            optimizer_state=AdamState(self.state_dir, stream, server_round),
         )
 
     def personalized(self, incoming: ArrayRecord) -> torch.nn.Module:
