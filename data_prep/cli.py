@@ -22,34 +22,39 @@ def synth(
         Path, typer.Option("--out", help="Folder to write the site folders into (created if missing).")
     ],
     sites: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--sites", help="Number of sites, 1-26 (hospital-a … hospital-z); the second exports DICOM."
+            "--sites",
+            help="Number of sites, 1-26 (hospital-a … hospital-z); the second exports DICOM. Default: the"
+            " preset's (tiny 2, demo 3, bench 4, anatomy 3).",
+            show_default=False,
         ),
-    ] = 2,
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same federation.")] = 0,
     preset: Annotated[
         str,
         typer.Option(
             "--preset",
-            help="Size of the federation: tiny (tests, seconds) | demo (3 sites) | bench (4 sites).",
+            help="Size of the federation: tiny (tests, seconds) | demo (3 sites) | bench (4 sites) | anatomy"
+            " (the MNI152 brain with grown gliomas, 10 cases per site, ~2 mm, DICOM as MR).",
         ),
     ] = "tiny",
 ) -> None:
     """Write a synthetic multi-hospital federation, one folder per site.
 
-    Sites differ like real hospitals (non-IID): NIfTI or DICOM CT + DICOM-SEG, orientation, spacing,
-    intensities, number of cases. Same seed, same voxels.
+    Sites differ like real hospitals (non-IID): NIfTI or DICOM CT/MR + DICOM-SEG, orientation, spacing,
+    intensities, number of cases. Same seed, same bytes.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from data_prep.synth.federation import write_federation
-    from data_prep.synth.profiles import site_profiles
+    from data_prep.synth.profiles import default_sites, site_profiles
     from models.shared.terminal import make_console
 
     if seed < 0:
         raise fail(f"--seed must be >= 0, got {seed}", ExitCode.BAD_INPUT)
     try:
+        sites = default_sites(preset) if sites is None else sites
         profiles = site_profiles(preset, sites, seed)
     except ValueError as error:
         raise fail(str(error), ExitCode.BAD_INPUT) from None

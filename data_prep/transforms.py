@@ -65,6 +65,9 @@ class PreprocessSettings:
     """The robust intensity range: these quantiles of the volume."""
     head_quantile_samples: int = 200_000
     """The quantiles are taken over about this many evenly strided voxels (exact quantiles are slow)."""
+    head_smoothing_voxels: float = 1.0
+    """SD of the gaussian the image is smoothed with before the head threshold, in voxels at spacing_mm: without
+    it, noisy air around a skull-stripped brain passes the threshold and joins the crop and the z-score."""
     crop_margin_voxels: int = 2
     """Voxels kept around the head's bounding box when cropping."""
     crop_allow_smaller: bool = True
@@ -79,6 +82,8 @@ class PreprocessSettings:
             raise ValueError(f"spacing must be positive, got {self.spacing_mm} mm")
         if self.pad_to < 1:
             raise ValueError(f"pad_to must be at least 1 voxel, got {self.pad_to}")
+        if not self.head_smoothing_voxels >= 0:
+            raise ValueError(f"head_smoothing_voxels must be at least 0, got {self.head_smoothing_voxels}")
         if not 0 < self.head_fraction < 1:
             raise ValueError(f"head_fraction must be between 0 and 1, got {self.head_fraction}")
         low, high = self.head_quantiles
@@ -98,6 +103,7 @@ def intensity_arguments(settings: PreprocessSettings) -> dict[str, object]:
         "fraction": settings.head_fraction,
         "quantiles": settings.head_quantiles,
         "samples": settings.head_quantile_samples,
+        "smoothing": settings.head_smoothing_voxels,
     }
 
 

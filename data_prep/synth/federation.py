@@ -9,7 +9,7 @@ On-disk layout (``oncofed synth --out OUT --sites 3 --preset demo``)::
         ...                              2 edema, 3 enhancing tumor
       hospital-b/                      DICOM: one folder per case
         hospital-b-001/
-          3F9A0C12                       CT slices of one series (int16, rescale slope/intercept) and one
+          3F9A0C12                       CT (MR: anatomy) slices of one series (int16, rescale) and one
           ...                            DICOM-SEG (BINARY, segment number = label value), random file names
       hospital-c/                      NIfTI, like hospital-a
       ...
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.synth.anatomy import render_anatomy
 from data_prep.synth.phantom import random_phantom, render, sampling_grid
 from data_prep.synth.profiles import SiteProfile, site_profiles
 from data_prep.synth.writers import write_dicom_seg, write_dicom_series, write_nifti
@@ -45,12 +46,16 @@ class SynthCase:
 def make_case(profile: SiteProfile, index: int, seed: int) -> SynthCase:
     """Ground truth of case ``index`` (0-based) of ``profile``'s site; depends only on (seed, site name, index).
 
-    The anatomy does not depend on the grid: changing ``profile``'s spacing or orientation resamples the same head.
+    The anatomy does not depend on the grid: changing ``profile``'s spacing or orientation resamples the same head
+    (the phantom's, or the warped MNI152 brain's for the anatomy preset).
     """
     rng = np.random.default_rng([seed, index, *profile.name.encode()])
-    phantom = random_phantom(profile, rng)
     shape, affine = sampling_grid(profile)
-    image, label = render(phantom, shape, affine, rng)
+    if profile.anatomy == "mni152":
+        sample = render_anatomy(profile, shape, affine, rng)
+        image, label = sample.image, sample.label
+    else:
+        image, label = render(random_phantom(profile, rng), shape, affine, rng)
     return SynthCase(
         case_id=f"{profile.name}-{index + 1:03d}",
         image=Volume(array=image, affine=affine),
@@ -75,17 +80,20 @@ def write_federation(
         if site_dir.exists() and (not site_dir.is_dir() or any(site_dir.iterdir())):
             raise FileExistsError(f"{site_dir} already exists and is not empty; choose another output folder")
     out.mkdir(parents=True, exist_ok=True)
-    return [_write_site(out, profile, seed, on_case_written) for profile in profiles]
+    return [write_site(out, profile, seed, on_case_written) for profile in profiles]
 
 
-def _write_site(
-    out: Path, profile: SiteProfile, seed: int, on_case_written: Callable[[], None] | None
+def write_site(
+    out: Path, profile: SiteProfile, seed: int, on_case_written: Callable[[], None] | None = None
 ) -> Path:
+    """Write ``profile``'s site folder under ``out`` (staged under a hidden name, renamed when complete); return it.
+
+    The caller has checked that the site folder does not exist or is empty (write_federation does)."""
     staging = out / f".{profile.name}.partial-{os.getpid()}"
     staging.mkdir()
     try:
         for index in range(profile.n_cases):
-            _write_case(staging, make_case(profile, index, seed), profile.image_format, seed)
+            _write_case(staging, make_case(profile, index, seed), profile, seed)
             if on_case_written is not None:
                 on_case_written()
         site_dir = out / profile.name
@@ -96,13 +104,15 @@ def _write_site(
     return site_dir
 
 
-def _write_case(site_dir: Path, case: SynthCase, image_format: str, seed: int) -> None:
-    if image_format == "nifti":
+def _write_case(site_dir: Path, case: SynthCase, profile: SiteProfile, seed: int) -> None:
+    if profile.image_format == "nifti":
         for sub, volume in (("imagesTr", case.image), ("labelsTr", case.label)):
             (site_dir / sub).mkdir(exist_ok=True)
             write_nifti(site_dir / sub / f"{case.case_id}.nii.gz", volume.array, volume.affine)
     else:
         case_dir = site_dir / case.case_id
         case_dir.mkdir()
-        datasets = write_dicom_series(case_dir, case.image, case_id=case.case_id, seed=seed)
+        datasets = write_dicom_series(
+            case_dir, case.image, case_id=case.case_id, seed=seed, modality=profile.dicom_modality
+        )
         write_dicom_seg(case_dir, datasets, case.label.array, seed=seed)

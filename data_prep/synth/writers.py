@@ -1,12 +1,14 @@
-"""Write synthetic cases the way a hospital would export them: NIfTI files, or a CT series plus a DICOM-SEG.
+"""Write synthetic cases the way a hospital would export them: NIfTI files, or a CT or MR series plus a DICOM-SEG.
 
 The DICOM geometry is the exact inverse of ``data_prep.dicom.series``: slice k of the volume is written with
 ImagePositionPatient = LPS position of voxel (0, 0, k), row direction = affine axis i, column direction = axis j,
 pixel (row j, column i) = voxel (i, j, k). A grid whose axis k points against cross(i, j) therefore reads back
-with k reversed (same voxels in the world). UIDs are derived from the seed, so output is reproducible.
+with k reversed (same voxels in the world). UIDs, dates and file names are derived from the seed, and gzip
+headers carry no time or name, so the same seed writes the same bytes.
 """
 
 import datetime
+import gzip
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -16,13 +18,13 @@ import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import DSfloat
 
 from data_prep.dicom.segment_codes import ANATOMIC_REGION, SEGMENT_CATEGORY, SEGMENT_TYPES
 from data_prep.dicom.series import LPS_TO_RAS
 from data_prep.volume import Volume, checked_affine
-from models.shared.atomic import atomic_path
+from models.shared.atomic import atomic_write_bytes
 from models.shared.labels import LABEL_NAMES
 
 RESCALE_SLOPE = 0.25
@@ -38,23 +40,47 @@ STORABLE_RANGE = (
 
 MANUFACTURER = "OncoFed synthetic"
 
+NIFTI_GZIP_LEVEL = 1
+"""gzip level of .nii.gz files (nibabel's default: fast)."""
+
+MODALITY_ATTRIBUTES: dict[str, dict[str, object]] = {
+    "CT": {"SOPClassUID": CTImageStorage, "KVP": "", "RescaleType": "HU"},
+    "MR": {
+        "SOPClassUID": MRImageStorage,
+        "ScanningSequence": "GR",
+        "SequenceVariant": "SP",
+        "ScanOptions": "",
+        "MRAcquisitionType": "3D",
+        "EchoTime": "",
+        "EchoTrainLength": "",
+        "RepetitionTime": "",
+        "MagneticFieldStrength": "3",
+    },
+}
+"""What a series of each modality carries besides the common attributes (SOP class and its modality module)."""
+
 
 def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     """Write ``array`` (i, j, k) with its voxel->RAS mm ``affine`` as sform and qform, atomically (temp + rename).
 
-    ``path`` ends in .nii.gz (compressed) or .nii.
+    ``path`` ends in .nii.gz (compressed) or .nii. The gzip stream has no file name or time in its header, so the
+    same arrays give the same bytes.
     """
     img = nib.Nifti1Image(array, affine)
     img.header.set_sform(affine, code="scanner")
     img.header.set_qform(affine, code="scanner")
     img.header.set_xyzt_units(xyz="mm")
-    # the temp name is hidden (never taken for a case) and ends like ``path``: nibabel compresses by the suffix
-    with atomic_path(path) as tmp:
-        nib.save(img, tmp)
+    data = img.to_bytes()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, compresslevel=NIFTI_GZIP_LEVEL, mtime=0)
+    atomic_write_bytes(path, data)
 
 
-def write_dicom_series(folder: Path, image: Volume, *, case_id: str, seed: int) -> list[Dataset]:
-    """Write ``image`` as a CT Image Storage series, one file per k slice, with random file names in ``folder``.
+def write_dicom_series(
+    folder: Path, image: Volume, *, case_id: str, seed: int, modality: str = "CT"
+) -> list[Dataset]:
+    """Write ``image`` as a CT or MR Image Storage series (``modality``), one file per k slice, with random file
+    names in ``folder``.
 
     Values are stored as int16 with RESCALE_SLOPE/RESCALE_INTERCEPT (clipped to STORABLE_RANGE).
     ``case_id`` becomes PatientID; it and ``seed`` determine all UIDs, dates and file names.
@@ -71,7 +97,7 @@ def write_dicom_series(folder: Path, image: Volume, *, case_id: str, seed: int) 
     clipped = np.clip(image.array, *STORABLE_RANGE)
     stored = np.round((clipped - RESCALE_INTERCEPT) / RESCALE_SLOPE).astype("<i2")
     common = {
-        "SOPClassUID": CTImageStorage,
+        **MODALITY_ATTRIBUTES[modality],
         "PatientName": f"Synthetic^{case_id}",
         "PatientID": case_id,
         "PatientBirthDate": "",
@@ -87,7 +113,7 @@ def write_dicom_series(folder: Path, image: Volume, *, case_id: str, seed: int) 
         "StudyID": "1",
         "AccessionNumber": "",
         "StudyDescription": "Synthetic brain tumor phantom",
-        "Modality": "CT",
+        "Modality": modality,
         "SeriesInstanceUID": uid("series"),
         "SeriesNumber": 1,
         "SeriesDescription": "Head phantom",
@@ -101,7 +127,6 @@ def write_dicom_series(folder: Path, image: Volume, *, case_id: str, seed: int) 
             "AXIAL",
         ],  # CT value 3 is AXIAL or LOCALIZER, whatever the plane
         "AcquisitionNumber": 1,
-        "KVP": "",
         "PixelSpacing": [_ds(spacing[1]), _ds(spacing[0])],  # between rows, between columns
         "SliceThickness": _ds(spacing[2]),
         "ImageOrientationPatient": [_ds(v) for v in (*row, *col)],
@@ -115,7 +140,6 @@ def write_dicom_series(folder: Path, image: Volume, *, case_id: str, seed: int) 
         "PixelRepresentation": 1,
         "RescaleIntercept": _ds(RESCALE_INTERCEPT),
         "RescaleSlope": _ds(RESCALE_SLOPE),
-        "RescaleType": "HU",
     }
     n = image.array.shape[2]
     datasets = []
@@ -170,9 +194,22 @@ def write_dicom_seg(
         content_label="TUMOR",
         content_description="Brain tumor sub-regions",
     )
+    _make_reproducible(seg, source_datasets[0], uid("dimension-organization"))
     path = _free_name(folder, np.random.default_rng([seed, *study_uid.encode()]))
     seg.save_as(path, enforce_file_format=True)
     return path
+
+
+def _make_reproducible(seg: Dataset, source: Dataset, dimension_organization_uid: str) -> None:
+    """Replace what highdicom draws afresh on every call (the current time, a random UID) with values derived from
+    the source series, so the same seed writes the same SEG bytes."""
+    for keyword in ("InstanceCreation", "Content"):
+        setattr(seg, f"{keyword}Date", source.StudyDate)
+        setattr(seg, f"{keyword}Time", source.StudyTime)
+    for item in seg.get("ContributingEquipmentSequence", []):
+        item.ContributionDateTime = f"{source.StudyDate}{source.StudyTime}"
+    for item in (*seg.DimensionOrganizationSequence, *seg.DimensionIndexSequence):
+        item.DimensionOrganizationUID = dimension_organization_uid
 
 
 def _uid_factory(seed: int, key: str) -> Callable[[str], str]:

@@ -26,6 +26,7 @@ from models.presets import build_model
 from models.transport import encode
 from site_app.learning.local_baseline import LocalBaseline
 from site_app.learning.local_norm import LocalNorm
+from site_app.learning.optimizer_state import AdamState
 from site_app.learning.personalize import keep_personalized
 from site_app.learning.training import round_seed, seed_everything, train_epochs
 from site_app.learning.validation import CaseEvaluation, validate_cases
@@ -65,7 +66,8 @@ class SiteRound:
         epochs: int | None = None,
     ) -> float:
         """One round's budget of local training (`epochs`, default local-epochs), every random draw seeded from
-        (run seed, round, site, stream)."""
+        (run seed, round, site, stream); Adam carries on from this stream's earlier rounds
+        (site_app.learning.optimizer_state)."""
         seed = round_seed(self.settings.seed, server_round, self.site.name, stream)
         seed_everything(seed)
         dataset = training_dataset(list(items), self.settings.pipeline, self.site.work / "cache", seed=seed)
@@ -78,6 +80,7 @@ class SiteRound:
             device=self.device,
             seed=seed,
             proximal_mu=proximal_mu,
+            optimizer_state=AdamState(self.state_dir, stream, server_round),
         )
 
     def personalized(self, incoming: ArrayRecord) -> torch.nn.Module:

@@ -1,5 +1,8 @@
 """Local training: DiceCE loss and Adam over random patches of the site's training cases.
 
+Adam's state: a site's rounds pass it on (`optimizer_state`, site_app.learning.optimizer_state), so that a round
+does not start with a new Adam's full-size sign steps on every weight.
+
 Repeatable: `round_seed` derives every random stream of a round (data order, patch sampling, augmentation) from
 the run seed, the round, the site and the purpose, and `seed_everything` seeds torch, numpy, Python and MONAI
 with it, so the same command with the same seed trains the same weights on a CPU.
@@ -12,11 +15,20 @@ added term is exactly zero and the weights are bit for bit those of plain traini
 import hashlib
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from monai.data import DataLoader, Dataset
 from monai.losses import DiceCELoss
 from monai.utils import set_determinism
+
+
+class OptimizerState(Protocol):
+    """Where an optimizer's state carries over between calls (site_app.learning.optimizer_state.AdamState)."""
+
+    def load(self, optimizer: torch.optim.Optimizer) -> bool: ...
+
+    def save(self, optimizer: torch.optim.Optimizer) -> None: ...
 
 
 def round_seed(run_seed: int, server_round: int, site: str, stream: str) -> int:
@@ -41,6 +53,7 @@ def train_epochs(
     seed: int | None = None,
     proximal_mu: float | None = None,
     after_epoch: Callable[[int], bool] | None = None,
+    optimizer_state: OptimizerState | None = None,
 ) -> float:
     """Train in place; returns the mean loss over all steps (a finite float, or raises).
 
@@ -48,7 +61,8 @@ def train_epochs(
     in a fresh process (deployment), a reused one (simulation) and a resumed run (site_app.learning.federated_round seeds
     it from the run seed, the round and the site). With `proximal_mu` (FedProx) the loss adds μ/2·‖w − w₀‖².
     `after_epoch(n)` runs after the n-th epoch (1-based) and ends training early when it returns True (the quality
-    benchmark's plateau search evaluates snapshots of one run there)."""
+    benchmark's plateau search evaluates snapshots of one run there). With `optimizer_state` Adam starts from the
+    moments it holds and leaves its own there; without, Adam starts afresh."""
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=0, generator=generator
@@ -57,6 +71,8 @@ def train_epochs(
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate)
+    if optimizer_state is not None:
+        optimizer_state.load(optimizer)
     anchor = [p.detach().clone() for p in params] if proximal_mu is not None else None
     total, steps = 0.0, 0
     for epoch in range(1, epochs + 1):
@@ -80,4 +96,6 @@ def train_epochs(
     mean_loss = total / max(steps, 1)
     if not math.isfinite(mean_loss):
         raise FloatingPointError(f"training diverged: mean loss {mean_loss}")
+    if optimizer_state is not None:
+        optimizer_state.save(optimizer)
     return mean_loss

@@ -10,6 +10,7 @@ from flwr.app import Context
 from data_prep.errors import SiteDataError
 from models.shared.node_config import NodeConfig
 from models.shared.run_config import SIM_DATA, SIM_WORK
+from site_app.settings.secret import provide_simulated_secret
 
 if TYPE_CHECKING:  # run_settings imports MONAI; the operator CLI imports this module for site_folders
     from site_app.settings.run_settings import SiteRunSettings
@@ -30,7 +31,9 @@ def resolve_site(context: Context, settings: "SiteRunSettings | None" = None) ->
     """Deployment: node config `site-name`, `data-path`, `work-path`, `site-config` (site.toml).
 
     Simulation: `partition-id` indexes the sorted site folders under the run setting `sim-data`; the site's
-    name is its folder's name and its work folder is `sim-work`/<name>. `settings`: the run's, when the caller
+    name is its folder's name and its work folder is `sim-work`/<name>, whose secret derives from the run's seed
+    and the name (site_app.settings.secret.provide_simulated_secret). A node config naming `data-path` is a
+    deployed site's, whatever else it holds: the simulation's branch, and so the derived secret, is never taken. `settings`: the run's, when the caller
     has read them already; a deployed site needs none (so a bad run config never hides where its log is).
     """
     if settings is None and NodeConfig.DATA_PATH not in context.node_config:
@@ -91,4 +94,8 @@ def _simulated_site(partition: int, n_partitions: int, settings: "SiteRunSetting
             f"{settings.sim_data} holds {len(folders)} site folders but the simulation has {n_partitions} sites"
         )
     data = folders[partition]
-    return SitePaths(name=data.name, data=data, work=settings.sim_work / data.name)
+    work = settings.sim_work / data.name
+    provide_simulated_secret(
+        work, settings.seed, data.name
+    )  # same seed, same split: reproducible simulations
+    return SitePaths(name=data.name, data=data, work=work)

@@ -99,6 +99,7 @@ def test_the_bundle_config_holds_every_preprocessing_setting_of_the_sites():
         head_fraction=0.2,
         head_quantiles=(0.02, 0.98),
         head_quantile_samples=1000,
+        head_smoothing_voxels=2.0,
         crop_margin_voxels=3,
         crop_allow_smaller=False,
         pad_mode="edge",
@@ -106,7 +107,7 @@ def test_the_bundle_config_holds_every_preprocessing_setting_of_the_sites():
     )
     steps = inference_config("tiny", settings)["preprocessing"]["transforms"][2:]
     by_name = {step["_target_"].rsplit(".", 1)[-1]: step for step in steps}
-    head = {"fraction": 0.2, "quantiles": [0.02, 0.98], "samples": 1000}
+    head = {"fraction": 0.2, "quantiles": [0.02, 0.98], "samples": 1000, "smoothing": 2.0}
     assert by_name["Orientationd"]["axcodes"] == "LPS"
     assert by_name["Spacingd"]["pixdim"] == [4.0] * 3 and by_name["Spacingd"]["mode"] == ["nearest"]
     crop = by_name["CropForegroundd"]
