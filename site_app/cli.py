@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from models.shared.exit_codes import reports_errors
+from site_app.tools.model_options import GlobalModelOption, ModelOption, WorkOption
 
 app = typer.Typer()
 
@@ -50,21 +51,9 @@ def site_predict(
     out: Annotated[
         Path, typer.Option("--out", help="Where label maps, DICOM-SEGs and predictions.json are written.")
     ],
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", help="A checkpoint (.pt, e.g. a run's models/final.pt) or a bundle folder."),
-    ] = None,
-    work: Annotated[
-        Path | None,
-        typer.Option(
-            "--work",
-            help="Instead of --model: the site's work folder; its personalized model when it has one for the"
-            " global model it last validated, else that global model.",
-        ),
-    ] = None,
-    global_model: Annotated[
-        bool, typer.Option("--global-model", help="With --work: the global model, not the personalized one.")
-    ] = False,
+    model: ModelOption = None,
+    work: WorkOption = None,
+    global_model: GlobalModelOption = False,
     manifest: Annotated[
         Path | None,
         typer.Option("--manifest", help="CSV with columns case_id,image[,label] (paths relative to --data)."),

@@ -11,6 +11,7 @@ from typing import Annotated
 import click
 import typer
 
+from deploy.run_options import TrackingUriOption
 from models.shared.exit_codes import reports_errors
 
 app = typer.Typer()
@@ -143,14 +144,7 @@ def run(
             "--init", help="Start from a global model an earlier run saved (`RUN_DIR/models/*.pt`)."
         ),
     ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--tracking-uri",
-            help="MLflow tracking server for the run's records (run setting tracking-uri; default: an MLflow "
-            "store in the run folder, or the resumed run's own).",
-        ),
-    ] = None,
+    tracking_uri: TrackingUriOption = None,
 ) -> None:
     """Submit the kit's release app (or --fab) to the coordinator and stream its log.
 

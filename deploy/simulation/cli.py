@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import click
 import typer
 
+from deploy.run_options import TrackingUriOption
 from models.shared.exit_codes import reports_errors
 
 if TYPE_CHECKING:
@@ -47,14 +48,7 @@ def simulate(
             "--resume", help="Continue this simulation's run folder after its last completed round."
         ),
     ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--tracking-uri",
-            help="MLflow tracking server for the run's records (run setting tracking-uri; default: an MLflow "
-            "store in the run folder, or the resumed run's own).",
-        ),
-    ] = None,
+    tracking_uri: TrackingUriOption = None,
 ) -> None:
     """Run the federation on this machine and print the per-site results.
 

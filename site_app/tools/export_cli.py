@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from models.shared.exit_codes import reports_errors
+from site_app.tools.model_options import GlobalModelOption, ModelOption, WorkOption
 
 app = typer.Typer()
 
@@ -19,21 +20,9 @@ def export(
     out: Annotated[
         Path, typer.Option("--out", help="The bundle folder to write (must not exist, or be empty).")
     ],
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", help="A checkpoint (.pt, e.g. a run's models/final.pt) or a bundle folder."),
-    ] = None,
-    work: Annotated[
-        Path | None,
-        typer.Option(
-            "--work",
-            help="Instead of --model, at a site: its work folder; its personalized model when it has one for the"
-            " global model it last validated, else that global model.",
-        ),
-    ] = None,
-    global_model: Annotated[
-        bool, typer.Option("--global-model", help="With --work: the global model, not the personalized one.")
-    ] = False,
+    model: ModelOption = None,
+    work: WorkOption = None,
+    global_model: GlobalModelOption = False,
 ) -> None:
     """Export a model as a MONAI bundle: configs, weights, TorchScript, loadable with monai.bundle offline."""
     from site_app.tools.bundle_export import export_model
