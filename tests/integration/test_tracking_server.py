@@ -8,12 +8,17 @@ is the slow test in test_tracking_runs.py.
 
 import logging
 
+import pytest
 from mlflow_records import MlflowServer, released_only, the_run
 from scripted_grid import ScriptedGrid
 from tracked_federation import FAB, run_config, scripted_sites
 
 from server_app.app import run_federation
 from server_app.run_record.tracking import track_run
+
+pytestmark = (
+    pytest.mark.slow
+)  # a real mlflow server and a run: minutes; the sync itself: tests/unit/test_tracking.py
 
 
 def test_a_server_down_costs_warnings_only_and_gets_the_whole_run_once_it_is_up(
