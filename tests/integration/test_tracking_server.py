@@ -16,9 +16,8 @@ from tracked_federation import FAB, run_config, scripted_sites
 from server_app.app import run_federation
 from server_app.run_record.tracking import track_run
 
-pytestmark = (
-    pytest.mark.slow
-)  # a real mlflow server and a run: minutes; the sync itself: tests/unit/test_tracking.py
+# a real mlflow server and a run: minutes; the sync itself is tested in tests/unit/test_tracking.py
+pytestmark = pytest.mark.slow
 
 
 def test_a_server_down_costs_warnings_only_and_gets_the_whole_run_once_it_is_up(
