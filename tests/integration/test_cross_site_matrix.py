@@ -13,9 +13,8 @@ from tiny_capture_run import MATRIX_CONSENTING, MATRIX_SITES, matrix_run
 from server_app.report.content import report_data
 from server_app.run_record.run_folder import CROSS_SITE_FILE
 
-pytestmark = (
-    pytest.mark.slow
-)  # a 3-site simulated run, minutes; the phase itself: tests/unit/test_cross_site_phase.py
+# a 3-site simulated run, minutes; the phase itself is tested in tests/unit/test_cross_site_phase.py
+pytestmark = pytest.mark.slow
 
 NOT_CONSENTING = "hospital-b"
 
