@@ -8,25 +8,8 @@ only to issue or renew the SuperLink certificate; adding a site needs only the C
 kit holds. Each hospital makes its own key pair (`oncofed site keygen`) and sends only the public half: no site's
 private key is ever written here (except with `--generate-site-keys`, for test federations).
 
-SPEC.toml::
-
-    federation = "oncofed-brain"
-
-    [coordinator]
-    addresses = ["fl.example.org"]   # names or IPs the sites use to reach the coordinator (127.0.0.1 is added)
-    port = 8443                      # the public port: the proxy (nginx, TLS), the only one sites reach
-    superlink-port = 8444            # optional (default: port + 1): the SuperLink itself, on 127.0.0.1 only
-    bind-host = "0.0.0.0"            # optional: the interface the proxy listens on
-    allowed-networks = ["10.20.0.0/16"]   # optional: only these client networks reach the public port
-
-    [sites.hospital-a]
-    public-key = "keys/hospital-a.pub"   # the .pub the hospital sent; relative to this file
-
-    [sites.hospital-b]
-    public-key = "keys/hospital-b.pub"
-
-`sites = ["hospital-a", "hospital-b"]` (names only) is accepted too: for sites provisioned earlier, sites added with
-`--add-site NAME --public-key FILE`, or a test federation made with `--generate-site-keys`.
+SPEC.toml's format (federation name, the coordinator's addresses and ports, the sites and their public keys, an
+optional allow-list of site networks) is in deploy/kits/federation_spec.py.
 """
 
 import shutil
