@@ -24,7 +24,7 @@ from monai.transforms import (
     EnsureTyped,
     MapTransform,
     Orientationd,
-    RandCropByPosNegLabeld,
+    RandCropByLabelClassesd,
     RandFlipd,
     RandScaleIntensityd,
     RandShiftIntensityd,
@@ -37,6 +37,7 @@ from data_prep.discovery import CaseFiles
 from data_prep.ingest_settings import IngestSettings
 from data_prep.intensity import ZScoreOverHeadd, head_mask
 from data_prep.loading import load_case
+from models.shared.labels import NUM_CLASSES
 
 PREPROCESS_LIBRARIES = ("monai", "torch")
 """Their versions are part of every cache key too: an upgrade may change what the same settings produce."""
@@ -235,19 +236,28 @@ def image_preprocess(settings: PreprocessSettings) -> Compose:
     return Compose([step(**arguments) for step, arguments in preprocessing_steps(settings, ("image",))])
 
 
+PATCH_CENTRE_RATIOS = (1, 1, 1, 1)
+"""How often a training patch is centred on a voxel of each label (background, necrotic core, edema, enhancing
+tumour), in proportion; a label a case lacks is skipped. Centring on tumour voxels alone (MONAI's pos/neg sampler)
+centres most patches on edema, the largest label, and the small necrotic core and enhancing rim, the regions a
+report's TC and ET measure, are at the edge of or outside many patches."""
+
+
 def training(settings: PipelineSettings, seed: int) -> Compose:
-    """Prefix + random patches (half centred on tumor) and light augmentation; items keep only image and label."""
+    """Prefix + random patches (centred on each label in turn, PATCH_CENTRE_RATIOS) and light augmentation; items
+    keep only image and label."""
     keys = ("image", "label")
     pipeline = Compose(
         [
             *preprocess(settings.preprocessing).transforms,
-            RandCropByPosNegLabeld(
+            RandCropByLabelClassesd(
                 keys=keys,
                 label_key="label",
                 spatial_size=(settings.patch_size,) * 3,
-                pos=1,
-                neg=1,
+                ratios=list(PATCH_CENTRE_RATIOS),
+                num_classes=NUM_CLASSES,
                 num_samples=settings.samples_per_case,
+                warn=False,
             ),
             RandFlipd(keys=keys, prob=0.5, spatial_axis=0),  # left-right: anatomically plausible
             RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),

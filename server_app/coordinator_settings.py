@@ -24,6 +24,8 @@ from models.shared.run_config import (
     EXPECTED_SITES,
     INIT_MODEL,
     LOCAL_NORM,
+    LR_FINAL_SHARE,
+    LR_SCHEDULE,
     MAX_CASES,
     MAX_SITE_WEIGHT,
     MIN_SITES,
@@ -31,6 +33,7 @@ from models.shared.run_config import (
     NUM_MALICIOUS_NODES,
     NUM_SERVER_ROUNDS,
     PATCH_SIZE,
+    PATIENCE,
     PROXIMAL_MU,
     RESUME,
     RUN_DIR,
@@ -73,6 +76,11 @@ class StrategySettings:
     update_norm_bound: float = UPDATE_NORM_BOUND.default
     """Each update's L2 distance from the global model is clipped to this (server_app.strategies.update_norm);
     0: recorded, not bounded."""
+    lr_schedule: str = LR_SCHEDULE.default
+    """The share of the sites' learning rate per round (server_app.strategies.lr_schedule)."""
+    lr_final_share: float = LR_FINAL_SHARE.default
+    num_rounds: int = NUM_SERVER_ROUNDS.default
+    """The run's training rounds: where the schedule ends."""
 
     @property
     def dp(self) -> bool:
@@ -98,6 +106,9 @@ class StrategySettings:
             num_malicious_nodes=NUM_MALICIOUS_NODES.read(run_config),
             max_site_weight=MAX_SITE_WEIGHT.read(run_config),
             update_norm_bound=UPDATE_NORM_BOUND.read(run_config),
+            lr_schedule=LR_SCHEDULE.read(run_config),
+            lr_final_share=LR_FINAL_SHARE.read(run_config),
+            num_rounds=NUM_SERVER_ROUNDS.read(run_config),
         )
         settings.check()
         return settings
@@ -117,6 +128,8 @@ class StrategySettings:
             raise DP_DELTA.refuse(self.dp_delta, "a number in (0, 1)")
         if not self.trim_beta < 0.5:
             raise TRIM_BETA.refuse(self.trim_beta, "a number in [0, 0.5)")
+        if not 0 < self.lr_final_share <= 1:
+            raise LR_FINAL_SHARE.refuse(self.lr_final_share, "a share in (0, 1]")
         if not 0 < self.max_site_weight <= 1:
             raise MAX_SITE_WEIGHT.refuse(self.max_site_weight, "a share in (0, 1]")
         if self.dp and self.strategy not in DP_STRATEGIES:
@@ -152,6 +165,9 @@ class ServerRunSettings:
     """Where the run is copied to in MLflow (server_app.run_record.tracking); empty: a store in the run folder."""
     max_cases: dict[str, int] = field(default_factory=dict)
     """Site → the most cases it may weigh with (run config `max-cases`; server_app.rounds.site_directory)."""
+    patience: int = 0
+    """Rounds in a row without a better global model (server_app.run_record.best_model's rule) after which the
+    run stops; 0: every round runs."""
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, object]) -> "ServerRunSettings":
@@ -182,6 +198,7 @@ class ServerRunSettings:
             init_model=Path(init_model).expanduser() if init_model else None,
             tracking_uri=TRACKING_URI.read(run_config).strip(),
             max_cases=parse_max_cases(MAX_CASES.read(run_config)),
+            patience=PATIENCE.read(run_config),
         )
         settings.check()
         return settings

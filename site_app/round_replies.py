@@ -119,7 +119,9 @@ def train_reply(message: SiteMessage) -> RecordDict:
 
     # Train the global model (with this site's norm layers under local-norm), and the local-only baseline
     work = message.site_round()
-    arrays, loss = train_round(work, server_round, message.incoming, chosen, message.proximal_mu())
+    arrays, loss = train_round(
+        work, server_round, message.incoming, chosen, message.proximal_mu(), message.lr_scale()
+    )
     log.info(
         "round %d: trained on %d cases (%s), mean loss %.4f", server_round, len(chosen), usable.reason, loss
     )

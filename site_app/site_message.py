@@ -8,7 +8,7 @@ from logging import Logger
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 
-from models.shared.wire import PROXIMAL_MU, RUN_KEY, SERVER_ROUND, Record
+from models.shared.wire import LR_SCALE, PROXIMAL_MU, RUN_KEY, SERVER_ROUND, Record
 from site_app.disclosure.policy import DisclosurePolicy, deployed
 from site_app.learning.federated_round import SiteRound
 from site_app.learning.run_state import run_state_dir
@@ -56,6 +56,10 @@ class SiteMessage:
         state_dir = run_state_dir(self.site.work, self.config.get(RUN_KEY), self.run_id)
         return SiteRound(self.site, self.settings, state_dir, _device(), self.log)
 
+    def lr_scale(self) -> float:
+        """The share of this site's learning rate the instruction asks for (instruction_lr_scale)."""
+        return instruction_lr_scale(self.config)
+
     def proximal_mu(self) -> float | None:
         """FedProx's μ from the instruction (None: another strategy); a value that is not a number ≥ 0 is refused."""
         mu = self.config.get(PROXIMAL_MU)
@@ -66,6 +70,15 @@ class SiteMessage:
                 f"the train instruction's `{PROXIMAL_MU}` is {mu!r}, expected a number of at least 0"
             )
         return float(mu)
+
+
+def instruction_lr_scale(config: Mapping[str, object]) -> float:
+    """The share of the site's learning rate a train instruction's config asks for (1 when it names none); a value
+    outside (0, 1] is refused: the coordinator may slow a site's training, never speed it up."""
+    scale = config.get(LR_SCALE, 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale <= 1:
+        raise ValueError(f"the train instruction's `{LR_SCALE}` is {scale!r}, expected a share in (0, 1]")
+    return float(scale)
 
 
 def note_lowered_thresholds(

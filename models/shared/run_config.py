@@ -275,6 +275,34 @@ UPDATE_NORM_BOUND = RunSetting(
     " 0: no bound (each update's norm is recorded either way)",
     0,
 )
+LR_SCHEDULES = ("cosine", "constant")
+"""The values of `lr-schedule`: the share of each site's own learning rate a round trains with."""
+LR_SCHEDULE = RunSetting(
+    "lr-schedule",
+    Owner.COORDINATOR,
+    str,
+    "cosine",
+    "share of each site's learning rate per round: cosine (from 1 at round 1 down to `lr-final-share` at the last"
+    " round) | constant (1); the coordinator sends it in each train instruction (models.shared.wire.LR_SCALE)",
+    choices=LR_SCHEDULES,
+)
+LR_FINAL_SHARE = RunSetting(
+    "lr-final-share",
+    Owner.COORDINATOR,
+    float,
+    0.1,
+    "lr-schedule cosine: the share of the sites' learning rate at the last round, in (0, 1]",
+    0,
+)
+PATIENCE = RunSetting(
+    "patience",
+    Owner.COORDINATOR,
+    int,
+    0,
+    "stop the run after this many rounds in a row in which the global model did not beat the best one under the"
+    " paired rule (the rule that picks best.pt); 0: run every round",
+    0,
+)
 PROXIMAL_MU = RunSetting(
     "proximal-mu",
     Owner.COORDINATOR,
@@ -323,7 +351,12 @@ BATCH_SIZE = RunSetting(
     "batch-size", Owner.SITE, int, 2, "training patches per step (a deployed site's batch-size-min is 2)", 1
 )
 SAMPLES_PER_CASE = RunSetting(
-    "samples-per-case", Owner.SITE, int, 4, "patches drawn per case per epoch (half centred on tumor)", 1
+    "samples-per-case",
+    Owner.SITE,
+    int,
+    4,
+    "patches drawn per case per epoch (centred on each label in turn)",
+    1,
 )
 EVAL_REGIONS = RunSetting(
     "eval-regions", Owner.SITE, str, "brats", "brats (wt, tc, et) | per-class (one region per label)"
@@ -433,6 +466,9 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     MAX_SITE_WEIGHT,
     MAX_CASES,
     UPDATE_NORM_BOUND,
+    LR_SCHEDULE,
+    LR_FINAL_SHARE,
+    PATIENCE,
     LOCAL_EPOCHS,
     LEARNING_RATE,
     BATCH_SIZE,
@@ -491,6 +527,9 @@ TRAINING_SETTINGS: tuple[RunSetting, ...] = (
     MAX_SITE_WEIGHT,
     MAX_CASES,
     UPDATE_NORM_BOUND,
+    LR_SCHEDULE,
+    LR_FINAL_SHARE,
+    PATIENCE,
 )
 """The settings that describe how a model was trained: the report's methods, the model card and an exported
 bundle's training summary all list these."""

@@ -121,6 +121,9 @@ RUN_KEY_PATTERN = r"[0-9a-f]{16}"
 PROXIMAL_MU = "proximal-mu"
 """In a train instruction's CONFIG with strategy fedprox (set by Flower's FedProx): the weight μ of the proximal
 term the site adds to its loss."""
+LR_SCALE = "lr-scale"
+"""In a train instruction's CONFIG: the share in (0, 1] of the site's own learning rate this round trains with
+(the coordinator's `lr-schedule`); a site never trains faster than its own setting."""
 SITE_MIN_REPORT_CASES = "min-report-cases"
 """In a describe reply's SITE record: the site's min-report-cases k. Its OVERVIEW withholds a case count between 1
 and k - 1 (site_app.disclosure.policy, R8); the coordinator then bounds the site's `num-examples` by k - 1."""

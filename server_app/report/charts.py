@@ -124,10 +124,13 @@ def distributions(data: dict, metric: dict) -> bytes:
                     )
                 )
                 panel.plot([index - 0.3, index + 0.3], [stats["median"]] * 2, color=colour, linewidth=2)
+            has_ci = stats["ci-low"] is not None and stats["ci-high"] is not None  # a CI the site withheld
             panel.errorbar(
                 index,
                 stats["mean"],
-                yerr=[[stats["mean"] - stats["ci-low"]], [stats["ci-high"] - stats["mean"]]],
+                yerr=[[stats["mean"] - stats["ci-low"]], [stats["ci-high"] - stats["mean"]]]
+                if has_ci
+                else None,
                 fmt="D",
                 color="black",
                 markersize=4,

@@ -100,6 +100,7 @@ def report_data(run_dir: Path) -> dict:
             "wall_time_s": summary.get("wall_time_s"),
             "status": summary.get("status", "interrupted"),
             "stopped": summary.get("stopped"),
+            "ended_early": summary.get("ended_early"),
             "min_sites": run_config.get(MIN_SITES.key),
         },
         "participation": participation(all_records, read_rounds(run_dir)),
@@ -350,6 +351,8 @@ def _limitations(sites: list[dict], run_config: dict, summary: dict, training: d
             f"The run {summary['status']} after round {stopped.get('after_round')} of "
             f"{summary.get('rounds_planned')}: {stopped.get('reason')}. It has no final model."
         )
+    if summary.get("ended_early"):
+        notes.append(f"The run {summary['ended_early']}: later rounds would not have changed best.pt.")
     missed = summary.get("rounds_missed") or {}
     if missed:
         notes.append(

@@ -90,6 +90,9 @@ SUMMARY = """{% from "macros.html" import site, site_list %}
 <li><b>The run did not complete</b> ({{ run.status }} after round {{ stopped.get("after_round") }} of
 {{ run.rounds_planned }}): {{ stopped.get("reason") or "its coordinator stopped" }}. It has no final model.</li>
 {% endif %}
+{% if run.get("ended_early") %}
+<li><b>The run ended early</b>: {{ run.ended_early }}.</li>
+{% endif %}
 <li>{{ data.sites|length }} sites took part. Reporting validation numbers at their last round:
 {{ site_list(reported|map(attribute="name")) if reported else "none" }}.</li>
 {% if suppressed %}

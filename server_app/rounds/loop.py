@@ -71,6 +71,24 @@ ROUNDS_FINISHED = "Federated rounds finished"
 """Logged once the last round is done (before the summary and report): what bench/ times a run's end by."""
 
 
+def plateau_reached(best_round: int | None, server_round: int, patience: int) -> str:
+    """Why the run stops after `server_round` at a validation plateau ("" while it goes on): `patience` > 0
+    rounds in a row have passed since the best round (best_model's paired rule) without a better one."""
+    if patience <= 0 or best_round is None or server_round - best_round < patience:
+        return ""
+    return (
+        f"no better global model in the {server_round - best_round} rounds since round {best_round}"
+        f" (patience {patience})"
+    )
+
+
+def plateau_reason(last_round: int, num_rounds: int, patience: int) -> str:
+    """summary.json's reason for a run that completed before its planned last round ("" for one that did not)."""
+    if last_round >= num_rounds:
+        return ""
+    return f"stopped at a validation plateau after round {last_round} of {num_rounds} (patience {patience})"
+
+
 class EverySiteRefused(RuntimeError):
     """Every online site's gate refused the run's app (not approved there): nothing can train or validate."""
 
@@ -138,18 +156,23 @@ class FederatedLoop:
             self.last_round = server_round
             if self.after_round is not None:
                 self.after_round()
-        log(INFO, "%s after round %d", ROUNDS_FINISHED, self.num_rounds)
+            plateau = plateau_reached(self.checkpointer.best.round, server_round, self.settings.patience)
+            if plateau:
+                log(INFO, "The run stops early: %s", plateau)
+                break
+        last = self.last_round if self.last_round is not None else self.num_rounds
+        log(INFO, "%s after round %d", ROUNDS_FINISHED, last)
         cross_site_matrix(
             self.grid,
             self.directory,
             self._online(),
             self.evaluate_config,
-            self.num_rounds,
+            last,
             self.settings.evaluate_timeout_s,
             self.run,
         )
-        self.checkpointer.finish(self.num_rounds, self._saved(arrays))
-        return Outcome(COMPLETED, self.num_rounds, arrays)
+        self.checkpointer.finish(last, self._saved(arrays))
+        return Outcome(COMPLETED, last, arrays, plateau_reason(last, self.num_rounds, self.settings.patience))
 
     def round(self, server_round: int, arrays: ArrayRecord, spec: dict[str, ArraySpec]) -> ArrayRecord:
         log(INFO, "")

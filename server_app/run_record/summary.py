@@ -46,6 +46,7 @@ def build_summary(
     return {
         "status": status,
         "stopped": None if status in (RUNNING, COMPLETED) else {"after_round": last_round, "reason": reason},
+        "ended_early": reason if status == COMPLETED and reason else None,
         "rounds_planned": rounds_planned,
         "last_round": last_round,
         "rounds_evaluated": sorted({r["round"] for r in evaluations(records)}),

@@ -11,6 +11,8 @@ first, each that applies to the run's settings:
     central-dp         with `dp-noise-multiplier` > 0: clipping, noise and ε (central_dp.CentralDp)
     update-norm        every update's norm recorded per site and round, and clipped to `update-norm-bound`
                        when > 0 (update_norm.UpdateNormBound)
+    lr-schedule        every train instruction carries the round's share of the sites' learning rate
+                       (lr_schedule.LearningRateSchedule)
     transport          weights leave in the run's transport dtype (transport.Transport)
 
 The order follows the data: transport is outermost, so every layer inside keeps the weights as the sites
@@ -29,6 +31,7 @@ from flwr.serverapp.strategy import Strategy
 from server_app.coordinator_settings import StrategySettings
 from server_app.strategies.base import build_base
 from server_app.strategies.central_dp import CentralDp
+from server_app.strategies.lr_schedule import LearningRateSchedule
 from server_app.strategies.mean_wrapper import FastMean
 from server_app.strategies.pooled_evaluation import PooledEvaluation
 from server_app.strategies.site_weight import SiteWeightCap
@@ -72,6 +75,13 @@ WRAPPERS: tuple[Wrapper, ...] = (
         "update-norm",
         _always,
         lambda inner, settings, n_sites: UpdateNormBound(inner, settings.update_norm_bound),
+    ),
+    Wrapper(
+        "lr-schedule",
+        _always,
+        lambda inner, settings, n_sites: LearningRateSchedule(
+            inner, settings.lr_schedule, settings.num_rounds, settings.lr_final_share
+        ),
     ),
     Wrapper(
         "transport",

@@ -64,6 +64,7 @@ class SiteRound:
         stream: str,
         proximal_mu: float | None,
         epochs: int | None = None,
+        lr_scale: float = 1.0,
     ) -> float:
         """One round's budget of local training (`epochs`, default local-epochs), every random draw seeded from
         (run seed, round, site, stream); Adam carries on from this stream's earlier rounds
@@ -81,6 +82,7 @@ class SiteRound:
             seed=seed,
             proximal_mu=proximal_mu,
             optimizer_state=AdamState(self.state_dir, stream, server_round),
+            lr_scale=lr_scale,
         )
 
     def personalized(self, incoming: ArrayRecord) -> torch.nn.Module:
@@ -96,17 +98,19 @@ def train_round(
     incoming: ArrayRecord,
     items: Sequence[dict[str, object]],
     proximal_mu: float | None,
+    lr_scale: float = 1.0,
 ) -> tuple[ArrayRecord, float]:
     """Train the global model one round on `items`; returns the arrays to send (transport dtype, without the
-    norm layers under local-norm) and the mean loss. With local-baseline the local-only model trains too."""
+    norm layers under local-norm) and the mean loss. With local-baseline the local-only model trains too, with the
+    same budget and the same `lr_scale` (the coordinator's schedule for this round)."""
     model = work.personalized(incoming)
-    loss = work.train_model(model, items, server_round, TRAIN_STREAM, proximal_mu)
+    loss = work.train_model(model, items, server_round, TRAIN_STREAM, proximal_mu, lr_scale=lr_scale)
     work.local_norm.keep(model, server_round)
     work.baseline.train_round(
         incoming,
         server_round,
         lambda local_model, _: (
-            work.train_model(local_model, items, server_round, LOCAL_ONLY_STREAM, None),
+            work.train_model(local_model, items, server_round, LOCAL_ONLY_STREAM, None, lr_scale=lr_scale),
             None,
         ),
         work.log,

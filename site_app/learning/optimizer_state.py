@@ -5,6 +5,10 @@ sign steps of the whole learning rate on every weight, and its step size follows
 however small they have become. Made new every round, it starts every round with a burst that moves each site's
 model further than the round's gradients warrant, and the averaged model swings from round to round. Kept, its
 second moments remember the run's gradient scale, so later rounds take the smaller steps the gradients call for.
+The first moments are set to zero at each round's start: they point where this site's own model was heading
+before the averaging, and carried over they would push every round's start back towards the site's own optimum
+(client drift); from zero, with the step count kept, a round's first steps are a tenth of the full step and grow
+as the new round's gradients accumulate.
 
 Files: <state dir>/adam-<stream>-<round>.pt (site_app.learning.run_state), the optimizer's state_dict after that
 round's training. Round r starts from the file of the latest round before r, never from one of round r or later:
@@ -46,6 +50,9 @@ class AdamState:
         optimizer.load_state_dict(saved["optimizer"])  # type: ignore[index, arg-type]
         for group, settings in zip(optimizer.param_groups, fresh, strict=True):
             group.update(settings)
+        for state in optimizer.state.values():
+            if "exp_avg" in state:
+                state["exp_avg"].zero_()  # the direction this site's own model was heading: not the new one's
         return True
 
     def save(self, optimizer: torch.optim.Optimizer) -> None:

@@ -31,6 +31,26 @@ class OptimizerState(Protocol):
     def save(self, optimizer: torch.optim.Optimizer) -> None: ...
 
 
+LOSS_SETTINGS: dict[str, object] = {
+    "to_onehot_y": True,
+    "softmax": True,
+    "include_background": False,
+    "batch": True,
+    "smooth_nr": 0.0,
+    "smooth_dr": 1e-5,
+}
+"""monai.losses.DiceCELoss's settings: cross-entropy over every class, plus a Dice term for the tumour classes only,
+each taken over the whole batch rather than per patch, with no numerator smoothing. Per patch, a class absent from
+the patch (the enhancing rim in most patches) has a Dice term of smooth/(predicted + smooth) that only a prediction
+of nothing satisfies, and background, nearly every voxel, scores near 1 whatever the model does: both pull towards
+empty predictions. Over the batch, an absent class is no term of its own, and cross-entropy alone keeps it away."""
+
+WARMUP_STEPS = 8
+"""A fresh Adam's learning rate rises linearly over the first this many steps of a training call: its first
+steps are otherwise sign steps of the whole rate on every weight, which move each site's model further than the
+round's gradients warrant."""
+
+
 def round_seed(run_seed: int, server_round: int, site: str, stream: str) -> int:
     """A 32-bit seed for one random stream ("train", "local-only", …) of one site in one round."""
     digest = hashlib.sha256(f"{run_seed}/{server_round}/{site}/{stream}".encode()).digest()
@@ -54,6 +74,7 @@ def train_epochs(
     proximal_mu: float | None = None,
     after_epoch: Callable[[int], bool] | None = None,
     optimizer_state: OptimizerState | None = None,
+    lr_scale: float = 1.0,
 ) -> float:
     """Train in place; returns the mean loss over all steps (a finite float, or raises).
 
@@ -62,22 +83,26 @@ def train_epochs(
     it from the run seed, the round and the site). With `proximal_mu` (FedProx) the loss adds μ/2·‖w − w₀‖².
     `after_epoch(n)` runs after the n-th epoch (1-based) and ends training early when it returns True (the quality
     benchmark's plateau search evaluates snapshots of one run there). With `optimizer_state` Adam starts from the
-    moments it holds and leaves its own there; without, Adam starts afresh."""
+    moments it holds and leaves its own there; without, Adam starts afresh. Every step's rate is `learning_rate` ×
+    `lr_scale` (the coordinator's schedule, site_app.site_message.SiteMessage.lr_scale), with a warm-up over the first
+    WARMUP_STEPS steps when Adam starts afresh."""
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=0, generator=generator
     )  # workers crash in Ray actors
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_fn = DiceCELoss(**LOSS_SETTINGS)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate)
-    if optimizer_state is not None:
-        optimizer_state.load(optimizer)
+    resumed = optimizer_state is not None and optimizer_state.load(optimizer)
+    warmup = 0 if resumed else WARMUP_STEPS
     anchor = [p.detach().clone() for p in params] if proximal_mu is not None else None
     total, steps = 0.0, 0
     for epoch in range(1, epochs + 1):
         for batch in loader:
             image, label = batch["image"].to(device), batch["label"].to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * lr_scale * min(1.0, (steps + 1) / warmup if warmup else 1.0)
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(image), label.long())
             loss.backward()

@@ -497,3 +497,34 @@ def test_a_site_that_withholds_its_case_count_is_bounded_by_its_minimum(tmp_path
         "hospital-b": "ok",
         "hospital-c": "dropped: `num-examples` is 5, more than the 4 usable cases the site described",
     }
+
+
+def test_patience_stops_the_run_at_a_plateau_and_keeps_the_best_model(tmp_path, flower_task):
+    """Dice by round 0.1, 0.5, 0.4, 0.45, 0.3 …: with patience 2 the run ends after round 3 (two rounds without
+    beating round 1), completed, with best.pt from round 1 and final.pt from round 3; patience 0 runs every round."""
+    curve = [0.1, 0.5, 0.4, 0.45, 0.3, 0.6, 0.7]
+
+    def evaluate(message):
+        value = curve[message.content["config"]["server-round"]]
+        return RecordDict(
+            {
+                "validation": ConfigRecord({"status": "reported", "min-report-cases": 1}),
+                "metrics": MetricRecord({"dice-mean": value, "dice-wt-mean": value, "num-examples": 2}),
+            }
+        )
+
+    for patience, last in ((2, 3), (0, 6)):
+        sites = three_sites()
+        for site in sites.values():
+            site.evaluate = evaluate
+        run_dir = tmp_path / f"run-{patience}"
+        outcome = run_federation(
+            ScriptedGrid(sites), run_config(run_dir, num_server_rounds=6, patience=patience)
+        )
+        assert outcome.status == "completed" and outcome.last_round == last
+        assert max(r["round"] for r in read_metrics(run_dir)) == last
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert load_checkpoint(run_dir / "models" / "final.pt")[1]["round"] == last
+        if patience:
+            assert summary["best"]["round"] == 1
+            assert "plateau after round 3 of 6 (patience 2)" in summary["ended_early"]
