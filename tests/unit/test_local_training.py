@@ -87,3 +87,27 @@ def test_training_that_diverges_is_an_error():
             batch_size=2,
             device=torch.device("cpu"),
         )
+
+
+def test_the_region_loss_charges_a_core_called_edema_more_than_per_label_dice():
+    """A prediction that is right about the whole tumour but calls its core edema: the tumour-core region costs a
+    whole Dice term under RegionDiceCELoss, and far less under a per-label Dice with cross-entropy."""
+    from monai.losses import DiceCELoss
+
+    from site_app.learning.training import RegionDiceCELoss
+
+    label = torch.zeros(1, 1, 12, 12, 12, dtype=torch.long)
+    label[:, :, 2:10, 2:10, 2:10] = 2  # edema
+    label[:, :, 5:7, 5:7, 5:7] = 1  # a small necrotic core
+    label[:, :, 4:8, 4:8, 4] = 3  # an enhancing slab
+    right = torch.nn.functional.one_hot(label[:, 0], 4).permute(0, 4, 1, 2, 3).float() * 20
+    all_edema = torch.where(label > 0, torch.full_like(label, 2), label)
+    wrong = torch.nn.functional.one_hot(all_edema[:, 0], 4).permute(0, 4, 1, 2, 3).float() * 20
+
+    region = RegionDiceCELoss()
+    per_label = DiceCELoss(to_onehot_y=True, softmax=True)
+    assert float(region(right, label)) < 0.01
+    region_cost = float(region(wrong, label)) - float(region(right, label))
+    label_cost = float(per_label(wrong, label)) - float(per_label(right, label))
+    assert region_cost > 0.6  # tumour core and enhancing tumour: two of three region terms lost
+    assert region_cost > label_cost
