@@ -54,7 +54,7 @@ from server_app.rounds.reply_checks import (
 )
 from server_app.rounds.round_checkpoint import RoundState, save_round_state, strategy_state
 from server_app.rounds.site_directory import SiteDirectory
-from server_app.run_record.best_model import site_scores
+from server_app.run_record.best_model import ended_early, site_scores
 from server_app.run_record.checkpoints import Checkpointer
 from server_app.run_record.run_folder import COMPLETED, STOPPED, RunFolder
 
@@ -69,24 +69,6 @@ ALL_SELECTED = {
 
 ROUNDS_FINISHED = "Federated rounds finished"
 """Logged once the last round is done (before the summary and report): what bench/ times a run's end by."""
-
-
-def plateau_reached(best_round: int | None, server_round: int, patience: int) -> str:
-    """Why the run stops after `server_round` at a validation plateau ("" while it goes on): `patience` > 0
-    rounds in a row have passed since the best round (best_model's paired rule) without a better one."""
-    if patience <= 0 or best_round is None or server_round - best_round < patience:
-        return ""
-    return (
-        f"no better global model in the {server_round - best_round} rounds since round {best_round}"
-        f" (patience {patience})"
-    )
-
-
-def plateau_reason(last_round: int, num_rounds: int, patience: int) -> str:
-    """summary.json's reason for a run that completed before its planned last round ("" for one that did not)."""
-    if last_round >= num_rounds:
-        return ""
-    return f"stopped at a validation plateau after round {last_round} of {num_rounds} (patience {patience})"
 
 
 class EverySiteRefused(RuntimeError):
@@ -156,7 +138,7 @@ class FederatedLoop:
             self.last_round = server_round
             if self.after_round is not None:
                 self.after_round()
-            plateau = plateau_reached(self.checkpointer.best.round, server_round, self.settings.patience)
+            plateau = self.checkpointer.best.plateau(server_round, self.settings.patience)
             if plateau:
                 log(INFO, "The run stops early: %s", plateau)
                 break
@@ -172,7 +154,7 @@ class FederatedLoop:
             self.run,
         )
         self.checkpointer.finish(last, self._saved(arrays))
-        return Outcome(COMPLETED, last, arrays, plateau_reason(last, self.num_rounds, self.settings.patience))
+        return Outcome(COMPLETED, last, arrays, ended_early(last, self.num_rounds, self.settings.patience))
 
     def round(self, server_round: int, arrays: ArrayRecord, spec: dict[str, ArraySpec]) -> ArrayRecord:
         log(INFO, "")

@@ -54,6 +54,16 @@ class BestRound:
         self.round, self.scores, self.compared_on = server_round, dict(scores), sorted(common)
         return True
 
+    def plateau(self, server_round: int, patience: int) -> str:
+        """Why a run stops after `server_round` at a validation plateau ("" while it goes on): `patience` > 0
+        rounds in a row have passed since the best round without a better one."""
+        if patience <= 0 or self.round is None or server_round - self.round < patience:
+            return ""
+        return (
+            f"no better global model in the {server_round - self.round} rounds since round {self.round}"
+            f" (patience {patience})"
+        )
+
     @property
     def score(self) -> float | None:
         """The best round's case-weighted mean Dice over all the sites that reported in it."""
@@ -73,3 +83,10 @@ class BestRound:
             scores={site: (float(d), int(n)) for site, (d, n) in state.get("scores", {}).items()},
             compared_on=list(state.get("compared_on", [])),
         )
+
+
+def ended_early(last_round: int, num_rounds: int, patience: int) -> str:
+    """summary.json's `ended_early` for a run that completed before its planned last round ("" otherwise)."""
+    if last_round >= num_rounds:
+        return ""
+    return f"stopped at a validation plateau after round {last_round} of {num_rounds} (patience {patience})"

@@ -1,6 +1,6 @@
 """best.pt by a rule a failing site cannot game: rounds are compared on the sites that reported in both."""
 
-from server_app.run_record.best_model import BestRound
+from server_app.run_record.best_model import BestRound, ended_early
 
 
 def test_a_round_where_the_weakest_site_failed_does_not_look_best():
@@ -25,3 +25,13 @@ def test_no_common_site_or_no_report_is_no_evidence():
     best.consider(1, {"a": (0.3, 4)})
     assert not best.consider(2, {"b": (0.9, 4)}) and best.round == 1
     assert BestRound.from_state(best.state()) == best
+
+
+def test_a_plateau_is_patience_rounds_after_the_best_round():
+    best = BestRound()
+    assert best.plateau(3, 2) == ""  # no best round yet
+    best.consider(1, {"a": (0.5, 2)})
+    assert best.plateau(2, 2) == "" and best.plateau(3, 0) == ""
+    assert best.plateau(3, 2) == "no better global model in the 2 rounds since round 1 (patience 2)"
+    assert ended_early(3, 6, 2) == "stopped at a validation plateau after round 3 of 6 (patience 2)"
+    assert ended_early(6, 6, 2) == ""

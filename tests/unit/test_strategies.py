@@ -28,6 +28,7 @@ from server_app.rounds.loop import ALL_SELECTED
 from server_app.strategies.base import BASE_STRATEGIES, Named
 from server_app.strategies.central_dp import CentralDp
 from server_app.strategies.fast_mean import array_view, weighted_mean
+from server_app.strategies.lr_schedule import LearningRateSchedule
 from server_app.strategies.mean_wrapper import FastMean
 from server_app.strategies.pooled_evaluation import PooledEvaluation
 from server_app.strategies.registry import build_strategy
@@ -213,15 +214,28 @@ def test_the_base_strategies_are_the_run_configs_choices():
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({}, [Transport, UpdateNormBound, SiteWeightCap, FastMean, PooledEvaluation, Named, FedAvg]),
+        (
+            {},
+            [
+                Transport,
+                LearningRateSchedule,
+                UpdateNormBound,
+                SiteWeightCap,
+                FastMean,
+                PooledEvaluation,
+                Named,
+                FedAvg,
+            ],
+        ),
         (
             {"strategy": "fedprox", "max_site_weight": 1.0},
-            [Transport, UpdateNormBound, FastMean, PooledEvaluation, Named, FedProx],
+            [Transport, LearningRateSchedule, UpdateNormBound, FastMean, PooledEvaluation, Named, FedProx],
         ),
         (
             {"strategy": "fedyogi"},
             [
                 Transport,
+                LearningRateSchedule,
                 UpdateNormBound,
                 SiteWeightCap,
                 FastMean,
@@ -233,11 +247,29 @@ def test_the_base_strategies_are_the_run_configs_choices():
         ),
         (
             {"dp_noise_multiplier": 1.0},
-            [Transport, UpdateNormBound, CentralDp, FastMean, PooledEvaluation, Named, FedAvg],
+            [
+                Transport,
+                LearningRateSchedule,
+                UpdateNormBound,
+                CentralDp,
+                FastMean,
+                PooledEvaluation,
+                Named,
+                FedAvg,
+            ],
         ),
         (
             {"strategy": "fedmedian"},
-            [Transport, UpdateNormBound, SiteWeightCap, FastMean, PooledEvaluation, Named, FedMedian],
+            [
+                Transport,
+                LearningRateSchedule,
+                UpdateNormBound,
+                SiteWeightCap,
+                FastMean,
+                PooledEvaluation,
+                Named,
+                FedMedian,
+            ],
         ),
     ],
 )
