@@ -345,7 +345,7 @@ DP_DELTA = RunSetting(
 )
 
 # site
-LOCAL_EPOCHS = RunSetting("local-epochs", Owner.SITE, int, 2, "epochs each site trains per round", 1)
+LOCAL_EPOCHS = RunSetting("local-epochs", Owner.SITE, int, 3, "epochs each site trains per round", 1)
 LEARNING_RATE = RunSetting("learning-rate", Owner.SITE, float, 0.002, "Adam's learning rate", 0)
 BATCH_SIZE = RunSetting(
     "batch-size", Owner.SITE, int, 2, "training patches per step (a deployed site's batch-size-min is 2)", 1

@@ -26,7 +26,6 @@ from models.presets import build_model
 from models.transport import encode
 from site_app.learning.local_baseline import LocalBaseline
 from site_app.learning.local_norm import LocalNorm
-from site_app.learning.optimizer_state import AdamState
 from site_app.learning.personalize import keep_personalized
 from site_app.learning.training import round_seed, seed_everything, train_epochs
 from site_app.learning.validation import CaseEvaluation, validate_cases
@@ -67,8 +66,7 @@ class SiteRound:
         lr_scale: float = 1.0,
     ) -> float:
         """One round's budget of local training (`epochs`, default local-epochs), every random draw seeded from
-        (run seed, round, site, stream); Adam carries on from this stream's earlier rounds
-        (site_app.learning.optimizer_state)."""
+        (run seed, round, site, stream), at the coordinator's share `lr_scale` of the site's learning rate."""
         seed = round_seed(self.settings.seed, server_round, self.site.name, stream)
         seed_everything(seed)
         dataset = training_dataset(list(items), self.settings.pipeline, self.site.work / "cache", seed=seed)
@@ -81,7 +79,6 @@ class SiteRound:
             device=self.device,
             seed=seed,
             proximal_mu=proximal_mu,
-            optimizer_state=AdamState(self.state_dir, stream, server_round),
             lr_scale=lr_scale,
         )
 

@@ -1,7 +1,8 @@
 """Local training: cross-entropy plus region Dice (RegionDiceCELoss), Adam, random patches of the training cases.
 
-Adam's state: a site's rounds pass it on (`optimizer_state`, site_app.learning.optimizer_state), so that a round
-does not start with a new Adam's full-size sign steps on every weight.
+Adam starts afresh at every call (a round), warming up over its first WARMUP_STEPS steps. Carrying its state over
+from the site's earlier rounds (whole, or its second moments alone) was measured on the anatomy preset and did not
+help: the moments belong to the site's own pre-averaging weights (bench/RESULTS.md, "Stability on a real brain").
 
 Repeatable: `round_seed` derives every random stream of a round (data order, patch sampling, augmentation) from
 the run seed, the round, the site and the purpose, and `seed_everything` seeds torch, numpy, Python and MONAI
@@ -15,21 +16,12 @@ added term is exactly zero and the weights are bit for bit those of plain traini
 import hashlib
 import math
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 import torch
 from monai.data import DataLoader, Dataset
 from monai.utils import set_determinism
 
 from models.shared.labels import REGIONS
-
-
-class OptimizerState(Protocol):
-    """Where an optimizer's state carries over between calls (site_app.learning.optimizer_state.AdamState)."""
-
-    def load(self, optimizer: torch.optim.Optimizer) -> bool: ...
-
-    def save(self, optimizer: torch.optim.Optimizer) -> None: ...
 
 
 class RegionDiceCELoss(torch.nn.Module):
@@ -92,7 +84,6 @@ def train_epochs(
     seed: int | None = None,
     proximal_mu: float | None = None,
     after_epoch: Callable[[int], bool] | None = None,
-    optimizer_state: OptimizerState | None = None,
     lr_scale: float = 1.0,
 ) -> float:
     """Train in place; returns the mean loss over all steps (a finite float, or raises).
@@ -101,10 +92,9 @@ def train_epochs(
     in a fresh process (deployment), a reused one (simulation) and a resumed run (site_app.learning.federated_round seeds
     it from the run seed, the round and the site). With `proximal_mu` (FedProx) the loss adds μ/2·‖w − w₀‖².
     `after_epoch(n)` runs after the n-th epoch (1-based) and ends training early when it returns True (the quality
-    benchmark's plateau search evaluates snapshots of one run there). With `optimizer_state` Adam starts from the
-    moments it holds and leaves its own there; without, Adam starts afresh. Every step's rate is `learning_rate` ×
+    benchmark's plateau search evaluates snapshots of one run there). Adam starts afresh; every step's rate is `learning_rate` ×
     `lr_scale` (the coordinator's schedule, site_app.site_message.SiteMessage.lr_scale), with a warm-up over the first
-    WARMUP_STEPS steps when Adam starts afresh."""
+    WARMUP_STEPS steps."""
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=0, generator=generator
@@ -113,15 +103,13 @@ def train_epochs(
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate)
-    resumed = optimizer_state is not None and optimizer_state.load(optimizer)
-    warmup = 0 if resumed else WARMUP_STEPS
     anchor = [p.detach().clone() for p in params] if proximal_mu is not None else None
     total, steps = 0.0, 0
     for epoch in range(1, epochs + 1):
         for batch in loader:
             image, label = batch["image"].to(device), batch["label"].to(device)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate * lr_scale * min(1.0, (steps + 1) / warmup if warmup else 1.0)
+                group["lr"] = learning_rate * lr_scale * min(1.0, (steps + 1) / WARMUP_STEPS)
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(image), label.long())
             loss.backward()
@@ -140,6 +128,4 @@ def train_epochs(
     mean_loss = total / max(steps, 1)
     if not math.isfinite(mean_loss):
         raise FloatingPointError(f"training diverged: mean loss {mean_loss}")
-    if optimizer_state is not None:
-        optimizer_state.save(optimizer)
     return mean_loss

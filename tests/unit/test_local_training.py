@@ -111,3 +111,25 @@ def test_the_region_loss_charges_a_core_called_edema_more_than_per_label_dice():
     label_cost = float(per_label(wrong, label)) - float(per_label(right, label))
     assert region_cost > 0.6  # tumour core and enhancing tumour: two of three region terms lost
     assert region_cost > label_cost
+
+
+def test_a_fresh_adam_warms_up_instead_of_moving_every_weight_by_the_whole_rate():
+    """Adam's first step at the full rate moves each of the n weights by about the rate (a step of lr·√n); with
+    the warm-up the first step is an eighth of that."""
+    model = build_model("tiny", seed=0)
+    start = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    seed_everything(1)
+    train_epochs(
+        model,
+        Dataset(list(patches(2))),
+        epochs=1,
+        learning_rate=0.01,
+        batch_size=2,
+        device=torch.device("cpu"),
+        seed=1,
+    )
+    moved = float(
+        torch.linalg.vector_norm(torch.cat([p.detach().flatten() for p in model.parameters()]) - start)
+    )
+    full_sign_step = 0.01 * start.numel() ** 0.5
+    assert 0.05 * full_sign_step < moved < 0.25 * full_sign_step, (moved, full_sign_step)
