@@ -29,6 +29,7 @@ from common import (
     run_config,
 )
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from round_timeline import HOP_HEADERS, ROUND_HEADERS, hop_rows
 
 from data_prep.synth.federation import write_federation
 from deploy.flower_env import app_directory, flower_env, flower_executable, toml_value, write_connection
@@ -36,9 +37,11 @@ from deploy.processes import ProcessGroup, free_port, stop_on_signals, wait_for_
 from deploy.simulation.launch import SimulationPlan, failure_context, run_simulation
 from deploy.simulation.plan import plan_simulation
 from models.presets import build_model
+from models.shared.node_config import limit_key
 from models.weights import to_record
 from site_app.app import app as client_app
 from site_app.settings.identity import site_folders
+from site_app.settings.limits import SIMULATION_LOWER_BOUNDS
 
 N_SITES = 4
 DATA_SEED = 0
@@ -47,13 +50,15 @@ RUN_TIMEOUT_S = 1800.0
 
 
 def node_config(data: Path, work: Path) -> dict[str, str | int]:
-    """A SuperNode's node config; every site reports its metrics and trains however few cases it has."""
+    """A SuperNode's node config; every site reports its metrics and trains however few cases it has, under the
+    limits of a simulated site (a tiny site's few patches make fewer local steps than a deployed site's minimum)."""
     return {
         "site-name": data.name,
         "data-path": str(data),
         "work-path": str(work),
         "min-report-cases": 1,
         "min-train-cases": 1,
+        **{limit_key(key): value for key, value in SIMULATION_LOWER_BOUNDS.items()},
     }
 
 
@@ -103,6 +108,11 @@ def simulated(plan: SimulationPlan) -> tuple[dict[int, float], RunMemory]:
     return clock.durations(), memory
 
 
+def traced_env(flwr_home: Path) -> dict[str, str]:
+    """A Flower process's environment, with Flower's DEBUG log level: its log lines carry their times."""
+    return {**flower_env(flwr_home), "FLWR_LOG_LEVEL": "DEBUG"}
+
+
 def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup) -> int:
     """An insecure SuperLink and one SuperNode per site on free loopback ports, each with its own FLWR_HOME, in
     `processes` (which stops them). Returns the SuperLink's port."""
@@ -121,7 +131,7 @@ def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup) -> int:
             str(port),
             "--disable-runtime-dependency-installation",
         ],
-        flower_env(run_dir / "superlink-home"),
+        traced_env(run_dir / "superlink-home"),
         logs / "superlink.log",
     )
     wait_for_health(superlink, f"http://127.0.0.1:{port}/health")
@@ -140,7 +150,7 @@ def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup) -> int:
                 "--node-config",
                 config,
             ],
-            flower_env(site_dir / "flwr-home"),
+            traced_env(site_dir / "flwr-home"),
             logs / f"supernode-{folder.name}.log",
         )
     return port
@@ -152,7 +162,7 @@ def deployed(data: Path, run_dir: Path, overrides: dict[str, object]) -> tuple[d
     with RunMemory(run_dir) as memory, ProcessGroup() as processes:
         port = start_deployment(data, run_dir, processes)
         cli_home = run_dir / "cli-home"
-        env = flower_env(cli_home)
+        env = traced_env(cli_home)
         write_connection(cli_home, CONNECTION, f"127.0.0.1:{port}")
         config_file = cli_home / "run-config.toml"
         config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items()), "utf-8")
@@ -271,6 +281,17 @@ def main() -> None:
         "round_over_serial_compute_deploy": median["deployment"] / serial["deployment"],
         "clientapp_start_share_deploy": 2 * clientapp / median["deployment"],
     }
+    deployment = out / "deployment"
+    hops, coordinator_rounds = hop_rows(
+        deployment / "logs" / "flwr-run.log",
+        {
+            folder.name: (
+                deployment / "logs" / f"supernode-{folder.name}.log",
+                deployment / "sites" / folder.name / "work" / "logs" / "site.log",
+            )
+            for folder in site_folders(data)
+        },
+    )
     tables = [
         markdown_table(
             ["site", *(f"{h} ({mode})" for mode in runs for h in ("train s", "evaluate s", "compute s"))],
@@ -290,6 +311,8 @@ def main() -> None:
             round_rows,
         ),
         markdown_table(["mode", "peak memory GiB", "largest process GiB", "processes"], memory_rows),
+        markdown_table(HOP_HEADERS, hops),
+        markdown_table(ROUND_HEADERS, coordinator_rounds),
     ]
     report("overhead", args.results, tables, ratios, notes, started)
 
