@@ -6,6 +6,23 @@ Then the same federation runs in Flower's Simulation Engine (deploy.simulation.l
 insecure SuperLink and one SuperNode per site, each with its own FLWR_HOME and runtime port, on free ports);
 each round's wall time is read from the ServerApp's streamed log. Also measured: the start cost of a fresh
 ClientApp process (interpreter + imports), which every message pays in a deployment.
+
+The deployment runs with Flower's DEBUG log level, so that every line of every Flower process carries its time;
+bench/round_timeline.py reads from them where a deployed round's time goes, hop by hop (the timeline tables).
+
+Where a deployed message waits (flwr 1.42, paths under site-packages/flwr):
+- SuperNode, between two fetches that found no message: a fixed `time.sleep(3)`
+  (supernode/start_client_internal.py:263); no setting (`--max-wait-time` bounds reconnection retries, not this).
+  Every message waits 0-3 s here before its site sees it.
+- SuperNode, for its ClientApp's reply: a fixed 0.5 s poll (supernode/start_client_internal.py:470); the same while
+  pushing for object contents (line 506).
+- SuperExec, between two task polls: FLWR_SUPEREXEC_TASK_POLL_INTERVAL (supercore/superexec/run_superexec.py:48-51,
+  sleep at line 277; default 1.0 s); deploy/flower_env.py sets 0.2 s for every Flower process we start.
+- ClientApp process: no poll; it pulls its message once it runs (supernode/runtime/run_clientapp.py,
+  `pull_task_input`), then pays its interpreter and imports (torch, MONAI) for every message.
+- ServerApp: Flower's Grid.send_and_receive sleeps 3 s between pulls (superlink/grid/http_grid.py:412) and its node
+  sampler 1 s while waiting for nodes (serverapp/strategy/strategy_utils.py:180); the round loop uses neither
+  (server_app/rounds/grid_exchange.py pulls every POLL_S, SelectedNodes skips the sampler's wait).
 """
 
 import dataclasses

@@ -21,7 +21,9 @@ from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-POLL_S = 2.0
+POLL_S = 0.25
+"""Seconds between two pulls of a phase's replies: one loopback request to the SuperLink (Flower's own
+`send_and_receive` waits 3 s between pulls), so a reply waits at most this long once the SuperLink has it."""
 
 
 @dataclass(frozen=True)
