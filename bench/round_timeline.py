@@ -130,7 +130,8 @@ def hop_rows(
 ) -> tuple[list[list[object]], list[list[object]]]:
     """Per hop (train and evaluate messages of rounds ≥ 1): median and max over sites and rounds, in seconds; and
     per round the coordinator's phases (round start → train push, train push → last train reply, last train reply
-    → evaluate push, evaluate push → last evaluate reply, last evaluate reply → next round)."""
+    → evaluate push, evaluate push → last evaluate reply, last evaluate reply → next round, the round, and the
+    evaluate phase less its slowest site's validation)."""
     starts, phases, last = server_phases(serverapp_log)
     by_node = {}
     for site, (supernode_log, site_log) in sites.items():
@@ -138,6 +139,7 @@ def hop_rows(
         if node_id is not None:
             by_node[node_id] = (site, messages)
     samples: dict[tuple[str, str], list[float]] = {}
+    computed: dict[tuple[int, str], list[float]] = {}
     for phase in phases:
         if phase.round < 1 or phase.kind not in ("train", "evaluate"):
             continue
@@ -166,6 +168,10 @@ def hop_rows(
             samples.setdefault(("total: push → reply pulled", phase.kind), []).append(
                 events["pulled"] - events["pushing"]
             )
+            if "handling" in events and "replied" in events:
+                computed.setdefault((phase.round, phase.kind), []).append(
+                    events["replied"] - events["handling"]
+                )
     hops = [*(hop for hop, _, _ in HOPS), "total: push → reply pulled"]
     rows = []
     for hop in hops:
@@ -183,6 +189,7 @@ def hop_rows(
         if train is None or evaluate is None or not train.pulled or not evaluate.pulled:
             continue
         following = starts.get(rnd + 1, last)
+        evaluate_wall = max(evaluate.pulled.values()) - evaluate.pushing
         round_rows.append(
             [
                 rnd,
@@ -192,6 +199,7 @@ def hop_rows(
                 max(evaluate.pulled.values()) - evaluate.pushing,
                 (following or 0.0) - max(evaluate.pulled.values()),
                 (following or 0.0) - start,
+                evaluate_wall - max(computed.get((rnd, "evaluate"), [0.0])),
             ]
         )
     return rows, round_rows
@@ -206,4 +214,7 @@ ROUND_HEADERS = [
     "evaluate push → last reply s",
     "last evaluate reply → next round s",
     "round s",
+    "evaluate phase beyond its slowest compute s",
 ]
+"""The last column is what one message per site per round would save (each site validating the model it receives
+before training on it): the evaluate phase's wall time less its slowest site's validation, which would still run."""

@@ -61,4 +61,4 @@ def test_each_hop_of_each_phase_is_timed(tmp_path, monkeypatch):
     assert sum(v for k, v in train.items() if not k.startswith("total")) == pytest.approx(19.0)
     assert evaluate["compute (the site's handler)"] == pytest.approx(4.0)
     assert evaluate["total: push → reply pulled"] == pytest.approx(10.0)
-    assert rounds == [[1, 1.0, 19.0, 1.0, 10.0, 1.0, 32.0]]
+    assert rounds == [[1, 1.0, 19.0, 1.0, 10.0, 1.0, 32.0, 6.0]]
