@@ -27,8 +27,7 @@ NODE_ID = re.compile(r"SuperNode ID: (\d+)")
 RECEIVING = re.compile(r"Receiving: (\S+) message")
 
 HOPS = (
-    ("ServerApp push (→ SuperLink)", "pushing", "pushed"),
-    ("SuperNode fetch wait", "pushed", "receiving"),
+    ("ServerApp push starts → SuperNode receives (push, SuperNode fetch wait)", "pushing", "receiving"),
     ("SuperNode pull, SuperExec poll, ClientApp interpreter + flwr import", "receiving", "app_start"),
     ("ClientApp pull + FAB install", "app_start", "loading"),
     ("ClientApp import (site_app, torch, MONAI)", "loading", "handling"),
@@ -37,7 +36,10 @@ HOPS = (
     ("SuperNode push (→ SuperLink)", "sending", "sent"),
     ("ServerApp pull wait", "sent", "pulled"),
 )
-"""(hop, from event, to event): one message's path, in order; together they add up to push → reply pulled."""
+"""(hop, from event, to event): one message's path, in order; together they add up to push → reply pulled. The
+ServerApp's push and the SuperNode's fetch overlap (a SuperNode can take a message while the ServerApp still
+uploads the copies for other nodes), so they share a hop; PUSH_ITSELF is timed beside the path."""
+PUSH_ITSELF = ("(beside the path) ServerApp push of all the phase's messages", "pushing", "pushed")
 
 
 def _time(line: str) -> float | None:
@@ -162,7 +164,7 @@ def hop_rows(
                 "pushed": phase.pushed,
                 "pulled": phase.pulled[node],
             }
-            for hop, start, end in HOPS:
+            for hop, start, end in (*HOPS, PUSH_ITSELF):
                 if start in events and end in events:
                     samples.setdefault((hop, phase.kind), []).append(events[end] - events[start])
             samples.setdefault(("total: push → reply pulled", phase.kind), []).append(
@@ -172,7 +174,7 @@ def hop_rows(
                 computed.setdefault((phase.round, phase.kind), []).append(
                     events["replied"] - events["handling"]
                 )
-    hops = [*(hop for hop, _, _ in HOPS), "total: push → reply pulled"]
+    hops = [*(hop for hop, _, _ in HOPS), "total: push → reply pulled", PUSH_ITSELF[0]]
     rows = []
     for hop in hops:
         row: list[object] = [hop]
