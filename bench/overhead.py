@@ -6,6 +6,23 @@ Then the same federation runs in Flower's Simulation Engine (deploy.simulation.l
 insecure SuperLink and one SuperNode per site, each with its own FLWR_HOME and runtime port, on free ports);
 each round's wall time is read from the ServerApp's streamed log. Also measured: the start cost of a fresh
 ClientApp process (interpreter + imports), which every message pays in a deployment.
+
+The deployment runs with Flower's DEBUG log level, so that every line of every Flower process carries its time;
+bench/round_timeline.py reads from them where a deployed round's time goes, hop by hop (the timeline tables).
+
+Where a deployed message waits (flwr 1.42, paths under site-packages/flwr):
+- SuperNode, between two fetches that found no message: a fixed `time.sleep(3)`
+  (supernode/start_client_internal.py:263); no setting (`--max-wait-time` bounds reconnection retries, not this).
+  Every message waits 0-3 s here before its site sees it.
+- SuperNode, for its ClientApp's reply: a fixed 0.5 s poll (supernode/start_client_internal.py:470); the same while
+  pushing for object contents (line 506).
+- SuperExec, between two task polls: FLWR_SUPEREXEC_TASK_POLL_INTERVAL (supercore/superexec/run_superexec.py:48-51,
+  sleep at line 277; default 1.0 s); deploy/flower_env.py sets 0.2 s for every Flower process we start.
+- ClientApp process: no poll; it pulls its message once it runs (supernode/runtime/run_clientapp.py,
+  `pull_task_input`), then pays its interpreter and imports (torch, MONAI) for every message.
+- ServerApp: Flower's Grid.send_and_receive sleeps 3 s between pulls (superlink/grid/http_grid.py:412) and its node
+  sampler 1 s while waiting for nodes (serverapp/strategy/strategy_utils.py:180); the round loop uses neither
+  (server_app/rounds/grid_exchange.py pulls every POLL_S, SelectedNodes skips the sampler's wait).
 """
 
 import dataclasses
@@ -29,6 +46,7 @@ from common import (
     run_config,
 )
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from round_timeline import HOP_HEADERS, ROUND_HEADERS, hop_rows
 
 from data_prep.synth.federation import write_federation
 from deploy.flower_env import app_directory, flower_env, flower_executable, toml_value, write_connection
@@ -36,9 +54,11 @@ from deploy.processes import ProcessGroup, free_port, stop_on_signals, wait_for_
 from deploy.simulation.launch import SimulationPlan, failure_context, run_simulation
 from deploy.simulation.plan import plan_simulation
 from models.presets import build_model
+from models.shared.node_config import limit_key
 from models.weights import to_record
 from site_app.app import app as client_app
 from site_app.settings.identity import site_folders
+from site_app.settings.limits import SIMULATION_LOWER_BOUNDS
 
 N_SITES = 4
 DATA_SEED = 0
@@ -47,13 +67,15 @@ RUN_TIMEOUT_S = 1800.0
 
 
 def node_config(data: Path, work: Path) -> dict[str, str | int]:
-    """A SuperNode's node config; every site reports its metrics and trains however few cases it has."""
+    """A SuperNode's node config; every site reports its metrics and trains however few cases it has, under the
+    limits of a simulated site (a tiny site's few patches make fewer local steps than a deployed site's minimum)."""
     return {
         "site-name": data.name,
         "data-path": str(data),
         "work-path": str(work),
         "min-report-cases": 1,
         "min-train-cases": 1,
+        **{limit_key(key): value for key, value in SIMULATION_LOWER_BOUNDS.items()},
     }
 
 
@@ -103,6 +125,11 @@ def simulated(plan: SimulationPlan) -> tuple[dict[int, float], RunMemory]:
     return clock.durations(), memory
 
 
+def traced_env(flwr_home: Path) -> dict[str, str]:
+    """A Flower process's environment, with Flower's DEBUG log level: its log lines carry their times."""
+    return {**flower_env(flwr_home), "FLWR_LOG_LEVEL": "DEBUG"}
+
+
 def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup) -> int:
     """An insecure SuperLink and one SuperNode per site on free loopback ports, each with its own FLWR_HOME, in
     `processes` (which stops them). Returns the SuperLink's port."""
@@ -121,7 +148,7 @@ def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup) -> int:
             str(port),
             "--disable-runtime-dependency-installation",
         ],
-        flower_env(run_dir / "superlink-home"),
+        traced_env(run_dir / "superlink-home"),
         logs / "superlink.log",
     )
     wait_for_health(superlink, f"http://127.0.0.1:{port}/health")
@@ -140,7 +167,7 @@ def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup) -> int:
                 "--node-config",
                 config,
             ],
-            flower_env(site_dir / "flwr-home"),
+            traced_env(site_dir / "flwr-home"),
             logs / f"supernode-{folder.name}.log",
         )
     return port
@@ -152,7 +179,7 @@ def deployed(data: Path, run_dir: Path, overrides: dict[str, object]) -> tuple[d
     with RunMemory(run_dir) as memory, ProcessGroup() as processes:
         port = start_deployment(data, run_dir, processes)
         cli_home = run_dir / "cli-home"
-        env = flower_env(cli_home)
+        env = traced_env(cli_home)
         write_connection(cli_home, CONNECTION, f"127.0.0.1:{port}")
         config_file = cli_home / "run-config.toml"
         config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items()), "utf-8")
@@ -271,6 +298,17 @@ def main() -> None:
         "round_over_serial_compute_deploy": median["deployment"] / serial["deployment"],
         "clientapp_start_share_deploy": 2 * clientapp / median["deployment"],
     }
+    deployment = out / "deployment"
+    hops, coordinator_rounds = hop_rows(
+        deployment / "logs" / "flwr-run.log",
+        {
+            folder.name: (
+                deployment / "logs" / f"supernode-{folder.name}.log",
+                deployment / "sites" / folder.name / "work" / "logs" / "site.log",
+            )
+            for folder in site_folders(data)
+        },
+    )
     tables = [
         markdown_table(
             ["site", *(f"{h} ({mode})" for mode in runs for h in ("train s", "evaluate s", "compute s"))],
@@ -290,6 +328,8 @@ def main() -> None:
             round_rows,
         ),
         markdown_table(["mode", "peak memory GiB", "largest process GiB", "processes"], memory_rows),
+        markdown_table(HOP_HEADERS, hops),
+        markdown_table(ROUND_HEADERS, coordinator_rounds),
     ]
     report("overhead", args.results, tables, ratios, notes, started)
 

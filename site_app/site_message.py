@@ -34,6 +34,7 @@ class SiteMessage:
         settings = SiteRunSettings.from_run_config(context.run_config).at_site(context.node_config)
         site = resolve_site(context, settings)
         log = site_logger(site.work)
+        log.info("handling a %s message", msg.metadata.message_type)
         note_lowered_thresholds(context.node_config, settings, log)
         return cls(msg, settings, site, context.node_config, log, context.run_id)
 

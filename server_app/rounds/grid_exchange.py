@@ -12,14 +12,18 @@ instead of starting stale work when the site comes back.
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from logging import DEBUG
 
 from flwr.app import Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.common.logger import log
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-POLL_S = 2.0
+POLL_S = 0.25
+"""Seconds between two pulls of a phase's replies: one loopback request to the SuperLink (Flower's own
+`send_and_receive` waits 3 s between pulls), so a reply waits at most this long once the SuperLink has it."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,10 @@ def exchange(
     for message in messages:
         message.metadata.ttl = float(timeout_s)
     deadline = clock() + timeout_s
+    kind, nodes = messages[0].metadata.message_type, _nodes(messages)
+    log(DEBUG, "Pushing %s messages to nodes %s", kind, nodes)
     grid.push_messages(messages)
+    log(DEBUG, "Pushed %s messages to nodes %s", kind, nodes)
     # Both grids set message_id on the objects they push (HttpGrid: the content hash, InMemoryGrid: a uuid).
     pending = {message.metadata.message_id: message.metadata.dst_node_id for message in messages}
     replies: dict[int, Message] = {}
@@ -57,10 +64,15 @@ def exchange(
             if node is not None and reply.metadata.src_node_id in (node, SUPERLINK_NODE_ID):
                 del pending[reply.metadata.reply_to_message_id]
                 replies[node] = reply
+                log(DEBUG, "Pulled the reply of node %d", node)
         left = deadline - clock()
         if not pending or left <= 0:
             return Exchange(replies, tuple(sorted(pending.values())))
         sleep(min(poll_s, left))
+
+
+def _nodes(messages: list[Message]) -> str:
+    return " ".join(str(message.metadata.dst_node_id) for message in messages)
 
 
 class SelectedNodes(Grid):

@@ -21,7 +21,12 @@ HEADLINES = {
         "dp_dice_delta",
     },
     "pipeline": {"cached_over_uncached"},
-    "overhead": {"round_over_compute_sim", "round_over_compute_deploy", "clientapp_start_share_deploy"},
+    "overhead": {
+        "round_over_compute_sim",
+        "round_over_compute_deploy",
+        "round_over_serial_compute_deploy",
+        "clientapp_start_share_deploy",
+    },
     "aggregation": {"aggregation_over_memcpy", "fedavg_over_memcpy"},
     "scale": {"scale_round_per_site_over_baseline", "scale_memory_over_baseline"},
     "cli_start": {"cli_help_over_typer_import"},
@@ -101,6 +106,11 @@ def test_quick_mode(name, tmp_path):
     assert f"## {name} — " in text and "- command: `" in text and "- machine: " in text and "cores" in text
     assert all(f"RATIO {key} " in text for key in ratios)
     assert flower_homes_under(tmp_path) == []
+    if name == "overhead":  # the deployed round's timeline, every hop timed
+        rows = [
+            line for line in text.splitlines() if line.startswith(("| ServerApp", "| SuperNode", "| compute"))
+        ]
+        assert len(rows) == 6 and all("–" not in row for row in rows), text
 
 
 def test_in_process_grid_replies_reach_the_site_they_answer(monkeypatch):
