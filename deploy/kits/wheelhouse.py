@@ -119,12 +119,12 @@ def locked_wheels(pins: list[Pin], cache: Path) -> list[LockedWheel]:
 def lock_text(wheels: list[LockedWheel], package: Path, package_in_kit: str) -> str:
     """requirements.lock: one `name==version --hash=sha256:…` per dependency, then the oncofed wheel by its
     path relative to the kit (pip reads it from the folder the command runs in: the kit)."""
+    offline = f"pip install --no-index --find-links {WHEELS_DIR} --require-hashes -r {LOCK_FILE}"
+    online = f"pip install --require-hashes --extra-index-url {TORCH_CPU_INDEX} -r {LOCK_FILE}"
     lines = [
         "# Every wheel this site installs, with its SHA-256 (written by `oncofed provision`; do not edit).",
-        "# In the kit folder, offline:  pip install --no-index --find-links wheels --require-hashes -r "
-        f"{LOCK_FILE}",
-        f"# From an index instead:       pip install --require-hashes --extra-index-url {TORCH_CPU_INDEX} -r "
-        f"{LOCK_FILE}",
+        f"# In the kit folder, offline:  {offline}",
+        f"# From an index instead:       {online}",
     ]
     for wheel in wheels:
         lines.append(f"{wheel.pin.requirement} \\\n    --hash=sha256:{wheel.sha256}")

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+
 from deploy.flower_env import toml_value
 from deploy.kits.contents import KIT_FILE, PLACEHOLDER, SITE_FILE, KitError, read_toml
 from deploy.site.preflight import check_kit
@@ -20,6 +22,7 @@ from models.shared.exit_codes import CommandError, ExitCode
 from models.shared.node_config import NodeConfig
 from models.shared.terminal import make_console
 from site_app.settings.site_file import PRIVATE_KEY
+from site_app.tools.data_check import DataCheck
 
 SHOWN_CASES = 10
 """How many cases the setup lists (site check and WORK/inventory.json have them all)."""
@@ -43,10 +46,12 @@ def set_up_site(kit: Path, data: Path | None, key: Path | None, work: Path | Non
     read_toml(kit / KIT_FILE, f"{kit} is not a site kit (the coordinator makes one with `oncofed provision`)")
     answers = site_answers(kit, data, key, work, ask)
     write_site_answers(kit / SITE_FILE, answers)
-    out = make_console(soft_wrap=True, highlight=False)
+    out = make_console(highlight=False)
     out.print(f"wrote {kit / SITE_FILE}: data {answers.data}, key {answers.key}, work {answers.work}")
     results = check_kit(kit)
     print_checks(results, out)
+    check = check_data(answers.data, answers.work, None, kit / SITE_FILE)
+    usable = print_cases(out, check)
     failed = [result.check for result in results if result.status == "error"]
     if failed:
         raise CommandError(
@@ -54,19 +59,6 @@ def set_up_site(kit: Path, data: Path | None, key: Path | None, work: Path | Non
             f"`oncofed site check --kit {kit}`",
             ExitCode.BAD_INPUT,
         )
-    check = check_data(answers.data, answers.work, None, kit / SITE_FILE)
-    cases = check.inventory.cases
-    usable = [case for case in cases if case.status != "excluded"]
-    excluded = [case for case in cases if case.status == "excluded"]
-    out.print(f"{len(cases)} cases found: {len(usable)} usable, {len(excluded)} excluded")
-    for case in cases[:SHOWN_CASES]:
-        out.print(f"  {case.case_id}: {case.status}", markup=False)
-    if len(cases) > SHOWN_CASES:
-        out.print(f"  … and {len(cases) - SHOWN_CASES} more (all of them in {check.path})", markup=False)
-    if excluded:
-        out.print("Excluded, and why:")
-        for case in excluded:
-            out.print(f"  {case.case_id}: {case.reason}", markup=False)
     if not usable:
         raise CommandError(
             f"no usable case in {answers.data}; {check.path} says why", ExitCode.NO_USABLE_DATA
@@ -76,10 +68,27 @@ def set_up_site(kit: Path, data: Path | None, key: Path | None, work: Path | Non
     )
 
 
+def print_cases(out: Console, check: DataCheck) -> int:
+    """The first cases found, every excluded one with its reason; returns how many are usable."""
+    cases = check.inventory.cases
+    excluded = [case for case in cases if case.status == "excluded"]
+    out.print(f"{len(cases)} cases found: {len(cases) - len(excluded)} usable, {len(excluded)} excluded")
+    for case in cases[:SHOWN_CASES]:
+        out.print(f"  {case.case_id}: {case.status}", markup=False)
+    if len(cases) > SHOWN_CASES:
+        out.print(f"  … and {len(cases) - SHOWN_CASES} more (all of them in {check.path})", markup=False)
+    if excluded:
+        out.print("Excluded, and why:")
+        for case in excluded:
+            out.print(f"  {case.case_id}: {case.reason}", markup=False)
+    return len(cases) - len(excluded)
+
+
 def site_answers(
     kit: Path, data: Path | None, key: Path | None, work: Path | None, ask: Ask | None
 ) -> SiteAnswers:
-    """The three answers (flags first, then questions), checked: data a folder, key a file, work creatable."""
+    """The three answers (flags first, then questions, or without a terminal the defaults), checked: data a
+    folder, key a file, work creatable."""
     current = _current_values(kit / SITE_FILE)
     defaults = {
         "--data": current.get(NodeConfig.DATA_PATH),
@@ -95,8 +104,10 @@ def site_answers(
     def answer(flag: str, given: Path | None) -> Path:
         if given is not None:
             return given.expanduser().resolve()
-        if ask is None:
-            raise CommandError(f"give {flag} (no terminal to ask on)", ExitCode.BAD_INPUT)
+        if ask is None:  # no terminal: the default where there is one
+            if defaults[flag] is None:
+                raise CommandError(f"give {flag} (no terminal to ask on)", ExitCode.BAD_INPUT)
+            return Path(defaults[flag]).expanduser().resolve()
         return Path(ask(questions[flag], defaults[flag])).expanduser().resolve()
 
     answers = SiteAnswers(answer("--data", data), answer("--key", key), answer("--work", work))
@@ -133,7 +144,7 @@ def write_site_answers(path: Path, answers: SiteAnswers) -> None:
         pattern = re.compile(rf"^{re.escape(key)}\s*=.*$", re.MULTILINE)
         top_level = text.split("\n[", 1)
         if pattern.search(top_level[0]):
-            top_level[0] = pattern.sub(lambda _: line, top_level[0], count=1)
+            top_level[0] = pattern.sub(line.replace("\\", r"\\"), top_level[0], count=1)
         else:
             top_level[0] = f"{line}\n{top_level[0]}"
         text = "\n[".join(top_level)

@@ -14,6 +14,7 @@
 # Every failure is one line starting with `error:` that names what to fix.
 set -eu
 umask 022
+unset PYTHONPATH PYTHONHOME  # the site's environment holds only the kit's packages
 
 KIT="$(cd "$(dirname "$0")" && pwd)"
 PREFIX=@@{install_root}
@@ -86,7 +87,7 @@ keygen() {
         fail "$KEYS holds only half a key pair: move site.key and site.pub away, or restore the missing one"
     fi
     KEYGEN_PYTHON="$(command -v "$PYTHON" || command -v python3 || true)"
-    if [ -d "$KIT/@@{wheels_dir}" ] && [ -n "$KEYGEN_PYTHON" ]; then
+    if ls "$KIT/@@{wheels_dir}"/cryptography-*.whl >/dev/null 2>&1 && [ -n "$KEYGEN_PYTHON" ]; then
         "$KEYGEN_PYTHON" - "$KIT/@@{wheels_dir}" "$KEYS" "@@{site}" <<'PY' || fail "making the key pair with the kit's cryptography wheel failed: use ssh-keygen -t ecdsa -b 384 -N '' -f $KEYS/site.key instead"
 import base64, glob, hashlib, os, sys, tempfile, zipfile
 
