@@ -152,14 +152,14 @@ def write_site_answers(path: Path, answers: SiteAnswers) -> None:
 
 
 def _current_values(path: Path) -> dict[str, str]:
-    """site.toml's filled-in paths (placeholders are no answer)."""
+    """site.toml's filled-in paths, absolute (placeholders are no answer)."""
     try:
         table = read_toml(path, "")
     except KitError:
         return {}
     keys = (NodeConfig.DATA_PATH, NodeConfig.WORK_PATH, PRIVATE_KEY)
     return {
-        key: table[key]
+        key: str(path.parent / table[key])  # relative paths in a kit are relative to the kit
         for key in keys
         if isinstance(table.get(key), str) and not table[key].startswith(PLACEHOLDER)
     }
