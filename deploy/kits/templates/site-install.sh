@@ -73,7 +73,7 @@ make_user() {
     [ "$MAKE_USER" = 1 ] || return 0
     if id -u "$SITE_USER" >/dev/null 2>&1; then return 0; fi
     command -v useradd >/dev/null 2>&1 || fail "useradd not found: create the user $SITE_USER yourself, then run this again"
-    useradd --system --user-group --home-dir "$PREFIX" --no-create-home --shell /usr/sbin/nologin "$SITE_USER" \
+    useradd --system --user-group --create-home --shell /usr/sbin/nologin "$SITE_USER" \
         || fail "useradd $SITE_USER failed: create the user yourself, then run this again"
 }
 
