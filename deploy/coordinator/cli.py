@@ -63,15 +63,32 @@ def provision(
             "it in its kit (the coordinator then holds it: never with real data).",
         ),
     ] = False,
+    wheelhouse: Annotated[
+        bool,
+        typer.Option(
+            "--wheelhouse",
+            help="Put every wheel a site installs (CPU torch included) into each new site kit's wheels/: "
+            "the site installs offline. Without it the kit installs from an index, against the same hashed lock.",
+        ),
+    ] = False,
+    wheel_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--wheel-cache",
+            help="Folder of downloaded wheels, outside the kits, reused by later provisionings "
+            "(default ~/.cache/oncofed/wheels).",
+        ),
+    ] = None,
 ) -> None:
     """Create the federation's CA, the coordinator kit (with the release app) and one kit per site.
 
     Site kits hold no private key: each hospital makes its pair with `oncofed site keygen` and sends the
-    `.pub`. A site added while the coordinator runs is registered at once (no restart).
+    `.pub`. A site added while the coordinator runs is registered at once (no restart). Each new site kit gets
+    requirements.lock (every wheel with its SHA-256; the wheels are fetched into the cache once per machine).
     """
     from deploy.coordinator.provisioning import provision_federation
 
-    provision_federation(spec, out, ca, add_site, public_key, generate_site_keys)
+    provision_federation(spec, out, ca, add_site, public_key, generate_site_keys, wheelhouse, wheel_cache)
 
 
 @coordinator.command("start", no_args_is_help=True)

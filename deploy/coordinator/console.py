@@ -34,7 +34,9 @@ def print_provision_report(console: Console, report: ProvisionReport, out: Path)
         soft_wrap=True,
     )
     for site in report.created:
-        console.print(f"  new site kit: {out.resolve() / 'sites' / site}", highlight=False)
+        console.print(
+            f"  new site kit: {out.resolve() / 'sites' / site}{kit_contents(report, site)}", highlight=False
+        )
     for site in report.kept:
         console.print(f"  kept unchanged: {out.resolve() / 'sites' / site}", highlight=False)
     for site in report.not_in_spec:
@@ -57,6 +59,16 @@ def print_provision_report(console: Console, report: ProvisionReport, out: Path)
     )
     if report.created and report.kept:
         register_new_sites(console, report.coordinator, report.created)
+
+
+def kit_contents(report: ProvisionReport, site: str) -> str:
+    """` (512.3 MB; 138 wheels, installs offline)`: what a new site kit weighs and how it installs."""
+    size = f"{report.kit_bytes.get(site, 0) / 1e6:.1f} MB"
+    if report.wheel_count:
+        return f" ({size}; {report.wheel_count} wheels, installs offline)"
+    if report.locked:
+        return f" ({size}; {report.locked} locked packages, installs from an index)"
+    return f" ({size})"
 
 
 def register_new_sites(console: Console, coordinator: Path, sites: list[str]) -> None:

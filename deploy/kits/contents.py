@@ -14,7 +14,9 @@ this module adds the checks only a kit can make.
       release/<app>.fab                          release/<app>.fab
       proxy/nginx.conf                           packages/oncofed-*.whl requirements.txt
       flwr-home/config.toml                      start.sh oncofed-site.service compose.yaml Dockerfile README.md
-      packages/ requirements.txt                 (keys/site.key only in a test federation: --generate-site-keys)
+      packages/ requirements.txt                 requirements.lock (every wheel's SHA-256) install.sh
+                                                 wheels/ (with --wheelhouse: every wheel, an offline install)
+                                                 (keys/site.key only in a test federation: --generate-site-keys)
       start.sh oncofed-coordinator.service
       compose.yaml Dockerfile README.md
       state/ logs/ runs/  (created when it runs)

@@ -19,6 +19,7 @@ from deploy.kits.contents import (
 )
 from deploy.kits.release_fab import RELEASE_DIR, FabInfo
 from deploy.kits.site_package import TORCH_CPU_INDEX
+from deploy.kits.wheelhouse import LOCK_FILE, WHEELS_DIR
 from models.shared.atomic import atomic_write_bytes
 from models.shared.node_config import (
     DEFAULT_MIN_LESION_MM3,
@@ -36,6 +37,8 @@ BASE_IMAGE = (
     f"python:{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}-slim-bookworm"
 )
 """The Python this provisioning ran (and was tested) with, pinned to the patch release."""
+PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+"""The Python a site installs with: the kit's wheels are built for it."""
 
 
 class _KitTemplate(string.Template):
@@ -63,6 +66,8 @@ class Release:
             "base_image": BASE_IMAGE,
             "torch_index": TORCH_CPU_INDEX,
             "torch_version": version("torch").split("+")[0],
+            "python_version": PYTHON_VERSION,
+            "lock_file": LOCK_FILE,
         }
 
 
@@ -153,6 +158,12 @@ def site_files(
             limit_defaults=", ".join(f"{key} = {toml_value(value)}" for key, value in DEFAULT_LIMITS.items()),
         ),
         "start.sh": render("site-start.sh", **values),
+        "install.sh": render(
+            "site-install.sh",
+            **values,
+            python_tuple=f"{sys.version_info.major}, {sys.version_info.minor}",
+            wheels_dir=WHEELS_DIR,
+        ),
         "oncofed-site.service": render("site.service", **values),
         "compose.yaml": render("site-compose.yaml", **values),
         "Dockerfile": render("Dockerfile", **values),

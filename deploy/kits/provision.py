@@ -32,6 +32,16 @@ from deploy.kits.proxy_config import write_proxy_config
 from deploy.kits.release_fab import RELEASE_DIR, FabInfo, build_fab, read_fab, write_release
 from deploy.kits.site_keys import read_public_key
 from deploy.kits.site_package import build_wheel, requirements_text
+from deploy.kits.wheelhouse import (
+    LOCK_FILE,
+    WHEELS_DIR,
+    LockedWheel,
+    WheelSource,
+    copy_wheels,
+    lock_text,
+    locked_wheels,
+    runtime_pins,
+)
 from models.shared.atomic import atomic_write_bytes
 
 MANIFEST_HEADER = "# Written by `oncofed provision`: do not edit; re-run provision instead.\n"
@@ -57,6 +67,12 @@ class ProvisionReport:
     """Sites whose private key was generated here (--generate-site-keys): test federations only."""
     coordinator_made_keys: list[str] = field(default_factory=list)
     """Kept sites whose kit holds a key the coordinator made (provisioned before sites made their own)."""
+    kit_bytes: dict[str, int] = field(default_factory=dict)
+    """Size of each new site kit."""
+    wheel_count: int = 0
+    """Wheels in each new site kit's wheels/ (0 without --wheelhouse)."""
+    locked: int = 0
+    """Entries of each new site kit's requirements.lock (0 when no lock was written)."""
 
 
 def provision(
@@ -65,10 +81,13 @@ def provision(
     ca_dir: Path | None = None,
     add_sites: dict[str, Path] | None = None,
     generate_site_keys: bool = False,
+    wheels: WheelSource | None = None,
 ) -> ProvisionReport:
     """Write or extend the kits of `spec` under `out` (coordinator/ and sites/<site>/), the CA in `ca_dir`.
 
-    `add_sites` adds sites with their public key files (`--add-site NAME --public-key FILE`).
+    `add_sites` adds sites with their public key files (`--add-site NAME --public-key FILE`). `wheels`: where
+    the site kits' hashed lock (and with `wheels.wheelhouse` their wheels/) come from; None writes neither
+    (kits for tests that never install them).
     """
     root = out.resolve() / "coordinator"
     ca_dir = (ca_dir or out / "ca").resolve()
@@ -89,6 +108,8 @@ def provision(
         report.server_certificate = reissued
     release = Release(wheel=_wheel(root), flwr_version=flwr_version)
     fab_path, fab = _release_fab(root, previous, report)
+    new_sites = [site for site in sites if not (sites_root / site / KIT_FILE).is_file()]
+    locked = _locked(release.wheel, wheels) if wheels is not None and new_sites else None
 
     for site in sites:
         if (sites_root / site / KIT_FILE).is_file():
@@ -97,6 +118,9 @@ def provision(
         else:
             _new_site(
                 root, sites_root / site, site, spec, release, ca_certificate, fab_path, fab, new_keys[site]
+            )
+            _add_lock(
+                sites_root / site, release.wheel, locked, wheels is not None and wheels.wheelhouse, report
             )
             report.created.append(site)
             if new_keys[site].private is not None:
@@ -124,6 +148,25 @@ def provision(
     write_connection(kit.flwr_home, CONNECTION, kit.local_address, kit.ca_certificate)
     atomic_write_bytes(root / KIT_FILE, (MANIFEST_HEADER + tomli_w.dumps(kit.as_manifest())).encode())
     return report
+
+
+def _locked(wheel: Path, wheels: WheelSource) -> list[LockedWheel]:
+    """The dependencies' wheels, hashed (fetched into the cache when missing); one list for all new kits."""
+    return locked_wheels(runtime_pins(wheel), wheels.cache)
+
+
+def _add_lock(
+    kit_dir: Path, wheel: Path, locked: list[LockedWheel] | None, wheelhouse: bool, report: ProvisionReport
+) -> None:
+    """requirements.lock (and wheels/) into a new site kit; its size and counts into the report."""
+    if locked is not None:
+        text = lock_text(locked, wheel, f"packages/{wheel.name}")
+        atomic_write_bytes(kit_dir / LOCK_FILE, text.encode())
+        report.locked = len(locked) + 1
+        if wheelhouse:
+            copy_wheels(locked, kit_dir / WHEELS_DIR)
+            report.wheel_count = len(locked) + 1  # and the oncofed wheel in packages/
+    report.kit_bytes[kit_dir.name] = sum(p.stat().st_size for p in kit_dir.rglob("*") if p.is_file())
 
 
 def _sites_and_keys(spec: FederationSpec, add_sites: dict[str, Path]) -> tuple[list[str], dict[str, Path]]:

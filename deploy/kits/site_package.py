@@ -64,11 +64,8 @@ def build_wheel(dest: Path) -> Path:
 
 def pinned_requirements(wheel: Path) -> list[str]:
     """`name==version` for each runtime dependency the wheel declares, at the version installed here."""
-    with zipfile.ZipFile(wheel) as archive:
-        metadata_name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
-        metadata = Parser().parsestr(archive.read(metadata_name).decode("utf-8"))
     pins = []
-    for requirement in metadata.get_all("Requires-Dist") or []:
+    for requirement in wheel_requirements(wheel):
         if "extra ==" in requirement:
             continue  # optional extras (dev tools) are not part of a site
         match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?", requirement)
@@ -84,6 +81,14 @@ def pinned_requirements(wheel: Path) -> list[str]:
             f"{name}{extras}=={installed.split('+')[0]}"
         )  # 2.13.0+cpu: the build comes from the index
     return pins
+
+
+def wheel_requirements(wheel: Path) -> list[str]:
+    """The wheel's Requires-Dist lines, as written in its METADATA."""
+    with zipfile.ZipFile(wheel) as archive:
+        metadata_name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = Parser().parsestr(archive.read(metadata_name).decode("utf-8"))
+    return list(metadata.get_all("Requires-Dist") or [])
 
 
 def requirements_text(wheel: Path) -> str:

@@ -1,7 +1,8 @@
-"""A site's commands that need its kit: `oncofed site start` and `oncofed site check` (the site's approvals and
-key: deploy/site/approval_cli.py).
+"""A site's commands that need its kit: `oncofed site setup`, `oncofed site start` and `oncofed site check` (the
+site's approvals and key: deploy/site/approval_cli.py).
 
-Each reads its options and calls one function: deploy/site/site_check.py, deploy/site/joining.py. `oncofed_cli` puts
+Each reads its options and calls one function: deploy/site/setup.py, deploy/site/site_check.py,
+deploy/site/joining.py. `oncofed_cli` puts
 these in the `site` group beside site_app's commands. The kit, TLS and data modules load when a command runs, never
 when `oncofed` starts.
 """
@@ -78,6 +79,36 @@ def site_check(
     from deploy.site.site_check import check_site
 
     check_site(kit, data, work, manifest, config, output_format is OutputFormat.json)
+
+
+@app.command("setup", no_args_is_help=True)
+@reports_errors
+def site_setup(
+    kit: SiteKitOption,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="The folder with the site's studies (only read).")
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key", help="The site's private key (default: site.key in the keys folder beside the kit)."
+        ),
+    ] = None,
+    work: Annotated[
+        Path | None, typer.Option("--work", help="Where OncoFed writes (default: work/ beside the kit).")
+    ] = None,
+) -> None:
+    """Set up a site from its kit: the data folder, the key and the work folder into site.toml (asked for on a
+    terminal when not given), then every `site check` test, the first cases found and what was excluded and why.
+
+    Exit 0 when the site is ready, 3 if an answer or a check is wrong, 4 if no case is usable.
+    """
+    import sys
+
+    from deploy.site.setup import set_up_site
+
+    ask = (lambda question, default: typer.prompt(question, default=default)) if sys.stdin.isatty() else None
+    set_up_site(kit, data, key, work, ask)
 
 
 @app.command("start", no_args_is_help=True)

@@ -30,6 +30,7 @@ HEADLINES = {
     "aggregation": {"aggregation_over_memcpy", "fedavg_over_memcpy"},
     "scale": {"scale_round_per_site_over_baseline", "scale_memory_over_baseline"},
     "cli_start": {"cli_help_over_typer_import"},
+    "kit_install": {"kit_install_offline_s_over_online", "kit_size_mb"},
     "adversaries": {"poisoned_dice_drop", "unprotected_poisoned_dice_drop", "robust_over_fedavg_clean"},
     "stability": {"tiny_pooled_dice", "max_round_drop", "empty_site_rounds", "rerun_dice_delta"},
 }

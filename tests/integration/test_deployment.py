@@ -13,10 +13,11 @@ stops every process, also when a test fails, and checks that nothing with one of
 import http.client
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import ssl
-import stat
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ from federation_kits import (
     wait_for_line,
     write_spec,
 )
+from offline_install import OFFLINE, clean_env
 
 from data_prep.synth.federation import write_federation
 from deploy.coordinator.run_submission import CoordinatorNotRunning, check_coordinator_running, plan_run
@@ -50,7 +52,6 @@ from deploy.kits.contents import KIT_FILE, SITE_FILE, read_coordinator_kit, read
 from deploy.kits.federation_spec import read_spec
 from deploy.kits.provision import provision
 from deploy.kits.release_fab import build_fab, sha256_hex, unpack_for_submission
-from deploy.kits.site_keys import generate_site_keys
 from deploy.processes import (
     ProcessGroup,
     StartedProcess,
@@ -499,21 +500,30 @@ def test_site_check_passes_on_a_connected_site(deployment):
     assert "the kit's key" in key.message and "registered" not in key.message
 
 
-README_SUBSTITUTIONS = """The README's steps run as written, with these substitutions only: the install root
-(/opt/oncofed, which a test cannot write) becomes a temporary folder; `<this kit>` is the kit the coordinator sent;
-the Python environment lines (venv + pip, minutes of downloads) become a link to this test's environment, whose
-pins test_kit_files checks against the kit's requirements.txt; the editor is a script that sets site.toml the way
-the README's comment says (plus a free runtime port: several sites share this host)."""
+README_SUBSTITUTIONS = """The README's key step and its three commands run as written, with these substitutions
+only: the install root (/opt/oncofed, which a test must not take over) becomes a temporary folder, so install.sh
+gets `--prefix DIR --no-user --systemd-dir DIR/systemd` (no user is created: the test runs as itself, and `sudo -u
+oncofed` goes); `site setup` gets `--data` (no terminal to ask on); `systemctl enable --now oncofed-site` (no
+systemd here) becomes the ExecStart line of the unit install.sh wrote. install.sh runs with the network cut off
+(`unshare -n`): the kit was provisioned with --wheelhouse. Before install.sh the kit's runtime-port is set to a
+free port (several sites share this host)."""
 
 
 @pytest.mark.slow
-def test_readme_steps_connect_a_site(deployment, tmp_path):
-    """A hospital makes its key pair, the coordinator adds it while running, and hospital IT follows the kit's
-    README to the letter: the site connects without the coordinator restarting."""
+def test_readme_three_commands_connect_a_site(deployment, tmp_path):
+    """A hospital makes its key pair with the README's key step, the coordinator adds it with --wheelhouse while
+    running, and hospital IT runs the three commands on the first lines of the kit's README: the site connects
+    without the coordinator restarting. The test counts the commands it ran."""
     home = tmp_path / "opt-oncofed"
-    home.mkdir()
-    # before the kit: `oncofed site keygen --out /opt/oncofed/keys`, as the README says; only site.pub is sent
-    pair = generate_site_keys(home / "keys", comment="hospital-readme")
+    data = deployment.data / deployment.sites[0]
+    readme_of_any_kit = (deployment.kits / "sites" / deployment.sites[0] / "README.md").read_text()
+    (key_step,) = [
+        part for part in readme_of_any_kit.split("`") if "ssh-keygen" in part and "install -d" in part
+    ]
+    made = subprocess.run(
+        ["sh", "-c", key_step.replace("/opt/oncofed", str(home))], capture_output=True, text=True, check=False
+    )
+    assert made.returncode == 0, made.stderr
     result = run_oncofed(
         "provision",
         str(deployment.root / "spec.toml"),
@@ -522,56 +532,65 @@ def test_readme_steps_connect_a_site(deployment, tmp_path):
         "--add-site",
         "hospital-readme",
         "--public-key",
-        str(pair.public),
+        str(home / "keys" / "site.key.pub"),
+        "--wheelhouse",
+        timeout=900,
     )
-    assert (
-        result.returncode == 0 and "hospital-readme: registered on the running coordinator" in result.stdout
+    assert "hospital-readme: registered on the running coordinator" in result.stdout, (
+        result.stdout + result.stderr
     )
     kit_dir = deployment.kits / "sites" / "hospital-readme"
+    site_toml = kit_dir / SITE_FILE
+    site_toml.write_text(
+        re.sub(r"(?m)^runtime-port = .*$", f"runtime-port = {free_port()}", site_toml.read_text())
+    )
+
     readme = (kit_dir / "README.md").read_text()
-    block = readme.split("## Connect the site", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
-
-    lines = []
-    for line in block.splitlines():
-        if line.startswith("ONCOFED_HOME=/opt/oncofed"):
-            line = f"ONCOFED_HOME={home}"
-        elif "python3.11 -m venv" in line:
-            line = f"ln -s {Path(sys.executable).parents[1]} $ONCOFED_HOME/venv"
-        elif "/pip install" in line:
-            for needed in ("$KIT/requirements.txt", "$KIT/packages/"):
-                assert needed not in line or (kit_dir / needed.removeprefix("$KIT/")).exists()
-            continue
-        lines.append(line.replace("<this kit>", str(kit_dir)))
-    script = tmp_path / "readme-steps.sh"
-    script.write_text("set -eu\n" + "\n".join(lines) + "\n")
-    editor = tmp_path / "editor"
-    editor.write_text(
-        f"#!{sys.executable}\n"
-        "import sys, re\n"
-        "path = sys.argv[1]\n"
-        "text = open(path).read()\n"
-        f"values = {{'data-path': {str(deployment.data / deployment.sites[0])!r}, 'work-path': {str(home / 'work')!r},\n"
-        f"          'private-key': {str(home / 'keys' / 'site.key')!r}}}\n"
-        "for key, value in values.items():\n"
-        "    text = re.sub(rf'^{key} = .*$', f'{key} = \"{value}\"', text, flags=re.M)\n"
-        f"text = re.sub(r'^runtime-port = .*$', 'runtime-port = {free_port()}', text, flags=re.M)\n"
-        "text = re.sub(r'^min-report-cases = .*$', 'min-report-cases = 1', text, flags=re.M)\n"
-        "text = re.sub(r'^min-train-cases = .*$', 'min-train-cases = 1', text, flags=re.M)\n"
-        "open(path, 'w').write(text)\n"
-    )
-    editor.chmod(editor.stat().st_mode | stat.S_IXUSR)
-
-    deployment.flwr_homes.append(home / "work" / "flower-home")
-    steps = start_process(
-        "README steps", ["bash", str(script)], {**os.environ, "EDITOR": str(editor)}, tmp_path / "steps.out"
-    )
-    deployment.started.append(steps)
-    try:
-        wait_for_line(steps, "connected to the coordinator as node", timeout_s=240)
-    finally:
-        steps.stop()
-    output = (tmp_path / "steps.out").read_text()
-    assert "the kit's key" in output  # `site check` ran and passed before `site start`
+    first_lines = readme.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    assert readme.index("```bash") < readme.index("\n## ")  # the commands come before any section
+    env = clean_env()
+    ran = 0
+    for line in first_lines:
+        words = shlex.split(line.replace("/opt/oncofed", str(home)))
+        if words == ["./install.sh"]:
+            command = [*OFFLINE, "sh", str(kit_dir / "install.sh"), "--prefix", str(home), "--no-user"]
+            done = subprocess.run(
+                [*command, "--systemd-dir", str(home / "systemd")],
+                cwd=kit_dir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=1500,
+                check=False,
+            )
+            assert done.returncode == 0 and "offline, from" in done.stdout, done.stderr + done.stdout
+        elif words[:3] == ["sudo", "-u", "oncofed"] and words[4:6] == ["site", "setup"]:
+            setup = subprocess.run(
+                [*words[3:], "--data", str(data)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert setup.returncode == 0, setup.stdout + setup.stderr
+            assert "cases found:" in setup.stdout and " usable" in setup.stdout
+            assert "The site is ready" in setup.stdout
+        elif words == ["systemctl", "enable", "--now", "oncofed-site"]:
+            unit = (home / "systemd" / "oncofed-site.service").read_text()
+            (exec_start,) = [
+                row.removeprefix("ExecStart=") for row in unit.splitlines() if row.startswith("ExecStart=")
+            ]
+            deployment.flwr_homes.append(home / "work" / "flower-home")
+            site = start_process(
+                "site (the unit's ExecStart)", shlex.split(exec_start), env, tmp_path / "site.out"
+            )
+            deployment.started.append(site)
+            wait_for_line(site, "connected to the coordinator as node", timeout_s=240)
+        else:
+            pytest.fail(f"the README's first commands hold a line this test does not know: {line!r}")
+        ran += 1
+    assert ran == 3
     assert deployment.coordinator.popen.poll() is None  # no coordinator restart was needed
 
 

@@ -22,7 +22,10 @@ runner = CliRunner()
     ("args", "listed"),
     [
         ([], ["synth", "simulate", "provision", "run", "coordinator", "report", "export", "site"]),
-        (["site"], ["check", "start", "report", "predict", "keygen", "approve", "apps", "revoke-app"]),
+        (
+            ["site"],
+            ["check", "setup", "start", "report", "predict", "keygen", "approve", "apps", "revoke-app"],
+        ),
         (["coordinator"], ["start", "status", "revoke"]),
     ],
 )

@@ -147,3 +147,21 @@ def test_readmes_name_the_kit(kits):
     assert "@@{" not in coordinator_readme
     for step in ("--add-site NAME --public-key FILE", "oncofed coordinator revoke", "--fab FILE", "offline"):
         assert step in coordinator_readme
+
+
+def test_site_install_script_parses_and_the_readme_starts_with_the_three_commands(kits):
+    kit = kits / "sites" / "hospital-a"
+    script = kit / "install.sh"
+    assert script.stat().st_mode & 0o111
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert "@@{" not in script.read_text()
+    readme = (kit / "README.md").read_text()
+    first = readme.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    assert readme.index("```bash") < readme.index("\n## ")
+    assert first == [
+        "./install.sh",
+        "sudo -u oncofed /opt/oncofed/venv/bin/oncofed site setup --kit /opt/oncofed/kit",
+        "systemctl enable --now oncofed-site",
+    ]
+    assert "install.sh --keygen-only" in readme and "ssh-keygen -t ecdsa -b 384" in readme
+    assert "oncofed site keygen --out /opt/oncofed/keys" not in readme  # needs oncofed, installed only later
