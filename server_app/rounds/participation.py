@@ -149,7 +149,7 @@ PHASES = (("train", "train"), ("validate", "evaluate"))
 
 
 def participation_line(ledger: RoundLedger, all_sites: Iterable[str], last_heard: dict[str, str]) -> str:
-    """ "round 3: 2 of 3 sites; hospital-c train offline (last heard at 14:02), validate reported" — what the
+    """ "round 3: 2 of 3 sites; hospital-c train offline (last heard at 14:02:31), validate reported" — the
     coordinator's terminal shows after a round.
 
     From round 1 on a site took part when its training reply was used (round 0: when its validation reply
@@ -170,7 +170,7 @@ def participation_line(ledger: RoundLedger, all_sites: Iterable[str], last_heard
 
 
 def _phases_text(outcomes: list[tuple[str, PhaseOutcome]], last_heard: str | None) -> str:
-    """ "train offline (last heard at 14:02), validate reported"; phases with the same outcome share it."""
+    """ "train offline (last heard at 14:02:31), validate reported"; phases with one outcome share it."""
     texts = [(word, _outcome_text(word, outcome, last_heard)) for word, outcome in outcomes]
     if len(texts) > 1 and len({text for _, text in texts}) == 1:
         return f"{' and '.join(word for word, _ in texts)} {texts[0][1]}"
