@@ -7,7 +7,9 @@ from pathlib import Path
 
 from flwr.proto.node_pb2 import NodeInfo
 
+from deploy.coordinator.federated_run import busy_run_folder
 from deploy.coordinator.status import RESTARTED, _run_state, _site_state, orphaned_until
+from deploy.kits.contents import CoordinatorKit
 
 
 def test_site_states_from_flowers_node_records():
@@ -74,3 +76,21 @@ def test_a_run_submitted_before_the_coordinator_restarted_is_named_so_while_flow
     assert orphaned_until({**before, "status": "pending"}, restarted) is None
     assert orphaned_until(before, None) is None
     assert orphaned_until({"status": "running", "pending-at": "N/A"}, restarted) is None
+
+
+def test_resume_of_a_run_that_lost_its_coordinator_says_how_long_to_wait(tmp_path):
+    restarted = datetime(2026, 1, 5, 14, 20, 0, tzinfo=UTC)
+    until = orphaned_until({"status": "running", "pending-at": "2026-01-05 14:00:02Z"}, restarted)
+    now = restarted + timedelta(seconds=12)
+    kit = CoordinatorKit(
+        tmp_path, "fed", 9092, 9093, "127.0.0.1", ["localhost"], ["a"], "1.42.0", "r.fab", "00"
+    )
+    message = busy_run_folder(kit, tmp_path / "run", 41, until, now)
+    assert message == (
+        f"--resume {tmp_path / 'run'}: {RESTARTED}: Flower still counts its run 41 as running until its ServerApp's "
+        "heartbeat is overdue. Try again in 53 s"
+    )
+    late = busy_run_folder(kit, tmp_path / "run", 41, until, until + timedelta(1))
+    assert late.endswith("Try again in 5 s")  # Flower fails it at its next look
+    running = busy_run_folder(kit, tmp_path / "run", 41, None)
+    assert "flwr stop 41" in running and RESTARTED not in running
