@@ -110,7 +110,7 @@ def coordinator_start(kit: CoordinatorKitOption) -> None:
 def coordinator_status(kit: CoordinatorKitOption) -> None:
     """List the federation's sites and runs.
 
-    Every site by name (online, offline, last seen, revoked: `flwr supernode list` shows node ids only) and every
+    Every site by name (online, offline, last heard, revoked: `flwr supernode list` shows node ids only) and every
     run folder with its state and last completed round; a run whose coordinator died shows as interrupted.
     """
     from deploy.coordinator.status import show_status

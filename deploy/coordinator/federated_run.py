@@ -2,6 +2,8 @@
 tell how the run ended. Ctrl-C or SIGTERM stop only the streaming `flwr run`: the run goes on at the coordinator.
 """
 
+import datetime as dt
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +16,9 @@ from deploy.coordinator.run_submission import (
     run_id_in,
     submit_run,
 )
-from deploy.coordinator.status import still_running
-from deploy.kits.contents import CONNECTION, KitError, read_coordinator_kit
+from deploy.coordinator.status import RESTARTED, still_running
+from deploy.flower_log import raised_exception
+from deploy.kits.contents import CONNECTION, CoordinatorKit, KitError, read_coordinator_kit
 from deploy.kits.release_fab import FabError
 from deploy.processes import stop_on_signals
 from models.shared.exit_codes import CommandError, ExitCode, errors_as
@@ -88,14 +91,32 @@ def plan_submission(request: RunRequest) -> RunPlan:
             plan = plan_resume(kit, request.resume, request.rounds, request.run_config, request.fab)
     if request.tracking_uri is not None:
         plan.run_config["tracking-uri"] = request.tracking_uri
-    if request.resume is not None and (run_id := still_running(kit, plan.run_dir)) is not None:
-        raise CommandError(
-            f"--resume {plan.run_dir}: Flower run {run_id} is still writing into it. If its coordinator died, "
-            "Flower marks it failed about a minute after the restart; to stop it now: "
-            f"FLWR_HOME={kit.flwr_home} flwr stop {run_id} {CONNECTION}",
-            ExitCode.BAD_INPUT,
-        )
+    if request.resume is not None and (active := still_running(kit, plan.run_dir)) is not None:
+        raise CommandError(busy_run_folder(kit, plan.run_dir, *active), ExitCode.BAD_INPUT)
     return plan
+
+
+def busy_run_folder(
+    kit: CoordinatorKit,
+    run_dir: Path,
+    run_id: int,
+    orphaned_until: dt.datetime | None,
+    now: dt.datetime | None = None,
+) -> str:
+    """Why `--resume run_dir` must wait: Flower run `run_id` still runs in it. One whose ServerApp died with the
+    previous coordinator (`orphaned_until`: when Flower will have marked it failed) says how many seconds to wait
+    (a few more than the heartbeat window left); another one, how to stop it."""
+    if orphaned_until is not None:
+        left_s = (orphaned_until - (now or dt.datetime.now(dt.UTC))).total_seconds()
+        return (
+            f"--resume {run_dir}: {RESTARTED}: Flower still counts its run {run_id} as running until its "
+            f"ServerApp's heartbeat is overdue. Try again in {max(math.ceil(left_s), 0) + 5} s"
+        )
+    return (
+        f"--resume {run_dir}: Flower run {run_id} is still writing into it. If its coordinator died, Flower marks it "
+        f"failed about a minute after the restart; to stop it now: FLWR_HOME={kit.flwr_home} flwr stop {run_id} "
+        f"{CONNECTION}"
+    )
 
 
 def check_outcome(request: RunRequest, plan: RunPlan, code: int) -> None:
@@ -124,6 +145,8 @@ def check_outcome(request: RunRequest, plan: RunPlan, code: int) -> None:
         )
     if code != 0 or summary.get("status") != COMPLETED or not evaluations(records):
         outcome = f"flwr run exit code {code}" if code != 0 else "no site sent results"
+        if (raised := raised_exception(plan.run_dir / "logs" / "flwr-run.log")) is not None:
+            outcome += f"; the ServerApp raised {raised}"
         raise CommandError(
             f"the run did not finish ({outcome}); logs: {plan.run_dir / 'logs' / 'flwr-run.log'}, "
             f"{plan.kit.logs / 'superlink.log'}, and each site's <work-path>/logs/",

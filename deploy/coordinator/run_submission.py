@@ -12,7 +12,6 @@ that starts after the round of the folder's checkpoint, with the run's saved set
 """
 
 import datetime as dt
-import re
 import shutil
 import ssl
 import tempfile
@@ -28,6 +27,7 @@ from flwr.common.config import parse_config_args
 from deploy.coordinator.revocation import active_sites
 from deploy.coordinator.start import coordinator_env
 from deploy.flower_env import flower_executable, toml_value
+from deploy.flower_log import RUN_STARTED, WithoutTracebacks
 from deploy.kits.contents import CONNECTION, CoordinatorKit
 from deploy.kits.release_fab import FabError, FabInfo, read_fab, unpack_for_submission
 from deploy.processes import ProcessGroup, follow_log
@@ -49,7 +49,6 @@ from server_app.coordinator_settings import ServerRunSettings
 from server_app.rounds.round_checkpoint import CHECKPOINT_FILE
 from server_app.run_record.run_folder import COMPLETED, CONFIG_FILE, SUMMARY_FILE, read_json
 
-RUN_STARTED = re.compile(r"Successfully started run (\d+)")
 RESERVED_KEYS = {NUM_SERVER_ROUNDS.key, MODEL_PRESET.key, RUN_DIR.key, RESUME.key, INIT_MODEL.key}
 
 
@@ -242,7 +241,8 @@ def check_coordinator_running(kit: CoordinatorKit) -> None:
 
 
 def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
-    """Run `flwr run --stream` until the run ends; returns its exit code. It is stopped here on any exit."""
+    """Run `flwr run --stream` until the run ends; returns its exit code. It is stopped here on any exit. Each line
+    of the run's log goes to `on_line` but tracebacks, which only the log file keeps (deploy/flower_log.py)."""
     check_coordinator_running(plan.kit)
     env = coordinator_env(plan.kit)
     logs = plan.run_dir / "logs"
@@ -273,7 +273,7 @@ def submit_run(plan: RunPlan, on_line: Callable[[str], None]) -> int:
                 env,
                 log_path,
             )
-            follow_log(runner, on_line, offset=offset)
+            follow_log(runner, WithoutTracebacks(on_line), offset=offset)
             return runner.popen.wait()
     finally:
         shutil.rmtree(app_folder, ignore_errors=True)

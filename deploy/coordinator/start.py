@@ -8,6 +8,7 @@ fine: node ids stay tied to their keys), and a revoked key still registered is u
 certificate is needed, never its key.
 """
 
+import datetime as dt
 import ssl
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from deploy.flower_env import flower_env, flower_executable, write_connection
 from deploy.kits import certificates as certs
 from deploy.kits.contents import CONNECTION, CoordinatorKit, KitError
 from deploy.processes import ProcessGroup, StartedProcess, wait_for_health
+from models.shared.atomic import atomic_write_text
 
 
 def certificate_warnings(kit: CoordinatorKit) -> list[str]:
@@ -77,11 +79,13 @@ def start_superlink(kit: CoordinatorKit, env: dict[str, str], processes: Process
         env,
         kit.logs / "superlink.log",
     )
+    started = dt.datetime.now(dt.UTC)
     wait_for_health(
         superlink,
         f"https://{kit.local_address}/health",
         context=ssl.create_default_context(cafile=str(kit.ca_certificate)),
     )
+    atomic_write_text(kit.superlink_started, started.isoformat())  # deploy/coordinator/status.py reads it
     return superlink
 
 

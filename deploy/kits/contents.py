@@ -136,6 +136,12 @@ class CoordinatorKit:
         return self.root / "state" / "superlink.db"
 
     @property
+    def superlink_started(self) -> Path:
+        """When the running SuperLink started (UTC, ISO 8601), written by `oncofed coordinator start`: a run
+        submitted before it lost its ServerApp with the previous one."""
+        return self.root / "state" / "superlink-started"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

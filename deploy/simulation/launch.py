@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.flower_env import flower_env, flower_executable, toml_value, write_connection
+from deploy.flower_log import raised_exception, without_tracebacks
 from deploy.processes import ProcessGroup, follow_log, free_port, tail, wait_for_health
 from models.shared.atomic import atomic_write_text
 
@@ -81,7 +82,18 @@ def run_simulation(plan: SimulationPlan, on_line: Callable[[str], None]) -> int:
 
 
 def failure_context(run_dir: Path) -> str:
-    """The last lines of the Flower logs, for an error message."""
+    """The last lines of the Flower logs, tracebacks included: for a developer's error message (tests, bench)."""
     return "\n".join(
         f"--- {path.name} ---\n{tail(path)}" for path in sorted((run_dir / "logs").glob("*.log"))
+    )
+
+
+def failure_summary(run_dir: Path) -> str:
+    """For an operator's error message: the exception the ServerApp raised, in one line, when Flower reported one,
+    else the last lines of the Flower logs without their tracebacks; and where the logs (which keep them) are."""
+    logs = run_dir / "logs"
+    if (raised := raised_exception(logs / "flwr-run.log")) is not None:
+        return f"the ServerApp raised {raised}; Flower's logs are in {logs}"
+    return f"Flower's logs are in {logs}\n" + "\n".join(
+        f"--- {path.name} ---\n{without_tracebacks(tail(path, 40))}" for path in sorted(logs.glob("*.log"))
     )

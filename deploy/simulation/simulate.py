@@ -18,7 +18,7 @@ from rich.progress import (
 
 from data_prep.errors import SiteDataError
 from deploy.processes import stop_on_signals
-from deploy.simulation.launch import ROUND_LINE, SimulationPlan, failure_context, run_simulation
+from deploy.simulation.launch import ROUND_LINE, SimulationPlan, failure_summary, run_simulation
 from deploy.simulation.plan import NotEnoughCases, plan_resumed_simulation, plan_simulation
 from models.shared.exit_codes import CommandError, ExitCode, errors_as
 from models.shared.terminal import make_console
@@ -118,7 +118,6 @@ def check_outcome(plan: SimulationPlan, code: int) -> None:
         raise CommandError(what + hint, ExitCode.FAILED)
     if code != 0 or summary.get("status") != COMPLETED or not evaluations(read_metrics(plan.run_dir)):
         raise CommandError(
-            f"the run did not finish (flwr run exit code {code}); Flower's logs are in "
-            f"{plan.run_dir / 'logs'}\n{failure_context(plan.run_dir)}",
+            f"the run did not finish (flwr run exit code {code}); {failure_summary(plan.run_dir)}",
             ExitCode.FAILED,
         )

@@ -33,6 +33,7 @@ from server_app.coordinator_settings import ServerRunSettings
 from server_app.rounds.cross_site import cross_site_matrix
 from server_app.rounds.grid_exchange import SelectedNodes, exchange
 from server_app.rounds.participation import (
+    FROM_SUPERLINK,
     NOT_ONLINE,
     OK,
     SKIPPED,
@@ -190,7 +191,7 @@ class FederatedLoop:
         self.run.append_round({**summary, "ended_utc": _now()})
         self.checkpointer(server_round, self._saved(arrays), site_scores(records))
         save_round_state(self.run.path, self.state(server_round, arrays))
-        log(INFO, "%s", participation_line(ledger, everyone, self.presence.offline_since_text()))
+        log(INFO, "%s", participation_line(ledger, everyone, self.presence.last_heard_text()))
         return arrays
 
     def _saved(self, arrays: ArrayRecord) -> ArrayRecord:
@@ -198,11 +199,11 @@ class FederatedLoop:
 
     def _online(self) -> dict[int, str]:
         online, identified = online_sites(self.grid, self.directory)
-        self.presence.update(identified, self._everyone() | identified, datetime.now().timestamp())
+        self.presence.update(identified, datetime.now().timestamp())
         return online
 
     def _everyone(self) -> set[str]:
-        return set(self.settings.expected_sites) | set(self.directory.names) | set(self.presence.last_seen)
+        return set(self.settings.expected_sites) | set(self.directory.names) | set(self.presence.last_heard)
 
     def _described(self, online: dict[int, str], ledger: RoundLedger, *, train_too: bool) -> dict[int, str]:
         """The online nodes that said who they are (node → site); the others are filed with why not."""
@@ -220,6 +221,10 @@ class FederatedLoop:
         """Send, wait (≤ timeout_s), check: node → sound reply (in site order), node → outcome of the others (a
         site's gate refusing the run's app is filed as a refusal too: SiteDirectory.note_refusal)."""
         answers = exchange(self.grid, messages, timeout_s)
+        heard = datetime.now().timestamp()
+        for node, reply in answers.replies.items():
+            if reply is not None and not (reply.has_error() and reply.error.code in FROM_SUPERLINK):
+                self.presence.heard(self.directory.name(node), heard)  # the site itself answered
         sound, absent = {}, {}
         for message in sorted(messages, key=lambda m: self.directory.name(m.metadata.dst_node_id)):
             node = message.metadata.dst_node_id

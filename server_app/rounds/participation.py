@@ -32,6 +32,8 @@ from models.shared.wire import (
 from server_app.rounds.reply_checks import validation_status
 
 EXPIRED = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE)
+FROM_SUPERLINK = (ErrorCode.NODE_UNAVAILABLE, *EXPIRED)
+"""Error replies the SuperLink makes for a site that did not answer (the site itself sent nothing)."""
 
 
 @dataclass(frozen=True)
@@ -142,30 +144,42 @@ def _record(server_round: int, name: str, site: SiteRound) -> dict:
     }
 
 
-def participation_line(ledger: RoundLedger, all_sites: Iterable[str], offline_since: dict[str, str]) -> str:
-    """ "round 3: 2 of 3 sites; hospital-c offline since 14:02" — what the coordinator's terminal shows.
+PHASES = (("train", "train"), ("validate", "evaluate"))
+"""The round's phases as the terminal names them, and their SiteRound fields."""
+
+
+def participation_line(ledger: RoundLedger, all_sites: Iterable[str], last_heard: dict[str, str]) -> str:
+    """ "round 3: 2 of 3 sites; hospital-c train offline (last heard at 14:02:31), validate reported" — the
+    coordinator's terminal shows after a round.
 
     From round 1 on a site took part when its training reply was used (round 0: when its validation reply
-    arrived); each other site is named with what kept it out (its own policy, or a missing or dropped reply)."""
+    arrived). Every site with a phase that did not go as asked is named with each phase of the round (train and
+    validate; round 0 only validates) and its outcome: its own policy, or a missing or dropped reply; an offline
+    site with when the coordinator last heard from it (`last_heard`: site → time) when it did in this run."""
     sites = ledger.everyone(all_sites)
     took_part, notes = 0, []
     for name, site in sites.items():
-        if ledger.round == 0 and site.evaluation is not None:
-            took_part += 1
-            if site.evaluate != OK:
-                notes.append(f"{name} {site.evaluate.status} ({site.evaluate.reason or 'no reason given'})")
-            continue
-        phase = site.evaluate if ledger.round == 0 else site.train
-        if ledger.round > 0 and phase == OK:
-            took_part += 1
-            if site.evaluation is None:  # trained, but its validation did not arrive
-                notes.append(f"{name} validation {site.evaluate.text()}")
-            continue
-        if phase.status == Status.OFFLINE and name in offline_since:
-            notes.append(f"{name} offline since {offline_since[name]}")
-        else:
-            notes.append(
-                f"{name} {phase.status} ({phase.reason})" if phase.reason else f"{name} {phase.status}"
-            )
+        counted = site.evaluation is not None if ledger.round == 0 else site.train == OK
+        took_part += counted
+        phases = PHASES[1:] if ledger.round == 0 else PHASES
+        outcomes = [(word, getattr(site, field)) for word, field in phases]
+        if any(outcome != OK for _, outcome in outcomes):
+            notes.append(f"{name} {_phases_text(outcomes, last_heard.get(name))}")
     line = f"round {ledger.round}: {took_part} of {len(sites)} sites"
     return line + (f"; {'; '.join(notes)}" if notes else "")
+
+
+def _phases_text(outcomes: list[tuple[str, PhaseOutcome]], last_heard: str | None) -> str:
+    """ "train offline (last heard at 14:02:31), validate reported"; phases with one outcome share it."""
+    texts = [(word, _outcome_text(word, outcome, last_heard)) for word, outcome in outcomes]
+    if len(texts) > 1 and len({text for _, text in texts}) == 1:
+        return f"{' and '.join(word for word, _ in texts)} {texts[0][1]}"
+    return ", ".join(f"{word} {text}" for word, text in texts)
+
+
+def _outcome_text(word: str, outcome: PhaseOutcome, last_heard: str | None) -> str:
+    if outcome == OK:
+        return "reported" if word == "validate" else "ok"
+    if outcome.status == Status.OFFLINE and last_heard is not None:
+        return f"offline (last heard at {last_heard})"
+    return f"{outcome.status} ({outcome.reason})" if outcome.reason else str(outcome.status)

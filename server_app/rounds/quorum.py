@@ -1,5 +1,5 @@
 """Before each round: wait, up to a deadline, until the quorum (`min-sites`) is online, and keep track of when
-each site was last seen and since when it is offline.
+the coordinator last heard from each site.
 
 Flower's own sampling waits forever for its minimum; here the wait has a deadline, and when it passes the run
 stops with the offline sites named (the run can then be continued with `oncofed run --resume`).
@@ -32,34 +32,35 @@ class QuorumNotReached(RuntimeError):
 
 @dataclass
 class Presence:
-    """Wall-clock times (epoch seconds) each site was last seen online, and since when it is offline."""
+    """When (wall clock, epoch seconds) the coordinator last heard from each site: the last time Flower listed it
+    online (it had a heartbeat within Flower's window, about a minute) or a reply of the site arrived. Not when
+    its absence was noticed, which can be a heartbeat window or a whole phase later."""
 
-    last_seen: dict[str, float] = field(default_factory=dict)
-    offline_since: dict[str, float] = field(default_factory=dict)
+    last_heard: dict[str, float] = field(default_factory=dict)
 
-    def update(self, online: Iterable[str], everyone: Iterable[str], now: float) -> None:
-        online = set(online)
+    def update(self, online: Iterable[str], now: float) -> None:
+        """The sites Flower lists online `now`."""
         for site in online:
-            self.last_seen[site] = now
-            self.offline_since.pop(site, None)
-        for site in set(everyone) - online:
-            self.offline_since.setdefault(site, now)
+            self.heard(site, now)
 
-    def offline_since_text(self) -> dict[str, str]:
-        """site → "14:02" (local time of day), or "2025-01-31 14:02" when not today."""
+    def heard(self, site: str, now: float) -> None:
+        self.last_heard[site] = max(now, self.last_heard.get(site, now))
+
+    def last_heard_text(self) -> dict[str, str]:
+        """site → "14:02:31" (local time), or "2025-01-31 14:02:31" when not today."""
         today = datetime.now().date()
         texts = {}
-        for site, since in self.offline_since.items():
-            moment = datetime.fromtimestamp(since)
-            texts[site] = moment.strftime("%H:%M" if moment.date() == today else "%Y-%m-%d %H:%M")
+        for site, heard in self.last_heard.items():
+            moment = datetime.fromtimestamp(heard)
+            texts[site] = moment.strftime("%H:%M:%S" if moment.date() == today else "%Y-%m-%d %H:%M:%S")
         return texts
 
     def state(self) -> dict:
-        return {"last_seen": dict(self.last_seen), "offline_since": dict(self.offline_since)}
+        return {"last_heard": dict(self.last_heard)}
 
     @classmethod
     def from_state(cls, state: dict) -> "Presence":
-        return cls(dict(state.get("last_seen", {})), dict(state.get("offline_since", {})))
+        return cls(dict(state.get("last_heard", {})))
 
 
 def online_sites(grid: Grid, directory: SiteDirectory) -> tuple[dict[int, str], set[str]]:
@@ -97,8 +98,8 @@ def wait_for_quorum(
     announced: frozenset[str] | None = None
     while True:
         online, identified = online_sites(grid, directory)
-        everyone = expected | set(directory.names) | set(presence.last_seen) | identified
-        presence.update(identified, everyone, wall_clock())
+        everyone = expected | set(directory.names) | set(presence.last_heard) | identified
+        presence.update(identified, wall_clock())
         offline = sorted(everyone - identified)
         if len(online) >= min_sites:
             return online

@@ -258,6 +258,13 @@ def test_changed_app_is_refused_at_every_site(deployment, tmp_path):
     assert not (run_dir / "metrics.jsonl").exists()
     server_log = (run_dir / "logs" / "flwr-run.log").read_text()
     assert "every site online refused this app" in server_log  # the run ended on the refusals, not a timeout
+    # the operator gets one `error:` line; Flower's report of the stopped ServerApp stays in the run's log
+    assert len([line for line in output.splitlines() if line.startswith("error:")]) == 1, output
+    for shown in ("Traceback", "raised an exception", "Exit Code", "RunStopped"):
+        assert shown not in output, output
+    assert (
+        "ServerApp raised an exception" in server_log and "Traceback (most recent call last):" in server_log
+    )
     for site in deployment.sites:
         assert f"Site {site} refused the app" in server_log
         assert f"site {site} refused the app: {APP_NOT_APPROVED}" in output

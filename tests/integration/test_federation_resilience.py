@@ -18,6 +18,8 @@ import pytest
 import torch
 from loopback_federation import ONCOFED, LoopbackFederation, wait_for_text
 
+from deploy.coordinator.status import RESTARTED
+from models.shared.exit_codes import ExitCode
 from models.weights import load_checkpoint
 from server_app.run_record.run_folder import read_metrics, read_rounds
 
@@ -96,7 +98,7 @@ def test_a_site_killed_in_round_2_is_named_and_takes_part_again(federation):
     rejoined = [r for r in (3, 4) if rounds[r][lost]["participation"]["train"] == "ok"]
     assert rejoined, {r: rounds[r][lost] for r in (3, 4)}
     # named in the terminal, in the summary and in the report
-    assert f"round 2: 2 of 3 sites; {lost} " in words(output)
+    assert f"round 2: 2 of 3 sites; {lost} train " in words(output)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and 2 in summary["rounds_missed"][lost]
     report = json.loads((run_dir / "report.json").read_text())
@@ -120,7 +122,7 @@ def test_with_one_site_offline_a_run_starts_at_quorum(federation):
         (0, offline): "offline",
         (1, offline): "offline",
     }
-    assert f"round 1: 2 of 3 sites; {offline} offline since" in words(output)
+    assert f"round 1: 2 of 3 sites; {offline} train and validate offline" in words(output)
 
 
 def test_below_quorum_the_run_stops_naming_the_offline_sites(federation):
@@ -199,3 +201,54 @@ def test_resume_after_the_coordinator_died_matches_an_uninterrupted_run(federati
     uninterrupted, _ = load_checkpoint(reference / "models" / "final.pt")
     for name, value in uninterrupted.items():
         torch.testing.assert_close(resumed[name], value, atol=1e-5, rtol=1e-4)
+
+
+def test_right_after_a_coordinator_crash_status_and_resume_say_that_it_restarted(federation):
+    """Flower counts a run whose coordinator died as running until its ServerApp's heartbeat is overdue (about a
+    minute after the crash). Right after the restart, `coordinator status` says so and when, `run --resume` says
+    so with how long to wait, and within that minute the run shows interrupted."""
+    fed = federation
+    all_sites_up(fed)
+    run = fed.run("run-orphaned", "--rounds", "3", *RUN, f"local-epochs=1 {DEADLINES}")
+    wait_for_text(fed.output("run-orphaned"), "[ROUND 1/3]", 1200, run)
+    fed.crash("coordinator")
+    fed.crash("run-orphaned")
+    orphaned = fed.run_dirs()[-1]
+    fed.start_coordinator()
+    restarted = time.monotonic()
+    env = dict(os.environ)  # to a pipe: one table row per line
+    kit = str(fed.coordinator_kit)
+    asked = [  # at once: Flower fails the run within a minute of the crash
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in (
+            [ONCOFED, "coordinator", "status", "--kit", kit],
+            [ONCOFED, "run", "--kit", kit, "--resume", str(orphaned)],
+        )
+    ]
+    (status, _), (_, refusal) = (process.communicate(timeout=120) for process in asked)
+    answered_s = time.monotonic() - restarted
+    assert asked[0].returncode == 0, status
+    table = words(status)
+    assert f"{orphaned.name} running 0/3" in table or f"{orphaned.name} running 1/3" in table, status
+    assert RESTARTED in table and f"--resume {orphaned}" in table, (answered_s, status)
+    assert asked[1].returncode == ExitCode.BAD_INPUT, refusal
+    assert RESTARTED in words(refusal) and re.search(r"Try again in \d+ s", refusal), refusal
+    assert len([line for line in refusal.splitlines() if line.strip()]) == 1, refusal
+
+    deadline = time.monotonic() + 120  # "within a minute", with the machine's load
+    while f"{orphaned.name} interrupted" not in table and time.monotonic() < deadline:
+        time.sleep(5)
+        table = words(
+            subprocess.run(
+                [ONCOFED, "coordinator", "status", "--kit", kit],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            ).stdout
+        )
+    assert f"{orphaned.name} interrupted" in table and RESTARTED not in table, table
+    print(
+        f"status and resume answered {answered_s:.0f} s after the restart; interrupted {time.monotonic() - restarted:.0f} s after it"
+    )

@@ -104,3 +104,32 @@ def test_two_runs_with_one_seed_give_the_same_numbers(tiny_federation, tmp_path)
         runs.append({(r["round"], r["site"]): (r["metrics"], r["train"], r["n_cases"]) for r in records})
     assert sorted(runs[0]) == [(rnd, s) for rnd in (0, 1) for s in ("hospital-a", "hospital-b")]
     assert runs[0] == runs[1]
+
+
+def test_a_failing_serverapp_is_one_error_line_and_its_traceback_stays_in_the_log(tiny_federation, tmp_path):
+    """A resumed simulation whose checkpoint cannot be read: Flower's ServerApp raises and prints a traceback
+    into the run's log; the operator sees the exception named in the `error:` line and no traceback."""
+    run_dir = tmp_path / "broken"
+    (run_dir / "state").mkdir(parents=True)
+    sites = sorted(p.name for p in tiny_federation.iterdir())
+    run_config = {
+        "sim-data": str(tiny_federation),
+        "expected-sites": ",".join(sites),
+        "num-server-rounds": 1,
+        "model-preset": "tiny",
+        "run-dir": str(run_dir),
+    }
+    (run_dir / "config.json").write_text(json.dumps({"run_config": run_config}))
+    (run_dir / "summary.json").write_text(json.dumps({"status": "running"}))
+    (run_dir / "state" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+
+    result = runner.invoke(app, ["simulate", "--resume", str(run_dir)])
+    assert result.exit_code == ExitCode.FAILED, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "the ServerApp raised CheckpointError:" in errors[0], result.output
+    assert str(run_dir / "logs") in errors[0]
+    for shown in ("Traceback", "raised an exception", "Exit Code", 'File "'):
+        assert shown not in result.output, result.output
+    log = (run_dir / "logs" / "flwr-run.log").read_text()
+    assert "raised an exception" in log and "Traceback (most recent call last):" in log
+    assert processes_with_env("FLWR_HOME", str((run_dir / "flwr-home").resolve())) == []

@@ -2,14 +2,16 @@
 report's site × round grid, for sites that trained, were dropped, timed out or were never online."""
 
 import json
+import logging
 import tomllib
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from flwr.app import Error, Message, RecordDict
 from flwr.common.config import flatten_dict
 from flwr.common.constant import ErrorCode
-from scripted_grid import ScriptedGrid, ScriptedSite, trained
+from scripted_grid import ScriptedGrid, ScriptedSite, scripted_run_config, trained, validated
 
 from models.shared.labels import evaluation_regions
 from models.shared.run_config import defaults
@@ -24,6 +26,8 @@ from server_app.rounds.participation import (
     answer_outcome,
     participation_line,
 )
+from server_app.rounds.quorum import Presence
+from server_app.run_record.run_folder import read_metrics
 from site_app.disclosure.validation_replies import ValidationPolicy, evaluation_content
 from site_app.learning.metrics import case_metrics
 from site_app.learning.validation import CaseEvaluation
@@ -56,7 +60,7 @@ def test_error_replies_become_outcomes(flower_task):
     assert answer_outcome(None, 60) == PhaseOutcome("timeout", "no reply within 60 s")
 
 
-def test_the_participation_line_names_who_is_missing_and_since_when(flower_task):
+def test_the_participation_line_names_each_phase_a_site_missed_and_when_it_was_last_heard(flower_task):
     request = Message(RecordDict(), dst_node_id=7, message_type="evaluate")
     evaluation = Message(RecordDict(), reply_to=request)  # a sound evaluate reply arrived (its content aside)
     ledger = RoundLedger(
@@ -67,16 +71,23 @@ def test_the_participation_line_names_who_is_missing_and_since_when(flower_task)
         },
     )
     everyone = ["hospital-a", "hospital-b", "hospital-c"]
-    assert participation_line(ledger, everyone, {"hospital-c": "14:02"}) == (
-        "round 3: 2 of 3 sites; hospital-c offline since 14:02"
+    assert participation_line(ledger, everyone, {"hospital-c": "14:02:31"}) == (
+        "round 3: 2 of 3 sites; hospital-c train and validate offline (last heard at 14:02:31)"
     )
+    # back for validation: its validation is reported, its training was missed
+    ledger.sites["hospital-c"] = SiteRound(train=NOT_ONLINE, evaluate=OK, evaluation=evaluation)
+    assert participation_line(ledger, everyone, {"hospital-c": "14:02:31"}) == (
+        "round 3: 2 of 3 sites; hospital-c train offline (last heard at 14:02:31), validate reported"
+    )
+    del ledger.sites["hospital-c"]
     ledger.sites["hospital-b"].train = PhaseOutcome(Status.TIMEOUT, "no reply within 60 s")
     ledger.sites["hospital-a"] = SiteRound(
         train=OK, evaluate=PhaseOutcome(Status.TIMEOUT, "no reply within 30 s")
     )
     assert participation_line(ledger, everyone, {}) == (
-        "round 3: 1 of 3 sites; hospital-a validation timeout: no reply within 30 s; hospital-b timeout (no reply "
-        "within 60 s); hospital-c offline (not online when the phase started)"
+        "round 3: 1 of 3 sites; hospital-a train ok, validate timeout (no reply within 30 s); hospital-b train "
+        "timeout (no reply within 60 s), validate reported; hospital-c train and validate offline (not online "
+        "when the phase started)"
     )
 
 
@@ -93,7 +104,22 @@ def test_round_0_counts_the_validations_that_arrived_and_names_a_sites_own_polic
         },
     )
     assert participation_line(ledger, ["hospital-a"], {}) == (
-        "round 0: 2 of 3 sites; hospital-b suppressed (n < 5); hospital-c dropped (its records are [none])"
+        "round 0: 2 of 3 sites; hospital-b validate suppressed (n < 5); hospital-c validate dropped (its records "
+        "are [none])"
+    )
+
+
+def test_last_heard_is_the_last_time_a_site_was_listed_online_or_answered():
+    presence = Presence()
+    presence.update(["hospital-a", "hospital-c"], now=1000.0)
+    presence.heard("hospital-c", 1300.0)  # its training reply arrived later
+    presence.update(
+        ["hospital-a"], now=1400.0
+    )  # hospital-c's absence noticed now: not when it was last heard
+    assert presence.last_heard == {"hospital-a": 1400.0, "hospital-c": 1300.0}
+    assert Presence.from_state(presence.state()).last_heard == presence.last_heard
+    assert presence.last_heard_text()["hospital-c"] == datetime.fromtimestamp(1300.0).strftime(
+        "%Y-%m-%d %H:%M:%S"
     )
 
 
@@ -161,3 +187,28 @@ def test_the_report_shows_who_took_part_in_each_round(tmp_path, flower_task):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rounds_missed"] == {"hospital-c": [2], "hospital-d": [0, 1, 2]}
     assert any("hospital-c: round 2" in note for note in data["limitations"])
+
+
+def test_a_site_back_for_validation_is_named_with_the_training_it_missed(tmp_path, flower_task, caplog):
+    """The loop itself: hospital-c goes offline after round 1 and comes back while round 2 trains; its round-2
+    validation is reported, and the round's line says it missed training, not that it was offline."""
+    sites = {11: ScriptedSite("hospital-a"), 12: ScriptedSite("hospital-b"), 13: ScriptedSite("hospital-c")}
+
+    def gone_after_round_1(message):
+        sites[13].online = message.content["config"]["server-round"] != 1
+        return validated(0.5, 2)
+
+    def brings_c_back(message):
+        sites[13].online = True
+        return trained(message, 0.1, 8)
+
+    sites[13].evaluate = gone_after_round_1
+    sites[11].train = brings_c_back
+    config = scripted_run_config(tmp_path / "run", [s.name for s in sites.values()], num_server_rounds=2)
+    with caplog.at_level(logging.INFO):
+        run_federation(ScriptedGrid(sites), config)
+    line = next(m for m in caplog.messages if m.startswith("round 2: "))
+    assert line.startswith("round 2: 2 of 3 sites; hospital-c train offline (last heard at ")
+    assert line.endswith(", validate reported")
+    record = next(r for r in read_metrics(tmp_path / "run") if (r["round"], r["site"]) == (2, "hospital-c"))
+    assert record["status"] == "reported" and record["participation"]["train"].startswith("offline")

@@ -48,7 +48,7 @@ def state(round_: int, strategy: object | None = None) -> RoundState:
         strategy_state=strategy_state(strategy),
         best=BestRound(1, {"hospital-a": (0.5, 3)}, ["hospital-a"]).state(),
         sites={"names": {11: "hospital-a"}, "overviews": {"hospital-a": {"n-cases-usable": 6}}},
-        presence={"last_seen": {"hospital-a": 1.0}, "offline_since": {}},
+        presence={"last_heard": {"hospital-a": 1.0}},
         pooled={0: {"dice-mean": 0.4}, 1: {"dice-mean": 0.5}},
     )
 
