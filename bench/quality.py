@@ -45,7 +45,7 @@ from data_prep.synth.profiles import default_sites
 from models.presets import build_model, get_preset
 from models.shared.labels import REGIONS
 from models.shared.run_config import SPACING_MM
-from models.shared.wire import LOCAL_ONLY_PREFIX, NUM_EXAMPLES, PERSONALIZED_PREFIX, baseline_key
+from models.shared.wire import LOCAL_ONLY_PREFIX, PERSONALIZED_PREFIX, baseline_key
 from models.weights import load_checkpoint
 from site_app.disclosure.aggregates import site_aggregates
 from site_app.learning.local_baseline import MODEL_FILE
@@ -235,7 +235,7 @@ def run_arm(
         sites={site: r["metrics"]["dice-mean"] for site, r in final.items()},
         local=local,
         personalized=personalized,
-        val_cases={site: int(r["metrics"][NUM_EXAMPLES]) for site, r in final.items()},
+        val_cases={site: int(r["n_cases"]) for site, r in final.items()},
         bytes_per_round=float(np.mean(list(per_round.values()))),
         epsilon=max(epsilons) if epsilons else None,
         seconds=seconds,
