@@ -501,7 +501,7 @@ def plateau_run(
         ),
         (
             "Local-only pooled = every validation case, each by its own site's local model; a local-norm arm's "
-            "per-site Dice is the site's personalized model on its own cases (from the run's last round)."
+            "per-site Dice is the site's model with its own norm layers on its own cases (from the run's last round)."
         ),
         f"Best federated configuration (mean over seeds): {best}; per site, its personalized models over local-only "
         "(means over seeds): "
@@ -746,7 +746,7 @@ def main() -> None:
     dp_run = runs["fedavg DP"]
     notes = [
         (
-            "Pooled = every validation case of every site (a local-norm arm: each site's personalized model on its own"
+            "Pooled = every validation case of every site (a local-norm arm: each site's own norm layers on its own"
             f" cases); {sum(len(s.cases.val) for s in sites)} validation cases. Federated Dice per round from the runs'"
             " own validation (summary.json); the cross-site tables evaluate saved models on every site."
         ),
