@@ -1,13 +1,16 @@
 """Quality: federated strategies vs centralized vs each site alone, with the same budget of epochs over the data.
 
-A fixed-seed 4-site non-IID synthetic federation. Every arm starts from the same initial model and sees every
-training case rounds × local-epochs times: (a) centralized on the pooled training cases, (b) each site alone
-(the sites' own local-only baselines, run config `local-baseline`, trained inside the fedavg run with the same
-per-round budget), (c) federated: every strategy (fedavg, fedprox, fedadam, fedyogi) with and without
-`local-norm`, plus fedavg again with the same seed (repeatability), with float16 transport, and with central DP.
+A fixed-seed non-IID synthetic federation (`--preset`: bench's 4 sites, consortium's 6 of 40 to 3 cases,
+anatomy's 3 MNI152 sites). Every arm starts from the same initial model and sees every training case
+rounds × local-epochs times: (a) centralized on the pooled training cases, (b) each site alone (the sites' own
+local-only baselines, run config `local-baseline`, trained inside the fedavg run with the same per-round budget),
+(c) federated: every strategy (fedavg, fedprox, fedadam, fedyogi) with and without `local-norm` (--quick: fedavg
+only), plus fedavg again with the same seed (repeatability), with float16 transport, and with central DP, and
+(d) federated personalized: each site's personalized model (run config `personalize-epochs`: the global model
+fine-tuned on its own training cases, kept at the site) on its own validation cases.
 Federated runs are the real ServerApp and ClientApps in this process (bench/in_process.py), so their per-round
 validation, bytes and ε are those a real run records. Every model is evaluated on every site's validation cases
-(a local-norm run: each site's personalized model on its own cases).
+(a local-norm run: each site's own norm layers on its own cases).
 """
 
 import argparse
@@ -38,10 +41,11 @@ from torch.utils.data import ConcatDataset
 
 from data_prep.dataset import training_dataset
 from data_prep.synth.federation import write_federation
+from data_prep.synth.profiles import default_sites
 from models.presets import build_model, get_preset
 from models.shared.labels import REGIONS
 from models.shared.run_config import SPACING_MM
-from models.shared.wire import LOCAL_ONLY_PREFIX, baseline_key
+from models.shared.wire import LOCAL_ONLY_PREFIX, PERSONALIZED_PREFIX, baseline_key
 from models.weights import load_checkpoint
 from site_app.disclosure.aggregates import site_aggregates
 from site_app.learning.local_baseline import MODEL_FILE
@@ -53,9 +57,13 @@ from site_app.settings.identity import SitePaths, site_folders
 from site_app.settings.run_settings import SiteRunSettings
 from site_app.site_log import site_logger
 
-N_SITES = 4
 DATA_SEED = 0
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+QUICK_STRATEGIES = ("fedavg",)
+"""--quick runs these with and without local-norm (and the rerun, float16 and DP arms), not every strategy."""
+PERSONALIZE_EPOCHS = 2
+"""Default `personalize-epochs` of the personalized arm: each site fine-tunes the global model this many epochs
+on its own training cases at each validation (the app's default local epochs)."""
 POSTPROCESS_MM3 = 100.0
 """Post-processing measured on the best federated model: predicted tumor components below this volume removed."""
 PLATEAU_GAIN = 0.01
@@ -98,6 +106,10 @@ class FederatedResult:
     """site → mean Dice of the last round's model on its own validation cases."""
     local: dict[str, float]
     """site → its local-only baseline's mean Dice on its own cases (fedavg arm only)."""
+    personalized: dict[str, float]
+    """site → its personalized model's mean Dice on its own cases, last round (runs with personalize-epochs)."""
+    val_cases: dict[str, int]
+    """site → validation cases it reported on in the last round."""
     bytes_per_round: float
     epsilon: float | None
     seconds: float
@@ -106,6 +118,12 @@ class FederatedResult:
     def final(self) -> float:
         return self.pooled[max(self.pooled)]
 
+    @property
+    def personalized_pooled(self) -> float:
+        """The personalized models' mean Dice over every validation case (each site's model on its own cases)."""
+        total = sum(self.val_cases[s] for s in self.personalized)
+        return sum(v * self.val_cases[s] for s, v in self.personalized.items()) / total
+
     def max_drop(self, after: int = 2) -> float:
         """Largest fall of the pooled Dice from one round to the next, counting rounds after `after`."""
         rounds = sorted(self.pooled)
@@ -113,14 +131,17 @@ class FederatedResult:
         return max([0.0, *falls])
 
 
-def federated_arms(quick: bool) -> list[FederatedArm]:
+def federated_arms(quick: bool, personalize_epochs: int = PERSONALIZE_EPOCHS) -> list[FederatedArm]:
+    """Every configuration (the strategies with and without local-norm first), then the rerun, float16 and DP
+    arms; fedavg's sites also train their local-only baselines and personalize (its global model is unchanged)."""
     arms = []
-    for strategy in STRATEGIES:
+    for strategy in QUICK_STRATEGIES if quick else STRATEGIES:
         for local_norm in (False, True):
             name = strategy + (" + local-norm" if local_norm else "")
             overrides: dict[str, object] = {"strategy": strategy, "local-norm": local_norm}
             if strategy == "fedavg" and not local_norm:
                 overrides["local-baseline"] = True
+                overrides["personalize-epochs"] = personalize_epochs
             arms.append(FederatedArm(name, overrides))
     arms += [
         FederatedArm("fedavg (rerun)", {"strategy": "fedavg", "local-baseline": True}),
@@ -179,7 +200,7 @@ def run_arm(
 ) -> FederatedResult:
     clock = time.monotonic()
     run_dir = out / "runs" / f"{arm.name.replace(' ', '_').replace('+', 'and')}-seed{seed}"
-    run_federation(data, run_dir, work, {**config, **arm.overrides, "seed": seed}, N_SITES)
+    run_federation(data, run_dir, work, {**config, **arm.overrides, "seed": seed}, len(site_folders(data)))
     seconds = time.monotonic() - clock
     summary = json.loads((run_dir / "summary.json").read_text())
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -189,6 +210,10 @@ def run_arm(
         site: r["metrics"][baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean")]
         for site, r in final.items()
         if baseline_key(LOCAL_ONLY_PREFIX, "dice", None, "mean") in r["metrics"]
+    }
+    personalized_key = baseline_key(PERSONALIZED_PREFIX, "dice", None, "mean")
+    personalized = {
+        site: r["metrics"][personalized_key] for site, r in final.items() if personalized_key in r["metrics"]
     }
     per_round: dict[int, int] = {}
     for record in records:
@@ -209,6 +234,8 @@ def run_arm(
         pooled={int(k): float(v["dice-mean"]) for k, v in summary["weighted_mean"].items()},
         sites={site: r["metrics"]["dice-mean"] for site, r in final.items()},
         local=local,
+        personalized=personalized,
+        val_cases={site: int(r["n_cases"]) for site, r in final.items()},
         bytes_per_round=float(np.mean(list(per_round.values()))),
         epsilon=max(epsilons) if epsilons else None,
         seconds=seconds,
@@ -330,6 +357,11 @@ def plateau_search(
     return PlateauSearch(pooled, per_site, last, reached, time.monotonic() - clock)
 
 
+def personalized_name(arm: str) -> str:
+    """The row of an arm's personalized models."""
+    return f"{arm} · personalized"
+
+
 def mean_dice(by_site: dict[str, list[CaseEvaluation]], seed: int) -> tuple[float, dict[str, float]]:
     """(mean Dice over every case of every site, site → mean Dice over its cases)."""
     pooled = aggregates([c for cases in by_site.values() for c in cases], seed)[0]
@@ -363,11 +395,19 @@ def plateau_run(
     unknown = [name for name in args.configs if name not in by_name]
     if unknown:
         raise SystemExit(f"error: --configs {unknown}: not a federated arm; choose from {list(by_name)}")
-    arms = [by_name[name] for name in args.configs]
+    arms = [
+        FederatedArm(name, {**by_name[name].overrides, "personalize-epochs": args.personalize_epochs})
+        for name in args.configs
+    ]
 
     base_seed = settings.seed
     seeds = list(range(base_seed, base_seed + args.seeds))
-    pooled: dict[str, list[float]] = {"centralized": [], **{a.name: [] for a in arms}, "local-only": []}
+    pooled: dict[str, list[float]] = {
+        "centralized": [],
+        **{a.name: [] for a in arms},
+        **{personalized_name(a.name): [] for a in arms},
+        "local-only": [],
+    }
     per_site: dict[str, dict[str, list[float]]] = {k: {n: [] for n in names} for k in pooled}
     runs: list[FederatedResult] = []
     seconds = {"centralized": search.seconds, "local-only": 0.0}
@@ -402,14 +442,20 @@ def plateau_run(
             run = run_arm(arm, plateau_config, data, work, out, seed)
             runs.append(run)
             pooled[arm.name].append(run.final)
+            pooled[personalized_name(arm.name)].append(run.personalized_pooled)
             for name in names:
                 per_site[arm.name][name].append(run.sites[name])
+                per_site[personalized_name(arm.name)][name].append(run.personalized[name])
 
     best = max(arms, key=lambda a: statistics.mean(pooled[a.name])).name
-    fed_over_local = {
-        n: ratio(statistics.mean(per_site[best][n]), statistics.mean(per_site["local-only"][n]))
-        for n in names
-    }
+    global_over_local, fed_over_local = (
+        {
+            n: ratio(statistics.mean(per_site[arm][n]), statistics.mean(per_site["local-only"][n]))
+            for n in names
+        }
+        for arm in (best, personalized_name(best))
+    )
+    n_val = {s.paths.name: len(s.cases.val) for s in sites}
     search_table = markdown_table(
         ["centralized epochs", "pooled mean Dice", "gain over half the epochs"],
         [
@@ -455,11 +501,23 @@ def plateau_run(
         ),
         (
             "Local-only pooled = every validation case, each by its own site's local model; a local-norm arm's "
-            "per-site Dice is the site's personalized model on its own cases (from the run's last round)."
+            "per-site Dice is the site's model with its own norm layers on its own cases (from the run's last round)."
         ),
-        f"Best federated configuration (mean over seeds): {best}; per site over local-only (means over seeds): "
+        f"Best federated configuration (mean over seeds): {best}; per site, its personalized models over local-only "
+        "(means over seeds): "
         + ", ".join(f"{n} {v:.3f}" for n, v in fed_over_local.items())
+        + "; its global model over local-only: "
+        + ", ".join(f"{n} {v:.3f}" for n, v in global_over_local.items())
         + ".",
+        (
+            f"Personalized rows: each site's personalized model (the global model fine-tuned {args.personalize_epochs}"
+            " epoch(s) on its own training cases, personalize-epochs, from the last round's global model) on its own"
+            " validation"
+            " cases; pooled = weighted by validation cases. Validation cases per site: "
+            + ", ".join(f"{n} {v}" for n, v in n_val.items())
+            + " (a site's figure from 1 or 2 cases is one or two cases' Dice: read the per-site columns with that"
+            " in mind)."
+        ),
         (
             f"Time (s): plateau search {search.seconds:.0f}, centralized and local-only at the budget "
             f"{seconds['centralized'] - search.seconds + seconds['local-only']:.0f}, federated runs "
@@ -469,6 +527,10 @@ def plateau_run(
     ratios = {
         "fed_over_central": ratio(statistics.mean(pooled[best]), statistics.mean(pooled["centralized"])),
         "fed_over_local_min": min(fed_over_local.values()),
+        "global_over_local_min": min(global_over_local.values()),
+        "personalized_over_central": ratio(
+            statistics.mean(pooled[personalized_name(best)]), statistics.mean(pooled["centralized"])
+        ),
         "max_round_drop": max(run.max_drop() for run in runs),
     }
     report("quality", args.results, [search_table, seeds_table, rounds_table], ratios, notes, started)
@@ -526,6 +588,14 @@ def main() -> None:
         default=list(PLATEAU_CONFIGS),
         help="--plateau: federated arms, comma-separated (default: " + ", ".join(PLATEAU_CONFIGS) + ")",
     )
+    options.add_argument(
+        "--personalize-epochs",
+        type=int,
+        choices=range(1, 11),
+        metavar="1..10",
+        default=PERSONALIZE_EPOCHS,
+        help=f"epochs each site fine-tunes the global model for its personalized model (default {PERSONALIZE_EPOCHS})",
+    )
     args = parse(options)
     started = time.monotonic()
     device = torch_device(args.device)
@@ -558,7 +628,8 @@ def main() -> None:
         )
 
     data, work = out / "data", out / "work"
-    write_federation(data, n_sites=N_SITES, seed=DATA_SEED, preset=args.preset)
+    n_sites = default_sites(args.preset)
+    write_federation(data, n_sites=n_sites, seed=DATA_SEED, preset=args.preset)
     sites = load_sites(data, work, settings)
     if args.plateau:
         plateau_run(args, config, settings, sites, data, work, out, device, started)
@@ -567,8 +638,10 @@ def main() -> None:
 
     # Federated arms, seed 0: every configuration
     base_seed = settings.seed
-    runs = {arm.name: run_arm(arm, config, data, work, out, base_seed) for arm in federated_arms(args.quick)}
-    configs = [r for name, r in runs.items() if name in {a.name for a in federated_arms(args.quick)[:8]}]
+    arms = federated_arms(args.quick, args.personalize_epochs)
+    runs = {arm.name: run_arm(arm, config, data, work, out, base_seed) for arm in arms}
+    n_configs = 2 * len(QUICK_STRATEGIES if args.quick else STRATEGIES)  # the strategies, ± local-norm
+    configs = [runs[arm.name] for arm in arms[:n_configs]]
     ranked = sorted(configs, key=lambda r: r.final, reverse=True)
     best = ranked[0]
 
@@ -645,15 +718,39 @@ def main() -> None:
     )
 
     fedavg, local = runs["fedavg"], runs["fedavg"].local
-    fed_over_local = {s: ratio(best.sites[s], local[s]) for s in names}
+    global_over_local = {s: ratio(best.sites[s], local[s]) for s in names}
+    fed_over_local = {s: ratio(fedavg.personalized[s], local[s]) for s in names}
+    per_site = markdown_table(
+        [
+            "site",
+            "validation cases",
+            "local-only",
+            "fedavg global",
+            f"{best.arm.name} global",
+            "fedavg personalized",
+            "personalized / local-only",
+        ],
+        [
+            [
+                s,
+                fedavg.val_cases[s],
+                local[s],
+                fedavg.sites[s],
+                best.sites[s],
+                fedavg.personalized[s],
+                fed_over_local[s],
+            ]
+            for s in names
+        ],
+    )
     dp_run = runs["fedavg DP"]
     notes = [
         (
-            "Pooled = every validation case of every site (a local-norm arm: each site's personalized model on its own"
+            "Pooled = every validation case of every site (a local-norm arm: each site's own norm layers on its own"
             f" cases); {sum(len(s.cases.val) for s in sites)} validation cases. Federated Dice per round from the runs'"
             " own validation (summary.json); the cross-site tables evaluate saved models on every site."
         ),
-        f"Data: `oncofed synth --preset {args.preset} --sites {N_SITES} --seed {DATA_SEED}`; train/validation cases: "
+        f"Data: `oncofed synth --preset {args.preset} --sites {n_sites} --seed {DATA_SEED}`; train/validation cases: "
         + ", ".join(f"{s.paths.name} {len(s.cases.train)}/{len(s.cases.val)}" for s in sites)
         + ".",
         (
@@ -663,9 +760,14 @@ def main() -> None:
             f"{settings.pipeline.patch_size}, {settings.pipeline.samples_per_case} patches per case per epoch, spacing "
             f"{settings.pipeline.spacing_mm} mm, centralized on {device}."
         ),
-        f"Best federated configuration (last-round pooled Dice): {best.arm.name}; per site over local-only: "
-        + ", ".join(f"{s} {v:.3f}" for s, v in fed_over_local.items())
-        + ".",
+        f"Best federated configuration (last-round pooled Dice): {best.arm.name}; its global model per site over"
+        " local-only: " + ", ".join(f"{s} {v:.3f}" for s, v in global_over_local.items()) + ".",
+        (
+            f"Per-site table: the fedavg run's last round, each site's own validation cases (its local-only baseline"
+            f" and its personalized model, fine-tuned {args.personalize_epochs} epoch(s) from the global model on its"
+            " own training cases, were validated on the same cases); a site's figure from 1 or 2 cases is one or"
+            " two cases' Dice."
+        ),
         (
             f"DP arm: noise multiplier {DP_NOISE}, clipping norm {DP_CLIP}, ε = {dp_run.epsilon:.3g} at δ = "
             f"{config['dp-delta']} after {rounds} rounds (Flower's RDP accountant)."
@@ -684,6 +786,7 @@ def main() -> None:
             statistics.mean(repeats[f"federated {best.arm.name}"]), statistics.mean(repeats["centralized"])
         ),
         "fed_over_local_min": min(fed_over_local.values()),
+        "global_over_local_min": min(global_over_local.values()),
         "rerun_dice_delta": abs(fedavg.final - runs["fedavg (rerun)"].final),
         "max_round_drop": fedavg.max_drop(),
         "max_round_drop_all_arms": max(r.max_drop() for r in configs),
@@ -691,7 +794,7 @@ def main() -> None:
         "fp16_dice_delta": runs["fedavg float16"].final - fedavg.final,
         "dp_dice_delta": dp_run.final - fedavg.final,
     }
-    report("quality", args.results, [federated, cross, hd95, seeds_table], ratios, notes, started)
+    report("quality", args.results, [federated, per_site, cross, hd95, seeds_table], ratios, notes, started)
 
 
 if __name__ == "__main__":

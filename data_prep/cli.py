@@ -26,7 +26,7 @@ def synth(
         typer.Option(
             "--sites",
             help="Number of sites, 1-26 (hospital-a … hospital-z); the second exports DICOM. Default: the"
-            " preset's (tiny 2, demo 3, bench 4, anatomy 3).",
+            " preset's (tiny 2, demo 3, bench 4, anatomy 3, consortium 6).",
             show_default=False,
         ),
     ] = None,
@@ -36,7 +36,8 @@ def synth(
         typer.Option(
             "--preset",
             help="Size of the federation: tiny (tests, seconds) | demo (3 sites) | bench (4 sites) | anatomy"
-            " (the MNI152 brain with grown gliomas, 10 cases per site, ~2 mm, DICOM as MR).",
+            " (the MNI152 brain with grown gliomas, 10 cases per site, ~2 mm, DICOM as MR) | consortium (6 sites"
+            " of 40, 16, 8, 5, 4 and 3 cases, one with small multifocal tumors, DICOM as MR).",
         ),
     ] = "tiny",
 ) -> None:

@@ -1,4 +1,5 @@
-"""An analytic head phantom with 1-2 brain tumors, sampled at the RAS mm centre of every voxel of any grid.
+"""An analytic head phantom with brain tumors (1-2, or the site profile's number), sampled at the RAS mm centre of every
+voxel of any grid.
 
 Anatomy is a function of world position only, so grids of any spacing or orientation sample the same head:
 head ellipsoid = skull shell + brain, two lateral ventricles (CSF), and tumors whose radius is modulated by a
@@ -82,12 +83,14 @@ def sampling_grid(profile: SiteProfile) -> tuple[tuple[int, int, int], np.ndarra
 
 
 def random_phantom(profile: SiteProfile, rng: np.random.Generator) -> Phantom:
-    """Draw one case's anatomy and appearance for ``profile`` (head size jitter +/-5 %, 1-2 tumors)."""
+    """Draw one case's anatomy and appearance for ``profile`` (head size jitter +/-5 %, the profile's number of
+    tumors)."""
     semi_axes = np.asarray(profile.head_semi_axes_mm) * rng.uniform(0.95, 1.05, size=3)
     centre = rng.uniform(-4.0, 4.0, size=3)
     brain_semi = BRAIN_FRACTION * semi_axes
     tumors = []
-    for _ in range(int(rng.integers(1, 3))):
+    fewest, most = profile.tumor_count
+    for _ in range(int(rng.integers(fewest, most + 1))):
         radius = float(rng.uniform(*profile.tumor_radius_mm))
         reach = max(0.05, 0.85 - 1.2 * radius / brain_semi.min())  # keep most of the tumor inside the brain
         offset = _unit(rng.normal(size=3)) * reach * rng.uniform(0.0, 1.0) ** (1 / 3)
@@ -172,8 +175,9 @@ def _tissue_intensity(phantom: Phantom, points: np.ndarray, label: np.ndarray) -
         intensity[_ellipsoid_radius(points, centre, semi * np.array([0.08, 0.30, 0.14])) <= 1] = (
             TISSUE_INTENSITY["csf"]
         )
+    brain, contrast = TISSUE_INTENSITY["brain"], phantom.profile.tumor_contrast
     for value, tumor_intensity in LABEL_INTENSITY.items():
-        intensity[label == value] = tumor_intensity
+        intensity[label == value] = brain + contrast * (tumor_intensity - brain)
     return intensity
 
 

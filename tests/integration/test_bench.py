@@ -14,6 +14,7 @@ HEADLINES = {
     "quality": {
         "fed_over_central",
         "fed_over_local_min",
+        "global_over_local_min",
         "rerun_dice_delta",
         "max_round_drop",
         "fp16_bytes_over_fp32",
@@ -52,7 +53,7 @@ def run_quick(script: str, tmp_path: Path, *options: str) -> subprocess.Complete
     return subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
 
 
-PLATEAU = {"fed_over_central", "fed_over_local_min", "max_round_drop"}
+PLATEAU = {"fed_over_central", "fed_over_local_min", "global_over_local_min", "max_round_drop"}
 
 
 @pytest.mark.slow
@@ -68,9 +69,28 @@ def test_quality_plateau_mode(tmp_path):
     text = results.read_text()
     assert "| centralized epochs | pooled mean Dice |" in text and "| 4 |" in text
     assert "ran at 2 epochs (--budget-epochs), not at the plateau budget" in text
-    assert "| seed 0 | seed 1 | mean ± sd |" in text
+    assert "| seed 0 | seed 1 | mean ± sd |" in text and "· personalized |" in text
     # two seeds × two federated configurations, each a run folder of its own
     assert len(list((tmp_path / "out" / "runs").iterdir())) == 4
+
+
+@pytest.mark.slow
+def test_quality_quick_on_the_consortium(tmp_path):
+    """--preset consortium: six sites of 40 to 3 cases all train and validate (the 3-case site on 1 validation
+    case); the personalized arm gives every site a figure and fed_over_local_min is taken over it."""
+    done = run_quick("quality", tmp_path, "--preset", "consortium")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ratios = {
+        line.split()[1]: float(line.split()[2])
+        for line in done.stdout.splitlines()
+        if line.startswith("RATIO ")
+    }
+    assert HEADLINES["quality"] <= set(ratios) and ratios["fed_over_local_min"] > 0, done.stdout[-3000:]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "`oncofed synth --preset consortium --sites 6 --seed 0`" in text
+    assert "hospital-a 32/8" in text and "hospital-f 2/1" in text  # train/validation cases per site
+    per_site = [line for line in text.splitlines() if line.startswith("| hospital-")]
+    assert {line.split()[1] for line in per_site} >= {f"hospital-{c}" for c in "abcdef"}
 
 
 def flower_homes_under(root: Path) -> list[str]:

@@ -110,7 +110,10 @@ def test_cli_writes_the_sites_and_prints_their_folders(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--preset", "huge"], "error: unknown preset 'huge'; valid presets: tiny, demo, bench, anatomy"),
+        (
+            ["--preset", "huge"],
+            "error: unknown preset 'huge'; valid presets: tiny, demo, bench, anatomy, consortium",
+        ),
         (["--sites", "0"], "error: number of sites must be between 1 and 26, got 0"),
         (["--seed", "-1"], "error: --seed must be >= 0, got -1"),
     ],
