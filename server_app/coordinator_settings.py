@@ -34,6 +34,7 @@ from models.shared.run_config import (
     PROXIMAL_MU,
     RESUME,
     RUN_DIR,
+    SECURE_AGGREGATION,
     SEED,
     SERVER_LR,
     SPACING_MM,
@@ -49,6 +50,10 @@ from models.shared.run_config import (
 
 DP_STRATEGIES = ("fedavg", "fedprox")
 """The strategies central DP may wrap: Flower's fixed-clipping noise is calibrated for a plain mean only."""
+
+SECURE_STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+"""The strategies secure aggregation can feed: each needs only the weighted mean of the updates, which is all the
+coordinator learns; the robust ones (median, trimmed mean, Krum) compare single updates, which it never sees."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,9 @@ class StrategySettings:
     update_norm_bound: float = UPDATE_NORM_BOUND.default
     """Each update's L2 distance from the global model is clipped to this (server_app.strategies.update_norm);
     0: recorded, not bounded."""
+    secure_aggregation: bool = False
+    """SecAgg+ (server_app.rounds.secure_aggregation): the coordinator learns only the weighted sum of the
+    updates; each site clips to update_norm_bound and weighs its own update before masking."""
 
     @property
     def dp(self) -> bool:
@@ -98,6 +106,7 @@ class StrategySettings:
             num_malicious_nodes=NUM_MALICIOUS_NODES.read(run_config),
             max_site_weight=MAX_SITE_WEIGHT.read(run_config),
             update_norm_bound=UPDATE_NORM_BOUND.read(run_config),
+            secure_aggregation=SECURE_AGGREGATION.read(run_config),
         )
         settings.check()
         return settings
@@ -125,6 +134,30 @@ class StrategySettings:
                 f"0 with strategy {self.strategy!r}: Flower's fixed-clipping wrapper adds its noise to what the"
                 " strategy returns, a calibrated Gaussian mechanism only for a plain mean of the clipped updates;"
                 f" use `{STRATEGY.key}` {' or '.join(DP_STRATEGIES)} for central DP",
+            )
+        if self.secure_aggregation:
+            self._check_secure_aggregation()
+
+    def _check_secure_aggregation(self) -> None:
+        """What secure aggregation cannot go with: strategies and wrappers that need each site's update."""
+        if self.strategy not in SECURE_STRATEGIES:
+            raise SECURE_AGGREGATION.refuse(
+                True,
+                f"false with strategy {self.strategy!r}: a robust strategy compares single updates, and under"
+                " secure aggregation the coordinator sees only their sum; use"
+                f" `{STRATEGY.key}` {', '.join(SECURE_STRATEGIES)} or turn secure aggregation off",
+            )
+        if self.dp:
+            raise SECURE_AGGREGATION.refuse(
+                True,
+                f"false with `{DP_NOISE_MULTIPLIER.key}` {self.dp_noise_multiplier:g}: central DP clips each"
+                " site's update at the coordinator, which secure aggregation hides; set it to 0",
+            )
+        if self.update_norm_bound <= 0:
+            raise SECURE_AGGREGATION.refuse(
+                True,
+                f"false with `{UPDATE_NORM_BOUND.key}` 0: the sites clip their updates to this bound before"
+                " masking, and it is the quantization's range; set it above 0",
             )
 
 

@@ -275,6 +275,18 @@ UPDATE_NORM_BOUND = RunSetting(
     " 0: no bound (each update's norm is recorded either way)",
     0,
 )
+SECURE_AGGREGATION = RunSetting(
+    "secure-aggregation",
+    Owner.COORDINATOR,
+    bool,
+    False,
+    "SecAgg+ (Flower's protocol): the coordinator learns only the weighted sum of the sites' updates, never one"
+    " site's; each site clips its update to update-norm-bound (> 0) and weighs it by its capped case count before"
+    " masking. Still checked per site: the masked vector's shapes and the case count; no longer: values, norms"
+    " (not recorded), non-finite entries. Needs a mean-based strategy (fedavg, fedprox, fedadam, fedyogi): robust"
+    " strategies and central DP need plaintext updates. Costs three short message exchanges per round and"
+    " quantization (error ~ update-norm-bound / 2^21 per weight)",
+)
 PROXIMAL_MU = RunSetting(
     "proximal-mu",
     Owner.COORDINATOR,
@@ -433,6 +445,7 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     MAX_SITE_WEIGHT,
     MAX_CASES,
     UPDATE_NORM_BOUND,
+    SECURE_AGGREGATION,
     LOCAL_EPOCHS,
     LEARNING_RATE,
     BATCH_SIZE,
@@ -491,6 +504,7 @@ TRAINING_SETTINGS: tuple[RunSetting, ...] = (
     MAX_SITE_WEIGHT,
     MAX_CASES,
     UPDATE_NORM_BOUND,
+    SECURE_AGGREGATION,
 )
 """The settings that describe how a model was trained: the report's methods, the model card and an exported
 bundle's training summary all list these."""
