@@ -3,7 +3,7 @@ one function that builds its reply (site_app.round_replies), and replies.
 
 Message, record and key names come from models.shared.wire. What a reply may carry is the disclosure policy's
 (site_app.disclosure.policy); an error's details stay in the site's log (keep_details_local); under secure
-aggregation the site's update leaves only masked (site_app.secure_aggregation).
+aggregation the site's update leaves only masked (site_app.update_masking).
 """
 
 from flwr.app import Context, Message
@@ -18,12 +18,12 @@ from site_app.round_replies import (
     local_model_reply,
     train_reply,
 )
-from site_app.secure_aggregation import secure_aggregation
 from site_app.site_message import SiteMessage
+from site_app.update_masking import mask_update
 
-app = ClientApp(mods=[keep_details_local, secure_aggregation])
+app = ClientApp(mods=[keep_details_local, mask_update])
 """Mods, outermost first: errors keep their details at the site; a secure-aggregation round's train reply is
-masked (site_app.secure_aggregation) before anything leaves."""
+masked (site_app.update_masking) before anything leaves."""
 
 
 @app.query(DESCRIBE)

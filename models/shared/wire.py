@@ -14,7 +14,7 @@ by name, see Record):
                                  keys when the run has `local-baseline`, the personalized model's with
                                  `personalize-epochs`, num-examples)
 
-    train, with `secure-aggregation` (SecAgg+; server_app.rounds.secure_aggregation, site_app.secure_aggregation):
+    train, with `secure-aggregation` (SecAgg+; server_app.rounds.secure_aggregation, site_app.update_masking):
                     four train messages per round, each with a SECAGG record {stage, …}: setup (→ the site's two
                     public keys), share-keys (the neighbours' keys → encrypted key shares), collect-masked-vectors
                     (the train instruction above + SECURE {update-norm-bound, max-weight} + the shares meant for

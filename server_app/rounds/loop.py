@@ -1,4 +1,4 @@
-"""The coordinator's rounds: quorum, per-phase deadlines, checked replies, named absences, a checkpoint per round.
+"""The coordinator's rounds, one job: quorum, per-phase deadlines, checked replies, named absences, a checkpoint per round.
 
 Replaces Flower's `Strategy.start`, which waits without a deadline for its minimum of nodes, ends the run on one
 malformed reply, aggregates whatever arrived and always counts rounds from 1. Each round here:
@@ -54,7 +54,8 @@ from server_app.rounds.reply_checks import (
     validation_status,
 )
 from server_app.rounds.round_checkpoint import RoundState, save_round_state, strategy_state
-from server_app.rounds.secure_aggregation import SecureTrainPhase, mean_reply, weight_caps
+from server_app.rounds.secure_aggregation import SecureTrainPhase, mean_reply
+from server_app.rounds.secure_sum import weight_caps
 from server_app.rounds.site_directory import SiteDirectory
 from server_app.run_record.best_model import site_scores
 from server_app.run_record.checkpoints import Checkpointer

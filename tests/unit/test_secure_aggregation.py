@@ -1,5 +1,5 @@
 """Secure aggregation (SecAgg+) in the coordinator's loop, against scripted sites whose train replies pass through
-the site's real mod (site_app.secure_aggregation) with Flower's crypto: the coordinator's model is FedAvg's within
+the site's real mod (site_app.update_masking) with Flower's crypto: the coordinator's model is FedAvg's within
 the quantization error, no message holds a site's update, and a site that dies between masking and unmasking (or
 before masking) does not stop the round. A real 3-site run is tests/integration/test_secure_aggregation_run.py."""
 
@@ -15,9 +15,9 @@ from models.shared.run_config import RunConfigError
 from models.shared.wire import Record
 from server_app.app import run_federation
 from server_app.coordinator_settings import StrategySettings
-from server_app.rounds.secure_aggregation import weight_caps
+from server_app.rounds.secure_sum import weight_caps
 from server_app.run_record.run_folder import read_metrics, read_rounds
-from site_app.secure_aggregation import clip_update, secure_aggregation
+from site_app.update_masking import clip_update, mask_update
 
 SITES = ["hospital-a", "hospital-b", "hospital-c"]
 BOUND = 100.0
@@ -39,9 +39,7 @@ def secure_site(
     def train(message: Message) -> RecordDict | Error | None:
         if dies_at is not None and stage(message) == dies_at:
             return None
-        reply = secure_aggregation(
-            message, context, lambda m, _: Message(trained(m, offset, cases), reply_to=m)
-        )
+        reply = mask_update(message, context, lambda m, _: Message(trained(m, offset, cases), reply_to=m))
         if sent is not None:
             sent.append(reply.content)
         return reply.error if reply.has_error() else reply.content

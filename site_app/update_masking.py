@@ -49,7 +49,7 @@ from models.shared.wire import NUM_EXAMPLES, Record, SecureUpdate
 from models.transport import decode
 
 
-def secure_aggregation(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+def mask_update(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Answer a SecAgg+ stage (its state kept in the node's context between stages); pass anything else on."""
     if msg.metadata.message_type != MessageType.TRAIN or Record.SECAGG not in msg.content.config_records:
         return call_next(msg, context)
