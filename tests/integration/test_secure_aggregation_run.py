@@ -27,8 +27,8 @@ from models.presets import build_model
 from models.shared.run_config import UPDATE_NORM_BOUND_DEFAULT
 from models.shared.wire import NUM_EXAMPLES, Record
 from models.weights import load_checkpoint, to_record
-from server_app.run_record.run_folder import read_metrics, read_rounds
 from server_app.rounds.secure_sum import QUANTIZATION_RANGE
+from server_app.run_record.run_folder import read_metrics, read_rounds
 from site_app.update_masking import clip_update
 
 SITES = ("hospital-a", "hospital-b", "hospital-c")
@@ -128,7 +128,7 @@ def revealing(arrays: list[np.ndarray], update: list[np.ndarray], start: list[np
 
 
 def test_no_reply_holds_a_sites_update_and_the_control_finds_them_in_plaintext(run):
-    run_dir, capture = run
+    _, capture = run
     updates, start = plaintext(capture), initial()
     sent = messages(capture / "sent")
     for site, replies in sent.items():
@@ -169,4 +169,4 @@ def test_a_site_dead_between_masking_and_unmasking_does_not_stop_the_round(run):
     failed = [r for r in read_metrics(run_dir) if r["round"] == 1 and r["site"] == SITES[FAILS]]
     assert failed[0]["participation"]["train"] == "ok"  # its masked update counted
     log = (run_dir / "flwr-run.log").read_text(errors="replace")
-    assert f"missed train (secure aggregation, unmask): failed" in log
+    assert "missed train (secure aggregation, unmask): failed" in log

@@ -37,9 +37,9 @@ def _folder(context: Context, name: str) -> Path:
 
 def fail_at_unmask(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     secagg = msg.content.config_records.get(Record.SECAGG)
-    if secagg is not None and secagg.get(Key.STAGE) == Stage.UNMASK:
-        if _partition(context) == int(context.run_config.get("secagg-fails-partition", -1)):
-            raise RuntimeError("this site died after sending its masked vector")
+    unmasking = secagg is not None and secagg.get(Key.STAGE) == Stage.UNMASK
+    if unmasking and _partition(context) == int(context.run_config.get("secagg-fails-partition", -1)):
+        raise RuntimeError("this site died after sending its masked vector")
     return call_next(msg, context)
 
 
