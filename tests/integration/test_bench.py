@@ -26,8 +26,9 @@ HEADLINES = {
     "scale": {"scale_round_per_site_over_baseline", "scale_memory_over_baseline"},
     "cli_start": {"cli_help_over_typer_import"},
     "adversaries": {"poisoned_dice_drop", "unprotected_poisoned_dice_drop", "robust_over_fedavg_clean"},
+    "secagg": {"secagg_round_over_plain"},
 }
-HAS_DATA = {"quality", "pipeline", "overhead", "scale", "adversaries"}
+HAS_DATA = {"quality", "pipeline", "overhead", "scale", "adversaries", "secagg"}
 
 
 def run_quick(script: str, tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
