@@ -22,6 +22,8 @@ from types import MappingProxyType
 from typing import Generic, TypeVar
 
 from models.shared.node_config import (
+    DEFAULT_LOCAL_DP_CLIPPING_NORM,
+    DEFAULT_LOCAL_DP_NOISE_MULTIPLIER,
     DEFAULT_MIN_LESION_MM3,
     DEFAULT_MIN_POSITION_CASES,
     DEFAULT_MIN_TRAIN_CASES,
@@ -408,6 +410,24 @@ SIM_SHARE_LOCAL_MODEL = RunSetting(
     "the simulated sites (names, comma-separated) that consent to share their local-only model for evaluation"
     " at the other consenting sites (a deployed site sets share-local-model-for-evaluation in its node config)",
 )
+SIM_LOCAL_DP_NOISE_MULTIPLIER = RunSetting(
+    "sim-local-dp-noise-multiplier",
+    Owner.SIMULATION,
+    float,
+    DEFAULT_LOCAL_DP_NOISE_MULTIPLIER,
+    "a simulated site's local DP: > 0 adds Gaussian noise σ = this × sim-local-dp-clipping-norm to its clipped"
+    " training update before it leaves (before masking under secure-aggregation); ε per site in its log; 0: off"
+    " (a deployed site sets local-dp-noise-multiplier in its node config)",
+    0,
+)
+SIM_LOCAL_DP_CLIPPING_NORM = RunSetting(
+    "sim-local-dp-clipping-norm",
+    Owner.SIMULATION,
+    float,
+    DEFAULT_LOCAL_DP_CLIPPING_NORM,
+    "a simulated site's local DP: the L2 norm it clips its update to before adding noise",
+    0,
+)
 SIM_DATA = RunSetting(
     "sim-data", Owner.SIMULATION, str, "", "folder holding one sub-folder per simulated site"
 )
@@ -459,6 +479,8 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     SIM_VALIDATION_FRACTION,
     SIM_MIN_LESION_MM3,
     SIM_SHARE_LOCAL_MODEL,
+    SIM_LOCAL_DP_NOISE_MULTIPLIER,
+    SIM_LOCAL_DP_CLIPPING_NORM,
     SIM_DATA,
     SIM_WORK,
 )

@@ -19,7 +19,7 @@ A site that dies between masking and unmasking is still in the sum (the others' 
 that dies before sending its vector is left out (the others' shares remove its pairwise masks). Every site needs
 at least `threshold` (a majority of the round's sites, at least 2) neighbours alive at each stage, otherwise
 the round's global model stays as it was. With every site a neighbour of every other, the coordinator
-colluding with fewer than `threshold` - 1 sites learns nothing beyond the sum.
+colluding with fewer than `threshold` sites learns nothing beyond the sum.
 
 Weights: each site weighs its update by min(its training cases, the cap sent to it), the caps being the sites'
 described case counts (bounded by max-cases) capped to max-site-weight of their sum (capped_shares, as

@@ -20,6 +20,7 @@ from models.shared.node_config import NodeConfig
 from models.shared.wire import CROSS_EVALUATE, DESCRIBE, LOCAL_MODEL, Record
 from site_app import app as site
 from site_app.disclosure.error_details import keep_details_local
+from site_app.local_dp import add_local_noise
 from site_app.update_masking import mask_update
 
 _count = itertools.count()
@@ -51,7 +52,7 @@ def keep_plaintext(msg: Message, context: Context, call_next: ClientAppCallable)
     return reply
 
 
-inner = ClientApp(mods=[keep_details_local, fail_at_unmask, mask_update, keep_plaintext])
+inner = ClientApp(mods=[keep_details_local, fail_at_unmask, mask_update, keep_plaintext, add_local_noise])
 inner.query(DESCRIBE)(site.describe)
 inner.train()(site.train)
 inner.evaluate()(site.evaluate)
