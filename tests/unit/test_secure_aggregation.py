@@ -5,8 +5,8 @@ before masking) does not stop the round. A real 3-site run is tests/integration/
 
 import numpy as np
 import pytest
-from flwr.app import Context, Error, Message, RecordDict
-from flwr.common import bytes_to_ndarray
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.common import bytes_to_ndarray, ndarray_to_bytes
 from flwr.common.secure_aggregation.secaggplus_constants import Key, Stage
 from scripted_grid import ScriptedGrid, ScriptedSite, scripted_run_config, trained
 from test_federated_loop import assert_same, initial, model, shifted
@@ -15,7 +15,8 @@ from models.shared.run_config import RunConfigError
 from models.shared.wire import Record
 from server_app.app import run_federation
 from server_app.coordinator_settings import StrategySettings
-from server_app.rounds.secure_sum import weight_caps
+from server_app.rounds.reply_checks import ArraySpec
+from server_app.rounds.secure_sum import Protocol, masked_reply_problem, weight_caps
 from server_app.run_record.run_folder import read_metrics, read_rounds
 from site_app.update_masking import clip_update, mask_update
 
@@ -159,3 +160,34 @@ def test_the_site_clips_float_arrays_to_the_bound():
 def test_weight_caps_follow_the_described_cases_capped_like_plaintext():
     assert weight_caps({1: 10, 2: 10, 3: 80}, 1.0) == pytest.approx({1: 10, 2: 10, 3: 80})
     assert weight_caps({1: 10, 2: 10, 3: 80}, 0.5) == pytest.approx({1: 25, 2: 25, 3: 50})
+
+
+def masked_content(vector: list[np.ndarray], examples: int = 4) -> RecordDict:
+    return RecordDict(
+        {
+            Record.METRICS: MetricRecord({"train-loss": 0.5, "num-examples": examples}),
+            Record.SECAGG: ConfigRecord({Key.MASKED_PARAMETERS: [ndarray_to_bytes(v) for v in vector]}),
+        }
+    )
+
+
+def test_a_masked_reply_is_checked_for_shapes_range_and_case_count():
+    spec = {"w": ArraySpec("float32", (2, 3)), "b": ArraySpec("float32", (3,))}
+    protocol = Protocol.for_round(3, 10.0, 8.0)
+    shapes = [(1,), (2, 3), (3,)]
+    good = [np.array([5]), np.zeros((2, 3), np.int64), np.ones(3, np.int64)]
+    assert masked_reply_problem(masked_content(good), spec, shapes, protocol, 10) is None
+    wrong_shape = [good[0], np.zeros((3, 2), np.int64), good[2]]
+    assert "expected integers (2, 3)" in masked_reply_problem(
+        masked_content(wrong_shape), spec, shapes, protocol, 10
+    )
+    floats = [good[0], good[1].astype(np.float32), good[2]]
+    assert "expected integers" in masked_reply_problem(masked_content(floats), spec, shapes, protocol, 10)
+    outside = [good[0], good[1], np.full(3, 2**40, np.int64)]
+    assert "outside [0, 4294967296)" in masked_reply_problem(
+        masked_content(outside), spec, shapes, protocol, 10
+    )
+    assert "more than the 3 usable cases" in masked_reply_problem(
+        masked_content(good, 4), spec, shapes, protocol, 3
+    )
+    assert "not 3 arrays" in masked_reply_problem(masked_content(good[:2]), spec, shapes, protocol, 10)
