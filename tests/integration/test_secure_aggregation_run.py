@@ -97,6 +97,7 @@ def plaintext(capture) -> dict[int, tuple[float, list[np.ndarray]]]:
 
 def sent_arrays(replies: list[Message]) -> list[np.ndarray]:
     """Every array a site sent: its ArrayRecords' and the arrays of a masked vector."""
+    replies = [m for m in replies if not m.has_error()]  # an error reply carries no content
     arrays = [
         a.numpy().astype(np.float64)
         for m in replies
@@ -132,8 +133,10 @@ def test_no_reply_holds_a_sites_update_and_the_control_finds_them_in_plaintext(r
     updates, start = plaintext(capture), initial()
     sent = messages(capture / "sent")
     for site, replies in sent.items():
-        trains = [m for m in replies if m.metadata.message_type == "train"]
+        trains = [m for m in replies if m.metadata.message_type == "train" and not m.has_error()]
+        failed = [m for m in replies if m.has_error()]
         assert len(trains) == (4 if site != FAILS else 3)  # setup, share keys, masked vector, unmask
+        assert len(failed) == (1 if site == FAILS else 0)  # the failing site's unmask reply is an error
         assert not any(m.content.array_records for m in trains)
         masked = [
             m for m in trains if Key.MASKED_PARAMETERS in m.content.config_records.get(Record.SECAGG, {})
@@ -168,5 +171,5 @@ def test_a_site_dead_between_masking_and_unmasking_does_not_stop_the_round(run):
     assert round_1["train"]["aggregated"] is True and round_1["train"]["sound"] == list(SITES)
     failed = [r for r in read_metrics(run_dir) if r["round"] == 1 and r["site"] == SITES[FAILS]]
     assert failed[0]["participation"]["train"] == "ok"  # its masked update counted
-    log = (run_dir / "flwr-run.log").read_text(errors="replace")
+    log = (run_dir / "logs" / "flwr-run.log").read_text(errors="replace")
     assert "missed train (secure aggregation, unmask): failed" in log
