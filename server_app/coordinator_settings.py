@@ -37,6 +37,7 @@ from models.shared.run_config import (
     PROXIMAL_MU,
     RESUME,
     RUN_DIR,
+    SECURE_AGGREGATION,
     SEED,
     SERVER_LR,
     SPACING_MM,
@@ -52,6 +53,10 @@ from models.shared.run_config import (
 
 DP_STRATEGIES = ("fedavg", "fedprox")
 """The strategies central DP may wrap: Flower's fixed-clipping noise is calibrated for a plain mean only."""
+
+SECURE_STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+"""The strategies secure aggregation can feed: each needs only the weighted mean of the updates, which is all the
+coordinator learns; the robust ones (median, trimmed mean, Krum) compare single updates, which it never sees."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,9 @@ class StrategySettings:
     lr_final_share: float = LR_FINAL_SHARE.default
     num_rounds: int = NUM_SERVER_ROUNDS.default
     """The run's training rounds: where the schedule ends."""
+    secure_aggregation: bool = False
+    """SecAgg+ (server_app.rounds.secure_aggregation): the coordinator learns only the weighted sum of the
+    updates; each site clips to update_norm_bound and weighs its own update before masking."""
 
     @property
     def dp(self) -> bool:
@@ -109,6 +117,7 @@ class StrategySettings:
             lr_schedule=LR_SCHEDULE.read(run_config),
             lr_final_share=LR_FINAL_SHARE.read(run_config),
             num_rounds=NUM_SERVER_ROUNDS.read(run_config),
+            secure_aggregation=SECURE_AGGREGATION.read(run_config),
         )
         settings.check()
         return settings
@@ -138,6 +147,30 @@ class StrategySettings:
                 f"0 with strategy {self.strategy!r}: Flower's fixed-clipping wrapper adds its noise to what the"
                 " strategy returns, a calibrated Gaussian mechanism only for a plain mean of the clipped updates;"
                 f" use `{STRATEGY.key}` {' or '.join(DP_STRATEGIES)} for central DP",
+            )
+        if self.secure_aggregation:
+            self._check_secure_aggregation()
+
+    def _check_secure_aggregation(self) -> None:
+        """What secure aggregation cannot go with: strategies and wrappers that need each site's update."""
+        if self.strategy not in SECURE_STRATEGIES:
+            raise SECURE_AGGREGATION.refuse(
+                True,
+                f"false with strategy {self.strategy!r}: a robust strategy compares single updates, and under"
+                " secure aggregation the coordinator sees only their sum; use"
+                f" `{STRATEGY.key}` {', '.join(SECURE_STRATEGIES)} or turn secure aggregation off",
+            )
+        if self.dp:
+            raise SECURE_AGGREGATION.refuse(
+                True,
+                f"false with `{DP_NOISE_MULTIPLIER.key}` {self.dp_noise_multiplier:g}: central DP clips each"
+                " site's update at the coordinator, which secure aggregation hides; set it to 0",
+            )
+        if self.update_norm_bound <= 0:
+            raise SECURE_AGGREGATION.refuse(
+                True,
+                f"false with `{UPDATE_NORM_BOUND.key}` 0: the sites clip their updates to this bound before"
+                " masking, and it is the quantization's range; set it above 0",
             )
 
 

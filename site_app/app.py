@@ -2,7 +2,8 @@
 one function that builds its reply (site_app.round_replies), and replies.
 
 Message, record and key names come from models.shared.wire. What a reply may carry is the disclosure policy's
-(site_app.disclosure.policy); an error's details stay in the site's log (keep_details_local).
+(site_app.disclosure.policy); an error's details stay in the site's log (keep_details_local); under secure
+aggregation the site's update leaves only masked (site_app.update_masking).
 """
 
 from flwr.app import Context, Message
@@ -10,6 +11,7 @@ from flwr.clientapp import ClientApp
 
 from models.shared.wire import CROSS_EVALUATE, DESCRIBE, LOCAL_MODEL
 from site_app.disclosure.error_details import keep_details_local
+from site_app.local_dp import add_local_noise
 from site_app.round_replies import (
     cross_evaluate_reply,
     describe_reply,
@@ -18,8 +20,12 @@ from site_app.round_replies import (
     train_reply,
 )
 from site_app.site_message import SiteMessage
+from site_app.update_masking import mask_update
 
-app = ClientApp(mods=[keep_details_local])
+app = ClientApp(mods=[keep_details_local, mask_update, add_local_noise])
+"""Mods, outermost first: errors keep their details at the site; a secure-aggregation round's train reply is
+masked (site_app.update_masking) before anything leaves; with the site's local DP its update is clipped and
+noised (site_app.local_dp) before that."""
 
 
 @app.query(DESCRIBE)

@@ -35,6 +35,11 @@ class NodeConfig:
     """The site's consent (true/false, default DEFAULT_SHARE_LOCAL_MODEL) to send its local-only baseline model,
     once after the last round, for the other consenting sites to evaluate (the cross-site generalization matrix).
     Only the site's handler reads it: a coordinator cannot obtain the model without it."""
+    LOCAL_DP_NOISE_MULTIPLIER = "local-dp-noise-multiplier"
+    """Local differential privacy, the site's own: > 0 adds Gaussian noise σ = this × LOCAL_DP_CLIPPING_NORM to
+    the site's clipped training update before it leaves (site_app.local_dp); 0 (default): off."""
+    LOCAL_DP_CLIPPING_NORM = "local-dp-clipping-norm"
+    """Local DP: the L2 norm the site clips its update to before adding noise (DEFAULT_LOCAL_DP_CLIPPING_NORM)."""
     LIMITS = "limits"
     """Prefix of the site's limits on run settings: "limits.<key>" for each key of LIMIT_KEYS (site.toml's
     [limits] table; site_app.settings.limits)."""
@@ -89,6 +94,10 @@ def limit_key(key: str) -> str:
     return f"{NodeConfig.LIMITS}.{key}"
 
 
+DEFAULT_LOCAL_DP_NOISE_MULTIPLIER = 0.0
+DEFAULT_LOCAL_DP_CLIPPING_NORM = 1.0
+LOCAL_DP_DELTA = 1e-5
+"""The δ at which a site's local-DP ε is stated."""
 DEFAULT_MIN_REPORT_CASES = 5
 """A deployed site's minimum when its node config does not set one."""
 DEFAULT_SHARE_LOCAL_MODEL = False

@@ -22,6 +22,8 @@ from types import MappingProxyType
 from typing import Generic, TypeVar
 
 from models.shared.node_config import (
+    DEFAULT_LOCAL_DP_CLIPPING_NORM,
+    DEFAULT_LOCAL_DP_NOISE_MULTIPLIER,
     DEFAULT_MIN_LESION_MM3,
     DEFAULT_MIN_POSITION_CASES,
     DEFAULT_MIN_TRAIN_CASES,
@@ -303,6 +305,18 @@ PATIENCE = RunSetting(
     " paired rule (the rule that picks best.pt); 0: run every round",
     0,
 )
+SECURE_AGGREGATION = RunSetting(
+    "secure-aggregation",
+    Owner.COORDINATOR,
+    bool,
+    False,
+    "SecAgg+ (Flower's protocol): the coordinator learns only the weighted sum of the sites' updates, never one"
+    " site's; each site clips its update to update-norm-bound (> 0) and weighs it by its capped case count before"
+    " masking. Still checked per site: the masked vector's shapes and the case count; no longer: values, norms"
+    " (not recorded), non-finite entries. Needs a mean-based strategy (fedavg, fedprox, fedadam, fedyogi): robust"
+    " strategies and central DP need plaintext updates. Costs three short message exchanges per round and"
+    " quantization (error ~ update-norm-bound / 2^21 per weight)",
+)
 PROXIMAL_MU = RunSetting(
     "proximal-mu",
     Owner.COORDINATOR,
@@ -429,6 +443,24 @@ SIM_SHARE_LOCAL_MODEL = RunSetting(
     "the simulated sites (names, comma-separated) that consent to share their local-only model for evaluation"
     " at the other consenting sites (a deployed site sets share-local-model-for-evaluation in its node config)",
 )
+SIM_LOCAL_DP_NOISE_MULTIPLIER = RunSetting(
+    "sim-local-dp-noise-multiplier",
+    Owner.SIMULATION,
+    float,
+    DEFAULT_LOCAL_DP_NOISE_MULTIPLIER,
+    "a simulated site's local DP: > 0 adds Gaussian noise σ = this × sim-local-dp-clipping-norm to its clipped"
+    " training update before it leaves (before masking under secure-aggregation); ε per site in its log; 0: off"
+    " (a deployed site sets local-dp-noise-multiplier in its node config)",
+    0,
+)
+SIM_LOCAL_DP_CLIPPING_NORM = RunSetting(
+    "sim-local-dp-clipping-norm",
+    Owner.SIMULATION,
+    float,
+    DEFAULT_LOCAL_DP_CLIPPING_NORM,
+    "a simulated site's local DP: the L2 norm it clips its update to before adding noise",
+    0,
+)
 SIM_DATA = RunSetting(
     "sim-data", Owner.SIMULATION, str, "", "folder holding one sub-folder per simulated site"
 )
@@ -469,6 +501,7 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     LR_SCHEDULE,
     LR_FINAL_SHARE,
     PATIENCE,
+    SECURE_AGGREGATION,
     LOCAL_EPOCHS,
     LEARNING_RATE,
     BATCH_SIZE,
@@ -482,6 +515,8 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     SIM_VALIDATION_FRACTION,
     SIM_MIN_LESION_MM3,
     SIM_SHARE_LOCAL_MODEL,
+    SIM_LOCAL_DP_NOISE_MULTIPLIER,
+    SIM_LOCAL_DP_CLIPPING_NORM,
     SIM_DATA,
     SIM_WORK,
 )
@@ -530,6 +565,7 @@ TRAINING_SETTINGS: tuple[RunSetting, ...] = (
     LR_SCHEDULE,
     LR_FINAL_SHARE,
     PATIENCE,
+    SECURE_AGGREGATION,
 )
 """The settings that describe how a model was trained: the report's methods, the model card and an exported
 bundle's training summary all list these."""

@@ -14,6 +14,13 @@ by name, see Record):
                                  keys when the run has `local-baseline`, the personalized model's with
                                  `personalize-epochs`, num-examples)
 
+    train, with `secure-aggregation` (SecAgg+; server_app.rounds.secure_aggregation, site_app.update_masking):
+                    four train messages per round, each with a SECAGG record {stage, …}: setup (→ the site's two
+                    public keys), share-keys (the neighbours' keys → encrypted key shares), collect-masked-vectors
+                    (the train instruction above + SECURE {update-norm-bound, max-weight} + the shares meant for
+                    the site → METRICS {train-loss, num-examples} + SECAGG {masked vector}, no ARRAYS; or the
+                    TRAINING record of a declined or refused round), unmask (→ the shares the coordinator needs)
+
 ARRAYS travel in the run's `transport-dtype` (float16 or float32; models.transport) and, with `local-norm`,
 without the normalization layers (models.norm_layers), in both directions.
     query.describe  instruction  empty
@@ -57,6 +64,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from flwr.app import MessageType
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 # Message types ---------------------------------------------------------------------------------------------
 
@@ -96,6 +104,11 @@ class Record:
     """MetricRecord of a describe reply: the site's data overview (Overview)."""
     SHARING = "sharing"
     """ConfigRecord of a local-model reply that carries no model: {status: refused, reason}."""
+    SECAGG = RECORD_KEY_CONFIGS
+    """ConfigRecord of every message of a secure-aggregation round (Flower's SecAgg+ record, its keys Flower's
+    secaggplus_constants.Key): the stage and its data, both ways; a masked train reply's masked vector."""
+    SECURE = "secure-aggregation"
+    """ConfigRecord of a secure-aggregation train instruction: how the site prepares its update (SecureUpdate)."""
 
 
 SERVER_ROUND = "server-round"
@@ -240,6 +253,17 @@ class Training:
     """One sentence naming the rule (declined) or the setting and limit (refused); no case data."""
     MIN_TRAIN_CASES = "min-train-cases"
     """Of a declined reply: the site's minimum."""
+
+
+class SecureUpdate:
+    """Keys of a secure-aggregation train instruction's SECURE record: what the site does to its update (its
+    weights minus the global weights) before masking it."""
+
+    NORM_BOUND = "update-norm-bound"
+    """The L2 norm the site clips its update's float arrays to (the run's update-norm-bound)."""
+    MAX_WEIGHT = "max-weight"
+    """The most the site's update may weigh in the mean (its capped case count): it weighs min(its training cases,
+    this)."""
 
 
 class Overview:

@@ -1,4 +1,4 @@
-"""The coordinator's rounds: quorum, per-phase deadlines, checked replies, named absences, a checkpoint per round.
+"""The coordinator's rounds, one job: quorum, per-phase deadlines, checked replies, named absences, a checkpoint per round.
 
 Replaces Flower's `Strategy.start`, which waits without a deadline for its minimum of nodes, ends the run on one
 malformed reply, aggregates whatever arrived and always counts rounds from 1. Each round here:
@@ -29,9 +29,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from models.shared.wire import OutsideLimit, Record, Status, Training, Validation
+from models.transport import as_sent
 from server_app.coordinator_settings import ServerRunSettings
 from server_app.rounds.cross_site import cross_site_matrix
-from server_app.rounds.grid_exchange import SelectedNodes, exchange
+from server_app.rounds.grid_exchange import POLL_S, SelectedNodes, exchange
 from server_app.rounds.participation import (
     FROM_SUPERLINK,
     NOT_ONLINE,
@@ -54,6 +55,8 @@ from server_app.rounds.reply_checks import (
     validation_status,
 )
 from server_app.rounds.round_checkpoint import RoundState, save_round_state, strategy_state
+from server_app.rounds.secure_aggregation import SecureTrainPhase, mean_reply
+from server_app.rounds.secure_sum import weight_caps
 from server_app.rounds.site_directory import SiteDirectory
 from server_app.run_record.best_model import ended_early, site_scores
 from server_app.run_record.checkpoints import Checkpointer
@@ -216,11 +219,17 @@ class FederatedLoop:
         return {node: self.directory.name(node) for node in online if self.directory.knows(node)}
 
     def _collect(
-        self, server_round: int, phase: str, messages: list[Message], timeout_s: float, problem_of
+        self,
+        server_round: int,
+        phase: str,
+        messages: list[Message],
+        timeout_s: float,
+        problem_of,
+        poll_s: float = POLL_S,
     ) -> tuple[dict[int, Message], dict[int, PhaseOutcome]]:
         """Send, wait (≤ timeout_s), check: node → sound reply (in site order), node → outcome of the others (a
         site's gate refusing the run's app is filed as a refusal too: SiteDirectory.note_refusal)."""
-        answers = exchange(self.grid, messages, timeout_s)
+        answers = exchange(self.grid, messages, timeout_s, poll_s=poll_s)
         heard = datetime.now().timestamp()
         for node, reply in answers.replies.items():
             if reply is not None and not (reply.has_error() and reply.error.code in FROM_SUPERLINK):
@@ -279,6 +288,8 @@ class FederatedLoop:
             else []
         )
         sent_spec = in_transport_dtype(spec, self.transport_dtype)
+        if self.settings.strategy.secure_aggregation and messages:
+            return self._secure_train(server_round, arrays, spec, selected, ledger, messages)
         sound, absent = self._collect(
             server_round,
             "train",
@@ -291,35 +302,82 @@ class FederatedLoop:
         for node, outcome in absent.items():
             ledger.site(selected[node]).train = outcome
         for node, reply in list(sound.items()):
-            site = ledger.site(selected[node])
-            status = training_status(reply.content)
-            if status is None:
-                site.train, site.train_metrics = OK, dict(reply.content[Record.METRICS])
-                continue
-            training = reply.content[Record.TRAINING]
-            reason = str(training.get(Training.REASON, "no reason given"))
-            outside = OutsideLimit.from_record(training)  # a refusal's, typed (the reply checks require it)
-            site.train = PhaseOutcome(status, reason)
-            site.train_metrics = {"status": status, "reason": reason}
-            if outside is not None:
-                site.train_metrics["outside_limit"] = outside.fields()
-            log(WARNING, "Round %d: site %s %s to train: %s", server_round, selected[node], status, reason)
-            del sound[node]
+            if not self._file_training(server_round, ledger, selected[node], reply):
+                del sound[node]
         used = [selected[node] for node in sound]
         record = {"asked": sorted(selected[m.metadata.dst_node_id] for m in messages), "sound": used}
         if len(sound) < self.settings.min_sites:
-            reason = (
-                f"{len(sound)} sound training {'reply' if len(sound) == 1 else 'replies'}, fewer than min-sites "
-                f"{self.settings.min_sites}"
-            )
-            log(WARNING, "Round %d: global model unchanged: %s", server_round, reason)
-            return arrays, record | {"aggregated": False, "reason": reason}
+            return arrays, record | self._unchanged(server_round, _too_few_replies(len(sound), self.settings))
         aggregated, _ = self.strategy.aggregate_train(server_round, list(sound.values()))
         if aggregated is None:
             reason = "the strategy returned no model"
             log(WARNING, "Round %d: global model unchanged: %s", server_round, reason)
             return arrays, record | {"aggregated": False, "reason": reason}
         log(INFO, "Round %d: global model updated from %s", server_round, ", ".join(used))
+        return conform(aggregated, spec), record | {"aggregated": True, "reason": ""}
+
+    def _file_training(self, server_round: int, ledger: RoundLedger, name: str, reply: Message) -> bool:
+        """File a sound train reply in the ledger; False when the site's policy declined or refused the round."""
+        site = ledger.site(name)
+        status = training_status(reply.content)
+        if status is None:
+            site.train, site.train_metrics = OK, dict(reply.content[Record.METRICS])
+            return True
+        training = reply.content[Record.TRAINING]
+        reason = str(training.get(Training.REASON, "no reason given"))
+        outside = OutsideLimit.from_record(training)  # a refusal's, typed (the reply checks require it)
+        site.train = PhaseOutcome(status, reason)
+        site.train_metrics = {"status": status, "reason": reason}
+        if outside is not None:
+            site.train_metrics["outside_limit"] = outside.fields()
+        log(WARNING, "Round %d: site %s %s to train: %s", server_round, name, status, reason)
+        return False
+
+    def _unchanged(self, server_round: int, reason: str) -> dict:
+        log(WARNING, "Round %d: global model unchanged: %s", server_round, reason)
+        return {"aggregated": False, "reason": reason}
+
+    def _secure_train(
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        spec: dict[str, ArraySpec],
+        selected: dict[int, str],
+        ledger: RoundLedger,
+        messages: list[Message],
+    ) -> tuple[ArrayRecord, dict]:
+        """The training phase under secure aggregation (server_app.rounds.secure_aggregation): the strategy
+        aggregates one reply, the unmasked weighted mean of the sites' updates."""
+        strategy = self.settings.strategy
+        phase = SecureTrainPhase(
+            lambda phase, sent, timeout_s, problem_of, poll_s: self._collect(
+                server_round, phase, sent, timeout_s, problem_of, poll_s
+            ),
+            server_round,
+            key_timeout_s=self.settings.describe_timeout_s,
+            train_timeout_s=self.settings.train_timeout_s,
+            norm_bound=strategy.update_norm_bound,
+        )
+        caps = weight_caps(
+            {node: self.directory.usable_cases(node) for node in selected}, strategy.max_site_weight
+        )
+        sent_spec = in_transport_dtype(spec, self.transport_dtype)
+        outcome = phase.run(messages, caps, sent_spec, self.directory.usable_cases)
+        for node, absence in outcome.absent.items():
+            ledger.site(selected[node]).train = absence
+        for node, reply in {**outcome.stopped, **outcome.masked}.items():
+            self._file_training(server_round, ledger, selected[node], reply)
+        used = [selected[node] for node in sorted(outcome.masked, key=selected.get)]
+        record = {"asked": sorted(selected.values()), "sound": used, "secure_aggregation": True}
+        if outcome.mean is None:
+            return arrays, record | self._unchanged(server_round, outcome.reason)
+        if len(outcome.masked) < self.settings.min_sites:
+            return arrays, record | self._unchanged(server_round, _too_few_replies(len(used), self.settings))
+        sent = {name: array.numpy() for name, array in as_sent(arrays, self.transport_dtype).items()}
+        aggregated, _ = self.strategy.aggregate_train(server_round, [mean_reply(outcome, sent, messages[0])])
+        if aggregated is None:
+            return arrays, record | self._unchanged(server_round, "the strategy returned no model")
+        log(INFO, "Round %d: global model updated from the masked sum of %s", server_round, ", ".join(used))
         return conform(aggregated, spec), record | {"aggregated": True, "reason": ""}
 
     def _evaluate(
@@ -385,6 +443,10 @@ def conform(arrays: ArrayRecord, spec: dict[str, ArraySpec]) -> ArrayRecord:
             for name, expected in spec.items()
         }
     )
+
+
+def _too_few_replies(count: int, settings: ServerRunSettings) -> str:
+    return f"{count} sound training {'reply' if count == 1 else 'replies'}, fewer than min-sites {settings.min_sites}"
 
 
 def _now() -> str:

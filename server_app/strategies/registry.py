@@ -19,8 +19,13 @@ The order follows the data: transport is outermost, so every layer inside keeps 
 received them; central DP clips the updates before the mean is taken inside it and adds its noise to the
 result; the update-norm bound is outside both, so that what it records is what each site sent and what they
 see is bounded; the weight cap rewrites the weighing counts the mean inside it reads; the fast mean is inside central DP, around the base whose averaging it replaces (pooled evaluation
-touches only the evaluation, so its place does not matter). A new wrapper (secure aggregation) is one more
-Wrapper in the list, at the place its data flow asks for.
+touches only the evaluation, so its place does not matter). A new wrapper is one more Wrapper in the list, at
+the place its data flow asks for.
+
+Under `secure-aggregation` the strategy gets one reply per round, the unmasked weighted mean of the sites'
+updates (server_app.rounds.secure_aggregation): the weight cap and the update-norm bound happen at the sites,
+before masking (so neither wrapper applies and no per-site norm is recorded), and central DP is refused
+(StrategySettings).
 """
 
 from collections.abc import Callable, Sequence
@@ -54,6 +59,11 @@ def _always(settings: StrategySettings) -> bool:
     return True
 
 
+def _plaintext(settings: StrategySettings) -> bool:
+    """Each site's update reaches the strategy (not under secure aggregation, where it sees one unmasked mean)."""
+    return not settings.secure_aggregation
+
+
 WRAPPERS: tuple[Wrapper, ...] = (
     Wrapper("pooled-evaluation", _always, lambda inner, settings, n_sites: PooledEvaluation(inner)),
     Wrapper(
@@ -63,7 +73,7 @@ WRAPPERS: tuple[Wrapper, ...] = (
     ),
     Wrapper(
         "site-weight",
-        lambda settings: settings.max_site_weight < 1 and not settings.dp,
+        lambda settings: settings.max_site_weight < 1 and not settings.dp and not settings.secure_aggregation,
         lambda inner, settings, n_sites: SiteWeightCap(inner, settings.max_site_weight),
     ),
     Wrapper(
@@ -73,7 +83,7 @@ WRAPPERS: tuple[Wrapper, ...] = (
     ),
     Wrapper(
         "update-norm",
-        _always,
+        _plaintext,
         lambda inner, settings, n_sites: UpdateNormBound(inner, settings.update_norm_bound),
     ),
     Wrapper(

@@ -26,6 +26,8 @@ from models.shared.run_config import (
     SAMPLES_PER_CASE,
     SEED,
     SIM_DATA,
+    SIM_LOCAL_DP_CLIPPING_NORM,
+    SIM_LOCAL_DP_NOISE_MULTIPLIER,
     SIM_MIN_LESION_MM3,
     SIM_MIN_POSITION_CASES,
     SIM_MIN_REPORT_CASES,
@@ -69,6 +71,9 @@ class SiteRunSettings:
     config, which the run config cannot change."""
     sim_share_local_model: str
     """The simulated sites (comma-separated names) consenting to share their local-only model for evaluation."""
+    sim_local_dp_noise_multiplier: float
+    sim_local_dp_clipping_norm: float
+    """A simulated site's local DP (site_app.local_dp); a deployed one sets its own in its node config."""
     sim_data: Path | None
     sim_work: Path | None
     """Simulation only: the folder of site folders, and of their work folders (None when not set)."""
@@ -100,6 +105,8 @@ class SiteRunSettings:
             sim_validation_fraction=SIM_VALIDATION_FRACTION.read(run_config),
             sim_min_lesion_mm3=SIM_MIN_LESION_MM3.read(run_config),
             sim_share_local_model=SIM_SHARE_LOCAL_MODEL.read(run_config),
+            sim_local_dp_noise_multiplier=SIM_LOCAL_DP_NOISE_MULTIPLIER.read(run_config),
+            sim_local_dp_clipping_norm=SIM_LOCAL_DP_CLIPPING_NORM.read(run_config),
             sim_data=_folder(SIM_DATA.read(run_config)),
             sim_work=_folder(SIM_WORK.read(run_config)),
         )
@@ -141,6 +148,8 @@ class SiteRunSettings:
             SIM_VALIDATION_FRACTION.key: self.sim_validation_fraction,
             SIM_MIN_LESION_MM3.key: self.sim_min_lesion_mm3,
             SIM_SHARE_LOCAL_MODEL.key: self.sim_share_local_model,
+            SIM_LOCAL_DP_NOISE_MULTIPLIER.key: self.sim_local_dp_noise_multiplier,
+            SIM_LOCAL_DP_CLIPPING_NORM.key: self.sim_local_dp_clipping_norm,
             SIM_DATA.key: str(self.sim_data or ""),
             SIM_WORK.key: str(self.sim_work or ""),
         }

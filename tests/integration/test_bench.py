@@ -34,8 +34,9 @@ HEADLINES = {
     "kit_install": {"kit_install_offline_s_over_online", "kit_size_mb"},
     "adversaries": {"poisoned_dice_drop", "unprotected_poisoned_dice_drop", "robust_over_fedavg_clean"},
     "stability": {"tiny_pooled_dice", "max_round_drop", "empty_site_rounds", "rerun_dice_delta"},
+    "secagg": {"secagg_round_over_plain"},
 }
-HAS_DATA = {"quality", "pipeline", "overhead", "scale", "adversaries", "stability"}
+HAS_DATA = {"quality", "pipeline", "overhead", "scale", "adversaries", "stability", "secagg"}
 
 
 def run_quick(script: str, tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:

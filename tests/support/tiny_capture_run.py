@@ -94,10 +94,11 @@ def _matrix_data(data: Path) -> None:
         add_nifti_cases(data / site, 0, MATRIX_CASES, seed=DATA_SEED, name=site)
 
 
-def _capture_app(folder: Path, run_config: dict) -> Path:
-    """A Flower app folder whose ClientApp is the capturing wrapper; same ServerApp, same run config keys."""
+def capture_app(folder: Path, run_config: dict, module: str = "capturing_clientapp") -> Path:
+    """A Flower app folder whose ClientApp is a capturing wrapper (tests/support/<module>.py); same ServerApp,
+    same run config keys."""
     folder.mkdir()
-    shutil.copy(REPO / "tests" / "support" / "capturing_clientapp.py", folder / "capturing_clientapp.py")
+    shutil.copy(REPO / "tests" / "support" / f"{module}.py", folder / f"{module}.py")
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     config = {**project["tool"]["flwr"]["app"]["config"], **run_config}
     lines = [
@@ -108,11 +109,11 @@ def _capture_app(folder: Path, run_config: dict) -> Path:
         "",
         "[tool.flwr.app]",
         'publisher = "oncofed"',
-        'fab-include = ["capturing_clientapp.py"]',
+        f'fab-include = ["{module}.py"]',
         "",
         "[tool.flwr.app.components]",
         'serverapp = "server_app.app:app"',
-        'clientapp = "capturing_clientapp:app"',
+        f'clientapp = "{module}:app"',
         "",
         "[tool.flwr.app.config]",
         *(f"{key} = {toml_value(value)}" for key, value in config.items()),
@@ -146,7 +147,7 @@ def _run(
     }
     for index, site in enumerate(sites):
         fix_site_secret(run_dir / "sites" / site, 11 + index)
-    plan = dataclasses.replace(plan, app_dir=_capture_app(root / "app", run_config), run_config=run_config)
+    plan = dataclasses.replace(plan, app_dir=capture_app(root / "app", run_config), run_config=run_config)
     lines: list[str] = []
     code = run_simulation(plan, lines.append)
     assert code == 0, f"flwr run exit code {code}\n{failure_context(run_dir)}"
