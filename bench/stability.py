@@ -1,8 +1,8 @@
 """Stability: the pooled Dice of every round of a simulated federation, run twice with one seed.
 
 Writes the synthetic federation (`oncofed synth --preset <preset> --seed 0`, default anatomy: the MNI152 brain,
-3 sites of 10 cases), then runs `oncofed simulate --rounds 8 --preset small --seed 0` on it twice, into two run
-folders (deploy.simulation: our SuperLink on a free port, every process stopped at the end), and reads each run's
+3 sites of 10 cases), then runs `oncofed simulate --rounds 8 --preset small --seed 0` on it twice, side by side,
+into two run folders (deploy.simulation: our SuperLink on a free port, every process stopped at the end), and reads each run's
 metrics.jsonl: per round the pooled mean Dice (case-weighted over the sites' validation cases), per site the Dice of
 each region and the validation cases with an empty prediction. Headline figures: `anatomy_pooled_dice` (the final
 round's pooled Dice, first run; target ≥ 0.70), `max_round_drop` (the largest fall of pooled Dice between
@@ -14,6 +14,7 @@ Dice in any round between the two runs; target ≤ 0.005). `--quick`: the tiny p
 import json
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import markdown_table, out_folder, parse, parser, report
@@ -74,9 +75,9 @@ def main() -> None:
     if not data.exists():
         write_federation(data, n_sites=DEFAULT_SITES[args.preset], seed=DATA_SEED, preset=args.preset)
     runs = [out / "run-1", out / "run-2"]
-    with stop_on_signals("the benchmark"):
-        for run_dir in runs:
-            simulate(data, run_dir, rounds, model)
+    with stop_on_signals("the benchmark"), ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        # side by side: each run is its own federation (own SuperLink, ports, FLWR_HOME), so neither sees the other
+        list(pool.map(lambda run_dir: simulate(data, run_dir, rounds, model), runs))
     curves = [per_round(run_dir) for run_dir in runs]
 
     first = curves[0]
