@@ -44,6 +44,7 @@ from models.shared.run_config import (
     TRANSPORT_DTYPE,
     TRIM_BETA,
     UPDATE_NORM_BOUND,
+    UPDATE_NORM_MEDIAN_FACTOR,
     WAIT_FOR_SITES_S,
 )
 
@@ -73,6 +74,8 @@ class StrategySettings:
     update_norm_bound: float = UPDATE_NORM_BOUND.default
     """Each update's L2 distance from the global model is clipped to this (server_app.strategies.update_norm);
     0: recorded, not bounded."""
+    update_norm_median_factor: float = UPDATE_NORM_MEDIAN_FACTOR.default
+    """Each update is also clipped to this multiple of the median of the round's update norms; 0: off."""
 
     @property
     def dp(self) -> bool:
@@ -98,6 +101,7 @@ class StrategySettings:
             num_malicious_nodes=NUM_MALICIOUS_NODES.read(run_config),
             max_site_weight=MAX_SITE_WEIGHT.read(run_config),
             update_norm_bound=UPDATE_NORM_BOUND.read(run_config),
+            update_norm_median_factor=UPDATE_NORM_MEDIAN_FACTOR.read(run_config),
         )
         settings.check()
         return settings

@@ -275,6 +275,15 @@ UPDATE_NORM_BOUND = RunSetting(
     " 0: no bound (each update's norm is recorded either way)",
     0,
 )
+UPDATE_NORM_MEDIAN_FACTOR = RunSetting(
+    "update-norm-median-factor",
+    Owner.COORDINATOR,
+    float,
+    0.0,
+    "every site's update is also clipped to this multiple of the median of the round's update norms (the"
+    " scale of an honest update, whatever the model, while fewer than half the sites attack); 0: off",
+    0,
+)
 PROXIMAL_MU = RunSetting(
     "proximal-mu",
     Owner.COORDINATOR,
@@ -433,6 +442,7 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     MAX_SITE_WEIGHT,
     MAX_CASES,
     UPDATE_NORM_BOUND,
+    UPDATE_NORM_MEDIAN_FACTOR,
     LOCAL_EPOCHS,
     LEARNING_RATE,
     BATCH_SIZE,
@@ -491,6 +501,7 @@ TRAINING_SETTINGS: tuple[RunSetting, ...] = (
     MAX_SITE_WEIGHT,
     MAX_CASES,
     UPDATE_NORM_BOUND,
+    UPDATE_NORM_MEDIAN_FACTOR,
 )
 """The settings that describe how a model was trained: the report's methods, the model card and an exported
 bundle's training summary all list these."""

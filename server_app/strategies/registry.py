@@ -71,7 +71,9 @@ WRAPPERS: tuple[Wrapper, ...] = (
     Wrapper(
         "update-norm",
         _always,
-        lambda inner, settings, n_sites: UpdateNormBound(inner, settings.update_norm_bound),
+        lambda inner, settings, n_sites: UpdateNormBound(
+            inner, settings.update_norm_bound, settings.update_norm_median_factor
+        ),
     ),
     Wrapper(
         "transport",

@@ -1,0 +1,108 @@
+"""One malicious member of four trains with the federation and poisons its replies; the honest sites' model holds.
+
+Each test runs whole federations in this process (bench/in_process.py: the real ServerApp and ClientApps, the
+real preprocessing, training and validation; only Flower's transport between processes is left out). The last
+site is the attacker (bench/poisoning_member.py): it describes itself with 10^6 usable cases, claims them in every
+train reply, and sends its honest update ×100, ×−100, or what it trained on its cases with the labels permuted.
+The measure is the pooled mean Dice over the three honest sites' validation cases after the last round, against
+the same run without the attacker: with the app's defaults it stays within 0.03, and the run's report names the
+attacker as the site with the largest update; on the unprotected path (fedavg, `max-site-weight` 1,
+`update-norm-bound` 0: the control) the same attack costs more than 0.3.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.shared.run_config import MAX_SITE_WEIGHT, UPDATE_NORM_BOUND
+from models.weights import load_checkpoint
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(
+    0, str(BENCH)
+)  # the attacker and the in-process federation live with the benchmark that uses them
+import poisoning_member
+from common import run_config
+
+ATTACKER = "hospital-d"
+UNPROTECTED = {"strategy": "fedavg", "max_site_weight": 1.0, "update_norm_bound": 0.0}
+LEARNS = {
+    "model_preset": "tiny",
+    "num_server_rounds": 5,
+    "sim_min_report_cases": 1,
+    "sim_min_train_cases": 1,
+    "tracking_uri": "none",
+}
+"""A run whose clean model reaches a clearly non-trivial Dice in 5 rounds on a CPU (measured: README Robustness)."""
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("poisoning")
+    poisoning_member.write_data(root / "data", "tiny")
+    return root
+
+
+def run(federation: Path, name: str, attack: str | None, **settings: object) -> Path:
+    config = run_config(**{**LEARNS, **settings})
+    return poisoning_member.run(
+        federation / "data", federation / "work", federation / "runs" / name, config, attack
+    )
+
+
+def dice(run_dir: Path) -> float:
+    return poisoning_member.honest_pooled_dice(run_dir, ATTACKER)
+
+
+@pytest.fixture(scope="module")
+def clean(federation) -> dict[str, float]:
+    """The honest sites' pooled Dice without the attacker: with the defaults and unprotected."""
+    found = {
+        arm: dice(run(federation, f"clean-{arm}", None, **s))
+        for arm, s in (("defaults", {}), ("unprotected", UNPROTECTED))
+    }
+    assert found["defaults"] > 0.3, found  # the clean model learns: a drop of 0.3 can be measured
+    return found
+
+
+@pytest.mark.slow  # four 5-round federations (and the two clean ones once per module): minutes on two cores
+@pytest.mark.parametrize("attack", poisoning_member.ATTACKS)
+def test_one_poisoning_member_of_four_moves_the_honest_sites_dice_by_at_most_003(federation, clean, attack):
+    defended = run(federation, f"{attack}-defaults", attack)
+    assert clean["defaults"] - dice(defended) <= 0.03
+    assert poisoning_member.report_outlier(defended) == ATTACKER
+    assert set(poisoning_member.largest_norm_sites(defended)) == {ATTACKER}
+    control = run(federation, f"{attack}-unprotected", attack, **UNPROTECTED)
+    assert clean["unprotected"] - dice(control) > 0.3
+
+
+def test_the_norm_bound_and_weight_cap_engage_and_the_report_names_the_attacker(federation):
+    """Two rounds of the ×100 attacker: unprotected, the global model jumps by ~100 honest updates; with the
+    defaults it moves by no more than the attacker's capped share of the bound plus the honest sites' share of
+    their own updates, and the report names the attacker by its update norm."""
+    quick = {"num_server_rounds": 1, "local_epochs": 1}
+    moved = {}
+    for arm, settings in (("defaults", {}), ("unprotected", UNPROTECTED)):
+        run_dir = run(federation, f"quick-{arm}", "scaled", **quick, **settings)
+        assert poisoning_member.report_outlier(run_dir) == ATTACKER
+        norms = poisoning_member.norms(run_dir)
+        honest = max(max(v) for site, v in norms.items() if site != ATTACKER)
+        assert norms[ATTACKER][0] > 50 * honest
+        moved[arm] = (distance_moved(run_dir), honest)
+    step, honest = moved["defaults"]
+    assert step <= MAX_SITE_WEIGHT.default * UPDATE_NORM_BOUND.default + honest + 1e-3
+    assert moved["unprotected"][0] > 50 * honest > 50 * 0
+
+
+def distance_moved(run_dir: Path) -> float:
+    """L2 distance of the run's final global model from round 0's."""
+    final = load_checkpoint(run_dir / "models" / "final.pt")[0]
+    start = load_checkpoint(run_dir / "models" / "round-0.pt")[0]
+    return float(
+        np.sqrt(
+            sum(float(torch.sum((final[k] - start[k]) ** 2)) for k in final if final[k].is_floating_point())
+        )
+    )
