@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import torch
 
+from models.presets import build_model
 from models.shared.run_config import MAX_SITE_WEIGHT, UPDATE_NORM_BOUND
-from models.weights import load_checkpoint
+from models.weights import load_checkpoint, to_record
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(
@@ -29,28 +30,29 @@ from common import run_config
 
 ATTACKER = "hospital-d"
 UNPROTECTED = {"strategy": "fedavg", "max_site_weight": 1.0, "update_norm_bound": 0.0}
+"""Plain FedAvg with the bounds off: each setting's value that switches it off."""
 LEARNS = {
     "model_preset": "tiny",
+    "spacing_mm": 3.0,
+    "patch_size": 24,
+    "learning_rate": 0.01,
     "num_server_rounds": 5,
     "sim_min_report_cases": 1,
     "sim_min_train_cases": 1,
     "tracking_uri": "none",
 }
-"""A run whose clean model reaches a clearly non-trivial Dice in 5 rounds on a CPU (measured: README Robustness)."""
+"""A run whose clean model reaches a clearly non-trivial Dice in 5 rounds on a CPU, on the `demo` preset's heads
+(4 sites) at a coarse grid: the tiny UNet, 3 mm voxels, 24³ patches (bench/adversaries.py measures the same)."""
 
 
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("poisoning")
-    poisoning_member.write_data(root / "data", "tiny")
+def federation(root: Path, preset: str) -> Path:
+    poisoning_member.write_data(root / "data", preset)
     return root
 
 
-def run(federation: Path, name: str, attack: str | None, **settings: object) -> Path:
+def run(root: Path, name: str, attack: str | None, **settings: object) -> Path:
     config = run_config(**{**LEARNS, **settings})
-    return poisoning_member.run(
-        federation / "data", federation / "work", federation / "runs" / name, config, attack
-    )
+    return poisoning_member.run(root / "data", root / "work", root / "runs" / name, config, attack)
 
 
 def dice(run_dir: Path) -> float:
@@ -58,49 +60,57 @@ def dice(run_dir: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def clean(federation) -> dict[str, float]:
+def demo(tmp_path_factory) -> Path:
+    return federation(tmp_path_factory.mktemp("poisoning-demo"), "demo")
+
+
+@pytest.fixture(scope="module")
+def clean(demo) -> dict[str, float]:
     """The honest sites' pooled Dice without the attacker: with the defaults and unprotected."""
     found = {
-        arm: dice(run(federation, f"clean-{arm}", None, **s))
+        arm: dice(run(demo, f"clean-{arm}", None, **s))
         for arm, s in (("defaults", {}), ("unprotected", UNPROTECTED))
     }
-    assert found["defaults"] > 0.3, found  # the clean model learns: a drop of 0.3 can be measured
+    assert found["defaults"] > 0.5, found  # the clean model learns: a drop of 0.3 can be measured
     return found
 
 
-@pytest.mark.slow  # four 5-round federations (and the two clean ones once per module): minutes on two cores
+@pytest.mark.slow  # two 5-round federations (and the two clean ones once per module): minutes on two cores
 @pytest.mark.parametrize("attack", poisoning_member.ATTACKS)
-def test_one_poisoning_member_of_four_moves_the_honest_sites_dice_by_at_most_003(federation, clean, attack):
-    defended = run(federation, f"{attack}-defaults", attack)
+def test_one_poisoning_member_of_four_moves_the_honest_sites_dice_by_at_most_003(demo, clean, attack):
+    defended = run(demo, f"{attack}-defaults", attack)
     assert clean["defaults"] - dice(defended) <= 0.03
     assert poisoning_member.report_outlier(defended) == ATTACKER
     assert set(poisoning_member.largest_norm_sites(defended)) == {ATTACKER}
-    control = run(federation, f"{attack}-unprotected", attack, **UNPROTECTED)
+    control = run(demo, f"{attack}-unprotected", attack, **UNPROTECTED)
     assert clean["unprotected"] - dice(control) > 0.3
 
 
-def test_the_norm_bound_and_weight_cap_engage_and_the_report_names_the_attacker(federation):
-    """Two rounds of the ×100 attacker: unprotected, the global model jumps by ~100 honest updates; with the
-    defaults it moves by no more than the attacker's capped share of the bound plus the honest sites' share of
-    their own updates, and the report names the attacker by its update norm."""
-    quick = {"num_server_rounds": 1, "local_epochs": 1}
+def test_the_norm_bound_and_weight_cap_engage_and_the_report_names_the_attacker(tmp_path):
+    """One round of the ×100 attacker on the `tiny` preset: unprotected, the global model jumps by the attacker's
+    update ×100; with the defaults it moves no further than the attacker's capped share of the bound plus the
+    honest sites' share of their own updates, and either way the report names the attacker by its update norm."""
+    root = federation(tmp_path, "tiny")
+    quick = {"spacing_mm": 2.0, "patch_size": 0, "num_server_rounds": 1, "local_epochs": 1}
     moved = {}
     for arm, settings in (("defaults", {}), ("unprotected", UNPROTECTED)):
-        run_dir = run(federation, f"quick-{arm}", "scaled", **quick, **settings)
+        run_dir = run(root, f"quick-{arm}", "scaled", **quick, **settings)
         assert poisoning_member.report_outlier(run_dir) == ATTACKER
         norms = poisoning_member.norms(run_dir)
         honest = max(max(v) for site, v in norms.items() if site != ATTACKER)
         assert norms[ATTACKER][0] > 50 * honest
-        moved[arm] = (distance_moved(run_dir), honest)
-    step, honest = moved["defaults"]
-    assert step <= MAX_SITE_WEIGHT.default * UPDATE_NORM_BOUND.default + honest + 1e-3
-    assert moved["unprotected"][0] > 50 * honest > 50 * 0
+        moved[arm] = (distance_moved(run_dir), honest, norms[ATTACKER][0])
+    step, honest, _ = moved["defaults"]
+    bound = MAX_SITE_WEIGHT.default * UPDATE_NORM_BOUND.default + (1 - MAX_SITE_WEIGHT.default) * honest
+    assert step <= bound + 1e-3
+    step, _, attacker = moved["unprotected"]
+    assert step > 0.9 * attacker > 10 * bound  # FedAvg on ~10^6 claimed cases: the attacker's update, whole
 
 
 def distance_moved(run_dir: Path) -> float:
-    """L2 distance of the run's final global model from round 0's."""
+    """L2 distance of the run's final global model from the initial one (the tiny preset's, seed 0)."""
     final = load_checkpoint(run_dir / "models" / "final.pt")[0]
-    start = load_checkpoint(run_dir / "models" / "round-0.pt")[0]
+    start = to_record(build_model("tiny", seed=0)).to_torch_state_dict()
     return float(
         np.sqrt(
             sum(float(torch.sum((final[k] - start[k]) ** 2)) for k in final if final[k].is_floating_point())

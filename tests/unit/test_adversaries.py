@@ -31,6 +31,7 @@ from server_app.run_record.run_folder import read_metrics
 from server_app.strategies.registry import build_strategy
 from server_app.strategies.robust import TooFewSites
 from server_app.strategies.site_weight import capped_shares
+from server_app.strategies.update_norm import UpdateNormBound
 
 HONEST = {"hospital-a": 1.3, "hospital-b": 1.0, "hospital-c": 0.9}
 """Honest sites → the L2 norm of their update (the tiny preset's measured range)."""
@@ -191,3 +192,21 @@ def test_the_report_names_the_site_with_the_largest_update_norm():
     assert updates["largest"] == {"site": "hospital-d", "round": 1, "norm": 130.0}
     assert updates["median"] == 1.2 and updates["bound"] == UPDATE_NORM_BOUND.default
     assert update_norms([], settings_of())["largest"] is None
+
+
+def test_the_median_factor_clips_to_the_scale_of_the_rounds_honest_updates():
+    bounded = UpdateNormBound(build_strategy(settings_of(), 4, **ALL_SELECTED).run, 10.0, median_factor=1.0)
+    assert bounded.limit([1.3, 1.0, 0.9, 130.0]) == pytest.approx(1.15)  # the attacker cannot move the median
+    assert bounded.limit([30.0, 40.0, 50.0]) == 10.0  # the absolute bound still holds
+    assert UpdateNormBound(bounded, 0.0).limit([1.0, 2.0]) == float("inf")  # both off: nothing clipped
+    assert UpdateNormBound(bounded, 0.0, median_factor=2.0).limit([1.0, 2.0, 9.0]) == 4.0
+
+
+@pytest.mark.parametrize("factor", [100.0, -100.0], ids=["scaled", "sign-flipped"])
+def test_with_median_clipping_a_scaled_update_moves_the_model_no_further_than_an_honest_one(
+    tmp_path, flower_task, factor
+):
+    ours, clean_move = distances(tmp_path, factor, update_norm_median_factor=1.0, **DEFAULTS)
+    median = sorted([*HONEST.values(), 100.0])[1:3]  # each round's median norm: the attacker's counts as large
+    bound = 2 * MAX_SITE_WEIGHT.default * (sum(median) / 2 + max(HONEST.values()))  # two rounds
+    assert ours <= bound + 1e-3
