@@ -22,9 +22,8 @@ from models.shared.run_config import MAX_SITE_WEIGHT, UPDATE_NORM_BOUND
 from models.weights import load_checkpoint, to_record
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.insert(
-    0, str(BENCH)
-)  # the attacker and the in-process federation live with the benchmark that uses them
+# The attacker and the in-process federation live with the benchmark that measures the same attacks.
+sys.path.insert(0, str(BENCH))
 import poisoning_member
 from common import run_config
 

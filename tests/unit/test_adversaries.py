@@ -206,7 +206,9 @@ def test_the_median_factor_clips_to_the_scale_of_the_rounds_honest_updates():
 def test_with_median_clipping_a_scaled_update_moves_the_model_no_further_than_an_honest_one(
     tmp_path, flower_task, factor
 ):
-    ours, clean_move = distances(tmp_path, factor, update_norm_median_factor=1.0, **DEFAULTS)
-    median = sorted([*HONEST.values(), 100.0])[1:3]  # each round's median norm: the attacker's counts as large
+    ours, _ = distances(tmp_path, factor, update_norm_median_factor=1.0, **DEFAULTS)
+    median = sorted([*HONEST.values(), 100.0])[
+        1:3
+    ]  # each round's median norm: the attacker's counts as large
     bound = 2 * MAX_SITE_WEIGHT.default * (sum(median) / 2 + max(HONEST.values()))  # two rounds
     assert ours <= bound + 1e-3
