@@ -43,26 +43,26 @@ def setting_value(text: str) -> object:
 
 
 def main() -> None:
-    options = parser(__doc__, preset="tiny", quick_preset="tiny")
+    options = parser(__doc__, preset="demo", quick_preset="tiny")
     options.add_argument("--model", default="tiny", help="model preset (default tiny)")
     options.add_argument(
         "--rounds", type=int, default=None, help="federated rounds (default 5; 2 with --quick)"
     )
     options.add_argument("--local-epochs", type=int, default=None, help="sites' local epochs (default app's)")
     options.add_argument(
-        "--learning-rate", type=float, default=None, help="sites' learning rate (default app's)"
+        "--learning-rate", type=float, default=0.01, help="sites' learning rate (default 0.01)"
     )
     options.add_argument(
-        "--spacing-mm", type=float, default=None, help="the grid sites resample to (default app's)"
+        "--spacing-mm", type=float, default=3.0, help="the grid sites resample to (default 3 mm)"
     )
-    options.add_argument(
-        "--patch-size", type=int, default=None, help="training patch edge (default the model's)"
-    )
+    options.add_argument("--patch-size", type=int, default=24, help="training patch edge (default 24)")
     options.add_argument(
         "--attacks", default=",".join(ATTACKS), help=f"comma-separated, of {', '.join(ATTACKS)}"
     )
     options.add_argument(
-        "--defaults", default="", help="run settings of the protected arms, k=v,… (default app's)"
+        "--defaults",
+        default="",
+        help="run settings of the protected arms on top of the app's defaults, k=v,… (e.g. strategy=fedmedian)",
     )
     args = parse(options)
     started = time.monotonic()
@@ -123,7 +123,9 @@ def main() -> None:
     ratios = {
         "poisoned_dice_drop": max(v for k, v in ratios.items() if "unprotected" not in k),
         "unprotected_poisoned_dice_drop": min(v for k, v in ratios.items() if "unprotected" in k),
-        "robust_over_fedavg_clean": dice[None, "defaults"] / dice[None, "unprotected"],
+        "robust_over_fedavg_clean": dice[None, "defaults"] / dice[None, "unprotected"]
+        if dice[None, "unprotected"]
+        else float(dice[None, "defaults"] == 0),
         **ratios,
     }
     table = markdown_table(

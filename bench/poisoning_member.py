@@ -17,6 +17,7 @@ The measure is the global model's pooled mean Dice over the honest sites' valida
 
 import functools
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -96,25 +97,32 @@ def scaled_update(sent: ArrayRecord, trained: ArrayRecord, factor: float) -> Arr
 
 def swapped_label_federation(data: Path, out: Path) -> Path:
     """A copy of the federation `data` in which the last site's labels are permuted by SWAP (images linked, the
-    other sites linked as they are): the swapped-labels attacker's own data."""
+    other sites linked as they are): the swapped-labels attacker's own data. Written once (under a temporary name,
+    then renamed), reused by later runs."""
+    if out.is_dir():
+        return out
     sites = sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for site in sites[:-1]:
-        (out / site.name).symlink_to(site.resolve(), target_is_directory=True)
     attacker = sites[-1]
     if not (attacker / "labelsTr").is_dir():
         raise ValueError(f"{attacker}: the swapped-labels attacker needs a NIfTI site (imagesTr/, labelsTr/)")
-    (out / attacker.name / "labelsTr").mkdir(parents=True)
-    (out / attacker.name / "imagesTr").symlink_to((attacker / "imagesTr").resolve(), target_is_directory=True)
+    partial = out.with_name(f".{out.name}-{os.getpid()}")
+    (partial / attacker.name / "labelsTr").mkdir(parents=True)
+    for site in sites[:-1]:
+        (partial / site.name).symlink_to(site.resolve(), target_is_directory=True)
+    (partial / attacker.name / "imagesTr").symlink_to(
+        (attacker / "imagesTr").resolve(), target_is_directory=True
+    )
     for label in sorted((attacker / "labelsTr").glob("*.nii.gz")):
         image = nib.load(label)
         swapped = SWAP[np.asarray(image.dataobj, dtype=np.uint8)]
         nib.save(
             nib.Nifti1Image(swapped, image.affine, image.header),
-            out / attacker.name / "labelsTr" / label.name,
+            partial / attacker.name / "labelsTr" / label.name,
         )
+    try:
+        partial.rename(out)
+    except OSError:  # written meanwhile by another run
+        shutil.rmtree(partial)
     return out
 
 
