@@ -43,6 +43,7 @@ from models.shared.run_config import (
     TRAIN_TIMEOUT_S,
     TRANSPORT_DTYPE,
     TRIM_BETA,
+    UPDATE_MIN_COSINE,
     UPDATE_NORM_BOUND,
     UPDATE_NORM_MEDIAN_FACTOR,
     WAIT_FOR_SITES_S,
@@ -76,6 +77,8 @@ class StrategySettings:
     0: recorded, not bounded."""
     update_norm_median_factor: float = UPDATE_NORM_MEDIAN_FACTOR.default
     """Each update is also clipped to this multiple of the median of the round's update norms; 0: off."""
+    update_min_cosine: float = UPDATE_MIN_COSINE.default
+    """An update less similar than this to the round's median update is left out; -1: off."""
 
     @property
     def dp(self) -> bool:
@@ -102,6 +105,7 @@ class StrategySettings:
             max_site_weight=MAX_SITE_WEIGHT.read(run_config),
             update_norm_bound=UPDATE_NORM_BOUND.read(run_config),
             update_norm_median_factor=UPDATE_NORM_MEDIAN_FACTOR.read(run_config),
+            update_min_cosine=UPDATE_MIN_COSINE.read(run_config),
         )
         settings.check()
         return settings

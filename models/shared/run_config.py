@@ -284,6 +284,15 @@ UPDATE_NORM_MEDIAN_FACTOR = RunSetting(
     " scale of an honest update, whatever the model, while fewer than half the sites attack); 0: off",
     0,
 )
+UPDATE_MIN_COSINE = RunSetting(
+    "update-min-cosine",
+    Owner.COORDINATOR,
+    float,
+    0.0,
+    "an update whose cosine similarity with the round's coordinate-wise median update is below this is left"
+    " out of the aggregate (it points away from the honest sites'); -1: off",
+    -1,
+)
 PROXIMAL_MU = RunSetting(
     "proximal-mu",
     Owner.COORDINATOR,
@@ -443,6 +452,7 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     MAX_CASES,
     UPDATE_NORM_BOUND,
     UPDATE_NORM_MEDIAN_FACTOR,
+    UPDATE_MIN_COSINE,
     LOCAL_EPOCHS,
     LEARNING_RATE,
     BATCH_SIZE,
@@ -502,6 +512,7 @@ TRAINING_SETTINGS: tuple[RunSetting, ...] = (
     MAX_CASES,
     UPDATE_NORM_BOUND,
     UPDATE_NORM_MEDIAN_FACTOR,
+    UPDATE_MIN_COSINE,
 )
 """The settings that describe how a model was trained: the report's methods, the model card and an exported
 bundle's training summary all list these."""

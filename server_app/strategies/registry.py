@@ -9,6 +9,8 @@ first, each that applies to the run's settings:
     site-weight        with `max-site-weight` < 1 (default 0.5), no site more than that share of the mean
                        (site_weight.SiteWeightCap; not under central DP, whose weights are equal)
     central-dp         with `dp-noise-multiplier` > 0: clipping, noise and ε (central_dp.CentralDp)
+    update-direction   with `update-min-cosine` > -1 (default 0), an update pointing away from the round's
+                       coordinate-wise median update is left out (update_direction.UpdateDirection)
     update-norm        every update's norm recorded per site and round, and clipped to `update-norm-bound`
                        when > 0 (update_norm.UpdateNormBound)
     transport          weights leave in the run's transport dtype (transport.Transport)
@@ -33,6 +35,7 @@ from server_app.strategies.mean_wrapper import FastMean
 from server_app.strategies.pooled_evaluation import PooledEvaluation
 from server_app.strategies.site_weight import SiteWeightCap
 from server_app.strategies.transport_dtype import Transport
+from server_app.strategies.update_direction import UpdateDirection
 from server_app.strategies.update_norm import UpdateNormBound
 from server_app.strategies.wrapper import layers
 
@@ -67,6 +70,11 @@ WRAPPERS: tuple[Wrapper, ...] = (
         "central-dp",
         lambda settings: settings.dp,
         lambda inner, settings, n_sites: CentralDp(inner, settings, n_sites),
+    ),
+    Wrapper(
+        "update-direction",
+        lambda settings: settings.update_min_cosine > -1,
+        lambda inner, settings, n_sites: UpdateDirection(inner, settings.update_min_cosine),
     ),
     Wrapper(
         "update-norm",

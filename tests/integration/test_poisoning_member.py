@@ -28,8 +28,15 @@ import poisoning_member
 from common import run_config
 
 ATTACKER = "hospital-d"
-UNPROTECTED = {"strategy": "fedavg", "max_site_weight": 1.0, "update_norm_bound": 0.0}
+UNPROTECTED = {
+    "strategy": "fedavg",
+    "max_site_weight": 1.0,
+    "update_norm_bound": 0.0,
+    "update_min_cosine": -1.0,
+}
 """Plain FedAvg with the bounds off: each setting's value that switches it off."""
+ROBUST = {"strategy": "fedmedian"}
+"""The robust setting: the app's defaults (weight cap, norm bound) around Flower's coordinate-wise median."""
 LEARNS = {
     "model_preset": "tiny",
     "spacing_mm": 3.0,
@@ -65,20 +72,20 @@ def demo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def clean(demo) -> dict[str, float]:
-    """The honest sites' pooled Dice without the attacker: with the defaults and unprotected."""
+    """The honest sites' pooled Dice without the attacker: with the robust setting and unprotected."""
     found = {
         arm: dice(run(demo, f"clean-{arm}", None, **s))
-        for arm, s in (("defaults", {}), ("unprotected", UNPROTECTED))
+        for arm, s in (("robust", ROBUST), ("unprotected", UNPROTECTED))
     }
-    assert found["defaults"] > 0.5, found  # the clean model learns: a drop of 0.3 can be measured
+    assert found["unprotected"] > 0.5, found  # the clean model learns: a drop of 0.3 can be measured
     return found
 
 
 @pytest.mark.slow  # two 5-round federations (and the two clean ones once per module): minutes on two cores
 @pytest.mark.parametrize("attack", poisoning_member.ATTACKS)
 def test_one_poisoning_member_of_four_moves_the_honest_sites_dice_by_at_most_003(demo, clean, attack):
-    defended = run(demo, f"{attack}-defaults", attack)
-    assert clean["defaults"] - dice(defended) <= 0.03
+    defended = run(demo, f"{attack}-robust", attack, **ROBUST)
+    assert clean["robust"] - dice(defended) <= 0.03
     assert poisoning_member.report_outlier(defended) == ATTACKER
     assert set(poisoning_member.largest_norm_sites(defended)) == {ATTACKER}
     control = run(demo, f"{attack}-unprotected", attack, **UNPROTECTED)

@@ -34,6 +34,7 @@ from server_app.strategies.registry import build_strategy
 from server_app.strategies.server_optimizer import ServerOptimizer
 from server_app.strategies.site_weight import SiteWeightCap
 from server_app.strategies.transport_dtype import Transport
+from server_app.strategies.update_direction import UpdateDirection
 from server_app.strategies.update_norm import UpdateNormBound
 from server_app.strategies.wrapper import layers
 
@@ -213,9 +214,21 @@ def test_the_base_strategies_are_the_run_configs_choices():
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({}, [Transport, UpdateNormBound, SiteWeightCap, FastMean, PooledEvaluation, Named, FedAvg]),
         (
-            {"strategy": "fedprox", "max_site_weight": 1.0},
+            {},
+            [
+                Transport,
+                UpdateNormBound,
+                UpdateDirection,
+                SiteWeightCap,
+                FastMean,
+                PooledEvaluation,
+                Named,
+                FedAvg,
+            ],
+        ),
+        (
+            {"strategy": "fedprox", "max_site_weight": 1.0, "update_min_cosine": -1.0},
             [Transport, UpdateNormBound, FastMean, PooledEvaluation, Named, FedProx],
         ),
         (
@@ -223,6 +236,7 @@ def test_the_base_strategies_are_the_run_configs_choices():
             [
                 Transport,
                 UpdateNormBound,
+                UpdateDirection,
                 SiteWeightCap,
                 FastMean,
                 PooledEvaluation,
@@ -233,11 +247,29 @@ def test_the_base_strategies_are_the_run_configs_choices():
         ),
         (
             {"dp_noise_multiplier": 1.0},
-            [Transport, UpdateNormBound, CentralDp, FastMean, PooledEvaluation, Named, FedAvg],
+            [
+                Transport,
+                UpdateNormBound,
+                UpdateDirection,
+                CentralDp,
+                FastMean,
+                PooledEvaluation,
+                Named,
+                FedAvg,
+            ],
         ),
         (
             {"strategy": "fedmedian"},
-            [Transport, UpdateNormBound, SiteWeightCap, FastMean, PooledEvaluation, Named, FedMedian],
+            [
+                Transport,
+                UpdateNormBound,
+                UpdateDirection,
+                SiteWeightCap,
+                FastMean,
+                PooledEvaluation,
+                Named,
+                FedMedian,
+            ],
         ),
     ],
 )
