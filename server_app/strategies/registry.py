@@ -108,6 +108,11 @@ class RunStrategy:
         bound = next((layer for layer in layers(self.run) if isinstance(layer, UpdateNormBound)), None)
         return bound.update_norms(server_round) if bound is not None else {}
 
+    def update_cosines(self, server_round: int) -> dict[int, float]:
+        """Node → cosine of its update with the round's median update ({} without the direction check)."""
+        check = next((layer for layer in layers(self.run) if isinstance(layer, UpdateDirection)), None)
+        return check.update_cosines(server_round) if check is not None else {}
+
 
 def build_strategy(
     settings: StrategySettings,

@@ -31,8 +31,8 @@ class UpdateDirection(StrategyWrapper):
         super().__init__(strategy)
         self.min_cosine = min_cosine
         self.reference: dict[str, np.ndarray] = {}
-        self.dropped: dict[int, dict[int, float]] = {}
-        """Round → node → cosine of each update left out."""
+        self.cosines: dict[int, dict[int, float]] = {}
+        """Round → node → cosine of its update with the round's median update (left out when below min_cosine)."""
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -53,12 +53,13 @@ class UpdateDirection(StrategyWrapper):
             return self.strategy.aggregate_train(server_round, replies)
         updates = np.stack([self._update(r) for r in weighed])
         cosines = dict(zip(map(id, weighed), similarity(updates), strict=True))
-        dropped = self.dropped.setdefault(server_round, {})
+        recorded = self.cosines.setdefault(server_round, {})
         kept = []
         for reply in replies:
             cosine = cosines.get(id(reply))
+            if cosine is not None:
+                recorded[reply.metadata.src_node_id] = cosine
             if cosine is not None and cosine < self.min_cosine:
-                dropped[reply.metadata.src_node_id] = cosine
                 log(
                     WARNING,
                     "Round %d: leaving out the update of node %s: cosine %.2f with the median update, below %g",
@@ -70,6 +71,10 @@ class UpdateDirection(StrategyWrapper):
             else:
                 kept.append(reply)
         return self.strategy.aggregate_train(server_round, kept)
+
+    def update_cosines(self, server_round: int) -> dict[int, float]:
+        """Node → cosine of its update with the round's median update ({} for a round without one)."""
+        return dict(self.cosines.get(server_round, {}))
 
     def _update(self, reply: Message) -> np.ndarray:
         arrays = decode(reply.content[Record.ARRAYS])
