@@ -193,6 +193,24 @@ def norms(run_dir: Path) -> dict[str, list[float]]:
 
 def report_outlier(run_dir: Path) -> str | None:
     """The site the run's report.json names as sending the largest update."""
-    report = json.loads((run_dir / "report.json").read_text())
-    largest = report.get("training", {}).get("updates", {}).get("largest")
+    largest = _updates(run_dir).get("largest")
     return largest["site"] if largest else None
+
+
+def report_least_aligned(run_dir: Path) -> str | None:
+    """The site the run's report.json names as sending the update least aligned with the round's median one."""
+    least = _updates(run_dir).get("least_aligned")
+    return least["site"] if least else None
+
+
+def cosines(run_dir: Path) -> dict[str, list[float]]:
+    """Site → its updates' recorded cosines with the round's median update, in round order."""
+    by_site: dict[str, list[float]] = {}
+    for record in sorted(records(run_dir), key=lambda r: r["round"]):
+        if isinstance(record.get("update-cosine"), int | float):
+            by_site.setdefault(record["site"], []).append(record["update-cosine"])
+    return by_site
+
+
+def _updates(run_dir: Path) -> dict:
+    return json.loads((run_dir / "report.json").read_text()).get("training", {}).get("updates", {})

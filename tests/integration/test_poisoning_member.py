@@ -35,8 +35,8 @@ UNPROTECTED = {
     "update_min_cosine": -1.0,
 }
 """Plain FedAvg with the bounds off: each setting's value that switches it off."""
-ROBUST = {"strategy": "fedmedian"}
-"""The robust setting: the app's defaults (weight cap, norm bound) around Flower's coordinate-wise median."""
+ROBUST: dict[str, object] = {}
+"""The protected runs: the app's defaults (weight cap, norm bound, direction check around FedAvg)."""
 LEARNS = {
     "model_preset": "tiny",
     "spacing_mm": 3.0,
@@ -86,8 +86,11 @@ def clean(demo) -> dict[str, float]:
 def test_one_poisoning_member_of_four_moves_the_honest_sites_dice_by_at_most_003(demo, clean, attack):
     defended = run(demo, f"{attack}-robust", attack, **ROBUST)
     assert clean["robust"] - dice(defended) <= 0.03
-    assert poisoning_member.report_outlier(defended) == ATTACKER
-    assert set(poisoning_member.largest_norm_sites(defended)) == {ATTACKER}
+    if attack == "swapped-labels":  # its norm is an honest one's: its direction names it
+        assert poisoning_member.report_least_aligned(defended) == ATTACKER
+    else:
+        assert poisoning_member.report_outlier(defended) == ATTACKER
+        assert set(poisoning_member.largest_norm_sites(defended)) == {ATTACKER}
     control = run(demo, f"{attack}-unprotected", attack, **UNPROTECTED)
     assert clean["unprotected"] - dice(control) > 0.3
 
