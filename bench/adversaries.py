@@ -4,7 +4,7 @@ A 4-site synthetic federation trained in this process (bench/in_process.py, the 
 the last site is the attacker (bench/poisoning_member.py): it describes itself with 10^6 usable cases, claims
 them in every train reply and sends its honest update ×100 (scaled), ×−100 (sign-flipped), or what it trained on
 its cases with the labels permuted (swapped-labels). Each attack runs with the app's defaults and on the
-unprotected path (fedavg, `max-site-weight` 1, `update-norm-bound` 0, `update-min-cosine` −1), each against the same run without the
+unprotected path (fedavg, `max-site-weight` 1, `update-norm-bound` 0, `update-norm-median-factor` 0, `update-min-cosine` −1), each against the same run without the
 attacker; the measure is the pooled mean Dice over the three honest sites' validation cases in the last round.
 
 RATIO poisoned_dice_drop: the largest over the attacks of clean − attacked pooled Dice, app defaults (≤ 0.03).
@@ -34,6 +34,7 @@ UNPROTECTED = {
     "strategy": "fedavg",
     "max_site_weight": 1.0,
     "update_norm_bound": 0.0,
+    "update_norm_median_factor": 0.0,
     "update_min_cosine": -1.0,
 }
 """Plain FedAvg with the bounds off: each setting's value that switches it off."""

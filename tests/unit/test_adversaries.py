@@ -37,7 +37,13 @@ from server_app.strategies.update_norm import UpdateNormBound
 HONEST = {"hospital-a": 1.3, "hospital-b": 1.0, "hospital-c": 0.9}
 """Honest sites → the L2 norm of their update (the tiny preset's measured range)."""
 ATTACKER = "hospital-d"
-CONTROL = {"strategy": "fedavg", "max_site_weight": 1.0, "update_norm_bound": 0.0, "update_min_cosine": -1.0}
+CONTROL = {
+    "strategy": "fedavg",
+    "max_site_weight": 1.0,
+    "update_norm_bound": 0.0,
+    "update_norm_median_factor": 0.0,
+    "update_min_cosine": -1.0,
+}
 DEFAULTS = {"max_site_weight": MAX_SITE_WEIGHT.default, "update_norm_bound": UPDATE_NORM_BOUND.default}
 
 
