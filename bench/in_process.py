@@ -7,7 +7,7 @@ only Flower's transport between processes is left out. Bytes are still measured 
 (server_app.rounds.traffic), which is what Flower would move.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from uuid import uuid4
 
@@ -72,13 +72,14 @@ def run_federation(
     work: Path,
     run_config: dict[str, object],
     n_sites: int,
-    grid: type[InProcessGrid] = InProcessGrid,
+    grid: Callable[[dict[int, Context]], InProcessGrid] = InProcessGrid,
 ) -> Path:
     """Run the ServerApp with `run_config` (+ run folder and the simulated sites' folders); returns the run folder.
 
     Sites are the folders of `data` in order (partition ids), their work folders under `work` (shared between runs,
     so the preprocessing cache is built once; each run keeps its site state under <work>/<site>/runs/<run key>).
-    `grid`: the InProcessGrid (sub)class that carries the messages (bench/adversaries.py: one that alters a site's)."""
+    `grid`: makes the InProcessGrid (subclass) that carries the messages from the sites' contexts
+    (bench/poisoning_member.py: one that crafts a site's replies)."""
     config = {
         **run_config,
         "run-dir": str(run_dir),

@@ -159,13 +159,15 @@ def wire_up(
         "bytes": traffic.site_round_of(rnd, loop.directory.nodes_of(site)),
         "privacy": strategies.privacy(rnd),
         "update-norm": site_update_norm(strategies.update_norms(rnd), loop.directory.nodes_of(site)),
+        "update-cosine": site_update_norm(strategies.update_cosines(rnd), loop.directory.nodes_of(site)),
     }
     # With local-norm the saved model's norm layers are the initial ones (each site validated its own)
     loop.saved_model = lambda arrays: ArrayRecord({**full_initial, **as_sent(arrays, transport_dtype)})
 
 
 def site_update_norm(norms: dict[int, float], nodes: list[int]) -> float | None:
-    """The norm of the update a site's node sent (None when it sent none); the largest if it had several."""
+    """The norm (or cosine) of the update a site's node sent (None when it sent none); the largest if it had
+    several."""
     found = [norms[node] for node in nodes if node in norms]
     return max(found) if found and all(math.isfinite(n) for n in found) else None
 

@@ -47,7 +47,9 @@ from models.shared.run_config import (
     TRAIN_TIMEOUT_S,
     TRANSPORT_DTYPE,
     TRIM_BETA,
+    UPDATE_MIN_COSINE,
     UPDATE_NORM_BOUND,
+    UPDATE_NORM_MEDIAN_FACTOR,
     WAIT_FOR_SITES_S,
 )
 
@@ -89,6 +91,10 @@ class StrategySettings:
     secure_aggregation: bool = False
     """SecAgg+ (server_app.rounds.secure_aggregation): the coordinator learns only the weighted sum of the
     updates; each site clips to update_norm_bound and weighs its own update before masking."""
+    update_norm_median_factor: float = UPDATE_NORM_MEDIAN_FACTOR.default
+    """Each update is also clipped to this multiple of the median of the round's update norms; 0: off."""
+    update_min_cosine: float = UPDATE_MIN_COSINE.default
+    """An update less similar than this to the round's median update is left out; -1: off."""
 
     @property
     def dp(self) -> bool:
@@ -118,6 +124,8 @@ class StrategySettings:
             lr_final_share=LR_FINAL_SHARE.read(run_config),
             num_rounds=NUM_SERVER_ROUNDS.read(run_config),
             secure_aggregation=SECURE_AGGREGATION.read(run_config),
+            update_norm_median_factor=UPDATE_NORM_MEDIAN_FACTOR.read(run_config),
+            update_min_cosine=UPDATE_MIN_COSINE.read(run_config),
         )
         settings.check()
         return settings

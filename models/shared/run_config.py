@@ -317,6 +317,24 @@ SECURE_AGGREGATION = RunSetting(
     " strategies and central DP need plaintext updates. Costs three short message exchanges per round and"
     " quantization (error ~ update-norm-bound / 2^21 per weight)",
 )
+UPDATE_NORM_MEDIAN_FACTOR = RunSetting(
+    "update-norm-median-factor",
+    Owner.COORDINATOR,
+    float,
+    1.5,
+    "every site's update is also clipped to this multiple of the median of the round's update norms (the"
+    " scale of an honest update, whatever the model, while fewer than half the sites attack); 0: off",
+    0,
+)
+UPDATE_MIN_COSINE = RunSetting(
+    "update-min-cosine",
+    Owner.COORDINATOR,
+    float,
+    0.0,
+    "an update whose cosine similarity with the round's coordinate-wise median update is below this is left"
+    " out of the aggregate (it points away from the honest sites'); -1: off",
+    -1,
+)
 PROXIMAL_MU = RunSetting(
     "proximal-mu",
     Owner.COORDINATOR,
@@ -502,6 +520,8 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     LR_FINAL_SHARE,
     PATIENCE,
     SECURE_AGGREGATION,
+    UPDATE_NORM_MEDIAN_FACTOR,
+    UPDATE_MIN_COSINE,
     LOCAL_EPOCHS,
     LEARNING_RATE,
     BATCH_SIZE,
@@ -566,6 +586,8 @@ TRAINING_SETTINGS: tuple[RunSetting, ...] = (
     LR_FINAL_SHARE,
     PATIENCE,
     SECURE_AGGREGATION,
+    UPDATE_NORM_MEDIAN_FACTOR,
+    UPDATE_MIN_COSINE,
 )
 """The settings that describe how a model was trained: the report's methods, the model card and an exported
 bundle's training summary all list these."""

@@ -136,6 +136,11 @@ saved as <code>{{ best.get("model") }}</code>, chosen on the validation cases by
 {{ updates.bound|g if updates.bound else "no bound" }}, no site weighed more than {{ updates.max_site_weight|g }} of
 the mean.</li>
 {% endif %}
+{% if updates.least_aligned %}
+<li>Directions: the update least aligned with the round's median update came from {{ updates.least_aligned.site }}
+in round {{ updates.least_aligned.round }} (cosine {{ updates.least_aligned.cosine|num(2) }}); updates below
+{{ updates.min_cosine|g }} were left out of the mean.</li>
+{% endif %}
 {% set privacy = training.privacy %}
 {% if privacy.enabled and privacy.epsilon %}
 <li>Central differential privacy: ε = {{ privacy.epsilon[-1].epsilon|num(2) }} at δ = {{ privacy.delta|g }}

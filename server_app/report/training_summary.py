@@ -51,7 +51,13 @@ def update_norms(records: list[dict], settings: StrategySettings) -> dict:
     sent = [r for r in records if isinstance(r.get("update-norm"), int | float)]
     largest = max(sent, key=lambda r: r["update-norm"], default=None)
     norms = sorted(r["update-norm"] for r in sent)
+    aligned = [r for r in records if isinstance(r.get("update-cosine"), int | float)]
+    least = min(aligned, key=lambda r: r["update-cosine"], default=None)
     return {
+        "min_cosine": settings.update_min_cosine,
+        "least_aligned": {"site": least["site"], "round": least["round"], "cosine": least["update-cosine"]}
+        if least
+        else None,
         "bound": settings.update_norm_bound,
         "max_site_weight": settings.max_site_weight,
         "largest": {"site": largest["site"], "round": largest["round"], "norm": largest["update-norm"]}

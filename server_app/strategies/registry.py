@@ -9,6 +9,8 @@ first, each that applies to the run's settings:
     site-weight        with `max-site-weight` < 1 (default 0.5), no site more than that share of the mean
                        (site_weight.SiteWeightCap; not under central DP, whose weights are equal)
     central-dp         with `dp-noise-multiplier` > 0: clipping, noise and ε (central_dp.CentralDp)
+    update-direction   with `update-min-cosine` > -1 (default 0), an update pointing away from the round's
+                       coordinate-wise median update is left out (update_direction.UpdateDirection)
     update-norm        every update's norm recorded per site and round, and clipped to `update-norm-bound`
                        when > 0 (update_norm.UpdateNormBound)
     lr-schedule        every train instruction carries the round's share of the sites' learning rate
@@ -41,6 +43,7 @@ from server_app.strategies.mean_wrapper import FastMean
 from server_app.strategies.pooled_evaluation import PooledEvaluation
 from server_app.strategies.site_weight import SiteWeightCap
 from server_app.strategies.transport_dtype import Transport
+from server_app.strategies.update_direction import UpdateDirection
 from server_app.strategies.update_norm import UpdateNormBound
 from server_app.strategies.wrapper import layers
 
@@ -82,9 +85,16 @@ WRAPPERS: tuple[Wrapper, ...] = (
         lambda inner, settings, n_sites: CentralDp(inner, settings, n_sites),
     ),
     Wrapper(
+        "update-direction",
+        lambda settings: settings.update_min_cosine > -1 and not settings.secure_aggregation,
+        lambda inner, settings, n_sites: UpdateDirection(inner, settings.update_min_cosine),
+    ),
+    Wrapper(
         "update-norm",
         _plaintext,
-        lambda inner, settings, n_sites: UpdateNormBound(inner, settings.update_norm_bound),
+        lambda inner, settings, n_sites: UpdateNormBound(
+            inner, settings.update_norm_bound, settings.update_norm_median_factor
+        ),
     ),
     Wrapper(
         "lr-schedule",
@@ -117,6 +127,11 @@ class RunStrategy:
         """Node → L2 norm of the update it sent in `server_round`, as it arrived ({} without training)."""
         bound = next((layer for layer in layers(self.run) if isinstance(layer, UpdateNormBound)), None)
         return bound.update_norms(server_round) if bound is not None else {}
+
+    def update_cosines(self, server_round: int) -> dict[int, float]:
+        """Node → cosine of its update with the round's median update ({} without the direction check)."""
+        check = next((layer for layer in layers(self.run) if isinstance(layer, UpdateDirection)), None)
+        return check.update_cosines(server_round) if check is not None else {}
 
 
 def build_strategy(

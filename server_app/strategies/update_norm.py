@@ -5,7 +5,10 @@ they are). UpdateNormBound records the L2 norm of each reply's update by round a
 site's metrics.jsonl record as `update-norm` by the ServerApp, so that the report can name an outlier) and, with
 a bound > 0, scales an update longer than the bound down to it with Flower's own helper
 (flwr.supercore.differential_privacy.compute_clip_model_update, the clipping of its DP fixed-clipping wrappers):
-whatever a site sends, it moves the global model by at most bound × its share of the mean. An update whose norm
+whatever a site sends, it moves the global model by at most bound × its share of the mean. With a median factor
+> 0 the limit is also that multiple of the median of the round's norms (the adaptive clipping of FLAME, Nguyen et
+al., USENIX Security 2022): an honest update's scale, whatever the model preset, while fewer than half the sites
+attack. An update whose norm
 is not finite (a float32 overflow of finite weights) is dropped.
 
 The default bound, 10.0, is about 1.5 × the largest honest update norm measured with the default `small` preset:
@@ -33,9 +36,10 @@ from server_app.strategies.wrapper import StrategyWrapper
 class UpdateNormBound(StrategyWrapper):
     """The inner strategy aggregating updates clipped to `bound` (0: not clipped), every norm recorded."""
 
-    def __init__(self, strategy: Strategy, bound: float) -> None:
+    def __init__(self, strategy: Strategy, bound: float, median_factor: float = 0.0) -> None:
         super().__init__(strategy)
         self.bound = bound
+        self.median_factor = median_factor
         self.reference: dict[str, np.ndarray] = {}
         """The float arrays of the global model last sent for training, float64."""
         self.norms: dict[int, dict[int, float]] = {}
@@ -54,17 +58,19 @@ class UpdateNormBound(StrategyWrapper):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        kept = []
+        kept, updates = [], []
         norms = self.norms.setdefault(server_round, {})
         for reply in replies:
             if reply.has_error() or Record.ARRAYS not in reply.content.array_records or not self.reference:
                 kept.append(reply)
                 continue
             node = reply.metadata.src_node_id
-            norm = self._bounded(reply)
-            norms[node] = norm
+            arrays = decode(reply.content[Record.ARRAYS])
+            reply.content[Record.ARRAYS] = arrays
+            norms[node] = norm = self._norm(arrays)
             if np.isfinite(norm):
                 kept.append(reply)
+                updates.append((reply, norm))
             else:
                 log(
                     WARNING,
@@ -72,26 +78,36 @@ class UpdateNormBound(StrategyWrapper):
                     server_round,
                     node,
                 )
+        limit = self.limit([norm for _, norm in updates])
+        for reply, norm in updates:
+            if norm > limit:
+                self._clip(reply, limit)
         return self.strategy.aggregate_train(server_round, kept)
 
-    def _bounded(self, reply: Message) -> float:
-        """The norm of the reply's update; its float arrays replaced by the update clipped to the bound."""
-        arrays = decode(reply.content[Record.ARRAYS])
+    def limit(self, norms: list[float]) -> float:
+        """The norm the round's updates are clipped to: the bound, and `median_factor` × their median (inf: none)."""
+        limits = [self.bound] if self.bound > 0 else []
+        if self.median_factor > 0 and norms:
+            limits.append(self.median_factor * float(np.median(norms)))
+        return min(limits, default=float("inf"))
+
+    def _norm(self, arrays: ArrayRecord) -> float:
+        """The L2 norm of the update `arrays` make against the reference."""
+        names = [name for name in self.reference if name in arrays]
+        return float(
+            get_norm(
+                [np.asarray(arrays[name].numpy(), dtype=np.float64) - self.reference[name] for name in names]
+            )
+        )
+
+    def _clip(self, reply: Message, limit: float) -> None:
+        """The reply's float arrays replaced by its update scaled down to `limit`."""
+        arrays = reply.content[Record.ARRAYS]
         names = [name for name in self.reference if name in arrays]
         received = [np.asarray(arrays[name].numpy(), dtype=np.float64) for name in names]
-        reference = [self.reference[name] for name in names]
-        norm = get_norm([r - g for r, g in zip(received, reference, strict=True)])
-        if self.bound > 0 and np.isfinite(norm) and norm > self.bound:
-            compute_clip_model_update(received, reference, self.bound)
-            clipped = {
-                name: Array(value.astype(np.float32)) for name, value in zip(names, received, strict=True)
-            }
-            reply.content[Record.ARRAYS] = ArrayRecord(
-                {name: clipped.get(name, arrays[name]) for name in arrays}
-            )
-        else:
-            reply.content[Record.ARRAYS] = arrays
-        return norm
+        compute_clip_model_update(received, [self.reference[name] for name in names], limit)
+        clipped = {name: Array(value.astype(np.float32)) for name, value in zip(names, received, strict=True)}
+        reply.content[Record.ARRAYS] = ArrayRecord({name: clipped.get(name, arrays[name]) for name in arrays})
 
     def update_norms(self, server_round: int) -> dict[int, float]:
         """Node → norm of its update in `server_round` ({} for a round without training)."""

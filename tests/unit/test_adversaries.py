@@ -31,11 +31,19 @@ from server_app.run_record.run_folder import read_metrics
 from server_app.strategies.registry import build_strategy
 from server_app.strategies.robust import TooFewSites
 from server_app.strategies.site_weight import capped_shares
+from server_app.strategies.update_direction import similarity
+from server_app.strategies.update_norm import UpdateNormBound
 
 HONEST = {"hospital-a": 1.3, "hospital-b": 1.0, "hospital-c": 0.9}
 """Honest sites → the L2 norm of their update (the tiny preset's measured range)."""
 ATTACKER = "hospital-d"
-CONTROL = {"strategy": "fedavg", "max_site_weight": 1.0, "update_norm_bound": 0.0}
+CONTROL = {
+    "strategy": "fedavg",
+    "max_site_weight": 1.0,
+    "update_norm_bound": 0.0,
+    "update_norm_median_factor": 0.0,
+    "update_min_cosine": -1.0,
+}
 DEFAULTS = {"max_site_weight": MAX_SITE_WEIGHT.default, "update_norm_bound": UPDATE_NORM_BOUND.default}
 
 
@@ -186,8 +194,40 @@ def test_the_report_names_the_site_with_the_largest_update_norm():
         {"round": 1, "site": "hospital-d", "update-norm": 130.0},
         {"round": 2, "site": "hospital-a", "update-norm": 0.9},
         {"round": 0, "site": "hospital-a", "update-norm": None},
+        {"round": 2, "site": "hospital-d", "update-norm": 1.1, "update-cosine": -0.4},
+        {"round": 2, "site": "hospital-b", "update-norm": 1.0, "update-cosine": 0.8},
     ]
     updates = update_norms(records, settings_of())
+    assert updates["least_aligned"] == {"site": "hospital-d", "round": 2, "cosine": -0.4}
     assert updates["largest"] == {"site": "hospital-d", "round": 1, "norm": 130.0}
-    assert updates["median"] == 1.2 and updates["bound"] == UPDATE_NORM_BOUND.default
+    assert updates["median"] == 1.1 and updates["bound"] == UPDATE_NORM_BOUND.default
     assert update_norms([], settings_of())["largest"] is None
+
+
+def test_the_median_factor_clips_to_the_scale_of_the_rounds_honest_updates():
+    bounded = UpdateNormBound(build_strategy(settings_of(), 4, **ALL_SELECTED).run, 10.0, median_factor=1.0)
+    assert bounded.limit([1.3, 1.0, 0.9, 130.0]) == pytest.approx(1.15)  # the attacker cannot move the median
+    assert bounded.limit([30.0, 40.0, 50.0]) == 10.0  # the absolute bound still holds
+    assert UpdateNormBound(bounded, 0.0).limit([1.0, 2.0]) == float("inf")  # both off: nothing clipped
+    assert UpdateNormBound(bounded, 0.0, median_factor=2.0).limit([1.0, 2.0, 9.0]) == 4.0
+
+
+@pytest.mark.parametrize("factor", [100.0, -100.0], ids=["scaled", "sign-flipped"])
+def test_with_median_clipping_a_scaled_update_moves_the_model_no_further_than_an_honest_one(
+    tmp_path, flower_task, factor
+):
+    ours, _ = distances(tmp_path, factor, update_norm_median_factor=1.0, **DEFAULTS)
+    median = sorted([*HONEST.values(), 100.0])[
+        1:3
+    ]  # each round's median norm: the attacker's counts as large
+    bound = 2 * MAX_SITE_WEIGHT.default * (sum(median) / 2 + max(HONEST.values()))  # two rounds
+    assert ours <= bound + 1e-3
+
+
+def test_an_update_pointing_away_from_the_median_update_is_the_one_below_zero():
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=1000)
+    honest = [shared + rng.normal(scale=1.5, size=1000) for _ in range(3)]  # non-IID: each its own way too
+    cosines = similarity(np.stack([*honest, -100 * honest[0]]))
+    assert all(c > 0.2 for c in cosines[:3]) and cosines[3] < -0.2
+    assert similarity(np.zeros((3, 4))) == [0.0, 0.0, 0.0]  # no update, no direction: nothing to compare

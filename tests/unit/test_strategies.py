@@ -35,6 +35,7 @@ from server_app.strategies.registry import build_strategy
 from server_app.strategies.server_optimizer import ServerOptimizer
 from server_app.strategies.site_weight import SiteWeightCap
 from server_app.strategies.transport_dtype import Transport
+from server_app.strategies.update_direction import UpdateDirection
 from server_app.strategies.update_norm import UpdateNormBound
 from server_app.strategies.wrapper import layers
 
@@ -220,6 +221,7 @@ def test_the_base_strategies_are_the_run_configs_choices():
                 Transport,
                 LearningRateSchedule,
                 UpdateNormBound,
+                UpdateDirection,
                 SiteWeightCap,
                 FastMean,
                 PooledEvaluation,
@@ -228,7 +230,7 @@ def test_the_base_strategies_are_the_run_configs_choices():
             ],
         ),
         (
-            {"strategy": "fedprox", "max_site_weight": 1.0},
+            {"strategy": "fedprox", "max_site_weight": 1.0, "update_min_cosine": -1.0},
             [Transport, LearningRateSchedule, UpdateNormBound, FastMean, PooledEvaluation, Named, FedProx],
         ),
         (
@@ -237,6 +239,7 @@ def test_the_base_strategies_are_the_run_configs_choices():
                 Transport,
                 LearningRateSchedule,
                 UpdateNormBound,
+                UpdateDirection,
                 SiteWeightCap,
                 FastMean,
                 PooledEvaluation,
@@ -251,6 +254,7 @@ def test_the_base_strategies_are_the_run_configs_choices():
                 Transport,
                 LearningRateSchedule,
                 UpdateNormBound,
+                UpdateDirection,
                 CentralDp,
                 FastMean,
                 PooledEvaluation,
@@ -264,6 +268,7 @@ def test_the_base_strategies_are_the_run_configs_choices():
                 Transport,
                 LearningRateSchedule,
                 UpdateNormBound,
+                UpdateDirection,
                 SiteWeightCap,
                 FastMean,
                 PooledEvaluation,
