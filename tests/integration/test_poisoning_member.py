@@ -121,7 +121,7 @@ def test_the_norm_bound_and_weight_cap_engage_and_the_report_names_the_attacker(
     bound = MAX_SITE_WEIGHT.default * UPDATE_NORM_BOUND.default + (1 - MAX_SITE_WEIGHT.default) * honest
     assert step <= bound + 1e-3
     step, _, attacker = moved["unprotected"]
-    assert step > 0.9 * attacker > 10 * bound  # FedAvg on ~10^6 claimed cases: the attacker's update, whole
+    assert step > 0.9 * attacker > 5 * bound  # FedAvg on ~10^6 claimed cases: the attacker's update, whole
 
 
 def distance_moved(run_dir: Path) -> float:
