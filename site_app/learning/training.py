@@ -40,6 +40,8 @@ class RegionDiceCELoss(torch.nn.Module):
     def __init__(self, regions: Mapping[str, tuple[int, ...]] = REGIONS, smooth: float = 1e-5) -> None:
         super().__init__()
         self.regions = {name: list(labels) for name, labels in regions.items()}
+        self.region_values = [torch.tensor(labels) for labels in self.regions.values()]
+        """Each region's label values as a tensor, made once rather than at every step."""
         self.smooth = smooth
         self.cross_entropy = torch.nn.CrossEntropyLoss()
 
@@ -48,9 +50,9 @@ class RegionDiceCELoss(torch.nn.Module):
         target = label[:, 0].long()
         probabilities = torch.softmax(logits, dim=1)
         dice_losses = []
-        for labels in self.regions.values():
+        for labels, values in zip(self.regions.values(), self.region_values, strict=True):
             predicted = probabilities[:, labels].sum(dim=1)
-            truth = torch.isin(target, torch.tensor(labels, device=target.device)).to(predicted.dtype)
+            truth = torch.isin(target, values.to(target.device)).to(predicted.dtype)
             overlap = (predicted * truth).sum()
             dice_losses.append(1 - 2 * overlap / (predicted.sum() + truth.sum() + self.smooth))
         return self.cross_entropy(logits, target) + torch.stack(dice_losses).mean()
