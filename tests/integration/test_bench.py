@@ -35,8 +35,9 @@ HEADLINES = {
     "adversaries": {"poisoned_dice_drop", "unprotected_poisoned_dice_drop", "robust_over_fedavg_clean"},
     "stability": {"tiny_pooled_dice", "max_round_drop", "empty_site_rounds", "rerun_dice_delta"},
     "secagg": {"secagg_round_over_plain"},
+    "server_lr": {"fedadam_best_over_fedavg", "fedyogi_best_over_fedavg", "fedadam_default_over_best"},
 }
-HAS_DATA = {"quality", "pipeline", "overhead", "scale", "adversaries", "stability", "secagg"}
+HAS_DATA = {"quality", "pipeline", "overhead", "scale", "adversaries", "stability", "secagg", "server_lr"}
 
 
 def run_quick(script: str, tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
