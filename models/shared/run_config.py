@@ -345,7 +345,12 @@ PROXIMAL_MU = RunSetting(
     0,
 )
 SERVER_LR = RunSetting(
-    "server-lr", Owner.COORDINATOR, float, 0.01, "fedadam/fedyogi: server learning rate η", 0
+    "server-lr",
+    Owner.COORDINATOR,
+    float,
+    0.03,
+    "fedadam/fedyogi: server learning rate η (0.03: the best of 0.001–0.1 for both in bench/server_lr.py)",
+    0,
 )
 BETA1 = RunSetting("beta1", Owner.COORDINATOR, float, 0.9, "fedadam/fedyogi: decay of the first moment", 0)
 BETA2 = RunSetting("beta2", Owner.COORDINATOR, float, 0.99, "fedadam/fedyogi: decay of the second moment", 0)
