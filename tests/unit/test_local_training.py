@@ -133,3 +133,26 @@ def test_a_fresh_adam_warms_up_instead_of_moving_every_weight_by_the_whole_rate(
     )
     full_sign_step = 0.01 * start.numel() ** 0.5
     assert 0.05 * full_sign_step < moved < 0.25 * full_sign_step, (moved, full_sign_step)
+
+
+def test_the_region_loss_charges_tumour_called_enhancing_in_its_subregion_term():
+    """A prediction that finds the whole tumour but calls every tumour voxel enhancing (the short-training failure
+    on the anatomy preset): the cross-entropy among the tumour labels over the tumour voxels charges it a whole
+    term, while the plain cross-entropy (a mean over mostly background voxels) hardly notices."""
+    from site_app.learning.training import RegionDiceCELoss
+
+    label = torch.zeros(1, 1, 16, 16, 16, dtype=torch.long)
+    label[:, :, 4:12, 4:12, 4:12] = 2  # edema
+    label[:, :, 6:10, 6:10, 6:10] = 3  # enhancing rim
+    label[:, :, 7:9, 7:9, 7:9] = 1  # necrotic core
+    right = torch.nn.functional.one_hot(label[:, 0], 4).permute(0, 4, 1, 2, 3).float() * 4
+    all_enhancing = torch.where(label > 0, torch.full_like(label, 3), label)
+    wrong = torch.nn.functional.one_hot(all_enhancing[:, 0], 4).permute(0, 4, 1, 2, 3).float() * 4
+
+    with_term, without = RegionDiceCELoss(), RegionDiceCELoss(subregion_weight=0.0)
+    plain_ce = torch.nn.functional.cross_entropy
+    subregion_cost = float(with_term(wrong, label) - without(wrong, label)) - float(
+        with_term(right, label) - without(right, label)
+    )
+    assert subregion_cost > 3.0  # -log of a ~e^-4 probability at most tumour voxels
+    assert float(plain_ce(wrong, label[:, 0]) - plain_ce(right, label[:, 0])) < 0.6
