@@ -1,4 +1,5 @@
-"""The content of each reply a site sends: its description, a training round, a validation round.
+"""The content of each reply a site sends: its description, a training round, a validation round (or both in one
+reply: `round_reply`).
 
 Replies carry weights and aggregates only: `num-examples` is the number of training cases (train) or validation
 cases (evaluate); per-case values, case ids and file names stay in the site's work folder. What may leave is set
@@ -21,6 +22,7 @@ refuses both, whatever the coordinator asks.
 import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
+from models.shared.round_reply import fuse_round_reply
 from models.shared.wire import (
     NUM_EXAMPLES,
     SITE_MIN_REPORT_CASES,
@@ -130,6 +132,18 @@ def train_reply(message: SiteMessage) -> RecordDict:
     record_released(site.work, TRAINING, usable.cases)
     metrics = MetricRecord({TRAIN_LOSS: loss, NUM_EXAMPLES: len(chosen)})
     return RecordDict({Record.ARRAYS: arrays, Record.METRICS: metrics})
+
+
+def round_reply(message: SiteMessage) -> RecordDict:
+    """A train instruction's reply. When it also asks for the validation of the model it carries (the previous
+    round's global model, models.shared.wire.EVALUATE_ROUND), the site validates it first, exactly as that round's
+    evaluate instruction (same cases, seed, policy and evaluation budget), then trains on it; one reply holds
+    both (models.shared.round_reply)."""
+    validated = message.evaluate_round()
+    if validated is None:
+        return train_reply(message)
+    validation = evaluate_reply(message.for_validation(validated))
+    return fuse_round_reply(train_reply(message), validation)
 
 
 def local_model_reply(message: SiteMessage) -> RecordDict:
