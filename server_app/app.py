@@ -105,6 +105,12 @@ def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentit
             "pending": PendingRound.from_state(state.pending, state.arrays) if state.pending else None,
         }
         log(INFO, "Resuming the run in %s after round %d", run.path, last_done)
+        if state.pending:  # one message per round: the next message carries this round's validation
+            log(
+                INFO,
+                "Round %d was trained before the stop; its validation comes with the next message",
+                last_done + 1,
+            )
     else:
         arrays, last_done = fresh, None
         if settings.init_model is not None:  # checked before a run folder exists

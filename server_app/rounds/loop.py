@@ -262,10 +262,11 @@ class FederatedLoop:
             server_round, arrays, spec, selected, ledger, messages, sound, absent
         )
         pending = PendingRound(server_round, ledger, summary, trained)
-        if evaluated is not None:
-            self._close(evaluated)
+        closed = self._close(evaluated) if evaluated is not None else None
         save_round_state(self.run.path, self.state(server_round - 1, trained, pending))
         self._latest = trained
+        if closed is not None:
+            log(INFO, "%s", closed)
         return pending
 
     def _open(
@@ -297,12 +298,14 @@ class FederatedLoop:
         """An evaluate message to every online site for `pending`'s model; its results are then complete."""
         selected = self._described(self._online(), train=None, evaluate=pending.ledger)
         pending.summary["evaluate"] = self._evaluate(pending.round, pending.arrays, selected, pending.ledger)
-        self._close(pending)
+        closed = self._close(pending)
         save_round_state(self.run.path, self.state(pending.round, pending.arrays))
         self._latest = pending.arrays
+        log(INFO, "%s", closed)
 
-    def _close(self, done: PendingRound) -> None:
-        """A round's results: one metrics.jsonl record per site, its rounds.jsonl record, latest.pt / best.pt."""
+    def _close(self, done: PendingRound) -> str:
+        """A round's results: one metrics.jsonl record per site, its rounds.jsonl record, latest.pt / best.pt;
+        returns its participation line, which the caller logs once the round checkpoint is written."""
         everyone = self._everyone()
         records = done.ledger.records(everyone)
         for record in records:
@@ -311,8 +314,8 @@ class FederatedLoop:
             self.run.append_metrics(record)
         self.run.append_round({**done.summary, "ended_utc": _now()})
         self.checkpointer(done.round, self._saved(done.arrays), site_scores(records))
-        log(INFO, "%s", participation_line(done.ledger, everyone, self.presence.last_heard_text()))
         self.last_round = done.round
+        return participation_line(done.ledger, everyone, self.presence.last_heard_text())
 
     def _saved(self, arrays: ArrayRecord) -> ArrayRecord:
         return arrays if self.saved_model is None else self.saved_model(arrays)
