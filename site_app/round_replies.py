@@ -19,10 +19,12 @@ asked, and validates the other consenting sites' local-only models (aggregates o
 refuses both, whatever the coordinator asks.
 """
 
-import torch
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+import traceback
 
-from models.shared.round_reply import fuse_round_reply
+import torch
+from flwr.app import ConfigRecord, MessageType, MetricRecord, RecordDict
+
+from models.shared.round_reply import failed_validation, fuse_round_reply
 from models.shared.wire import (
     NUM_EXAMPLES,
     SITE_MIN_REPORT_CASES,
@@ -34,6 +36,7 @@ from models.shared.wire import (
 )
 from models.transport import encode
 from models.weights import to_record
+from site_app.disclosure.error_details import failure_reason
 from site_app.disclosure.evaluation_budget import spend_evaluation
 from site_app.disclosure.model_sharing import (
     NOT_CONSENTED,
@@ -138,11 +141,17 @@ def round_reply(message: SiteMessage) -> RecordDict:
     """A train instruction's reply. When it also asks for the validation of the model it carries (the previous
     round's global model, models.shared.wire.EVALUATE_ROUND), the site validates it first, exactly as that round's
     evaluate instruction (same cases, seed, policy and evaluation budget), then trains on it; one reply holds
-    both (models.shared.round_reply)."""
+    both (models.shared.round_reply). A validation that raises is kept in the site's log, as a failed evaluate
+    message's would be, and its part says only that it failed and the error's type; the training goes on."""
     validated = message.evaluate_round()
     if validated is None:
         return train_reply(message)
-    validation = evaluate_reply(message.for_validation(validated))
+    try:
+        validation = evaluate_reply(message.for_validation(validated))
+    except Exception as error:  # noqa: BLE001 - as a failed evaluate message: details stay here, training goes on
+        detail = "".join(traceback.format_exception(error))
+        message.log.error("round %d: validation failed:\n%s", validated, detail)
+        validation = failed_validation(failure_reason(MessageType.EVALUATE, error))
     return fuse_round_reply(train_reply(message), validation)
 
 

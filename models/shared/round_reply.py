@@ -7,9 +7,9 @@ The site's reply holds both answers as they would have travelled alone, in separ
 so that the two METRICS records do not collide). The site fuses, the coordinator splits, both with this module.
 """
 
-from flwr.app import RecordDict
+from flwr.app import ConfigRecord, RecordDict
 
-from models.shared.wire import Record
+from models.shared.wire import Record, Status, Validation
 
 VALIDATION_RECORDS = {Record.VALIDATION: Record.VALIDATION, Record.VALIDATION_METRICS: Record.METRICS}
 """Record name in a fused reply → its name in an evaluate reply."""
@@ -36,3 +36,21 @@ def split_round_reply(content: RecordDict) -> tuple[RecordDict, RecordDict]:
         {alone: content[fused] for fused, alone in VALIDATION_RECORDS.items() if fused in content}
     )
     return training, validation
+
+
+def failed_validation(reason: str) -> RecordDict:
+    """The validation part of a fused reply whose validation raised: the training part still stands (as a failed
+    evaluate message leaves the train message's reply alone); `reason` names the error's type only."""
+    return RecordDict(
+        {Record.VALIDATION: ConfigRecord({Validation.STATUS: Status.FAILED, Validation.REASON: reason})}
+    )
+
+
+def validation_failure(validation: RecordDict) -> str | None:
+    """The reason of a fused reply's failed validation part (exactly a VALIDATION record with status failed)."""
+    if set(validation.keys()) != {Record.VALIDATION}:
+        return None
+    record = validation[Record.VALIDATION]
+    if record.get(Validation.STATUS) != Status.FAILED:
+        return None
+    return str(record.get(Validation.REASON, "the site's validation failed"))

@@ -19,7 +19,9 @@ by name, see Record):
                                  that round ended with; the site validates it first, exactly as an evaluate
                                  instruction of that round, then trains on it
                     reply        the train reply's records + the evaluate reply's VALIDATION and, reported, its
-                                 METRICS under VALIDATION_METRICS (models.shared.round_reply fuses and splits)
+                                 METRICS under VALIDATION_METRICS (models.shared.round_reply fuses and splits);
+                                 a validation that raised is VALIDATION {status failed, reason: the error's type
+                                 only}, and the training still replies
 
     train, with `secure-aggregation` (SecAgg+; server_app.rounds.secure_aggregation, site_app.update_masking):
                     four train messages per round, each with a SECAGG record {stage, …}: setup (→ the site's two

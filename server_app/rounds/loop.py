@@ -35,7 +35,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from models.shared.round_reply import split_round_reply
+from models.shared.round_reply import split_round_reply, validation_failure
 from models.shared.wire import EVALUATE_ROUND, OutsideLimit, Record, Status, Training, Validation
 from server_app.coordinator_settings import ServerRunSettings
 from server_app.rounds.cross_site import cross_site_matrix
@@ -244,11 +244,16 @@ class FederatedLoop:
         replies, missing = self.replies.answers(server_round, messages, timeout_s)
         parts = {node: split_round_reply(reply.content) for node, reply in replies.items()}
         if evaluated is not None:
+            failed = {
+                node: PhaseOutcome(Status.FAILED, reason)
+                for node, (_, part) in parts.items()
+                if (reason := validation_failure(part)) is not None
+            }
             sound, absent = self.replies.checked(
                 evaluated.round,
                 "evaluate",
-                {node: _with_content(replies[node], part) for node, (_, part) in parts.items()},
-                missing,
+                {n: _with_content(replies[n], part) for n, (_, part) in parts.items() if n not in failed},
+                {**missing, **failed},
                 self._evaluate_problem,
             )
             evaluated.summary["evaluate"] = self._file_evaluation(

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from models.shared.round_reply import fuse_round_reply, split_round_reply
+from models.shared.round_reply import (
+    failed_validation,
+    fuse_round_reply,
+    split_round_reply,
+    validation_failure,
+)
 from server_app.app import run_federation
 from server_app.coordinator_settings import ServerRunSettings
 from server_app.run_record.run_folder import read_metrics
@@ -137,6 +142,30 @@ def test_an_unsound_validation_part_is_dropped_and_the_training_kept(tmp_path, f
     records = {(r["round"], r["site"]): r for r in read_metrics(tmp_path / "run")}
     assert records[(0, "hospital-c")]["participation"]["evaluate"].startswith("dropped: its records are")
     assert records[(1, "hospital-c")]["participation"]["train"] == "ok"
+
+
+def test_a_validation_that_failed_at_the_site_is_filed_failed_and_its_training_kept(tmp_path, flower_task):
+    """As with two messages, where a failed evaluate message leaves the train reply alone."""
+    reason = "site failed in evaluate (ValueError); details are in the site log"
+    assert validation_failure(
+        split_round_reply(fuse_round_reply(train_content(), failed_validation(reason)))[1]
+    )
+    assert validation_failure(validated(0.5, 2)) is None
+    sites = sites_with_round_dice()
+    sound = sites[13].evaluate
+    sites[13].evaluate = lambda m: (
+        failed_validation(reason) if m.content["config"]["server-round"] == 1 else sound(m)
+    )
+
+    run(tmp_path / "run", sites, num_server_rounds=2)
+
+    records = {(r["round"], r["site"]): r for r in read_metrics(tmp_path / "run")}
+    assert records[(1, "hospital-c")]["participation"] == {"train": "ok", "evaluate": f"failed: {reason}"}
+    assert records[(1, "hospital-c")]["status"] == "failed"
+    assert records[(2, "hospital-c")]["participation"]["train"] == "ok"
+    assert [
+        r["site"] for r in read_metrics(tmp_path / "run") if r["round"] == 2 and r["status"] == "reported"
+    ] == SITES
 
 
 def test_secure_aggregation_keeps_two_messages_per_round(tmp_path):
