@@ -71,7 +71,7 @@ Collect = Callable[
     tuple[dict[int, Message], dict[int, PhaseOutcome]],
 ]
 """(phase, messages, deadline, problem of a node's reply, poll interval) → sound replies, outcomes of the others
-(server_app.rounds.loop.FederatedLoop._collect)."""
+(server_app.rounds.phase_replies.PhaseReplies.collect)."""
 
 
 @dataclass
