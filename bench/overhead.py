@@ -55,6 +55,7 @@ from deploy.simulation.launch import SimulationPlan, failure_context, run_simula
 from deploy.simulation.plan import plan_simulation
 from models.presets import build_model
 from models.shared.node_config import limit_key
+from models.shared.run_config import ROUND_MESSAGES
 from models.weights import to_record
 from site_app.app import app as client_app
 from site_app.settings.identity import site_folders
@@ -220,6 +221,12 @@ def main() -> None:
         "--rounds", type=int, default=None, help="rounds per Flower run (default 2; 1 with --quick)"
     )
     options.add_argument("--local-epochs", type=int, default=1, help="local epochs per round (default 1)")
+    options.add_argument(
+        "--round-messages",
+        choices=ROUND_MESSAGES.choices,
+        default=ROUND_MESSAGES.default,
+        help="messages per site per round (run config round-messages; default one)",
+    )
     args = parse(options)
     started = time.monotonic()
     out = out_folder(args.out, "overhead")
@@ -229,7 +236,8 @@ def main() -> None:
     data = out / "data"
     write_federation(data, n_sites=N_SITES, seed=DATA_SEED, preset=args.preset)
     plan = plan_simulation(data, out / "simulation", rounds, model, seed=0)
-    plan = dataclasses.replace(plan, run_config={**plan.run_config, "local-epochs": args.local_epochs})
+    settings = {"local-epochs": args.local_epochs, ROUND_MESSAGES.key: args.round_messages}
+    plan = dataclasses.replace(plan, run_config={**plan.run_config, **settings})
     deploy_overrides = {k: v for k, v in plan.run_config.items() if not k.startswith("sim-")}
     deploy_overrides["run-dir"] = str(out / "deployment" / "run")
 
@@ -251,6 +259,8 @@ def main() -> None:
     bare = start_seconds("pass", repeats)
     clientapp = start_seconds("import site_app.app", repeats)
 
+    pattern = args.round_messages
+    per_round = 1 if pattern == "one" else 2
     slowest = {mode: max(sum(c) for c in sites.values()) for mode, sites in compute.items()}
     serial = {mode: sum(sum(c) for c in sites.values()) for mode, sites in compute.items()}
     median = {mode: statistics.median(walls.values()) for mode, walls in rounds_s.items()}
@@ -287,7 +297,8 @@ def main() -> None:
         ),
         (
             f"ClientApp process start (fresh interpreter + `import site_app.app`): {clientapp:.2f} s, of which the bare "
-            f"interpreter {bare:.2f} s; a deployment pays it for every message (2 per site per round)."
+            f"interpreter {bare:.2f} s; a deployment pays it for every message ({per_round} per site per round"
+            f" with round-messages {pattern}{'; one more per site after the last round' if per_round == 1 else ''})."
         ),
         "Memory: peak proportional set size of every process this benchmark started (Flower, Ray, ClientApps).",
     ]
@@ -296,7 +307,7 @@ def main() -> None:
         "round_over_compute_deploy": median["deployment"] / slowest["deployment"],
         "round_over_serial_compute_sim": median["simulation"] / serial["simulation"],
         "round_over_serial_compute_deploy": median["deployment"] / serial["deployment"],
-        "clientapp_start_share_deploy": 2 * clientapp / median["deployment"],
+        "clientapp_start_share_deploy": per_round * clientapp / median["deployment"],
     }
     deployment = out / "deployment"
     hops, coordinator_rounds = hop_rows(

@@ -188,9 +188,24 @@ def hop_rows(
             continue
         mine = {p.kind: p for p in phases if p.round == rnd}
         train, evaluate = mine.get("train"), mine.get("evaluate")
-        if train is None or evaluate is None or not train.pulled or not evaluate.pulled:
+        if train is None or not train.pulled:
             continue
         following = starts.get(rnd + 1, last)
+        if evaluate is None or not evaluate.pulled:  # one message per round: the validation rode on the train
+            train_end = max(train.pulled.values())
+            round_rows.append(
+                [
+                    rnd,
+                    train.pushing - start,
+                    train_end - train.pushing,
+                    "–",
+                    "–",
+                    (following or 0.0) - train_end,
+                    (following or 0.0) - start,
+                    "–",
+                ]
+            )
+            continue
         evaluate_wall = max(evaluate.pulled.values()) - evaluate.pushing
         round_rows.append(
             [
@@ -218,5 +233,7 @@ ROUND_HEADERS = [
     "round s",
     "evaluate phase beyond its slowest compute s",
 ]
-"""The last column is what one message per site per round would save (each site validating the model it receives
+"""With one message per site per round (`round-messages` one) a round has no evaluate phase but the last, whose
+evaluate columns are the validate-only message after it; the others show "–". The last column is what one message
+per site per round would save (each site validating the model it receives
 before training on it): the evaluate phase's wall time less its slowest site's validation, which would still run."""

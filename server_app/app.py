@@ -31,6 +31,7 @@ from server_app.app_identity import read_app_identity, write_app_identity
 from server_app.coordinator_settings import ServerRunSettings
 from server_app.report.site_table import evaluations, site_table_text
 from server_app.rounds.loop import ALL_SELECTED, FederatedLoop, Outcome
+from server_app.rounds.pending_round import PendingRound
 from server_app.rounds.quorum import Presence
 from server_app.rounds.resume import initial_model, resume_run
 from server_app.rounds.round_checkpoint import restore_strategy
@@ -101,8 +102,15 @@ def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentit
             "presence": Presence.from_state(state.presence),
             "checkpointer": Checkpointer(run, settings.model_preset, meta, BestRound.from_state(state.best)),
             "pooled": dict(state.pooled),
+            "pending": PendingRound.from_state(state.pending, state.arrays) if state.pending else None,
         }
         log(INFO, "Resuming the run in %s after round %d", run.path, last_done)
+        if state.pending:  # one message per round: the next message carries this round's validation
+            log(
+                INFO,
+                "Round %d was trained before the stop; its validation comes with the next message",
+                last_done + 1,
+            )
     else:
         arrays, last_done = fresh, None
         if settings.init_model is not None:  # checked before a run folder exists

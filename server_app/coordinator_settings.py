@@ -36,6 +36,7 @@ from models.shared.run_config import (
     PATIENCE,
     PROXIMAL_MU,
     RESUME,
+    ROUND_MESSAGES,
     RUN_DIR,
     SECURE_AGGREGATION,
     SEED,
@@ -209,6 +210,8 @@ class ServerRunSettings:
     patience: int = 0
     """Rounds in a row without a better global model (server_app.run_record.best_model's rule) after which the
     run stops; 0: every round runs."""
+    round_messages: str = "one"
+    """Messages per site per round (run config `round-messages`): "one" or "two"; see `one_message`."""
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, object]) -> "ServerRunSettings":
@@ -240,9 +243,17 @@ class ServerRunSettings:
             tracking_uri=TRACKING_URI.read(run_config).strip(),
             max_cases=parse_max_cases(MAX_CASES.read(run_config)),
             patience=PATIENCE.read(run_config),
+            round_messages=ROUND_MESSAGES.read(run_config),
         )
         settings.check()
         return settings
+
+    @property
+    def one_message(self) -> bool:
+        """Whether a round sends each site one message, its validation of the previous round riding on the train
+        instruction. Under secure aggregation a round keeps its own evaluate message: the masked stage's reply
+        carries only what the SecAgg+ exchange defines, and the four-exchange train phase stays as it is."""
+        return self.round_messages == "one" and not self.strategy.secure_aggregation
 
     def check(self) -> None:
         """The checks across settings; ValueError names the setting and the fix."""

@@ -17,7 +17,7 @@ from site_app.round_replies import (
     describe_reply,
     evaluate_reply,
     local_model_reply,
-    train_reply,
+    round_reply,
 )
 from site_app.site_message import SiteMessage
 from site_app.update_masking import mask_update
@@ -36,8 +36,9 @@ def describe(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """One round of local training on the global model: weights and loss, or why the site's policy stops it."""
-    return Message(train_reply(SiteMessage.read(msg, context)), reply_to=msg)
+    """One round of local training on the global model: weights and loss, or why the site's policy stops it; first
+    the global model's validation when the instruction asks for it too (one message per round)."""
+    return Message(round_reply(SiteMessage.read(msg, context)), reply_to=msg)
 
 
 @app.evaluate()

@@ -1,4 +1,5 @@
-"""The content of each reply a site sends: its description, a training round, a validation round.
+"""The content of each reply a site sends: its description, a training round, a validation round (or both in one
+reply: `round_reply`).
 
 Replies carry weights and aggregates only: `num-examples` is the number of training cases (train) or validation
 cases (evaluate); per-case values, case ids and file names stay in the site's work folder. What may leave is set
@@ -18,9 +19,12 @@ asked, and validates the other consenting sites' local-only models (aggregates o
 refuses both, whatever the coordinator asks.
 """
 
-import torch
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+import traceback
 
+import torch
+from flwr.app import ConfigRecord, MessageType, MetricRecord, RecordDict
+
+from models.shared.round_reply import failed_validation, fuse_round_reply
 from models.shared.wire import (
     NUM_EXAMPLES,
     SITE_MIN_REPORT_CASES,
@@ -32,6 +36,7 @@ from models.shared.wire import (
 )
 from models.transport import encode
 from models.weights import to_record
+from site_app.disclosure.error_details import failure_reason
 from site_app.disclosure.evaluation_budget import spend_evaluation
 from site_app.disclosure.model_sharing import (
     NOT_CONSENTED,
@@ -130,6 +135,24 @@ def train_reply(message: SiteMessage) -> RecordDict:
     record_released(site.work, TRAINING, usable.cases)
     metrics = MetricRecord({TRAIN_LOSS: loss, NUM_EXAMPLES: len(chosen)})
     return RecordDict({Record.ARRAYS: arrays, Record.METRICS: metrics})
+
+
+def round_reply(message: SiteMessage) -> RecordDict:
+    """A train instruction's reply. When it also asks for the validation of the model it carries (the previous
+    round's global model, models.shared.wire.EVALUATE_ROUND), the site validates it first, exactly as that round's
+    evaluate instruction (same cases, seed, policy and evaluation budget), then trains on it; one reply holds
+    both (models.shared.round_reply). A validation that raises is kept in the site's log, as a failed evaluate
+    message's would be, and its part says only that it failed and the error's type; the training goes on."""
+    validated = message.evaluate_round()
+    if validated is None:
+        return train_reply(message)
+    try:
+        validation = evaluate_reply(message.for_validation(validated))
+    except Exception as error:  # noqa: BLE001 - as a failed evaluate message: details stay here, training goes on
+        detail = "".join(traceback.format_exception(error))
+        message.log.error("round %d: validation failed:\n%s", validated, detail)
+        validation = failed_validation(failure_reason(MessageType.EVALUATE, error))
+    return fuse_round_reply(train_reply(message), validation)
 
 
 def local_model_reply(message: SiteMessage) -> RecordDict:

@@ -2,13 +2,13 @@
 train or evaluate instruction, its config, round and the model side of the round (site_app.learning)."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from logging import Logger
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 
-from models.shared.wire import LR_SCALE, PROXIMAL_MU, RUN_KEY, SERVER_ROUND, Record
+from models.shared.wire import EVALUATE_ROUND, LR_SCALE, PROXIMAL_MU, RUN_KEY, SERVER_ROUND, Record
 from site_app.disclosure.policy import DisclosurePolicy, deployed
 from site_app.learning.federated_round import SiteRound
 from site_app.learning.run_state import run_state_dir
@@ -28,6 +28,8 @@ class SiteMessage:
     node_config: Mapping[str, object]
     log: Logger
     run_id: int
+    validated_round: int | None = None
+    """Set on the view of a train instruction that also validates (`for_validation`): the round validated."""
 
     @classmethod
     def read(cls, msg: Message, context: Context) -> "SiteMessage":
@@ -45,7 +47,25 @@ class SiteMessage:
 
     @property
     def server_round(self) -> int:
-        return int(self.config[SERVER_ROUND])
+        """The instruction's round; on the validation view of a train instruction, the round it validates."""
+        return self.validated_round if self.validated_round is not None else int(self.config[SERVER_ROUND])
+
+    def evaluate_round(self) -> int | None:
+        """The round whose validation rides on this train instruction (EVALUATE_ROUND), else None; it must be a
+        whole number from 0 to the round before the instruction's own."""
+        value = self.config.get(EVALUATE_ROUND)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < self.server_round:
+            raise ValueError(
+                f"the train instruction's `{EVALUATE_ROUND}` is {value!r}, expected a round before"
+                f" {self.server_round}"
+            )
+        return value
+
+    def for_validation(self, validated_round: int) -> "SiteMessage":
+        """This message as the evaluate instruction of `validated_round` would be: same model, same run."""
+        return replace(self, validated_round=validated_round)
 
     @property
     def incoming(self) -> ArrayRecord:

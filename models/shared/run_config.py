@@ -305,6 +305,19 @@ PATIENCE = RunSetting(
     " paired rule (the rule that picks best.pt); 0: run every round",
     0,
 )
+ROUND_MESSAGE_PATTERNS = ("one", "two")
+"""The values of `round-messages`: how many messages a round sends each site."""
+ROUND_MESSAGES = RunSetting(
+    "round-messages",
+    Owner.COORDINATOR,
+    str,
+    "one",
+    "messages per site per round: one (the train instruction of round r carries the model round r - 1 ended"
+    " with, which the site validates before training on it; one validate-only message after the last round) |"
+    " two (a train and then a validate message each round); same numbers either way. secure-aggregation always"
+    " uses two",
+    choices=ROUND_MESSAGE_PATTERNS,
+)
 SECURE_AGGREGATION = RunSetting(
     "secure-aggregation",
     Owner.COORDINATOR,
@@ -524,6 +537,7 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     LR_SCHEDULE,
     LR_FINAL_SHARE,
     PATIENCE,
+    ROUND_MESSAGES,
     SECURE_AGGREGATION,
     UPDATE_NORM_MEDIAN_FACTOR,
     UPDATE_MIN_COSINE,
@@ -604,6 +618,7 @@ RESUMABLE_CHANGES: tuple[RunSetting, ...] = (
     DESCRIBE_TIMEOUT_S,
     TRAIN_TIMEOUT_S,
     EVALUATE_TIMEOUT_S,
+    ROUND_MESSAGES,
     TRACKING_URI,
 )
 """The settings a resumed run may change: they decide when rounds run and where they are tracked, not what a round

@@ -14,6 +14,15 @@ by name, see Record):
                                  keys when the run has `local-baseline`, the personalized model's with
                                  `personalize-epochs`, num-examples)
 
+    train, one message per round (run config `round-messages` one; server_app.rounds.loop)
+                    instruction  as train, its CONFIG also {evaluate-round}: the global model it carries is the one
+                                 that round ended with; the site validates it first, exactly as an evaluate
+                                 instruction of that round, then trains on it
+                    reply        the train reply's records + the evaluate reply's VALIDATION and, reported, its
+                                 METRICS under VALIDATION_METRICS (models.shared.round_reply fuses and splits);
+                                 a validation that raised is VALIDATION {status failed, reason: the error's type
+                                 only}, and the training still replies
+
     train, with `secure-aggregation` (SecAgg+; server_app.rounds.secure_aggregation, site_app.update_masking):
                     four train messages per round, each with a SECAGG record {stage, …}: setup (→ the site's two
                     public keys), share-keys (the neighbours' keys → encrypted key shares), collect-masked-vectors
@@ -104,6 +113,8 @@ class Record:
     """MetricRecord of a describe reply: the site's data overview (Overview)."""
     SHARING = "sharing"
     """ConfigRecord of a local-model reply that carries no model: {status: refused, reason}."""
+    VALIDATION_METRICS = "validation-metrics"
+    """MetricRecord of a train reply that also validated (EVALUATE_ROUND): the evaluate reply's METRICS."""
     SECAGG = RECORD_KEY_CONFIGS
     """ConfigRecord of every message of a secure-aggregation round (Flower's SecAgg+ record, its keys Flower's
     secaggplus_constants.Key): the stage and its data, both ways; a masked train reply's masked vector."""
@@ -113,6 +124,11 @@ class Record:
 
 SERVER_ROUND = "server-round"
 """The round in an instruction's CONFIG record (set by Flower's FedAvg; 0: validating the initial model)."""
+
+EVALUATE_ROUND = "evaluate-round"
+"""In a train instruction's CONFIG when a round needs one message per site: the round whose validation rides on
+it (the previous one; 0: the initial model). The site validates the model the instruction carries as that round's
+evaluate instruction would have it validated, then trains on it."""
 
 NUM_EXAMPLES = "num-examples"
 """In every METRICS reply: training cases (train) or validated cases (evaluate); FedAvg weights by it."""

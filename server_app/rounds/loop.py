@@ -5,12 +5,20 @@ malformed reply, aggregates whatever arrived and always counts rounds from 1. Ea
   1. waits (up to wait-for-sites-s) until min-sites sites are online, else the run stops naming the offline ones;
   2. asks sites seen for the first time who they are (describe-timeout-s);
   3. train: every online site; the phase closes when all replied or train-timeout-s passed; each reply is
-     checked (server_app.rounds.reply_checks); with at least min-sites sound replies carrying weights the strategy
-     aggregates them, in site-name order so that a run is reproducible; otherwise the global model stays and the
-     reason is recorded (a site whose policy declined or refused the round is filed with its reason);
+     checked (server_app.rounds.reply_checks, through server_app.rounds.phase_replies); with at least min-sites
+     sound replies carrying weights the strategy aggregates them, in site-name order so that a run is
+     reproducible; otherwise the global model stays and the reason is recorded (a site whose policy declined or
+     refused the round is filed with its reason); under secure-aggregation: server_app.rounds.secure_aggregation;
   4. evaluate: every online site, likewise (evaluate-timeout-s); the pooled evaluation covers the reporting sites;
   5. writes one metrics.jsonl record per site (absent ones included), one rounds.jsonl record, models/latest.pt,
      models/best.pt (server_app.run_record.best_model) and then the round checkpoint (server_app.rounds.round_checkpoint).
+With `round-messages` one (the default; not under secure-aggregation), steps 3 and 4 travel in one message per
+site: round r's train instruction carries the model round r − 1 ended with and asks for its validation too
+(models.shared.wire.EVALUATE_ROUND); one reply holds both (models.shared.round_reply), each part checked and filed
+as its own phase, the validation under round r − 1, whose step 5 then runs; round r stays pending until then
+(server_app.rounds.pending_round, kept in the checkpoint written after each message). Round 0's validation rides
+on round 1's message; after the last round one evaluate message per site. The deadline of such a message is
+train-timeout-s + evaluate-timeout-s. An early stop at round r discards round r + 1, already trained.
 Round 0 is step 1, 2 and 4 for the initial model. Weights travel in the run's transport dtype (models.transport):
 training replies are checked against the global model's names and shapes with its float arrays in that dtype, and
 the strategy (server_app.strategies.transport_dtype.Transport) decodes them. The strategy only configures messages and aggregates, so any
@@ -22,41 +30,40 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from logging import ERROR, INFO, WARNING
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from models.shared.wire import OutsideLimit, Record, Status, Training, Validation
-from models.transport import as_sent
+from models.shared.round_reply import split_round_reply, validation_failure
+from models.shared.wire import EVALUATE_ROUND, OutsideLimit, Record, Status, Training, Validation
 from server_app.coordinator_settings import ServerRunSettings
 from server_app.rounds.cross_site import cross_site_matrix
-from server_app.rounds.grid_exchange import POLL_S, SelectedNodes, exchange
+from server_app.rounds.grid_exchange import SelectedNodes
 from server_app.rounds.participation import (
-    FROM_SUPERLINK,
     NOT_ONLINE,
     OK,
     SKIPPED,
     PhaseOutcome,
     RoundLedger,
-    answer_outcome,
     participation_line,
 )
+from server_app.rounds.pending_round import PendingRound
+from server_app.rounds.phase_replies import PhaseReplies
 from server_app.rounds.quorum import Presence, QuorumNotReached, online_sites, wait_for_quorum
 from server_app.rounds.reply_checks import (
     ArraySpec,
+    conform,
     evaluate_reply_problem,
     in_transport_dtype,
-    metric_name_outliers,
     model_spec,
+    too_few_replies,
     train_reply_problem,
     training_status,
     validation_status,
 )
 from server_app.rounds.round_checkpoint import RoundState, save_round_state, strategy_state
-from server_app.rounds.secure_aggregation import SecureTrainPhase, mean_reply
-from server_app.rounds.secure_sum import weight_caps
+from server_app.rounds.secure_aggregation import secure_train
 from server_app.rounds.site_directory import SiteDirectory
 from server_app.run_record.best_model import ended_early, site_scores
 from server_app.run_record.checkpoints import Checkpointer
@@ -119,33 +126,32 @@ class FederatedLoop:
     """(round, site name) → more fields for that site's metrics.jsonl record (bytes on the wire, privacy spent)."""
     saved_model: Callable[[ArrayRecord], ArrayRecord] | None = None
     """The global model as saved in models/ (e.g. whole, in the precision the sites got); default: as it is."""
+    pending: PendingRound | None = None
+    """A resumed run's round trained before the coordinator stopped, its validation not yet filed."""
+    _latest: ArrayRecord | None = field(default=None, init=False)
+    """The global model the round checkpoint holds: what a stopped run continues from."""
+    _opening: int = field(default=0, init=False)
+    """The round being started (named when it cannot start)."""
 
     def __post_init__(self) -> None:
+        self.replies = PhaseReplies(self.grid, self.directory, self.presence)
         if self.checkpointer is None:
             self.checkpointer = Checkpointer(self.run, self.model_preset)
 
     def run_rounds(self, arrays: ArrayRecord, last_done: int | None) -> Outcome:
         """Rounds after `last_done` (None: start with round 0) up to num_rounds; stops early without quorum."""
         spec = model_spec(arrays)
-        self.last_round = last_done
-        first = 0 if last_done is None else last_done + 1
-        for server_round in range(first, self.num_rounds + 1):
-            try:
-                arrays = self.round(server_round, arrays, spec)
-            except QuorumNotReached as error:
-                reason = f"round {server_round} could not start: {error}"
-                log(WARNING, "The run stops: %s", reason)
-                return Outcome(STOPPED, self.last_round, arrays, reason)
-            except EverySiteRefused as error:
-                log(ERROR, "The run stops: %s", error)
-                return Outcome(STOPPED, self.last_round, arrays, str(error))
-            self.last_round = server_round
-            if self.after_round is not None:
-                self.after_round()
-            plateau = self.checkpointer.best.plateau(server_round, self.settings.patience)
-            if plateau:
-                log(INFO, "The run stops early: %s", plateau)
-                break
+        self.last_round, self._latest = last_done, arrays
+        rounds = self._one_message_rounds if self.settings.one_message else self._two_message_rounds
+        try:
+            arrays = rounds(arrays, spec)
+        except QuorumNotReached as error:
+            reason = f"round {self._opening} could not start: {error}"
+            log(WARNING, "The run stops: %s", reason)
+            return Outcome(STOPPED, self.last_round, self._latest, reason)
+        except EverySiteRefused as error:
+            log(ERROR, "The run stops: %s", error)
+            return Outcome(STOPPED, self.last_round, self._latest, str(error))
         last = self.last_round if self.last_round is not None else self.num_rounds
         log(INFO, "%s after round %d", ROUNDS_FINISHED, last)
         cross_site_matrix(
@@ -160,11 +166,123 @@ class FederatedLoop:
         self.checkpointer.finish(last, self._saved(arrays))
         return Outcome(COMPLETED, last, arrays, ended_early(last, self.num_rounds, self.settings.patience))
 
+    def _two_message_rounds(self, arrays: ArrayRecord, spec: dict[str, ArraySpec]) -> ArrayRecord:
+        """Each round a train message (from round 1) and then an evaluate message to every online site."""
+        if self.pending is not None:  # resumed from a run that sent one message per round: validate its last
+            arrays, pending, self.pending = self.pending.arrays, self.pending, None
+            self._validate_only(pending)
+            if self._stops(pending.round):
+                return arrays
+        first = 0 if self.last_round is None else self.last_round + 1
+        for server_round in range(first, self.num_rounds + 1):
+            arrays = self.round(server_round, arrays, spec)
+            if self._stops(server_round):
+                break
+        return arrays
+
+    def _one_message_rounds(self, arrays: ArrayRecord, spec: dict[str, ArraySpec]) -> ArrayRecord:
+        """Each round one train message to every online site, carrying the validation of the round before (round
+        0's rides on round 1's); after the last round one evaluate message. A round's results are complete, and
+        filed under its own number, when its validation arrives; an early stop discards the round trained since."""
+        pending = self.pending
+        if pending is None and self.last_round is None:
+            pending = PendingRound(0, RoundLedger(0), {"round": 0, "started_utc": _now()}, arrays)
+        first = (pending.round if pending is not None else self.last_round) + 1
+        for server_round in range(first, self.num_rounds + 1):
+            evaluated = pending
+            pending = self._train_and_validate(server_round, arrays, evaluated, spec)
+            arrays = pending.arrays
+            if evaluated is not None and self._stops(evaluated.round):
+                return evaluated.arrays
+        if pending is not None:
+            self._validate_only(pending)
+            self._stops(pending.round)
+            arrays = pending.arrays
+        return arrays
+
+    def _stops(self, server_round: int) -> bool:
+        """After round `server_round`'s results are filed: summary.json, then whether the run stops early."""
+        if self.after_round is not None:
+            self.after_round()
+        plateau = self.checkpointer.best.plateau(server_round, self.settings.patience)
+        if plateau:
+            log(INFO, "The run stops early: %s", plateau)
+        return bool(plateau)
+
     def round(self, server_round: int, arrays: ArrayRecord, spec: dict[str, ArraySpec]) -> ArrayRecord:
+        """One round of two messages per site: train (from round 1), then evaluate the aggregate."""
+        ledger = RoundLedger(server_round)
+        selected, summary = self._open(ledger, train=server_round > 0, validating=ledger)
+        if server_round > 0:
+            arrays, summary["train"] = self._train(server_round, arrays, spec, selected, ledger)
+        self._validate_only(PendingRound(server_round, ledger, summary, arrays))
+        return arrays
+
+    def _train_and_validate(
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        evaluated: PendingRound | None,
+        spec: dict[str, ArraySpec],
+    ) -> PendingRound:
+        """Round `server_round`'s one message per site: the train instruction on `arrays`, also asking for the
+        validation of `arrays` as round `evaluated`'s (None: nothing left to validate), whose results are then
+        complete. Returns the round just trained, its validation pending."""
+        ledger = RoundLedger(server_round)
+        selected, summary = self._open(
+            ledger, train=True, validating=evaluated.ledger if evaluated is not None else None
+        )
+        self._absent(selected, ledger, "train")
+        config = ConfigRecord(dict(self.train_config))
+        if evaluated is not None:
+            evaluated.summary.setdefault("online", summary["online"])
+            self._absent(selected, evaluated.ledger, "evaluate")
+            config[EVALUATE_ROUND] = evaluated.round
+        view = SelectedNodes(self.grid, selected)
+        messages = list(self.strategy.configure_train(server_round, arrays, config, view)) if selected else []
+        timeout_s = self.settings.train_timeout_s + self.settings.evaluate_timeout_s
+        replies, missing = self.replies.answers(server_round, messages, timeout_s)
+        parts = {node: split_round_reply(reply.content) for node, reply in replies.items()}
+        if evaluated is not None:
+            failed = {
+                node: PhaseOutcome(Status.FAILED, reason)
+                for node, (_, part) in parts.items()
+                if (reason := validation_failure(part)) is not None
+            }
+            sound, absent = self.replies.checked(
+                evaluated.round,
+                "evaluate",
+                {n: _with_content(replies[n], part) for n, (_, part) in parts.items() if n not in failed},
+                {**missing, **failed},
+                self._evaluate_problem,
+            )
+            evaluated.summary["evaluate"] = self._file_evaluation(
+                evaluated.round, selected, evaluated.ledger, messages, sound, absent
+            )
+            replies = {node: _with_content(replies[node], part) for node, (part, _) in parts.items()}
+        sound, absent = self.replies.checked(
+            server_round, "train", replies, missing, self._train_problem(spec)
+        )
+        trained, summary["train"] = self._trained(
+            server_round, arrays, spec, selected, ledger, messages, sound, absent
+        )
+        pending = PendingRound(server_round, ledger, summary, trained)
+        closed = self._close(evaluated) if evaluated is not None else None
+        save_round_state(self.run.path, self.state(server_round - 1, trained, pending))
+        self._latest = trained
+        if closed is not None:
+            log(INFO, "%s", closed)
+        return pending
+
+    def _open(
+        self, ledger: RoundLedger, *, train: bool, validating: RoundLedger | None
+    ) -> tuple[dict[int, str], dict]:
+        """Start round `ledger.round`: the quorum, the sites described (the others filed under its training when
+        `train` and under `validating`'s evaluation), its rounds.jsonl summary so far."""
+        server_round = self._opening = ledger.round
         log(INFO, "")
         log(INFO, "[ROUND %s/%s]", server_round, self.num_rounds)
         started = _now()
-        ledger = RoundLedger(server_round)
         online = wait_for_quorum(
             self.grid,
             self.directory,
@@ -173,29 +291,36 @@ class FederatedLoop:
             wait_s=self.settings.wait_for_sites_s,
             expected=self.settings.expected_sites,
         )
-        selected = self._described(online, ledger, train_too=server_round > 0)
+        selected = self._described(online, train=ledger if train else None, evaluate=validating)
         if not selected and online and set(online) <= self.directory.refused:
             raise EverySiteRefused(sorted(self.directory.name(node) for node in online))
         names = sorted(
             self.directory.name(n) if self.directory.knows(n) else label for n, label in online.items()
         )
-        summary = {"round": server_round, "started_utc": started, "online": names}
-        if server_round > 0:
-            arrays, summary["train"] = self._train(server_round, arrays, spec, selected, ledger)
-        selected = self._described(self._online(), ledger, train_too=False)
-        summary["evaluate"] = self._evaluate(server_round, arrays, selected, ledger)
+        return selected, {"round": server_round, "started_utc": started, "online": names}
 
+    def _validate_only(self, pending: PendingRound) -> None:
+        """An evaluate message to every online site for `pending`'s model; its results are then complete."""
+        selected = self._described(self._online(), train=None, evaluate=pending.ledger)
+        pending.summary["evaluate"] = self._evaluate(pending.round, pending.arrays, selected, pending.ledger)
+        closed = self._close(pending)
+        save_round_state(self.run.path, self.state(pending.round, pending.arrays))
+        self._latest = pending.arrays
+        log(INFO, "%s", closed)
+
+    def _close(self, done: PendingRound) -> str:
+        """A round's results: one metrics.jsonl record per site, its rounds.jsonl record, latest.pt / best.pt;
+        returns its participation line, which the caller logs once the round checkpoint is written."""
         everyone = self._everyone()
-        records = ledger.records(everyone)
+        records = done.ledger.records(everyone)
         for record in records:
             if self.record_extras is not None:
-                record.update(self.record_extras(server_round, record["site"]))
+                record.update(self.record_extras(done.round, record["site"]))
             self.run.append_metrics(record)
-        self.run.append_round({**summary, "ended_utc": _now()})
-        self.checkpointer(server_round, self._saved(arrays), site_scores(records))
-        save_round_state(self.run.path, self.state(server_round, arrays))
-        log(INFO, "%s", participation_line(ledger, everyone, self.presence.last_heard_text()))
-        return arrays
+        self.run.append_round({**done.summary, "ended_utc": _now()})
+        self.checkpointer(done.round, self._saved(done.arrays), site_scores(records))
+        self.last_round = done.round
+        return participation_line(done.ledger, everyone, self.presence.last_heard_text())
 
     def _saved(self, arrays: ArrayRecord) -> ArrayRecord:
         return arrays if self.saved_model is None else self.saved_model(arrays)
@@ -208,62 +333,29 @@ class FederatedLoop:
     def _everyone(self) -> set[str]:
         return set(self.settings.expected_sites) | set(self.directory.names) | set(self.presence.last_heard)
 
-    def _described(self, online: dict[int, str], ledger: RoundLedger, *, train_too: bool) -> dict[int, str]:
-        """The online nodes that said who they are (node → site); the others are filed with why not."""
+    def _described(
+        self, online: dict[int, str], *, train: RoundLedger | None, evaluate: RoundLedger | None
+    ) -> dict[int, str]:
+        """The online nodes that said who they are (node → site); the others are filed with why not, under
+        `train`'s training and `evaluate`'s evaluation."""
         failures = self.directory.describe(self.grid, online, self.settings.describe_timeout_s)
         for node, outcome in failures.items():
-            site = ledger.site(online[node])
-            site.evaluate = PhaseOutcome(outcome.status, f"not described ({outcome.reason})")
-            if train_too:
-                site.train = site.evaluate
+            missed = PhaseOutcome(outcome.status, f"not described ({outcome.reason})")
+            if evaluate is not None:
+                evaluate.site(online[node]).evaluate = missed
+            if train is not None:
+                train.site(online[node]).train = missed
         return {node: self.directory.name(node) for node in online if self.directory.knows(node)}
 
-    def _collect(
-        self,
-        server_round: int,
-        phase: str,
-        messages: list[Message],
-        timeout_s: float,
-        problem_of,
-        poll_s: float = POLL_S,
-    ) -> tuple[dict[int, Message], dict[int, PhaseOutcome]]:
-        """Send, wait (≤ timeout_s), check: node → sound reply (in site order), node → outcome of the others (a
-        site's gate refusing the run's app is filed as a refusal too: SiteDirectory.note_refusal)."""
-        answers = exchange(self.grid, messages, timeout_s, poll_s=poll_s)
-        heard = datetime.now().timestamp()
-        for node, reply in answers.replies.items():
-            if reply is not None and not (reply.has_error() and reply.error.code in FROM_SUPERLINK):
-                self.presence.heard(self.directory.name(node), heard)  # the site itself answered
-        sound, absent = {}, {}
-        for message in sorted(messages, key=lambda m: self.directory.name(m.metadata.dst_node_id)):
-            node = message.metadata.dst_node_id
-            reply = answers.replies.get(node)
-            outcome = self.directory.note_refusal(node, reply, server_round) or answer_outcome(
-                reply, timeout_s
-            )
-            if outcome is None and (problem := problem_of(node, reply)):
-                outcome = PhaseOutcome(Status.DROPPED, problem)
-            if outcome is None:
-                sound[node] = reply
-            else:
-                absent[node] = outcome
-        for node, why in metric_name_outliers({n: r.content for n, r in sound.items()}).items():
-            absent[node] = PhaseOutcome(Status.DROPPED, why)
-            del sound[node]
-        for node, outcome in absent.items():
-            name = self.directory.name(node)
-            if outcome.status == Status.DROPPED:
-                log(
-                    WARNING,
-                    "Round %d: dropping the %s reply of site %s: %s",
-                    server_round,
-                    phase,
-                    name,
-                    outcome.reason,
-                )
-            else:
-                log(WARNING, "Round %d: site %s missed %s: %s", server_round, name, phase, outcome.text())
-        return sound, absent
+    def _train_problem(self, spec: dict[str, ArraySpec]):
+        """What is wrong with a train reply (reply_checks.train_reply_problem), in the transport dtype."""
+        sent_spec = in_transport_dtype(spec, self.transport_dtype)
+        return lambda node, reply: train_reply_problem(
+            reply.content, sent_spec, self.directory.usable_cases(node)
+        )
+
+    def _evaluate_problem(self, node: int, reply: Message) -> str | None:
+        return evaluate_reply_problem(reply.content, self.directory.usable_cases(node))
 
     def _absent(self, selected: dict[int, str], ledger: RoundLedger, phase: str) -> None:
         """Sites of the federation not selected for `phase` (and not filed otherwise) were not online."""
@@ -287,27 +379,36 @@ class FederatedLoop:
             if selected
             else []
         )
-        sent_spec = in_transport_dtype(spec, self.transport_dtype)
         if self.settings.strategy.secure_aggregation and messages:
-            return self._secure_train(server_round, arrays, spec, selected, ledger, messages)
-        sound, absent = self._collect(
-            server_round,
-            "train",
-            messages,
-            self.settings.train_timeout_s,
-            lambda node, reply: train_reply_problem(
-                reply.content, sent_spec, self.directory.usable_cases(node)
-            ),
+            return secure_train(self, server_round, arrays, spec, selected, ledger, messages)
+        sound, absent = self.replies.collect(
+            server_round, "train", messages, self.settings.train_timeout_s, self._train_problem(spec)
         )
+        return self._trained(server_round, arrays, spec, selected, ledger, messages, sound, absent)
+
+    def _trained(
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        spec: dict[str, ArraySpec],
+        selected: dict[int, str],
+        ledger: RoundLedger,
+        messages: list[Message],
+        sound: dict[int, Message],
+        absent: dict[int, PhaseOutcome],
+    ) -> tuple[ArrayRecord, dict]:
+        """File the training outcomes and aggregate the sound replies into the next global model."""
         for node, outcome in absent.items():
             ledger.site(selected[node]).train = outcome
         for node, reply in list(sound.items()):
-            if not self._file_training(server_round, ledger, selected[node], reply):
+            if not self.file_training(server_round, ledger, selected[node], reply):
                 del sound[node]
         used = [selected[node] for node in sound]
         record = {"asked": sorted(selected[m.metadata.dst_node_id] for m in messages), "sound": used}
         if len(sound) < self.settings.min_sites:
-            return arrays, record | self._unchanged(server_round, _too_few_replies(len(sound), self.settings))
+            return arrays, record | self.unchanged(
+                server_round, too_few_replies(len(sound), self.settings.min_sites)
+            )
         aggregated, _ = self.strategy.aggregate_train(server_round, list(sound.values()))
         if aggregated is None:
             reason = "the strategy returned no model"
@@ -316,7 +417,7 @@ class FederatedLoop:
         log(INFO, "Round %d: global model updated from %s", server_round, ", ".join(used))
         return conform(aggregated, spec), record | {"aggregated": True, "reason": ""}
 
-    def _file_training(self, server_round: int, ledger: RoundLedger, name: str, reply: Message) -> bool:
+    def file_training(self, server_round: int, ledger: RoundLedger, name: str, reply: Message) -> bool:
         """File a sound train reply in the ledger; False when the site's policy declined or refused the round."""
         site = ledger.site(name)
         status = training_status(reply.content)
@@ -333,52 +434,9 @@ class FederatedLoop:
         log(WARNING, "Round %d: site %s %s to train: %s", server_round, name, status, reason)
         return False
 
-    def _unchanged(self, server_round: int, reason: str) -> dict:
+    def unchanged(self, server_round: int, reason: str) -> dict:
         log(WARNING, "Round %d: global model unchanged: %s", server_round, reason)
         return {"aggregated": False, "reason": reason}
-
-    def _secure_train(
-        self,
-        server_round: int,
-        arrays: ArrayRecord,
-        spec: dict[str, ArraySpec],
-        selected: dict[int, str],
-        ledger: RoundLedger,
-        messages: list[Message],
-    ) -> tuple[ArrayRecord, dict]:
-        """The training phase under secure aggregation (server_app.rounds.secure_aggregation): the strategy
-        aggregates one reply, the unmasked weighted mean of the sites' updates."""
-        strategy = self.settings.strategy
-        phase = SecureTrainPhase(
-            lambda phase, sent, timeout_s, problem_of, poll_s: self._collect(
-                server_round, phase, sent, timeout_s, problem_of, poll_s
-            ),
-            server_round,
-            key_timeout_s=self.settings.describe_timeout_s,
-            train_timeout_s=self.settings.train_timeout_s,
-            norm_bound=strategy.update_norm_bound,
-        )
-        caps = weight_caps(
-            {node: self.directory.usable_cases(node) for node in selected}, strategy.max_site_weight
-        )
-        sent_spec = in_transport_dtype(spec, self.transport_dtype)
-        outcome = phase.run(messages, caps, sent_spec, self.directory.usable_cases)
-        for node, absence in outcome.absent.items():
-            ledger.site(selected[node]).train = absence
-        for node, reply in {**outcome.stopped, **outcome.masked}.items():
-            self._file_training(server_round, ledger, selected[node], reply)
-        used = [selected[node] for node in sorted(outcome.masked, key=selected.get)]
-        record = {"asked": sorted(selected.values()), "sound": used, "secure_aggregation": True}
-        if outcome.mean is None:
-            return arrays, record | self._unchanged(server_round, outcome.reason)
-        if len(outcome.masked) < self.settings.min_sites:
-            return arrays, record | self._unchanged(server_round, _too_few_replies(len(used), self.settings))
-        sent = {name: array.numpy() for name, array in as_sent(arrays, self.transport_dtype).items()}
-        aggregated, _ = self.strategy.aggregate_train(server_round, [mean_reply(outcome, sent, messages[0])])
-        if aggregated is None:
-            return arrays, record | self._unchanged(server_round, "the strategy returned no model")
-        log(INFO, "Round %d: global model updated from the masked sum of %s", server_round, ", ".join(used))
-        return conform(aggregated, spec), record | {"aggregated": True, "reason": ""}
 
     def _evaluate(
         self, server_round: int, arrays: ArrayRecord, selected: dict[int, str], ledger: RoundLedger
@@ -390,13 +448,21 @@ class FederatedLoop:
             if selected
             else []
         )
-        sound, absent = self._collect(
-            server_round,
-            "evaluate",
-            messages,
-            self.settings.evaluate_timeout_s,
-            lambda node, reply: evaluate_reply_problem(reply.content, self.directory.usable_cases(node)),
+        sound, absent = self.replies.collect(
+            server_round, "evaluate", messages, self.settings.evaluate_timeout_s, self._evaluate_problem
         )
+        return self._file_evaluation(server_round, selected, ledger, messages, sound, absent)
+
+    def _file_evaluation(
+        self,
+        server_round: int,
+        selected: dict[int, str],
+        ledger: RoundLedger,
+        messages: list[Message],
+        sound: dict[int, Message],
+        absent: dict[int, PhaseOutcome],
+    ) -> dict:
+        """File the evaluate outcomes of round `server_round` and pool the sound replies."""
         for node, outcome in absent.items():
             ledger.site(selected[node]).evaluate = outcome
         for node, reply in sound.items():
@@ -422,7 +488,10 @@ class FederatedLoop:
             "sound": [selected[n] for n in sound],
         }
 
-    def state(self, server_round: int, arrays: ArrayRecord) -> RoundState:
+    def state(
+        self, server_round: int, arrays: ArrayRecord, pending: PendingRound | None = None
+    ) -> RoundState:
+        """The round checkpoint after round `server_round`'s results (and `pending`, trained since)."""
         return RoundState(
             round=server_round,
             arrays=arrays,
@@ -432,21 +501,13 @@ class FederatedLoop:
             sites=self.directory.state(),
             presence=self.presence.state(),
             pooled=dict(self.pooled),
+            pending=pending.state() if pending is not None else None,
         )
 
 
-def conform(arrays: ArrayRecord, spec: dict[str, ArraySpec]) -> ArrayRecord:
-    """The aggregate in the global model's dtypes (FedAvg returns integer arrays as float64), in its order."""
-    return ArrayRecord(
-        {
-            name: Array(np.asarray(arrays[name].numpy(), dtype=expected.dtype))
-            for name, expected in spec.items()
-        }
-    )
-
-
-def _too_few_replies(count: int, settings: ServerRunSettings) -> str:
-    return f"{count} sound training {'reply' if count == 1 else 'replies'}, fewer than min-sites {settings.min_sites}"
+def _with_content(reply: Message, content: RecordDict) -> Message:
+    """`reply` with other content: one part of a reply that answered two phases."""
+    return Message(metadata=reply.metadata, content=content)
 
 
 def _now() -> str:

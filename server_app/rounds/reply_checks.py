@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from models.shared.wire import (
     EVALUATE_STATUSES,
@@ -197,3 +197,18 @@ def metric_name_outliers(contents: Mapping[K, RecordDict]) -> dict[K, str]:
         for key, keys in key_sets.items()
         if keys != usual
     }
+
+
+def conform(arrays: ArrayRecord, spec: dict[str, ArraySpec]) -> ArrayRecord:
+    """The aggregate in the global model's dtypes (FedAvg returns integer arrays as float64), in its order."""
+    return ArrayRecord(
+        {
+            name: Array(np.asarray(arrays[name].numpy(), dtype=expected.dtype))
+            for name, expected in spec.items()
+        }
+    )
+
+
+def too_few_replies(count: int, min_sites: int) -> str:
+    """Why the global model stays: fewer sound training replies than the quorum."""
+    return f"{count} sound training {'reply' if count == 1 else 'replies'}, fewer than min-sites {min_sites}"

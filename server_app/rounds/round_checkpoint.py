@@ -5,7 +5,9 @@ from 1, so a resumed run is a new Flower run that starts at the saved round (ser
 round the ServerApp writes RUN_DIR/state/checkpoint.pt, atomically (temp file, fsync, rename): the round number,
 the global model (each array with its own dtype, so a resumed run continues bit for bit), the strategy's state
 (`strategy.state_dict()` when the strategy has one, e.g. server optimiser moments; restored with
-`load_state_dict`), the best round so far, the site map and when each site was last seen.
+`load_state_dict`), the best round so far, the site map and when each site was last seen. When a round sends one message per site,
+the checkpoint is written after each message and also holds the round trained in it whose validation rides on the
+next message (`pending`); the global model it holds is then that round's, the model the next message carries.
 
 The file loads with `torch.load(weights_only=True)`: tensors, numbers, strings, lists and dicts only. NumPy
 arrays in a strategy's state are stored as tensors and given back as NumPy arrays.
@@ -38,6 +40,9 @@ class RoundState:
     presence: dict
     pooled: dict[int, dict]
     """Round → the pooled validation over the reporting sites (summary.json's weighted_mean)."""
+    pending: dict | None = None
+    """Round `round` + 1, trained and awaiting its validation (server_app.rounds.pending_round), when the run
+    sends one message per round; `arrays` is then its global model. None: `arrays` is round `round`'s."""
 
 
 class CheckpointError(ValueError):
@@ -56,6 +61,7 @@ def save_round_state(run_dir: Path, state: RoundState) -> Path:
         "sites": state.sites,
         "presence": state.presence,
         "pooled": {int(k): dict(v) for k, v in state.pooled.items()},
+        "pending": state.pending,
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -84,6 +90,7 @@ def load_round_state(run_dir: Path) -> RoundState:
         sites=payload["sites"],
         presence=payload["presence"],
         pooled={int(k): v for k, v in payload["pooled"].items()},
+        pending=payload.get("pending"),
     )
 
 

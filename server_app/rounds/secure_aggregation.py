@@ -32,7 +32,7 @@ masking). Precision: values are quantized to update-norm-bound / 2^21 with unbia
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from logging import INFO
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -40,9 +40,16 @@ from flwr.common.logger import log
 from flwr.common.secure_aggregation.secaggplus_constants import Key, Stage
 
 from models.shared.wire import NUM_EXAMPLES, TRAIN_LOSS, Record, SecureUpdate
+from models.transport import as_sent
 from server_app.rounds.grid_exchange import POLL_S
-from server_app.rounds.participation import PhaseOutcome
-from server_app.rounds.reply_checks import ArraySpec, training_status
+from server_app.rounds.participation import PhaseOutcome, RoundLedger
+from server_app.rounds.reply_checks import (
+    ArraySpec,
+    conform,
+    in_transport_dtype,
+    too_few_replies,
+    training_status,
+)
 from server_app.rounds.secure_sum import (
     NotEnoughShares,
     Protocol,
@@ -50,7 +57,11 @@ from server_app.rounds.secure_sum import (
     masked_vector,
     summed,
     unmasked_mean,
+    weight_caps,
 )
+
+if TYPE_CHECKING:  # the loop calls secure_train; only its type is needed here
+    from server_app.rounds.loop import FederatedLoop
 
 KEY_POLL_S = 0.2
 """How often the short key stages look for replies (the sites answer them in milliseconds)."""
@@ -60,7 +71,7 @@ Collect = Callable[
     tuple[dict[int, Message], dict[int, PhaseOutcome]],
 ]
 """(phase, messages, deadline, problem of a node's reply, poll interval) → sound replies, outcomes of the others
-(server_app.rounds.loop.FederatedLoop._collect)."""
+(server_app.rounds.phase_replies.PhaseReplies.collect)."""
 
 
 @dataclass
@@ -301,3 +312,49 @@ def _unmask_problem(node: int, reply: Message) -> str | None:
     if not isinstance(owners, list) or not isinstance(pieces, list) or len(owners) != len(pieces):
         return "its unmask reply does not pair sites with shares"
     return None
+
+
+def secure_train(
+    loop: "FederatedLoop",
+    server_round: int,
+    arrays: ArrayRecord,
+    spec: dict[str, ArraySpec],
+    selected: dict[int, str],
+    ledger: RoundLedger,
+    messages: list[Message],
+) -> tuple[ArrayRecord, dict]:
+    """The training phase of `loop`'s round under secure aggregation: the strategy aggregates one reply, the
+    unmasked weighted mean of the sites' updates."""
+    strategy = loop.settings.strategy
+    phase = SecureTrainPhase(
+        lambda phase, sent, timeout_s, problem_of, poll_s: loop.replies.collect(
+            server_round, phase, sent, timeout_s, problem_of, poll_s
+        ),
+        server_round,
+        key_timeout_s=loop.settings.describe_timeout_s,
+        train_timeout_s=loop.settings.train_timeout_s,
+        norm_bound=strategy.update_norm_bound,
+    )
+    caps = weight_caps(
+        {node: loop.directory.usable_cases(node) for node in selected}, strategy.max_site_weight
+    )
+    sent_spec = in_transport_dtype(spec, loop.transport_dtype)
+    outcome = phase.run(messages, caps, sent_spec, loop.directory.usable_cases)
+    for node, absence in outcome.absent.items():
+        ledger.site(selected[node]).train = absence
+    for node, reply in {**outcome.stopped, **outcome.masked}.items():
+        loop.file_training(server_round, ledger, selected[node], reply)
+    used = [selected[node] for node in sorted(outcome.masked, key=selected.get)]
+    record = {"asked": sorted(selected.values()), "sound": used, "secure_aggregation": True}
+    if outcome.mean is None:
+        return arrays, record | loop.unchanged(server_round, outcome.reason)
+    if len(outcome.masked) < loop.settings.min_sites:
+        return arrays, record | loop.unchanged(
+            server_round, too_few_replies(len(used), loop.settings.min_sites)
+        )
+    sent = {name: array.numpy() for name, array in as_sent(arrays, loop.transport_dtype).items()}
+    aggregated, _ = loop.strategy.aggregate_train(server_round, [mean_reply(outcome, sent, messages[0])])
+    if aggregated is None:
+        return arrays, record | loop.unchanged(server_round, "the strategy returned no model")
+    log(INFO, "Round %d: global model updated from the masked sum of %s", server_round, ", ".join(used))
+    return conform(aggregated, spec), record | {"aggregated": True, "reason": ""}

@@ -33,9 +33,14 @@ def keep_details_local(msg: Message, context: Context, call_next: ClientAppCalla
             )
         except Exception:  # noqa: BLE001 - the site's paths themselves are what failed: no case data is involved
             print(f"[oncofed site] {msg.metadata.message_type} failed:\n{detail}", file=sys.stderr)
-        reason = f"site failed in {msg.metadata.message_type} ({type(error).__name__}); details are in the site log"
+        reason = failure_reason(msg.metadata.message_type, error)
         return Message(Error(code=ERROR_CODE_SITE_FAILED, reason=reason), reply_to=msg)
     return reply
+
+
+def failure_reason(kind: str, error: BaseException) -> str:
+    """What the coordinator learns of a failure: the phase and the exception's type, no file, case or value."""
+    return f"site failed in {kind} ({type(error).__name__}); details are in the site log"
 
 
 def _refuse_non_finite(reply: Message) -> None:

@@ -8,7 +8,9 @@ tests/integration (test_federation_resilience.py).
 
 A site's script gets the message and returns its reply content (a RecordDict), an Error, or None to never answer.
 The default script trains by adding the site's offset to every array, validates with a fixed Dice, and describes
-itself with a usable case count.
+itself with a usable case count. A train instruction that also asks for a validation (one message per round) is
+answered as the site does: the evaluate script on the instruction as that round's evaluate one, then the train
+script, fused into one reply (an Error or no answer from either is the reply).
 """
 
 import itertools
@@ -23,6 +25,8 @@ from flwr.proto.node_pb2 import NodeInfo
 from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+
+from models.shared.round_reply import fuse_round_reply
 
 Script = Callable[[Message], RecordDict | Error | None]
 
@@ -48,6 +52,18 @@ def validated(dice: float, n_cases: int) -> RecordDict:
             ),
         }
     )
+
+
+def as_evaluate(message: Message, server_round: int) -> Message:
+    """The evaluate instruction a train instruction that also validates stands for (one message per round)."""
+    config = message.content["config"]
+    content = RecordDict(
+        {
+            "arrays": message.content["arrays"],
+            "config": ConfigRecord({"server-round": server_round, "run-key": config.get("run-key", "")}),
+        }
+    )
+    return Message(content, dst_node_id=message.metadata.dst_node_id, message_type="evaluate")
 
 
 def described(name: str, usable: int) -> RecordDict:
@@ -100,7 +116,16 @@ class ScriptedSite:
                 self.cross_evaluate(message) if self.cross_evaluate else validated(self.dice, self.val_cases)
             )
         if kind == "train":
-            return self.train(message) if self.train else trained(message, self.offset, self.train_cases)
+            evaluated = config.get(
+                "evaluate-round"
+            )  # one message per round: validate first, as the site does
+            validation = self.answer(as_evaluate(message, evaluated)) if evaluated is not None else None
+            if validation is not None and not isinstance(validation, RecordDict):
+                return validation
+            training = self.train(message) if self.train else trained(message, self.offset, self.train_cases)
+            if validation is None or not isinstance(training, RecordDict):
+                return training
+            return fuse_round_reply(training, validation)
         if kind == "evaluate":
             return self.evaluate(message) if self.evaluate else validated(self.dice, self.val_cases)
         return Error(code=0, reason=f"unexpected {kind}")

@@ -200,7 +200,8 @@ def test_a_silent_site_is_cut_off_at_the_deadline(tmp_path, flower_task):
     sites = three_sites(n13={"train": lambda message: None})
     started = time.monotonic()
     run_federation(
-        ScriptedGrid(sites), run_config(tmp_path / "run", num_server_rounds=1, train_timeout_s=0.5)
+        ScriptedGrid(sites),
+        run_config(tmp_path / "run", num_server_rounds=1, train_timeout_s=0.5, round_messages="two"),
     )
 
     assert time.monotonic() - started >= 0.5
@@ -239,7 +240,9 @@ def test_a_site_that_comes_back_is_selected_again(tmp_path, flower_task):
 
 def test_without_quorum_the_run_stops_naming_the_offline_sites(tmp_path, flower_task):
     sites = three_sites(n12={"online": False}, n13={"online": False})
-    outcome = run_federation(ScriptedGrid(sites), run_config(tmp_path / "run", wait_for_sites_s=0.5))
+    outcome = run_federation(
+        ScriptedGrid(sites), run_config(tmp_path / "run", wait_for_sites_s=0.5, round_messages="two")
+    )
 
     assert outcome.status == "stopped" and outcome.last_round is None
     assert outcome.reason.startswith("round 0 could not start: only 1 of 3 sites online after waiting")
@@ -275,7 +278,9 @@ def test_a_run_that_loses_its_quorum_stops_after_the_last_complete_round(tmp_pat
     sites[11].train = lambda m: (
         last_round(m) if m.content["config"]["server-round"] == 2 else trained(m, 0.1, 2)
     )
-    outcome = run_federation(ScriptedGrid(sites), run_config(tmp_path / "run", num_server_rounds=4))
+    outcome = run_federation(
+        ScriptedGrid(sites), run_config(tmp_path / "run", num_server_rounds=4, round_messages="two")
+    )
 
     assert outcome.status == "stopped" and outcome.last_round == 2
     assert "round 3 could not start" in outcome.reason and "offline: hospital-b, hospital-c" in outcome.reason
@@ -286,9 +291,14 @@ class CoordinatorDied(Exception):
     pass
 
 
-def test_resume_continues_without_repeating_or_losing_a_round(tmp_path, flower_task):
+@pytest.mark.parametrize(("messages", "checkpointed"), [("two", 2), ("one", 1)])
+def test_resume_continues_without_repeating_or_losing_a_round(tmp_path, flower_task, messages, checkpointed):
+    """With one message per round the checkpoint of round 2's message holds round 1's results and round 2's
+    model, whose validation the resumed run's round-3 message carries."""
     uninterrupted = tmp_path / "uninterrupted"
-    run_federation(ScriptedGrid(three_sites()), run_config(uninterrupted, num_server_rounds=4))
+    run_federation(
+        ScriptedGrid(three_sites()), run_config(uninterrupted, num_server_rounds=4, round_messages=messages)
+    )
 
     # The coordinator dies during round 3, after a site's record of round 3 was written
     interrupted = tmp_path / "interrupted"
@@ -305,13 +315,16 @@ def test_resume_continues_without_repeating_or_losing_a_round(tmp_path, flower_t
 
     sites[11].train = die_in_round_3
     with pytest.raises(CoordinatorDied):
-        run_federation(ScriptedGrid(sites), run_config(interrupted, num_server_rounds=4))
+        run_federation(
+            ScriptedGrid(sites), run_config(interrupted, num_server_rounds=4, round_messages=messages)
+        )
     assert json.loads((interrupted / "summary.json").read_text())["status"] == "failed"
 
     # A new coordinator (new node ids, as in a new simulation) continues the run in its folder
     renumbered = {node + 100: site for node, site in three_sites().items()}
     outcome = run_federation(
-        ScriptedGrid(renumbered), run_config(interrupted, num_server_rounds=4, resume=True)
+        ScriptedGrid(renumbered),
+        run_config(interrupted, num_server_rounds=4, resume=True, round_messages=messages),
     )
 
     assert outcome.status == "completed" and outcome.last_round == 4
@@ -324,7 +337,9 @@ def test_resume_continues_without_repeating_or_losing_a_round(tmp_path, flower_t
     assert len(discarded) == 2
     assert [rnd for kind, rnd, _ in renumbered[111].received if kind == "train"] == [3, 4]
     config = json.loads((interrupted / "config.json").read_text())
-    assert config["resumed"][0]["after_round"] == 2 and config["resumed"][0]["records_discarded"] == 2
+    assert (
+        config["resumed"][0]["after_round"] == checkpointed and config["resumed"][0]["records_discarded"] == 2
+    )
 
 
 def test_resume_needs_a_checkpoint_of_the_same_preset(tmp_path, flower_task):

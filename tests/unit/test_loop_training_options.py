@@ -33,7 +33,9 @@ def test_float16_replies_are_checked_in_the_transport_dtype_and_every_record_has
     runs = {}
     for dtype in ("float32", "float16"):
         run_dir = tmp_path / dtype
-        outcome = run_federation(two_sites(), run_config(run_dir, **{"transport-dtype": dtype}))
+        outcome = run_federation(
+            two_sites(), run_config(run_dir, **{"transport-dtype": dtype, "round-messages": "two"})
+        )
         assert outcome.status == "completed"
         # no reply was dropped: both sites' training was used in both rounds
         assert [r["train"]["sound"] for r in read_rounds(run_dir)[1:]] == [["hospital-a", "hospital-b"]] * 2

@@ -168,6 +168,7 @@ def test_the_report_shows_who_took_part_in_each_round(tmp_path, flower_task):
         "expected-sites": "hospital-a,hospital-b,hospital-c,hospital-d",
         "train-timeout-s": 0.5,
         "wait-for-sites-s": 1.0,
+        "round-messages": "two",  # one message per round: tests/unit/test_one_message_rounds.py
     }
     run_federation(ScriptedGrid(sites), config)
 
@@ -204,7 +205,9 @@ def test_a_site_back_for_validation_is_named_with_the_training_it_missed(tmp_pat
 
     sites[13].evaluate = gone_after_round_1
     sites[11].train = brings_c_back
-    config = scripted_run_config(tmp_path / "run", [s.name for s in sites.values()], num_server_rounds=2)
+    config = scripted_run_config(
+        tmp_path / "run", [s.name for s in sites.values()], num_server_rounds=2, round_messages="two"
+    )
     with caplog.at_level(logging.INFO):
         run_federation(ScriptedGrid(sites), config)
     line = next(m for m in caplog.messages if m.startswith("round 2: "))

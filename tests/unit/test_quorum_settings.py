@@ -25,7 +25,7 @@ def test_they_are_the_coordinators_settings_and_round_timeout_is_gone():
     assert {SETTINGS_BY_KEY[key].owner for key in KEYS} == {Owner.COORDINATOR}
     assert "round-timeout-s" not in SETTINGS_BY_KEY
     # when rounds run and where they are tracked, not what they compute
-    assert {s.key for s in RESUMABLE_CHANGES} == {*KEYS[:5], "tracking-uri"}
+    assert {s.key for s in RESUMABLE_CHANGES} == {*KEYS[:5], "tracking-uri", "round-messages"}
 
 
 def test_the_default_quorum_is_a_majority():

@@ -91,7 +91,9 @@ def test_a_refusal_in_any_phase_is_filed_and_a_run_every_site_refused_stops(tmp_
     site_a.describe = refusing(11, "hospital-b", lambda m: described("hospital-a", 10))
     site_a.evaluate = refusing(11, "hospital-b", lambda m: validated(0.5, 2))
     site_b = ScriptedSite("hospital-b", describe=refusing(12, "hospital-a"))
-    config = scripted_run_config(tmp_path / "run", ["hospital-a", "hospital-b"], min_sites=1)
+    config = scripted_run_config(
+        tmp_path / "run", ["hospital-a", "hospital-b"], min_sites=1, round_messages="two"
+    )
     outcome = run_federation(ScriptedGrid({11: site_a, 12: site_b}), config, FabIdentity("o", "1", RUN_APP))
 
     refusals = read_refusals(tmp_path / "run")

@@ -21,9 +21,12 @@ class CoordinatorDied(Exception):
     pass
 
 
+@pytest.mark.parametrize(("messages", "logged"), [("two", [0, 1, 2]), ("one", [0, 1])])
 def test_a_failed_run_and_its_resume_are_one_mlflow_run_holding_each_released_value_once(
-    tmp_path, flower_task
+    tmp_path, flower_task, messages, logged
 ):
+    """With one message per round, round 2's validation rides on round 3's message: the failed run has logged
+    rounds 0 and 1, and the resumed one logs round 2 on."""
     run_dir = tmp_path / "run"
     sites = scripted_sites()
 
@@ -34,17 +37,21 @@ def test_a_failed_run_and_its_resume_are_one_mlflow_run_holding_each_released_va
 
     sites[11].train = die_in_round_3
     with pytest.raises(CoordinatorDied):
-        run_federation(ScriptedGrid(sites), run_config(run_dir, num_server_rounds=4), FAB)
+        run_federation(
+            ScriptedGrid(sites), run_config(run_dir, num_server_rounds=4, round_messages=messages), FAB
+        )
 
     failed = the_run(run_dir)
     assert failed.status == "FAILED"
-    assert failed.steps("pooled/dice-mean") == [0, 1, 2]  # round 3 was under way: not logged
+    assert failed.steps("pooled/dice-mean") == logged  # round 3 was under way: not logged
     assert failed.artifacts == {"summary.json", "models/best.pt"}  # no report for a run that did not end
     assert json.loads((run_dir / STATE_FILE).read_text())["run_id"] == failed.run_id
 
     renumbered = scripted_sites(first_node=111)  # a new coordinator: new node ids
     outcome = run_federation(
-        ScriptedGrid(renumbered), run_config(run_dir, num_server_rounds=4, resume=True), FAB
+        ScriptedGrid(renumbered),
+        run_config(run_dir, num_server_rounds=4, resume=True, round_messages=messages),
+        FAB,
     )
     assert outcome.status == "completed"
     assert track_run(run_dir)  # one sync more, with nothing new: nothing logged twice
