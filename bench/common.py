@@ -257,14 +257,26 @@ class RoundClock:
 
     def __init__(self) -> None:
         self.starts: dict[int, float] = {}
+        self.opened: float | None = None
+        """When the first round line (round 0's, where the loop logs one) was read."""
         self.end: float | None = None
 
     def on_line(self, line: str) -> None:
         now = time.monotonic()
-        if (match := ROUND_LINE.search(line)) and int(match.group(1)) > 0:
-            self.starts[int(match.group(1))] = now
+        if match := ROUND_LINE.search(line):
+            self.opened = self.opened if self.opened is not None else now
+            if int(match.group(1)) > 0:
+                self.starts[int(match.group(1))] = now
         elif self.END in line:
             self.end = now
+
+    def whole(self) -> float:
+        """Seconds from the first round line to the closing line: every message of the run, whatever the pattern
+        (round 0's validation is its own message with two messages per round, part of round 1's with one; the last
+        round's validation is part of the last round with two, one more message after it with one)."""
+        if self.opened is None or self.end is None:
+            raise RuntimeError("the run's log shows no complete round (see its logs folder)")
+        return self.end - self.opened
 
     def durations(self) -> dict[int, float]:
         """Round → seconds from its start line to the next round's (the last: to the closing line)."""

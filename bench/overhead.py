@@ -117,13 +117,13 @@ def site_compute(data: Path, work: Path, config: dict[str, object]) -> dict[str,
     return results
 
 
-def simulated(plan: SimulationPlan) -> tuple[dict[int, float], RunMemory]:
+def simulated(plan: SimulationPlan) -> tuple[RoundClock, RunMemory]:
     clock = RoundClock()
     with RunMemory(plan.run_dir) as memory:
         code = run_simulation(plan, clock.on_line)
     if code != 0:
         raise RuntimeError(f"simulation failed (exit {code}):\n{failure_context(plan.run_dir)}")
-    return clock.durations(), memory
+    return clock, memory
 
 
 def traced_env(flwr_home: Path) -> dict[str, str]:
@@ -174,7 +174,7 @@ def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup) -> int:
     return port
 
 
-def deployed(data: Path, run_dir: Path, overrides: dict[str, object]) -> tuple[dict[int, float], RunMemory]:
+def deployed(data: Path, run_dir: Path, overrides: dict[str, object]) -> tuple[RoundClock, RunMemory]:
     """A loopback deployment runs the app with `flwr run`; every process started is stopped, also on failure."""
     clock = RoundClock()
     with RunMemory(run_dir) as memory, ProcessGroup() as processes:
@@ -201,7 +201,7 @@ def deployed(data: Path, run_dir: Path, overrides: dict[str, object]) -> tuple[d
         code = follow(runner, clock.on_line, timeout_s=RUN_TIMEOUT_S)
     if code != 0:
         raise RuntimeError(f"deployment run failed (exit {code}):\n{failure_context(run_dir)}")
-    return clock.durations(), memory
+    return clock, memory
 
 
 def start_seconds(code: str, repeats: int) -> float:
@@ -247,6 +247,7 @@ def main() -> None:
     }
     compute: dict[str, dict[str, tuple[float, float]]] = {}
     rounds_s: dict[str, dict[int, float]] = {}
+    whole_s: dict[str, float] = {}
     memory: dict[str, RunMemory] = {}
     with stop_on_signals("the benchmark and every Flower process it started"):
         for (
@@ -254,7 +255,8 @@ def main() -> None:
             run,
         ) in runs.items():  # compute measured right before each mode: load drifts on a shared machine
             compute[mode] = site_compute(data, out / "compute" / mode, run_config(**plan.run_config))
-            rounds_s[mode], memory[mode] = run()
+            clock, memory[mode] = run()
+            rounds_s[mode], whole_s[mode] = clock.durations(), clock.whole()
     repeats = 1 if args.quick else 3
     bare = start_seconds("pass", repeats)
     clientapp = start_seconds("import site_app.app", repeats)
@@ -301,6 +303,12 @@ def main() -> None:
             f" with round-messages {pattern}{'; one more per site after the last round' if per_round == 1 else ''})."
         ),
         "Memory: peak proportional set size of every process this benchmark started (Flower, Ray, ClientApps).",
+        (
+            f"Whole run (first round line → rounds finished, every message of either pattern): simulation "
+            f"{whole_s['simulation']:.1f} s, deployment {whole_s['deployment']:.1f} s; run_over_serial_compute_deploy"
+            " = the deployment's whole run over rounds × Σ compute (the per-round ratios put round 0's validation in"
+            " round 1 and the last validation in the last round with one message per round, outside both with two)."
+        ),
     ]
     ratios = {
         "round_over_compute_sim": median["simulation"] / slowest["simulation"],
@@ -308,6 +316,7 @@ def main() -> None:
         "round_over_serial_compute_sim": median["simulation"] / serial["simulation"],
         "round_over_serial_compute_deploy": median["deployment"] / serial["deployment"],
         "clientapp_start_share_deploy": per_round * clientapp / median["deployment"],
+        "run_over_serial_compute_deploy": whole_s["deployment"] / (rounds * serial["deployment"]),
     }
     deployment = out / "deployment"
     hops, coordinator_rounds = hop_rows(

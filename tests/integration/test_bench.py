@@ -27,6 +27,7 @@ HEADLINES = {
         "round_over_compute_deploy",
         "round_over_serial_compute_deploy",
         "clientapp_start_share_deploy",
+        "run_over_serial_compute_deploy",
     },
     "aggregation": {"aggregation_over_memcpy", "fedavg_over_memcpy"},
     "scale": {"scale_round_per_site_over_baseline", "scale_memory_over_baseline"},
