@@ -326,6 +326,15 @@ UPDATE_NORM_MEDIAN_FACTOR = RunSetting(
     " scale of an honest update, whatever the model, while fewer than half the sites attack); 0: off",
     0,
 )
+UPDATE_NORM_DROP_FACTOR = RunSetting(
+    "update-norm-drop-factor",
+    Owner.COORDINATOR,
+    float,
+    10.0,
+    "an update whose norm is above this multiple of the median of the round's update norms is left out, not"
+    " clipped (no honest training result is that far from the others); 0: off",
+    0,
+)
 UPDATE_MIN_COSINE = RunSetting(
     "update-min-cosine",
     Owner.COORDINATOR,
@@ -521,6 +530,7 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     PATIENCE,
     SECURE_AGGREGATION,
     UPDATE_NORM_MEDIAN_FACTOR,
+    UPDATE_NORM_DROP_FACTOR,
     UPDATE_MIN_COSINE,
     LOCAL_EPOCHS,
     LEARNING_RATE,
@@ -587,6 +597,7 @@ TRAINING_SETTINGS: tuple[RunSetting, ...] = (
     PATIENCE,
     SECURE_AGGREGATION,
     UPDATE_NORM_MEDIAN_FACTOR,
+    UPDATE_NORM_DROP_FACTOR,
     UPDATE_MIN_COSINE,
 )
 """The settings that describe how a model was trained: the report's methods, the model card and an exported

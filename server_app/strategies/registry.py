@@ -93,7 +93,10 @@ WRAPPERS: tuple[Wrapper, ...] = (
         "update-norm",
         _plaintext,
         lambda inner, settings, n_sites: UpdateNormBound(
-            inner, settings.update_norm_bound, settings.update_norm_median_factor
+            inner,
+            settings.update_norm_bound,
+            settings.update_norm_median_factor,
+            settings.update_norm_drop_factor,
         ),
     ),
     Wrapper(

@@ -42,6 +42,7 @@ CONTROL = {
     "max_site_weight": 1.0,
     "update_norm_bound": 0.0,
     "update_norm_median_factor": 0.0,
+    "update_norm_drop_factor": 0.0,
     "update_min_cosine": -1.0,
 }
 DEFAULTS = {"max_site_weight": MAX_SITE_WEIGHT.default, "update_norm_bound": UPDATE_NORM_BOUND.default}
@@ -216,12 +217,53 @@ def test_the_median_factor_clips_to_the_scale_of_the_rounds_honest_updates():
 def test_with_median_clipping_a_scaled_update_moves_the_model_no_further_than_an_honest_one(
     tmp_path, flower_task, factor
 ):
-    ours, _ = distances(tmp_path, factor, update_norm_median_factor=1.0, **DEFAULTS)
+    ours, _ = distances(
+        tmp_path, factor, update_norm_median_factor=1.0, update_norm_drop_factor=0.0, **DEFAULTS
+    )
     median = sorted([*HONEST.values(), 100.0])[
         1:3
     ]  # each round's median norm: the attacker's counts as large
     bound = 2 * MAX_SITE_WEIGHT.default * (sum(median) / 2 + max(HONEST.values()))  # two rounds
     assert ours <= bound + 1e-3
+
+
+def shifted(arrays: ArrayRecord, step: float) -> ArrayRecord:
+    """`arrays` with every float weight moved by `step`."""
+    return ArrayRecord(
+        {
+            name: Array(a.numpy() + np.float32(step)) if a.numpy().dtype == np.float32 else a
+            for name, a in arrays.items()
+        }
+    )
+
+
+@pytest.mark.parametrize("factor", [100.0, -100.0], ids=["scaled", "sign-flipped"])
+def test_an_update_ten_times_the_rounds_median_norm_is_left_out_not_clipped(flower_task, factor):
+    """With the defaults the ×±100 update claiming 10^6 cases does not enter the mean at all: the result is the
+    mean of the honest updates alone; its norm is still filed. Control: with the drop factor (and the direction
+    check) off it is clipped and, with half the weight, moves the model (the median clipping only bounds it)."""
+    start = to_record(build_model("tiny", seed=0))
+    honest = [(shifted(start, 0.01 * (i + 1)), 8) for i in range(3)]
+    attacker = (shifted(start, factor * 0.01), 10**6)
+    alone, _ = train_round(build_strategy(settings_of(), 3, **ALL_SELECTED).run, 1, start, honest)
+    strategy = build_strategy(settings_of(), 4, **ALL_SELECTED)
+    with_attacker, _ = train_round(strategy.run, 1, start, [*honest, attacker])
+    for name in start:
+        np.testing.assert_allclose(with_attacker[name].numpy(), alone[name].numpy(), rtol=0, atol=1e-6)
+    norms = strategy.update_norms(1)
+    assert max(norms, key=norms.get) == 14 and norms[14] > 50 * min(norms.values())
+    clipped, _ = train_round(
+        build_strategy(
+            settings_of(update_norm_drop_factor=0.0, update_min_cosine=-1.0), 4, **ALL_SELECTED
+        ).run,
+        1,
+        start,
+        [*honest, attacker],
+    )
+    moved = max(float(np.abs(clipped[n].numpy() - alone[n].numpy()).max()) for n in start)
+    assert moved > 0.005
+    assert UpdateNormBound(strategy.run, 0.0, drop_factor=10.0).drop_limit([1.0, 2.0, 3.0, 600.0]) == 25.0
+    assert UpdateNormBound(strategy.run, 0.0).drop_limit([1.0, 600.0]) == float("inf")  # off
 
 
 def test_an_update_pointing_away_from_the_median_update_is_the_one_below_zero():
