@@ -11,8 +11,10 @@ first, each that applies to the run's settings:
     central-dp         with `dp-noise-multiplier` > 0: clipping, noise and ε (central_dp.CentralDp)
     update-direction   with `update-min-cosine` > -1 (default 0), an update pointing away from the round's
                        coordinate-wise median update is left out (update_direction.UpdateDirection)
-    update-norm        every update's norm recorded per site and round, and clipped to `update-norm-bound`
-                       when > 0 (update_norm.UpdateNormBound)
+    update-norm        every update's norm recorded per site and round; one above `update-norm-drop-factor`
+                       × the round's median norm (default 10) left out; the others clipped to
+                       `update-norm-bound` and `update-norm-median-factor` × that median
+                       (update_norm.UpdateNormBound)
     lr-schedule        every train instruction carries the round's share of the sites' learning rate
                        (lr_schedule.LearningRateSchedule)
     transport          weights leave in the run's transport dtype (transport.Transport)

@@ -31,7 +31,7 @@ from server_app.run_record.run_folder import read_metrics
 from server_app.strategies.registry import build_strategy
 from server_app.strategies.robust import TooFewSites
 from server_app.strategies.site_weight import capped_shares
-from server_app.strategies.update_direction import similarity
+from server_app.strategies.update_direction import left_out_of, similarity
 from server_app.strategies.update_norm import UpdateNormBound
 
 HONEST = {"hospital-a": 1.3, "hospital-b": 1.0, "hospital-c": 0.9}
@@ -269,7 +269,32 @@ def test_an_update_ten_times_the_rounds_median_norm_is_left_out_not_clipped(flow
 def test_an_update_pointing_away_from_the_median_update_is_the_one_below_zero():
     rng = np.random.default_rng(0)
     shared = rng.normal(size=1000)
-    honest = [shared + rng.normal(scale=1.5, size=1000) for _ in range(3)]  # non-IID: each its own way too
+    honest = [shared + rng.normal(size=1000) for _ in range(3)]  # non-IID: each its own way too
     cosines = similarity(np.stack([*honest, -100 * honest[0]]))
     assert all(c > 0.2 for c in cosines[:3]) and cosines[3] < -0.2
     assert similarity(np.zeros((3, 4))) == [0.0, 0.0, 0.0]  # no update, no direction: nothing to compare
+
+
+def test_an_update_trained_on_other_labels_is_below_zero_against_the_others_median_only():
+    """Like the swapped-labels site measured in bench/adversaries.py: unrelated to the honest updates (pairwise
+    cosine ~0, the honest ones ~0.5 with each other). Against the median of all four, which its own values
+    pull towards it, it scores above zero and would stay in (the control); against the others' median, below."""
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=1000)
+    updates = np.stack(
+        [*(shared + rng.normal(size=1000) for _ in range(3)), -0.1 * shared + rng.normal(size=1000)]
+    )
+    cosines = similarity(updates)
+    assert all(c > 0.4 for c in cosines[:3]) and cosines[3] < 0
+    median = np.median(updates, axis=0)
+    assert updates[3] @ median / np.linalg.norm(updates[3]) / np.linalg.norm(median) > 0.1
+
+
+def test_at_most_a_minority_of_the_updates_is_left_out_the_least_aligned_first():
+    assert left_out_of({1: 0.6, 2: 0.5, 3: 0.55, 4: -0.2}, 0.0) == [4]
+    assert left_out_of({1: 0.04, 2: -0.14, 3: -0.09, 4: -0.12}, 0.0) == [
+        2
+    ]  # no shared direction: one of four
+    assert left_out_of({1: -0.3, 2: 0.5, 3: 0.4}, 0.0) == [1]
+    assert left_out_of({1: 0.5, 2: 0.4, 3: 0.3}, 0.0) == []
+    assert left_out_of({1: -0.5, 2: -0.4, 3: 0.3, 4: 0.2, 5: 0.1}, 0.0) == [1, 2]
