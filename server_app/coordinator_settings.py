@@ -97,7 +97,8 @@ class StrategySettings:
     update_norm_drop_factor: float = UPDATE_NORM_DROP_FACTOR.default
     """An update whose norm is above this multiple of the round's median norm is left out; 0: off."""
     update_min_cosine: float = UPDATE_MIN_COSINE.default
-    """An update less similar than this to the round's median update is left out; -1: off."""
+    """The update of a site above `max_site_weight`, less similar than this to the median of the others'
+    updates, is left out (server_app.strategies.update_direction); -1: off."""
 
     @property
     def dp(self) -> bool:

@@ -339,9 +339,9 @@ UPDATE_MIN_COSINE = RunSetting(
     "update-min-cosine",
     Owner.COORDINATOR,
     float,
-    0.0,
-    "an update whose cosine similarity with the round's coordinate-wise median update is below this is left"
-    " out of the aggregate (it points away from the honest sites'); -1: off",
+    0.1,
+    "the update of a site claiming more than `max-site-weight` of the round's cases (every update without a"
+    " cap) is left out when its cosine similarity with the median of the others' updates is below this; -1: off",
     -1,
 )
 PROXIMAL_MU = RunSetting(

@@ -290,15 +290,18 @@ def test_an_update_trained_on_other_labels_is_below_zero_against_the_others_medi
     assert updates[3] @ median / np.linalg.norm(updates[3]) / np.linalg.norm(median) > 0.1
 
 
-def test_only_an_update_claiming_more_than_an_equal_share_must_point_with_the_others():
-    """Measured shapes (bench/adversaries.py, 4 sites): the swapped-labels site claiming 10^6 cases is left out;
-    the small honest sites pointing elsewhere late in training are kept; at most a minority goes, least aligned
-    first."""
+def test_only_a_site_above_the_weight_cap_must_point_with_the_others():
+    """Measured shapes (bench/adversaries.py, 4 sites): the swapped-labels site claiming 10^6 cases is left out
+    even when its cosine is just above zero; the honest sites under the cap are kept whatever their direction;
+    without a cap every update is checked; at most a minority goes, least aligned first."""
     liar = {1: 19 / 10**6, 2: 10 / 10**6, 3: 5 / 10**6, 4: 1.0}
-    assert left_out_of({1: 0.28, 2: 0.19, 3: 0.17, 4: -0.01}, liar, 0.0) == [4]
+    assert left_out_of({1: 0.28, 2: 0.19, 3: 0.17, 4: -0.01}, liar, 0.1, 0.5) == [4]
+    assert left_out_of({1: 0.09, 2: -0.25, 3: -0.17, 4: 0.02}, liar, 0.1, 0.5) == [4]
     honest = {1: 19 / 39, 2: 10 / 39, 3: 5 / 39, 4: 5 / 39}
-    assert left_out_of({1: 0.31, 2: 0.31, 3: 0.17, 4: -0.03}, honest, 0.0) == []  # a small site: kept
-    assert left_out_of({1: 0.03, 2: 0.1, 3: -0.14, 4: 0.01}, honest, 0.0) == []
-    assert left_out_of({1: -0.3, 2: 0.5, 3: 0.4}, {1: 0.5, 2: 0.25, 3: 0.25}, 0.0) == [1]
-    assert left_out_of({1: -0.3, 2: -0.5, 3: 0.4}, {1: 0.4, 2: 0.4, 3: 0.2}, 0.0) == [2]  # one of three
-    assert left_out_of({1: 0.5, 2: 0.4, 3: 0.3}, {1: 0.5, 2: 0.25, 3: 0.25}, 0.0) == []
+    assert left_out_of({1: 0.31, 2: 0.31, 3: 0.17, 4: -0.03}, honest, 0.1, 0.5) == []
+    assert left_out_of({1: -0.18, 2: -0.14, 3: -0.23, 4: -0.37}, honest, 0.1, 0.5) == []
+    assert left_out_of({1: -0.18, 2: -0.14, 3: -0.23, 4: -0.37}, honest, 0.1, 1.0) == [
+        4
+    ]  # no cap: all checked
+    assert left_out_of({1: -0.3, 2: -0.5, 3: 0.4}, {1: 0.4, 2: 0.4, 3: 0.2}, 0.1, 1.0) == [2]  # one of three
+    assert left_out_of({1: 0.5, 2: 0.4, 3: 0.3}, {1: 0.8, 2: 0.1, 3: 0.1}, 0.1, 0.5) == []
