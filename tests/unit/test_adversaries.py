@@ -199,7 +199,20 @@ def test_the_report_names_the_site_with_the_largest_update_norm():
         {"round": 2, "site": "hospital-b", "update-norm": 1.0, "update-cosine": 0.8},
     ]
     updates = update_norms(records, settings_of())
-    assert updates["least_aligned"] == {"site": "hospital-d", "round": 2, "cosine": -0.4}
+    assert updates["least_aligned"] == {
+        "site": "hospital-d",
+        "mean_cosine": -0.4,
+        "rounds": 1,
+        "round": 2,
+        "cosine": -0.4,
+    }
+    noisy = [  # an honest site's one low late-round cosine does not outweigh the attacker's run of them
+        {"round": 1, "site": "hospital-b", "update-cosine": 0.5},
+        {"round": 5, "site": "hospital-b", "update-cosine": -0.25},
+        {"round": 1, "site": "hospital-d", "update-cosine": -0.04},
+        {"round": 5, "site": "hospital-d", "update-cosine": 0.02},
+    ]
+    assert update_norms(noisy, settings_of())["least_aligned"]["site"] == "hospital-d"
     assert updates["largest"] == {"site": "hospital-d", "round": 1, "norm": 130.0}
     assert updates["median"] == 1.1 and updates["bound"] == UPDATE_NORM_BOUND.default
     assert update_norms([], settings_of())["largest"] is None
