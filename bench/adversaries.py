@@ -35,6 +35,7 @@ UNPROTECTED = {
     "max_site_weight": 1.0,
     "update_norm_bound": 0.0,
     "update_norm_median_factor": 0.0,
+    "update_norm_drop_factor": 0.0,
     "update_min_cosine": -1.0,
 }
 """Plain FedAvg with the bounds off: each setting's value that switches it off."""

@@ -50,6 +50,7 @@ from models.shared.run_config import (
     TRIM_BETA,
     UPDATE_MIN_COSINE,
     UPDATE_NORM_BOUND,
+    UPDATE_NORM_DROP_FACTOR,
     UPDATE_NORM_MEDIAN_FACTOR,
     WAIT_FOR_SITES_S,
 )
@@ -94,8 +95,11 @@ class StrategySettings:
     updates; each site clips to update_norm_bound and weighs its own update before masking."""
     update_norm_median_factor: float = UPDATE_NORM_MEDIAN_FACTOR.default
     """Each update is also clipped to this multiple of the median of the round's update norms; 0: off."""
+    update_norm_drop_factor: float = UPDATE_NORM_DROP_FACTOR.default
+    """An update whose norm is above this multiple of the round's median norm is left out; 0: off."""
     update_min_cosine: float = UPDATE_MIN_COSINE.default
-    """An update less similar than this to the round's median update is left out; -1: off."""
+    """The update of a site above `max_site_weight`, less similar than this to the median of the others'
+    updates, is left out (server_app.strategies.update_direction); -1: off."""
 
     @property
     def dp(self) -> bool:
@@ -126,6 +130,7 @@ class StrategySettings:
             num_rounds=NUM_SERVER_ROUNDS.read(run_config),
             secure_aggregation=SECURE_AGGREGATION.read(run_config),
             update_norm_median_factor=UPDATE_NORM_MEDIAN_FACTOR.read(run_config),
+            update_norm_drop_factor=UPDATE_NORM_DROP_FACTOR.read(run_config),
             update_min_cosine=UPDATE_MIN_COSINE.read(run_config),
         )
         settings.check()

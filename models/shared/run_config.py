@@ -339,13 +339,22 @@ UPDATE_NORM_MEDIAN_FACTOR = RunSetting(
     " scale of an honest update, whatever the model, while fewer than half the sites attack); 0: off",
     0,
 )
+UPDATE_NORM_DROP_FACTOR = RunSetting(
+    "update-norm-drop-factor",
+    Owner.COORDINATOR,
+    float,
+    10.0,
+    "an update whose norm is above this multiple of the median of the round's update norms is left out, not"
+    " clipped (no honest training result is that far from the others); 0: off",
+    0,
+)
 UPDATE_MIN_COSINE = RunSetting(
     "update-min-cosine",
     Owner.COORDINATOR,
     float,
-    0.0,
-    "an update whose cosine similarity with the round's coordinate-wise median update is below this is left"
-    " out of the aggregate (it points away from the honest sites'); -1: off",
+    0.1,
+    "the update of a site claiming more than `max-site-weight` of the round's cases (every update without a"
+    " cap) is left out when its cosine similarity with the median of the others' updates is below this; -1: off",
     -1,
 )
 PROXIMAL_MU = RunSetting(
@@ -540,6 +549,7 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     ROUND_MESSAGES,
     SECURE_AGGREGATION,
     UPDATE_NORM_MEDIAN_FACTOR,
+    UPDATE_NORM_DROP_FACTOR,
     UPDATE_MIN_COSINE,
     LOCAL_EPOCHS,
     LEARNING_RATE,
@@ -606,6 +616,7 @@ TRAINING_SETTINGS: tuple[RunSetting, ...] = (
     PATIENCE,
     SECURE_AGGREGATION,
     UPDATE_NORM_MEDIAN_FACTOR,
+    UPDATE_NORM_DROP_FACTOR,
     UPDATE_MIN_COSINE,
 )
 """The settings that describe how a model was trained: the report's methods, the model card and an exported

@@ -137,9 +137,11 @@ saved as <code>{{ best.get("model") }}</code>, chosen on the validation cases by
 the mean.</li>
 {% endif %}
 {% if updates.least_aligned %}
-<li>Directions: the update least aligned with the round's median update came from {{ updates.least_aligned.site }}
-in round {{ updates.least_aligned.round }} (cosine {{ updates.least_aligned.cosine|num(2) }}); updates below
-{{ updates.min_cosine|g }} were left out of the mean.</li>
+<li>Directions: the updates least aligned with the median of the others' came from {{ updates.least_aligned.site }}
+(mean cosine {{ updates.least_aligned.mean_cosine|num(2) }} over {{ updates.least_aligned.rounds }} rounds, lowest
+{{ updates.least_aligned.cosine|num(2) }} in round {{ updates.least_aligned.round }}); a site claiming more than
+{{ updates.max_site_weight|g }} of the cases was left out of a round when its cosine was below
+{{ updates.min_cosine|g }}.</li>
 {% endif %}
 {% set privacy = training.privacy %}
 {% if privacy.enabled and privacy.epsilon %}

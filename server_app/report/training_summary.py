@@ -4,6 +4,7 @@ strategy and its settings, the local-only baselines, bytes per round, privacy sp
 """
 
 import itertools
+import statistics
 
 from models.shared.run_config import LOCAL_BASELINE, SIM_MIN_LESION_MM3
 from models.shared.wire import GAIN_PREFIX, LOCAL_ONLY_PREFIX, MEAN_DICE, Status, baseline_key
@@ -51,11 +52,22 @@ def update_norms(records: list[dict], settings: StrategySettings) -> dict:
     sent = [r for r in records if isinstance(r.get("update-norm"), int | float)]
     largest = max(sent, key=lambda r: r["update-norm"], default=None)
     norms = sorted(r["update-norm"] for r in sent)
-    aligned = [r for r in records if isinstance(r.get("update-cosine"), int | float)]
-    least = min(aligned, key=lambda r: r["update-cosine"], default=None)
+    by_site: dict[str, list[dict]] = {}
+    for record in records:
+        if isinstance(record.get("update-cosine"), int | float):
+            by_site.setdefault(record["site"], []).append(record)
+    mean = {site: statistics.fmean(r["update-cosine"] for r in rs) for site, rs in by_site.items()}
+    site = min(mean, key=mean.__getitem__, default=None)
+    least = min(by_site[site], key=lambda r: r["update-cosine"]) if site is not None else None
     return {
         "min_cosine": settings.update_min_cosine,
-        "least_aligned": {"site": least["site"], "round": least["round"], "cosine": least["update-cosine"]}
+        "least_aligned": {
+            "site": least["site"],
+            "mean_cosine": mean[least["site"]],
+            "rounds": len(by_site[least["site"]]),
+            "round": least["round"],
+            "cosine": least["update-cosine"],
+        }
         if least
         else None,
         "bound": settings.update_norm_bound,

@@ -9,10 +9,13 @@ first, each that applies to the run's settings:
     site-weight        with `max-site-weight` < 1 (default 0.5), no site more than that share of the mean
                        (site_weight.SiteWeightCap; not under central DP, whose weights are equal)
     central-dp         with `dp-noise-multiplier` > 0: clipping, noise and ε (central_dp.CentralDp)
-    update-direction   with `update-min-cosine` > -1 (default 0), an update pointing away from the round's
-                       coordinate-wise median update is left out (update_direction.UpdateDirection)
-    update-norm        every update's norm recorded per site and round, and clipped to `update-norm-bound`
-                       when > 0 (update_norm.UpdateNormBound)
+    update-direction   with `update-min-cosine` > -1 (default 0.1), the update of a site claiming more than
+                       `max-site-weight` of the cases is left out unless it points with the coordinate-wise
+                       median of the others' updates (update_direction.UpdateDirection)
+    update-norm        every update's norm recorded per site and round; one above `update-norm-drop-factor`
+                       × the round's median norm (default 10) left out; the others clipped to
+                       `update-norm-bound` and `update-norm-median-factor` × that median
+                       (update_norm.UpdateNormBound)
     lr-schedule        every train instruction carries the round's share of the sites' learning rate
                        (lr_schedule.LearningRateSchedule)
     transport          weights leave in the run's transport dtype (transport.Transport)
@@ -87,13 +90,18 @@ WRAPPERS: tuple[Wrapper, ...] = (
     Wrapper(
         "update-direction",
         lambda settings: settings.update_min_cosine > -1 and not settings.secure_aggregation,
-        lambda inner, settings, n_sites: UpdateDirection(inner, settings.update_min_cosine),
+        lambda inner, settings, n_sites: UpdateDirection(
+            inner, settings.update_min_cosine, settings.max_site_weight
+        ),
     ),
     Wrapper(
         "update-norm",
         _plaintext,
         lambda inner, settings, n_sites: UpdateNormBound(
-            inner, settings.update_norm_bound, settings.update_norm_median_factor
+            inner,
+            settings.update_norm_bound,
+            settings.update_norm_median_factor,
+            settings.update_norm_drop_factor,
         ),
     ),
     Wrapper(

@@ -1,13 +1,27 @@
-"""An update that points away from the round's coordinate-wise median update is left out of the aggregate.
+"""An update that points away from the coordinate-wise median of the round's other updates is left out.
 
 With fewer than half the sites attacking, the coordinate-wise median of the round's updates (weights minus the
-global model they were sent) lies among the honest ones, whatever the attackers send. UpdateDirection drops
-every update whose cosine similarity with that median is below `min_cosine`: a sign-flipped update, or one
-trained against the federation's labels, points away from it; an honest one, however non-IID its site, points
-the same way. The idea is FLTrust's trust score (Cao et al., NDSS 2021: ReLU of the cosine with a reference
-update), with the coordinate-wise median (Yin et al., ICML 2018) as the reference instead of a root dataset the
-coordinator does not have. Magnitudes are the update-norm bound's job (update_norm.UpdateNormBound, outside this
-wrapper); this one looks only at directions, so the mean inside keeps its case-count weights.
+global model they were sent) lies among the honest ones, whatever the attackers send. UpdateDirection compares
+each update with the median of the *others* and drops every update whose cosine similarity with it is below
+`min_cosine`: a sign-flipped update, or one trained against the federation's labels, points away from the honest
+sites' median; an honest one, however non-IID its site, points the same way as the others. Leaving the update
+itself out of its reference matters with few sites: with four, each coordinate's median of all is the mean of
+the two middle values, one of them the attacker's own, which pulls the reference towards it (measured: a site
+trained on swapped labels scored 0.15-0.24 against the median of all, 0.5-0.8 for honest sites, and −0.03 to
+−0.41 against the median of the others, 0.3-0.6 for honest sites). Only the updates of sites that claim more than
+`max_share` of the round's cases (the site-weight cap, `max-site-weight`: the sites whose weight it had to cut,
+which still weigh the most) are checked; with no cap (1), every update. A site under the cap is kept whatever its
+direction: small non-IID sites' updates do point elsewhere late in training (measured on 4 honest sites of the
+`demo` preset: the two smallest scored −0.03 to −0.37 in rounds 3-5, and leaving them out cost the clean run
+0.025 of pooled Dice), while a site that lies about its size gets the capped share, and it must earn it by
+pointing where the others do: the swapped-labels site claiming 10^6 cases scored −0.22 to +0.02, and in a
+round it was let in with half the weight the honest sites' pooled Dice fell by 0.08. At most a minority,
+⌊(n − 1)/2⌋ of the n updates, is left out, the least aligned first.
+
+The idea is FLTrust's trust score (Cao et al., NDSS 2021: ReLU of the cosine with a reference update), with the
+coordinate-wise median (Yin et al., ICML 2018) as the reference instead of a root dataset the coordinator does
+not have. Magnitudes are the update-norm bound's job (update_norm.UpdateNormBound, outside this wrapper); this
+one looks only at directions, so the mean inside keeps its case-count weights.
 """
 
 from collections.abc import Iterable
@@ -19,20 +33,22 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from models.shared.wire import Record
+from models.shared.wire import NUM_EXAMPLES, Record
 from models.transport import decode
 from server_app.strategies.wrapper import StrategyWrapper
 
 
 class UpdateDirection(StrategyWrapper):
-    """The inner strategy aggregating only the updates within `min_cosine` of the round's median update."""
+    """The inner strategy aggregating only the updates within `min_cosine` of the others' median update (those
+    claiming more than `max_share` of the cases; all with 1)."""
 
-    def __init__(self, strategy: Strategy, min_cosine: float) -> None:
+    def __init__(self, strategy: Strategy, min_cosine: float, max_share: float = 1.0) -> None:
         super().__init__(strategy)
         self.min_cosine = min_cosine
+        self.max_share = max_share
         self.reference: dict[str, np.ndarray] = {}
         self.cosines: dict[int, dict[int, float]] = {}
-        """Round → node → cosine of its update with the round's median update (left out when below min_cosine)."""
+        """Round → node → cosine of its update with the median of the round's other updates."""
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -54,18 +70,21 @@ class UpdateDirection(StrategyWrapper):
         updates = np.stack([self._update(r) for r in weighed])
         cosines = dict(zip(map(id, weighed), similarity(updates), strict=True))
         recorded = self.cosines.setdefault(server_round, {})
+        for reply in weighed:
+            recorded[reply.metadata.src_node_id] = cosines[id(reply)]
+        claimed = {id(r): claimed_cases(r) for r in weighed}
+        total = sum(claimed.values())
+        shares = {key: count / total for key, count in claimed.items()} if total > 0 else {}
+        left_out = set(left_out_of(cosines, shares, self.min_cosine, self.max_share))
         kept = []
         for reply in replies:
-            cosine = cosines.get(id(reply))
-            if cosine is not None:
-                recorded[reply.metadata.src_node_id] = cosine
-            if cosine is not None and cosine < self.min_cosine:
+            if id(reply) in left_out:
                 log(
                     WARNING,
-                    "Round %d: leaving out the update of node %s: cosine %.2f with the median update, below %g",
+                    "Round %d: leaving out the update of node %s: cosine %.2f with the others' median, below %g",
                     server_round,
                     reply.metadata.src_node_id,
-                    cosine,
+                    cosines[id(reply)],
                     self.min_cosine,
                 )
             else:
@@ -73,7 +92,7 @@ class UpdateDirection(StrategyWrapper):
         return self.strategy.aggregate_train(server_round, kept)
 
     def update_cosines(self, server_round: int) -> dict[int, float]:
-        """Node → cosine of its update with the round's median update ({} for a round without one)."""
+        """Node → cosine of its update with the median of the round's others ({} for a round without one)."""
         return dict(self.cosines.get(server_round, {}))
 
     def _update(self, reply: Message) -> np.ndarray:
@@ -86,8 +105,27 @@ class UpdateDirection(StrategyWrapper):
         )
 
 
+def claimed_cases(reply: Message) -> float:
+    """The `num-examples` a train reply weighs with (0 without one)."""
+    metrics = reply.content.metric_records.get(Record.METRICS)
+    return float(metrics[NUM_EXAMPLES]) if metrics is not None and NUM_EXAMPLES in metrics else 0.0
+
+
+def left_out_of(
+    cosines: dict[int, float], shares: dict[int, float], min_cosine: float, max_share: float = 1.0
+) -> list[int]:
+    """The keys whose cosine is below `min_cosine` among those whose share of the claimed cases is above
+    `max_share` (all of them when it is 1), least aligned first, at most ⌊(n − 1)/2⌋ of the n."""
+    checked = [key for key in cosines if max_share >= 1 or shares.get(key, 0.0) > max_share]
+    below = sorted((cosines[key], key) for key in checked if cosines[key] < min_cosine)
+    return [key for _, key in below[: (len(cosines) - 1) // 2]]
+
+
 def similarity(updates: np.ndarray) -> list[float]:
-    """Each row's cosine similarity with the coordinate-wise median of the rows (0 for a zero row)."""
-    median = np.median(updates, axis=0)
-    norms = np.linalg.norm(updates, axis=1) * np.linalg.norm(median)
-    return [float(u @ median / n) if n > 0 else 0.0 for u, n in zip(updates, norms, strict=True)]
+    """Each row's cosine similarity with the coordinate-wise median of the other rows (0 for a zero row)."""
+    cosines = []
+    for index, update in enumerate(updates):
+        median = np.median(np.delete(updates, index, axis=0), axis=0)
+        norm = float(np.linalg.norm(update) * np.linalg.norm(median))
+        cosines.append(float(update @ median / norm) if norm > 0 else 0.0)
+    return cosines

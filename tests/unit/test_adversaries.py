@@ -31,7 +31,7 @@ from server_app.run_record.run_folder import read_metrics
 from server_app.strategies.registry import build_strategy
 from server_app.strategies.robust import TooFewSites
 from server_app.strategies.site_weight import capped_shares
-from server_app.strategies.update_direction import similarity
+from server_app.strategies.update_direction import left_out_of, similarity
 from server_app.strategies.update_norm import UpdateNormBound
 
 HONEST = {"hospital-a": 1.3, "hospital-b": 1.0, "hospital-c": 0.9}
@@ -42,6 +42,7 @@ CONTROL = {
     "max_site_weight": 1.0,
     "update_norm_bound": 0.0,
     "update_norm_median_factor": 0.0,
+    "update_norm_drop_factor": 0.0,
     "update_min_cosine": -1.0,
 }
 DEFAULTS = {"max_site_weight": MAX_SITE_WEIGHT.default, "update_norm_bound": UPDATE_NORM_BOUND.default}
@@ -198,7 +199,20 @@ def test_the_report_names_the_site_with_the_largest_update_norm():
         {"round": 2, "site": "hospital-b", "update-norm": 1.0, "update-cosine": 0.8},
     ]
     updates = update_norms(records, settings_of())
-    assert updates["least_aligned"] == {"site": "hospital-d", "round": 2, "cosine": -0.4}
+    assert updates["least_aligned"] == {
+        "site": "hospital-d",
+        "mean_cosine": -0.4,
+        "rounds": 1,
+        "round": 2,
+        "cosine": -0.4,
+    }
+    noisy = [  # an honest site's one low late-round cosine does not outweigh the attacker's run of them
+        {"round": 1, "site": "hospital-b", "update-cosine": 0.5},
+        {"round": 5, "site": "hospital-b", "update-cosine": -0.25},
+        {"round": 1, "site": "hospital-d", "update-cosine": -0.04},
+        {"round": 5, "site": "hospital-d", "update-cosine": 0.02},
+    ]
+    assert update_norms(noisy, settings_of())["least_aligned"]["site"] == "hospital-d"
     assert updates["largest"] == {"site": "hospital-d", "round": 1, "norm": 130.0}
     assert updates["median"] == 1.1 and updates["bound"] == UPDATE_NORM_BOUND.default
     assert update_norms([], settings_of())["largest"] is None
@@ -216,7 +230,9 @@ def test_the_median_factor_clips_to_the_scale_of_the_rounds_honest_updates():
 def test_with_median_clipping_a_scaled_update_moves_the_model_no_further_than_an_honest_one(
     tmp_path, flower_task, factor
 ):
-    ours, _ = distances(tmp_path, factor, update_norm_median_factor=1.0, **DEFAULTS)
+    ours, _ = distances(
+        tmp_path, factor, update_norm_median_factor=1.0, update_norm_drop_factor=0.0, **DEFAULTS
+    )
     median = sorted([*HONEST.values(), 100.0])[
         1:3
     ]  # each round's median norm: the attacker's counts as large
@@ -224,10 +240,81 @@ def test_with_median_clipping_a_scaled_update_moves_the_model_no_further_than_an
     assert ours <= bound + 1e-3
 
 
+def shifted(arrays: ArrayRecord, step: float) -> ArrayRecord:
+    """`arrays` with every float weight moved by `step`."""
+    return ArrayRecord(
+        {
+            name: Array(a.numpy() + np.float32(step)) if a.numpy().dtype == np.float32 else a
+            for name, a in arrays.items()
+        }
+    )
+
+
+@pytest.mark.parametrize("factor", [100.0, -100.0], ids=["scaled", "sign-flipped"])
+def test_an_update_ten_times_the_rounds_median_norm_is_left_out_not_clipped(flower_task, factor):
+    """With the defaults the ×±100 update claiming 10^6 cases does not enter the mean at all: the result is the
+    mean of the honest updates alone; its norm is still filed. Control: with the drop factor (and the direction
+    check) off it is clipped and, with half the weight, moves the model (the median clipping only bounds it)."""
+    start = to_record(build_model("tiny", seed=0))
+    honest = [(shifted(start, 0.01 * (i + 1)), 8) for i in range(3)]
+    attacker = (shifted(start, factor * 0.01), 10**6)
+    alone, _ = train_round(build_strategy(settings_of(), 3, **ALL_SELECTED).run, 1, start, honest)
+    strategy = build_strategy(settings_of(), 4, **ALL_SELECTED)
+    with_attacker, _ = train_round(strategy.run, 1, start, [*honest, attacker])
+    for name in start:
+        np.testing.assert_allclose(with_attacker[name].numpy(), alone[name].numpy(), rtol=0, atol=1e-6)
+    norms = strategy.update_norms(1)
+    assert max(norms, key=norms.get) == 14 and norms[14] > 50 * min(norms.values())
+    clipped, _ = train_round(
+        build_strategy(
+            settings_of(update_norm_drop_factor=0.0, update_min_cosine=-1.0), 4, **ALL_SELECTED
+        ).run,
+        1,
+        start,
+        [*honest, attacker],
+    )
+    moved = max(float(np.abs(clipped[n].numpy() - alone[n].numpy()).max()) for n in start)
+    assert moved > 0.005
+    assert UpdateNormBound(strategy.run, 0.0, drop_factor=10.0).drop_limit([1.0, 2.0, 3.0, 600.0]) == 25.0
+    assert UpdateNormBound(strategy.run, 0.0).drop_limit([1.0, 600.0]) == float("inf")  # off
+
+
 def test_an_update_pointing_away_from_the_median_update_is_the_one_below_zero():
     rng = np.random.default_rng(0)
     shared = rng.normal(size=1000)
-    honest = [shared + rng.normal(scale=1.5, size=1000) for _ in range(3)]  # non-IID: each its own way too
+    honest = [shared + rng.normal(size=1000) for _ in range(3)]  # non-IID: each its own way too
     cosines = similarity(np.stack([*honest, -100 * honest[0]]))
     assert all(c > 0.2 for c in cosines[:3]) and cosines[3] < -0.2
     assert similarity(np.zeros((3, 4))) == [0.0, 0.0, 0.0]  # no update, no direction: nothing to compare
+
+
+def test_an_update_trained_on_other_labels_is_below_zero_against_the_others_median_only():
+    """Like the swapped-labels site measured in bench/adversaries.py: unrelated to the honest updates (pairwise
+    cosine ~0, the honest ones ~0.5 with each other). Against the median of all four, which its own values
+    pull towards it, it scores above zero and would stay in (the control); against the others' median, below."""
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=1000)
+    updates = np.stack(
+        [*(shared + rng.normal(size=1000) for _ in range(3)), -0.1 * shared + rng.normal(size=1000)]
+    )
+    cosines = similarity(updates)
+    assert all(c > 0.4 for c in cosines[:3]) and cosines[3] < 0
+    median = np.median(updates, axis=0)
+    assert updates[3] @ median / np.linalg.norm(updates[3]) / np.linalg.norm(median) > 0.1
+
+
+def test_only_a_site_above_the_weight_cap_must_point_with_the_others():
+    """Measured shapes (bench/adversaries.py, 4 sites): the swapped-labels site claiming 10^6 cases is left out
+    even when its cosine is just above zero; the honest sites under the cap are kept whatever their direction;
+    without a cap every update is checked; at most a minority goes, least aligned first."""
+    liar = {1: 19 / 10**6, 2: 10 / 10**6, 3: 5 / 10**6, 4: 1.0}
+    assert left_out_of({1: 0.28, 2: 0.19, 3: 0.17, 4: -0.01}, liar, 0.1, 0.5) == [4]
+    assert left_out_of({1: 0.09, 2: -0.25, 3: -0.17, 4: 0.02}, liar, 0.1, 0.5) == [4]
+    honest = {1: 19 / 39, 2: 10 / 39, 3: 5 / 39, 4: 5 / 39}
+    assert left_out_of({1: 0.31, 2: 0.31, 3: 0.17, 4: -0.03}, honest, 0.1, 0.5) == []
+    assert left_out_of({1: -0.18, 2: -0.14, 3: -0.23, 4: -0.37}, honest, 0.1, 0.5) == []
+    assert left_out_of({1: -0.18, 2: -0.14, 3: -0.23, 4: -0.37}, honest, 0.1, 1.0) == [
+        4
+    ]  # no cap: all checked
+    assert left_out_of({1: -0.3, 2: -0.5, 3: 0.4}, {1: 0.4, 2: 0.4, 3: 0.2}, 0.1, 1.0) == [2]  # one of three
+    assert left_out_of({1: 0.5, 2: 0.4, 3: 0.3}, {1: 0.8, 2: 0.1, 3: 0.1}, 0.1, 0.5) == []
