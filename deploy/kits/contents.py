@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.ingest_settings import IngestSettings
-from models.shared.node_config import CONSENT_KEYS, POLICY_KEYS, NodeConfig, limit_key
+from models.shared.node_config import CONSENT_KEYS, POLICY_KEYS, PRIVACY_KEYS, NodeConfig, limit_key
 from site_app.settings.site_file import (
     COORDINATOR,
     PRIVATE_KEY,
@@ -231,7 +231,7 @@ class SiteKitSettings:
     """How the site's export is read: site.toml's [series], [labels] and [limits] (defaults when absent)."""
     policy: Mapping[str, int | float]
     """The site's other disclosure settings it sets (min-position-cases, min-train-cases, validation-fraction,
-    min-lesion-mm3, share-local-model-for-evaluation; absent keys take the ClientApp's defaults,
+    min-lesion-mm3, share-local-model-for-evaluation, local-dp-noise-multiplier, local-dp-clipping-norm; absent keys take the ClientApp's defaults,
     site_app.disclosure.policy and model_sharing)."""
     limits: Mapping[str, int | float]
     """The site's limits on run settings it sets (site.toml's [limits], site_app.settings.limits)."""
@@ -318,7 +318,7 @@ def read_kit_settings(path: Path, site_name: str) -> SiteKitSettings:
         ingest=site_file.ingest,
         policy={
             k: table[k]
-            for k in (*POLICY_KEYS, *CONSENT_KEYS)
+            for k in (*POLICY_KEYS, *CONSENT_KEYS, *PRIVACY_KEYS)
             if k in table and k != NodeConfig.MIN_REPORT_CASES
         },
         limits=dict(site_file.limits),

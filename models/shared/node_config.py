@@ -60,6 +60,10 @@ POLICY_KEYS = (
 CONSENT_KEYS = (NodeConfig.SHARE_LOCAL_MODEL,)
 """The site's consents (true/false) a site.toml may set; absent: off. The coordinator's run config cannot set them."""
 
+PRIVACY_KEYS = (NodeConfig.LOCAL_DP_NOISE_MULTIPLIER, NodeConfig.LOCAL_DP_CLIPPING_NORM)
+"""The site's own local DP (site_app.local_dp) a site.toml may set; absent: off. The coordinator's run config cannot
+set them."""
+
 DEPLOYED_NODE_CONFIG = (
     NodeConfig.SITE_NAME,
     NodeConfig.DATA_PATH,
@@ -67,6 +71,7 @@ DEPLOYED_NODE_CONFIG = (
     NodeConfig.SITE_CONFIG,
     *POLICY_KEYS,
     *CONSENT_KEYS,
+    *PRIVACY_KEYS,
 )
 """What a deployed site's launcher writes into its node config from a kit's site.toml as shipped (a site.toml
 without the optional policy keys leaves them out; each limit the site sets adds "limits.<key>")."""

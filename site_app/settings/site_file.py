@@ -3,7 +3,8 @@
 A site kit's site.toml holds top-level keys, read by the site's launcher (deploy.kits.contents): the node-config keys the
 ClientApp gets (models.shared.node_config.NodeConfig: site-name, data-path, work-path and the site's disclosure settings
 min-report-cases, min-position-cases, min-train-cases, validation-fraction, min-lesion-mm3;
-site_app.disclosure.policy), `i-understand` (true confirms thresholds below their defaults),
+site_app.disclosure.policy; the local-DP noise multiplier and clipping norm, site_app.local_dp), `i-understand`
+(true confirms thresholds below their defaults),
 `coordinator` (host:port of the SuperLink), `private-key` (the site's own key, for its SuperNode) and
 `runtime-port`. Any site.toml (also one given to
 `oncofed site check --config`) may hold tables on how the export is read and on the run settings the site
@@ -67,6 +68,8 @@ TOP_LEVEL: Mapping[str, type] = MappingProxyType(
         NodeConfig.MIN_LESION_MM3: float,
         I_UNDERSTAND: bool,
         NodeConfig.SHARE_LOCAL_MODEL: bool,
+        NodeConfig.LOCAL_DP_NOISE_MULTIPLIER: float,
+        NodeConfig.LOCAL_DP_CLIPPING_NORM: float,
         RUNTIME_PORT: int,
     }
 )
@@ -79,10 +82,12 @@ OPTIONAL_IN_A_KIT = frozenset(
         NodeConfig.MIN_LESION_MM3,
         I_UNDERSTAND,
         NodeConfig.SHARE_LOCAL_MODEL,
+        NodeConfig.LOCAL_DP_NOISE_MULTIPLIER,
+        NodeConfig.LOCAL_DP_CLIPPING_NORM,
     }
 )
 """Top-level keys a kit may leave out: the site's disclosure settings then take their defaults
-(site_app.disclosure.policy.DEFAULTS; the consent to share the local-only model is off); every other key of
+(site_app.disclosure.policy.DEFAULTS; the consent to share the local-only model and local DP are off); every other key of
 TOP_LEVEL is required in a kit."""
 _KIND = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from scripted_grid import ScriptedGrid, ScriptedSite, scripted_run_config, trained, validated
 
 from models.shared.round_reply import (
     failed_validation,
@@ -17,7 +18,6 @@ from server_app.app import run_federation
 from server_app.coordinator_settings import ServerRunSettings
 from server_app.run_record.run_folder import read_metrics
 from site_app.site_message import SiteMessage
-from tests.support.scripted_grid import ScriptedGrid, ScriptedSite, scripted_run_config, trained, validated
 
 SITES = ["hospital-a", "hospital-b", "hospital-c"]
 

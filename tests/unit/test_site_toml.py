@@ -14,6 +14,7 @@ from models.shared.node_config import DEFAULT_MIN_REPORT_CASES, DEPLOYED_NODE_CO
 from models.shared.run_config import defaults
 from site_app.disclosure.model_sharing import shares_local_model
 from site_app.disclosure.policy import DisclosurePolicy
+from site_app.local_dp import LocalDp
 from site_app.settings.identity import site_paths
 from site_app.settings.run_settings import SiteRunSettings
 from site_app.settings.site_file import OPTIONAL_IN_A_KIT, TOP_LEVEL, read_site_settings
@@ -111,5 +112,23 @@ def test_a_sites_consent_to_share_its_local_model_is_off_as_shipped_and_reaches_
     assert shares_local_model(read_kit_settings(consenting, SITE).node_config(), settings, SITE)
 
     wrong = kit_site_toml(tmp_path, **{key: f'{key} = "yes"'})
+    with pytest.raises(KitError, match=key):
+        read_kit_settings(wrong, SITE)
+
+
+def test_a_sites_local_dp_is_off_as_shipped_and_its_own_setting_reaches_the_clientapp(tmp_path):
+    settings = SiteRunSettings.from_run_config(defaults())
+    shipped = read_kit_settings(kit_site_toml(tmp_path), SITE).node_config()
+    assert not LocalDp.for_site(shipped, settings).on
+
+    key, norm = NodeConfig.LOCAL_DP_NOISE_MULTIPLIER, NodeConfig.LOCAL_DP_CLIPPING_NORM
+    noisy = kit_site_toml(tmp_path, **{key: f"{key} = 0.8", norm: f"{norm} = 2"})
+    local_dp = LocalDp.for_site(read_kit_settings(noisy, SITE).node_config(), settings)
+    assert local_dp.on and local_dp.sigma == pytest.approx(1.6)
+    # the coordinator's run config has no say: its simulated-site setting is ignored for a deployed site
+    coordinator = SiteRunSettings.from_run_config({**defaults(), "sim-local-dp-noise-multiplier": 5.0})
+    assert LocalDp.for_site(read_kit_settings(noisy, SITE).node_config(), coordinator).noise_multiplier == 0.8
+
+    wrong = kit_site_toml(tmp_path, **{key: f'{key} = "high"'})
     with pytest.raises(KitError, match=key):
         read_kit_settings(wrong, SITE)
