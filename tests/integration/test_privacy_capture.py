@@ -12,7 +12,7 @@ import pytest
 from flwr.app import Message
 from tiny_capture_run import MIN_REPORT_CASES, REPORTING, SITES, SUPPRESSED, captured_run
 
-from models.shared.wire import COUNTS, METRICS, STATS
+from models.shared.wire import COUNTS, METRICS, STATS, Record
 from site_app.learning.metrics import HD95_PENALTY_MM
 
 DICOM_IDENTIFIERS = (
@@ -65,7 +65,15 @@ def test_every_message_of_every_site_is_captured(run):
     records = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
     for site in SITES:
         kinds = Counter(message.metadata.message_type for _, message in run.messages(site))
-        assert kinds == {"query.describe": 1, "train": 1, "evaluate": sum(r["site"] == site for r in records)}
+        validations = sum(r["site"] == site for r in records)
+        # one message per round: round 0's validation rode on the train reply, the last round's on an evaluate one
+        carried = sum(
+            bool({Record.VALIDATION, Record.VALIDATION_METRICS} & set(message.content.keys()))
+            for _, message in run.messages(site)
+            if message.metadata.message_type == "train"
+        )
+        assert kinds == {"query.describe": 1, "train": 1, "evaluate": validations - carried}
+        assert carried == 1 and validations == 2
         assert not any(message.has_error() for _, message in run.messages(site))
 
 
