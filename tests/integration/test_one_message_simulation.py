@@ -42,6 +42,7 @@ def simulate(federation: Path, run_dir: Path, messages: str) -> tuple[dict, dict
     return {(r["round"], r["site"]): r for r in records}, json.loads((run_dir / "summary.json").read_text())
 
 
+@pytest.mark.slow  # two real simulations; the fast tier's check is the scripted loop in tests/unit/test_one_message_rounds.py
 def test_one_message_per_round_reports_the_numbers_of_two(tiny_federation, tmp_path):
     one, one_summary = simulate(tiny_federation, tmp_path / "one", "one")
     two, two_summary = simulate(tiny_federation, tmp_path / "two", "two")
