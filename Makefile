@@ -23,7 +23,7 @@ system-packages:
 
 demo: install
 	@test -d $(DEMO)/data || $(BIN)/oncofed synth --out $(DEMO)/data --sites 3 --preset demo --seed 0
-	$(BIN)/oncofed simulate --data $(DEMO)/data --out $(DEMO)/runs/$$(date +%Y%m%d-%H%M%S) --rounds 8 --preset small --run-config 'local-baseline=true local-epochs=2'
+	$(BIN)/oncofed simulate --data $(DEMO)/data --out $(DEMO)/runs/$$(date +%Y%m%d-%H%M%S) --rounds 8 --preset small --run-config 'local-baseline=true local-epochs=2 spacing-mm=3 patch-size=24'
 
 # Style and the import contract first (seconds), then the tests: unit and integration; `slow` ones are separate.
 test: install system-packages
