@@ -1,5 +1,6 @@
 """MONAI 3D UNet presets: one name per size, so every site builds the same network."""
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,7 +48,17 @@ def patch_size(preset: str, configured: int) -> int:
         raise ValueError(
             f"run setting `patch-size` is {configured}; use 0 for the model preset's, or a positive edge"
         )
-    return configured or get_preset(preset).patch_size
+    if configured == 0:
+        return get_preset(preset).patch_size
+    factor = math.prod(get_preset(preset).strides)
+    if configured % factor:
+        lower, upper = configured - configured % factor or factor, configured - configured % factor + factor
+        raise ValueError(
+            f"run setting `patch-size` is {configured}, but model preset `{preset}` halves the patch "
+            f"{len(get_preset(preset).strides)} times, so the edge must be a multiple of {factor}: use "
+            f"{lower} or {upper} (or 0 for the preset's {get_preset(preset).patch_size})"
+        )
+    return configured
 
 
 NETWORK = "monai.networks.nets.UNet"

@@ -107,6 +107,11 @@ def test_patch_size_zero_is_the_presets_and_a_positive_one_overrides(preset):
         ("local-epochs", "2", "`local-epochs` is '2', expected a whole number"),
         ("local-epochs", 0, "`local-epochs` is 0, expected at least 1"),
         ("patch-size", -8, "`patch-size` is -8, expected at least 0"),
+        (
+            "patch-size",
+            18,
+            "`patch-size` is 18, but model preset `small` halves the patch 3 times, so the edge must be a multiple of 8: use 16 or 24",
+        ),
         ("seed", True, "`seed` is True, expected a whole number"),
         ("spacing-mm", "2mm", "`spacing-mm` is '2mm', expected a number"),
         ("eval-regions", "organs", "unknown eval-regions 'organs'; choose one of: brats, per-class"),
