@@ -12,7 +12,8 @@ replaced by `GatedExecPlugin`, a subclass whose `launch_task` checks `task.fab_h
 from the FAB's bytes when storing the FAB) against the site's allow-list (deploy/kits/app_approval.py, read at every
 task). tests/unit/test_executor_gate.py fails when the hook changes.
 
-An approved task goes to Flower's own launch (`flwr-clientapp --token …`). A refused one is answered here, with
+An approved ClientApp task is started warm, forked from a process that has imported torch and MONAI once
+(deploy/site/warm_start.py), else by Flower's own launch (`flwr-clientapp --token …`). A refused one is answered here, with
 the task's token, the way `flwr/supernode/runtime/run_clientapp.py` answers a failed ClientApp: pull the task
 input, push `Message(Error(code, reason), reply_to=msg)`, push the task output as failed. So the coordinator
 gets a refusal (the code models.shared.wire.APP_NOT_APPROVED_CODE; it knows the site from the reply's node and the
@@ -22,6 +23,7 @@ The site's log names the refused hash.
 
 import argparse
 import logging
+import os
 from logging import ERROR, INFO, WARNING
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from flwr.supercore.superexec.plugin import AutoExecPlugin
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
 from deploy.kits.app_approval import ApprovalError, read_allow_list
+from deploy.site.warm_start import WarmExecutor, WarmStarter, WarmStartError
 from models.shared.wire import APP_NOT_APPROVED_CODE, refusal_reason
 
 HOOKED_MODULE = "flwr.supercore.superexec.run_superexec"
@@ -49,6 +52,12 @@ class GatedExecPlugin(AutoExecPlugin):
     """Flower's task launcher, behind the site's allow-list. Class attributes are set by `install_gate`."""
 
     allow_list: Path
+    warm_starter: WarmStarter | None = None
+
+    def __init__(self, *args: object, executor: object, **kwargs: object) -> None:
+        if self.warm_starter is not None:
+            executor = WarmExecutor(executor, self.warm_starter)
+        super().__init__(*args, executor=executor, **kwargs)  # type: ignore[arg-type]
 
     def launch_task(self, token: str, task: Task) -> LaunchResult:
         fab_hash = task.fab_hash
@@ -98,11 +107,22 @@ def answer_refusal(runtime_api_address: str, token: str, reason: str) -> None:
         client.close()
 
 
-def install_gate(allow_list: Path) -> type[GatedExecPlugin]:
-    """Make `run_superexec` build the gated plugin (this process only)."""
+def install_gate(allow_list: Path, warm_starter: WarmStarter | None = None) -> type[GatedExecPlugin]:
+    """Make `run_superexec` build the gated plugin (this process only); with `warm_starter`, approved ClientApps
+    start from its zygote (deploy/site/warm_start.py)."""
     GatedExecPlugin.allow_list = allow_list
+    GatedExecPlugin.warm_starter = warm_starter
     setattr(superexec_module, HOOKED_NAME, GatedExecPlugin)
     return GatedExecPlugin
+
+
+def start_warm_starter() -> WarmStarter | None:
+    """The zygote approved ClientApps start from; None (every start cold) when it cannot be made here."""
+    try:
+        return WarmStarter.fork()
+    except (OSError, WarmStartError) as error:
+        log(WARNING, "[oncofed gate] ClientApps start cold (a fresh flwr-clientapp each): %s", error)
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,9 +134,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--allow-list", required=True, type=Path, help="the site kit's approved-apps.toml")
     parser.add_argument("--site-name", required=True, help="for the log only")
     parser.add_argument("--parent-pid", type=int, default=None)
+    parser.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="start every ClientApp as a fresh `flwr-clientapp` process instead of forking it warm",
+    )
     args = parser.parse_args(argv)
-    logging.getLogger("flwr").setLevel(logging.INFO)
-    install_gate(args.allow_list.resolve())
+    if "FLWR_LOG_LEVEL" not in os.environ:  # Flower's DEBUG level, when set, times every line (bench/overhead.py)
+        logging.getLogger("flwr").setLevel(logging.INFO)
+    warm_starter = None if args.cold_start else start_warm_starter()  # before run_superexec starts a thread
+    install_gate(args.allow_list.resolve(), warm_starter)
     log(INFO, "[oncofed gate] site %s: apps run only when approved in %s", args.site_name, args.allow_list)
     superexec_module.run_superexec(
         runtime_api_address=args.runtime_api_address,
