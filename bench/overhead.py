@@ -2,10 +2,12 @@
 
 Compute: each site's ClientApp (site_app.app, with its mods) handling one train and one evaluate message in this
 warm process, with the run's config and a warm preprocessing cache: what a round costs the site without Flower.
-Then the same federation runs in Flower's Simulation Engine (deploy.simulation.launch) and as a loopback deployment (an
-insecure SuperLink and one SuperNode per site, each with its own FLWR_HOME and runtime port, on free ports);
-each round's wall time is read from the ServerApp's streamed log. Also measured: the start cost of a fresh
-ClientApp process (interpreter + imports), which every message pays in a deployment.
+Then the same federation runs in Flower's Simulation Engine (deploy.simulation.launch) and twice as a loopback
+deployment (an insecure SuperLink and, per site, a SuperNode with its own FLWR_HOME and runtime port and the site's
+gate as its SuperExec, as `oncofed site start` runs them, on free ports): with the gate's warm ClientApp starts
+(deploy/site/warm_start.py, a site's default) and with `--cold-start` (a fresh `flwr-clientapp` per message, as
+Flower starts them), in the same run. Each round's wall time is read from the ServerApp's streamed log. Also
+measured: the start cost of a fresh ClientApp process (interpreter + imports), which a cold start pays.
 
 The deployment runs with Flower's DEBUG log level, so that every line of every Flower process carries its time;
 bench/round_timeline.py reads from them where a deployed round's time goes, hop by hop (the timeline tables).
@@ -19,13 +21,15 @@ Where a deployed message waits (flwr 1.42, paths under site-packages/flwr):
 - SuperExec, between two task polls: FLWR_SUPEREXEC_TASK_POLL_INTERVAL (supercore/superexec/run_superexec.py:48-51,
   sleep at line 277; default 1.0 s); deploy/flower_env.py sets 0.2 s for every Flower process we start.
 - ClientApp process: no poll; it pulls its message once it runs (supernode/runtime/run_clientapp.py,
-  `pull_task_input`), then pays its interpreter and imports (torch, MONAI) for every message.
+  `pull_task_input`). Started cold it pays its interpreter and imports (torch, MONAI) for every message; the
+  site gate forks it from a process that imported those once.
 - ServerApp: Flower's Grid.send_and_receive sleeps 3 s between pulls (superlink/grid/http_grid.py:412) and its node
   sampler 1 s while waiting for nodes (serverapp/strategy/strategy_utils.py:180); the round loop uses neither
   (server_app/rounds/grid_exchange.py pulls every POLL_S, SelectedNodes skips the sampler's wait).
 """
 
 import dataclasses
+import secrets
 import statistics
 import subprocess
 import sys
@@ -50,6 +54,8 @@ from round_timeline import HOP_HEADERS, ROUND_HEADERS, hop_rows
 
 from data_prep.synth.federation import write_federation
 from deploy.flower_env import app_directory, flower_env, flower_executable, toml_value, write_connection
+from deploy.kits.app_approval import approval_of, write_allow_list
+from deploy.kits.release_fab import build_fab, inspect_fab
 from deploy.processes import ProcessGroup, free_port, stop_on_signals, wait_for_health
 from deploy.simulation.launch import SimulationPlan, failure_context, run_simulation
 from deploy.simulation.plan import plan_simulation
@@ -65,6 +71,8 @@ N_SITES = 4
 DATA_SEED = 0
 CONNECTION = "oncofed-bench"
 RUN_TIMEOUT_S = 1800.0
+DEPLOYMENTS = {"deployment": True, "deployment cold": False}
+"""Deployment mode → whether its site gates start ClientApps warm (a site's default) or cold."""
 
 
 def node_config(data: Path, work: Path) -> dict[str, str | int]:
@@ -131,10 +139,15 @@ def traced_env(flwr_home: Path) -> dict[str, str]:
     return {**flower_env(flwr_home), "FLWR_LOG_LEVEL": "DEBUG"}
 
 
-def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup) -> int:
-    """An insecure SuperLink and one SuperNode per site on free loopback ports, each with its own FLWR_HOME, in
-    `processes` (which stops them). Returns the SuperLink's port."""
+def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup, warm: bool) -> int:
+    """An insecure SuperLink and, per site, a SuperNode (own FLWR_HOME, runtime port) with the site's gate as its
+    SuperExec, the app approved, on free loopback ports, in `processes` (which stops them). `warm`: the gates fork
+    ClientApps warm, else start each fresh. Returns the SuperLink's port."""
     logs = run_dir / "logs"
+    allow_list = (
+        run_dir / "approved-apps.toml"
+    )  # `flwr run` submits the FAB Flower builds from the app folder
+    write_allow_list(allow_list, [approval_of(inspect_fab(build_fab(app_directory()), "the app"), "bench")])
     port = free_port()
     superlink = processes.start(
         "flower-superlink",
@@ -156,29 +169,64 @@ def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup) -> int:
     for folder in site_folders(data):
         site_dir = run_dir / "sites" / folder.name
         config = " ".join(f"{k}={toml_value(v)}" for k, v in node_config(folder, site_dir / "work").items())
-        processes.start(
+        secret = site_dir / "superexec.secret"
+        secret.parent.mkdir(parents=True, exist_ok=True)
+        secret.write_bytes(secrets.token_bytes(32))
+        secret.chmod(0o600)
+        runtime_port = free_port()
+        env = traced_env(site_dir / "flwr-home")
+        supernode = processes.start(
             f"flower-supernode {folder.name}",
             [
                 flower_executable("flower-supernode"),
                 "--insecure",
                 "--superlink",
                 f"127.0.0.1:{port}",
+                "--isolation",
+                "process",
+                "--superexec-auth-secret-file",
+                str(secret),
+                "--host",
+                "127.0.0.1",
                 "--port",
-                str(free_port()),
+                str(runtime_port),
                 "--node-config",
                 config,
             ],
-            traced_env(site_dir / "flwr-home"),
+            env,
             logs / f"supernode-{folder.name}.log",
+        )
+        processes.start(
+            f"oncofed gate {folder.name}",
+            [
+                sys.executable,
+                "-m",
+                "deploy.site.approval_gate",
+                "--runtime-api-address",
+                f"127.0.0.1:{runtime_port}",
+                "--superexec-auth-secret-file",
+                str(secret),
+                "--allow-list",
+                str(allow_list),
+                "--site-name",
+                folder.name,
+                "--parent-pid",
+                str(supernode.pid),
+                *([] if warm else ["--cold-start"]),
+            ],
+            env,
+            logs / f"gate-{folder.name}.log",
         )
     return port
 
 
-def deployed(data: Path, run_dir: Path, overrides: dict[str, object]) -> tuple[RoundClock, RunMemory]:
+def deployed(
+    data: Path, run_dir: Path, overrides: dict[str, object], warm: bool
+) -> tuple[RoundClock, RunMemory]:
     """A loopback deployment runs the app with `flwr run`; every process started is stopped, also on failure."""
     clock = RoundClock()
     with RunMemory(run_dir) as memory, ProcessGroup() as processes:
-        port = start_deployment(data, run_dir, processes)
+        port = start_deployment(data, run_dir, processes, warm)
         cli_home = run_dir / "cli-home"
         env = traced_env(cli_home)
         write_connection(cli_home, CONNECTION, f"127.0.0.1:{port}")
@@ -239,11 +287,15 @@ def main() -> None:
     settings = {"local-epochs": args.local_epochs, ROUND_MESSAGES.key: args.round_messages}
     plan = dataclasses.replace(plan, run_config={**plan.run_config, **settings})
     deploy_overrides = {k: v for k, v in plan.run_config.items() if not k.startswith("sim-")}
-    deploy_overrides["run-dir"] = str(out / "deployment" / "run")
 
     runs = {
         "simulation": lambda: simulated(plan),
-        "deployment": lambda: deployed(data, out / "deployment", deploy_overrides),
+        **{
+            mode: lambda mode=mode: deployed(
+                data, out / mode, {**deploy_overrides, "run-dir": str(out / mode / "run")}, DEPLOYMENTS[mode]
+            )
+            for mode in DEPLOYMENTS
+        },
     }
     compute: dict[str, dict[str, tuple[float, float]]] = {}
     rounds_s: dict[str, dict[int, float]] = {}
@@ -299,13 +351,15 @@ def main() -> None:
         ),
         (
             f"ClientApp process start (fresh interpreter + `import site_app.app`): {clientapp:.2f} s, of which the bare "
-            f"interpreter {bare:.2f} s; a deployment pays it for every message ({per_round} per site per round"
-            f" with round-messages {pattern}{'; one more per site after the last round' if per_round == 1 else ''})."
+            f"interpreter {bare:.2f} s; a cold start pays it for every message ({per_round} per site per round"
+            f" with round-messages {pattern}{'; one more per site after the last round' if per_round == 1 else ''});"
+            " a warm one only the app's own modules (site_app, models, data_prep) and the fork."
         ),
         "Memory: peak proportional set size of every process this benchmark started (Flower, Ray, ClientApps).",
         (
             f"Whole run (first round line → rounds finished, every message of either pattern): simulation "
-            f"{whole_s['simulation']:.1f} s, deployment {whole_s['deployment']:.1f} s; run_over_serial_compute_deploy"
+            f"{whole_s['simulation']:.1f} s, deployment {whole_s['deployment']:.1f} s (cold starts "
+            f"{whole_s['deployment cold']:.1f} s); run_over_serial_compute_deploy"
             " = the deployment's whole run over rounds × Σ compute (the per-round ratios put round 0's validation in"
             " round 1 and the last validation in the last round with one message per round, outside both with two)."
         ),
@@ -315,20 +369,27 @@ def main() -> None:
         "round_over_compute_deploy": median["deployment"] / slowest["deployment"],
         "round_over_serial_compute_sim": median["simulation"] / serial["simulation"],
         "round_over_serial_compute_deploy": median["deployment"] / serial["deployment"],
-        "clientapp_start_share_deploy": per_round * clientapp / median["deployment"],
+        "clientapp_start_share_deploy_cold": per_round * clientapp / median["deployment cold"],
         "run_over_serial_compute_deploy": whole_s["deployment"] / (rounds * serial["deployment"]),
+        "round_over_serial_compute_deploy_cold": median["deployment cold"] / serial["deployment cold"],
+        "warm_over_cold_round_deploy": median["deployment"] / median["deployment cold"],
     }
-    deployment = out / "deployment"
-    hops, coordinator_rounds = hop_rows(
-        deployment / "logs" / "flwr-run.log",
-        {
-            folder.name: (
-                deployment / "logs" / f"supernode-{folder.name}.log",
-                deployment / "sites" / folder.name / "work" / "logs" / "site.log",
-            )
-            for folder in site_folders(data)
-        },
-    )
+    timelines = {
+        mode: hop_rows(
+            out / mode / "logs" / "flwr-run.log",
+            {
+                folder.name: (
+                    [
+                        out / mode / "logs" / f"supernode-{folder.name}.log",
+                        out / mode / "logs" / f"gate-{folder.name}.log",
+                    ],
+                    out / mode / "sites" / folder.name / "work" / "logs" / "site.log",
+                )
+                for folder in site_folders(data)
+            },
+        )
+        for mode in DEPLOYMENTS
+    }
     tables = [
         markdown_table(
             ["site", *(f"{h} ({mode})" for mode in runs for h in ("train s", "evaluate s", "compute s"))],
@@ -348,8 +409,13 @@ def main() -> None:
             round_rows,
         ),
         markdown_table(["mode", "peak memory GiB", "largest process GiB", "processes"], memory_rows),
-        markdown_table(HOP_HEADERS, hops),
-        markdown_table(ROUND_HEADERS, coordinator_rounds),
+        *(
+            f"Timeline, {mode} ({'warm' if warm else 'cold'} ClientApp starts):\n\n"
+            + markdown_table(HOP_HEADERS, timelines[mode][0])
+            + "\n\n"
+            + markdown_table(ROUND_HEADERS, timelines[mode][1])
+            for mode, warm in DEPLOYMENTS.items()
+        ),
     ]
     report("overhead", args.results, tables, ratios, notes, started)
 

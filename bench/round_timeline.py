@@ -2,10 +2,10 @@
 DEBUG log level (every Flower line then carries its time).
 
 Sources: the ServerApp's streamed log (`flwr run --stream`: round starts, and server_app.rounds.grid_exchange's
-"Pushing"/"Pushed"/"Pulled the reply of node N" lines), each SuperNode's log (its own lines and those of the
-SuperExec and ClientApp processes it starts: "Receiving", "Start `flwr-clientapp`
-process", "Loading ClientApp", "Runtime.PushMessages", "Sending", "Sent successfully") and each site's site.log
-("handling a … message"). A SuperNode handles one message at a time, so each site's lines split into one segment
+"Pushing"/"Pushed"/"Pulled the reply of node N" lines), each site's SuperNode log ("Receiving",
+"Runtime.PushMessages", "Sending", "Sent successfully") and gate log (deploy/site/approval_gate.py, the site's
+SuperExec, and the ClientApps it starts: "ClientApp started warm" or, started cold, "Start `flwr-clientapp`
+process"; "Loading ClientApp"), merged by time, and each site's site.log ("handling a … message"). A SuperNode handles one message at a time, so each site's lines split into one segment
 per message.
 """
 
@@ -28,9 +28,13 @@ RECEIVING = re.compile(r"Receiving: (\S+) message")
 
 HOPS = (
     ("ServerApp push starts → SuperNode receives (push, SuperNode fetch wait)", "pushing", "receiving"),
-    ("SuperNode pull, SuperExec poll, ClientApp interpreter + flwr import", "receiving", "app_start"),
+    (
+        "SuperNode pull, SuperExec poll, ClientApp start (cold: interpreter + flwr import)",
+        "receiving",
+        "app_start",
+    ),
     ("ClientApp pull + FAB install", "app_start", "loading"),
-    ("ClientApp import (site_app, torch, MONAI)", "loading", "handling"),
+    ("ClientApp import (site_app; cold: torch, MONAI too)", "loading", "handling"),
     ("compute (the site's handler)", "handling", "replied"),
     ("SuperNode reply wait", "replied", "sending"),
     ("SuperNode push (→ SuperLink)", "sending", "sent"),
@@ -66,29 +70,38 @@ class SiteMessageTimes:
     events: dict[str, float] = field(default_factory=dict)
 
 
-def site_messages(supernode_log: Path, site_log: Path) -> tuple[int | None, list[SiteMessageTimes]]:
-    """The SuperNode's node id and its messages in order, each with the site-side events of its path."""
+APP_START = ("Start `flwr-clientapp` process", "ClientApp started warm")
+"""A ClientApp's start: Flower's line in a fresh `flwr-clientapp`, the gate's when it forks one warm."""
+
+
+def site_messages(flower_logs: list[Path], site_log: Path) -> tuple[int | None, list[SiteMessageTimes]]:
+    """The SuperNode's node id and its messages in order, each with the site-side events of its path, from the
+    site's Flower logs (SuperNode and gate) merged by time."""
     node_id, messages = None, []
     handling = (
         [moment for moment, line in _timed_lines(site_log) if "handling a " in line]
         if site_log.is_file()
         else []
     )
-    for moment, line in _timed_lines(supernode_log):
+    merged = sorted(
+        (item for path in flower_logs if path.is_file() for item in _timed_lines(path)),
+        key=lambda item: item[0],
+    )
+    for moment, line in merged:
         if (match := NODE_ID.search(line)) and node_id is None:
             node_id = int(match.group(1))
         elif match := RECEIVING.search(line):
             messages.append(SiteMessageTimes(match.group(1), {"receiving": moment}))
         elif messages:
             events = messages[-1].events
-            for event, text in (
-                ("app_start", "Start `flwr-clientapp` process"),
-                ("loading", "Loading ClientApp"),
-                ("replied", "Runtime.PushMessages"),
-                ("sending", "Sending: "),
-                ("sent", "Sent successfully"),
+            for event, texts in (
+                ("app_start", APP_START),
+                ("loading", ("Loading ClientApp",)),
+                ("replied", ("Runtime.PushMessages",)),
+                ("sending", ("Sending: ",)),
+                ("sent", ("Sent successfully",)),
             ):
-                if text in line and event not in events:
+                if any(text in line for text in texts) and event not in events:
                     events[event] = moment
                     if event == "loading":
                         events["handling"] = next((t for t in handling if t >= moment - 0.001), moment)
@@ -128,7 +141,7 @@ def server_phases(serverapp_log: Path) -> tuple[dict[int, float], list[Phase], f
 
 
 def hop_rows(
-    serverapp_log: Path, sites: dict[str, tuple[Path, Path]]
+    serverapp_log: Path, sites: dict[str, tuple[list[Path], Path]]
 ) -> tuple[list[list[object]], list[list[object]]]:
     """Per hop (train and evaluate messages of rounds ≥ 1): median and max over sites and rounds, in seconds; and
     per round the coordinator's phases (round start → train push, train push → last train reply, last train reply
@@ -136,8 +149,8 @@ def hop_rows(
     evaluate phase less its slowest site's validation)."""
     starts, phases, last = server_phases(serverapp_log)
     by_node = {}
-    for site, (supernode_log, site_log) in sites.items():
-        node_id, messages = site_messages(supernode_log, site_log)
+    for site, (flower_logs, site_log) in sites.items():
+        node_id, messages = site_messages(flower_logs, site_log)
         if node_id is not None:
             by_node[node_id] = (site, messages)
     samples: dict[tuple[str, str], list[float]] = {}

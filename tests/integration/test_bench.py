@@ -26,8 +26,10 @@ HEADLINES = {
         "round_over_compute_sim",
         "round_over_compute_deploy",
         "round_over_serial_compute_deploy",
-        "clientapp_start_share_deploy",
+        "clientapp_start_share_deploy_cold",
         "run_over_serial_compute_deploy",
+        "round_over_serial_compute_deploy_cold",
+        "warm_over_cold_round_deploy",
     },
     "aggregation": {"aggregation_over_memcpy", "fedavg_over_memcpy"},
     "scale": {"scale_round_per_site_over_baseline", "scale_memory_over_baseline"},
@@ -130,11 +132,12 @@ def test_quick_mode(name, tmp_path):
     assert f"## {name} — " in text and "- command: `" in text and "- machine: " in text and "cores" in text
     assert all(f"RATIO {key} " in text for key in ratios)
     assert flower_homes_under(tmp_path) == []
-    if name == "overhead":  # the deployed round's timeline, every hop timed
+    if name == "overhead":  # the deployed round's timeline, every hop timed, with warm and with cold starts
         rows = [
             line for line in text.splitlines() if line.startswith(("| ServerApp", "| SuperNode", "| compute"))
         ]
-        assert len(rows) == 6 and all("–" not in row for row in rows), text
+        assert len(rows) == 12 and all("–" not in row for row in rows), text
+        assert "Timeline, deployment (warm ClientApp starts)" in text and "(cold ClientApp starts)" in text
 
 
 def test_in_process_grid_replies_reach_the_site_they_answer(monkeypatch):
