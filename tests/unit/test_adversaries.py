@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
 from scripted_grid import ScriptedGrid, ScriptedSite, described, scripted_run_config
 from strategy_rounds import settings_of, train_round
 
@@ -31,7 +32,7 @@ from server_app.run_record.run_folder import read_metrics
 from server_app.strategies.registry import build_strategy
 from server_app.strategies.robust import TooFewSites
 from server_app.strategies.site_weight import capped_shares
-from server_app.strategies.update_direction import left_out_of, similarity
+from server_app.strategies.update_direction import UpdateDirection, left_out_of, similarity
 from server_app.strategies.update_norm import UpdateNormBound
 
 HONEST = {"hospital-a": 1.3, "hospital-b": 1.0, "hospital-c": 0.9}
@@ -305,11 +306,13 @@ def test_an_update_trained_on_other_labels_is_below_zero_against_the_others_medi
 
 def test_only_a_site_above_the_weight_cap_must_point_with_the_others():
     """Measured shapes (bench/adversaries.py, 4 sites): the swapped-labels site claiming 10^6 cases is left out
-    even when its cosine is just above zero; the honest sites under the cap are kept whatever their direction;
-    without a cap every update is checked; at most a minority goes, least aligned first."""
+    even when its cosine is just above zero, as its run mean is below the honest sites'; the honest sites under the
+    cap are kept whatever their direction; without a cap every update is checked against the others; at most a
+    minority goes, least aligned first."""
     liar = {1: 19 / 10**6, 2: 10 / 10**6, 3: 5 / 10**6, 4: 1.0}
     assert left_out_of({1: 0.28, 2: 0.19, 3: 0.17, 4: -0.01}, liar, 0.1, 0.5) == [4]
-    assert left_out_of({1: 0.09, 2: -0.25, 3: -0.17, 4: 0.02}, liar, 0.1, 0.5) == [4]
+    late = {1: 0.09, 2: -0.25, 3: -0.17, 4: 0.02}  # a late round: the honest small sites point away too
+    assert left_out_of(late, liar, 0.1, 0.5, run_means={1: 0.3, 2: 0.12, 3: 0.15, 4: -0.1}) == [4]
     honest = {1: 19 / 39, 2: 10 / 39, 3: 5 / 39, 4: 5 / 39}
     assert left_out_of({1: 0.31, 2: 0.31, 3: 0.17, 4: -0.03}, honest, 0.1, 0.5) == []
     assert left_out_of({1: -0.18, 2: -0.14, 3: -0.23, 4: -0.37}, honest, 0.1, 0.5) == []
@@ -318,3 +321,25 @@ def test_only_a_site_above_the_weight_cap_must_point_with_the_others():
     ]  # no cap: all checked
     assert left_out_of({1: -0.3, 2: -0.5, 3: 0.4}, {1: 0.4, 2: 0.4, 3: 0.2}, 0.1, 1.0) == [2]  # one of three
     assert left_out_of({1: 0.5, 2: 0.4, 3: 0.3}, {1: 0.8, 2: 0.1, 3: 0.1}, 0.1, 0.5) == []
+
+
+def test_an_honest_large_site_late_in_a_converged_run_is_kept_by_its_run_mean():
+    """Consortium preset, seed 0, round 14 (measured): the 32-case centre holds 0.53 of the cases, above the cap,
+    and its update scores +0.02 while the small sites' range from −0.10 to +0.09. Judged on this round alone
+    (the control) it is left out, as it was in 9 of the run's 30 rounds; its run mean, +0.23 against a median of
+    +0.18 for the small sites, keeps it."""
+    shares = {1: 32 / 60, 2: 13 / 60, 3: 6 / 60, 4: 4 / 60, 5: 3 / 60, 6: 2 / 60}
+    round_14 = {1: 0.02, 2: -0.10, 3: 0.07, 4: 0.02, 5: 0.07, 6: 0.09}
+    assert left_out_of(round_14, shares, 0.1, 0.5) == [1]  # control: this round's cosines only
+    run_means = {1: 0.229, 2: 0.17, 3: 0.20, 4: 0.18, 5: 0.19, 6: 0.05}
+    assert left_out_of(round_14, shares, 0.1, 0.5, run_means) == []
+
+
+def test_the_run_cosines_are_kept_across_a_resume():
+    """The run means need every earlier round's cosines: they are in the saved strategy state."""
+    direction = UpdateDirection(FedAvg(), 0.1, 0.5)
+    direction.cosines = {1: {101: 0.5, 102: 0.4}, 2: {101: 0.1, 102: -0.2}}
+    resumed = UpdateDirection(FedAvg(), 0.1, 0.5)
+    resumed.load_state_dict(direction.state_dict())
+    assert resumed.cosines == direction.cosines
+    assert resumed.run_mean(101) == pytest.approx(0.3) and resumed.run_mean(103) == 0.0
