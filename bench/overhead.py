@@ -59,6 +59,7 @@ from deploy.kits.release_fab import build_fab, inspect_fab
 from deploy.processes import ProcessGroup, free_port, stop_on_signals, wait_for_health
 from deploy.simulation.launch import SimulationPlan, failure_context, run_simulation
 from deploy.simulation.plan import plan_simulation
+from deploy.site.approval_gate import gate_command, gated_supernode_arguments
 from models.presets import build_model
 from models.shared.node_config import limit_key
 from models.shared.run_config import ROUND_MESSAGES
@@ -182,14 +183,7 @@ def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup, warm: b
                 "--insecure",
                 "--superlink",
                 f"127.0.0.1:{port}",
-                "--isolation",
-                "process",
-                "--superexec-auth-secret-file",
-                str(secret),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(runtime_port),
+                *gated_supernode_arguments(secret, runtime_port),
                 "--node-config",
                 config,
             ],
@@ -198,22 +192,7 @@ def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup, warm: b
         )
         processes.start(
             f"oncofed gate {folder.name}",
-            [
-                sys.executable,
-                "-m",
-                "deploy.site.approval_gate",
-                "--runtime-api-address",
-                f"127.0.0.1:{runtime_port}",
-                "--superexec-auth-secret-file",
-                str(secret),
-                "--allow-list",
-                str(allow_list),
-                "--site-name",
-                folder.name,
-                "--parent-pid",
-                str(supernode.pid),
-                *([] if warm else ["--cold-start"]),
-            ],
+            gate_command(runtime_port, secret, allow_list, folder.name, supernode.pid, cold_start=not warm),
             env,
             logs / f"gate-{folder.name}.log",
         )

@@ -24,6 +24,7 @@ The site's log names the refused hash.
 import argparse
 import logging
 import os
+import sys
 from logging import ERROR, INFO, WARNING
 from pathlib import Path
 
@@ -44,6 +45,8 @@ from deploy.kits.app_approval import ApprovalError, read_allow_list
 from deploy.site.warm_start import WarmExecutor, WarmStarter, WarmStartError
 from models.shared.wire import APP_NOT_APPROVED_CODE, refusal_reason
 
+GATE_MODULE = "deploy.site.approval_gate"
+"""This module, as `python -m` runs it."""
 HOOKED_MODULE = "flwr.supercore.superexec.run_superexec"
 HOOKED_NAME = "AutoExecPlugin"
 
@@ -116,6 +119,48 @@ def install_gate(allow_list: Path, warm_starter: WarmStarter | None = None) -> t
     return GatedExecPlugin
 
 
+def gated_supernode_arguments(secret: Path, runtime_port: int) -> list[str]:
+    """The `flower-supernode` arguments that leave launching to the gate: process isolation, the shared secret,
+    the Runtime API on loopback."""
+    return [
+        "--isolation",
+        "process",
+        "--superexec-auth-secret-file",
+        str(secret),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(runtime_port),
+    ]
+
+
+def gate_command(
+    runtime_port: int,
+    secret: Path,
+    allow_list: Path,
+    site_name: str,
+    supernode_pid: int,
+    cold_start: bool = False,
+) -> list[str]:
+    """The command that runs this gate for the SuperNode `supernode_pid` (see `main`)."""
+    return [
+        sys.executable,
+        "-m",
+        GATE_MODULE,
+        "--runtime-api-address",
+        f"127.0.0.1:{runtime_port}",
+        "--superexec-auth-secret-file",
+        str(secret),
+        "--allow-list",
+        str(allow_list),
+        "--site-name",
+        site_name,
+        "--parent-pid",
+        str(supernode_pid),
+        *(["--cold-start"] if cold_start else []),
+    ]
+
+
 def start_warm_starter() -> WarmStarter | None:
     """The zygote approved ClientApps start from; None (every start cold) when it cannot be made here."""
     try:
@@ -140,7 +185,9 @@ def main(argv: list[str] | None = None) -> None:
         help="start every ClientApp as a fresh `flwr-clientapp` process instead of forking it warm",
     )
     args = parser.parse_args(argv)
-    if "FLWR_LOG_LEVEL" not in os.environ:  # Flower's DEBUG level, when set, times every line (bench/overhead.py)
+    if (
+        "FLWR_LOG_LEVEL" not in os.environ
+    ):  # Flower's DEBUG level, when set, times every line (bench/overhead.py)
         logging.getLogger("flwr").setLevel(logging.INFO)
     warm_starter = None if args.cold_start else start_warm_starter()  # before run_superexec starts a thread
     install_gate(args.allow_list.resolve(), warm_starter)

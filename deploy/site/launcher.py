@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import re
 import secrets
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
 from deploy.flower_env import flower_env, flower_executable, toml_value
 from deploy.kits.contents import SiteKit
 from deploy.processes import ProcessGroup, StartedProcess, follow_log, tail
+from deploy.site.approval_gate import gate_command, gated_supernode_arguments
 from models.shared.atomic import atomic_write_bytes
 
 CONNECTED = re.compile(r"SuperNode ID: (\d+)")
@@ -81,7 +81,6 @@ def start_site(kit: SiteKit, processes: ProcessGroup) -> RunningSite:
     log_path = kit.logs / "supernode.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
     secret = write_secret(kit)
-    runtime = f"127.0.0.1:{kit.settings.runtime_port}"
     supernode = processes.start(
         "flower-supernode",
         [
@@ -94,35 +93,14 @@ def start_site(kit: SiteKit, processes: ProcessGroup) -> RunningSite:
             str(kit.private_key),
             "--node-config",
             str(write_node_config(kit)),
-            "--isolation",
-            "process",
-            "--superexec-auth-secret-file",
-            str(secret),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(kit.settings.runtime_port),
+            *gated_supernode_arguments(secret, kit.settings.runtime_port),
         ],
         env,
         log_path,
     )
     gate = processes.start(
         "oncofed gate",
-        [
-            sys.executable,
-            "-m",
-            "deploy.site.approval_gate",
-            "--runtime-api-address",
-            runtime,
-            "--superexec-auth-secret-file",
-            str(secret),
-            "--allow-list",
-            str(kit.allow_list),
-            "--site-name",
-            kit.site_name,
-            "--parent-pid",
-            str(supernode.pid),
-        ],
+        gate_command(kit.settings.runtime_port, secret, kit.allow_list, kit.site_name, supernode.pid),
         env,
         kit.logs / "gate.log",
     )
