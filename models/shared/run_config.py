@@ -334,7 +334,7 @@ UPDATE_NORM_MEDIAN_FACTOR = RunSetting(
     "update-norm-median-factor",
     Owner.COORDINATOR,
     float,
-    1.5,
+    5.0,
     "every site's update is also clipped to this multiple of the median of the round's update norms (the"
     " scale of an honest update, whatever the model, while fewer than half the sites attack); 0: off",
     0,
