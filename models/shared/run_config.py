@@ -354,7 +354,8 @@ UPDATE_MIN_COSINE = RunSetting(
     float,
     0.1,
     "the update of a site claiming more than `max-site-weight` of the round's cases (every update without a"
-    " cap) is left out when its cosine similarity with the median of the others' updates is below this; -1: off",
+    " cap) is left out when its mean cosine similarity with the median of the others' updates, over the run so"
+    " far, is below this and below the median of the uncapped sites' means; -1: off",
     -1,
 )
 PROXIMAL_MU = RunSetting(

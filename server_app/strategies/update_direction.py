@@ -2,8 +2,8 @@
 
 With fewer than half the sites attacking, the coordinate-wise median of the round's updates (weights minus the
 global model they were sent) lies among the honest ones, whatever the attackers send. UpdateDirection compares
-each update with the median of the *others* and drops every update whose cosine similarity with it is below
-`min_cosine`: a sign-flipped update, or one trained against the federation's labels, points away from the honest
+each update with the median of the *others* (cosine similarity) and leaves out sites that point away from it:
+a sign-flipped update, or one trained against the federation's labels, points away from the honest
 sites' median; an honest one, however non-IID its site, points the same way as the others. Leaving the update
 itself out of its reference matters with few sites: with four, each coordinate's median of all is the mean of
 the two middle values, one of them the attacker's own, which pulls the reference towards it (measured: a site
@@ -17,16 +17,19 @@ direction: small non-IID sites' updates do point elsewhere late in training (mea
 pointing where the others do: the swapped-labels site claiming 10^6 cases scored −0.22 to +0.02, and in a
 round it was let in with half the weight the honest sites' pooled Dice fell by 0.08.
 
-One round's cosine does not tell a liar from an honest large site: as a run converges every update becomes mostly
-noise (measured on the `consortium` preset, seed 0: the honest 32-training-case centre, above the cap, scored
-+0.51 in round 1 and −0.01 to +0.10 from round 12 on, the five sites under the cap +0.56 … −0.23). A checked
-update is therefore left out when its cosine this round is below `min_cosine` *and* its site's mean cosine over
-the run so far is below the median of the reference sites' means: the sites under the cap (the other sites when
-every site is checked). The honest centre's run mean stayed above that median in every round (+0.17 against
-+0.12 at round 20); the liar, which never pointed with the others, is left out in every round. A site that first
-behaves and then turns is let in while its run mean is still above the median: each such round its update is
-still clipped by the update-norm bound and weighed at most `max_share`. At most a minority, ⌊(n − 1)/2⌋ of the n
-updates, is left out, the least aligned first. The run's cosines are part of the strategy's saved state.
+One round's cosine does not tell a liar from an honest site. As a run converges every update becomes mostly noise
+(measured on the `consortium` preset, seed 0: the honest 32-training-case centre, above the cap, scored +0.51 in
+round 1 and −0.01 to +0.10 from round 12 on, the five sites under the cap +0.56 … −0.23; judged round by round it
+was left out in 9 of 30 rounds), and a liar's update can point with the others in some rounds (the swapped-labels
+site scored +0.16 and +0.20 in rounds 2 and 4 of one run, as aligned as the honest sites, −0.31 in rounds 3 and
+5). A checked update is therefore judged by its site's mean cosine over the run so far, this round included: it
+is left out when that mean is below `min_cosine` and below the median of the reference sites' means (the sites
+under the cap; the other sites when every site is checked). The honest centre's mean stayed above that median
+in every round (+0.17 against +0.12 at round 20), so a long run whose cosines all decay keeps it; the liar's mean
+(+0.06, +0.11, −0.03, +0.03, −0.04) leaves it out in every round. A site that first behaves and then turns is let
+in while its mean lasts: each such round its update is still clipped by the update-norm bound and weighed at
+most `max_share`. At most a minority, ⌊(n − 1)/2⌋ of the n updates, is left out, the least aligned this round
+first. The run's cosines are part of the strategy's saved state.
 
 The idea is FLTrust's trust score (Cao et al., NDSS 2021: ReLU of the cosine with a reference update), with the
 coordinate-wise median (Yin et al., ICML 2018) as the reference instead of a root dataset the coordinator does
@@ -53,8 +56,9 @@ COSINES_STATE = "update-cosines"
 
 
 class UpdateDirection(StrategyWrapper):
-    """The inner strategy aggregating only the updates within `min_cosine` of the others' median update (those
-    claiming more than `max_share` of the cases; all with 1)."""
+    """The inner strategy without the updates of sites (those claiming more than `max_share` of the cases; all
+    with 1) whose mean cosine with the others' median update over the run is below `min_cosine` and the
+    reference sites' median."""
 
     def __init__(self, strategy: Strategy, min_cosine: float, max_share: float = 1.0) -> None:
         super().__init__(strategy)
@@ -96,13 +100,13 @@ class UpdateDirection(StrategyWrapper):
             if id(reply) in left_out:
                 log(
                     WARNING,
-                    "Round %d: leaving out the update of node %s: cosine %.2f with the others' median, below %g,"
-                    " and %.2f over the run, below the other sites'",
+                    "Round %d: leaving out the update of node %s: mean cosine with the others' median %.2f over"
+                    " the run (%.2f this round), below %g and below the other sites'",
                     server_round,
                     reply.metadata.src_node_id,
+                    run_means[id(reply)],
                     cosines[id(reply)],
                     self.min_cosine,
-                    run_means[id(reply)],
                 )
             else:
                 kept.append(reply)
@@ -151,16 +155,16 @@ def left_out_of(
     run_means: dict[int, float] | None = None,
 ) -> list[int]:
     """The keys left out: among those whose share of the claimed cases is above `max_share` (all of them when it
-    is 1), each whose cosine is below `min_cosine` and whose run mean (`run_means`; default this round's cosine)
-    is below the median run mean of the reference keys: those not checked, else the other checked ones. Least
-    aligned first, at most ⌊(n − 1)/2⌋ of the n."""
+    is 1), each whose run mean (`run_means`: mean cosine over the run; default this round's cosine) is below
+    `min_cosine` and below the median run mean of the reference keys: those not checked, else the other checked
+    ones. Least aligned this round first, at most ⌊(n − 1)/2⌋ of the n."""
     means = run_means if run_means is not None else cosines
     checked = [key for key in cosines if max_share >= 1 or shares.get(key, 0.0) > max_share]
     unchecked = [key for key in cosines if key not in checked]
     below = []
     for key in checked:
         reference = unchecked or [other for other in cosines if other != key]
-        if cosines[key] < min_cosine and means[key] < statistics.median(means[k] for k in reference):
+        if means[key] < min_cosine and means[key] < statistics.median(means[k] for k in reference):
             below.append((cosines[key], key))
     return [key for _, key in sorted(below)[: (len(cosines) - 1) // 2]]
 

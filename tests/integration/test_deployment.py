@@ -211,7 +211,9 @@ def test_two_sites_train_with_the_release(deployment):
         assert site in output  # the per-site table
         gate_log = (deployment.root / "work" / site / "logs" / "gate.log").read_text()
         assert f"app sha256 {kit.release_sha256} is approved; launching it" in gate_log
-        assert "ClientApp started warm" in gate_log  # forked from the gate's zygote (deploy/site/warm_start.py)
+        assert (
+            "ClientApp started warm" in gate_log
+        )  # forked from the gate's zygote (deploy/site/warm_start.py)
     # the quorum is a majority of the kit's sites (here set: 2); one participation line per round
     words = " ".join(output.split())
     assert "quorum 2 of 2 sites" in words

@@ -335,6 +335,17 @@ def test_an_honest_large_site_late_in_a_converged_run_is_kept_by_its_run_mean():
     assert left_out_of(round_14, shares, 0.1, 0.5, run_means) == []
 
 
+def test_a_liar_whose_update_points_with_the_others_in_one_round_is_judged_by_its_run():
+    """Measured (bench/adversaries.py, swapped labels, round 4): the liar's update scored +0.20, as aligned as the
+    honest sites'; judged on the round alone (the control) it gets in with the capped share; its run mean, +0.03,
+    leaves it out."""
+    liar = {1: 19 / 10**6, 2: 10 / 10**6, 3: 5 / 10**6, 4: 1.0}
+    round_4 = {1: 0.16, 2: 0.18, 3: 0.22, 4: 0.20}
+    assert left_out_of(round_4, liar, 0.1, 0.5) == []  # control
+    run_means = {1: 0.32, 2: 0.30, 3: 0.29, 4: 0.03}
+    assert left_out_of(round_4, liar, 0.1, 0.5, run_means) == [4]
+
+
 def test_the_run_cosines_are_kept_across_a_resume():
     """The run means need every earlier round's cosines: they are in the saved strategy state."""
     direction = UpdateDirection(FedAvg(), 0.1, 0.5)
