@@ -438,6 +438,15 @@ PERSONALIZE_EPOCHS = RunSetting(
     " personalized model stays in its work folder and only its aggregates leave; 0: off",
     0,
 )
+PERSONALIZE_LR_SHARE = RunSetting(
+    "personalize-lr-share",
+    Owner.SITE,
+    float,
+    0.1,
+    "share of the site's learning rate the personalized model is fine-tuned at, in (0, 1]: the global model"
+    " has converged at the schedule's low end of the rate, and fine-tuning it at the full rate undoes that",
+    0,
+)
 
 # simulation
 SIM_MIN_REPORT_CASES = RunSetting(
@@ -559,6 +568,7 @@ RUN_SETTINGS: tuple[RunSetting, ...] = (
     EVAL_REGIONS,
     LOCAL_BASELINE,
     PERSONALIZE_EPOCHS,
+    PERSONALIZE_LR_SHARE,
     SIM_MIN_REPORT_CASES,
     SIM_MIN_POSITION_CASES,
     SIM_MIN_TRAIN_CASES,

@@ -150,11 +150,14 @@ def validate_personalized(
     server_round: int,
     regions: dict[str, tuple[int, ...]],
 ) -> list[CaseEvaluation]:
-    """Fine-tune a copy of the global model (as validated here) for personalize-epochs on `train_items`, keep it
-    at the site (site_app.learning.personalize) and return its results on `items`."""
+    """Fine-tune a copy of the global model (as validated here) for personalize-epochs on `train_items` at
+    personalize-lr-share of the site's learning rate, keep it at the site (site_app.learning.personalize) and return its results on `items`."""
     model = copy.deepcopy(global_model)
     epochs = work.settings.personalize_epochs
-    loss = work.train_model(model, train_items, server_round, PERSONALIZE_STREAM, None, epochs=epochs)
+    share = work.settings.personalize_lr_share
+    loss = work.train_model(
+        model, train_items, server_round, PERSONALIZE_STREAM, None, epochs=epochs, lr_scale=share
+    )
     meta = site_model_meta(work.settings, server_round)
     path = keep_personalized(model, global_model, work.site.work, work.state_dir, meta)
     work.log.info(

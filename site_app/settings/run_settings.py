@@ -23,6 +23,7 @@ from models.shared.run_config import (
     MODEL_PRESET,
     PATCH_SIZE,
     PERSONALIZE_EPOCHS,
+    PERSONALIZE_LR_SHARE,
     SAMPLES_PER_CASE,
     SEED,
     SIM_DATA,
@@ -59,6 +60,8 @@ class SiteRunSettings:
     """Also train and validate a local-only model (site_app.learning.local_baseline)."""
     personalize_epochs: int
     """Fine-tune a personalized model for this many epochs at each validation (site_app.learning.personalize)."""
+    personalize_lr_share: float
+    """At this share of `learning_rate`, in (0, 1]."""
     min_lesion_mm3: float
     """Validation post-processing: smaller predicted tumor components are removed (site_app.learning.postprocess).
     The site's own (node config; at_site), never the run's: a simulated site's is `sim-min-lesion-mm3`."""
@@ -98,6 +101,7 @@ class SiteRunSettings:
             transport_dtype=TRANSPORT_DTYPE.read(run_config),
             local_baseline=LOCAL_BASELINE.read(run_config),
             personalize_epochs=PERSONALIZE_EPOCHS.read(run_config),
+            personalize_lr_share=personalize_lr_share(run_config),
             min_lesion_mm3=SIM_MIN_LESION_MM3.read(run_config),
             sim_min_report_cases=SIM_MIN_REPORT_CASES.read(run_config),
             sim_min_position_cases=SIM_MIN_POSITION_CASES.read(run_config),
@@ -141,6 +145,7 @@ class SiteRunSettings:
             TRANSPORT_DTYPE.key: self.transport_dtype,
             LOCAL_BASELINE.key: self.local_baseline,
             PERSONALIZE_EPOCHS.key: self.personalize_epochs,
+            PERSONALIZE_LR_SHARE.key: self.personalize_lr_share,
             NodeConfig.MIN_LESION_MM3: self.min_lesion_mm3,
             SIM_MIN_REPORT_CASES.key: self.sim_min_report_cases,
             SIM_MIN_POSITION_CASES.key: self.sim_min_position_cases,
@@ -157,3 +162,11 @@ class SiteRunSettings:
 
 def _folder(value: str) -> Path | None:
     return Path(value).expanduser() if value.strip() else None
+
+
+def personalize_lr_share(run_config: Mapping[str, object]) -> float:
+    """`personalize-lr-share`, refused outside (0, 1]: a share above 1 would fine-tune faster than the site trains."""
+    share = PERSONALIZE_LR_SHARE.read(run_config)
+    if not 0 < share <= 1:
+        raise PERSONALIZE_LR_SHARE.refuse(share, "a share in (0, 1]")
+    return share

@@ -166,3 +166,29 @@ def test_the_commands_say_which_model_and_record_its_hash(exchange, tmp_path):
         cli, ["export", "--work", str(work), "--model", str(work / LATEST_MODEL), "--out", "x"]
     )
     assert both.exit_code != 0 and "either --model" in both.output
+
+
+def test_the_personalized_model_is_fine_tuned_at_the_sites_share_of_its_learning_rate(tmp_path, monkeypatch):
+    """personalize-lr-share reaches the fine-tuning (a converged model fine-tuned at the full rate moves off it)."""
+    import logging
+    from types import SimpleNamespace
+
+    from site_app.learning import federated_round
+
+    calls = []
+    monkeypatch.setattr(federated_round, "keep_personalized", lambda *args: tmp_path / "personalized.pt")
+    monkeypatch.setattr(federated_round, "site_model_meta", lambda *args: {})
+    monkeypatch.setattr(federated_round, "validate_cases", lambda *args: ([], None))
+    settings = SimpleNamespace(
+        personalize_epochs=2, personalize_lr_share=0.1, pipeline=None, min_lesion_mm3=0.0
+    )
+    work = SimpleNamespace(
+        settings=settings,
+        train_model=lambda *args, **kwargs: calls.append(kwargs) or 0.5,
+        site=SimpleNamespace(work=tmp_path),
+        state_dir=tmp_path,
+        log=logging.getLogger("test"),
+        device="cpu",
+    )
+    federated_round.validate_personalized(work, torch.nn.Linear(2, 2), [], [], 3, {})
+    assert calls == [{"epochs": 2, "lr_scale": 0.1}]

@@ -117,6 +117,8 @@ def test_patch_size_zero_is_the_presets_and_a_positive_one_overrides(preset):
         ("eval-regions", "organs", "unknown eval-regions 'organs'; choose one of: brats, per-class"),
         ("model-preset", "huge", "unknown model preset 'huge'"),
         ("local-baseline", 1, "`local-baseline` is 1, expected true or false"),
+        ("personalize-lr-share", 2.0, "`personalize-lr-share` is 2.0, expected a share in (0, 1]"),
+        ("personalize-lr-share", 0.0, "`personalize-lr-share` is 0.0, expected a share in (0, 1]"),
         ("sim-min-lesion-mm3", -1.0, "`sim-min-lesion-mm3` is -1.0, expected at least 0"),
         ("transport-dtype", "bfloat16", "`transport-dtype` is 'bfloat16', expected one of float32, float16"),
     ],
