@@ -352,7 +352,7 @@ UPDATE_MIN_COSINE = RunSetting(
     "update-min-cosine",
     Owner.COORDINATOR,
     float,
-    0.1,
+    0.2,
     "the update of a site claiming more than `max-site-weight` of the round's cases (every update without a"
     " cap) is left out when its mean cosine similarity with the median of the others' updates, over the run so"
     " far, is below this and below the median of the uncapped sites' means; -1: off",

@@ -9,7 +9,7 @@ first, each that applies to the run's settings:
     site-weight        with `max-site-weight` < 1 (default 0.5), no site more than that share of the mean
                        (site_weight.SiteWeightCap; not under central DP, whose weights are equal)
     central-dp         with `dp-noise-multiplier` > 0: clipping, noise and ε (central_dp.CentralDp)
-    update-direction   with `update-min-cosine` > -1 (default 0.1), the update of a site claiming more than
+    update-direction   with `update-min-cosine` > -1 (default 0.2), the update of a site claiming more than
                        `max-site-weight` of the cases is left out unless it points, over the run, with the
                        coordinate-wise median of the others' updates (update_direction.UpdateDirection)
     update-norm        every update's norm recorded per site and round; one above `update-norm-drop-factor`

@@ -20,7 +20,7 @@ from scripted_grid import ScriptedGrid, ScriptedSite, described, scripted_run_co
 from strategy_rounds import settings_of, train_round
 
 from models.presets import build_model
-from models.shared.run_config import MAX_SITE_WEIGHT, UPDATE_NORM_BOUND, RunConfigError
+from models.shared.run_config import MAX_SITE_WEIGHT, UPDATE_MIN_COSINE, UPDATE_NORM_BOUND, RunConfigError
 from models.weights import load_checkpoint, to_record
 from server_app.app import run_federation
 from server_app.coordinator_settings import parse_max_cases
@@ -344,6 +344,10 @@ def test_a_liar_whose_update_points_with_the_others_in_one_round_is_judged_by_it
     assert left_out_of(round_4, liar, 0.1, 0.5) == []  # control
     run_means = {1: 0.32, 2: 0.30, 3: 0.29, 4: 0.03}
     assert left_out_of(round_4, liar, 0.1, 0.5, run_means) == [4]
+    # round 2 of the same run: +0.06 then +0.16 make a run mean of +0.11, above a setting of 0.1 (the control)
+    round_2, means_2 = {1: 0.36, 2: 0.36, 3: 0.30, 4: 0.16}, {1: 0.42, 2: 0.40, 3: 0.37, 4: 0.11}
+    assert left_out_of(round_2, liar, 0.1, 0.5, means_2) == []
+    assert left_out_of(round_2, liar, UPDATE_MIN_COSINE.default, 0.5, means_2) == [4]
 
 
 def test_the_run_cosines_are_kept_across_a_resume():
