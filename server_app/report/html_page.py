@@ -86,7 +86,7 @@ def _environment() -> Environment:
     )
     environment.globals.update(
         stats=lambda metrics, metric, region: {s: metrics.get(stat_key(metric, region, s)) for s in STATS},
-        counts=lambda metrics, region: {count: metrics[region_key(count, region)] for count in COUNTS},
+        counts=region_counts,
         phase_notes=phase_notes,
         REPORTED=Status.REPORTED,
         PERSONALIZED_VS_LOCAL=PERSONALIZED_VS_LOCAL,
@@ -108,6 +108,14 @@ def _environment() -> Environment:
 def num(value: float | None, digits: int = 3) -> str:
     """A number to `digits` decimals, "—" when the site sent none."""
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+def region_counts(metrics: dict[str, object], region: str) -> dict[str, object] | None:
+    """The site's case and lesion counts for `region`; None when its reply carried none (they are optional)."""
+    keys = {count: region_key(count, region) for count in COUNTS}
+    if not all(key in metrics for key in keys.values()):
+        return None
+    return {count: metrics[key] for count, key in keys.items()}
 
 
 def plural(count: int, noun: str) -> str:

@@ -245,11 +245,16 @@ the region is absent in both the label and the prediction, present but missed en
 {% if loop.first %}{{ suppressed_row(row, 7) }}{% endif %}
 {% else %}
 {% set count = counts(row.metrics, region.name) %}
+{% if count is none %}
+<tr><td class="site">{{ site(row.name) if loop.first else "" }}</td><td>{{ region.name|upper }}</td>
+<td colspan="6">no counts in this site's reply</td></tr>
+{% else %}
 {% set found, missed = count["lesions-tp"], count["lesions-fn"] %}
 <tr><td class="site">{{ site(row.name) if loop.first else "" }}</td><td>{{ region.name|upper }}</td>
 <td>{{ count["empty-both"] }}</td><td>{{ count["empty-pred"] }}</td><td>{{ count["empty-truth"] }}</td>
 <td>{{ found }} / {{ found + missed }}</td><td>{{ (found / (found + missed))|num if found + missed else "—" }}</td>
 <td>{{ count["lesions-fp"] }}</td></tr>
+{% endif %}
 {% endif %}
 {% endfor %}
 {% endfor %}

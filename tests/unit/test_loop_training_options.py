@@ -12,6 +12,7 @@ from models.weights import load_checkpoint
 from server_app.app import run_federation
 from server_app.rounds.round_checkpoint import load_round_state
 from server_app.run_record.run_folder import read_metrics, read_rounds
+from server_app.strategies.update_direction import COSINES_STATE
 
 
 def run_config(run_dir: Path, **settings) -> dict:
@@ -52,7 +53,9 @@ def test_float16_replies_are_checked_in_the_transport_dtype_and_every_record_has
     assert half < 0.6 * full  # the weights travelled in half the bytes
 
 
-def test_central_dp_epsilon_is_in_every_record_and_the_ledger_in_the_round_checkpoint(tmp_path, flower_task):
+def test_central_dp_epsilon_is_in_every_record_and_the_ledger_in_the_round_checkpoint(
+    tmp_path, flower_task, caplog
+):
     run_dir = tmp_path / "run"
     config = run_config(run_dir, **{"dp-noise-multiplier": 1.0, "dp-clipping-norm": 0.5})
     assert run_federation(two_sites(), config).status == "completed"
@@ -65,6 +68,15 @@ def test_central_dp_epsilon_is_in_every_record_and_the_ledger_in_the_round_check
     assert all(len(e) == 1 for e in epsilons)
     assert 0 < next(iter(epsilons[0])) < next(iter(epsilons[1]))
     state = load_round_state(run_dir).strategy_state
-    assert set(state) == {"inner", "ledger", "epsilon_by_round"} and state["inner"]["strategy"] == "fedavg"
+    assert set(state) == {
+        "inner",
+        "ledger",
+        "epsilon_by_round",
+        COSINES_STATE,
+    }  # the direction check's cosines
+    assert state["inner"]["strategy"] == "fedavg"
+    assert (
+        "could not be written" not in caplog.text
+    )  # the report, though these scripted replies carry no counts
     assert state["epsilon_by_round"]["2"] == pytest.approx(next(iter(epsilons[1])))
     assert np.isfinite(state["epsilon_by_round"]["1"])
