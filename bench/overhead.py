@@ -72,6 +72,10 @@ N_SITES = 4
 DATA_SEED = 0
 CONNECTION = "oncofed-bench"
 RUN_TIMEOUT_S = 1800.0
+SITE_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""The loopback sites share this host's cores: each site's torch would otherwise run one thread per core in every
+site process at once, and they spin against each other (measured with 4 sites on 2 cores: a train handler that
+takes 4 s alone took 42 s in the deployment, warm or cold)."""
 DEPLOYMENTS = {"deployment": True, "deployment cold": False}
 """Deployment mode → whether its site gates start ClientApps warm (a site's default) or cold."""
 
@@ -175,7 +179,7 @@ def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup, warm: b
         secret.write_bytes(secrets.token_bytes(32))
         secret.chmod(0o600)
         runtime_port = free_port()
-        env = traced_env(site_dir / "flwr-home")
+        env = {**traced_env(site_dir / "flwr-home"), **SITE_THREADS}
         supernode = processes.start(
             f"flower-supernode {folder.name}",
             [
