@@ -60,6 +60,7 @@ from deploy.processes import ProcessGroup, free_port, stop_on_signals, wait_for_
 from deploy.simulation.launch import SimulationPlan, failure_context, run_simulation
 from deploy.simulation.plan import plan_simulation
 from deploy.site.approval_gate import gate_command, gated_supernode_arguments
+from deploy.site.supernode_runner import supernode_command
 from models.presets import build_model
 from models.shared.node_config import limit_key
 from models.shared.run_config import ROUND_MESSAGES
@@ -76,8 +77,25 @@ SITE_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 """The loopback sites share this host's cores: each site's torch would otherwise run one thread per core in every
 site process at once, and they spin against each other (measured with 4 sites on 2 cores: a train handler that
 takes 4 s alone took 42 s in the deployment, warm or cold)."""
-DEPLOYMENTS = {"deployment": True, "deployment cold": False}
-"""Deployment mode → whether its site gates start ClientApps warm (a site's default) or cold."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """How a deployment mode starts its sites."""
+
+    warm: bool
+    """The gates fork ClientApps warm (a site's default), else start each fresh (`--cold-start`)."""
+    short_waits: bool
+    """SuperNodes run with deploy/site/flower_waits.py's waits (a site's default), else Flower's own."""
+
+
+DEPLOYMENTS = {
+    "deployment": Deployment(warm=True, short_waits=True),
+    "deployment flower waits": Deployment(warm=True, short_waits=False),
+    "deployment cold": Deployment(warm=False, short_waits=False),
+}
+"""Deployment mode → how its sites start: as `oncofed site start` does; the same with Flower's own SuperNode
+waits; Flower as shipped (cold ClientApps, its waits)."""
 
 
 def node_config(data: Path, work: Path) -> dict[str, str | int]:
@@ -144,10 +162,10 @@ def traced_env(flwr_home: Path) -> dict[str, str]:
     return {**flower_env(flwr_home), "FLWR_LOG_LEVEL": "DEBUG"}
 
 
-def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup, warm: bool) -> int:
+def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup, mode: Deployment) -> int:
     """An insecure SuperLink and, per site, a SuperNode (own FLWR_HOME, runtime port) with the site's gate as its
-    SuperExec, the app approved, on free loopback ports, in `processes` (which stops them). `warm`: the gates fork
-    ClientApps warm, else start each fresh. Returns the SuperLink's port."""
+    SuperExec, the app approved, on free loopback ports, in `processes` (which stops them), started as `mode` says.
+    Returns the SuperLink's port."""
     logs = run_dir / "logs"
     allow_list = (
         run_dir / "approved-apps.toml"
@@ -183,7 +201,7 @@ def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup, warm: b
         supernode = processes.start(
             f"flower-supernode {folder.name}",
             [
-                flower_executable("flower-supernode"),
+                *(supernode_command() if mode.short_waits else [flower_executable("flower-supernode")]),
                 "--insecure",
                 "--superlink",
                 f"127.0.0.1:{port}",
@@ -196,7 +214,15 @@ def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup, warm: b
         )
         processes.start(
             f"oncofed gate {folder.name}",
-            gate_command(runtime_port, secret, allow_list, folder.name, supernode.pid, cold_start=not warm),
+            gate_command(
+                runtime_port,
+                secret,
+                allow_list,
+                folder.name,
+                supernode.pid,
+                cold_start=not mode.warm,
+                flower_waits=not mode.short_waits,
+            ),
             env,
             logs / f"gate-{folder.name}.log",
         )
@@ -204,12 +230,12 @@ def start_deployment(data: Path, run_dir: Path, processes: ProcessGroup, warm: b
 
 
 def deployed(
-    data: Path, run_dir: Path, overrides: dict[str, object], warm: bool
+    data: Path, run_dir: Path, overrides: dict[str, object], mode: Deployment
 ) -> tuple[RoundClock, RunMemory]:
     """A loopback deployment runs the app with `flwr run`; every process started is stopped, also on failure."""
     clock = RoundClock()
     with RunMemory(run_dir) as memory, ProcessGroup() as processes:
-        port = start_deployment(data, run_dir, processes, warm)
+        port = start_deployment(data, run_dir, processes, mode)
         cli_home = run_dir / "cli-home"
         env = traced_env(cli_home)
         write_connection(cli_home, CONNECTION, f"127.0.0.1:{port}")
@@ -355,7 +381,10 @@ def main() -> None:
         "clientapp_start_share_deploy_cold": per_round * clientapp / median["deployment cold"],
         "run_over_serial_compute_deploy": whole_s["deployment"] / (rounds * serial["deployment"]),
         "round_over_serial_compute_deploy_cold": median["deployment cold"] / serial["deployment cold"],
-        "warm_over_cold_round_deploy": median["deployment"] / median["deployment cold"],
+        "warm_over_cold_round_deploy": median["deployment flower waits"] / median["deployment cold"],
+        "round_over_serial_compute_deploy_flower_waits": median["deployment flower waits"]
+        / serial["deployment flower waits"],
+        "short_over_flower_waits_round_deploy": median["deployment"] / median["deployment flower waits"],
     }
     timelines = {
         mode: hop_rows(
@@ -393,11 +422,12 @@ def main() -> None:
         ),
         markdown_table(["mode", "peak memory GiB", "largest process GiB", "processes"], memory_rows),
         *(
-            f"Timeline, {mode} ({'warm' if warm else 'cold'} ClientApp starts):\n\n"
+            f"Timeline, {mode} ({'warm' if how.warm else 'cold'} ClientApp starts, "
+            f"{'the site kit' if how.short_waits else 'Flower'}'s SuperNode waits):\n\n"
             + markdown_table(HOP_HEADERS, timelines[mode][0])
             + "\n\n"
             + markdown_table(ROUND_HEADERS, timelines[mode][1])
-            for mode, warm in DEPLOYMENTS.items()
+            for mode, how in DEPLOYMENTS.items()
         ),
     ]
     report("overhead", args.results, tables, ratios, notes, started)

@@ -141,6 +141,7 @@ def gate_command(
     site_name: str,
     supernode_pid: int,
     cold_start: bool = False,
+    flower_waits: bool = False,
 ) -> list[str]:
     """The command that runs this gate for the SuperNode `supernode_pid` (see `main`)."""
     return [
@@ -158,13 +159,14 @@ def gate_command(
         "--parent-pid",
         str(supernode_pid),
         *(["--cold-start"] if cold_start else []),
+        *(["--flower-waits"] if flower_waits else []),
     ]
 
 
-def start_warm_starter() -> WarmStarter | None:
+def start_warm_starter(short_waits: bool = True) -> WarmStarter | None:
     """The zygote approved ClientApps start from; None (every start cold) when it cannot be made here."""
     try:
-        return WarmStarter.fork()
+        return WarmStarter.fork(short_waits=short_waits)
     except (OSError, WarmStartError) as error:
         log(WARNING, "[oncofed gate] ClientApps start cold (a fresh flwr-clientapp each): %s", error)
         return None
@@ -184,12 +186,20 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="start every ClientApp as a fresh `flwr-clientapp` process instead of forking it warm",
     )
+    parser.add_argument(
+        "--flower-waits",
+        action="store_true",
+        help="warm ClientApps keep Flower's 1 s first retry of a message object not yet at the SuperNode "
+        "(for benchmarks that compare; default 0.05 s)",
+    )
     args = parser.parse_args(argv)
     if (
         "FLWR_LOG_LEVEL" not in os.environ
     ):  # Flower's DEBUG level, when set, times every line (bench/overhead.py)
         logging.getLogger("flwr").setLevel(logging.INFO)
-    warm_starter = None if args.cold_start else start_warm_starter()  # before run_superexec starts a thread
+    warm_starter = (
+        None if args.cold_start else start_warm_starter(not args.flower_waits)
+    )  # before run_superexec starts a thread
     install_gate(args.allow_list.resolve(), warm_starter)
     log(INFO, "[oncofed gate] site %s: apps run only when approved in %s", args.site_name, args.allow_list)
     superexec_module.run_superexec(

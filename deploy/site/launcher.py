@@ -1,5 +1,6 @@
-"""Start a site from its kit: a `flower-supernode` that connects out to the coordinator over TLS with the site's
-own key, and the site's gate (deploy/site/approval_gate.py), the only process that launches ClientApps, and only
+"""Start a site from its kit: Flower's SuperNode (`flower-supernode` with the shorter fixed waits of
+deploy/site/flower_waits.py, run by deploy/site/supernode_runner.py) that connects out to the coordinator over TLS
+with the site's own key, and the site's gate (deploy/site/approval_gate.py), the only process that launches ClientApps, and only
 approved ones.
 
 The SuperNode runs with `--isolation process` (it launches nothing itself) and a fresh shared secret
@@ -21,10 +22,11 @@ from pathlib import Path
 
 from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
 
-from deploy.flower_env import flower_env, flower_executable, toml_value
+from deploy.flower_env import flower_env, toml_value
 from deploy.kits.contents import SiteKit
 from deploy.processes import ProcessGroup, StartedProcess, follow_log, tail
 from deploy.site.approval_gate import gate_command, gated_supernode_arguments
+from deploy.site.supernode_runner import supernode_command
 from models.shared.atomic import atomic_write_bytes
 
 CONNECTED = re.compile(r"SuperNode ID: (\d+)")
@@ -84,7 +86,7 @@ def start_site(kit: SiteKit, processes: ProcessGroup) -> RunningSite:
     supernode = processes.start(
         "flower-supernode",
         [
-            flower_executable("flower-supernode"),
+            *supernode_command(),
             "--root-certificates",
             str(kit.ca_certificate),
             "--superlink",

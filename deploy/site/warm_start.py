@@ -141,11 +141,20 @@ def _child(sock: socket.socket, request: LaunchRequest) -> None:
 
 
 def serve(
-    sock: socket.socket, packages: frozenset[str], preload: tuple[str, ...] = PRELOADED_MODULES
+    sock: socket.socket,
+    packages: frozenset[str],
+    preload: tuple[str, ...] = PRELOADED_MODULES,
+    short_waits: bool = True,
 ) -> None:
     """The zygote: forget the gate's copy of the app's `packages`, import `preload`, then fork one child per
-    request line and answer each with the child's pid. Returns when the gate's end of the socket closes."""
+    request line and answer each with the child's pid. Returns when the gate's end of the socket closes.
+    `short_waits`: children retry a message object that has not reached the SuperNode yet after 0.05 s instead of
+    Flower's 1 s (deploy/site/flower_waits.py)."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    if short_waits:  # before forgetting: it changes Flower's functions, which stay; our module goes
+        from deploy.site.flower_waits import shorten_pull_backoff
+
+        shorten_pull_backoff()
     forget_modules(packages)
     os.environ.update(ZYGOTE_ENV)
     for name in preload:
@@ -176,8 +185,9 @@ class WarmStarter:
         self.zygote_pid = zygote_pid
 
     @classmethod
-    def fork(cls, preload: tuple[str, ...] = PRELOADED_MODULES) -> Self:
-        """Fork the zygote. Call before this process starts any thread: only the calling thread is forked."""
+    def fork(cls, preload: tuple[str, ...] = PRELOADED_MODULES, short_waits: bool = True) -> Self:
+        """Fork the zygote (see `serve`). Call before this process starts any thread: only the calling thread is
+        forked."""
         packages = app_packages()
         gate_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
@@ -186,7 +196,7 @@ class WarmStarter:
             try:
                 gate_end.close()
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gate's stop closes the socket
-                serve(zygote_end, packages, preload)
+                serve(zygote_end, packages, preload, short_waits)
             except BaseException:  # noqa: BLE001 - the zygote must always reach os._exit
                 traceback.print_exc()
                 code = 1

@@ -13,6 +13,7 @@ from flwr.supercore.constant import TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
 from flwr.supernode.runtime.run_clientapp import run_clientapp
 
+from deploy.site.flower_waits import PULL_INITIAL_BACKOFF_S
 from deploy.site.warm_start import (
     PRELOADED_MODULES,
     LaunchRequest,
@@ -47,6 +48,7 @@ def test_the_app_packages_are_this_distributions():
 CHILD_REPORT = textwrap.dedent(
     """
     import json, os, sys, time
+    from flwr.supercore.inflatable.inflatable_utils import pull_objects
     from deploy.site import approval_gate  # the gate imports our wire keys (models) before it forks
     from deploy.site import warm_start
 
@@ -55,7 +57,8 @@ CHILD_REPORT = textwrap.dedent(
     def report(request):
         app = sorted(name for name in sys.modules if name.split(".")[0] in packages)
         with open(request.token + ".part", "w") as out:
-            json.dump({"app": app, "preloaded": "json.tool" in sys.modules, "ppid": os.getppid()}, out)
+            json.dump({"app": app, "preloaded": "json.tool" in sys.modules, "ppid": os.getppid(),
+                       "backoff": pull_objects.__kwdefaults__["initial_backoff"]}, out)
         os.replace(request.token + ".part", request.token)
         return 0
 
@@ -72,7 +75,8 @@ CHILD_REPORT = textwrap.dedent(
     deadline = time.time() + 30
     while time.time() < deadline and not all(os.path.exists(os.path.join(sys.argv[1], n + ".json")) for n in "ab"):
         time.sleep(0.05)
-    print(json.dumps({"parent_app": parent_app, "zygote": starter.zygote_pid, "pids": pids}))
+    print(json.dumps({"parent_app": parent_app, "zygote": starter.zygote_pid, "pids": pids,
+                      "backoff": pull_objects.__kwdefaults__["initial_backoff"]}))
     starter.close()
     """
 )
@@ -80,7 +84,8 @@ CHILD_REPORT = textwrap.dedent(
 
 def test_a_warm_clientapp_imports_no_module_of_the_app_it_did_not_load_from_its_fab(tmp_path):
     """The gate has `models` imported when it forks the zygote (the control); each warm child starts with no
-    module of the app's packages, with the preloaded libraries, as a child of the zygote."""
+    module of the app's packages, with the preloaded libraries, as a child of the zygote, and with the site's
+    short retry of message objects (the gate itself keeps Flower's 1 s)."""
     script = tmp_path / "report.py"
     script.write_text(CHILD_REPORT)
     done = subprocess.run(
@@ -95,9 +100,15 @@ def test_a_warm_clientapp_imports_no_module_of_the_app_it_did_not_load_from_its_
     gate = json.loads(done.stdout.splitlines()[-1])
     assert "models.shared.wire" in gate["parent_app"]  # control: what a plain fork would hand the ClientApp
     assert len(set(gate["pids"])) == 2
+    assert gate["backoff"] == 1
     for name in ("a", "b"):
         child = json.loads((tmp_path / f"{name}.json").read_text())
-        assert child == {"app": [], "preloaded": True, "ppid": gate["zygote"]}
+        assert child == {
+            "app": [],
+            "preloaded": True,
+            "ppid": gate["zygote"],
+            "backoff": PULL_INITIAL_BACKOFF_S,
+        }
 
 
 class RecordingExecutor:
