@@ -31,6 +31,7 @@ from server_app.app_identity import read_app_identity, write_app_identity
 from server_app.coordinator_settings import ServerRunSettings
 from server_app.report.site_table import evaluations, site_table_text
 from server_app.rounds.loop import ALL_SELECTED, FederatedLoop, Outcome
+from server_app.rounds.packed_grid import PackedGrid
 from server_app.rounds.pending_round import PendingRound
 from server_app.rounds.quorum import Presence
 from server_app.rounds.resume import initial_model, resume_run
@@ -90,7 +91,7 @@ def run_federation(grid: Grid, run_config: Mapping[str, object], fab: FabIdentit
     started = time.monotonic()
     app_sha256 = fab.hash if fab is not None else ""  # what a site's gate refuses, when one does
     traffic = TrafficLedger()
-    grid = MeteredGrid(grid, traffic)
+    grid = PackedGrid(MeteredGrid(grid, traffic))  # bytes metered as they travel, packed
 
     # A new run folder, or the resumed run's folder and checkpoint
     if settings.resume:

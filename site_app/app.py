@@ -12,6 +12,7 @@ from flwr.clientapp import ClientApp
 from models.shared.wire import CROSS_EVALUATE, DESCRIBE, LOCAL_MODEL
 from site_app.disclosure.error_details import keep_details_local
 from site_app.local_dp import add_local_noise
+from site_app.packed_wire import packed_weights
 from site_app.round_replies import (
     cross_evaluate_reply,
     describe_reply,
@@ -22,9 +23,10 @@ from site_app.round_replies import (
 from site_app.site_message import SiteMessage
 from site_app.update_masking import mask_update
 
-app = ClientApp(mods=[keep_details_local, mask_update, add_local_noise])
-"""Mods, outermost first: errors keep their details at the site; a secure-aggregation round's train reply is
-masked (site_app.update_masking) before anything leaves; with the site's local DP its update is clipped and
+app = ClientApp(mods=[keep_details_local, packed_weights, mask_update, add_local_noise])
+"""Mods, outermost first: errors keep their details at the site; weights arrive and leave packed as one array
+(site_app.packed_wire), every other mod and handler sees them by name; a secure-aggregation round's train reply
+is masked (site_app.update_masking) before anything leaves; with the site's local DP its update is clipped and
 noised (site_app.local_dp) before that."""
 
 

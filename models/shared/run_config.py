@@ -355,7 +355,8 @@ UPDATE_MIN_COSINE = RunSetting(
     0.2,
     "the update of a site claiming more than `max-site-weight` of the round's cases (every update without a"
     " cap) is left out when its mean cosine similarity with the median of the others' updates, over the run so"
-    " far, is below this and below the median of the uncapped sites' means; -1: off",
+    " far, is below this and its cosines do not rise and fall with the uncapped sites' (alignment below 0.6,"
+    " server_app/strategies/update_direction.py); -1: off",
     -1,
 )
 PROXIMAL_MU = RunSetting(

@@ -31,7 +31,8 @@ by name, see Record):
                     TRAINING record of a declined or refused round), unmask (→ the shares the coordinator needs)
 
 ARRAYS travel in the run's `transport-dtype` (float16 or float32; models.transport) and, with `local-norm`,
-without the normalization layers (models.norm_layers), in both directions.
+without the normalization layers (models.norm_layers), in both directions, packed as one array with its layout
+beside it (Packing, models.packed_weights): the names above are what each side reads after unpacking.
     query.describe  instruction  empty
                     reply        SITE {site-name, min-report-cases} + OVERVIEW (aggregate overview of the
                                  site's data)
@@ -120,6 +121,18 @@ class Record:
     secaggplus_constants.Key): the stage and its data, both ways; a masked train reply's masked vector."""
     SECURE = "secure-aggregation"
     """ConfigRecord of a secure-aggregation train instruction: how the site prepares its update (SecureUpdate)."""
+
+
+class Packing:
+    """How a message's ArrayRecords travel (models.packed_weights): each with two or more arrays as one byte
+    array under PACKED_ARRAY, its layout in the ConfigRecord named after it + LAYOUT_SUFFIX."""
+
+    PACKED_ARRAY = "packed"
+    """The one array of a packed ArrayRecord: every array's bytes, in the layout's order (uint8)."""
+    LAYOUT_SUFFIX = ".layout"
+    """Suffix of the ConfigRecord beside a packed ArrayRecord (e.g. "arrays.layout")."""
+    LAYOUT = "layout"
+    """In that ConfigRecord: JSON list of [name, dtype, shape] per array, in order."""
 
 
 SERVER_ROUND = "server-round"

@@ -141,7 +141,8 @@ the mean.</li>
 (mean cosine {{ updates.least_aligned.mean_cosine|num(2) }} over {{ updates.least_aligned.rounds }} rounds, lowest
 {{ updates.least_aligned.cosine|num(2) }} in round {{ updates.least_aligned.round }}); a site claiming more than
 {{ updates.max_site_weight|g }} of the cases was left out of a round when its mean cosine over the run was below
-{{ updates.min_cosine|g }} and below the median of the other sites' means.</li>
+{{ updates.min_cosine|g }} and its cosines did not rise and fall with the other sites' (alignment below
+{{ updates.min_alignment|g }}).</li>
 {% endif %}
 {% set privacy = training.privacy %}
 {% if privacy.enabled and privacy.epsilon %}

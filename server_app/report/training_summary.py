@@ -10,6 +10,7 @@ from models.shared.run_config import LOCAL_BASELINE, SIM_MIN_LESION_MM3
 from models.shared.wire import GAIN_PREFIX, LOCAL_ONLY_PREFIX, MEAN_DICE, Status, baseline_key
 from server_app.coordinator_settings import StrategySettings
 from server_app.report.site_table import is_suppressed
+from server_app.strategies.update_direction import MIN_ALIGNMENT
 
 SHARP_DROP = 0.05
 """A fall of the pooled mean Dice by more than this from one round to the next is flagged in the report."""
@@ -61,6 +62,7 @@ def update_norms(records: list[dict], settings: StrategySettings) -> dict:
     least = min(by_site[site], key=lambda r: r["update-cosine"]) if site is not None else None
     return {
         "min_cosine": settings.update_min_cosine,
+        "min_alignment": MIN_ALIGNMENT,
         "least_aligned": {
             "site": least["site"],
             "mean_cosine": mean[least["site"]],

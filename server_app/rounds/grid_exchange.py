@@ -19,7 +19,8 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.logger import log
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
+
+from server_app.rounds.forwarding_grid import ForwardingGrid
 
 POLL_S = 0.25
 """Seconds between two pulls of a phase's replies: one loopback request to the SuperLink (Flower's own
@@ -75,7 +76,7 @@ def _nodes(messages: list[Message]) -> str:
     return " ".join(str(message.metadata.dst_node_id) for message in messages)
 
 
-class SelectedNodes(Grid):
+class SelectedNodes(ForwardingGrid):
     """The grid as a strategy sees it for one phase: only the nodes the coordinator selected.
 
     Flower's sampling (strategy_utils.sample_nodes) waits, with no deadline, until its minimum number of nodes is
@@ -84,15 +85,8 @@ class SelectedNodes(Grid):
     """
 
     def __init__(self, grid: Grid, node_ids: Iterable[int]) -> None:
-        self._grid = grid
+        super().__init__(grid)
         self._node_ids = list(node_ids)
-
-    def set_run(self, run: Run) -> None:
-        self._grid.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self._grid.run
 
     def create_message(
         self,
@@ -108,15 +102,4 @@ class SelectedNodes(Grid):
         return list(self._node_ids)
 
     def get_nodes(self) -> Iterable[NodeInfo]:
-        return [node for node in self._grid.get_nodes() if node.node_id in self._node_ids]
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._grid.pull_messages(message_ids)
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        return self._grid.send_and_receive(messages, timeout=timeout)
+        return [node for node in self.grid.get_nodes() if node.node_id in self._node_ids]

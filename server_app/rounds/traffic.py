@@ -13,6 +13,7 @@ from flwr.serverapp import Grid
 
 from models.shared.wire import SERVER_ROUND, Record
 from models.transport import message_bytes
+from server_app.rounds.forwarding_grid import ForwardingGrid
 
 DIRECTIONS = ("train-down", "train-up", "evaluate-down", "evaluate-up")
 """down: coordinator → site; up: site → coordinator."""
@@ -47,30 +48,14 @@ def _round(content: RecordDict) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-class MeteredGrid(Grid):
+class MeteredGrid(ForwardingGrid):
     """A Grid that forwards everything to `grid` and files the bytes of train/evaluate traffic in `ledger`."""
 
     def __init__(self, grid: Grid, ledger: TrafficLedger) -> None:
-        self.grid = grid
+        super().__init__(grid)
         self.ledger = ledger
         self._sent: dict[str, tuple[int, str]] = {}
         """message id → (round, kind), to file the replies pulled later."""
-
-    def set_run(self, run) -> None:
-        self.grid.set_run(run)
-
-    @property
-    def run(self):
-        return self.grid.run
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
-        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.grid.get_node_ids()
-
-    def get_nodes(self):
-        return self.grid.get_nodes()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)

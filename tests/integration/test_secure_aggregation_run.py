@@ -16,10 +16,9 @@ import pytest
 from flwr.app import Message
 from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import Key
-from flwr.common.serde import message_from_proto
-from flwr.proto.message_pb2 import Message as ProtoMessage
 from synthetic_site import add_nifti_cases, fix_site_secret
 from tiny_capture_run import capture_app
+from wire_messages import read_sent
 
 from deploy.simulation.launch import failure_context, run_simulation
 from deploy.simulation.plan import plan_simulation
@@ -69,9 +68,7 @@ def run(tmp_path_factory):
 def messages(folder) -> dict[int, list[Message]]:
     found: dict[int, list[Message]] = {index: [] for index in range(len(SITES))}
     for path in sorted(folder.iterdir()):
-        found[int(path.name.split("-")[0])].append(
-            message_from_proto(ProtoMessage.FromString(path.read_bytes()))
-        )
+        found[int(path.name.split("-")[0])].append(read_sent(path.read_bytes()))
     return found
 
 

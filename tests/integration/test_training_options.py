@@ -26,6 +26,8 @@ from html import escape as html_escape
 import numpy as np
 import pytest
 import torch
+from flwr.common.serde import message_from_proto
+from flwr.proto.message_pb2 import Message as ProtoMessage
 from flwr.serverapp import (
     GaussianPrivacyEvent,
     NeighboringRelation,
@@ -43,6 +45,7 @@ from models.shared.wire import (
     NUM_EXAMPLES,
     PERSONALIZATION_GAIN_PREFIX,
     PERSONALIZED_PREFIX,
+    Packing,
     Record,
     Status,
     baseline_key,
@@ -171,6 +174,21 @@ def test_the_local_only_model_never_leaves_its_site(combined):
     last = {r["site"]: r for r in records(combined) if r["round"] == 1}
     assert baseline_key(GAIN_PREFIX, "dice", None, "ci-low") in last[REPORTING]["metrics"]
     assert last[SUPPRESSED]["status"] == Status.SUPPRESSED and last[SUPPRESSED]["metrics"] == {}
+
+
+def test_weights_leave_a_site_packed_and_are_read_by_name_after_unpacking(combined):
+    """What the capture reads (tests/support/wire_messages.py) is the wire's packed form taken apart: every train
+    reply with weights left as one packed array, and unpacked it has the model's names."""
+    weighted = []
+    for site in SITES:
+        raw = [message_from_proto(ProtoMessage.FromString(data)) for _, data in combined.captured[site]]
+        weighted += [m for m in raw if not m.has_error() and Record.ARRAYS in m.content.array_records]
+    assert weighted  # the reporting site trained
+    assert all(list(m.content[Record.ARRAYS].keys()) == [Packing.PACKED_ARRAY] for m in weighted)
+    for site in SITES:
+        for _, message in combined.messages(site):
+            if Record.ARRAYS in message.content.array_records:
+                assert Packing.PACKED_ARRAY not in message.content[Record.ARRAYS]
 
 
 def test_the_personalized_model_never_leaves_its_site(combined):

@@ -15,6 +15,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import Key, Stage
 from flwr.common.serde import message_to_proto
+from site_app.packed_wire import packed_weights
 
 from models.shared.node_config import NodeConfig
 from models.shared.wire import CROSS_EVALUATE, DESCRIBE, LOCAL_MODEL, Record
@@ -52,7 +53,9 @@ def keep_plaintext(msg: Message, context: Context, call_next: ClientAppCallable)
     return reply
 
 
-inner = ClientApp(mods=[keep_details_local, fail_at_unmask, mask_update, keep_plaintext, add_local_noise])
+inner = ClientApp(
+    mods=[keep_details_local, packed_weights, fail_at_unmask, mask_update, keep_plaintext, add_local_noise]
+)
 inner.query(DESCRIBE)(site.describe)
 inner.train()(site.train)
 inner.evaluate()(site.evaluate)

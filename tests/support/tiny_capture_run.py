@@ -15,9 +15,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from flwr.common.serde import message_from_proto
-from flwr.proto.message_pb2 import Message as ProtoMessage
 from synthetic_site import add_nifti_cases, fix_site_secret
+from wire_messages import read_sent
 
 from data_prep.synth.federation import write_federation
 from deploy.flower_env import toml_value
@@ -45,7 +44,7 @@ class CapturedRun:
         return self.run_dir / "sites" / site
 
     def messages(self, site: str):
-        return [(name, message_from_proto(ProtoMessage.FromString(raw))) for name, raw in self.captured[site]]
+        return [(name, read_sent(raw)) for name, raw in self.captured[site]]
 
 
 MATRIX_SITES = ("hospital-a", "hospital-b", "hospital-c")
