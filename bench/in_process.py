@@ -4,7 +4,7 @@ joined by a Grid that hands each message straight to the addressed site's Client
 Used by the quality benchmark, where many configurations must run on one machine: the strategy, the sites'
 training and validation, the run folder (metrics.jsonl with bytes and ε, best model, report) are the real ones;
 only Flower's transport between processes is left out. Bytes are still measured on the messages themselves
-(server_app.rounds.traffic), which is what Flower would move.
+(server_app.grid.traffic), which is what Flower would move.
 """
 
 from collections.abc import Callable, Iterable

@@ -61,6 +61,7 @@ from deploy.simulation.launch import SimulationPlan, failure_context, run_simula
 from deploy.simulation.plan import plan_simulation
 from deploy.site.approval_gate import gate_command, gated_supernode_arguments
 from deploy.site.supernode_runner import supernode_command
+from models.packed_weights import pack_content, unpack_content
 from models.presets import build_model
 from models.shared.node_config import limit_key
 from models.shared.run_config import ROUND_MESSAGES
@@ -114,12 +115,14 @@ def node_config(data: Path, work: Path) -> dict[str, str | int]:
 def handle(
     context: Context, message_type: str, server_round: int, arrays: ArrayRecord
 ) -> tuple[float, Message]:
-    """Seconds the ClientApp takes for one message in this process, and its reply."""
+    """Seconds the ClientApp takes for one message in this process (packed as the coordinator sends it), and its
+    reply, unpacked."""
     content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
-    message = Message(content, dst_node_id=context.node_id, message_type=message_type)
+    message = Message(pack_content(content), dst_node_id=context.node_id, message_type=message_type)
     clock = time.perf_counter()
     reply = client_app(message, context)
     seconds = time.perf_counter() - clock
+    unpack_content(reply.content)  # as the coordinator reads it
     if reply.has_error():
         raise RuntimeError(
             f"site {context.node_config['site-name']} failed: {reply.error.reason} "

@@ -6,7 +6,7 @@ about 95 objects, so one model crossing one hop was about 95 requests, and on a 
 SuperNode took 3-6 s to pull one model from the SuperLink (bench/RESULTS.md, overhead). Packed, an ArrayRecord of
 n ≥ 2 arrays is one array of bytes (one object, plus a chunk per 5 MB) and a small layout record beside it.
 
-`pack_content` is applied to everything that leaves (the coordinator's grid, server_app/rounds/packed_grid.py;
+`pack_content` is applied to everything that leaves (the coordinator's grid, server_app/grid/packed.py;
 the site's replies, site_app/packed_wire.py) and `unpack_content` to everything that arrives, before any other
 code reads it: strategies, checks, local DP and masking all see the arrays by name, exactly as sent (dtypes,
 shapes and bytes unchanged). A packed record from the other side is checked before use: a layout that is not a

@@ -29,15 +29,15 @@ from models.transport import as_sent
 from models.weights import to_record
 from server_app.app_identity import read_app_identity, write_app_identity
 from server_app.coordinator_settings import ServerRunSettings
+from server_app.grid.packed import PackedGrid
+from server_app.grid.traffic import MeteredGrid, TrafficLedger
 from server_app.report.site_table import evaluations, site_table_text
 from server_app.rounds.loop import ALL_SELECTED, FederatedLoop, Outcome
-from server_app.rounds.packed_grid import PackedGrid
 from server_app.rounds.pending_round import PendingRound
 from server_app.rounds.quorum import Presence
 from server_app.rounds.resume import initial_model, resume_run
 from server_app.rounds.round_checkpoint import restore_strategy
 from server_app.rounds.site_directory import SiteDirectory
-from server_app.rounds.traffic import MeteredGrid, TrafficLedger
 from server_app.run_record.best_model import BestRound
 from server_app.run_record.checkpoints import Checkpointer
 from server_app.run_record.run_folder import COMPLETED, FAILED, RUNNING, STOPPED, RunFolder, read_metrics

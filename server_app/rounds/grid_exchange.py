@@ -20,7 +20,7 @@ from flwr.common.logger import log
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 
-from server_app.rounds.forwarding_grid import ForwardingGrid
+from server_app.grid.forwarding import ForwardingGrid
 
 POLL_S = 0.25
 """Seconds between two pulls of a phase's replies: one loopback request to the SuperLink (Flower's own

@@ -13,7 +13,7 @@ reported round (e.g. medians below its min-position-cases); "train" holds the si
 status (models.shared.wire.TRAINING_STATUSES) and reason when it declined or refused to train; "outside_limit" (and
 "train"'s, for a refused training): the setting and limit a refusing site named (models.shared.wire.OutsideLimit),
 else null; "bytes": the site's
-messages of the round per direction (server_app.rounds.traffic); "privacy": ε and δ spent so far with central DP, else
+messages of the round per direction (server_app.grid.traffic); "privacy": ε and δ spent so far with central DP, else
 null. A rounds.jsonl record says
 who was asked, whose training was used, and whether the global model changed (and if not, why).
 

@@ -8,6 +8,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from models.packed_weights import pack_content, unpack_content
 from site_app.app import app as site_app
 
 
@@ -45,7 +46,8 @@ class MisbehavingClientApp(ClientApp):
         fault = FAULTS.get(int(context.node_config["partition-id"]))
         if message.metadata.message_type != "train" or reply.has_error() or fault is None:
             return reply
-        return Message(fault(reply.content), reply_to=message)
+        # the site controls its own packing: the fault is in the weights it packs, not in the packing
+        return Message(pack_content(fault(unpack_content(reply.content))), reply_to=message)
 
 
 app = MisbehavingClientApp()

@@ -6,7 +6,8 @@ answered by Flower's own "node unavailable" error reply (from node 1, made by th
 are matched to messages only through `reply_to_message_id`. The real thing is exercised with real processes in
 tests/integration (test_federation_resilience.py).
 
-A site's script gets the message and returns its reply content (a RecordDict), an Error, or None to never answer.
+Weights travel packed as they do between the coordinator and a real site (models.packed_weights): a script gets
+the message unpacked and its reply is packed. A site's script gets the message and returns its reply content (a RecordDict), an Error, or None to never answer.
 The default script trains by adding the site's offset to every array, validates with a fixed Dice, and describes
 itself with a usable case count. A train instruction that also asks for a validation (one message per round) is
 answered as the site does: the evaluate script on the instruction as that round's evaluate one, then the train
@@ -26,6 +27,7 @@ from flwr.server.superlink.linkstate.utils import create_message_error_unavailab
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from models.packed_weights import pack_content, unpack_content
 from models.shared.round_reply import fuse_round_reply
 
 Script = Callable[[Message], RecordDict | Error | None]
@@ -166,9 +168,14 @@ class ScriptedGrid(Grid):
             self.pushed.append(message)
             self._pending[message.metadata.message_id] = message
             ids.append(message.metadata.message_id)
+            unpack_content(
+                message.content
+            )  # what a site's packed-wire mod does first (site_app/packed_wire.py)
             site = self.sites.get(message.metadata.dst_node_id)
             if site is not None and site.online and site.reachable:
                 answer = site.answer(message)
+                if isinstance(answer, RecordDict):
+                    answer = pack_content(answer)  # and last
                 if answer is not None:
                     self._replies[message.metadata.message_id] = Message(answer, reply_to=message)
         return ids

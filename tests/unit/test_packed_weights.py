@@ -1,4 +1,4 @@
-"""Weights packed on the wire (models.packed_weights, server_app/rounds/packed_grid.py, site_app/packed_wire.py):
+"""Weights packed on the wire (models.packed_weights, server_app/grid/packed.py, site_app/packed_wire.py):
 what is unpacked is exactly what was packed, a model crosses a hop as a handful of objects instead of one per
 layer, a malformed layout from the other side is refused by name, and both ends pack what leaves and unpack what
 arrives before anything else reads it."""
@@ -23,8 +23,8 @@ from models.packed_weights import (
 from models.presets import build_model
 from models.shared.wire import Packing, Record
 from models.weights import to_record
-from server_app.rounds.forwarding_grid import ForwardingGrid
-from server_app.rounds.packed_grid import PackedGrid
+from server_app.grid.forwarding import ForwardingGrid
+from server_app.grid.packed import PackedGrid
 from site_app.packed_wire import packed_weights
 
 
@@ -154,6 +154,10 @@ def test_the_site_unpacks_before_its_handler_and_packs_its_reply(flower_task):
     assert seen["names"] == list(mixed_record().keys())
     assert list(reply.content[Record.ARRAYS].keys()) == [Packing.PACKED_ARRAY]
     assert reply.content[Record.METRICS]["num-examples"] == 3
+    # a caller that sends its weights unpacked (a test, a benchmark in one process) reads the reply unpacked
+    plain = Message(RecordDict({Record.ARRAYS: mixed_record()}), dst_node_id=0, message_type="train")
+    reply = packed_weights(plain, context, handler)
+    assert list(reply.content[Record.ARRAYS].keys()) == list(mixed_record().keys())
 
 
 def test_packing_messages_never_changes_the_content_they_shared(flower_task):

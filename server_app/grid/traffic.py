@@ -13,7 +13,7 @@ from flwr.serverapp import Grid
 
 from models.shared.wire import SERVER_ROUND, Record
 from models.transport import message_bytes
-from server_app.rounds.forwarding_grid import ForwardingGrid
+from server_app.grid.forwarding import ForwardingGrid
 
 DIRECTIONS = ("train-down", "train-up", "evaluate-down", "evaluate-up")
 """down: coordinator → site; up: site → coordinator."""

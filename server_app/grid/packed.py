@@ -13,7 +13,7 @@ from flwr.app import Message
 from flwr.common.logger import log
 
 from models.packed_weights import PackingError, pack_messages, unpack_content
-from server_app.rounds.forwarding_grid import ForwardingGrid
+from server_app.grid.forwarding import ForwardingGrid
 
 
 def unpacked(replies: Iterable[Message]) -> list[Message]:
