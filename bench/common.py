@@ -10,6 +10,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -210,9 +211,31 @@ def flower_processes(root: Path) -> set[int]:
     return found
 
 
+@dataclass(frozen=True)
+class ProcessCpu:
+    """One process's CPU time (user + system, seconds) at its last sample, with what identifies it."""
+
+    command: str
+    parent: int
+    seconds: float
+
+
+def _process_cpu(pid: int) -> ProcessCpu | None:
+    """The process's command line, parent pid and CPU seconds so far; None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    ticks = os.sysconf("SC_CLK_TCK")
+    return ProcessCpu(command.strip(), int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+
+
 class RunMemory:
     """Samples, in a thread, the memory of every process this one started and of every Flower process whose
-    FLWR_HOME lies under `root`; keeps the peaks."""
+    FLWR_HOME lies under `root`; keeps the peaks, and each process's CPU time at its last sample (`cpu`, pid →
+    ProcessCpu; a process's last half second before it exits is not seen)."""
 
     def __init__(self, root: Path, interval_s: float = 0.5) -> None:
         self.root = root
@@ -220,6 +243,7 @@ class RunMemory:
         self.peak_total = 0
         self.peak_process = 0
         self.peak_processes = 0
+        self.cpu: dict[int, ProcessCpu] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -236,6 +260,12 @@ class RunMemory:
         while not self._stop.wait(self.interval_s):
             pids = ({pid for pid, _ in process_tree(me)} | flower_processes(self.root)) - {me}
             sizes = [_memory_bytes(pid) for pid in pids]
+            for pid in pids:
+                if (cpu := _process_cpu(pid)) is not None:
+                    known = self.cpu.get(pid)
+                    if known is not None and not cpu.command:  # exited, not reaped yet: its command is gone
+                        cpu = ProcessCpu(known.command, known.parent, cpu.seconds)
+                    self.cpu[pid] = cpu
             self.peak_total = max(self.peak_total, sum(sizes))
             self.peak_process = max([self.peak_process, *sizes])
             self.peak_processes = max(self.peak_processes, len(sizes))

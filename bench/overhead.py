@@ -2,11 +2,14 @@
 
 Compute: each site's ClientApp (site_app.app, with its mods) handling one train and one evaluate message in this
 warm process, with the run's config and a warm preprocessing cache: what a round costs the site without Flower.
-Then the same federation runs in Flower's Simulation Engine (deploy.simulation.launch) and twice as a loopback
-deployment (an insecure SuperLink and, per site, a SuperNode with its own FLWR_HOME and runtime port and the site's
-gate as its SuperExec, as `oncofed site start` runs them, on free ports): with the gate's warm ClientApp starts
-(deploy/site/warm_start.py, a site's default) and with `--cold-start` (a fresh `flwr-clientapp` per message, as
-Flower starts them), in the same run. Each round's wall time is read from the ServerApp's streamed log. Also
+Then the same federation runs in Flower's Simulation Engine (deploy.simulation.launch) and three times as a
+loopback deployment (an insecure SuperLink and, per site, a SuperNode with its own FLWR_HOME and runtime port and
+the site's gate as its SuperExec, as `oncofed site start` runs them, on free ports), in the same run (DEPLOYMENTS):
+as a site runs by default (warm ClientApp starts, deploy/site/warm_start.py, and the site kit's shorter Flower
+waits, deploy/site/flower_waits.py); the same with Flower's own waits; and as Flower ships (a fresh
+`flwr-clientapp` per message, Flower's waits). Every mode moves the weights packed (models/packed_weights.py).
+The CPU time of every process a deployment started is summed by role (SuperLink, ServerApp, SuperNodes, gates,
+zygotes, ClientApps), with each process's record in <mode>/process-cpu.json. Each round's wall time is read from the ServerApp's streamed log. Also
 measured: the start cost of a fresh ClientApp process (interpreter + imports), which a cold start pays.
 
 The deployment runs with Flower's DEBUG log level, so that every line of every Flower process carries its time;
@@ -15,9 +18,13 @@ bench/round_timeline.py reads from them where a deployed round's time goes, hop 
 Where a deployed message waits (flwr 1.42, paths under site-packages/flwr):
 - SuperNode, between two fetches that found no message: a fixed `time.sleep(3)`
   (supernode/start_client_internal.py:263); no setting (`--max-wait-time` bounds reconnection retries, not this).
-  Every message waits 0-3 s here before its site sees it.
+  Every message waits 0-3 s here before its site sees it; a site kit's SuperNode waits 0.5 s
+  (deploy/site/flower_waits.py).
 - SuperNode, for its ClientApp's reply: a fixed 0.5 s poll (supernode/start_client_internal.py:470); the same while
-  pushing for object contents (line 506).
+  pushing for object contents (line 506); 0.05 s in a site kit's SuperNode.
+- Any object pull (SuperNode from SuperLink, ClientApp from SuperNode) of an object not there yet: Flower backs off
+  1 s, 2 s, 4 s … (supercore/constant.py PULL_INITIAL_BACKOFF, bound as keyword defaults in
+  supercore/inflatable/inflatable_utils.py); 0.05 s doubling to 0.5 s in a site kit's SuperNode and warm ClientApps.
 - SuperExec, between two task polls: FLWR_SUPEREXEC_TASK_POLL_INTERVAL (supercore/superexec/run_superexec.py:48-51,
   sleep at line 277; default 1.0 s); deploy/flower_env.py sets 0.2 s for every Flower process we start.
 - ClientApp process: no poll; it pulls its message once it runs (supernode/runtime/run_clientapp.py,
@@ -29,6 +36,7 @@ Where a deployed message waits (flwr 1.42, paths under site-packages/flwr):
 """
 
 import dataclasses
+import json
 import secrets
 import statistics
 import subprocess
@@ -38,6 +46,7 @@ from pathlib import Path
 
 from common import (
     REPO,
+    ProcessCpu,
     RoundClock,
     RunMemory,
     coordinator_identity,
@@ -264,6 +273,41 @@ def deployed(
     return clock, memory
 
 
+ROLES = (
+    ("flower-superlink", "SuperLink"),
+    ("flower-superexec", "SuperExec (coordinator)"),
+    ("flwr-serverapp", "ServerApp"),
+    ("flwr run", "flwr run"),
+    ("flower-supernode", "SuperNode"),
+    ("supernode_runner", "SuperNode"),
+    ("flwr-clientapp", "ClientApp"),
+)
+"""(text of the command line, role) for the processes a deployment starts; the gate's family is told apart by
+ancestry (see `role_of`)."""
+GATE = "approval_gate"
+
+
+def role_of(pid: int, cpu: dict[int, ProcessCpu]) -> str:
+    """A deployment process's role: by its command line; a gate's fork is its zygote, a zygote's fork a warm
+    ClientApp (all three share the gate's command line)."""
+    command = cpu[pid].command
+    if GATE in command:
+        depth, parent = 0, cpu[pid].parent
+        while parent in cpu and GATE in cpu[parent].command:
+            depth, parent = depth + 1, cpu[parent].parent
+        return ("gate", "zygote", "ClientApp")[min(depth, 2)]
+    return next((role for text, role in ROLES if text in command), "other")
+
+
+def cpu_by_role(cpu: dict[int, ProcessCpu]) -> dict[str, float]:
+    """CPU seconds per role over a deployment run."""
+    totals: dict[str, float] = {}
+    for pid, seen in cpu.items():
+        role = role_of(pid, cpu)
+        totals[role] = totals.get(role, 0.0) + seen.seconds
+    return totals
+
+
 def start_seconds(code: str, repeats: int) -> float:
     """Median wall time of a fresh interpreter running `code` (imports included)."""
     times = []
@@ -405,6 +449,22 @@ def main() -> None:
         )
         for mode in DEPLOYMENTS
     }
+    for mode in DEPLOYMENTS:  # the evidence behind the CPU table
+        seen = memory[mode].cpu
+        (out / mode / "process-cpu.json").write_text(
+            json.dumps(
+                [
+                    {"pid": pid, "role": role_of(pid, seen), **dataclasses.asdict(process)}
+                    for pid, process in sorted(seen.items())
+                ],
+                indent=1,
+            ),
+            encoding="utf-8",
+        )
+    cpu = {mode: cpu_by_role(memory[mode].cpu) for mode in DEPLOYMENTS}
+    roles = sorted({role for totals in cpu.values() for role in totals})
+    cpu_rows = [[role, *(cpu[mode].get(role, 0.0) for mode in DEPLOYMENTS)] for role in roles]
+    cpu_rows.append(["whole run, wall s", *(whole_s[mode] for mode in DEPLOYMENTS)])
     tables = [
         markdown_table(
             ["site", *(f"{h} ({mode})" for mode in runs for h in ("train s", "evaluate s", "compute s"))],
@@ -424,6 +484,8 @@ def main() -> None:
             round_rows,
         ),
         markdown_table(["mode", "peak memory GiB", "largest process GiB", "processes"], memory_rows),
+        "CPU seconds by process role over each deployment run (user + system, at each process's last 0.5 s "
+        "sample):\n\n" + markdown_table(["role", *(f"CPU s ({mode})" for mode in DEPLOYMENTS)], cpu_rows),
         *(
             f"Timeline, {mode} ({'warm' if how.warm else 'cold'} ClientApp starts, "
             f"{'the site kit' if how.short_waits else 'Flower'}'s SuperNode waits):\n\n"
