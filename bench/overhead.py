@@ -37,6 +37,7 @@ Where a deployed message waits (flwr 1.42, paths under site-packages/flwr):
 
 import dataclasses
 import json
+import os
 import secrets
 import statistics
 import subprocess
@@ -140,24 +141,64 @@ def handle(
     return seconds, reply
 
 
-def site_compute(data: Path, work: Path, config: dict[str, object]) -> dict[str, tuple[float, float]]:
-    """Site → (train s, evaluate s) for round 1, after an untimed round-0 evaluation that fills the cache."""
+def one_site_compute(
+    folder: Path, node_id: int, work: Path, config: dict[str, object]
+) -> tuple[float, float]:
+    """(train s, evaluate s) of one site for round 1, after an untimed round-0 evaluation that fills the cache."""
     initial = to_record(build_model(str(config["model-preset"]), seed=int(config["seed"])))
-    results = {}
     with coordinator_identity():
-        for node_id, folder in enumerate(site_folders(data), start=101):
-            context = Context(
-                run_id=1,
-                node_id=node_id,
-                node_config=node_config(folder, work / folder.name),
-                state=RecordDict(),
-                run_config=config,
-            )
-            handle(context, "evaluate", 0, initial)
-            t_train, reply = handle(context, "train", 1, initial)
-            t_evaluate, _ = handle(context, "evaluate", 1, reply.content["arrays"])
-            results[folder.name] = (t_train, t_evaluate)
+        context = Context(
+            run_id=1,
+            node_id=node_id,
+            node_config=node_config(folder, work / folder.name),
+            state=RecordDict(),
+            run_config=config,
+        )
+        handle(context, "evaluate", 0, initial)
+        t_train, reply = handle(context, "train", 1, initial)
+        t_evaluate, _ = handle(context, "evaluate", 1, reply.content["arrays"])
+    return t_train, t_evaluate
+
+
+def site_compute(data: Path, work: Path, config: dict[str, object]) -> dict[str, tuple[float, float]]:
+    """Site → (train s, evaluate s) in this process, one site after the other."""
+    return {
+        folder.name: one_site_compute(folder, node_id, work, config)
+        for node_id, folder in enumerate(site_folders(data), start=101)
+    }
+
+
+def concurrent_compute(data: Path, work: Path, config: dict[str, object]) -> dict[str, float]:
+    """Site → train + evaluate s, every site in its own fresh process with one torch thread (SITE_THREADS), all
+    at once: what the sites' compute costs this host when they run together, before any message moves."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--one-site", str(folder), str(node_id), str(work)],
+            cwd=REPO,
+            env={**os.environ, **SITE_THREADS},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for node_id, folder in enumerate(site_folders(data), start=101)
+    ]
+    results = {}
+    for process in processes:
+        out, _ = process.communicate(timeout=RUN_TIMEOUT_S)
+        if process.returncode != 0:
+            raise RuntimeError(f"a site's compute process failed (exit {process.returncode})")
+        answer = json.loads(out.strip().splitlines()[-1])
+        results[answer["site"]] = answer["seconds"]
     return results
+
+
+def one_site_main(folder: str, node_id: str, work: str) -> None:
+    """`overhead.py --one-site FOLDER NODE WORK`: one site's compute (concurrent_compute's worker); prints JSON."""
+    config = json.loads((Path(work) / "config.json").read_text(encoding="utf-8"))
+    seconds = one_site_compute(Path(folder), int(node_id), Path(work), config)
+    print(json.dumps({"site": Path(folder).name, "seconds": sum(seconds)}))
 
 
 def simulated(plan: SimulationPlan) -> tuple[RoundClock, RunMemory]:
@@ -365,6 +406,7 @@ def main() -> None:
             compute[mode] = site_compute(data, out / "compute" / mode, run_config(**plan.run_config))
             clock, memory[mode] = run()
             rounds_s[mode], whole_s[mode] = clock.durations(), clock.whole()
+        together = concurrent_compute(data, out / "compute" / "all at once", run_config(**plan.run_config))
     repeats = 1 if args.quick else 3
     bare = start_seconds("pass", repeats)
     clientapp = start_seconds("import site_app.app", repeats)
@@ -375,7 +417,11 @@ def main() -> None:
     serial = {mode: sum(sum(c) for c in sites.values()) for mode, sites in compute.items()}
     median = {mode: statistics.median(walls.values()) for mode, walls in rounds_s.items()}
     site_rows = [
-        [site, *(v for mode in runs for v in (*compute[mode][site], sum(compute[mode][site])))]
+        [
+            site,
+            *(v for mode in runs for v in (*compute[mode][site], sum(compute[mode][site]))),
+            together[site],
+        ]
         for site in compute["simulation"]
     ]
     round_rows = [
@@ -403,7 +449,10 @@ def main() -> None:
         (
             "Compute = the ClientApp's train + evaluate handlers in this process (warm imports and cache), measured"
             " right before each mode; slowest = the slowest site's, Σ = all sites' (the best a single 2-core machine"
-            " can do when sites take turns)."
+            " can do when sites take turns). All sites at once: each site's handlers in its own fresh process with one"
+            " torch thread, all started together, no Flower (what the sites' compute costs this host when they run"
+            " together, as they do in a deployed round): `round_over_concurrent_compute_deploy` is the deployed round"
+            " over the slowest of these, `concurrent_over_serial_compute` that slowest over Σ."
         ),
         (
             f"ClientApp process start (fresh interpreter + `import site_app.app`): {clientapp:.2f} s, of which the bare "
@@ -432,6 +481,8 @@ def main() -> None:
         "round_over_serial_compute_deploy_flower_waits": median["deployment flower waits"]
         / serial["deployment flower waits"],
         "short_over_flower_waits_round_deploy": median["deployment"] / median["deployment flower waits"],
+        "round_over_concurrent_compute_deploy": median["deployment"] / max(together.values()),
+        "concurrent_over_serial_compute": max(together.values()) / serial["deployment"],
     }
     timelines = {
         mode: hop_rows(
@@ -467,7 +518,11 @@ def main() -> None:
     cpu_rows.append(["whole run, wall s", *(whole_s[mode] for mode in DEPLOYMENTS)])
     tables = [
         markdown_table(
-            ["site", *(f"{h} ({mode})" for mode in runs for h in ("train s", "evaluate s", "compute s"))],
+            [
+                "site",
+                *(f"{h} ({mode})" for mode in runs for h in ("train s", "evaluate s", "compute s")),
+                "compute s (all sites at once, own processes, 1 thread)",
+            ],
             site_rows,
         ),
         markdown_table(
@@ -499,4 +554,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 5 and sys.argv[1] == "--one-site":
+        one_site_main(*sys.argv[2:])
+    else:
+        main()
