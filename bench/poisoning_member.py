@@ -28,6 +28,7 @@ from flwr.app import Array, ArrayRecord, Context, Message
 from in_process import InProcessGrid, run_federation
 
 from data_prep.synth.federation import write_federation
+from models.packed_weights import pack_content, unpack_content
 from models.shared.run_config import SIM_DATA, SIM_WORK
 from models.shared.wire import MEAN_DICE, NUM_EXAMPLES, Overview, Record, Status
 from models.transport import decode
@@ -70,7 +71,9 @@ class PoisoningGrid(InProcessGrid):
         reply = super()._deliver(message)
         if message.metadata.dst_node_id != self.attacker or reply.has_error():
             return reply
-        content = reply.content
+        content = unpack_content(
+            reply.content
+        )  # the attacker crafts its weights, then packs them as a site does
         if Record.OVERVIEW in content.metric_records:
             content[Record.OVERVIEW][Overview.N_CASES_USABLE] = CLAIMED
         if Record.ARRAYS in content.array_records and Record.ARRAYS in message.content.array_records:
@@ -78,6 +81,7 @@ class PoisoningGrid(InProcessGrid):
                 decode(message.content[Record.ARRAYS]), decode(content[Record.ARRAYS]), SCALE[self.attack]
             )
             content[Record.METRICS][NUM_EXAMPLES] = CLAIMED
+        reply.content = pack_content(content)
         return reply
 
 
