@@ -126,12 +126,11 @@ def unpack_content(content: RecordDict, where: str = "message") -> RecordDict:
 def pack_messages(messages: Iterable[Message]) -> list[Message]:
     """The messages, each with its content packed (a content shared by several messages is packed once)."""
     messages = list(messages)
-    originals = [message.content for message in messages]  # alive until done: their ids stay theirs
-    done: dict[int, RecordDict] = {}
+    done: dict[int, tuple[RecordDict, RecordDict]] = {}
+    """id of a content → (that content, kept alive so its id stays its own; its packed form)."""
     for message in messages:
-        key = id(message.content)
-        if key not in done:
-            done[key] = pack_content(message.content)
-        message.content = done[key]
-    del originals
+        original = message.content
+        if id(original) not in done:
+            done[id(original)] = (original, pack_content(original))
+        message.content = done[id(original)][1]
     return messages

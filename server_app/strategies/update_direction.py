@@ -30,7 +30,7 @@ What does tell them apart is whether a site's cosine rises and falls *with the o
 least-squares slope of its cosine on the reference sites' median cosine over the run's rounds so far
 (Σ c·m / Σ m²). Rounds where the sites agree (early ones: m ≈ 0.4-0.5) weigh the most, noise rounds (m ≈ 0)
 hardly count. Measured over every bench run on record: the honest centre 0.94-1.16 in all 8 consortium runs
-(3 sites' worth of seeds and settings), honest sites of the 4-site `demo` preset 0.62-1.33, the smallest
+(seeds 0-2 under three successive defaults), honest sites of the 4-site `demo` preset 0.62-1.33, the smallest
 consortium site (2 training cases) 0.39-0.51; the swapped-labels liar 0.03-0.43 (two runs, every round). A
 checked update is left out when its site's mean cosine over the run is below `min_cosine` **and** its alignment
 is below MIN_ALIGNMENT. The rounds' cosines are part of the strategy's saved state, so a resumed run judges the
