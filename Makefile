@@ -27,8 +27,8 @@ demo: install
 
 # Style and the import contract first (seconds), then the tests: unit and integration; `slow` ones are separate.
 test: install system-packages
-	$(BIN)/ruff format --check .
-	$(BIN)/ruff check .
+	$(BIN)/ruff format --no-cache --check .
+	$(BIN)/ruff check --no-cache .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
@@ -43,8 +43,8 @@ bench-quick: install
 	for script in quality pipeline overhead aggregation scale cli_start; do $(BIN)/python bench/$$script.py --quick || exit 1; done
 
 lint: install
-	$(BIN)/ruff format --check .
-	$(BIN)/ruff check .
+	$(BIN)/ruff format --no-cache --check .
+	$(BIN)/ruff check --no-cache .
 	$(BIN)/lint-imports
 
 clean-demo:

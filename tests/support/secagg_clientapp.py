@@ -15,13 +15,13 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import Key, Stage
 from flwr.common.serde import message_to_proto
-from site_app.packed_wire import packed_weights
 
 from models.shared.node_config import NodeConfig
 from models.shared.wire import CROSS_EVALUATE, DESCRIBE, LOCAL_MODEL, Record
 from site_app import app as site
 from site_app.disclosure.error_details import keep_details_local
 from site_app.local_dp import add_local_noise
+from site_app.packed_wire import packed_weights
 from site_app.update_masking import mask_update
 
 _count = itertools.count()
