@@ -39,8 +39,19 @@ HEADLINES = {
     "stability": {"tiny_pooled_dice", "max_round_drop", "empty_site_rounds", "rerun_dice_delta"},
     "secagg": {"secagg_round_over_plain"},
     "server_lr": {"fedadam_best_over_fedavg", "fedyogi_best_over_fedavg", "fedadam_default_over_best"},
+    "fed_variants": {"constant_lr_over_base", "best_variant_over_base"},
 }
-HAS_DATA = {"quality", "pipeline", "overhead", "scale", "adversaries", "stability", "secagg", "server_lr"}
+HAS_DATA = {
+    "quality",
+    "pipeline",
+    "overhead",
+    "scale",
+    "adversaries",
+    "stability",
+    "secagg",
+    "server_lr",
+    "fed_variants",
+}
 
 
 def run_quick(script: str, tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
