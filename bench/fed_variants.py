@@ -18,9 +18,9 @@ import statistics
 import time
 from pathlib import Path
 
-from common import markdown_table, out_folder, parse, parser, run_config
+from common import markdown_table, out_folder, parse, parser
 from common import report as write_report
-from quality import BENCH_PATCH_SIZE, BENCH_SPACING_MM, FederatedArm, FederatedResult, run_arm
+from quality import FederatedArm, FederatedResult, grid_config, run_arm
 
 from data_prep.synth.federation import write_federation
 from data_prep.synth.profiles import default_sites
@@ -104,15 +104,7 @@ def main() -> None:
         data, work = out / "data", out / "work"
         write_federation(data, n_sites=default_sites(args.preset), seed=DATA_SEED, preset=args.preset)
         rounds = args.rounds or (2 if args.quick else 20)
-        config = run_config(
-            patch_size=BENCH_PATCH_SIZE,
-            spacing_mm=BENCH_SPACING_MM,
-            num_server_rounds=rounds,
-            sim_min_report_cases=1,
-            sim_min_train_cases=1,
-            tracking_uri="none",
-            **({"local_epochs": 1} if args.quick else {}),
-        )
+        config = grid_config(rounds, args.quick)
         origin = f"`oncofed synth --preset {args.preset} --seed {DATA_SEED}`, the app's settings"
     n_sites = len(site_folders(data))
     base = FederatedArm("base", {})

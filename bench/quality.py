@@ -75,6 +75,23 @@ BENCH_SPACING_MM, BENCH_PATCH_SIZE = 3.0, 24
 2 mm: 64 mm). An epoch is a fixed number of patches per case, so only the smaller patch cuts training time and only
 the coarser spacing cuts validation time; together they fit the plateau budget's 3-seed run in 2 hours on 2 cores
 (at 2 mm with 32³ patches it needed ≈ 5 hours)."""
+
+
+def grid_config(rounds: int, quick: bool, **overrides: object) -> dict[str, object]:
+    """The app's run settings on the benchmark's grid (BENCH_SPACING_MM, BENCH_PATCH_SIZE) for an in-process run of
+    `rounds` rounds, every site reporting and training from one case, no tracking; 1 local epoch with --quick."""
+    return run_config(
+        patch_size=BENCH_PATCH_SIZE,
+        spacing_mm=BENCH_SPACING_MM,
+        num_server_rounds=rounds,
+        sim_min_report_cases=1,
+        sim_min_train_cases=1,
+        tracking_uri="none",
+        **({"local_epochs": 1} if quick else {}),
+        **overrides,
+    )
+
+
 DP_NOISE, DP_CLIP = 0.5, 0.5
 """Central DP arm: noise multiplier and clipping norm (ε at δ = the run config's dp-delta is printed)."""
 

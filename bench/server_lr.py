@@ -13,9 +13,9 @@ against the best η of the grid: 1.0 when the default is the best). `--quick`: t
 import logging
 import time
 
-from common import markdown_table, out_folder, parse, parser, run_config
+from common import markdown_table, out_folder, parse, parser
 from common import report as write_report
-from quality import FederatedArm, FederatedResult, run_arm
+from quality import BENCH_SPACING_MM, FederatedArm, FederatedResult, grid_config, run_arm
 
 from data_prep.synth.federation import write_federation
 from data_prep.synth.profiles import default_sites
@@ -25,10 +25,9 @@ DATA_SEED = 0
 RUN_SEED = 0
 ADAPTIVE = ("fedadam", "fedyogi")
 GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
-"""η searched: half-decades around the app's default (0.01), the range where Reddi et al. found the best η."""
-QUICK_GRID = (0.01, 0.1)
-BENCH_SPACING_MM, BENCH_PATCH_SIZE = 3.0, 24
-"""bench/quality.py's grid (3 mm, 24³ patches), so a run fits a 2-core machine."""
+"""η searched: half-decades around the app's default (0.03), the range where Reddi et al. found the best η."""
+QUICK_GRID = (SERVER_LR.default, 10 * SERVER_LR.default)
+"""--quick: the app's default η (so that `*_default_over_best` is measured) and ten times it."""
 
 
 def arms(grid: tuple[float, ...]) -> list[FederatedArm]:
@@ -59,16 +58,7 @@ def main() -> None:
     out = out_folder(args.out, "server_lr")
     rounds = args.rounds or (2 if args.quick else 5)
     grid = QUICK_GRID if args.quick else GRID
-    config = run_config(
-        model_preset=args.model,
-        patch_size=BENCH_PATCH_SIZE,
-        spacing_mm=BENCH_SPACING_MM,
-        num_server_rounds=rounds,
-        sim_min_report_cases=1,
-        sim_min_train_cases=1,
-        tracking_uri="none",
-        **({"local_epochs": 1} if args.quick else {}),
-    )
+    config = grid_config(rounds, args.quick, model_preset=args.model)
     data, work = out / "data", out / "work"
     n_sites = default_sites(args.preset)
     write_federation(data, n_sites=n_sites, seed=DATA_SEED, preset=args.preset)
