@@ -24,6 +24,7 @@ from quality import FederatedArm, FederatedResult, grid_config, run_arm
 
 from data_prep.synth.federation import write_federation
 from data_prep.synth.profiles import default_sites
+from models.shared.run_config import SETTINGS_BY_KEY, RunConfigError
 from site_app.settings.identity import site_folders
 
 DATA_SEED = 0
@@ -46,10 +47,20 @@ def parse_variant(text: str) -> FederatedArm:
         key, sep, value = pair.partition(":")
         if not sep:
             raise SystemExit(f"error: --variant {text!r}: {pair!r} is not KEY:VALUE")
+        key = key.strip()
         try:
-            overrides[key.strip()] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            overrides[key.strip()] = value.strip()
+            parsed = value.strip()
+        setting = SETTINGS_BY_KEY.get(key)
+        if setting is None:  # an unknown key would be ignored by the app: the variant would be the base
+            raise SystemExit(
+                f"error: --variant {text!r}: {key!r} is not a run setting (pyproject.toml lists them)"
+            )
+        try:
+            overrides[key] = setting.read({key: parsed})
+        except RunConfigError as error:
+            raise SystemExit(f"error: --variant {text!r}: {error}") from None
     return FederatedArm(name, overrides)
 
 
@@ -114,7 +125,15 @@ def main() -> None:
     }
     means = {name: statistics.fmean(run.final for run in found) for name, found in runs.items()}
     table = markdown_table(
-        ["configuration", "settings", *(f"seed {s}" for s in seeds), "mean", "best round (mean)", "s"],
+        [
+            "configuration",
+            "settings",
+            *(f"seed {s}" for s in seeds),
+            "mean",
+            "best round (mean)",
+            "max drop after r2 (worst seed)",
+            "s",
+        ],
         [
             [
                 name,
@@ -122,6 +141,7 @@ def main() -> None:
                 *(run.final for run in found),
                 means[name],
                 statistics.fmean(max(run.pooled.values()) for run in found),
+                max(run.max_drop() for run in found),
                 f"{sum(run.seconds for run in found):.0f}",
             ]
             for name, found in runs.items()
