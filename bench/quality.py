@@ -42,9 +42,9 @@ from torch.utils.data import ConcatDataset
 from data_prep.dataset import training_dataset
 from data_prep.synth.federation import write_federation
 from data_prep.synth.profiles import default_sites
-from models.presets import build_model, get_preset
+from models.presets import MODEL_PRESETS, build_model, get_preset
 from models.shared.labels import REGIONS
-from models.shared.run_config import SPACING_MM
+from models.shared.run_config import MODEL_PRESET, SPACING_MM
 from models.shared.wire import LOCAL_ONLY_PREFIX, PERSONALIZED_PREFIX, baseline_key
 from models.weights import load_checkpoint
 from site_app.disclosure.aggregates import site_aggregates
@@ -379,6 +379,16 @@ def personalized_name(arm: str) -> str:
     return f"{arm} · personalized"
 
 
+def model_note(settings: SiteRunSettings) -> str:
+    """The entry's model and grid: which UNet every arm trained, on which voxels and patches."""
+    spec = get_preset(settings.model_preset)
+    return (
+        f"Model: `{settings.model_preset}` (UNet channels {'-'.join(map(str, spec.channels))}, "
+        f"{len(spec.strides)} halvings, {spec.num_res_units} residual unit(s)); every arm at "
+        f"{settings.pipeline.spacing_mm:g} mm on {settings.pipeline.patch_size}³ patches."
+    )
+
+
 def mean_dice(by_site: dict[str, list[CaseEvaluation]], seed: int) -> tuple[float, dict[str, float]]:
     """(mean Dice over every case of every site, site → mean Dice over its cases)."""
     pooled = aggregates([c for cases in by_site.values() for c in cases], seed)[0]
@@ -498,6 +508,7 @@ def plateau_run(
         ],
     )
     notes = [
+        model_note(settings),
         f"Plateau search: centralized (seed {base_seed}) trained once and evaluated on every site's validation "
         f"cases after {start}·2^k epochs; the plateau budget is the first doubling that adds < {PLATEAU_GAIN} "
         + (
@@ -556,7 +567,11 @@ def plateau_run(
 def main() -> None:
     options = parser(__doc__, preset="bench", quick_preset="tiny", device=True)
     options.add_argument(
-        "--model", default="tiny", help="model preset (default tiny: the budget of a 2-core CPU)"
+        "--model",
+        default=None,
+        choices=list(MODEL_PRESETS),
+        help=f"model preset (default: with --plateau the app's `{MODEL_PRESET.default}`, the model a consortium"
+        " would train; otherwise, and with --quick, tiny: the every-strategy screen's budget on 2 cores)",
     )
     options.add_argument(
         "--rounds", type=int, default=None, help="federated rounds (default 5; 2 with --quick)"
@@ -620,9 +635,10 @@ def main() -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
     rounds = args.rounds or (2 if args.quick else 5)
+    model = args.model or (MODEL_PRESET.default if args.plateau and not args.quick else "tiny")
     overrides: dict[str, object] = {
-        "model_preset": args.model,
-        "patch_size": args.patch_size or get_preset(args.model).patch_size,
+        "model_preset": model,
+        "patch_size": args.patch_size or get_preset(model).patch_size,
         "num_server_rounds": rounds,
         # The simulated sites are the benchmark's own synthetic data: every arm trains on every training case and
         # validates on every validation case, so the disclosure thresholds are set to 1 (a deployed site's own
@@ -762,6 +778,7 @@ def main() -> None:
     )
     dp_run = runs["fedavg DP"]
     notes = [
+        model_note(settings),
         (
             "Pooled = every validation case of every site (a local-norm arm: each site's own norm layers on its own"
             f" cases); {sum(len(s.cases.val) for s in sites)} validation cases. Federated Dice per round from the runs'"

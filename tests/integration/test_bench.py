@@ -84,6 +84,7 @@ def test_quality_plateau_mode(tmp_path):
     assert PLATEAU <= ratios, done.stdout[-3000:]
     text = results.read_text()
     assert "| centralized epochs | pooled mean Dice |" in text and "| 4 |" in text
+    assert "Model: `tiny` (UNet channels 8-16-32, 2 halvings" in text  # which model the figures are of
     assert "ran at 2 epochs (--budget-epochs), not at the plateau budget" in text
     assert "| seed 0 | seed 1 | mean ± sd |" in text and "· personalized |" in text
     # two seeds × two federated configurations, each a run folder of its own
