@@ -20,12 +20,13 @@ from pathlib import Path
 
 from common import markdown_table, out_folder, parse, parser
 from common import report as write_report
-from quality import FederatedArm, FederatedResult, grid_config, run_arm
+from quality import FederatedArm, FederatedResult, grid_config, model_note, run_arm
 
 from data_prep.synth.federation import write_federation
 from data_prep.synth.profiles import default_sites
 from models.shared.run_config import SETTINGS_BY_KEY, RunConfigError
 from site_app.settings.identity import site_folders
+from site_app.settings.run_settings import SiteRunSettings
 
 DATA_SEED = 0
 SITE_STATE = ("secret", "cache", "inventory.json")
@@ -153,6 +154,7 @@ def main() -> None:
     }
     ratios["best_variant_over_base"] = max(ratios.values())
     notes = [
+        model_note(SiteRunSettings.from_run_config(config)),
         (
             f"Base: {origin}; {n_sites} sites, {config['num-server-rounds']} rounds × {config['local-epochs']}"
             f" local epochs, strategy {config['strategy']}, local-norm {config['local-norm']}; seeds"
