@@ -327,6 +327,15 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
+def over_local_only(per_site: dict[str, dict[str, list[float]]], row: str) -> dict[str, float]:
+    """Site → `row`'s mean Dice at that site over the local-only arm's (means over seeds; `per_site[row][site]`
+    holds one value per seed)."""
+    return {
+        site: ratio(statistics.mean(values), statistics.mean(per_site["local-only"][site]))
+        for site, values in per_site[row].items()
+    }
+
+
 def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f}" + (
         f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
@@ -475,12 +484,8 @@ def plateau_run(
                 per_site[personalized_name(arm.name)][name].append(run.personalized[name])
 
     best = max(arms, key=lambda a: statistics.mean(pooled[a.name])).name
-    global_over_local, fed_over_local = (
-        {
-            n: ratio(statistics.mean(per_site[arm][n]), statistics.mean(per_site["local-only"][n]))
-            for n in names
-        }
-        for arm in (best, personalized_name(best))
+    global_over_local, fed_over_local, central_over_local = (
+        over_local_only(per_site, row) for row in (best, personalized_name(best), "centralized")
     )
     n_val = {s.paths.name: len(s.cases.val) for s in sites}
     search_table = markdown_table(
@@ -536,6 +541,9 @@ def plateau_run(
         + ", ".join(f"{n} {v:.3f}" for n, v in fed_over_local.items())
         + "; its global model over local-only: "
         + ", ".join(f"{n} {v:.3f}" for n, v in global_over_local.items())
+        + "; centralized over local-only (what one model trained on every site's cases gains at each site: the"
+        " ceiling of the global model's ratios): "
+        + ", ".join(f"{n} {v:.3f}" for n, v in central_over_local.items())
         + ".",
         (
             f"Personalized rows: each site's personalized model (the global model fine-tuned {args.personalize_epochs}"
@@ -556,6 +564,7 @@ def plateau_run(
         "fed_over_central": ratio(statistics.mean(pooled[best]), statistics.mean(pooled["centralized"])),
         "fed_over_local_min": min(fed_over_local.values()),
         "global_over_local_min": min(global_over_local.values()),
+        "central_over_local_min": min(central_over_local.values()),
         "personalized_over_central": ratio(
             statistics.mean(pooled[personalized_name(best)]), statistics.mean(pooled["centralized"])
         ),

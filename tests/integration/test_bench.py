@@ -69,7 +69,13 @@ def run_quick(script: str, tmp_path: Path, *options: str) -> subprocess.Complete
     return subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
 
 
-PLATEAU = {"fed_over_central", "fed_over_local_min", "global_over_local_min", "max_round_drop"}
+PLATEAU = {
+    "fed_over_central",
+    "fed_over_local_min",
+    "global_over_local_min",
+    "central_over_local_min",
+    "max_round_drop",
+}
 
 
 @pytest.mark.slow
@@ -87,6 +93,7 @@ def test_quality_plateau_mode(tmp_path):
     assert "Model: `tiny` (UNet channels 8-16-32, 2 halvings" in text  # which model the figures are of
     assert "ran at 2 epochs (--budget-epochs), not at the plateau budget" in text
     assert "| seed 0 | seed 1 | mean ± sd |" in text and "· personalized |" in text
+    assert "centralized over local-only (what one model trained on every site's cases gains" in text
     # two seeds × two federated configurations, each a run folder of its own
     assert len(list((tmp_path / "out" / "runs").iterdir())) == 4
 
