@@ -55,6 +55,7 @@ from site_app.learning.training import train_epochs
 from site_app.learning.validation import CaseEvaluation, validate_cases
 from site_app.settings.identity import SitePaths, site_folders
 from site_app.settings.run_settings import SiteRunSettings
+from site_app.settings.secret import provide_simulated_secret
 from site_app.site_log import site_logger
 
 DATA_SEED = 0
@@ -172,10 +173,12 @@ def federated_arms(quick: bool, personalize_epochs: int = PERSONALIZE_EPOCHS) ->
 
 
 def load_sites(data: Path, work: Path, settings: SiteRunSettings) -> list[Site]:
-    """Each site's split and preprocessed cases, as its ClientApp would load them."""
+    """Each site's split and preprocessed cases, as its simulated ClientApp would load them: a site's secret, and
+    so its validation split, derives from the run seed and its name, so a rerun validates on the same cases."""
     sites = []
     for folder in site_folders(data):
         paths = SitePaths(name=folder.name, data=folder, work=work / folder.name)
+        provide_simulated_secret(paths.work, settings.seed, folder.name)
         cases = load_site_cases(
             paths, settings.pipeline, settings.sim_validation_fraction, site_logger(paths.work)
         )
