@@ -36,31 +36,27 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from models.shared.round_reply import split_round_reply, validation_failure
-from models.shared.wire import EVALUATE_ROUND, OutsideLimit, Record, Status, Training, Validation
+from models.shared.wire import EVALUATE_ROUND, Status
 from server_app.coordinator_settings import ServerRunSettings
 from server_app.rounds.cross_site import cross_site_matrix
 from server_app.rounds.grid_exchange import SelectedNodes
 from server_app.rounds.participation import (
     NOT_ONLINE,
-    OK,
     SKIPPED,
     PhaseOutcome,
     RoundLedger,
     participation_line,
 )
 from server_app.rounds.pending_round import PendingRound
+from server_app.rounds.phase_filing import PhaseFiling
 from server_app.rounds.phase_replies import PhaseReplies
 from server_app.rounds.quorum import Presence, QuorumNotReached, online_sites, wait_for_quorum
 from server_app.rounds.reply_checks import (
     ArraySpec,
-    conform,
     evaluate_reply_problem,
     in_transport_dtype,
     model_spec,
-    too_few_replies,
     train_reply_problem,
-    training_status,
-    validation_status,
 )
 from server_app.rounds.round_checkpoint import RoundState, save_round_state, strategy_state
 from server_app.rounds.secure_aggregation import secure_train
@@ -135,6 +131,7 @@ class FederatedLoop:
 
     def __post_init__(self) -> None:
         self.replies = PhaseReplies(self.grid, self.directory, self.presence)
+        self.filing = PhaseFiling(self.strategy, self.settings.min_sites, self.pooled)
         if self.checkpointer is None:
             self.checkpointer = Checkpointer(self.run, self.model_preset)
 
@@ -256,14 +253,14 @@ class FederatedLoop:
                 {**missing, **failed},
                 self._evaluate_problem,
             )
-            evaluated.summary["evaluate"] = self._file_evaluation(
+            evaluated.summary["evaluate"] = self.filing.evaluation(
                 evaluated.round, selected, evaluated.ledger, messages, sound, absent
             )
             replies = {node: _with_content(replies[node], part) for node, (part, _) in parts.items()}
         sound, absent = self.replies.checked(
             server_round, "train", replies, missing, self._train_problem(spec)
         )
-        trained, summary["train"] = self._trained(
+        trained, summary["train"] = self.filing.training(
             server_round, arrays, spec, selected, ledger, messages, sound, absent
         )
         pending = PendingRound(server_round, ledger, summary, trained)
@@ -384,59 +381,7 @@ class FederatedLoop:
         sound, absent = self.replies.collect(
             server_round, "train", messages, self.settings.train_timeout_s, self._train_problem(spec)
         )
-        return self._trained(server_round, arrays, spec, selected, ledger, messages, sound, absent)
-
-    def _trained(
-        self,
-        server_round: int,
-        arrays: ArrayRecord,
-        spec: dict[str, ArraySpec],
-        selected: dict[int, str],
-        ledger: RoundLedger,
-        messages: list[Message],
-        sound: dict[int, Message],
-        absent: dict[int, PhaseOutcome],
-    ) -> tuple[ArrayRecord, dict]:
-        """File the training outcomes and aggregate the sound replies into the next global model."""
-        for node, outcome in absent.items():
-            ledger.site(selected[node]).train = outcome
-        for node, reply in list(sound.items()):
-            if not self.file_training(server_round, ledger, selected[node], reply):
-                del sound[node]
-        used = [selected[node] for node in sound]
-        record = {"asked": sorted(selected[m.metadata.dst_node_id] for m in messages), "sound": used}
-        if len(sound) < self.settings.min_sites:
-            return arrays, record | self.unchanged(
-                server_round, too_few_replies(len(sound), self.settings.min_sites)
-            )
-        aggregated, _ = self.strategy.aggregate_train(server_round, list(sound.values()))
-        if aggregated is None:
-            reason = "the strategy returned no model"
-            log(WARNING, "Round %d: global model unchanged: %s", server_round, reason)
-            return arrays, record | {"aggregated": False, "reason": reason}
-        log(INFO, "Round %d: global model updated from %s", server_round, ", ".join(used))
-        return conform(aggregated, spec), record | {"aggregated": True, "reason": ""}
-
-    def file_training(self, server_round: int, ledger: RoundLedger, name: str, reply: Message) -> bool:
-        """File a sound train reply in the ledger; False when the site's policy declined or refused the round."""
-        site = ledger.site(name)
-        status = training_status(reply.content)
-        if status is None:
-            site.train, site.train_metrics = OK, dict(reply.content[Record.METRICS])
-            return True
-        training = reply.content[Record.TRAINING]
-        reason = str(training.get(Training.REASON, "no reason given"))
-        outside = OutsideLimit.from_record(training)  # a refusal's, typed (the reply checks require it)
-        site.train = PhaseOutcome(status, reason)
-        site.train_metrics = {"status": status, "reason": reason}
-        if outside is not None:
-            site.train_metrics["outside_limit"] = outside.fields()
-        log(WARNING, "Round %d: site %s %s to train: %s", server_round, name, status, reason)
-        return False
-
-    def unchanged(self, server_round: int, reason: str) -> dict:
-        log(WARNING, "Round %d: global model unchanged: %s", server_round, reason)
-        return {"aggregated": False, "reason": reason}
+        return self.filing.training(server_round, arrays, spec, selected, ledger, messages, sound, absent)
 
     def _evaluate(
         self, server_round: int, arrays: ArrayRecord, selected: dict[int, str], ledger: RoundLedger
@@ -451,42 +396,7 @@ class FederatedLoop:
         sound, absent = self.replies.collect(
             server_round, "evaluate", messages, self.settings.evaluate_timeout_s, self._evaluate_problem
         )
-        return self._file_evaluation(server_round, selected, ledger, messages, sound, absent)
-
-    def _file_evaluation(
-        self,
-        server_round: int,
-        selected: dict[int, str],
-        ledger: RoundLedger,
-        messages: list[Message],
-        sound: dict[int, Message],
-        absent: dict[int, PhaseOutcome],
-    ) -> dict:
-        """File the evaluate outcomes of round `server_round` and pool the sound replies."""
-        for node, outcome in absent.items():
-            ledger.site(selected[node]).evaluate = outcome
-        for node, reply in sound.items():
-            site = ledger.site(selected[node])
-            status = validation_status(reply.content)
-            reason = str(reply.content[Record.VALIDATION].get(Validation.REASON, ""))
-            site.evaluate = OK if status == Status.REPORTED else PhaseOutcome(status, reason)
-            site.evaluation = reply
-            if status != Status.REPORTED:
-                log(
-                    WARNING,
-                    "Round %d: site %s sent no validation numbers (%s): %s",
-                    server_round,
-                    selected[node],
-                    status,
-                    reason or "no reason given",
-                )
-        pooled = self.strategy.aggregate_evaluate(server_round, list(sound.values())) if sound else None
-        if pooled is not None:
-            self.pooled[server_round] = dict(pooled)
-        return {
-            "asked": sorted(selected[m.metadata.dst_node_id] for m in messages),
-            "sound": [selected[n] for n in sound],
-        }
+        return self.filing.evaluation(server_round, selected, ledger, messages, sound, absent)
 
     def state(
         self, server_round: int, arrays: ArrayRecord, pending: PendingRound | None = None

@@ -43,6 +43,7 @@ from models.shared.wire import NUM_EXAMPLES, TRAIN_LOSS, Record, SecureUpdate
 from models.transport import as_sent
 from server_app.rounds.grid_exchange import POLL_S
 from server_app.rounds.participation import PhaseOutcome, RoundLedger
+from server_app.rounds.phase_filing import file_training, unchanged
 from server_app.rounds.reply_checks import (
     ArraySpec,
     conform,
@@ -343,18 +344,16 @@ def secure_train(
     for node, absence in outcome.absent.items():
         ledger.site(selected[node]).train = absence
     for node, reply in {**outcome.stopped, **outcome.masked}.items():
-        loop.file_training(server_round, ledger, selected[node], reply)
+        file_training(server_round, ledger, selected[node], reply)
     used = [selected[node] for node in sorted(outcome.masked, key=selected.get)]
     record = {"asked": sorted(selected.values()), "sound": used, "secure_aggregation": True}
     if outcome.mean is None:
-        return arrays, record | loop.unchanged(server_round, outcome.reason)
+        return arrays, record | unchanged(server_round, outcome.reason)
     if len(outcome.masked) < loop.settings.min_sites:
-        return arrays, record | loop.unchanged(
-            server_round, too_few_replies(len(used), loop.settings.min_sites)
-        )
+        return arrays, record | unchanged(server_round, too_few_replies(len(used), loop.settings.min_sites))
     sent = {name: array.numpy() for name, array in as_sent(arrays, loop.transport_dtype).items()}
     aggregated, _ = loop.strategy.aggregate_train(server_round, [mean_reply(outcome, sent, messages[0])])
     if aggregated is None:
-        return arrays, record | loop.unchanged(server_round, "the strategy returned no model")
+        return arrays, record | unchanged(server_round, "the strategy returned no model")
     log(INFO, "Round %d: global model updated from the masked sum of %s", server_round, ", ".join(used))
     return conform(aggregated, spec), record | {"aggregated": True, "reason": ""}
