@@ -7,8 +7,15 @@
 Helpers shared by tests live in tests/support (on the import path through pytest's `pythonpath`).
 """
 
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 from flwr.supercore.task_identity import TaskIdentity
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 TIERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration}
 
@@ -26,3 +33,10 @@ def flower_task():
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     yield
     TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+@pytest.fixture
+def bench_module(monkeypatch) -> Callable[[str], ModuleType]:
+    """Imports a bench/ script by name, as the scripts import each other (bench/ first on the path)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    return importlib.import_module

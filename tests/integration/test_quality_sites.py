@@ -9,16 +9,10 @@ from data_prep.synth.federation import write_federation
 from site_app.settings.run_settings import SiteRunSettings
 from site_app.settings.secret import simulated_site_secret, site_secret
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
 
 @pytest.fixture
-def quality(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    import common
-    import quality
-
-    return common, quality
+def quality(bench_module):
+    return bench_module("common"), bench_module("quality")
 
 
 def test_two_runs_with_one_seed_split_alike_and_another_seed_differently(tmp_path, quality):

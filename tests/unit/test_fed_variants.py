@@ -1,18 +1,11 @@
 """bench/fed_variants.py reads a variant into typed run settings and refuses one the app would ignore or reject."""
 
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture
-def parse_variant(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    from fed_variants import parse_variant
-
-    return parse_variant
+def parse_variant(bench_module):
+    return bench_module("fed_variants").parse_variant
 
 
 def test_a_variant_becomes_typed_run_settings(parse_variant):

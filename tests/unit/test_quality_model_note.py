@@ -1,21 +1,14 @@
 """bench/quality.py's entries name the model and grid their figures are of: `--model` changes them a lot."""
 
-from pathlib import Path
-
 import pytest
 
 from site_app.settings.run_settings import SiteRunSettings
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
 
 @pytest.fixture
-def model_note(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    from common import run_config
-    from quality import model_note
-
-    return lambda preset: model_note(
+def model_note(bench_module):
+    run_config, note = bench_module("common").run_config, bench_module("quality").model_note
+    return lambda preset: note(
         SiteRunSettings.from_run_config(run_config(model_preset=preset, spacing_mm=4.0, patch_size=16))
     )
 

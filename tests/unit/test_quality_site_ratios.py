@@ -1,18 +1,11 @@
 """bench/quality.py's per-site ratios over local-only: the figures behind fed_over_local_min and its ceiling."""
 
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture
-def over_local_only(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    from quality import over_local_only
-
-    return over_local_only
+def over_local_only(bench_module):
+    return bench_module("quality").over_local_only
 
 
 def test_each_site_is_the_mean_over_seeds_against_local_only_s(over_local_only):
