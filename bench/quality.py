@@ -545,7 +545,7 @@ def plateau_run(
         + "; its global model over local-only: "
         + ", ".join(f"{n} {v:.3f}" for n, v in global_over_local.items())
         + "; centralized over local-only (what one model trained on every site's cases gains at each site: the"
-        " ceiling of the global model's ratios): "
+        " reference for the global model's ratios, which it rarely exceeds): "
         + ", ".join(f"{n} {v:.3f}" for n, v in central_over_local.items())
         + ".",
         (
