@@ -8,7 +8,8 @@ each region and the validation cases with an empty prediction. Headline figures:
 round's pooled Dice, first run; target ≥ 0.70), `max_round_drop` (the largest fall of pooled Dice between
 consecutive rounds after round 2; target ≤ 0.05), `empty_site_rounds` (rounds after round 2 in which some site
 predicted nothing at every validation case; target 0) and `rerun_dice_delta` (largest difference of any site's
-Dice in any round between the two runs; target ≤ 0.005). `--quick`: the tiny preset, 2 rounds, the tiny model.
+Dice in any round between the two runs; target ≤ 0.005). `--run-config`: run settings other than the app's for both
+runs (the entry names them). `--quick`: the tiny preset, 2 rounds, the tiny model.
 """
 
 import json
@@ -33,8 +34,8 @@ FIRST_COUNTED_DROP = 2
 swing while it finds the tumour."""
 
 
-def simulate(data: Path, run_dir: Path, rounds: int, model: str) -> None:
-    plan = plan_simulation(data, run_dir, rounds, model, seed=RUN_SEED)
+def simulate(data: Path, run_dir: Path, rounds: int, model: str, overrides: str = "") -> None:
+    plan = plan_simulation(data, run_dir, rounds, model, seed=RUN_SEED, overrides=overrides)
     code = run_simulation(plan, lambda line: print(line, flush=True) if "ROUND" in line else None)
     if code != 0:
         raise SystemExit(f"error: the simulation failed (exit {code}):\n{failure_context(run_dir)}")
@@ -66,6 +67,12 @@ def main() -> None:
     options = parser(__doc__, preset="anatomy", quick_preset="tiny")
     options.add_argument("--rounds", type=int, default=None, help="rounds (default 8; 2 with --quick)")
     options.add_argument("--model", default=None, help="model preset (default small; tiny with --quick)")
+    options.add_argument(
+        "--run-config",
+        default="",
+        help="more run settings for both runs, as `oncofed simulate --run-config` takes them"
+        """ (e.g. 'lr-schedule="constant" local-norm=false'; default: the app's)""",
+    )
     args = parse(options)
     rounds = args.rounds or (2 if args.quick else 8)
     model = args.model or ("tiny" if args.quick else "small")
@@ -77,7 +84,10 @@ def main() -> None:
     runs = [out / "run-1", out / "run-2"]
     with stop_on_signals("the benchmark"), ThreadPoolExecutor(max_workers=len(runs)) as pool:
         # side by side: each run is its own federation (own SuperLink, ports, FLWR_HOME), so neither sees the other
-        list(pool.map(lambda run_dir: simulate(data, run_dir, rounds, model), runs))
+        try:
+            list(pool.map(lambda run_dir: simulate(data, run_dir, rounds, model, args.run_config), runs))
+        except ValueError as error:  # a run setting the app does not take, or a run folder already used
+            raise SystemExit(f"error: {error}") from None
     curves = [per_round(run_dir) for run_dir in runs]
 
     first = curves[0]
@@ -128,8 +138,13 @@ def main() -> None:
         [
             (
                 f"Data: `oncofed synth --preset {args.preset} --seed {DATA_SEED}`; each run: `oncofed simulate "
-                f"--rounds {rounds} --preset {model} --seed {RUN_SEED}` (the app's default settings), into "
-                f"{runs[0].name} and {runs[1].name}."
+                f"--rounds {rounds} --preset {model} --seed {RUN_SEED}"
+                + (
+                    f" --run-config '{args.run_config}'`"
+                    if args.run_config
+                    else "` (the app's default settings)"
+                )
+                + f", into {runs[0].name} and {runs[1].name}."
             ),
             (
                 "Pooled Dice = case-weighted mean over the sites of each site's mean Dice over regions "

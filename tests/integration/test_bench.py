@@ -1,5 +1,6 @@
 """The benchmarks keep working: each script's --quick mode on the tiny preset, results to a temporary file."""
 
+import json
 import math
 import os
 import subprocess
@@ -187,3 +188,21 @@ def test_in_process_grid_replies_reach_the_site_they_answer(monkeypatch):
         102: 102,
         103: 103,
     }
+
+
+def test_stability_names_a_run_setting_the_app_does_not_take(tmp_path):
+    """--run-config is checked by the app's own parser: an unknown key is an `error:` line, not a traceback."""
+    done = run_quick("stability", tmp_path, "--preset", "tiny", "--run-config", 'lr-shedule="constant"')
+    assert done.returncode != 0
+    assert "error: --run-config: unknown key 'lr-shedule'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_stability_runs_both_runs_with_the_given_run_settings(tmp_path):
+    done = run_quick("stability", tmp_path, "--preset", "tiny", "--run-config", 'lr-schedule="constant"')
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for run in ("run-1", "run-2"):
+        config = json.loads((tmp_path / "out" / run / "config.json").read_text())
+        assert config["run_config"]["lr-schedule"] == "constant"
+    assert """--run-config 'lr-schedule="constant"'`""" in (tmp_path / "RESULTS.md").read_text()
