@@ -1,8 +1,8 @@
 """Stability: the pooled Dice of every round of a simulated federation, run twice with one seed.
 
 Writes the synthetic federation (`oncofed synth --preset <preset> --seed 0`, default anatomy: the MNI152 brain,
-3 sites of 10 cases), then runs `oncofed simulate --rounds 8 --preset small --seed 0` on it twice, side by side,
-into two run folders (deploy.simulation: our SuperLink on a free port, every process stopped at the end), and reads each run's
+3 sites of 10 cases), then runs `oncofed simulate --rounds 8 --preset small --seed 0` on it twice, one after the other
+(two Ray clusters side by side thrash on 2 cores), into two run folders (deploy.simulation: our SuperLink on a free port, every process stopped at the end), and reads each run's
 metrics.jsonl: per round the pooled mean Dice (case-weighted over the sites' validation cases), per site the Dice of
 each region and the validation cases with an empty prediction. Headline figures: `anatomy_pooled_dice` (the final
 round's pooled Dice, first run; target ≥ 0.70), `max_round_drop` (the largest fall of pooled Dice between
@@ -15,7 +15,6 @@ runs (the entry names them). `--quick`: the tiny preset, 2 rounds, the tiny mode
 import json
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import markdown_table, out_folder, parse, parser, report
@@ -82,12 +81,13 @@ def main() -> None:
     if not data.exists():
         write_federation(data, n_sites=DEFAULT_SITES[args.preset], seed=DATA_SEED, preset=args.preset)
     runs = [out / "run-1", out / "run-2"]
-    with stop_on_signals("the benchmark"), ThreadPoolExecutor(max_workers=len(runs)) as pool:
-        # side by side: each run is its own federation (own SuperLink, ports, FLWR_HOME), so neither sees the other
-        try:
-            list(pool.map(lambda run_dir: simulate(data, run_dir, rounds, model, args.run_config), runs))
-        except ValueError as error:  # a run setting the app does not take, or a run folder already used
-            raise SystemExit(f"error: {error}") from None
+    with stop_on_signals("the benchmark"):
+        # in this thread, one after the other, so Ctrl-C unwinds the running federation's processes
+        for run_dir in runs:
+            try:
+                simulate(data, run_dir, rounds, model, args.run_config)
+            except ValueError as error:  # a run setting the app does not take, or a run folder already used
+                raise SystemExit(f"error: {error}") from None
     curves = [per_round(run_dir) for run_dir in runs]
 
     first = curves[0]
