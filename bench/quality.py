@@ -69,8 +69,9 @@ POSTPROCESS_MM3 = 100.0
 """Post-processing measured on the best federated model: predicted tumor components below this volume removed."""
 PLATEAU_GAIN = 0.01
 """The plateau budget: the first doubling of centralized's epochs that adds less than this pooled Dice."""
-PLATEAU_CONFIGS = ("fedprox + local-norm", "fedavg + local-norm")
-"""Default federated configurations at the plateau budget: the two best of the full-arm run at today's budget."""
+PLATEAU_CONFIGS = ("fedavg", "fedavg + local-norm")
+"""Default federated configurations at the plateau budget: the app's defaults, and the same with FedBN-style local
+norm layers (the best of the every-strategy screen on the phantom presets)."""
 BENCH_SPACING_MM, BENCH_PATCH_SIZE = 3.0, 24
 """The benchmark's grid: 3 mm voxels (the app's default is 2 mm) and 24³ patches, a 72 mm field of view (32³ at
 2 mm: 64 mm). An epoch is a fixed number of patches per case, so only the smaller patch cuts training time and only
@@ -435,7 +436,11 @@ def plateau_run(
     if unknown:
         raise SystemExit(f"error: --configs {unknown}: not a federated arm; choose from {list(by_name)}")
     arms = [
-        FederatedArm(name, {**by_name[name].overrides, "personalize-epochs": args.personalize_epochs})
+        # the local-only arm trains in this process, so the sites need not train their baselines in the run too
+        FederatedArm(
+            name,
+            {**by_name[name].overrides, "local-baseline": False, "personalize-epochs": args.personalize_epochs},
+        )
         for name in args.configs
     ]
 

@@ -283,9 +283,10 @@ LR_SCHEDULE = RunSetting(
     "lr-schedule",
     Owner.COORDINATOR,
     str,
-    "cosine",
-    "share of each site's learning rate per round: cosine (from 1 at round 1 down to `lr-final-share` at the last"
-    " round) | constant (1); the coordinator sends it in each train instruction (models.shared.wire.LR_SCALE)",
+    "constant",
+    "share of each site's learning rate per round: constant (1) | cosine (from 1 at round 1 down to"
+    " `lr-final-share` at the last round); the coordinator sends it in each train instruction"
+    " (models.shared.wire.LR_SCALE)",
     choices=LR_SCHEDULES,
 )
 LR_FINAL_SHARE = RunSetting(

@@ -1,11 +1,12 @@
-"""The sites' learning rate falls over the run: each train instruction carries the share of a site's own learning
-rate that round trains with (models.shared.wire.LR_SCALE).
+"""The coordinator's schedule of the sites' learning rate: each train instruction carries the share of a site's own
+learning rate that round trains with (models.shared.wire.LR_SCALE).
 
-Why: a site's Adam starts afresh every round, and late rounds at the full rate move each site's model as far as
-early ones did, so the averaged model keeps swinging by the same amount after it has found the tumour. A cosine
-from 1 at round 1 to `lr-final-share` at the last round lets early rounds learn fast and late rounds settle.
-The schedule is the coordinator's (one for every site, so the mean stays a mean of comparable steps); the share
-is at most 1, so a site never trains faster than its own `learning-rate`.
+`constant` (the default) trains every round at the sites' own rate, as centralized training does; `cosine` falls
+from 1 at round 1 to `lr-final-share` at the last round, so late rounds move each site's model less. Cosine was the
+default while the loss and sampler still let the averaged model swing on a real brain; with them fixed, constant
+ends higher on the consortium and anatomy presets and stays within the stability targets (bench/RESULTS.md). The
+schedule is the coordinator's (one for every site, so the mean stays a mean of comparable steps); the share is at
+most 1, so a site never trains faster than its own `learning-rate`.
 """
 
 import math
