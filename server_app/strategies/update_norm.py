@@ -18,7 +18,10 @@ weights) is dropped.
 The default bound, 10.0, is about 1.5 × the largest honest update norm measured with the default `small` preset:
 on the 4-site `oncofed synth --preset tiny` federation (2 local epochs, learning rate 0.002, seed 0) the honest
 norms were 4.8-6.8 in rounds 1-2 with the `small` model and 0.74-1.31 in rounds 1-3 with the `tiny` one (so a
-tiny-preset run is bounded loosely: ~8 × its honest norms; set the bound lower there).
+tiny-preset run is bounded loosely: ~8 × its honest norms; set the bound lower there). A site with many more cases
+than that takes more steps and can pass it honestly: on the `consortium` preset the 40-case centre's norms were
+10-12.8 in every round (`small`, 4 mm, 16³ patches), so it was clipped by up to a fifth; without the bound the
+pooled Dice was the same within 0.001 over three seeds (bench/RESULTS.md, consortium sections).
 The wrapper sits just inside Transport, so it measures against the weights exactly as the sites received them.
 """
 
