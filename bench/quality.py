@@ -439,7 +439,11 @@ def plateau_run(
         # the local-only arm trains in this process, so the sites need not train their baselines in the run too
         FederatedArm(
             name,
-            {**by_name[name].overrides, "local-baseline": False, "personalize-epochs": args.personalize_epochs},
+            {
+                **by_name[name].overrides,
+                "local-baseline": False,
+                "personalize-epochs": args.personalize_epochs,
+            },
         )
         for name in args.configs
     ]

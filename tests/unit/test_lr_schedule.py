@@ -54,13 +54,15 @@ def test_the_wrapper_adds_the_rounds_share_without_changing_the_callers_config()
 
 
 def test_every_run_strategy_carries_the_schedule_and_a_bad_final_share_is_refused():
-    settings = StrategySettings.from_run_config({**defaults(), "num-server-rounds": 6, "lr-schedule": "cosine"})
+    settings = StrategySettings.from_run_config(
+        {**defaults(), "num-server-rounds": 6, "lr-schedule": "cosine"}
+    )
     schedule = [s for s in layers(build_strategy(settings, 3).run) if isinstance(s, LearningRateSchedule)]
     assert len(schedule) == 1 and schedule[0].num_rounds == 6 and schedule[0].schedule == "cosine"
     default = StrategySettings.from_run_config({**defaults(), "num-server-rounds": 6})
-    assert [s.schedule for s in layers(build_strategy(default, 3).run) if isinstance(s, LearningRateSchedule)] == [
-        "constant"
-    ]
+    assert [
+        s.schedule for s in layers(build_strategy(default, 3).run) if isinstance(s, LearningRateSchedule)
+    ] == ["constant"]
     with pytest.raises(RunConfigError, match="lr-final-share"):
         StrategySettings.from_run_config({**defaults(), "lr-final-share": 1.5})
     with pytest.raises(RunConfigError, match="lr-schedule"):
