@@ -31,6 +31,8 @@ from poisoning_member import (
     write_data,
 )
 
+from models.shared.run_config import LR_SCHEDULES
+
 UNPROTECTED = {
     "strategy": "fedavg",
     "max_site_weight": 1.0,
@@ -63,7 +65,7 @@ def main() -> None:
     options.add_argument(
         "--lr-schedule",
         default="cosine",
-        choices=("cosine", "constant"),
+        choices=LR_SCHEDULES,
         help="the sites' learning rate over the rounds (default cosine: at 0.01 a 5-round run settles in its last"
         " rounds; the app's default, constant, is for its longer runs at a lower rate)",
     )

@@ -1,10 +1,11 @@
 """Stability: the pooled Dice of every round of a simulated federation, run twice with one seed.
 
 Writes the synthetic federation (`oncofed synth --preset <preset> --seed 0`, default anatomy: the MNI152 brain,
-3 sites of 10 cases), then runs `oncofed simulate --rounds 8 --preset small --seed 0` on it twice, one after the other
-(two Ray clusters side by side thrash on 2 cores), into two run folders (deploy.simulation: our SuperLink on a free port, every process stopped at the end), and reads each run's
-metrics.jsonl: per round the pooled mean Dice (case-weighted over the sites' validation cases), per site the Dice of
-each region and the validation cases with an empty prediction. Headline figures: `anatomy_pooled_dice` (the final
+3 sites of 10 cases), then runs `oncofed simulate --rounds 8 --preset small --seed 0` on it twice, one after
+the other (two Ray clusters side by side thrash on 2 cores), into two run folders (deploy.simulation: our
+SuperLink on a free port, every process stopped at the end), and reads each run's metrics.jsonl: per round the
+pooled mean Dice (case-weighted over the sites' validation cases), per site the Dice of each region and the
+validation cases with an empty prediction. Headline figures: `anatomy_pooled_dice` (the final
 round's pooled Dice, first run; target ≥ 0.70), `max_round_drop` (the largest fall of pooled Dice between
 consecutive rounds after round 2; target ≤ 0.05), `empty_site_rounds` (rounds after round 2 in which some site
 predicted nothing at every validation case; target 0) and `rerun_dice_delta` (largest difference of any site's

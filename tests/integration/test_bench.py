@@ -200,9 +200,10 @@ def test_stability_names_a_run_setting_the_app_does_not_take(tmp_path):
 
 @pytest.mark.slow
 def test_stability_runs_both_runs_with_the_given_run_settings(tmp_path):
-    done = run_quick("stability", tmp_path, "--preset", "tiny", "--run-config", 'lr-schedule="constant"')
+    """A setting other than the app's default (constant) reaches both runs and the entry."""
+    done = run_quick("stability", tmp_path, "--preset", "tiny", "--run-config", 'lr-schedule="cosine"')
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for run in ("run-1", "run-2"):
         config = json.loads((tmp_path / "out" / run / "config.json").read_text())
-        assert config["run_config"]["lr-schedule"] == "constant"
-    assert """--run-config 'lr-schedule="constant"'`""" in (tmp_path / "RESULTS.md").read_text()
+        assert config["run_config"]["lr-schedule"] == "cosine"
+    assert """--run-config 'lr-schedule="cosine"'`""" in (tmp_path / "RESULTS.md").read_text()
