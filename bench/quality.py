@@ -59,6 +59,7 @@ from site_app.settings.secret import provide_simulated_secret
 from site_app.site_log import site_logger
 
 DATA_SEED = 0
+"""Default `--data-seed`: the synthetic federation's `oncofed synth --seed`."""
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
 QUICK_STRATEGIES = ("fedavg",)
 """--quick runs these with and without local-norm (and the rerun, float16 and DP arms), not every strategy."""
@@ -526,6 +527,7 @@ def plateau_run(
     )
     notes = [
         model_note(settings),
+        f"Data: `oncofed synth --preset {args.preset} --sites {len(sites)} --seed {args.data_seed}`.",
         f"Plateau search: centralized (seed {base_seed}) trained once and evaluated on every site's validation "
         f"cases after {start}·2^k epochs; the plateau budget is the first doubling that adds < {PLATEAU_GAIN} "
         + (
@@ -585,7 +587,8 @@ def plateau_run(
     report("quality", args.results, [search_table, seeds_table, rounds_table], ratios, notes, started)
 
 
-def main() -> None:
+def quality_options() -> argparse.ArgumentParser:
+    """The bench's command line."""
     options = parser(__doc__, preset="bench", quick_preset="tiny", device=True)
     options.add_argument(
         "--model",
@@ -636,6 +639,13 @@ def main() -> None:
         " does not fit the machine; the search still runs to the plateau",
     )
     options.add_argument(
+        "--data-seed",
+        type=int,
+        default=DATA_SEED,
+        help="the synthetic federation's `oncofed synth --seed`: another draw of every site's cases, to check a"
+        " finding on data it was not tuned on",
+    )
+    options.add_argument(
         "--configs",
         type=lambda text: [name.strip() for name in text.split(",")],
         default=list(PLATEAU_CONFIGS),
@@ -649,7 +659,11 @@ def main() -> None:
         default=PERSONALIZE_EPOCHS,
         help=f"epochs each site fine-tunes the global model for its personalized model (default {PERSONALIZE_EPOCHS})",
     )
-    args = parse(options)
+    return options
+
+
+def main() -> None:
+    args = parse(quality_options())
     started = time.monotonic()
     device = torch_device(args.device)
     out = out_folder(args.out, "quality")
@@ -683,7 +697,7 @@ def main() -> None:
 
     data, work = out / "data", out / "work"
     n_sites = default_sites(args.preset)
-    write_federation(data, n_sites=n_sites, seed=DATA_SEED, preset=args.preset)
+    write_federation(data, n_sites=n_sites, seed=args.data_seed, preset=args.preset)
     sites = load_sites(data, work, settings)
     if args.plateau:
         plateau_run(args, config, settings, sites, data, work, out, device, started)
@@ -805,7 +819,8 @@ def main() -> None:
             f" cases); {sum(len(s.cases.val) for s in sites)} validation cases. Federated Dice per round from the runs'"
             " own validation (summary.json); the cross-site tables evaluate saved models on every site."
         ),
-        f"Data: `oncofed synth --preset {args.preset} --sites {n_sites} --seed {DATA_SEED}`; train/validation cases: "
+        f"Data: `oncofed synth --preset {args.preset} --sites {n_sites} --seed {args.data_seed}`; train/validation"
+        " cases: "
         + ", ".join(f"{s.paths.name} {len(s.cases.train)}/{len(s.cases.val)}" for s in sites)
         + ".",
         (

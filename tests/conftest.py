@@ -8,6 +8,7 @@ Helpers shared by tests live in tests/support (on the import path through pytest
 """
 
 import importlib
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +19,15 @@ from flwr.supercore.task_identity import TaskIdentity
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 TIERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Commands the tests start take Ctrl-C as from a terminal. A test run started in the background of a script
+    (`make test &`, nohup) has SIGINT ignored, every process it starts would inherit that, and our commands
+    rightly keep a signal they were started with ignored (deploy.processes.stop_on_signals): the Ctrl-C tests
+    would then wait on commands that cannot hear them."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

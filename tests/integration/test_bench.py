@@ -84,7 +84,17 @@ def test_quality_plateau_mode(tmp_path):
     """--plateau: the search's table, the seeded arms at the chosen budget, the headline ratios."""
     results = tmp_path / "RESULTS.md"
     done = run_quick(
-        "quality", tmp_path, "--plateau", "--max-epochs", "4", "--budget-epochs", "2", "--seeds", "2"
+        "quality",
+        tmp_path,
+        "--plateau",
+        "--max-epochs",
+        "4",
+        "--budget-epochs",
+        "2",
+        "--seeds",
+        "2",
+        "--data-seed",
+        "3",
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ratios = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("RATIO ")}
@@ -93,6 +103,7 @@ def test_quality_plateau_mode(tmp_path):
     assert "| centralized epochs | pooled mean Dice |" in text and "| 4 |" in text
     assert "Model: `tiny` (UNet channels 8-16-32, 2 halvings" in text  # which model the figures are of
     assert "ran at 2 epochs (--budget-epochs), not at the plateau budget" in text
+    assert "Data: `oncofed synth --preset tiny --sites 2 --seed 3`." in text  # which draw of the cases
     assert "| seed 0 | seed 1 | mean ± sd |" in text and "· personalized |" in text
     assert "centralized over local-only (what one model trained on every site's cases gains" in text
     # two seeds × two federated configurations, each a run folder of its own

@@ -106,6 +106,40 @@ def test_follow_log_ends_when_a_companion_exits(tmp_path):
         companion.stop()
 
 
+def test_the_commands_a_test_starts_take_ctrl_c():
+    """What every Ctrl-C test here needs: SIGINT not ignored in the processes it starts."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip() == "False"
+
+
+def test_a_test_run_started_with_ctrl_c_ignored_still_starts_commands_that_take_it():
+    """A test run started in the background of a script (SIGINT ignored, as `make test &` does) gives its commands
+    SIGINT back (tests/conftest.py), so the probe above passes there too."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{__file__}::test_the_commands_a_test_starts_take_ctrl_c",
+        ],
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
 def start_driver(mode: str, grace_s: float, tmp_path: Path) -> tuple[subprocess.Popen, str]:
     """tests/support/interrupt_driver.py in `mode`, once its processes run; with the mark of its group."""
     driver = subprocess.Popen(
