@@ -10,10 +10,12 @@ only), plus fedavg again with the same seed (repeatability), with float16 transp
 fine-tuned on its own training cases, kept at the site) on its own validation cases.
 Federated runs are the real ServerApp and ClientApps in this process (bench/in_process.py), so their per-round
 validation, bytes and ε are those a real run records. Every model is evaluated on every site's validation cases
-(a local-norm run: each site's own norm layers on its own cases).
+(a local-norm run: each site's own norm layers on its own cases). --plateau also measures every model on held-out
+cases of each site's own profile that no site trains or validates on (bench/held_out.py, `--test-cases`).
 """
 
 import argparse
+import copy
 import itertools
 import json
 import logging
@@ -36,6 +38,7 @@ from common import (
     run_config,
     torch_device,
 )
+from held_out import HeldOut, evaluate_held_out, kept_models, write_and_load
 from in_process import run_federation
 from torch.utils.data import ConcatDataset
 
@@ -49,10 +52,12 @@ from models.shared.wire import LOCAL_ONLY_PREFIX, PERSONALIZED_PREFIX, baseline_
 from models.weights import load_checkpoint
 from site_app.disclosure.aggregates import site_aggregates
 from site_app.learning.local_baseline import MODEL_FILE
+from site_app.learning.personalize import LATEST_MODEL as PERSONALIZED_LATEST
 from site_app.learning.run_state import RUNS_FOLDER, load_state
 from site_app.learning.site_data import SiteCases, load_site_cases
 from site_app.learning.training import train_epochs
 from site_app.learning.validation import CaseEvaluation, validate_cases
+from site_app.learning.work_records import LATEST_MODEL as GLOBAL_LATEST
 from site_app.settings.identity import SitePaths, site_folders
 from site_app.settings.run_settings import SiteRunSettings
 from site_app.settings.secret import provide_simulated_secret
@@ -70,6 +75,9 @@ POSTPROCESS_MM3 = 100.0
 """Post-processing measured on the best federated model: predicted tumor components below this volume removed."""
 PLATEAU_GAIN = 0.01
 """The plateau budget: the first doubling of centralized's epochs that adds less than this pooled Dice."""
+HELD_OUT_CASES = 20
+"""Default `--test-cases` of --plateau: held-out cases per site (bench/held_out.py) every model is measured on
+again, so that a small site's ratio is not one or two validation cases' Dice."""
 PLATEAU_CONFIGS = ("fedavg", "fedavg + local-norm")
 """Default federated configurations at the plateau budget: the app's defaults, and the same with FedBN-style local
 norm layers (the best of the every-strategy screen on the phantom presets)."""
@@ -359,6 +367,8 @@ class PlateauSearch:
     """The plateau budget: the epochs whose doubling from epochs/2 added < PLATEAU_GAIN (or the last tried)."""
     reached: bool
     seconds: float
+    states: dict[int, dict[str, torch.Tensor]]
+    """epochs → the model's weights then."""
 
 
 def plateau_search(
@@ -368,10 +378,12 @@ def plateau_search(
     clock = time.monotonic()
     pooled: dict[int, float] = {}
     per_site: dict[int, dict[str, float]] = {}
+    states: dict[int, dict[str, torch.Tensor]] = {}
 
     def snapshot(model: torch.nn.Module, epoch: int) -> bool:
         if epoch < start or epoch % start or (epoch // start) & (epoch // start - 1):
             return False  # not start·2^k
+        states[epoch] = copy.deepcopy(model.state_dict())
         pooled[epoch], per_site[epoch] = mean_dice(evaluate(model, sites, settings, device), settings.seed)
         gain = pooled[epoch] - pooled.get(epoch // 2, float("-inf"))
         print(
@@ -385,7 +397,7 @@ def plateau_search(
     centralized(sites, settings, start * 2**doublings, device, after_epoch=snapshot)
     last = max(pooled)
     reached = last // 2 in pooled and pooled[last] - pooled[last // 2] < PLATEAU_GAIN
-    return PlateauSearch(pooled, per_site, last, reached, time.monotonic() - clock)
+    return PlateauSearch(pooled, per_site, last, reached, time.monotonic() - clock, states)
 
 
 def personalized_name(arm: str) -> str:
@@ -407,6 +419,42 @@ def mean_dice(by_site: dict[str, list[CaseEvaluation]], seed: int) -> tuple[floa
     """(mean Dice over every case of every site, site → mean Dice over its cases)."""
     pooled = aggregates([c for cases in by_site.values() for c in cases], seed)[0]
     return pooled, {name: aggregates(cases, seed)[0] for name, cases in by_site.items()}
+
+
+def plateau_ratios(
+    pooled: dict[str, list[float]], per_site: dict[str, dict[str, list[float]]], best: str
+) -> dict[str, float]:
+    """The headline ratios of `best` (an arm's row) against centralized and each site alone, from one set of figures
+    (row → one pooled value per seed; row → site → one value per seed)."""
+    global_over_local, fed_over_local, central_over_local = (
+        over_local_only(per_site, row) for row in (best, personalized_name(best), "centralized")
+    )
+    central = statistics.mean(pooled["centralized"])
+    return {
+        "fed_over_central": ratio(statistics.mean(pooled[best]), central),
+        "fed_over_local_min": min(fed_over_local.values()),
+        "global_over_local_min": min(global_over_local.values()),
+        "central_over_local_min": min(central_over_local.values()),
+        "personalized_over_central": ratio(statistics.mean(pooled[personalized_name(best)]), central),
+    }
+
+
+class HeldOutScores:
+    """Each row's figures on the held-out cases (bench/held_out.py), kept like the validation figures: row → one
+    pooled value per seed, row → site → one value per seed."""
+
+    def __init__(self, cases: HeldOut, rows: list[str], settings: SiteRunSettings, device: torch.device):
+        self.cases, self.settings, self.device = cases, settings, device
+        self.pooled: dict[str, list[float]] = {row: [] for row in rows}
+        self.per_site: dict[str, dict[str, list[float]]] = {row: {s: [] for s in cases.items} for row in rows}
+
+    def measure(self, row: str, models: dict[str, torch.nn.Module], seed: int) -> None:
+        """`row`'s models (site → the model that site would use) on every site's held-out cases."""
+        results = evaluate_held_out(models, self.cases, self.settings, self.device)
+        dice = {site: aggregates(cases, seed)[0] for site, cases in results.items()}
+        self.pooled[row].append(self.cases.pooled(dice))
+        for site, value in dice.items():
+            self.per_site[row][site].append(value)
 
 
 def plateau_run(
@@ -458,12 +506,19 @@ def plateau_run(
         "local-only": [],
     }
     per_site: dict[str, dict[str, list[float]]] = {k: {n: [] for n in names} for k in pooled}
+    held = None
+    if args.test_cases:
+        own_cases = {s.paths.name: len(s.cases.train) + len(s.cases.val) for s in sites}
+        held_out = write_and_load(out, args.preset, args.data_seed, args.test_cases, own_cases, settings)
+        held = HeldOutScores(held_out, list(pooled), settings, device)
     runs: list[FederatedResult] = []
     seconds = {"centralized": search.seconds, "local-only": 0.0}
     for seed in seeds:
         seeded = SiteRunSettings.from_run_config({**config, "seed": seed})
         if seed == base_seed:
             central_pooled, central_sites = search.pooled[budget], search.sites[budget]
+            model = build_model(settings.model_preset)
+            model.load_state_dict(search.states[budget])
         else:
             clock = time.monotonic()
             model = centralized(sites, seeded, budget, device)
@@ -475,6 +530,9 @@ def plateau_run(
         clock = time.monotonic()
         alone = {s.paths.name: centralized([s], seeded, budget, device) for s in sites}
         seconds["local-only"] += time.monotonic() - clock
+        if held is not None:
+            held.measure("centralized", dict.fromkeys(names, model), seed)
+            held.measure("local-only", alone, seed)
         # each site's validation cases by its own local model
         own = {s.paths.name: evaluate(alone[s.paths.name], [s], seeded, device)[s.paths.name] for s in sites}
         local_pooled, local_sites = mean_dice(own, seed)
@@ -495,6 +553,12 @@ def plateau_run(
             for name in names:
                 per_site[arm.name][name].append(run.sites[name])
                 per_site[personalized_name(arm.name)][name].append(run.personalized[name])
+            if held is not None:  # the models the sites kept from this run
+                preset = settings.model_preset
+                held.measure(arm.name, kept_models(work, names, preset, GLOBAL_LATEST), seed)
+                held.measure(
+                    personalized_name(arm.name), kept_models(work, names, preset, PERSONALIZED_LATEST), seed
+                )
 
     best = max(arms, key=lambda a: statistics.mean(pooled[a.name])).name
     global_over_local, fed_over_local, central_over_local = (
@@ -508,10 +572,18 @@ def plateau_run(
             for e, d in sorted(search.pooled.items())
         ],
     )
-    seeds_table = markdown_table(
-        ["pooled mean Dice", *(f"seed {s}" for s in seeds), "mean ± sd", *(f"{n} (mean)" for n in names)],
-        [[k, *v, mean_sd(v), *(statistics.mean(per_site[k][n]) for n in names)] for k, v in pooled.items()],
-    )
+
+    def seeds_table(
+        title: str, rows: dict[str, list[float]], sites: dict[str, dict[str, list[float]]]
+    ) -> str:
+        return markdown_table(
+            [title, *(f"seed {s}" for s in seeds), "mean ± sd", *(f"{n} (mean)" for n in names)],
+            [[k, *v, mean_sd(v), *(statistics.mean(sites[k][n]) for n in names)] for k, v in rows.items()],
+        )
+
+    tables = [search_table, seeds_table("pooled mean Dice", pooled, per_site)]
+    if held is not None:
+        tables.append(seeds_table("held-out pooled mean Dice", held.pooled, held.per_site))
     rounds_table = markdown_table(
         ["federated run", "final pooled Dice", "best round (Dice)", "max drop after r2", "s"],
         [
@@ -574,17 +646,42 @@ def plateau_run(
             f"{sum(r.seconds for r in runs):.0f}; total {time.monotonic() - started:.0f}."
         ),
     ]
-    ratios = {
-        "fed_over_central": ratio(statistics.mean(pooled[best]), statistics.mean(pooled["centralized"])),
-        "fed_over_local_min": min(fed_over_local.values()),
-        "global_over_local_min": min(global_over_local.values()),
-        "central_over_local_min": min(central_over_local.values()),
-        "personalized_over_central": ratio(
-            statistics.mean(pooled[personalized_name(best)]), statistics.mean(pooled["centralized"])
-        ),
-        "max_round_drop": max(run.max_drop() for run in runs),
+    on_validation = plateau_ratios(pooled, per_site, best)
+    if held is None:
+        ratios = on_validation
+    else:
+        notes.insert(-1, held_out_note(held, best))
+        ratios = plateau_ratios(held.pooled, held.per_site, best)
+        ratios.update({f"val_{key}": value for key, value in on_validation.items()})
+    ratios["max_round_drop"] = max(run.max_drop() for run in runs)
+    report("quality", args.results, [*tables, rounds_table], ratios, notes, started)
+
+
+def held_out_note(held: HeldOutScores, best: str) -> str:
+    """What the held-out rows are, and `best`'s per-site ratios on them."""
+    per_row = {
+        row: over_local_only(held.per_site, row) for row in (personalized_name(best), best, "centralized")
     }
-    report("quality", args.results, [search_table, seeds_table, rounds_table], ratios, notes, started)
+    listed = ["; ".join(f"{n} {v:.3f}" for n, v in by_site.items()) for by_site in per_row.values()]
+    weights = ", ".join(f"{n} {w}" for n, w in held.cases.weights.items())
+    return (
+        f"Held-out rows: every model again on {held.cases.n_cases} held-out cases per site (cases after each site's"
+        " own, drawn from its own profile: the same scanner, format and tumour distribution; no site trained or"
+        " validated on them): centralized, each site's local-only model, and the global and personalized models"
+        " each site kept after each run, each site's on its own held-out cases; pooled = the sites weighted by"
+        f" their own cases ({weights}). Per site over local-only, personalized: {listed[0]}; global:"
+        f" {listed[1]}; centralized: {listed[2]}. The RATIO lines without a prefix are these held-out figures;"
+        " `val_` lines are the same ratios on the sites' validation cases (the per-site columns of the first"
+        " table)."
+    )
+
+
+def case_count(text: str) -> int:
+    """A count of held-out cases per site: 0 or more."""
+    count = int(text)
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"{count}: give 0 (none) or more held-out cases per site")
+    return count
 
 
 def quality_options() -> argparse.ArgumentParser:
@@ -650,6 +747,14 @@ def quality_options() -> argparse.ArgumentParser:
         type=lambda text: [name.strip() for name in text.split(",")],
         default=list(PLATEAU_CONFIGS),
         help="--plateau: federated arms, comma-separated (default: " + ", ".join(PLATEAU_CONFIGS) + ")",
+    )
+    options.add_argument(
+        "--test-cases",
+        type=case_count,
+        default=HELD_OUT_CASES,
+        metavar="N",
+        help="--plateau: measure every model again on N held-out cases per site, cases of the site's own profile"
+        f" that no site trains or validates on (default {HELD_OUT_CASES}; 0: only the sites' validation cases)",
     )
     options.add_argument(
         "--personalize-epochs",

@@ -9,7 +9,8 @@ id and start time, never by name, so a recycled pid is never signalled.
 `stop_on_signals` is how a command is stopped: the first Ctrl-C (or SIGTERM, what systemd and Docker send) says
 what stops and unwinds the command like KeyboardInterrupt, so that its groups stop; a second one kills every open
 group at once. A signal that arrives while a start is registered or a group is being stopped never breaks either:
-it takes effect right after.
+it takes effect right after. Once a signal has stopped the block, later ones are absorbed: the command is on its
+way out, and a Ctrl-C pressed just as its stop finished must not turn a clean stop into a traceback.
 """
 
 import os
@@ -300,12 +301,17 @@ def _on_signal(signum: int, _: FrameType | None) -> None:
         group.kill()
 
 
+def _after_stop(signum: int, _: FrameType | None) -> None:
+    """A signal after one stopped the block: the groups are stopped and the command is exiting; nothing to do."""
+
+
 @contextmanager
 def stop_on_signals(what: str) -> Iterator[None]:
     """Inside the block, the first Ctrl-C or SIGTERM says on stderr that `what` stops and unwinds the block like
     KeyboardInterrupt (every group's stop runs, within one grace period); a second one kills every open group at
     once. A signal the command was started with ignored (`nohup`, `&` in a script) stays ignored. The previous
-    handlers are restored afterwards."""
+    handlers are restored afterwards, unless a signal stopped the block: then later signals are absorbed, so that
+    the command's own way out (its message, its exit code) is not cut short."""
     previous = {signum: signal.getsignal(signum) for signum in INTERRUPT_SIGNALS}
     _STATE.what, _STATE.received, _STATE.pending, _STATE.at_once = what, 0, False, False
     for signum, handler in previous.items():
@@ -314,8 +320,9 @@ def stop_on_signals(what: str) -> Iterator[None]:
     try:
         yield
     finally:
+        stopped = _STATE.received > 0
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, _after_stop if stopped and handler is not signal.SIG_IGN else handler)
         _STATE.pending = _STATE.at_once = False
 
 

@@ -83,16 +83,44 @@ def write_federation(
     return [write_site(out, profile, seed, on_case_written) for profile in profiles]
 
 
+def write_held_out(out: Path, n_sites: int, seed: int, preset: str, n_cases: int) -> list[Path]:
+    """Write each site's held-out test cases under ``out``: ``n_cases`` more cases of the same site profile, drawn
+    after the ones write_federation writes for it (case numbers n+1 … n+``n_cases`` of a site with n cases), so
+    they share the site's scanner, format and tumour distribution and are none of its own cases.
+
+    A benchmark measures every model on them; no site trains or validates on them. Same errors as
+    write_federation."""
+    if n_cases < 1:
+        raise ValueError(f"held-out cases per site must be at least 1, not {n_cases}")
+    out = Path(out)
+    profiles = site_profiles(preset, n_sites, seed)
+    for profile in profiles:
+        site_dir = out / profile.name
+        if site_dir.exists() and (not site_dir.is_dir() or any(site_dir.iterdir())):
+            raise FileExistsError(f"{site_dir} already exists and is not empty; choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        write_site(out, profile, seed, first_index=profile.n_cases, n_cases=n_cases) for profile in profiles
+    ]
+
+
 def write_site(
-    out: Path, profile: SiteProfile, seed: int, on_case_written: Callable[[], None] | None = None
+    out: Path,
+    profile: SiteProfile,
+    seed: int,
+    on_case_written: Callable[[], None] | None = None,
+    first_index: int = 0,
+    n_cases: int | None = None,
 ) -> Path:
     """Write ``profile``'s site folder under ``out`` (staged under a hidden name, renamed when complete); return it.
 
+    Cases ``first_index`` … ``first_index + n_cases - 1`` (default: the profile's own cases, 0 … n_cases - 1).
     The caller has checked that the site folder does not exist or is empty (write_federation does)."""
     staging = out / f".{profile.name}.partial-{os.getpid()}"
     staging.mkdir()
+    count = profile.n_cases if n_cases is None else n_cases
     try:
-        for index in range(profile.n_cases):
+        for index in range(first_index, first_index + count):
             _write_case(staging, make_case(profile, index, seed), profile, seed)
             if on_case_written is not None:
                 on_case_written()

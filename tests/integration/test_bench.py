@@ -95,10 +95,13 @@ def test_quality_plateau_mode(tmp_path):
         "2",
         "--data-seed",
         "3",
+        "--test-cases",
+        "1",
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ratios = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("RATIO ")}
-    assert PLATEAU <= ratios, done.stdout[-3000:]
+    on_validation = {f"val_{name}" for name in PLATEAU - {"max_round_drop"}}
+    assert PLATEAU <= ratios and on_validation <= ratios, done.stdout[-3000:]
     text = results.read_text()
     assert "| centralized epochs | pooled mean Dice |" in text and "| 4 |" in text
     assert "Model: `tiny` (UNet channels 8-16-32, 2 halvings" in text  # which model the figures are of
@@ -106,6 +109,9 @@ def test_quality_plateau_mode(tmp_path):
     assert "Data: `oncofed synth --preset tiny --sites 2 --seed 3`." in text  # which draw of the cases
     assert "| seed 0 | seed 1 | mean ± sd |" in text and "· personalized |" in text
     assert "centralized over local-only (what one model trained on every site's cases gains" in text
+    # every model measured again on a held-out case of each site
+    assert "| held-out pooled mean Dice | seed 0 | seed 1 |" in text
+    assert "Held-out rows: every model again on 1 held-out cases per site" in text
     # two seeds × two federated configurations, each a run folder of its own
     assert len(list((tmp_path / "out" / "runs").iterdir())) == 4
 

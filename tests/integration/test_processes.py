@@ -204,3 +204,20 @@ def test_a_ctrl_c_while_stopping_neither_breaks_the_stop_nor_is_lost(tmp_path):
         assert processes_with_env(GROUP_ENV, mark) == []
     finally:
         stop_trees([driver.pid, *processes_with_env(GROUP_ENV, mark)], grace_s=0.5)
+
+
+def test_a_ctrl_c_just_after_the_stop_finished_leaves_the_exit_as_it_was(tmp_path):
+    """Ctrl-C pressed twice, the second just after the stop finished: the command still ends its own way (here exit
+    130 after its message), not killed by the signal or with a traceback."""
+    driver, mark = start_driver("ctrl-c-after-the-stop", 2.0, tmp_path)
+    try:
+        driver.send_signal(signal.SIGINT)
+        assert driver.stdout.readline() == "interrupted\n"
+        assert driver.stdout.readline() == "stopped\n"
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=30) == 130
+        errors = driver.stderr.read()
+        assert "Traceback" not in errors and "stopping at once" not in errors, errors
+        assert processes_with_env(GROUP_ENV, mark) == []
+    finally:
+        stop_trees([driver.pid, *processes_with_env(GROUP_ENV, mark)], grace_s=0.5)

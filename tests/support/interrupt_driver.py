@@ -8,6 +8,9 @@ exits 130 when interrupted; for the tests of the stop mechanism (tests/integrati
         a child that ignores SIGTERM and one that answers SIGTERM with a Ctrl-C to this process (an operator
         pressing it while the command stops); prints `ready MARK` and ends normally, stopping the group; then it
         waits a minute, so that a Ctrl-C the stop lost shows as exit 0 a minute later
+    python interrupt_driver.py ctrl-c-after-the-stop GRACE_S LOG_DIR
+        a child that stops on SIGTERM; once interrupted and stopped, prints `stopped` and takes 3 s to exit (a
+        second Ctrl-C pressed just after the stop finished lands there)
 """
 
 import sys
@@ -32,9 +35,11 @@ CTRL_C_ON_SIGTERM = (
     "print('up', flush=True)\n"
     "time.sleep(600)\n"
 )
+STOPS_ON_SIGTERM = "import time\nprint('up', flush=True)\ntime.sleep(600)\n"
 CHILDREN = {
     "stubborn": [IGNORES_SIGTERM, LEAVES_A_GRANDCHILD],
     "ctrl-c-while-stopping": [IGNORES_SIGTERM, CTRL_C_ON_SIGTERM],
+    "ctrl-c-after-the-stop": [STOPS_ON_SIGTERM],
 }
 
 
@@ -50,11 +55,14 @@ def main(mode: str, grace_s: float, logs: Path) -> int:
                 while "up" not in process.log_path.read_text():
                     time.sleep(0.05)
             print(f"ready {processes.mark}", flush=True)
-            if mode == "stubborn":
+            if mode != "ctrl-c-while-stopping":
                 time.sleep(60)
         time.sleep(60)
     except KeyboardInterrupt:
         print("interrupted", flush=True)
+        if mode == "ctrl-c-after-the-stop":
+            print("stopped", flush=True)
+            time.sleep(3)
         return 130
     return 0
 
