@@ -421,20 +421,24 @@ def mean_dice(by_site: dict[str, list[CaseEvaluation]], seed: int) -> tuple[floa
     return pooled, {name: aggregates(cases, seed)[0] for name, cases in by_site.items()}
 
 
+def site_ratios(per_site: dict[str, dict[str, list[float]]], best: str) -> dict[str, dict[str, float]]:
+    """ "personalized", "global" (`best`'s rows) and "centralized" → site → that model over the site's local-only
+    model (row → site → one value per seed)."""
+    rows = {"personalized": personalized_name(best), "global": best, "centralized": "centralized"}
+    return {kind: over_local_only(per_site, row) for kind, row in rows.items()}
+
+
 def plateau_ratios(
-    pooled: dict[str, list[float]], per_site: dict[str, dict[str, list[float]]], best: str
+    pooled: dict[str, list[float]], by_site: dict[str, dict[str, float]], best: str
 ) -> dict[str, float]:
     """The headline ratios of `best` (an arm's row) against centralized and each site alone, from one set of figures
-    (row → one pooled value per seed; row → site → one value per seed)."""
-    global_over_local, fed_over_local, central_over_local = (
-        over_local_only(per_site, row) for row in (best, personalized_name(best), "centralized")
-    )
+    (row → one pooled value per seed; `by_site`: site_ratios of the same figures)."""
     central = statistics.mean(pooled["centralized"])
     return {
         "fed_over_central": ratio(statistics.mean(pooled[best]), central),
-        "fed_over_local_min": min(fed_over_local.values()),
-        "global_over_local_min": min(global_over_local.values()),
-        "central_over_local_min": min(central_over_local.values()),
+        "fed_over_local_min": min(by_site["personalized"].values()),
+        "global_over_local_min": min(by_site["global"].values()),
+        "central_over_local_min": min(by_site["centralized"].values()),
         "personalized_over_central": ratio(statistics.mean(pooled[personalized_name(best)]), central),
     }
 
@@ -561,9 +565,7 @@ def plateau_run(
                 )
 
     best = max(arms, key=lambda a: statistics.mean(pooled[a.name])).name
-    global_over_local, fed_over_local, central_over_local = (
-        over_local_only(per_site, row) for row in (best, personalized_name(best), "centralized")
-    )
+    on_validation = site_ratios(per_site, best)
     n_val = {s.paths.name: len(s.cases.val) for s in sites}
     search_table = markdown_table(
         ["centralized epochs", "pooled mean Dice", "gain over half the epochs"],
@@ -624,12 +626,12 @@ def plateau_run(
         ),
         f"Best federated configuration (mean over seeds): {best}; per site, its personalized models over local-only "
         "(means over seeds): "
-        + ", ".join(f"{n} {v:.3f}" for n, v in fed_over_local.items())
+        + ", ".join(f"{n} {v:.3f}" for n, v in on_validation["personalized"].items())
         + "; its global model over local-only: "
-        + ", ".join(f"{n} {v:.3f}" for n, v in global_over_local.items())
+        + ", ".join(f"{n} {v:.3f}" for n, v in on_validation["global"].items())
         + "; centralized over local-only (what one model trained on every site's cases gains at each site: the"
         " reference for the global model's ratios, which it rarely exceeds): "
-        + ", ".join(f"{n} {v:.3f}" for n, v in central_over_local.items())
+        + ", ".join(f"{n} {v:.3f}" for n, v in on_validation["centralized"].items())
         + ".",
         (
             f"Personalized rows: each site's personalized model (the global model fine-tuned {args.personalize_epochs}"
@@ -646,31 +648,29 @@ def plateau_run(
             f"{sum(r.seconds for r in runs):.0f}; total {time.monotonic() - started:.0f}."
         ),
     ]
-    on_validation = plateau_ratios(pooled, per_site, best)
+    validation_ratios = plateau_ratios(pooled, on_validation, best)
     if held is None:
-        ratios = on_validation
+        ratios = validation_ratios
     else:
-        notes.insert(-1, held_out_note(held, best))
-        ratios = plateau_ratios(held.pooled, held.per_site, best)
-        ratios.update({f"val_{key}": value for key, value in on_validation.items()})
+        on_held_out = site_ratios(held.per_site, best)
+        notes.insert(-1, held_out_note(held, on_held_out))
+        ratios = plateau_ratios(held.pooled, on_held_out, best)
+        ratios.update({f"val_{key}": value for key, value in validation_ratios.items()})
     ratios["max_round_drop"] = max(run.max_drop() for run in runs)
     report("quality", args.results, [*tables, rounds_table], ratios, notes, started)
 
 
-def held_out_note(held: HeldOutScores, best: str) -> str:
-    """What the held-out rows are, and `best`'s per-site ratios on them."""
-    per_row = {
-        row: over_local_only(held.per_site, row) for row in (personalized_name(best), best, "centralized")
-    }
-    listed = ["; ".join(f"{n} {v:.3f}" for n, v in by_site.items()) for by_site in per_row.values()]
+def held_out_note(held: HeldOutScores, by_site: dict[str, dict[str, float]]) -> str:
+    """What the held-out rows are, and the best arm's per-site ratios on them (`by_site`: site_ratios)."""
+    listed = {kind: "; ".join(f"{n} {v:.3f}" for n, v in values.items()) for kind, values in by_site.items()}
     weights = ", ".join(f"{n} {w}" for n, w in held.cases.weights.items())
     return (
         f"Held-out rows: every model again on {held.cases.n_cases} held-out cases per site (cases after each site's"
         " own, drawn from its own profile: the same scanner, format and tumour distribution; no site trained or"
         " validated on them): centralized, each site's local-only model, and the global and personalized models"
         " each site kept after each run, each site's on its own held-out cases; pooled = the sites weighted by"
-        f" their own cases ({weights}). Per site over local-only, personalized: {listed[0]}; global:"
-        f" {listed[1]}; centralized: {listed[2]}. The RATIO lines without a prefix are these held-out figures;"
+        f" their own cases ({weights}). Per site over local-only, personalized: {listed['personalized']};"
+        f" global: {listed['global']}; centralized: {listed['centralized']}. The RATIO lines without a prefix are these held-out figures;"
         " `val_` lines are the same ratios on the sites' validation cases (the per-site columns of the first"
         " table)."
     )

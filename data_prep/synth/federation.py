@@ -73,13 +73,7 @@ def write_federation(
     """
     out = Path(out)
     profiles = site_profiles(preset, n_sites, seed)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder; choose another output folder")
-    for profile in profiles:
-        site_dir = out / profile.name
-        if site_dir.exists() and (not site_dir.is_dir() or any(site_dir.iterdir())):
-            raise FileExistsError(f"{site_dir} already exists and is not empty; choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_output(out, profiles)
     return [write_site(out, profile, seed, on_case_written) for profile in profiles]
 
 
@@ -94,14 +88,22 @@ def write_held_out(out: Path, n_sites: int, seed: int, preset: str, n_cases: int
         raise ValueError(f"held-out cases per site must be at least 1, not {n_cases}")
     out = Path(out)
     profiles = site_profiles(preset, n_sites, seed)
+    _prepare_output(out, profiles)
+    return [
+        write_site(out, profile, seed, first_index=profile.n_cases, n_cases=n_cases) for profile in profiles
+    ]
+
+
+def _prepare_output(out: Path, profiles: list[SiteProfile]) -> None:
+    """Create ``out``; FileExistsError, before anything is written, if it is not a folder or one of the profiles'
+    site folders in it already exists and is not empty."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder; choose another output folder")
     for profile in profiles:
         site_dir = out / profile.name
         if site_dir.exists() and (not site_dir.is_dir() or any(site_dir.iterdir())):
             raise FileExistsError(f"{site_dir} already exists and is not empty; choose another output folder")
     out.mkdir(parents=True, exist_ok=True)
-    return [
-        write_site(out, profile, seed, first_index=profile.n_cases, n_cases=n_cases) for profile in profiles
-    ]
 
 
 def write_site(
